@@ -1,0 +1,123 @@
+"""Occlusion synthesis: categories, coverage, compositing, user library."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deocc_jax.data import masks as mk
+from deocc_jax.data.synthetic_faces import SyntheticFaces
+
+
+@pytest.fixture(scope="module")
+def faces():
+  ds = SyntheticFaces(identities=40, images_per_identity=2, resolution=64, seed=1)
+  return [ds[i] for i in range(0, 80, 2)]
+
+
+@pytest.mark.parametrize("category", mk.CATEGORIES)
+def test_every_category_in_coverage_range(faces, category):
+  rng = np.random.default_rng(0)
+  covs, kinds = [], set()
+  for r in faces:
+    occ = mk.synthesize_occlusion(rng, r["landmarks"], r["face_region"], category=category)
+    assert occ.category == category
+    assert occ.mask.shape == (64, 64) and set(np.unique(occ.mask)) <= {0.0, 1.0}
+    covs.append(mk.coverage(occ.mask, r["face_region"]))
+    kinds.add(occ.kind.split("/")[0])
+  covs = np.array(covs)
+  lo, hi = mk.DEFAULT_COVERAGE_RANGE
+  # Target drawn in [lo, hi]; the scale search lands close to it.
+  assert np.mean((covs >= lo - 0.03) & (covs <= hi + 0.03)) >= 0.9, covs
+  assert 0.15 <= covs.mean() <= 0.25, covs.mean()  # about 1/5 of the face
+  assert len(kinds) >= 2, kinds  # several procedural shapes per category
+
+
+def test_configured_coverage_range_is_respected(faces):
+  cfg = mk.MaskConfig(coverage_range=(0.35, 0.45))
+  rng = np.random.default_rng(1)
+  covs = [mk.coverage(mk.synthesize_occlusion(rng, r["landmarks"], r["face_region"], cfg).mask,
+                      r["face_region"]) for r in faces]
+  assert 0.33 <= np.median(covs) <= 0.47, covs
+
+
+def test_hybrid_can_cover_the_eyes_with_sunglasses(faces):
+  rng = np.random.default_rng(2)
+  n_glasses = 0
+  for r in faces:
+    occ = mk.synthesize_occlusion(rng, r["landmarks"], r["face_region"], category="hybrid")
+    if occ.kind.startswith("sunglasses"):
+      n_glasses += 1
+      for eye in r["landmarks"][:2]:
+        x, y = np.round(eye).astype(int)
+        assert occ.mask[y, x] == 1
+  assert n_glasses >= 10
+
+
+def test_composite_keeps_unmasked_pixels_exact(faces):
+  r = faces[0]
+  occ = mk.synthesize_occlusion(np.random.default_rng(3), r["landmarks"], r["face_region"],
+                                category="complex")
+  out = mk.composite(r["image"], occ)
+  outside = occ.mask == 0
+  np.testing.assert_array_equal(out[outside], r["image"][outside])
+  assert np.abs(out[~outside].astype(int) - r["image"][~outside].astype(int)).mean() > 5
+
+
+def test_mask_config_validation():
+  with pytest.raises(ValueError, match="unknown mask categories"):
+    mk.MaskConfig(categories=("simple", "medical"))
+  with pytest.raises(ValueError, match="coverage_range"):
+    mk.MaskConfig(coverage_range=(0.5, 0.2))
+  with pytest.raises(ValueError, match=r"landmarks must have shape \(5, 2\)"):
+    mk.synthesize_occlusion(np.random.default_rng(0), np.zeros((4, 2)), np.ones((8, 8)))
+
+
+def _write_rgba(path, w=40, h=24, colour=(200, 30, 30)):
+  a = np.zeros((h, w, 4), np.uint8)
+  a[..., :3] = colour
+  a[4:-4, 2:-2, 3] = 255
+  Image.fromarray(a, "RGBA").save(path)
+
+
+def test_user_mask_library_placed_by_landmarks(tmp_path, faces):
+  os.makedirs(tmp_path / "simple")
+  _write_rgba(tmp_path / "simple" / "red.png")
+  lib = mk.MaskLibrary(str(tmp_path))
+  assert len(lib) == 1
+  cfg = mk.MaskConfig(categories=("simple",), library=lib, library_prob=1.0)
+  rng = np.random.default_rng(0)
+  for r in faces[:6]:
+    occ = mk.synthesize_occlusion(rng, r["landmarks"], r["face_region"], cfg)
+    assert occ.kind == "library:red.png"
+    inside = occ.mask > 0
+    assert inside.any()
+    np.testing.assert_allclose(occ.rgb[inside], np.broadcast_to(np.array([200, 30, 30]) / 255, occ.rgb[inside].shape), atol=1e-6)
+    # Centred on the lower face: the mask's centroid is below the eyes.
+    ys, xs = np.nonzero(inside)
+    assert ys.mean() > r["landmarks"][:2, 1].mean()
+    assert 0.05 <= mk.coverage(occ.mask, r["face_region"]) <= 0.35
+
+
+def test_user_mask_library_bad_input(tmp_path):
+  with pytest.raises(FileNotFoundError, match="mask library folder"):
+    mk.MaskLibrary(str(tmp_path / "nope"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ValueError, match="no PNG mask images"):
+    mk.MaskLibrary(str(tmp_path / "empty"))
+  d = tmp_path / "rgb"
+  (d / "simple").mkdir(parents=True)
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(d / "simple" / "x.png")
+  with pytest.raises(ValueError, match=r"x\.png: mask images need an alpha channel"):
+    mk.MaskLibrary(str(d))
+  f = tmp_path / "flat"
+  f.mkdir()
+  _write_rgba(f / "m.png")
+  with pytest.raises(ValueError, match=r"m\.png: mask image outside a category folder"):
+    mk.MaskLibrary(str(f))
+  (f / "masks.json").write_text(json.dumps({"m.png": {"category": "hybrid", "anchor": "eyes"}}))
+  assert mk.MaskLibrary(str(f)).masks[0].anchor == "eyes"
+  (f / "masks.json").write_text("{broken")
+  with pytest.raises(ValueError, match="masks.json: invalid JSON"):
+    mk.MaskLibrary(str(f))
