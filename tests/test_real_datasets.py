@@ -1,0 +1,215 @@
+"""Real data set readers on tiny fixtures in their exact on-disk formats."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deocc_jax.data import real_datasets as rd
+from deocc_jax.data import pipeline as pl
+from deocc_jax.data.synthetic_faces import SyntheticFaces
+
+
+def _face(i, size=(178, 218)):
+  """A synthetic face pasted into an image of CelebA's size, plus landmarks."""
+  r = SyntheticFaces(identities=50, images_per_identity=2, resolution=128, seed=2)[i]
+  canvas = Image.new("RGB", size, (90, 90, 90))
+  ox, oy = (size[0] - 128) // 2, (size[1] - 128) // 2
+  canvas.paste(Image.fromarray(r["image"]), (ox, oy))
+  return canvas, r["landmarks"] + np.array([ox, oy], np.float32)
+
+
+@pytest.fixture()
+def celeba(tmp_path):
+  root = tmp_path / "celeba"
+  (root / "img_align_celeba").mkdir(parents=True)
+  ids, parts, lms = [], [], []
+  for i in range(14):
+    name = f"{i + 1:06d}.jpg"
+    img, lm = _face(i)
+    img.save(root / "img_align_celeba" / name, quality=95)
+    ids.append(f"{name} {100 + i // 2}")
+    parts.append(f"{name} {0 if i < 10 else (1 if i < 12 else 2)}")
+    lms.append(name + " " + " ".join(str(int(round(v))) for v in lm.ravel()))
+  (root / "identity_CelebA.txt").write_text("\n".join(ids) + "\n")
+  (root / "list_eval_partition.txt").write_text("\n".join(parts) + "\n")
+  (root / "list_landmarks_align_celeba.txt").write_text(
+      "14\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y "
+      "rightmouth_x rightmouth_y\n" + "\n".join(lms) + "\n")
+  return root
+
+
+def test_celeba_round_trip(celeba):
+  tr = rd.CelebA(str(celeba), "train", resolution=64)
+  va = rd.CelebA(str(celeba), "validation", resolution=64)
+  te = rd.CelebA(str(celeba), "test", resolution=64)
+  assert (len(tr), len(va), len(te)) == (10, 2, 2)
+  r = tr[3]
+  assert r["image"].shape == (64, 64, 3) and r["image"].dtype == np.uint8
+  # Labels contiguous; identities 100..104 in train -> 0..4, two images each.
+  assert sorted(set(tr.labels.tolist())) == [0, 1, 2, 3, 4]
+  assert tr.identity_names == [100, 101, 102, 103, 104]
+  # Landmarks follow the crop (0, 20, 178, 198) and the resize to 64.
+  raw = rd.parse_landmarks_file(str(celeba / "list_landmarks_align_celeba.txt"))["000004.jpg"]
+  np.testing.assert_allclose(r["landmarks"], (raw - [0, 20]) * 64 / 178, atol=1e-4)
+  # The decoded image matches the source under the same crop and resize.
+  src = np.asarray(Image.open(celeba / "img_align_celeba" / "000004.jpg").resize(
+      (64, 64), Image.BILINEAR, box=(0, 20, 178, 198)))
+  np.testing.assert_array_equal(r["image"], src)
+
+
+def test_celeba_random_6_1_split(celeba):
+  tr = rd.CelebA(str(celeba), "train", partition="random_6_1", seed=1)
+  va = rd.CelebA(str(celeba), "validation", partition="random_6_1", seed=1)
+  assert (len(tr), len(va)) == (12, 2)
+  assert not set(tr.paths) & set(va.paths)
+  again = rd.CelebA(str(celeba), "validation", partition="random_6_1", seed=1)
+  assert again.paths == va.paths
+
+
+def test_celeba_feeds_the_pair_pipeline(celeba):
+  src = rd.CelebA(str(celeba), "train", resolution=64)
+  loader = pl.make_loader(src, pl.PipelineConfig(batch_size=4, seed=0))
+  b = next(iter(loader))
+  assert b["masked"].shape == (4, 64, 64, 3) and b["mask"].sum() > 0
+
+
+def test_celeba_bad_inputs(celeba):
+  lm = celeba / "list_landmarks_align_celeba.txt"
+  lines = lm.read_text().splitlines()
+  lines[5] = "000004.jpg 1 2 3"
+  lm.write_text("\n".join(lines))
+  with pytest.raises(rd.DatasetFormatError, match=r"list_landmarks_align_celeba.txt:6: "
+                     "expected a file name and 10 coordinates"):
+    rd.CelebA(str(celeba))
+  (celeba / "identity_CelebA.txt").unlink()
+  with pytest.raises(FileNotFoundError, match="identity_CelebA.txt"):
+    rd.CelebA(str(celeba))
+
+
+def test_corrupt_missing_grayscale_rgba_images(tmp_path):
+  bad = tmp_path / "bad.jpg"
+  bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+  with pytest.raises(rd.DatasetFormatError, match=r"bad\.jpg: cannot decode image"):
+    rd.read_image(str(bad))
+  # A truncated JPEG (valid header, cut body) is also reported.
+  good = tmp_path / "good.jpg"
+  _face(0)[0].save(good)
+  trunc = tmp_path / "trunc.jpg"
+  trunc.write_bytes(good.read_bytes()[:300])
+  with pytest.raises(rd.DatasetFormatError, match=r"trunc\.jpg"):
+    rd.read_image(str(trunc))
+  with pytest.raises(FileNotFoundError, match=r"missing\.jpg"):
+    rd.read_image(str(tmp_path / "missing.jpg"))
+  gray = tmp_path / "gray.png"
+  Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(gray)
+  g = rd.read_image(str(gray))
+  assert g.shape == (8, 8, 3) and (g[..., 0] == g[..., 2]).all()
+  assert g[0, 5, 1] == 5
+  rgba = tmp_path / "rgba.png"
+  arr = np.zeros((4, 4, 4), np.uint8)
+  arr[..., 0] = 200
+  arr[..., 3] = 255
+  Image.fromarray(arr, "RGBA").save(rgba)
+  x = rd.read_image(str(rgba))
+  assert x.shape == (4, 4, 3) and (x[..., 0] == 200).all()
+
+
+@pytest.fixture()
+def lfw(tmp_path):
+  root = tmp_path / "lfw"
+  names = ["Alice_A", "Bob_B", "Carol_C"]
+  for k, n in enumerate(names):
+    (root / n).mkdir(parents=True)
+    for j in range(1, 4):
+      _face(k * 3 + j, (250, 250))[0].save(root / n / f"{n}_{j:04d}.jpg")
+  lines = ["2\t2"]
+  for fold in range(2):
+    lines += [f"Alice_A\t1\t{2 + fold}", f"Bob_B\t2\t3"]
+    lines += [f"Alice_A\t1\tBob_B\t{1 + fold}", f"Carol_C\t3\tBob_B\t1"]
+  (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+  return root, tmp_path / "pairs.txt"
+
+
+def test_lfw_pairs_and_images(lfw):
+  root, pairs = lfw
+  ds = rd.LFW(str(root), str(pairs), resolution=48)
+  assert len(ds) == 9 and ds.num_classes == 3
+  assert len(ds.pairs) == 8
+  assert [p.same for p in ds.pairs] == [True, True, False, False] * 2
+  assert [p.fold for p in ds.pairs] == [0] * 4 + [1] * 4
+  p = ds.pairs[4]
+  assert p.path_a.endswith("Alice_A/Alice_A_0001.jpg") and p.path_b.endswith("Alice_A_0003.jpg")
+  r = ds[ds.index_of(ds.pairs[2].path_b)]
+  assert r["image"].shape == (48, 48, 3)
+  assert ds.identity_names[int(r["identity"])] == "Bob_B"
+
+
+@pytest.mark.parametrize("bad_line,message", [
+    ("Alice_A\t1", r"pairs.txt:2: expected a matched pair"),
+    ("Alice_A\tx\t2", r"pairs.txt:2: image number 'x' is not an integer"),
+    ("Alice_A\t1\t9", r"pairs.txt:2: image not found: .*Alice_A_0009.jpg"),
+])
+def test_lfw_malformed_pairs(lfw, bad_line, message):
+  root, pairs = lfw
+  lines = pairs.read_text().splitlines()
+  lines[1] = bad_line
+  pairs.write_text("\n".join(lines) + "\n")
+  with pytest.raises((rd.DatasetFormatError, FileNotFoundError), match=message):
+    rd.LFW(str(root), str(pairs))
+
+
+def test_lfw_bad_header_and_count(lfw):
+  root, pairs = lfw
+  lines = pairs.read_text().splitlines()
+  pairs.write_text("\n".join(["ten folds"] + lines[1:]))
+  with pytest.raises(rd.DatasetFormatError, match=r"pairs.txt:1: expected header"):
+    rd.LFW(str(root), str(pairs))
+  pairs.write_text("\n".join(lines[:-1]))
+  with pytest.raises(rd.DatasetFormatError, match="header promises 2 folds x 2 x 2 = 8"):
+    rd.LFW(str(root), str(pairs))
+
+
+def test_ar_subsets_and_names(tmp_path):
+  root = tmp_path / "AR"
+  root.mkdir()
+  for person in ("m-001", "w-002"):
+    for idx in (1, 8, 11, 14, 21, 24):
+      _face(idx, (120, 165))[0].save(root / f"{person}-{idx:02d}.bmp")
+  g = rd.ARFace(str(root), "neutral")
+  s = rd.ARFace(str(root), "sunglasses")
+  c = rd.ARFace(str(root), "scarf")
+  assert (len(g), len(s), len(c)) == (4, 4, 4)
+  assert g.people == ["m-001", "w-002"] and s.num_classes == 2
+  assert sorted(s.labels.tolist()) == [0, 0, 1, 1]
+  assert all(os.path.basename(p)[6:8] in ("08", "21") for p in s.paths)
+  assert rd.parse_ar_name("W-002-24.BMP") == ("w-002", 2, 24)
+  assert s[0]["image"].shape == (64, 64, 3)
+  (root / "w-003-27.bmp").write_bytes(b"")
+  with pytest.raises(rd.DatasetFormatError, match=r"w-003-27.bmp: AR image index 27"):
+    rd.ARFace(str(root))
+  with pytest.raises(ValueError, match="unknown AR subset"):
+    rd.ARFace(str(tmp_path), "hats")
+
+
+def test_image_folder_with_landmarks(tmp_path):
+  root = tmp_path / "faces"
+  rows = []
+  for ident in ("x", "y"):
+    (root / ident).mkdir(parents=True)
+    for j in range(2):
+      img, lm = _face(j + (ident == "y") * 2, (128, 128))
+      img.save(root / ident / f"{j}.png")
+      rows.append(f"{ident}/{j}.png " + " ".join(f"{v:.1f}" for v in lm.ravel()))
+  (tmp_path / "lm.txt").write_text("\n".join(rows) + "\n")
+  ds = rd.ImageFolder(str(root), resolution=64, landmarks_file=str(tmp_path / "lm.txt"))
+  assert len(ds) == 4 and ds.identity_names == ["x", "y"]
+  assert ds[2]["identity"] == 1
+  np.testing.assert_allclose(ds[0]["landmarks"],
+                             rd.parse_landmarks_file(str(tmp_path / "lm.txt"))["x/0.png"] / 2,
+                             atol=1e-4)
+  (tmp_path / "lm.txt").write_text(rows[0] + "\n")
+  with pytest.raises(rd.DatasetFormatError, match=r"lm.txt: no landmarks for \['x/1.png'"):
+    rd.ImageFolder(str(root), landmarks_file=str(tmp_path / "lm.txt"))
+  with pytest.raises(rd.DatasetFormatError, match="no images found"):
+    rd.ImageFolder(str(tmp_path))  # holds only folders of folders and lm.txt
