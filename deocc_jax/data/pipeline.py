@@ -7,7 +7,8 @@ An infinite, deterministic, per-host-sharded stream of batches::
      'clean':     (B, H, W, 3) float32 in [-1, 1]  (ground truth Y)
      'identity':  (B,) int32, split-local contiguous label
      'landmarks': (B, 5, 2) float32 pixel coordinates (x, y)
-     'category':  (B,) int32 index into masks.CATEGORIES}
+     'category':  (B,) int32 index into masks.CATEGORIES
+     'coverage':  (B,) float32 fraction of the face region occluded}
 
 Masks are drawn *online*: record ``r`` seen in epoch ``e`` gets a fresh
 occluder each epoch (grain seeds a record's RNG from the sampler's global
@@ -164,6 +165,7 @@ def make_masked_pair(element: dict[str, Any], rng: np.random.Generator,
       "identity": np.int32(element["identity"]),
       "landmarks": lm.astype(np.float32),
       "category": np.int32(masks_lib.CATEGORIES.index(occ.category)),
+      "coverage": np.float32(masks_lib.coverage(occ.mask, region)),
   }
 
 
