@@ -201,6 +201,25 @@ def sample_nuisance(seed: int, identity: int, image: int,
   )
 
 
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(resolution: int) -> tuple[np.ndarray, np.ndarray]:
+  """Read-only (x, y) pixel-centre grids of a square image."""
+  coords = np.arange(resolution, dtype=np.float32)
+  gx, gy = np.meshgrid(coords, coords)
+  gx.flags.writeable = False
+  gy.flags.writeable = False
+  return gx, gy
+
+
+@functools.lru_cache(maxsize=8)
+def _noise_bank(resolution: int, size: int = 16) -> np.ndarray:
+  """A fixed bank of unit Gaussian noise images (sensor noise is drawn from it)."""
+  bank = np.random.default_rng([_SEED_SALT, resolution]).standard_normal(
+      (size, resolution, resolution, 3), dtype=np.float32)
+  bank.flags.writeable = False
+  return bank
+
+
 class _Canvas:
   """A float32 RGB canvas with the pixel grid expressed in the face frame.
 
@@ -213,8 +232,7 @@ class _Canvas:
     self.r = r
     self.lin, self.off = lin, off
     inv = np.linalg.inv(lin)
-    coords = np.arange(r, dtype=np.float32)
-    gx, gy = np.meshgrid(coords, coords)
+    gx, gy = _pixel_grid(r)
     dx, dy = gx - np.float32(off[0]), gy - np.float32(off[1])
     self.gx, self.gy = gx, gy
     self.x = (inv[0, 0] * dx + inv[0, 1] * dy).astype(np.float32)
@@ -394,8 +412,8 @@ def render_face(p: IdentityParams, n: Nuisance, resolution: int
   light = 1.0 + n.light_strength * (n.light_dir[0] * x + n.light_dir[1] * y)
   img = cv.img * light[..., None] * (n.light_tint * n.brightness).astype(np.float32)
   if n.noise > 0:
-    noise_rng = np.random.default_rng(int(1e6 * n.noise) + r)
-    img += noise_rng.standard_normal(img.shape, dtype=np.float32) * np.float32(n.noise)
+    bank = _noise_bank(r)
+    img += bank[int(1e6 * n.noise) % len(bank)] * np.float32(n.noise)
   image = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
   lm = canonical_landmarks(p, n) @ lin.T + off
