@@ -20,6 +20,7 @@ the iterator state (``get_state``/``set_state``) goes into checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Protocol, Sequence
 
 import grain.python as grain
@@ -78,6 +79,12 @@ class SyntheticSplitSource:
   @property
   def num_classes(self) -> int:
     return len(self.identities)
+
+  def __repr__(self) -> str:
+    # grain validates a restored iterator against repr(source): keep it stable.
+    digest = hashlib.sha1(np.asarray(self.identities, np.int64).tobytes()).hexdigest()[:12]
+    return (f"SyntheticSplitSource({self.faces!r}, identities={len(self.identities)}, "
+            f"ids_sha1={digest})")
 
   def __len__(self) -> int:
     return len(self.identities) * self.faces.images_per_identity

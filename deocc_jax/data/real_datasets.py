@@ -142,6 +142,12 @@ class _ImageRecords:
   def num_classes(self) -> int:
     return int(self.labels.max()) + 1 if len(self.labels) else 0
 
+  def __repr__(self) -> str:
+    # grain validates a restored iterator against repr(source): keep it stable.
+    first = self.paths[0] if self.paths else ""
+    return (f"{type(self).__name__}(records={len(self.paths)}, first={first!r}, "
+            f"resolution={self.resolution}, crop={self.crop})")
+
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
     if not 0 <= index < len(self):

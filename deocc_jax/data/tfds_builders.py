@@ -120,6 +120,10 @@ class TFDSFaceSource:
   def __len__(self) -> int:
     return len(self.data_source)
 
+  def __repr__(self) -> str:
+    return (f"TFDSFaceSource({self.data_source!r}, resolution={self.resolution}, "
+            f"crop={self.crop})")
+
   def __getitem__(self, index: int) -> dict[str, Any]:
     ex = self.data_source[int(index)]
     lm = np.asarray(ex["landmarks"], np.float32)

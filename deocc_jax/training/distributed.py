@@ -1,0 +1,52 @@
+"""Multi-host start-up: ``jax.distributed.initialize`` for SLURM, TPU pods and
+a manual coordinator.
+
+``config.distributed.mode``:
+
+* ``'none'``   single process (default; also what a one-GPU run uses);
+* ``'auto'``   ``jax.distributed.initialize()`` with no arguments: JAX detects
+  SLURM (``SLURM_*`` variables, one process per GPU), TPU pods and other
+  cluster environments and fills in coordinator, process count and id;
+* ``'manual'`` an explicit ``coordinator_address`` (``host:port``),
+  ``num_processes`` and ``process_id`` (also read from the environment
+  variables ``DEOCC_COORDINATOR``, ``DEOCC_NUM_PROCESSES``,
+  ``DEOCC_PROCESS_ID`` when the config leaves them empty / negative).
+
+Must run before anything touches a JAX device.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from ml_collections import ConfigDict
+
+MODES = ("none", "auto", "manual")
+
+
+def initialize(cfg: ConfigDict | None) -> None:
+  mode = "none" if cfg is None else str(cfg.get("mode", "none"))
+  if mode not in MODES:
+    raise ValueError(f"config.distributed.mode must be one of {MODES}, got {mode!r}")
+  if mode == "none":
+    return
+  if mode == "auto":
+    jax.distributed.initialize()
+    return
+  coordinator = cfg.get("coordinator_address", "") or os.environ.get("DEOCC_COORDINATOR", "")
+  num = int(cfg.get("num_processes", -1))
+  pid = int(cfg.get("process_id", -1))
+  if num < 0:
+    num = int(os.environ.get("DEOCC_NUM_PROCESSES", "-1"))
+  if pid < 0:
+    pid = int(os.environ.get("DEOCC_PROCESS_ID", "-1"))
+  missing = [name for name, v in (("coordinator_address", coordinator),
+                                  ("num_processes", num >= 1), ("process_id", pid >= 0))
+             if not v]
+  if missing:
+    raise ValueError("config.distributed.mode='manual' needs "
+                     + ", ".join(f"config.distributed.{m}" for m in missing)
+                     + " (or the DEOCC_* environment variables)")
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num,
+                             process_id=pid)
