@@ -1,0 +1,167 @@
+"""Offline teacher jobs: embeddings of a data set and identity centroids (Eq. 18).
+
+Sharded over every device of every host: each host reads its own shard of the
+records (grain ``ShardByJaxProcess``), the per-host batches form one global
+``jax.Array`` sharded along ``'data'``, the jitted embedding runs on all
+devices, and the results are gathered back with the record indices, so the
+output is in record order whatever the device / host count.
+
+Outputs (``write_teacher_outputs``): ``embeddings.npy`` (N, D) float32,
+``labels.npy`` (N,), ``centroids.npy`` (C, D) — f_id of Eq. 18, the mean
+teacher embedding of each identity — ``counts.npy`` (C,) and
+``metadata.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import grain.python as grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from deocc_jax.training import sharding as shard_lib
+
+
+class _Indexed(grain.MapTransform):
+  """Record -> {'image', 'label', 'index'} with the record's own index."""
+
+  def __init__(self, source, image_key: str):
+    self.source = source
+    self.image_key = image_key
+
+  def map(self, index):
+    rec = self.source[int(index)]
+    return {"image": np.asarray(rec[self.image_key]), "label": np.int32(rec["identity"]),
+            "index": np.int64(index)}
+
+
+class _IndexSource:
+  """A trivial source of record indices (the reading happens in the map)."""
+
+  def __init__(self, n: int):
+    self.n = n
+
+  def __len__(self) -> int:
+    return self.n
+
+  def __getitem__(self, i: int) -> int:
+    return int(i)
+
+  def __repr__(self) -> str:
+    return f"_IndexSource({self.n})"
+
+
+def extract_embeddings(embed_fn: Callable[[jax.Array], jax.Array], source: Any,
+                       batch_size: int, mesh: Mesh, image_key: str = "image",
+                       worker_count: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Embeds every record of ``source``; returns (embeddings, labels) in order.
+
+  ``embed_fn(images)`` maps a global (B, H, W, C) batch to (B, D); it is
+  jitted here with the batch sharded over ``mesh``. ``batch_size`` is global.
+  """
+  n = len(source)
+  hosts = jax.process_count()
+  if batch_size % (hosts * len(mesh.local_devices)):
+    raise ValueError(f"batch_size {batch_size} must be divisible by hosts x local devices "
+                     f"= {hosts * len(mesh.local_devices)}")
+  per_host = batch_size // hosts
+  # Pad the index space so every host gets the same number of full batches.
+  padded = -(-n // batch_size) * batch_size
+  sampler = grain.IndexSampler(padded, grain.ShardByJaxProcess(drop_remainder=True),
+                               shuffle=False, num_epochs=1, seed=0)
+
+  class _Read(grain.MapTransform):
+    """Index -> record; padding indices (>= n) re-read the last record, index -1."""
+
+    def map(self, i):
+      out = _Indexed(source, image_key).map(min(int(i), n - 1))
+      out["index"] = np.int64(i if i < n else -1)
+      return out
+
+  loader = grain.DataLoader(
+      data_source=_IndexSource(padded), sampler=sampler,
+      operations=[_Read(), grain.Batch(per_host, drop_remainder=False)],
+      worker_count=worker_count)
+  rep = shard_lib.replicated(mesh)
+  fn = jax.jit(embed_fn, in_shardings=shard_lib.data_sharding(mesh), out_shardings=rep)
+  embs, labels, indices = [], [], []
+  for host_batch in loader:
+    g = shard_lib.host_batch_to_global(host_batch, mesh)
+    e = fn(g["image"])
+    idx = multihost_utils.process_allgather(g["index"], tiled=True)
+    lab = multihost_utils.process_allgather(g["label"], tiled=True)
+    embs.append(np.asarray(jax.device_get(e)))
+    indices.append(np.asarray(idx))
+    labels.append(np.asarray(lab))
+  emb = np.concatenate(embs)
+  idx = np.concatenate(indices)
+  lab = np.concatenate(labels)
+  keep = idx >= 0
+  order = np.argsort(idx[keep], kind="stable")
+  emb, idx, lab = emb[keep][order], idx[keep][order], lab[keep][order]
+  if not np.array_equal(idx, np.arange(n)):
+    raise RuntimeError(f"extraction covered {len(np.unique(idx))} of {n} records")
+  return emb.astype(np.float32), lab
+
+
+def identity_centroids_np(embeddings: np.ndarray, labels: np.ndarray,
+                          num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Eq. 18: f_id = mean teacher embedding of identity id; (centroids, counts)."""
+  labels = np.asarray(labels, np.int64)
+  c = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+  if labels.min(initial=0) < 0 or labels.max(initial=-1) >= c:
+    raise ValueError(f"labels must lie in [0, {c}), got range [{labels.min()}, {labels.max()}]")
+  sums = np.zeros((c, embeddings.shape[1]), np.float64)
+  np.add.at(sums, labels, embeddings.astype(np.float64))
+  counts = np.bincount(labels, minlength=c)
+  cent = sums / np.maximum(counts, 1)[:, None]
+  return cent.astype(np.float32), counts
+
+
+def write_teacher_outputs(out_dir: str, embeddings: np.ndarray, labels: np.ndarray,
+                          metadata: dict[str, Any], num_classes: int | None = None) -> dict:
+  """Writes embeddings, labels, centroids (Eq. 18), counts and metadata atomically."""
+  if jax.process_index() != 0:
+    return {}
+  tmp = out_dir.rstrip("/") + ".tmp"
+  os.makedirs(tmp, exist_ok=True)
+  cent, counts = identity_centroids_np(embeddings, labels, num_classes)
+  np.save(os.path.join(tmp, "embeddings.npy"), embeddings)
+  np.save(os.path.join(tmp, "labels.npy"), labels)
+  np.save(os.path.join(tmp, "centroids.npy"), cent)
+  np.save(os.path.join(tmp, "counts.npy"), counts)
+  meta = {**metadata, "num_records": int(len(labels)), "embedding_dim": int(embeddings.shape[1]),
+          "num_classes": int(len(counts))}
+  with open(os.path.join(tmp, "metadata.json"), "w") as f:
+    json.dump(meta, f, indent=2)
+  if os.path.exists(out_dir):
+    import shutil
+    shutil.rmtree(out_dir)
+  os.replace(tmp, out_dir)
+  return meta
+
+
+def load_teacher_outputs(out_dir: str) -> dict[str, Any]:
+  for name in ("embeddings.npy", "labels.npy", "centroids.npy", "metadata.json"):
+    if not os.path.exists(os.path.join(out_dir, name)):
+      raise FileNotFoundError(f"teacher outputs incomplete: {os.path.join(out_dir, name)} missing")
+  with open(os.path.join(out_dir, "metadata.json")) as f:
+    meta = json.load(f)
+  return {"embeddings": np.load(os.path.join(out_dir, "embeddings.npy")),
+          "labels": np.load(os.path.join(out_dir, "labels.npy")),
+          "centroids": np.load(os.path.join(out_dir, "centroids.npy")),
+          "counts": np.load(os.path.join(out_dir, "counts.npy")), "metadata": meta}
+
+
+def l2_embed(fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+  """Wraps an embedding function with L2 normalisation."""
+  def wrapped(x):
+    e = fn(x).astype(jnp.float32)
+    return e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
+  return wrapped
