@@ -1,7 +1,11 @@
 """The embedded default: synthetic identity faces, sized for a 2-core CPU.
 
-Run:  python -m deocc_jax.main --config=configs/synthetic.py --workdir=DIR
-Override any field:  --config.data.resolution=32
+Runs the whole method in sequence — teacher (ArcFace), de-occlusion
+(generator + critics), distillation (hard and soft students) — then prints
+the verification table on held-out identities.
+
+Run:       python -m deocc_jax.main --config=configs/synthetic.py --workdir=DIR
+Override:  --config.data.resolution=64 --config.distillation.num_steps=2000
 """
 
 import ml_collections
@@ -9,23 +13,119 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.seed = 0  # master seed of everything random in the run
-  # Stages run in order. Available now: 'render_data' (contact sheets and
-  # statistics of the synthetic masked-face set).
-  c.stages = ("render_data",)
+  c.seed = 0              # master seed: model init, data order, masks
+  c.progress = True       # tqdm progress bars (process 0)
+  c.stages = ("render_data", "teacher", "teacher_embeddings", "deocclusion",
+              "distill_hard", "distill_soft", "evaluate")
 
+  # --- data: the synthetic identity faces (deocc_jax/data/synthetic_faces.py)
   c.data = ml_collections.ConfigDict()
-  c.data.source = "synthetic"          # the embedded default data set
-  c.data.identities = 1000             # number of synthetic identities
+  c.data.source = "synthetic"          # 'synthetic' | 'celeba' | 'folder'
+  c.data.root = ""                     # data folder for real sources
+  c.data.identities = 1000             # synthetic identities (80/10/10 train/val/test)
   c.data.images_per_identity = 20      # images rendered per identity
-  c.data.resolution = 64               # face side in pixels (32..256)
+  c.data.resolution = 32               # face side in pixels (32..256); CPU-sized
   c.data.seed = 0                      # data seed: same seed, same faces
   c.data.coverage_range = (0.1, 0.3)   # fraction of the face occluded (mean ~1/5)
   c.data.categories = ("simple", "complex", "body", "hybrid")  # mask categories
   c.data.mask_library = ""             # optional folder of RGBA mask PNGs
 
+  # --- online pair pipeline (grain)
+  c.pipeline = ml_collections.ConfigDict()
+  c.pipeline.worker_count = 0          # grain worker processes (0 = in-process)
+  c.pipeline.flip = True               # horizontal flip augmentation
+  c.pipeline.max_shift_px = 2          # shift augmentation, pixels
+
+  # --- devices / hosts
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.num_devices = 0               # 0 = every device of every host
+  c.mesh.fsdp = False                  # shard params / optimizer state over 'data'
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.mode = "none"          # 'none' | 'auto' (SLURM / TPU) | 'manual'
+  c.distributed.coordinator_address = ""
+  c.distributed.num_processes = -1
+  c.distributed.process_id = -1
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.keep = 2                # checkpoints kept per stage
+  c.checkpoint.async_save = True       # Orbax async checkpointing
+
   c.render = ml_collections.ConfigDict()
   c.render.per_category = 48           # faces per contact sheet
   c.render.columns = 8                 # pairs per sheet row
   c.render.stats_examples = 400        # examples measured for coverage statistics
+
+  # --- stage 0: ArcFace teacher on clean faces
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.kind = "arcface"           # 'arcface' (trained here) | 'dlib' | 'converted'
+  c.teacher.path = ""                  # dlib .dat file or converted-teacher dir
+  c.teacher.width = 0.25               # ResNet-18 width multiplier
+  c.teacher.small_input_stem = True    # 3x3 stride-1 stem for small faces
+  c.teacher.embed_dim = 128            # embedding size
+  c.teacher.arcface_scale = 30.0       # ArcFace s
+  c.teacher.arcface_margin = 0.3       # ArcFace m (radians)
+  c.teacher.batch_size = 64
+  c.teacher.num_steps = 1500
+  c.teacher.optimizer = "sgd"
+  c.teacher.lr = 0.1
+  c.teacher.momentum = 0.9
+  c.teacher.weight_decay = 5e-4
+  c.teacher.schedule = "cosine"
+  c.teacher.warmup_steps = 100
+  c.teacher.log_every = 50
+  c.teacher.checkpoint_every = 500
+
+  c.teacher_embeddings = ml_collections.ConfigDict()
+  c.teacher_embeddings.batch_size = 256  # global batch of the extraction job
+
+  # --- stage 1: de-occlusion (DeepFill v1 generator + global/local critics)
+  c.deocclusion = ml_collections.ConfigDict()
+  c.deocclusion.cnum = 16              # generator base width (paper: 32)
+  c.deocclusion.critic_cnum = 16       # critic base width (DeepFill: 64)
+  c.deocclusion.contextual_attention = True
+  c.deocclusion.local_size = 16        # local critic input side
+  c.deocclusion.adversarial = "gan"    # 'gan' (Eq. 8) | 'wgan_gp' (DeepFill)
+  c.deocclusion.reconstruction = "l1"  # 'l1' (Eq. 7) | 'deepfill'
+  c.deocclusion.lambda_adv = 0.01      # weight of the adversarial terms
+  c.deocclusion.n_critic = 1           # critic updates per generator update
+  c.deocclusion.batch_size = 32
+  c.deocclusion.num_steps = 1000
+  c.deocclusion.log_every = 50
+  c.deocclusion.checkpoint_every = 500
+  c.deocclusion.sample_every = 500
+  c.deocclusion.g_optimizer = ml_collections.ConfigDict(dict(
+      optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant"))
+  c.deocclusion.d_optimizer = ml_collections.ConfigDict(dict(
+      optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant"))
+
+  # --- stage 2: distillation (ResNet-18 student, Eq. 16)
+  c.distillation = ml_collections.ConfigDict()
+  c.distillation.instance = "hard"     # set per stage: distill_hard / distill_soft
+  c.distillation.width = 0.25          # student ResNet-18 width multiplier
+  c.distillation.small_input_stem = True
+  c.distillation.use_ce = True         # L_CE term (classifier over train identities)
+  c.distillation.ce_target = "labels"  # 'labels' | 'teacher' (softened teacher logits)
+  c.distillation.temperature = 4.0     # for ce_target='teacher'
+  c.distillation.lambda_i = 1.0        # instance term (paper leaves it unstated)
+  c.distillation.lambda_p = 1.0        # pair-wise distance term (paper: 1)
+  c.distillation.lambda_t = 2.0        # triplet-wise angle term (paper: 2)
+  c.distillation.sharded_relational = False  # shard_map tuple blocks per device
+  c.distillation.angle_block_size = 0  # anchors per block (0 = direct)
+  c.distillation.batch_size = 64
+  c.distillation.num_steps = 1000
+  c.distillation.optimizer = "sgd"
+  c.distillation.lr = 0.1
+  c.distillation.momentum = 0.9
+  c.distillation.weight_decay = 5e-4
+  c.distillation.schedule = "cosine"
+  c.distillation.warmup_steps = 50
+  c.distillation.log_every = 50
+  c.distillation.checkpoint_every = 500
+
+  # --- evaluation: verification on held-out identities
+  c.evaluate = ml_collections.ConfigDict()
+  c.evaluate.split = "test"            # held-out identities
+  c.evaluate.num_pairs = 6000          # LFW-sized: 10 folds x (300 + 300)
+  c.evaluate.seed = 1234               # fixed occluders of the evaluation set
+  c.evaluate.batch_size = 256
   return c

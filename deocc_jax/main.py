@@ -1,36 +1,27 @@
 """Entry point: ``python -m deocc_jax.main --config=configs/<name>.py --workdir=DIR``.
 
-Runs the stages listed in ``config.stages`` in order. Any config field can
-be overridden on the command line (``--config.data.resolution=32``).
+Runs the stages listed in ``config.stages`` in order (see
+``deocc_jax/training/stages.py``). Any config field can be overridden on the
+command line (``--config.data.resolution=32``). Re-running with the same
+``--workdir`` resumes every stage from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable
 
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
 from deocc_jax.data import render
+from deocc_jax.training import distributed
+from deocc_jax.training.stages import ConfigError, require
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs / checkpoints.")
-
-
-class ConfigError(ValueError):
-  """A config field is missing or has a bad value (names the key)."""
-
-
-def require(config: ConfigDict, key: str):
-  """``config.a.b`` by dotted key, with an error naming the missing key."""
-  node = config
-  for part in key.split("."):
-    if not isinstance(node, ConfigDict) or part not in node:
-      raise ConfigError(f"config is missing required field '{key}'")
-    node = node[part]
-  return node
 
 
 def _render_data(config: ConfigDict, workdir: str) -> None:
@@ -51,22 +42,35 @@ def _render_data(config: ConfigDict, workdir: str) -> None:
       mask_library=str(require(config, "data.mask_library")))
 
 
-STAGES: dict[str, Callable[[ConfigDict, str], None]] = {
-    "render_data": _render_data,
-}
+def _stage_table() -> dict[str, Callable[[ConfigDict, str], None]]:
+  from deocc_jax.training import stages as s
+  return {
+      "render_data": _render_data,
+      "teacher": s.run_teacher,
+      "teacher_embeddings": s.run_teacher_embeddings,
+      "deocclusion": s.run_deocclusion,
+      "distill_hard": s.run_distill("distill_hard"),
+      "distill_soft": s.run_distill("distill_soft"),
+      "evaluate": s.run_evaluate,
+  }
 
 
 def run(config: ConfigDict, workdir: str) -> None:
+  table = _stage_table()
   stages = list(require(config, "stages"))
-  unknown = [s for s in stages if s not in STAGES]
+  unknown = [s for s in stages if s not in table]
   if unknown:
     raise ConfigError(f"config.stages has unknown stage(s) {unknown}; "
-                      f"available: {sorted(STAGES)}")
+                      f"available: {sorted(table)}")
   os.makedirs(workdir, exist_ok=True)
+  t_all = time.perf_counter()
   for stage in stages:
     logging.info("stage %s", stage)
     print(f"== stage {stage} ==", flush=True)
-    STAGES[stage](config, workdir)
+    t0 = time.perf_counter()
+    table[stage](config, workdir)
+    print(f"== stage {stage} done in {time.perf_counter() - t0:.1f} s ==", flush=True)
+  print(f"all stages done in {time.perf_counter() - t_all:.1f} s; outputs in {workdir}")
 
 
 def main(argv) -> None:
@@ -76,6 +80,7 @@ def main(argv) -> None:
     raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
+  distributed.initialize(_CONFIG.value.get("distributed"))
   run(_CONFIG.value, _WORKDIR.value)
 
 

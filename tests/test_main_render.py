@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from deocc_jax import main as main_lib
+from deocc_jax.training.stages import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,6 +21,7 @@ def _config():
   finally:
     sys.path.pop(0)
   c = synthetic.get_config()
+  c.stages = ("render_data",)
   c.data.identities, c.data.images_per_identity, c.data.resolution = 40, 3, 32
   c.render.per_category, c.render.stats_examples = 8, 40
   return c
@@ -38,11 +40,11 @@ def test_render_stage_writes_sheets_and_stats(tmp_path):
 def test_config_errors_name_the_field(tmp_path):
   c = _config()
   c.stages = ("render_data", "fly")
-  with pytest.raises(main_lib.ConfigError, match=r"unknown stage\(s\) \['fly'\]"):
+  with pytest.raises(ConfigError, match=r"unknown stage\(s\) \['fly'\]"):
     main_lib.run(c, str(tmp_path))
   c = _config()
   del c.render["columns"]
-  with pytest.raises(main_lib.ConfigError, match="missing required field 'render.columns'"):
+  with pytest.raises(ConfigError, match="missing required field 'render.columns'"):
     main_lib.run(c, str(tmp_path))
 
 
@@ -50,7 +52,8 @@ def test_cli_runs_with_overrides(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "deocc_jax.main", f"--config={ROOT}/configs/synthetic.py",
        f"--workdir={tmp_path}", "--config.data.resolution=32", "--config.data.identities=30",
-       "--config.render.per_category=4", "--config.render.stats_examples=20"],
+       "--config.render.per_category=4", "--config.render.stats_examples=20",
+       "--config.stages=('render_data',)"],
       capture_output=True, text=True, cwd=ROOT, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "| hybrid |" in out.stdout

@@ -1,0 +1,132 @@
+"""One API for every teacher: converted from PyTorch, dlib's ResNet, or trained here.
+
+A :class:`Teacher` is a frozen recogniser as explicit data: a parameter
+pytree and a pure ``apply(params, images) -> {'embedding', 'logits'?}``
+taking faces as float images in [-1, 1] (the pipeline's convention) at any
+resolution; the teacher resizes / re-normalises to its own input format.
+Embeddings are L2-normalised.
+
+    from deocc_jax.teachers import api
+    t = api.load_teacher("dlib")                           # ships on PyPI
+    t = api.load_teacher("converted", path="ckpt/vggface2")  # python -m deocc_jax.convert
+    t = api.load_teacher("arcface", path="workdir/synthetic")  # trained by the main job
+    emb = t.embed(images)          # (B, D) numpy, images (B, H, W, 3) uint8 or [-1, 1]
+
+Images should be aligned to the teacher's canonical crop
+(:func:`deocc_jax.data.alignment.align_face`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+KINDS = ("arcface", "dlib", "converted")
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  name: str
+  params: Any
+  apply: Callable[[Any, jax.Array], dict[str, jax.Array]]
+  embed_dim: int
+  input_size: int
+  metadata: dict[str, Any]
+
+  def embed(self, images: Any, batch_size: int = 64) -> np.ndarray:
+    """(B, H, W, 3) uint8 [0, 255] or float [-1, 1] -> (B, D) L2-normalised."""
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[-1] != 3:
+      raise ValueError(f"{self.name}: images must be (B, H, W, 3), got {x.shape}")
+    if x.dtype == np.uint8:
+      x = x.astype(np.float32) / 127.5 - 1.0
+    fn = jax.jit(lambda p, b: self.apply(p, b)["embedding"])
+    out = [np.asarray(fn(self.params, jnp.asarray(x[i:i + batch_size], jnp.float32)))
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+
+
+def _l2(x: jax.Array) -> jax.Array:
+  x = x.astype(jnp.float32)
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _resize(images: jax.Array, size: int) -> jax.Array:
+  if images.shape[1] == size and images.shape[2] == size:
+    return images
+  return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "linear",
+                          antialias=True)
+
+
+def dlib_teacher(path: str | None = None) -> Teacher:
+  """dlib's face-recognition ResNet (from the PyPI package face-recognition-models)."""
+  from deocc_jax.teachers.dlib_resnet import load_dlib_resnet
+  module, variables, meta = load_dlib_resnet(path)
+
+  def apply(params, images):
+    x = (_resize(images, 150) + 1.0) * 127.5
+    return {"embedding": _l2(module.apply(params, x))}
+  return Teacher("dlib", variables, apply, 128, 150, dict(meta))
+
+
+def arcface_teacher(workdir: str, teacher_cfg: Any, resolution: int, num_classes: int,
+                    which: int | str = "latest") -> Teacher:
+  """The ArcFace teacher trained by the main job's 'teacher' stage."""
+  from deocc_jax.teachers.arcface import ArcFaceHead
+  from deocc_jax.training import loop, sharding, teacher_stage
+  init_fn, _ = teacher_stage.make_fns(teacher_cfg, num_classes, resolution)
+  step, state = loop.restore_state(workdir, "teacher", init_fn, jax.random.key(0),
+                                   sharding.make_mesh(), which)
+  backbone = teacher_stage.backbone_from_config(teacher_cfg)
+  head = ArcFaceHead(num_classes)
+  scale = float(teacher_cfg.arcface_scale)
+  params = {"backbone": state["params"]["backbone"], "batch_stats": state["batch_stats"],
+            "head": state["params"]["head"]}
+
+  def apply(p, images):
+    out = backbone.apply({"params": p["backbone"], "batch_stats": p["batch_stats"]},
+                         _resize(images, resolution), train=False)
+    cos = head.apply({"params": p["head"]}, out["embedding"])
+    return {"embedding": _l2(out["embedding"]), "logits": scale * cos}
+  return Teacher("arcface", params, apply, int(teacher_cfg.embed_dim), resolution,
+                 {"workdir": workdir, "step": int(step), "num_classes": num_classes})
+
+
+def converted_teacher(path: str) -> Teacher:
+  """A teacher converted from PyTorch weights by ``python -m deocc_jax.convert``."""
+  from deocc_jax.conversion.checkpoint import load_converted_teacher, preprocess_from_metadata
+  module, variables, meta = load_converted_teacher(path)
+  size = int(meta["input_size"][0])
+
+  def apply(params, images):
+    x = (_resize(images, size) + 1.0) * 127.5
+    out = module.apply(params, preprocess_from_metadata(meta, x))
+    res = {"embedding": _l2(out["embedding"])}
+    if "logits" in out:
+      res["logits"] = out["logits"]
+    return res
+  return Teacher(str(meta["architecture"]), variables, apply, int(meta["embedding_size"]),
+                 size, dict(meta))
+
+
+def load_teacher(kind: str, path: str | None = None, **kwargs) -> Teacher:
+  """Loads a teacher by kind: 'dlib', 'converted' (path = converter output dir),
+  'arcface' (path = the main job's workdir; kwargs teacher_cfg, resolution,
+  num_classes)."""
+  if kind == "dlib":
+    return dlib_teacher(path)
+  if kind == "converted":
+    if not path or not os.path.isdir(path):
+      raise FileNotFoundError(f"converted teacher directory not found: {path!r} "
+                              "(create it with python -m deocc_jax.convert)")
+    return converted_teacher(path)
+  if kind == "arcface":
+    if not path:
+      raise ValueError("the 'arcface' teacher needs path= the workdir of its training run")
+    return arcface_teacher(path, **kwargs)
+  raise ValueError(f"unknown teacher kind {kind!r}; choose from {KINDS}")

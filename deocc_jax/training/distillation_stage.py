@@ -1,0 +1,130 @@
+"""Stage 2: distillation — the student learns the teacher's relational structure.
+
+The frozen generator completes each masked face online; the frozen teacher
+embeds the clean face; the student (ResNet-18 + embedding layer + classifier)
+embeds the completed face and minimises Eq. 16:
+``L_CE + lambda_i L_i + lambda_p L_p + lambda_t L_t`` with the hard
+instance loss (Eq. 12) or the soft identity-centred one (Eq. 17, centroids of
+Eq. 18 from the offline teacher job). The relational terms run over the
+GLOBAL batch: inside the jitted step the batch is one global array, and with
+``sharded_relational=True`` each device computes its block of tuples against
+the all-gathered batch (``relational.sharded_relational_losses``).
+
+Frozen parameters (generator, teacher, centroids) travel in ``state['frozen']``
+so that the step is a pure function of ``(state, batch)`` and a checkpoint
+holds everything needed to resume.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+from ml_collections import ConfigDict
+
+from deocc_jax.losses import relational
+from deocc_jax.models.student import ResNet18Student
+from deocc_jax.training import deocclusion_stage
+from deocc_jax.training.optim import make_optimizer
+
+State = dict[str, Any]
+
+
+def student_from_config(cfg: ConfigDict, embed_dim: int, num_classes: int | None
+                        ) -> ResNet18Student:
+  return ResNet18Student(embed_dim=embed_dim, num_classes=num_classes,
+                         width=float(cfg.width), small_input_stem=bool(cfg.small_input_stem),
+                         dtype=jnp.dtype(cfg.get("dtype", "float32")))
+
+
+def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, teacher_apply: Callable,
+             embed_dim: int, num_classes: int, resolution: int,
+             frozen: dict[str, Any], mesh: Mesh | None = None
+             ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
+  """(init_fn, step_fn). ``frozen`` = {'teacher', 'generator', 'centroids'}.
+
+  Batches need 'masked', 'mask', 'clean', 'identity'.
+  """
+  mode = str(cfg.instance)
+  if mode not in ("hard", "soft", "none"):
+    raise ValueError(f"config.distillation.instance must be 'hard', 'soft' or 'none', got {mode!r}")
+  if mode == "soft" and frozen.get("centroids") is None:
+    raise ValueError("soft instance loss (Eq. 17) needs teacher identity centroids (Eq. 18)")
+  ce_target = str(cfg.ce_target)
+  use_ce = bool(cfg.get("use_ce", True))
+  student = student_from_config(cfg, embed_dim, num_classes if use_ce else None)
+  gen = deocclusion_stage.generator_from_config(deocc_cfg)
+  tx = make_optimizer(cfg, int(cfg.num_steps))
+  sharded_rel = bool(cfg.get("sharded_relational", False))
+  block = int(cfg.get("angle_block_size", 0)) or None
+  lam = dict(lambda_i=float(cfg.lambda_i), lambda_p=float(cfg.lambda_p),
+             lambda_t=float(cfg.lambda_t))
+
+  def init_fn(key: jax.Array) -> State:
+    v = student.init(key, jnp.zeros((1, resolution, resolution, 3)), train=False)
+    return {"params": v["params"], "batch_stats": v["batch_stats"],
+            "opt": tx.init(v["params"]), "step": jnp.zeros((), jnp.int32),
+            "frozen": jax.tree_util.tree_map(jnp.asarray, frozen)}
+
+  def step_fn(state: State, batch: dict) -> tuple[State, dict]:
+    fz = state["frozen"]
+    x, m, y, labels = batch["masked"], batch["mask"], batch["clean"], batch["identity"]
+    out = gen.apply({"params": fz["generator"]}, x, m)
+    completed = jax.lax.stop_gradient(x * (1 - m) + out.refined * m)
+    t_out = teacher_apply(fz["teacher"], y)
+    t_emb = jax.lax.stop_gradient(t_out["embedding"])
+    t_logits = t_out.get("logits")
+    if ce_target == "teacher" and t_logits is None:
+      raise ValueError("ce_target='teacher' needs a teacher with a classifier head")
+
+    def loss_fn(p):
+      s_out, upd = student.apply({"params": p, "batch_stats": state["batch_stats"]},
+                                 completed, train=True, mutable=["batch_stats"])
+      s_emb = s_out["embedding"].astype(jnp.float32)
+      if sharded_rel and mesh is not None:
+        total, terms = relational.total_distillation_loss(
+            t_emb, s_emb, s_out.get("logits"), labels, instance_mode=mode,
+            centroids=fz.get("centroids"), lambda_i=lam["lambda_i"], lambda_p=0.0,
+            lambda_t=0.0, ce_target=ce_target,
+            teacher_logits=None if t_logits is None else jax.lax.stop_gradient(t_logits),
+            temperature=float(cfg.temperature), angle_block_size=block)
+        rel = relational.sharded_relational_losses(t_emb, s_emb, mesh, block_size=block)
+        terms = {**terms, **rel}
+        total = total + lam["lambda_p"] * rel["distance"] + lam["lambda_t"] * rel["angle"]
+      else:
+        total, terms = relational.total_distillation_loss(
+            t_emb, s_emb, s_out.get("logits"), labels, instance_mode=mode,
+            centroids=fz.get("centroids"), **lam, ce_target=ce_target,
+            teacher_logits=None if t_logits is None else jax.lax.stop_gradient(t_logits),
+            temperature=float(cfg.temperature), angle_block_size=block)
+      return total, (upd["batch_stats"], terms, s_out.get("logits"))
+
+    (total, (stats, terms, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"])
+    updates, opt = tx.update(grads, state["opt"], state["params"])
+    new = {"params": optax.apply_updates(state["params"], updates), "batch_stats": stats,
+           "opt": opt, "step": state["step"] + 1, "frozen": fz}
+    metrics = {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()},
+               "grad_norm/student": optax.tree.norm(grads)}
+    if logits is not None:
+      metrics["train/accuracy"] = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return new, metrics
+
+  return init_fn, step_fn
+
+
+def embed_fn(cfg: ConfigDict, embed_dim: int, num_classes: int, state: State
+             ) -> Callable[[jax.Array], jax.Array]:
+  """L2-normalised student embeddings (inference mode)."""
+  student = student_from_config(cfg, embed_dim,
+                                num_classes if bool(cfg.get("use_ce", True)) else None)
+  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+  def f(images: jax.Array) -> jax.Array:
+    e = student.apply(variables, images, train=False)["embedding"].astype(jnp.float32)
+    return e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
+  return f

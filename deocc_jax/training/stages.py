@@ -1,0 +1,247 @@
+"""The stages of a run, as called by ``deocc_jax.main``.
+
+Each stage reads its config section, builds its data stream and its pure
+``init_fn`` / ``step_fn``, and runs the shared loop (``training/loop.py``)
+under ``<workdir>/<stage>/``; later stages restore what earlier ones wrote.
+
+    render_data        contact sheets + statistics of the synthetic set
+    teacher            ArcFace pre-training of the teacher (synthetic default)
+    teacher_embeddings offline teacher job: train-split embeddings + centroids (Eq. 18)
+    deocclusion        stage 1: generator + global / local critics
+    distill_hard       stage 2: student with the hard instance loss (Eq. 12)
+    distill_soft       stage 2: student with the soft instance loss (Eq. 17)
+    joint              end-to-end (Eq. 6): generator and student together
+    evaluate           verification table on held-out identities
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from absl import flags
+from ml_collections import ConfigDict
+
+from deocc_jax.data import masks as masks_lib
+from deocc_jax.data import pipeline as pipe
+from deocc_jax.data import real_datasets as rd
+from deocc_jax.training import loop, sharding
+
+STAGE_SEED_OFFSETS = {"teacher": 1, "deocclusion": 2, "distill_hard": 3, "distill_soft": 4,
+                      "joint": 5, "evaluate": 6, "teacher_embeddings": 7}
+
+
+class ConfigError(ValueError):
+  """A config field is missing or has a bad value (names the key)."""
+
+
+def require(config: ConfigDict, key: str) -> Any:
+  """``config.a.b`` by dotted key, with an error naming the missing key."""
+  node = config
+  for part in key.split("."):
+    if not isinstance(node, ConfigDict) or part not in node:
+      raise ConfigError(f"config is missing required field '{key}'")
+    node = node[part]
+  return node
+
+
+# ---------------------------------------------------------------- data
+
+def make_source(config: ConfigDict, split: str):
+  """The face source of ``config.data`` for a split."""
+  d = require(config, "data")
+  kind = require(config, "data.source")
+  res = int(require(config, "data.resolution"))
+  if kind == "synthetic":
+    return pipe.SyntheticSplitSource.create(split, int(d.identities), int(d.images_per_identity),
+                                            res, int(d.seed))
+  if kind == "celeba":
+    root = str(require(config, "data.root"))
+    return rd.CelebA(root, split, partition=str(d.get("partition", "official")), resolution=res,
+                     seed=int(d.seed))
+  if kind == "folder":
+    return rd.ImageFolder(str(require(config, "data.root")), resolution=res,
+                          landmarks_file=d.get("landmarks_file") or None)
+  raise ConfigError(f"config.data.source must be 'synthetic', 'celeba' or 'folder', got {kind!r}")
+
+
+def mask_config(config: ConfigDict) -> masks_lib.MaskConfig:
+  d = require(config, "data")
+  lib = str(d.get("mask_library", "") or "")
+  return masks_lib.MaskConfig(categories=tuple(d.categories),
+                              coverage_range=tuple(d.coverage_range),
+                              library=masks_lib.MaskLibrary(lib) if lib else None)
+
+
+def make_batches(config: ConfigDict, section: ConfigDict, stage: str, split: str = "train"):
+  """A checkpointable grain iterator of host batches, plus its source."""
+  flags.FLAGS.mark_as_parsed() if not flags.FLAGS.is_parsed() else None
+  source = make_source(config, split)
+  p = require(config, "pipeline")
+  pcfg = pipe.PipelineConfig(batch_size=int(section.batch_size),
+                             seed=int(config.seed) * 1000 + STAGE_SEED_OFFSETS.get(stage, 0),
+                             worker_count=int(p.worker_count), flip=bool(p.flip),
+                             max_shift_px=int(p.max_shift_px))
+  return iter(pipe.make_loader(source, pcfg, mask_config(config))), source
+
+
+def loop_config(section: ConfigDict, keys: tuple[str, ...], config: ConfigDict) -> loop.LoopConfig:
+  return loop.LoopConfig(
+      num_steps=int(section.num_steps), log_every=int(section.log_every),
+      checkpoint_every=int(section.checkpoint_every),
+      keep_checkpoints=int(config.checkpoint.keep), async_checkpoints=bool(config.checkpoint.async_save),
+      fsdp=bool(config.mesh.fsdp), sample_every=int(section.get("sample_every", 0)),
+      batch_keys=keys, progress=bool(config.get("progress", True)))
+
+
+def make_mesh(config: ConfigDict):
+  return sharding.make_mesh(int(config.mesh.num_devices) or None)
+
+
+def _key(config: ConfigDict, stage: str) -> jax.Array:
+  return jax.random.key(int(config.seed) * 1000 + STAGE_SEED_OFFSETS[stage])
+
+
+# -------------------------------------------------------------- teachers
+
+def load_teacher(config: ConfigDict, workdir: str):
+  from deocc_jax.teachers import api
+  t = require(config, "teacher")
+  kind = str(t.kind)
+  if kind == "arcface":
+    src = make_source(config, "train")
+    return api.load_teacher("arcface", workdir, teacher_cfg=t,
+                            resolution=int(config.data.resolution), num_classes=src.num_classes)
+  if kind == "dlib":
+    return api.load_teacher("dlib", str(t.get("path", "")) or None)
+  if kind == "converted":
+    return api.load_teacher("converted", str(require(config, "teacher.path")))
+  raise ConfigError(f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', got {kind!r}")
+
+
+def run_teacher(config: ConfigDict, workdir: str) -> None:
+  from deocc_jax.training import teacher_stage
+  t = require(config, "teacher")
+  if str(t.kind) != "arcface":
+    print(f"teacher.kind={t.kind!r}: nothing to train (a pretrained teacher is used)")
+    return
+  batches, source = make_batches(config, t, "teacher")
+  init_fn, step_fn = teacher_stage.make_fns(t, source.num_classes, int(config.data.resolution))
+  loop.run("teacher", workdir, init_fn, step_fn, batches, _key(config, "teacher"),
+           make_mesh(config), loop_config(t, ("clean", "identity"), config))
+
+
+def run_teacher_embeddings(config: ConfigDict, workdir: str) -> None:
+  from deocc_jax.teachers import extract
+  teacher = load_teacher(config, workdir)
+  source = make_source(config, "train")
+
+  class _Clean:
+    def __len__(self):
+      return len(source)
+
+    def __getitem__(self, i):
+      r = source[i]
+      return {"image": r["image"].astype(np.float32) / 127.5 - 1.0, "identity": r["identity"]}
+
+  mesh = make_mesh(config)
+  bs = int(config.teacher_embeddings.batch_size)
+  emb, labels = extract.extract_embeddings(lambda x: teacher.apply(teacher.params, x)["embedding"],
+                                           _Clean(), bs, mesh)
+  meta = extract.write_teacher_outputs(
+      os.path.join(workdir, "teacher_embeddings"), emb, labels,
+      {"teacher": teacher.name, "split": "train", "data_source": str(config.data.source)},
+      num_classes=source.num_classes)
+  if meta:
+    print(f"teacher embeddings: {meta['num_records']} x {meta['embedding_dim']}, "
+          f"{meta['num_classes']} identity centroids (Eq. 18)")
+
+
+# ----------------------------------------------------------- de-occlusion
+
+def run_deocclusion(config: ConfigDict, workdir: str) -> None:
+  from deocc_jax.training import deocclusion_stage
+  c = require(config, "deocclusion")
+  batches, _ = make_batches(config, c, "deocclusion")
+  init_fn, step_fn = deocclusion_stage.make_fns(c, int(config.data.resolution))
+  loop.run("deocclusion", workdir, init_fn, step_fn, batches, _key(config, "deocclusion"),
+           make_mesh(config), loop_config(c, ("masked", "mask", "clean"), config),
+           sample_fn=deocclusion_stage.sample_grid(c))
+
+
+def restore_generator(config: ConfigDict, workdir: str):
+  from deocc_jax.training import deocclusion_stage
+  c = require(config, "deocclusion")
+  init_fn, _ = deocclusion_stage.make_fns(c, int(config.data.resolution))
+  step, state = loop.restore_state(workdir, "deocclusion", init_fn, _key(config, "deocclusion"),
+                                   make_mesh(config))
+  return state["g"]
+
+
+# ----------------------------------------------------------- distillation
+
+def _distill_fns(config: ConfigDict, workdir: str, stage: str, mesh):
+  from deocc_jax.training import distillation_stage
+  c = require(config, "distillation").copy_and_resolve_references()
+  with c.unlocked():
+    c.instance = {"distill_hard": "hard", "distill_soft": "soft"}[stage]
+  teacher = load_teacher(config, workdir)
+  source = make_source(config, "train")
+  frozen = {"teacher": teacher.params, "generator": restore_generator(config, workdir)}
+  if c.instance == "soft":
+    from deocc_jax.teachers import extract
+    out = extract.load_teacher_outputs(os.path.join(workdir, "teacher_embeddings"))
+    frozen["centroids"] = out["centroids"]
+  init_fn, step_fn = distillation_stage.make_fns(
+      c, config.deocclusion, teacher.apply, teacher.embed_dim, source.num_classes,
+      int(config.data.resolution), frozen, mesh)
+  return c, teacher, source, init_fn, step_fn
+
+
+def run_distill(stage: str):
+  def run(config: ConfigDict, workdir: str) -> None:
+    mesh = make_mesh(config)
+    c, _, _, init_fn, step_fn = _distill_fns(config, workdir, stage, mesh)
+    batches, _ = make_batches(config, c, stage)
+    loop.run(stage, workdir, init_fn, step_fn, batches, _key(config, stage), mesh,
+             loop_config(c, ("masked", "mask", "clean", "identity"), config))
+  return run
+
+
+# -------------------------------------------------------------- evaluate
+
+def run_evaluate(config: ConfigDict, workdir: str) -> None:
+  from deocc_jax.evaluation import synthetic_eval
+  from deocc_jax.training import deocclusion_stage, distillation_stage
+  e = require(config, "evaluate")
+  mesh = make_mesh(config)
+  teacher = load_teacher(config, workdir)
+  g = restore_generator(config, workdir)
+  complete = deocclusion_stage.complete_fn(config.deocclusion, g)
+  embedders = {"teacher": lambda x: teacher.apply(teacher.params, x)["embedding"]}
+  rows = [("teacher", "teacher", "clean"), ("teacher", "teacher", "masked"),
+          ("teacher", "teacher", "completed")]
+  for stage in ("distill_hard", "distill_soft"):
+    if not os.path.isdir(os.path.join(workdir, stage, "checkpoints")):
+      continue
+    c, _, source, init_fn, _ = _distill_fns(config, workdir, stage, mesh)
+    _, state = loop.restore_state(workdir, stage, init_fn, _key(config, stage), mesh)
+    embedders[stage] = distillation_stage.embed_fn(c, teacher.embed_dim, source.num_classes, state)
+    rows += [(f"student ({stage[8:]})", stage, "masked"),
+             (f"student ({stage[8:]})", stage, "completed")]
+  es = synthetic_eval.build_eval_set(make_source(config, str(e.split)), int(e.num_pairs),
+                                     seed=int(e.seed), mask_config=mask_config(config))
+  results = synthetic_eval.verification_table(embedders, complete, es, rows,
+                                              batch_size=int(e.batch_size))
+  table = synthetic_eval.format_table(results)
+  if jax.process_index() == 0:
+    os.makedirs(os.path.join(workdir, "results"), exist_ok=True)
+    with open(os.path.join(workdir, "results", "verification.json"), "w") as f:
+      json.dump(results, f, indent=2)
+    with open(os.path.join(workdir, "results", "verification.md"), "w") as f:
+      f.write(f"Verification on {len(es.labels)} images of held-out identities "
+              f"({e.split} split), {len(es.pairs[0])} pairs, 10 folds.\n\n{table}\n")
+  print(table)
