@@ -1,0 +1,18 @@
+"""Hardware variant: one host with 8 GPUs (the paper's setting, data parallel).
+
+    python -m deocc_jax.main --config=configs/gpu8.py --workdir=runs/gpu8 \
+        --config.data.root=/data/celeba --config.teacher.path=ckpt/vggface2_r50
+"""
+
+import paper_celeba
+
+
+def get_config():
+  c = paper_celeba.get_config()
+  c.mesh.num_devices = 0               # all 8 GPUs on the 'data' axis
+  c.pipeline.worker_count = 32         # feed 8 devices
+  c.distillation.batch_size = 128      # global: 16 per GPU
+  c.deocclusion.dtype = "bfloat16"     # bf16 compute, fp32 params
+  c.distillation.dtype = "bfloat16"
+  c.distillation.sharded_relational = True
+  return c

@@ -1,0 +1,21 @@
+"""Hardware variant: a TPU-VM pod slice (multi-host, jax.distributed auto-detect).
+
+Launch on every worker with launch/tpu_pod.sh.
+"""
+
+import paper_celeba
+
+
+def get_config():
+  c = paper_celeba.get_config()
+  c.distributed.mode = "auto"          # jax.distributed.initialize() on each host
+  c.mesh.fsdp = True                   # shard params / optimizer state over 'data'
+  c.pipeline.worker_count = 16         # per host
+  c.deocclusion.dtype = "bfloat16"
+  c.distillation.dtype = "bfloat16"
+  c.deocclusion.batch_size = 256       # global
+  c.distillation.batch_size = 256
+  c.distillation.lr = 0.2              # linear scaling from 128
+  c.distillation.sharded_relational = True
+  c.checkpoint.async_save = True
+  return c

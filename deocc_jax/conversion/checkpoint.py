@@ -1,0 +1,304 @@
+"""Converted-teacher checkpoints: Orbax variables + a metadata JSON.
+
+Layout of a converted teacher directory::
+
+    DIR/
+      metadata.json   architecture, input size, colour order, normalisation, embedding
+                      size, num classes, source file + sha256, format version, ...
+      variables/      Orbax (StandardCheckpointer) tree {'params', 'batch_stats'}
+
+:func:`save_converted_teacher` writes the whole directory under a temporary
+sibling name and renames it into place, so a reader never sees a half-written
+teacher. :func:`load_converted_teacher` rebuilds the Flax module from the metadata
+and restores the variables against the module's own abstract tree (a checkpoint
+that does not fit the architecture is refused).
+
+Supported architectures (:func:`teacher_spec`): ``inception_resnet_v1``
+(facenet-pytorch, VGGFace2), ``vggface2_resnet50`` and ``vggface2_senet50``
+(cydonia999/VGGFace2-pytorch).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from deocc_jax.teachers import inception_resnet_v1 as _irv1
+from deocc_jax.teachers import vggface2_resnet as _vgg
+
+__all__ = [
+    "ARCHITECTURES",
+    "METADATA_FILENAME",
+    "VARIABLES_DIRNAME",
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "TeacherSpec",
+    "teacher_spec",
+    "abstract_variables",
+    "build_metadata",
+    "save_converted_teacher",
+    "load_metadata",
+    "load_converted_teacher",
+    "preprocess_from_metadata",
+]
+
+#: Architecture names accepted by :func:`teacher_spec` and the converter CLI.
+ARCHITECTURES: tuple[str, ...] = ("inception_resnet_v1", "vggface2_resnet50", "vggface2_senet50")
+METADATA_FILENAME = "metadata.json"
+VARIABLES_DIRNAME = "variables"
+FORMAT_VERSION = 1
+
+_REQUIRED_METADATA = (
+    "format_version",
+    "architecture",
+    "input_size",
+    "colour_order",
+    "mean",
+    "std",
+    "embedding_size",
+    "num_classes",
+)
+
+
+class CheckpointError(ValueError):
+    """A converted-teacher directory is missing, incomplete or inconsistent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherSpec:
+    """Static description of a convertible teacher architecture.
+
+    Attributes:
+      name: architecture name (one of :data:`ARCHITECTURES`).
+      input_size: ``(height, width)`` the published weights expect.
+      colour_order: ``'RGB'`` or ``'BGR'`` channel order of the network input.
+      mean: per-channel mean subtracted, in ``colour_order``.
+      std: per-channel divisor, in ``colour_order``.
+      embedding_size: size of the ``'embedding'`` output.
+      embedding_l2_normalised: whether the model already L2-normalises it.
+      default_num_classes: classes of the published classifier head.
+      reference: where the PyTorch layout comes from.
+      build: ``(num_classes, dtype) -> flax module``.
+      preprocess: ``rgb_uint8 -> network input``.
+    """
+
+    name: str
+    input_size: tuple[int, int]
+    colour_order: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    embedding_size: int
+    embedding_l2_normalised: bool
+    default_num_classes: int
+    reference: str
+    build: Callable[[int, Any], nn.Module]
+    preprocess: Callable[[Any], jnp.ndarray]
+
+
+def teacher_spec(architecture: str) -> TeacherSpec:
+    """The :class:`TeacherSpec` of ``architecture``; ``ValueError`` if unknown."""
+    if architecture == "inception_resnet_v1":
+        return TeacherSpec(
+            name=architecture,
+            input_size=(_irv1.FACENET_INPUT_SIZE, _irv1.FACENET_INPUT_SIZE),
+            colour_order="RGB",
+            mean=_irv1.FACENET_MEAN,
+            std=_irv1.FACENET_STD,
+            embedding_size=_irv1.FACENET_EMBEDDING_SIZE,
+            embedding_l2_normalised=True,
+            default_num_classes=_irv1.FACENET_NUM_CLASSES,
+            reference="timesler/facenet-pytorch models/inception_resnet_v1.py (20180402-114759-vggface2.pt)",
+            build=lambda num_classes, dtype: _irv1.InceptionResnetV1(num_classes=num_classes, dtype=dtype),
+            preprocess=_irv1.preprocess,
+        )
+    if architecture in ("vggface2_resnet50", "vggface2_senet50"):
+        se = architecture == "vggface2_senet50"
+        return TeacherSpec(
+            name=architecture,
+            input_size=(_vgg.VGGFACE2_INPUT_SIZE, _vgg.VGGFACE2_INPUT_SIZE),
+            colour_order="BGR",
+            mean=_vgg.VGGFACE2_MEAN_BGR,
+            std=_vgg.VGGFACE2_STD,
+            embedding_size=_vgg.VGGFACE2_EMBEDDING_SIZE,
+            embedding_l2_normalised=False,
+            default_num_classes=_vgg.VGGFACE2_NUM_CLASSES,
+            reference=f"cydonia999/VGGFace2-pytorch models/{'senet' if se else 'resnet'}.py",
+            build=lambda num_classes, dtype: _vgg.VGGFace2ResNet(se=se, num_classes=num_classes, dtype=dtype),
+            preprocess=_vgg.preprocess,
+        )
+    raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
+
+
+def abstract_variables(module: nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
+    """Shapes/dtypes of ``module``'s variables (no computation, no memory)."""
+    h, w = input_size
+    x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
+    return dict(jax.eval_shape(module.init, jax.random.PRNGKey(0), x))
+
+
+def build_metadata(
+    architecture: str,
+    *,
+    num_classes: int,
+    source_file: str | os.PathLike[str],
+    source_sha256: str,
+    source_format: str,
+) -> dict[str, Any]:
+    """The metadata dict written next to the converted variables."""
+    spec = teacher_spec(architecture)
+    return {
+        "format_version": FORMAT_VERSION,
+        "architecture": spec.name,
+        "input_size": list(spec.input_size),
+        "colour_order": spec.colour_order,
+        "input_range": [0, 255],
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "normalisation": "(x[colour_order] - mean) / std, x in [0, 255]",
+        "embedding_size": spec.embedding_size,
+        "embedding_l2_normalised": spec.embedding_l2_normalised,
+        "num_classes": int(num_classes),
+        "layout": "NHWC",
+        "reference": spec.reference,
+        "source_file": os.path.abspath(os.fspath(source_file)),
+        "source_sha256": source_sha256,
+        "source_format": source_format,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def save_converted_teacher(
+    out_dir: str | os.PathLike[str],
+    variables: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``variables`` (Orbax) and ``metadata`` (JSON) atomically to ``out_dir``.
+
+    Everything is written to a temporary sibling directory that is renamed to
+    ``out_dir`` at the end; on failure the temporary directory is removed.
+
+    Args:
+      out_dir: destination directory (must not exist unless ``overwrite``).
+      variables: ``{'params': ..., 'batch_stats': ...}`` of numpy / jax arrays.
+      metadata: JSON-serialisable dict (see :func:`build_metadata`).
+      overwrite: replace an existing ``out_dir``.
+
+    Returns:
+      The absolute path of ``out_dir``.
+    """
+    out = Path(out_dir).absolute()
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        tree = jax.tree_util.tree_map(np.asarray, dict(variables))
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(tmp / VARIABLES_DIRNAME, tree)
+            ckptr.wait_until_finished()
+        with open(tmp / METADATA_FILENAME, "w", encoding="utf-8") as f:
+            json.dump(dict(metadata), f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def load_metadata(ckpt_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate ``metadata.json`` of a converted teacher."""
+    d = Path(ckpt_dir)
+    path = d / METADATA_FILENAME
+    if not path.is_file():
+        raise CheckpointError(f"{d}: not a converted teacher (no {METADATA_FILENAME})")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable metadata ({e})") from e
+    lacking = [k for k in _REQUIRED_METADATA if k not in meta]
+    if lacking:
+        raise CheckpointError(f"{path}: metadata lacks {', '.join(lacking)}")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {meta['format_version']} (this code reads {FORMAT_VERSION})")
+    if meta["architecture"] not in ARCHITECTURES:
+        raise CheckpointError(f"{path}: unknown architecture {meta['architecture']!r}")
+    return meta
+
+
+def load_converted_teacher(
+    ckpt_dir: str | os.PathLike[str], *, dtype: Any = jnp.float32
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """Load a converted teacher written by :func:`save_converted_teacher`.
+
+    Args:
+      ckpt_dir: the converted teacher directory.
+      dtype: computation dtype of the rebuilt module (variables stay float32).
+
+    Returns:
+      ``(module, variables, metadata)``; run it with
+      ``module.apply(variables, preprocess_from_metadata(metadata, rgb_uint8))``,
+      which returns ``{'embedding', 'logits'}``.
+    """
+    d = Path(ckpt_dir).absolute()
+    meta = load_metadata(d)
+    spec = teacher_spec(meta["architecture"])
+    module = spec.build(int(meta["num_classes"]), dtype)
+    abstract = abstract_variables(module, spec.input_size)
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract
+    )
+    vdir = d / VARIABLES_DIRNAME
+    if not vdir.is_dir():
+        raise CheckpointError(f"{d}: no {VARIABLES_DIRNAME}/ directory")
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            variables = ckptr.restore(vdir, target)
+    except Exception as e:  # orbax raises assorted types on structure/shape mismatch
+        raise CheckpointError(
+            f"{vdir}: variables do not fit architecture {meta['architecture']!r} "
+            f"with {meta['num_classes']} classes ({type(e).__name__}: {e})"
+        ) from e
+    return module, dict(variables), meta
+
+
+def preprocess_from_metadata(metadata: Mapping[str, Any], rgb_uint8: Any) -> jnp.ndarray:
+    """Preprocess ``(..., H, W, 3)`` RGB [0, 255] images as ``metadata`` describes.
+
+    Applies the colour order, mean and std recorded in the metadata (so it also
+    works for checkpoints whose constants differ from the current defaults).
+    """
+    x = jnp.asarray(rgb_uint8).astype(jnp.float32)
+    if x.shape[-1] != 3:
+        raise ValueError(f"expected (..., H, W, 3) RGB images, got shape {x.shape}")
+    order = metadata["colour_order"]
+    if order == "BGR":
+        x = x[..., ::-1]
+    elif order != "RGB":
+        raise ValueError(f"unknown colour order {order!r}")
+    mean = jnp.asarray(metadata["mean"], jnp.float32)
+    std = jnp.asarray(metadata["std"], jnp.float32)
+    return (x - mean) / std

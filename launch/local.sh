@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Run any config on this machine (all local devices).
+#   launch/local.sh configs/synthetic.py workdir/synthetic [--config.x=y ...]
+set -euo pipefail
+CONFIG=${1:?config file}; WORKDIR=${2:?workdir}; shift 2
+exec python -m deocc_jax.main --config="$CONFIG" --workdir="$WORKDIR" "$@"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# TPU-VM pod template: runs the same command on every worker of the slice.
+#   launch/tpu_pod.sh my-tpu us-central2-b configs/tpu_pod.py gs://bucket/runs/pod [--config.x=y]
+# The repository must be checked out (and installed) at ~/deocc-jax on every worker.
+set -euo pipefail
+TPU=${1:?tpu name}; ZONE=${2:?zone}; CONFIG=${3:?config}; WORKDIR=${4:?workdir}; shift 4
+gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command \
+  "cd ~/deocc-jax && python -m deocc_jax.main --config=$CONFIG --workdir=$WORKDIR $*"

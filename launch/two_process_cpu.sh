@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# A two-process JAX job on one CPU machine (manual coordinator on 127.0.0.1),
+# e.g. to check multi-host code paths:
+#   launch/two_process_cpu.sh configs/cpu.py workdir/mp
+set -euo pipefail
+CONFIG=${1:?config}; WORKDIR=${2:?workdir}; shift 2
+PORT=${PORT:-12355}
+for i in 0 1; do
+  python -m deocc_jax.main --config="$CONFIG" --workdir="$WORKDIR" \
+    --config.distributed.mode=manual --config.distributed.coordinator_address=127.0.0.1:$PORT \
+    --config.distributed.num_processes=2 --config.distributed.process_id=$i "$@" &
+done
+wait
