@@ -136,7 +136,7 @@ def sample_grid(cfg: ConfigDict) -> Callable[[State, dict], np.ndarray]:
 
   def grid(state: State, batch: dict) -> np.ndarray:
     k = min(4, batch["masked"].shape[0])
-    x, m, y = (np.asarray(jax.device_get(batch[n]))[:k] for n in ("masked", "mask", "clean"))
+    x, m, y = (np.asarray(batch[n])[:k] for n in ("masked", "mask", "clean"))
     coarse, comp = (np.asarray(jax.device_get(a)) for a in run(state["g"], x, m))
     rows = [np.concatenate([x[i], coarse[i], comp[i], y[i]], axis=1) for i in range(k)]
     img = np.concatenate(rows, axis=0)

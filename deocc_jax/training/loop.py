@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm import tqdm
 
@@ -143,9 +144,11 @@ def run(name: str, workdir: str, init_fn: Callable[[jax.Array], Any],
         last_good = done
     if sample_fn is not None and config.sample_every and (
         done % config.sample_every == 0 or done == config.num_steps):
-      grid = sample_fn(state, batch)
+      # Every process joins the gather; process 0 renders from its host batch.
+      local_state = multihost_utils.process_allgather(state, tiled=True)
       if jax.process_index() == 0:
         from PIL import Image
+        grid = sample_fn(local_state, host)
         os.makedirs(os.path.join(stage_dir, "samples"), exist_ok=True)
         Image.fromarray(grid).save(os.path.join(stage_dir, "samples", f"step_{done:07d}.png"))
         writer.image(done, "samples", grid)
