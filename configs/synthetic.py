@@ -122,6 +122,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.distillation.log_every = 50
   c.distillation.checkpoint_every = 500
 
+  # --- optional end-to-end stage (Eq. 6); add "joint" to c.stages to run it
+  c.joint = ml_collections.ConfigDict()
+  c.joint.instance = "hard"            # instance loss of the joint objective
+  c.joint.init_from_stages = True      # start from deocclusion + distill_<instance>
+  c.joint.lambda_gan = 1.0             # weight of the generator's own losses
+  c.joint.lambda_distill = 0.1         # weight of Eq. 16 flowing into G and the student
+  c.joint.batch_size = 32
+  c.joint.num_steps = 200
+  c.joint.log_every = 50
+  c.joint.checkpoint_every = 200
+
   # --- evaluation: verification on held-out identities
   c.evaluate = ml_collections.ConfigDict()
   c.evaluate.split = "test"            # held-out identities

@@ -51,6 +51,7 @@ def _stage_table() -> dict[str, Callable[[ConfigDict, str], None]]:
       "deocclusion": s.run_deocclusion,
       "distill_hard": s.run_distill("distill_hard"),
       "distill_soft": s.run_distill("distill_soft"),
+      "joint": s.run_joint,
       "evaluate": s.run_evaluate,
   }
 

@@ -31,88 +31,107 @@ def generator_from_config(cfg: ConfigDict) -> InpaintGenerator:
                           use_contextual_attention=bool(cfg.get("contextual_attention", True)))
 
 
-def make_fns(cfg: ConfigDict, resolution: int
-             ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
-  """(init_fn, step_fn); batches need 'masked', 'mask', 'clean'."""
-  gen = generator_from_config(cfg)
-  critics = GlobalLocalCritics(cnum=int(cfg.critic_cnum),
-                               dtype=jnp.dtype(cfg.get("dtype", "float32")))
-  g_tx = make_optimizer(cfg.g_optimizer, int(cfg.num_steps))
-  d_tx = make_optimizer(cfg.d_optimizer, int(cfg.num_steps) * int(cfg.n_critic))
-  kind = str(cfg.adversarial)
-  recon = str(cfg.reconstruction)
-  lam_adv = float(cfg.lambda_adv)
-  n_critic = int(cfg.n_critic)
-  local = int(cfg.local_size)
-  gp_lambda = float(cfg.get("gp_lambda", adv.WGAN_GP_LAMBDA))
+class GanParts:
+  """The generator, the critics and their losses, shared by the de-occlusion
+  and joint stages. All methods are pure functions of explicit parameters."""
 
-  def init_fn(key: jax.Array) -> State:
+  def __init__(self, cfg: ConfigDict, resolution: int):
+    self.gen = generator_from_config(cfg)
+    self.critics = GlobalLocalCritics(cnum=int(cfg.critic_cnum),
+                                      dtype=jnp.dtype(cfg.get("dtype", "float32")))
+    self.g_tx = make_optimizer(cfg.g_optimizer, int(cfg.num_steps))
+    self.d_tx = make_optimizer(cfg.d_optimizer, int(cfg.num_steps) * int(cfg.n_critic))
+    self.kind = str(cfg.adversarial)
+    self.recon = str(cfg.reconstruction)
+    self.lam_adv = float(cfg.lambda_adv)
+    self.n_critic = int(cfg.n_critic)
+    self.local = int(cfg.local_size)
+    self.gp_lambda = float(cfg.get("gp_lambda", adv.WGAN_GP_LAMBDA))
+    self.resolution = resolution
+
+  def init(self, key: jax.Array) -> State:
+    r = self.resolution
     kg, kd, kr = jax.random.split(key, 3)
-    x = jnp.zeros((1, resolution, resolution, 3))
-    m = jnp.zeros((1, resolution, resolution, 1)).at[:, resolution // 4: resolution // 2,
-                                                     resolution // 4: resolution // 2].set(1)
-    gp = gen.init(kg, x, m)["params"]
-    dp = critics.init(kd, x, jnp.zeros((1, local, local, 3)))["params"]
-    return {"g": gp, "d": dp, "g_opt": g_tx.init(gp), "d_opt": d_tx.init(dp),
+    x = jnp.zeros((1, r, r, 3))
+    m = jnp.zeros((1, r, r, 1)).at[:, r // 4: r // 2, r // 4: r // 2].set(1)
+    gp = self.gen.init(kg, x, m)["params"]
+    dp = self.critics.init(kd, x, jnp.zeros((1, self.local, self.local, 3)))["params"]
+    return {"g": gp, "d": dp, "g_opt": self.g_tx.init(gp), "d_opt": self.d_tx.init(dp),
             "rng": jax.random.key_data(kr), "step": jnp.zeros((), jnp.int32)}
 
-  def scores(dp, images, masks):
-    return critics.apply({"params": dp}, images, crop_hole_boxes(images, masks, local))
+  def scores(self, dp, images, masks):
+    return self.critics.apply({"params": dp}, images,
+                              crop_hole_boxes(images, masks, self.local))
 
-  def step_fn(state: State, batch: dict) -> tuple[State, dict]:
-    x, m, y = batch["masked"], batch["mask"], batch["clean"]
-    key = jax.random.wrap_key_data(state["rng"])
-    key, *gp_keys = jax.random.split(key, 1 + 2 * n_critic)
-    out = gen.apply({"params": state["g"]}, x, m)
-    fake = jax.lax.stop_gradient(complete(x, m, out.refined))
+  def critic_updates(self, dp, d_opt, y, fake, m, key):
+    """``n_critic`` critic updates on (real y, fake); returns (dp, d_opt, terms, grads)."""
+    kind, local = self.kind, self.local
 
-    def d_loss_fn(dp, k_glob, k_loc):
-      rg, rl = scores(dp, y, m)
-      fg, fl = scores(dp, fake, m)
+    def d_loss_fn(p, k_glob, k_loc):
+      rg, rl = self.scores(p, y, m)
+      fg, fl = self.scores(p, fake, m)
       lg = adv.discriminator_loss(kind, rg, fg)
       ll = adv.discriminator_loss(kind, rl, fl)
       gp = jnp.zeros(())
       if kind == "wgan_gp":
         gp = adv.gradient_penalty(
-            lambda z: critics.apply({"params": dp}, z, method="global_score"), y, fake, m, k_glob)
+            lambda z: self.critics.apply({"params": p}, z, method="global_score"),
+            y, fake, m, k_glob)
         yl, fl_img = crop_hole_boxes(y, m, local), crop_hole_boxes(fake, m, local)
         gp = gp + adv.gradient_penalty(
-            lambda z: critics.apply({"params": dp}, z, method="local_score"), yl, fl_img,
-            None, k_loc)
-      return lg + ll + gp_lambda * gp, (lg, ll, gp)
+            lambda z: self.critics.apply({"params": p}, z, method="local_score"),
+            yl, fl_img, None, k_loc)
+      return lg + ll + self.gp_lambda * gp, (lg, ll, gp)
 
-    dp, d_opt = state["d"], state["d_opt"]
-    d_terms = None
-    for i in range(n_critic):
-      (_, d_terms), dg = jax.value_and_grad(d_loss_fn, has_aux=True)(
-          dp, gp_keys[2 * i], gp_keys[2 * i + 1])
-      upd, d_opt = d_tx.update(dg, d_opt, dp)
+    keys = jax.random.split(key, 2 * self.n_critic)
+    terms, dg = None, None
+    for i in range(self.n_critic):
+      (_, terms), dg = jax.value_and_grad(d_loss_fn, has_aux=True)(dp, keys[2 * i],
+                                                                   keys[2 * i + 1])
+      upd, d_opt = self.d_tx.update(dg, d_opt, dp)
       dp = optax.apply_updates(dp, upd)
+    return dp, d_opt, terms, dg
 
-    def g_loss_fn(gp):
-      o = gen.apply({"params": gp}, x, m)
-      rec, rec_terms = reconstruction_loss(recon, y, o.coarse, o.refined, m)
-      comp = complete(x, m, o.refined)
-      sg, sl = scores(dp, comp, m)
-      ag = adv.generator_adversarial_loss(kind, sg)
-      al = adv.generator_adversarial_loss(kind, sl)
-      return rec + lam_adv * (ag + al), (rec, ag, al)
+  def generator_loss(self, gp, dp, x, m, y):
+    """Reconstruction + lambda_adv (global + local adversarial); returns
+    (loss, (rec, adv_global, adv_local, completed))."""
+    o = self.gen.apply({"params": gp}, x, m)
+    rec, _ = reconstruction_loss(self.recon, y, o.coarse, o.refined, m)
+    comp = complete(x, m, o.refined)
+    sg, sl = self.scores(dp, comp, m)
+    ag = adv.generator_adversarial_loss(self.kind, sg)
+    al = adv.generator_adversarial_loss(self.kind, sl)
+    return rec + self.lam_adv * (ag + al), (rec, ag, al, comp)
 
-    (g_total, (rec, ag, al)), gg = jax.value_and_grad(g_loss_fn, has_aux=True)(state["g"])
-    upd, g_opt = g_tx.update(gg, state["g_opt"], state["g"])
-    g_params = optax.apply_updates(state["g"], upd)
-    hole = jnp.sum(m)
-    comp = complete(x, m, out.refined)
-    hole_l1 = jnp.sum(jnp.abs(comp - y) * m) / jnp.maximum(hole * 3, 1.0)
-    new = {"g": g_params, "d": dp, "g_opt": g_opt, "d_opt": d_opt,
+
+def hole_l1(completed: jax.Array, clean: jax.Array, m: jax.Array) -> jax.Array:
+  """Mean absolute error inside the hole."""
+  return jnp.sum(jnp.abs(completed - clean) * m) / jnp.maximum(jnp.sum(m) * 3, 1.0)
+
+
+def make_fns(cfg: ConfigDict, resolution: int
+             ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
+  """(init_fn, step_fn); batches need 'masked', 'mask', 'clean'."""
+  parts = GanParts(cfg, resolution)
+
+  def step_fn(state: State, batch: dict) -> tuple[State, dict]:
+    x, m, y = batch["masked"], batch["mask"], batch["clean"]
+    key, k_d = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+    out = parts.gen.apply({"params": state["g"]}, x, m)
+    fake = jax.lax.stop_gradient(complete(x, m, out.refined))
+    dp, d_opt, d_terms, dg = parts.critic_updates(state["d"], state["d_opt"], y, fake, m, k_d)
+    (g_total, (rec, ag, al, comp)), gg = jax.value_and_grad(
+        parts.generator_loss, has_aux=True)(state["g"], dp, x, m, y)
+    upd, g_opt = parts.g_tx.update(gg, state["g_opt"], state["g"])
+    new = {"g": optax.apply_updates(state["g"], upd), "d": dp, "g_opt": g_opt, "d_opt": d_opt,
            "rng": jax.random.key_data(key), "step": state["step"] + 1}
     return new, {"loss/g_total": g_total, "loss/reconstruction": rec,
                  "loss/g_adv_global": ag, "loss/g_adv_local": al,
                  "loss/d_global": d_terms[0], "loss/d_local": d_terms[1],
-                 "loss/gradient_penalty": d_terms[2], "metric/hole_l1": hole_l1,
+                 "loss/gradient_penalty": d_terms[2], "metric/hole_l1": hole_l1(comp, y, m),
                  "grad_norm/g": optax.tree.norm(gg), "grad_norm/d": optax.tree.norm(dg)}
 
-  return init_fn, step_fn
+  return parts.init, step_fn
 
 
 def complete_fn(cfg: ConfigDict, g_params: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:

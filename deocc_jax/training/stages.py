@@ -10,7 +10,7 @@ under ``<workdir>/<stage>/``; later stages restore what earlier ones wrote.
     deocclusion        stage 1: generator + global / local critics
     distill_hard       stage 2: student with the hard instance loss (Eq. 12)
     distill_soft       stage 2: student with the soft instance loss (Eq. 17)
-    joint              end-to-end (Eq. 6): generator and student together
+    joint              end-to-end (Eq. 6): generator and student together (optional)
     evaluate           verification table on held-out identities
 """
 
@@ -209,6 +209,37 @@ def run_distill(stage: str):
     loop.run(stage, workdir, init_fn, step_fn, batches, _key(config, stage), mesh,
              loop_config(c, ("masked", "mask", "clean", "identity"), config))
   return run
+
+
+# ------------------------------------------------------------------ joint
+
+def run_joint(config: ConfigDict, workdir: str) -> None:
+  from deocc_jax.training import joint_stage
+  j = require(config, "joint")
+  mesh = make_mesh(config)
+  teacher = load_teacher(config, workdir)
+  source = make_source(config, "train")
+  frozen = {"teacher": teacher.params}
+  if str(j.instance) == "soft":
+    from deocc_jax.teachers import extract
+    frozen["centroids"] = extract.load_teacher_outputs(
+        os.path.join(workdir, "teacher_embeddings"))["centroids"]
+  init_from = None
+  if bool(j.init_from_stages):
+    from deocc_jax.training import deocclusion_stage
+    d_init, _ = deocclusion_stage.make_fns(config.deocclusion, int(config.data.resolution))
+    _, gan = loop.restore_state(workdir, "deocclusion", d_init, _key(config, "deocclusion"), mesh)
+    stage = f"distill_{j.instance}"
+    _, _, _, s_init, _ = _distill_fns(config, workdir, stage, mesh)
+    _, st = loop.restore_state(workdir, stage, s_init, _key(config, stage), mesh)
+    init_from = {"g": gan["g"], "d": gan["d"],
+                 "student": {"params": st["params"], "batch_stats": st["batch_stats"]}}
+  init_fn, step_fn = joint_stage.make_fns(j, config.deocclusion, config.distillation,
+                                          teacher.apply, teacher.embed_dim, source.num_classes,
+                                          int(config.data.resolution), frozen, init_from)
+  batches, _ = make_batches(config, j, "joint")
+  loop.run("joint", workdir, init_fn, step_fn, batches, _key(config, "joint"), mesh,
+           loop_config(j, ("masked", "mask", "clean", "identity"), config))
 
 
 # -------------------------------------------------------------- evaluate
