@@ -81,6 +81,8 @@ def main(argv) -> None:
     raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax / grain are chatty at INFO
   distributed.initialize(_CONFIG.value.get("distributed"))
   run(_CONFIG.value, _WORKDIR.value)
 

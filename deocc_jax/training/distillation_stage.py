@@ -36,7 +36,7 @@ State = dict[str, Any]
 
 def student_from_config(cfg: ConfigDict, embed_dim: int, num_classes: int | None
                         ) -> ResNet18Student:
-  return ResNet18Student(embed_dim=embed_dim, num_classes=num_classes,
+  return ResNet18Student(embedding_dim=embed_dim, num_classes=num_classes,
                          width=float(cfg.width), small_input_stem=bool(cfg.small_input_stem),
                          dtype=jnp.dtype(cfg.get("dtype", "float32")))
 

@@ -163,9 +163,14 @@ def restore_state(workdir: str, name: str, init_fn: Callable[[jax.Array], Any],
                   key: jax.Array, mesh: Mesh, which: int | str = "latest",
                   fsdp: bool = False) -> tuple[int, Any]:
   """Restores a stage's state (any device count) for evaluation / later stages."""
+  directory = os.path.join(workdir, name, "checkpoints")
+  if not os.path.isdir(directory):
+    raise ckpt_lib.CheckpointNotFoundError(
+        f"stage '{name}' has no checkpoints in {directory}: run that stage first "
+        f"(list it in config.stages) or point --workdir at a run that did")
   abstract = jax.eval_shape(init_fn, key)
   shardings = shard_lib.state_shardings(abstract, mesh, fsdp=fsdp)
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, name, "checkpoints"), async_save=False)
+  ckpt = ckpt_lib.Checkpointer(directory, async_save=False)
   try:
     step, state, _ = ckpt.restore(ckpt_lib.abstract_like(abstract, shardings), which)
   finally:

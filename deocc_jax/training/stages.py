@@ -30,6 +30,7 @@ from deocc_jax.data import pipeline as pipe
 from deocc_jax.data import real_datasets as rd
 from deocc_jax.training import loop, sharding
 
+TEACHER_KINDS = ("arcface", "dlib", "converted")
 STAGE_SEED_OFFSETS = {"teacher": 1, "deocclusion": 2, "distill_hard": 3, "distill_soft": 4,
                       "joint": 5, "evaluate": 6, "teacher_embeddings": 7}
 
@@ -125,6 +126,9 @@ def load_teacher(config: ConfigDict, workdir: str):
 def run_teacher(config: ConfigDict, workdir: str) -> None:
   from deocc_jax.training import teacher_stage
   t = require(config, "teacher")
+  if str(t.kind) not in TEACHER_KINDS:
+    raise ConfigError(f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', "
+                      f"got {t.kind!r}")
   if str(t.kind) != "arcface":
     print(f"teacher.kind={t.kind!r}: nothing to train (a pretrained teacher is used)")
     return

@@ -23,7 +23,7 @@ State = dict[str, Any]
 
 
 def backbone_from_config(cfg: ConfigDict, num_classes: int | None = None) -> ResNet18Student:
-  return ResNet18Student(embed_dim=int(cfg.embed_dim), num_classes=num_classes,
+  return ResNet18Student(embedding_dim=int(cfg.embed_dim), num_classes=num_classes,
                          width=float(cfg.width), small_input_stem=bool(cfg.small_input_stem),
                          dtype=jnp.dtype(cfg.get("dtype", "float32")))
 
