@@ -1,16 +1,27 @@
-"""The student: ResNet-18 + a single embedding layer (+ optional classifier).
+"""Student network: ResNet-18 with a single embedding layer (paper Sec. 3.4).
 
-Paper section 3.4: "The student network is composed of a ResNet-18 model with
-a single embedding layer on top." ``features`` is the pooled backbone output
-(the paper's phi-hat), ``embedding`` the embedding layer's output used by the
-relational losses and for recognition, ``logits`` the optional identity
-classifier for L_CE. Batch-norm statistics live in the ``batch_stats``
-collection (pass ``train=True`` with ``mutable=['batch_stats']``).
+``phi_s`` = ResNet-18 (BasicBlock x [2, 2, 2, 2], widths 64-128-256-512 times
+``width``) -> global average pool (``phi-hat_s``, the features the relational
+losses of Eqs. 12-15 act on, returned as ``'features'``) -> one ``Dense``
+embedding layer (``'embedding'``) -> optional classifier (``'logits'``).
+
+Layout follows torchvision's ``resnet18`` (explicit torch paddings: 7x7/s2
+pad 3, max-pool 3x3/s2 pad 1, 3x3 convs pad 1, 1x1/s2 projection shortcuts
+with BatchNorm), so weights can be copied one-to-one. ``small_input_stem``
+replaces the stem by a 3x3 stride-1 conv without max-pool (CIFAR-style, for
+32-64 px inputs).
+
+BatchNorm statistics live in the ``'batch_stats'`` collection: call with
+``train=True`` and ``mutable=['batch_stats']`` to use and update batch
+statistics (momentum 0.9 = torch's 0.1; note flax updates the running variance
+with the biased batch variance, torch with the unbiased one), ``train=False``
+to use the running averages. Inputs: NHWC images in ``[-1, 1]``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from functools import partial
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -19,76 +30,99 @@ import jax.numpy as jnp
 
 Dtype = Any
 
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # torch kaiming_normal_
+
 
 class BasicBlock(nn.Module):
-  """Two 3x3 convs with batch norm; projection shortcut on a shape change."""
+  """ResNet BasicBlock: conv3x3-BN-ReLU-conv3x3-BN + shortcut, ReLU."""
+
   features: int
   strides: int = 1
   dtype: Dtype = jnp.float32
+  bn_momentum: float = 0.9
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,  # noqa: E731
-                                     epsilon=1e-5, dtype=self.dtype, name=name)
-    y = nn.Conv(self.features, (3, 3), (self.strides, self.strides), padding=((1, 1), (1, 1)),
-                use_bias=False, dtype=self.dtype, name="conv1")(x)
-    y = nn.relu(norm("bn1")(y))
-    y = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                dtype=self.dtype, name="conv2")(y)
-    y = norm("bn2")(y)
-    if x.shape[-1] != self.features or self.strides != 1:
-      x = nn.Conv(self.features, (1, 1), (self.strides, self.strides), use_bias=False,
-                  dtype=self.dtype, name="shortcut_conv")(x)
-      x = norm("shortcut_bn")(x)
+    conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                   kernel_init=_conv_init)
+    norm = partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+                   epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32)
+    s = self.strides
+    y = conv(self.features, (3, 3), (s, s), padding=((1, 1), (1, 1)), name="conv1")(x)
+    y = nn.relu(norm(name="bn1")(y))
+    y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(y)
+    y = norm(name="bn2")(y)
+    if s != 1 or x.shape[-1] != self.features:
+      x = conv(self.features, (1, 1), (s, s), padding="VALID", name="down_conv")(x)
+      x = norm(name="down_bn")(x)
     return nn.relu(x + y)
 
 
 class ResNet18Student(nn.Module):
-  """ResNet-18 student.
+  """ResNet-18 + embedding (+ classifier) student ``phi_s`` of Sec. 3.3-3.4.
 
   Attributes:
-    embed_dim: size of the embedding layer (default 512).
-    num_classes: identities of the classifier head (None = no head).
-    width: channel multiplier (1.0 = the real ResNet-18: 64-128-256-512).
-    small_input_stem: 3x3 stride-1 stem without max-pool (for 32-64 px
-      faces) instead of the ImageNet 7x7 stride-2 stem + 3x3 max-pool.
-    stage_sizes: blocks per stage ([2, 2, 2, 2] for ResNet-18).
-    dtype: compute dtype (parameters stay float32).
+    embedding_dim: size of the single embedding layer (default 512).
+    num_classes: classifier outputs, ``None`` = no classifier head.
+    width: channel multiplier of the (64, 128, 256, 512) stage widths.
+    small_input_stem: 3x3 s1 stem without max-pool (32-64 px) instead of the
+      ImageNet 7x7 s2 + max-pool stem.
+    dtype: compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and
+      the outputs are returned in float32.
+    stage_sizes: blocks per stage.
   """
-  embed_dim: int = 512
+
+  embedding_dim: int = 512
   num_classes: int | None = None
   width: float = 1.0
   small_input_stem: bool = False
-  stage_sizes: Sequence[int] = (2, 2, 2, 2)
   dtype: Dtype = jnp.float32
+  stage_sizes: tuple[int, ...] = (2, 2, 2, 2)
+  bn_momentum: float = 0.9
+
+  def stage_widths(self) -> tuple[int, ...]:
+    return tuple(max(1, int(round(64 * self.width * 2 ** i)))
+                 for i in range(len(self.stage_sizes)))
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-    chex.assert_rank(x, 4)
-    if x.shape[-1] != 3:
-      raise ValueError(f"ResNet18Student expects (B, H, W, 3) images, got {x.shape}")
-    w = lambda c: max(8, int(round(c * self.width)))  # noqa: E731
-    h = x.astype(self.dtype)
+  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    """Returns ``{'features': (B, C), 'embedding': (B, E)[, 'logits': (B, K)]}``."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"ResNet18Student: `images` must be NHWC (B, H, W, 3) in [-1, 1], "
+                       f"got shape {images.shape}")
+    if self.embedding_dim < 1:
+      raise ValueError(f"ResNet18Student: `embedding_dim` must be >= 1, got {self.embedding_dim}")
+    if self.num_classes is not None and self.num_classes < 1:
+      raise ValueError(f"ResNet18Student: `num_classes` must be >= 1 or None, got "
+                       f"{self.num_classes}")
+    b = images.shape[0]
+    widths = self.stage_widths()
+    x = images.astype(self.dtype)
+    conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                   kernel_init=_conv_init)
     if self.small_input_stem:
-      h = nn.Conv(w(64), (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
-                  name="stem_conv")(h)
+      x = conv(widths[0], (3, 3), padding=((1, 1), (1, 1)), name="stem_conv")(x)
     else:
-      h = nn.Conv(w(64), (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                  dtype=self.dtype, name="stem_conv")(h)
-    h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, name="stem_bn")(h)
-    h = nn.relu(h)
+      x = conv(widths[0], (7, 7), (2, 2), padding=((3, 3), (3, 3)), name="stem_conv")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
+                     dtype=self.dtype, param_dtype=jnp.float32, name="stem_bn")(x)
+    x = nn.relu(x)
     if not self.small_input_stem:
-      h = nn.max_pool(h, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-    for i, n in enumerate(self.stage_sizes):
-      for j in range(n):
-        h = BasicBlock(w(64 * 2**i), strides=2 if i > 0 and j == 0 else 1, dtype=self.dtype,
-                       name=f"stage{i + 1}_block{j + 1}")(h, train)
-    features = jnp.mean(h.astype(jnp.float32), axis=(1, 2))
-    emb = nn.Dense(self.embed_dim, dtype=self.dtype, name="embedding")(features)
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for i, (n_blocks, feats) in enumerate(zip(self.stage_sizes, widths)):
+      for j in range(n_blocks):
+        strides = 2 if (i > 0 and j == 0) else 1
+        x = BasicBlock(feats, strides, dtype=self.dtype, bn_momentum=self.bn_momentum,
+                       name=f"layer{i + 1}_{j}")(x, train)
+    features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    chex.assert_shape(features, (b, widths[-1]))
+    emb = nn.Dense(self.embedding_dim, dtype=self.dtype, param_dtype=jnp.float32,
+                   name="embedding")(features.astype(self.dtype))
     out = {"features": features, "embedding": emb.astype(jnp.float32)}
+    chex.assert_shape(out["embedding"], (b, self.embedding_dim))
     if self.num_classes is not None:
-      out["logits"] = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(
-          emb).astype(jnp.float32)
-    chex.assert_shape(out["embedding"], (x.shape[0], self.embed_dim))
+      logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
+                        name="classifier")(emb)
+      out["logits"] = logits.astype(jnp.float32)
+      chex.assert_shape(out["logits"], (b, self.num_classes))
     return out

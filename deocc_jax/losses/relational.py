@@ -1,0 +1,667 @@
+"""Relational distillation losses, paper Sec. 3.3 (Eqs. 10-16) and Sec. 4.2 (Eqs. 17-18).
+
+All functions are pure ``(teacher, student, ...) -> scalar`` JAX functions over
+**all** tuples of the batch (paper Sec. 3.4: "we simply use all the tuples"),
+vectorised, jit/grad compatible. The teacher side is always put under
+``stop_gradient``; only the student receives gradients.
+
+Terms and their normalisation
+-----------------------------
+* :func:`instance_loss`, Eq. 12: ``mean_b mean_d |t_bd - s_bd|`` (mean absolute
+  difference; the paper's sum over instances is replaced by a mean so that the
+  weight does not depend on batch size or dimension). Multiply by ``D`` for
+  the per-sample L1 norm.
+* :func:`soft_instance_loss`, Eq. 17/18: ``mean_b mean_d |s_bd - f_{y_b}, d|``,
+  the student embedding pulled to the teacher's (precomputed, offline) centroid
+  of its identity (:func:`identity_centroids`). Note: Eq. 17 literally reads
+  ``l1(t_i - f_id, s_i - f_id)``, which is algebraically ``|t_i - s_i|`` i.e.
+  Eq. 12 again; we implement the stated intent (Sec. 4.2: the knowledge of the
+  teacher is "softened" to the identity centroid), i.e. the target of
+  ``s_i`` is ``f_id`` instead of ``t_i``.
+* :func:`distance_loss`, Eq. 13: Euclidean distances over the ``B (B - 1)``
+  ordered distinct pairs ``i != j``; each side divided by its own mean distance
+  ``mu`` over those pairs; Huber (``delta = 1``, i.e. torch ``smooth_l1_loss``
+  with ``beta = 1``); mean over the ``B (B - 1)`` pairs. (RKD divides the sum by
+  ``B**2``, counting the zero diagonal, and takes ``mu`` over the *strictly
+  positive* distances; the two agree when no two distinct samples coincide,
+  up to the factor ``(B - 1) / B`` of the mean.) When all samples of one side
+  coincide ``mu = 0``; that side's normalised distances are then all 0.
+* :func:`angle_loss`, Eqs. 14-15: RKD's definition. For every index triplet
+  ``(i, j, k)`` of the ``B x B x B`` grid the angle at the anchor ``j`` is
+  ``cos_ijk = <n(e_i - e_j), n(e_k - e_j)>`` with ``n(v) = v / max(|v|, eps)``
+  (``F.normalize``), so triplets with ``i == j`` or ``k == j`` (and pairs of
+  coinciding embeddings) give ``cos = 0`` on both sides and contribute 0;
+  ``i == k`` (``i != j``) is included (``cos = 1`` on both sides, contributes 0
+  too). Huber ``delta = 1``; by default the mean over all ``B**3`` triplets as
+  in RKD (``include_degenerate=True``); with ``include_degenerate=False`` the
+  mean is over the ``B (B - 1)**2`` triplets with ``i != j`` and ``k != j``.
+
+Angle loss algorithm
+--------------------
+RKD materialises the ``B x B x D`` normalised differences and a batched matmul
+(``O(B^3 D)`` flops, ``O(B^2 D + B^3)`` memory). Here everything comes from the
+``B x B`` squared-distance matrix ``d2`` (one Gram matmul on batch-centred
+embeddings, ``O(B^2 D)``): by the law of cosines
+
+    <e_i - e_j, e_k - e_j> = (d2_ij + d2_kj - d2_ik) / 2,
+    cos_ijk = (d2_ij + d2_kj - d2_ik) / (2 d_ij d_kj),
+
+so the triplet part is ``O(B^3)`` element-wise work with no ``D`` factor.
+``block_size=K`` evaluates it in blocks of ``K`` anchors ``j`` (``lax.scan``),
+so peak memory is ``O(B^2 K)`` instead of ``O(B^3)``, forward and backward.
+The gradient is a fused custom VJP: the sweep over the triplets that computes
+the loss also accumulates the ``B x B`` gradient w.r.t. the student's squared
+distances (contractions via ``einsum``), so the backward pass is ``O(B^2)``.
+Consequence: ``angle_loss`` supports reverse-mode differentiation only (no
+``jvp``/forward mode, no second order).
+
+Precision: the Gram form computes squared distances with an absolute error of
+about ``sqrt(D) * eps * (|c_i|^2 + |c_j|^2)`` (``c`` = batch-centred
+embeddings, the centring removes the common offset). Squared distances below
+``zero_tol * (|c_i|^2 + |c_j|^2)`` (default ``zero_tol = 4 sqrt(D) eps``) are
+treated as exact zeros: those pairs get distance 0, their angles get
+``cos = 0`` (RKD's value for coinciding embeddings) and they pass no gradient
+(RKD's ``F.normalize`` gives a ``1/eps = 1e12`` gradient there; the Euclidean
+distance has no gradient at 0, we use the zero sub-gradient, so no NaN/inf).
+Cosines are clipped to ``[-1, 1]``. For near-duplicates just above the
+threshold the cosine's absolute error is about
+``sqrt(D) eps |c|^2 / (d_ij d_kj)``; the tests bound it against float64 loops.
+
+Sharding
+--------
+:func:`sharded_relational_losses` runs both relational losses under
+``jax.shard_map``: the batch is split over a mesh axis, every device
+all-gathers the (small, ``B x D``) embeddings, builds the ``B x B`` distance
+matrix and evaluates only the tuples whose anchor/row is one of its local
+samples; partial sums are ``psum``-reduced, so values and gradients equal the
+single-device losses over the global batch.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Literal
+
+import chex
+import jax
+import numpy as np
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import Mesh, PartitionSpec as P
+
+HUBER_DELTA = 1.0
+NORMALIZE_EPS = 1e-12  # torch F.normalize's eps, RKD's definition.
+
+InstanceMode = Literal["hard", "soft", "none"]
+CETarget = Literal["labels", "teacher"]
+
+
+# ----------------------------------------------------------------------------
+# Validation helpers
+# ----------------------------------------------------------------------------
+
+
+def _check_embeddings(teacher: jax.Array, student: jax.Array, fn: str, *,
+                      same_dim: bool, min_batch: int = 1) -> None:
+  for name, x in (("teacher", teacher), ("student", student)):
+    if x.ndim != 2:
+      raise ValueError(f"{fn}: `{name}` must be a (batch, dim) array, got shape {x.shape}")
+  if teacher.shape[0] != student.shape[0]:
+    raise ValueError(f"{fn}: batch mismatch, `teacher` has shape {teacher.shape} and "
+                     f"`student` has shape {student.shape}")
+  if same_dim and teacher.shape[1] != student.shape[1]:
+    raise ValueError(f"{fn}: `teacher` {teacher.shape} and `student` {student.shape} must "
+                     "have the same embedding dimension for an instance-wise loss")
+  if teacher.shape[0] < min_batch:
+    raise ValueError(f"{fn}: needs a batch of at least {min_batch}, got `teacher`/`student` "
+                     f"of shape {teacher.shape}/{student.shape}")
+
+
+def _compute_dtype(x: jax.Array) -> jnp.dtype:
+  """float32 at least (bf16/f16 embeddings are upcast), float64 kept."""
+  return jnp.promote_types(x.dtype, jnp.float32)
+
+
+def huber(x: jax.Array, delta: float = HUBER_DELTA) -> jax.Array:
+  """Element-wise Huber / smooth-L1: ``0.5 x^2`` if ``|x| < delta`` else ``delta (|x| - delta/2)``.
+
+  With ``delta = 1`` this is torch's ``smooth_l1_loss`` (``beta = 1``) per element.
+  """
+  ax = jnp.abs(x)
+  return jnp.where(ax < delta, 0.5 * x * x, delta * (ax - 0.5 * delta))
+
+
+# ----------------------------------------------------------------------------
+# Instance-wise losses (Eqs. 12, 17, 18)
+# ----------------------------------------------------------------------------
+
+
+def instance_loss(teacher: jax.Array, student: jax.Array) -> jax.Array:
+  """Eq. 12: ``mean_b mean_d |t - s|`` (L1, mean over batch and dimensions).
+
+  Args:
+    teacher: ``(B, D)`` teacher embeddings ``t_i`` (no gradient).
+    student: ``(B, D)`` student embeddings ``s_i``.
+  """
+  _check_embeddings(teacher, student, "instance_loss", same_dim=True)
+  dt = _compute_dtype(student)
+  t = lax.stop_gradient(teacher).astype(dt)
+  return jnp.mean(jnp.abs(t - student.astype(dt)))
+
+
+def identity_centroids(embeddings: jax.Array, labels: jax.Array,
+                       num_classes: int) -> tuple[jax.Array, jax.Array]:
+  """Eq. 18: per-identity mean ``f_id`` of the teacher embeddings.
+
+  Args:
+    embeddings: ``(N, D)`` teacher embeddings of the training images.
+    labels: ``(N,)`` integer identity labels in ``[0, num_classes)``; labels
+      outside that range are ignored (``segment_sum`` semantics).
+    num_classes: number of identities.
+
+  Returns:
+    ``(centroids, counts)``: ``(num_classes, D)`` float centroids (zeros for an
+    identity with no sample) and ``(num_classes,)`` int32 sample counts.
+  """
+  if embeddings.ndim != 2:
+    raise ValueError(f"identity_centroids: `embeddings` must be (N, D), got {embeddings.shape}")
+  if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
+    raise ValueError(f"identity_centroids: `labels` must be ({embeddings.shape[0]},) to match "
+                     f"`embeddings` {embeddings.shape}, got {labels.shape}")
+  if num_classes < 1:
+    raise ValueError(f"identity_centroids: `num_classes` must be >= 1, got {num_classes}")
+  dt = _compute_dtype(embeddings)
+  sums = jax.ops.segment_sum(embeddings.astype(dt), labels, num_segments=num_classes)
+  counts = jax.ops.segment_sum(jnp.ones(labels.shape, jnp.int32), labels,
+                               num_segments=num_classes)
+  centroids = sums / jnp.maximum(counts, 1).astype(dt)[:, None]
+  return centroids, counts
+
+
+def soft_instance_loss(student: jax.Array, labels: jax.Array,
+                       centroids: jax.Array) -> jax.Array:
+  """Eq. 17 (identity-centred, "OUR-Soft"): ``mean_b mean_d |s_b - f_{labels_b}|``.
+
+  Args:
+    student: ``(B, D)`` student embeddings.
+    labels: ``(B,)`` integer identity labels.
+    centroids: ``(C, D)`` teacher identity centroids (Eq. 18,
+      :func:`identity_centroids`), precomputed offline; no gradient.
+  """
+  if student.ndim != 2:
+    raise ValueError(f"soft_instance_loss: `student` must be (B, D), got {student.shape}")
+  if labels.ndim != 1 or labels.shape[0] != student.shape[0]:
+    raise ValueError(f"soft_instance_loss: `labels` must be ({student.shape[0]},) to match "
+                     f"`student` {student.shape}, got {labels.shape}")
+  if centroids.ndim != 2 or centroids.shape[1] != student.shape[1]:
+    raise ValueError(f"soft_instance_loss: `centroids` must be (num_classes, {student.shape[1]}) "
+                     f"to match `student` {student.shape}, got {centroids.shape}")
+  dt = _compute_dtype(student)
+  target = jnp.take(lax.stop_gradient(centroids).astype(dt), labels, axis=0)
+  return jnp.mean(jnp.abs(student.astype(dt) - target))
+
+
+# ----------------------------------------------------------------------------
+# Pairwise distances
+# ----------------------------------------------------------------------------
+
+
+def _default_zero_tol(dim: int, dtype: jnp.dtype) -> float:
+  return 4.0 * math.sqrt(dim) * float(jnp.finfo(dtype).eps)
+
+
+def _centred(e: jax.Array, mean: jax.Array | None = None) -> jax.Array:
+  e = e.astype(_compute_dtype(e))
+  if mean is None:
+    mean = jnp.mean(e, axis=0, keepdims=True)
+  return e - mean
+
+
+def _sq_dists(c_rows: jax.Array, c_all: jax.Array, row_ids: jax.Array,
+              zero_tol: float | None) -> tuple[jax.Array, jax.Array]:
+  """Squared distances ``d2[r, j] = |c_rows[r] - c_all[j]|^2`` via the Gram form.
+
+  ``row_ids`` are the global indices of ``c_rows`` (for the diagonal mask).
+  Returns ``(d2, nz)``: ``d2`` clamped, with entries on the diagonal or below the
+  relative tolerance set to exactly 0, and the boolean mask ``nz`` of the
+  remaining (non-zero distance, off-diagonal) entries.
+  """
+  tol = _default_zero_tol(c_all.shape[1], c_all.dtype) if zero_tol is None else zero_tol
+  g = jnp.matmul(c_rows, c_all.T, precision=lax.Precision.HIGHEST)
+  n_rows = jnp.sum(c_rows * c_rows, axis=1)
+  n_all = jnp.sum(c_all * c_all, axis=1)
+  scale = n_rows[:, None] + n_all[None, :]
+  d2 = scale - 2.0 * g
+  offdiag = row_ids[:, None] != jnp.arange(c_all.shape[0])[None, :]
+  nz = offdiag & (d2 > tol * scale)
+  return jnp.where(nz, d2, 0.0), nz
+
+
+def _safe_sqrt(d2: jax.Array, nz: jax.Array) -> jax.Array:
+  """``sqrt(d2)`` where ``nz``, else 0, with a finite (zero) gradient at 0."""
+  return jnp.where(nz, jnp.sqrt(jnp.where(nz, d2, 1.0)), 0.0)
+
+
+def _safe_inv_sqrt(d2: jax.Array, nz: jax.Array) -> jax.Array:
+  return jnp.where(nz, lax.rsqrt(jnp.where(nz, d2, 1.0)), 0.0)
+
+
+def pairwise_distances(embeddings: jax.Array, *, zero_tol: float | None = None) -> jax.Array:
+  """``(B, B)`` Euclidean distance matrix (diagonal and coinciding pairs exactly 0)."""
+  if embeddings.ndim != 2:
+    raise ValueError(f"pairwise_distances: `embeddings` must be (B, D), got {embeddings.shape}")
+  c = _centred(embeddings)
+  d2, nz = _sq_dists(c, c, jnp.arange(c.shape[0]), zero_tol)
+  return _safe_sqrt(d2, nz)
+
+
+# ----------------------------------------------------------------------------
+# Pair-wise loss (Eq. 13)
+# ----------------------------------------------------------------------------
+
+
+def _distance_rows_sum(d_t: jax.Array, d_s: jax.Array, mu_t: jax.Array,
+                       mu_s: jax.Array) -> jax.Array:
+  """Sum of Huber(psi_p(s) - psi_p(t)) over the given rows (diagonal entries are 0 - 0)."""
+  inv_t = jnp.where(mu_t > 0, 1.0 / jnp.where(mu_t > 0, mu_t, 1.0), 0.0)
+  inv_s = jnp.where(mu_s > 0, 1.0 / jnp.where(mu_s > 0, mu_s, 1.0), 0.0)
+  return jnp.sum(huber(d_s * inv_s - d_t * inv_t))
+
+
+def distance_loss(teacher: jax.Array, student: jax.Array, *,
+                  zero_tol: float | None = None) -> jax.Array:
+  """Eq. 13: pair-wise (distance) relational loss over all ordered pairs ``i != j``.
+
+  ``psi_p(e_i, e_j) = |e_i - e_j| / mu`` with ``mu`` the mean distance over the
+  ``B (B - 1)`` distinct pairs of that side; Huber (``delta = 1``); mean over
+  the ``B (B - 1)`` pairs. Teacher and student may have different dimensions.
+
+  Args:
+    teacher: ``(B, Dt)`` teacher embeddings (no gradient).
+    student: ``(B, Ds)`` student embeddings.
+    zero_tol: relative threshold under which a squared distance counts as 0
+      (default ``4 sqrt(D) eps``); see the module docstring.
+  """
+  _check_embeddings(teacher, student, "distance_loss", same_dim=False, min_batch=2)
+  b = teacher.shape[0]
+  ids = jnp.arange(b)
+  n_pairs = b * (b - 1)
+  ct = _centred(lax.stop_gradient(teacher))
+  cs = _centred(student)
+  d_t = _safe_sqrt(*_sq_dists(ct, ct, ids, zero_tol))
+  d_s = _safe_sqrt(*_sq_dists(cs, cs, ids, zero_tol))
+  mu_t = jnp.sum(d_t) / n_pairs
+  mu_s = jnp.sum(d_s) / n_pairs
+  return _distance_rows_sum(d_t, d_s, mu_t, mu_s) / n_pairs
+
+
+# ----------------------------------------------------------------------------
+# Triplet-wise loss (Eqs. 14-15)
+# ----------------------------------------------------------------------------
+
+
+def _angle_block(d_t: jax.Array, w_t: jax.Array, d2_t: jax.Array, d_s: jax.Array,
+                 w_s: jax.Array, d2_s: jax.Array, anchors: jax.Array,
+                 valid: jax.Array | None, with_grad: bool):
+  """Huber terms of Eq. 14 for the ``K`` anchors ``j`` in ``anchors``, layout ``(j, i, k)``.
+
+  Inputs are ``B x B``: ``d`` distances, ``w`` inverse distances (0 where
+  ``d = 0``) and ``d2`` symmetric squared distances. By the law of cosines
+  (Eq. 15)
+
+    cos_ijk = (d_ij w_kj + w_ij d_kj - d2_ik w_ij w_kj) / 2.
+
+  With ``g = dHuber(cos_s - cos_t)/dcos_s``, ``d = sqrt(d2)``, ``w = 1/d`` and
+  the ``i <-> k`` symmetry of ``cos`` and ``g``, the gradient of the sum with
+  respect to the student's ``d2`` matrix is
+
+    G[m, j] += w_mj R1[m, j] - w_mj^2 R2[m, j]     (j an anchor)
+    G[i, k] += -1/2 sum_j g_ijk w_ij w_kj
+    R1[m, j] = sum_k g_mjk w_kj,   R2[m, j] = sum_k g_mjk cos_mjk.
+
+  Returns the sum, or ``(sum, r1 (K, B) [j, m], r2 (K, B) [j, m], g3 (B, B))``.
+  """
+
+  def cosines(d, w, d2):
+    dj = jnp.take(d, anchors, axis=1).T  # (K, B): d[i, j] stored at [j, i]
+    wj = jnp.take(w, anchors, axis=1).T
+    ww = wj[:, :, None] * wj[:, None, :]
+    raw = 0.5 * (dj[:, :, None] * wj[:, None, :] + wj[:, :, None] * dj[:, None, :]
+                 - d2[None, :, :] * ww)
+    return raw, wj
+
+  cs_raw, wj = cosines(d_s, w_s, d2_s)
+  ct_raw = cosines(d_t, w_t, d2_t)[0]
+  cs = jnp.clip(cs_raw, -1.0, 1.0)
+  x = cs - jnp.clip(ct_raw, -1.0, 1.0)
+  ax = jnp.abs(x)
+  small = ax < HUBER_DELTA
+  h = jnp.where(small, 0.5 * x * x, HUBER_DELTA * (ax - 0.5 * HUBER_DELTA))
+  if valid is not None:
+    h = jnp.where(valid[:, None, None], h, 0.0)
+  loss = jnp.sum(h)
+  if not with_grad:
+    return loss
+  g = jnp.where(small, x, HUBER_DELTA * jnp.sign(x))
+  keep = jnp.abs(cs_raw) <= 1.0  # derivative of the clip
+  if valid is not None:
+    keep = keep & valid[:, None, None]
+  g = jnp.where(keep, g, 0.0)
+  # Reductions as contractions (dot_general), much faster on XLA:CPU than
+  # multiply-then-reduce. R2 = sum_k g cos_raw (g = 0 where the clip is active)
+  # expands by the law of cosines into R2 = (d_mj R1 + w_mj S1 - w_mj T) / 2.
+  dj = jnp.take(d_s, anchors, axis=1).T
+  r1 = jnp.einsum("jik,jk->ji", g, wj)
+  s1 = jnp.einsum("jik,jk->ji", g, dj)
+  t1 = jnp.einsum("jik,ik,jk->ji", g, d2_s, wj)
+  r2 = 0.5 * (dj * r1 + wj * (s1 - t1))
+  g3 = -0.5 * jnp.einsum("jik,ji,jk->ik", g, wj, wj)
+  return loss, r1, r2, g3
+
+
+def _angle_scan(d_t, w_t, d2_t, d_s, w_s, d2_s, start, num_anchors, block_size, with_grad):
+  """Sum over anchors ``start + [0, num_anchors)`` (all ``i, k``), in blocks of anchors.
+
+  With ``with_grad`` also returns the gradient of the sum w.r.t. ``d2_s``.
+  """
+  b = d_s.shape[0]
+  args = (d_t, w_t, d2_t, d_s, w_s, d2_s)
+  if block_size is None or block_size >= num_anchors:
+    anchors = start + jnp.arange(num_anchors)
+    out = _angle_block(*args, anchors, None, with_grad)
+    if not with_grad:
+      return out
+    loss, r1, r2, g3 = out
+    cols = jnp.zeros((b, b), r1.dtype).at[:, anchors].set((r1 - jnp.take(w_s, anchors, 1).T
+                                                           * r2).T)
+    return loss, cols * w_s + g3
+
+  n_blocks = -(-num_anchors // block_size)
+  last = start + num_anchors - 1
+
+  def block_anchors(blk):
+    offs = blk * block_size + jnp.arange(block_size)
+    return jnp.minimum(start + offs, last), offs < num_anchors
+
+  if not with_grad:
+    def body_value(acc, blk):
+      anchors, valid = block_anchors(blk)
+      return acc + _angle_block(*args, anchors, valid, False), None
+    # Derive the zero carry from `start` so it has its varying-axes type
+    # (under shard_map `start` is per-device).
+    zero = (start * 0).astype(d_s.dtype)
+    loss, _ = lax.scan(body_value, zero, jnp.arange(n_blocks))
+    return loss
+
+  def body(carry, blk):
+    acc, g3_acc = carry
+    anchors, valid = block_anchors(blk)
+    loss, r1, r2, g3 = _angle_block(*args, anchors, valid, True)
+    return (acc + loss, g3_acc + g3), r1 - jnp.take(w_s, anchors, 1).T * r2
+
+  zero = (start * 0).astype(d_s.dtype)
+  init = (zero, jnp.zeros((b, b), d_s.dtype) + zero)
+  (loss, g3), r = lax.scan(body, init, jnp.arange(n_blocks))
+  all_anchors = jnp.minimum(start + jnp.arange(n_blocks * block_size), last)
+  # Padded (invalid) anchors have g = 0, i.e. zero rows, so the scatter-add is exact.
+  cols = jnp.zeros((b, b), r.dtype).at[:, all_anchors].add(r.reshape(-1, b).T)
+  return loss, cols * w_s + g3
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _angle_core(d2_t, nz_t, d2_s, nz_s, start, num_anchors, block_size):
+  """Huber sum of Eq. 14 over the given anchors, from the squared-distance matrices.
+
+  Custom VJP: its forward pass computes the loss and the gradient w.r.t. the
+  student's ``d2`` in the same sweep over the triplets, so the backward pass
+  is ``O(B^2)``. Only the student side gets gradients (the teacher is
+  stop-gradient'ed upstream). Reverse mode only.
+  """
+  return _angle_scan(*_angle_inputs(d2_t, nz_t), *_angle_inputs(d2_s, nz_s), start,
+                     num_anchors, block_size, False)
+
+
+def _angle_inputs(d2: jax.Array, nz: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  return _safe_sqrt(d2, nz), _safe_inv_sqrt(d2, nz), d2
+
+
+def _angle_core_fwd(d2_t, nz_t, d2_s, nz_s, start, num_anchors, block_size):
+  loss, grad = _angle_scan(*_angle_inputs(d2_t, nz_t), *_angle_inputs(d2_s, nz_s), start,
+                           num_anchors, block_size, True)
+  return loss, (grad, nz_t, nz_s, start)
+
+
+def _float0_like(x: jax.Array) -> np.ndarray:
+  return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
+
+
+def _angle_core_bwd(num_anchors, block_size, res, ct):
+  grad, nz_t, nz_s, start = res
+  return (jnp.zeros_like(grad), _float0_like(nz_t), ct * grad, _float0_like(nz_s),
+          _float0_like(start))
+
+
+_angle_core.defvjp(_angle_core_fwd, _angle_core_bwd)
+
+
+def _angle_sum(d2_t: jax.Array, nz_t: jax.Array, d2_s: jax.Array, nz_s: jax.Array,
+               anchor_start: jax.Array | int, num_anchors: int,
+               block_size: int | None) -> jax.Array:
+  """Huber sum over all ``(i, k)`` and the anchors ``anchor_start + [0, num_anchors)``."""
+  start = jnp.asarray(anchor_start, jnp.int32)
+  sym = lambda m: 0.5 * (m + m.T)  # exact symmetry, relied upon by the custom VJP
+  return _angle_core(sym(d2_t), nz_t, sym(d2_s), nz_s, start, num_anchors, block_size)
+
+
+def _angle_count(b: int, include_degenerate: bool) -> int:
+  return b ** 3 if include_degenerate else b * (b - 1) ** 2
+
+
+def _check_block_size(block_size: int | None, fn: str) -> None:
+  if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
+    raise ValueError(f"{fn}: `block_size` must be a positive int or None, got {block_size!r}")
+
+
+def angle_loss(teacher: jax.Array, student: jax.Array, *, block_size: int | None = None,
+               include_degenerate: bool = True, zero_tol: float | None = None) -> jax.Array:
+  """Eqs. 14-15: triplet-wise (angle) relational loss over all index triplets.
+
+  ``psi_t(e_i, e_j, e_k) = <n(e_i - e_j), n(e_k - e_j)>`` (angle at ``j``), RKD's
+  definition (see module docstring); Huber ``delta = 1``.
+
+  Args:
+    teacher: ``(B, Dt)`` teacher embeddings (no gradient).
+    student: ``(B, Ds)`` student embeddings.
+    block_size: ``None`` evaluates the ``B^3`` tensor at once; ``K`` evaluates
+      it in blocks of ``K`` anchors (``O(B^2 K)`` memory), same value.
+    include_degenerate: ``True`` (RKD): mean over all ``B^3`` triplets;
+      ``False``: mean over the ``B (B-1)^2`` triplets with ``i != j`` and
+      ``k != j`` (``i == k`` included).
+    zero_tol: relative zero-distance threshold (module docstring).
+  """
+  _check_embeddings(teacher, student, "angle_loss", same_dim=False, min_batch=2)
+  _check_block_size(block_size, "angle_loss")
+  b = teacher.shape[0]
+  ids = jnp.arange(b)
+  ct = _centred(lax.stop_gradient(teacher))
+  cs = _centred(student)
+  d2_t, nz_t = _sq_dists(ct, ct, ids, zero_tol)
+  d2_s, nz_s = _sq_dists(cs, cs, ids, zero_tol)
+  total = _angle_sum(d2_t, nz_t, d2_s, nz_s, 0, b, block_size)
+  return total / float(_angle_count(b, include_degenerate))
+
+
+# ----------------------------------------------------------------------------
+# Sharded relational losses
+# ----------------------------------------------------------------------------
+
+
+def sharded_relational_losses(teacher: jax.Array, student: jax.Array, mesh: Mesh,
+                              axis: str = "data", *, block_size: int | None = None,
+                              include_degenerate: bool = True,
+                              zero_tol: float | None = None) -> dict[str, jax.Array]:
+  """Distance (Eq. 13) and angle (Eqs. 14-15) losses with the batch split over ``axis``.
+
+  Each device all-gathers the embeddings (``B x D``), builds the ``B x B``
+  distance matrices and evaluates the pairs whose row ``i`` and the triplets
+  whose anchor ``j`` is one of its local samples; sums are ``psum``-reduced.
+  The values (and gradients w.r.t. ``student``) equal :func:`distance_loss`
+  and :func:`angle_loss` over the global batch.
+
+  Args:
+    teacher, student: global ``(B, Dt)`` / ``(B, Ds)`` arrays, ``B`` divisible
+      by ``mesh.shape[axis]`` (they are resharded as ``P(axis, None)``).
+    mesh: device mesh containing ``axis``.
+    axis: mesh axis name the batch is split over.
+    block_size: anchors per block for the local angle computation.
+
+  Returns:
+    ``{'distance': scalar, 'angle': scalar}``.
+  """
+  fn = "sharded_relational_losses"
+  _check_embeddings(teacher, student, fn, same_dim=False, min_batch=2)
+  _check_block_size(block_size, fn)
+  if axis not in mesh.shape:
+    raise ValueError(f"{fn}: `axis`={axis!r} is not a mesh axis {tuple(mesh.shape)}")
+  n_dev = mesh.shape[axis]
+  b = teacher.shape[0]
+  if b % n_dev:
+    raise ValueError(f"{fn}: batch {b} of `teacher`/`student` {teacher.shape}/{student.shape} "
+                     f"is not divisible by mesh axis {axis!r} of size {n_dev}")
+  b_loc = b // n_dev
+  n_pairs = b * (b - 1)
+
+  def local(t_loc: jax.Array, s_loc: jax.Array) -> tuple[jax.Array, jax.Array]:
+    start = lax.axis_index(axis) * b_loc
+    ids = jnp.arange(b)
+    per_side = []
+    for e_loc in (lax.stop_gradient(t_loc), s_loc):
+      e_all = lax.all_gather(e_loc, axis, tiled=True)
+      c_all = _centred(e_all)
+      d2, nz = _sq_dists(c_all, c_all, ids, zero_tol)
+      # Rows of the local samples, for the pair-wise loss.
+      d_rows = _safe_sqrt(lax.dynamic_slice_in_dim(d2, start, b_loc, axis=0),
+                          lax.dynamic_slice_in_dim(nz, start, b_loc, axis=0))
+      mu = lax.psum(jnp.sum(d_rows), axis) / n_pairs
+      per_side.append((d2, nz, d_rows, mu))
+    (d2_t, nz_t, dr_t, mu_t), (d2_s, nz_s, dr_s, mu_s) = per_side
+    dist = lax.psum(_distance_rows_sum(dr_t, dr_s, mu_t, mu_s), axis) / n_pairs
+    ang = lax.psum(_angle_sum(d2_t, nz_t, d2_s, nz_s, start, b_loc, block_size), axis)
+    return dist, ang / float(_angle_count(b, include_degenerate))
+
+  f = jax.shard_map(local, mesh=mesh, in_specs=(P(axis, None), P(axis, None)),
+                    out_specs=(P(), P()))
+  dist, ang = f(teacher, student)
+  return {"distance": dist, "angle": ang}
+
+
+# ----------------------------------------------------------------------------
+# Cross-entropy and total loss (Eq. 16)
+# ----------------------------------------------------------------------------
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array | None = None, *,
+                  target: CETarget = "labels", teacher_logits: jax.Array | None = None,
+                  temperature: float = 4.0) -> jax.Array:
+  """Eq. 16's ``L_CE`` (Eq. 10 with cross-entropy).
+
+  * ``target='labels'``: ``mean_b -log softmax(logits)_b[labels_b]``.
+  * ``target='teacher'``: Hinton distillation,
+    ``T^2 mean_b KL(softmax(teacher/T) || softmax(logits/T))`` (the KL differs
+    from the soft cross-entropy by the teacher's entropy, a constant: same
+    gradient).
+
+  Args:
+    logits: ``(B, C)`` student logits.
+    labels: ``(B,)`` int labels (``target='labels'``).
+    target: ``'labels'`` or ``'teacher'``.
+    teacher_logits: ``(B, C)`` teacher logits (``target='teacher'``), no gradient.
+    temperature: ``T`` for ``target='teacher'``.
+  """
+  if logits.ndim != 2:
+    raise ValueError(f"cross_entropy: `logits` must be (B, C), got {logits.shape}")
+  logits = logits.astype(_compute_dtype(logits))
+  if target == "labels":
+    if labels is None or labels.shape != logits.shape[:1]:
+      raise ValueError(f"cross_entropy: `labels` must be ({logits.shape[0]},) for "
+                       f"`logits` {logits.shape}, got "
+                       f"{None if labels is None else labels.shape}")
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=1))
+  if target == "teacher":
+    if teacher_logits is None or teacher_logits.shape != logits.shape:
+      raise ValueError(f"cross_entropy: `teacher_logits` must have the shape of `logits` "
+                       f"{logits.shape}, got "
+                       f"{None if teacher_logits is None else teacher_logits.shape}")
+    if temperature <= 0:
+      raise ValueError(f"cross_entropy: `temperature` must be > 0, got {temperature}")
+    tl = lax.stop_gradient(teacher_logits).astype(logits.dtype) / temperature
+    logp_t = jax.nn.log_softmax(tl, axis=-1)
+    logp_s = jax.nn.log_softmax(logits / temperature, axis=-1)
+    kl = jnp.sum(jnp.exp(logp_t) * (logp_t - logp_s), axis=-1)
+    return temperature ** 2 * jnp.mean(kl)
+  raise ValueError(f"cross_entropy: `target` must be 'labels' or 'teacher', got {target!r}")
+
+
+def total_distillation_loss(
+    teacher: jax.Array,
+    student: jax.Array,
+    logits: jax.Array | None = None,
+    labels: jax.Array | None = None,
+    *,
+    instance_mode: InstanceMode = "hard",
+    centroids: jax.Array | None = None,
+    lambda_i: float = 1.0,
+    lambda_p: float = 1.0,
+    lambda_t: float = 2.0,
+    ce_target: CETarget = "labels",
+    teacher_logits: jax.Array | None = None,
+    temperature: float = 4.0,
+    angle_block_size: int | None = None,
+    zero_tol: float | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Eq. 16: ``L = L_CE + lambda_i L_i + lambda_p L_p + lambda_t L_t``.
+
+  Args:
+    teacher: ``(B, Dt)`` teacher features ``t_i``.
+    student: ``(B, Ds)`` student features ``s_i`` (``Ds == Dt`` for the
+      instance term).
+    logits: ``(B, C)`` student logits; ``None`` drops ``L_CE`` (reported as 0).
+    labels: ``(B,)`` identity labels (CE with ``ce_target='labels'`` and the
+      soft instance loss).
+    instance_mode: ``'hard'`` (Eq. 12), ``'soft'`` (Eq. 17, needs
+      ``centroids`` and ``labels``) or ``'none'``.
+    centroids: ``(C, Ds)`` teacher identity centroids (Eq. 18).
+    lambda_i, lambda_p, lambda_t: weights (paper: ``lambda_p = 1``,
+      ``lambda_t = 2``; ``lambda_i`` unspecified, default 1).
+    ce_target, teacher_logits, temperature: see :func:`cross_entropy`.
+    angle_block_size: ``block_size`` of :func:`angle_loss`.
+
+  Returns:
+    ``(total, terms)`` with ``terms`` = ``{'ce', 'instance', 'distance',
+    'angle'}`` (unweighted; disabled terms are 0).
+  """
+  _check_embeddings(teacher, student, "total_distillation_loss", same_dim=False, min_batch=2)
+  zero = jnp.zeros((), jnp.float32)
+  if logits is not None:
+    ce = cross_entropy(logits, labels, target=ce_target, teacher_logits=teacher_logits,
+                       temperature=temperature)
+  else:
+    ce = zero
+  if instance_mode == "hard":
+    inst = instance_loss(teacher, student)
+  elif instance_mode == "soft":
+    if centroids is None or labels is None:
+      raise ValueError("total_distillation_loss: instance_mode='soft' needs `centroids` "
+                       "and `labels`")
+    inst = soft_instance_loss(student, labels, centroids)
+  elif instance_mode == "none":
+    inst = zero
+  else:
+    raise ValueError("total_distillation_loss: `instance_mode` must be 'hard', 'soft' or "
+                     f"'none', got {instance_mode!r}")
+  dist = distance_loss(teacher, student, zero_tol=zero_tol)
+  ang = angle_loss(teacher, student, block_size=angle_block_size, zero_tol=zero_tol)
+  total = ce + lambda_i * inst + lambda_p * dist + lambda_t * ang
+  return total, {"ce": ce, "instance": inst, "distance": dist, "angle": ang}
