@@ -65,15 +65,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.teacher.arcface_scale = 30.0       # ArcFace s
   c.teacher.arcface_margin = 0.3       # ArcFace m (radians)
   c.teacher.batch_size = 64
-  c.teacher.num_steps = 1500
-  c.teacher.optimizer = "sgd"
-  c.teacher.lr = 0.1
-  c.teacher.momentum = 0.9
-  c.teacher.weight_decay = 5e-4
+  c.teacher.num_steps = 400
+  c.teacher.optimizer = "adam"         # 'sgd' | 'adam' | 'adamw'
+  c.teacher.lr = 2e-3
+  c.teacher.weight_decay = 0.0
   c.teacher.schedule = "cosine"
-  c.teacher.warmup_steps = 100
+  c.teacher.warmup_steps = 50
   c.teacher.log_every = 50
-  c.teacher.checkpoint_every = 500
+  c.teacher.checkpoint_every = 200
 
   c.teacher_embeddings = ml_collections.ConfigDict()
   c.teacher_embeddings.batch_size = 256  # global batch of the extraction job
@@ -89,10 +88,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.deocclusion.lambda_adv = 0.01      # weight of the adversarial terms
   c.deocclusion.n_critic = 1           # critic updates per generator update
   c.deocclusion.batch_size = 32
-  c.deocclusion.num_steps = 1000
+  c.deocclusion.num_steps = 400
   c.deocclusion.log_every = 50
-  c.deocclusion.checkpoint_every = 500
-  c.deocclusion.sample_every = 500
+  c.deocclusion.checkpoint_every = 200
+  c.deocclusion.sample_every = 200
   c.deocclusion.g_optimizer = ml_collections.ConfigDict(dict(
       optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant"))
   c.deocclusion.d_optimizer = ml_collections.ConfigDict(dict(
@@ -112,7 +111,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.distillation.sharded_relational = False  # shard_map tuple blocks per device
   c.distillation.angle_block_size = 0  # anchors per block (0 = direct)
   c.distillation.batch_size = 64
-  c.distillation.num_steps = 1000
+  c.distillation.num_steps = 400
   c.distillation.optimizer = "sgd"
   c.distillation.lr = 0.1
   c.distillation.momentum = 0.9
@@ -120,7 +119,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.distillation.schedule = "cosine"
   c.distillation.warmup_steps = 50
   c.distillation.log_every = 50
-  c.distillation.checkpoint_every = 500
+  c.distillation.checkpoint_every = 200
 
   # --- optional end-to-end stage (Eq. 6); add "joint" to c.stages to run it
   c.joint = ml_collections.ConfigDict()
