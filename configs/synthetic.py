@@ -92,6 +92,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.deocclusion.log_every = 50
   c.deocclusion.checkpoint_every = 200
   c.deocclusion.sample_every = 200
+  # Keep the best checkpoints by a logged metric instead of the latest ones
+  # (e.g. "metric/hole_l1", mode "min"); resuming then starts from the newest kept.
+  c.deocclusion.best_metric = ""
+  c.deocclusion.best_mode = "min"
   c.deocclusion.g_optimizer = ml_collections.ConfigDict(dict(
       optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant"))
   c.deocclusion.d_optimizer = ml_collections.ConfigDict(dict(

@@ -94,6 +94,8 @@ def loop_config(section: ConfigDict, keys: tuple[str, ...], config: ConfigDict) 
       num_steps=int(section.num_steps), log_every=int(section.log_every),
       checkpoint_every=int(section.checkpoint_every),
       keep_checkpoints=int(config.checkpoint.keep), async_checkpoints=bool(config.checkpoint.async_save),
+      best_metric=str(section.get("best_metric", "") or "") or None,
+      best_mode=str(section.get("best_mode", "min")),
       fsdp=bool(config.mesh.fsdp), sample_every=int(section.get("sample_every", 0)),
       batch_keys=keys, progress=bool(config.get("progress", True)))
 
