@@ -108,3 +108,17 @@ def test_restore_onto_a_different_device_count(tmp_path):
   for a, b in zip(jax.tree_util.tree_leaves(_params(s8)), jax.tree_util.tree_leaves(_params(s2))):
     np.testing.assert_array_equal(a, b)
   assert len(jax.tree_util.tree_leaves(s2)[0].sharding.device_set) == 2
+
+
+def test_keep_best_checkpoints_by_metric(tmp_path):
+  import json
+  init, step = _fns(lr=0.05)
+  cfg = loop.LoopConfig(num_steps=8, log_every=1, checkpoint_every=1, keep_checkpoints=2,
+                        best_metric="loss", best_mode="min", async_checkpoints=False,
+                        progress=False)
+  loop.run("toy", str(tmp_path), init, step, _batches(), jax.random.key(0),
+           sharding.make_mesh(), cfg, log=lambda s: None)
+  losses = {r["step"]: r["loss"] for r in map(json.loads, open(
+      tmp_path / "toy" / "logs" / "metrics.jsonl"))}
+  kept = sorted(int(d) for d in os.listdir(tmp_path / "toy" / "checkpoints") if d.isdigit())
+  assert kept == sorted(sorted(losses, key=losses.get)[:2])
