@@ -14,8 +14,13 @@ PyTorch reference = RKD (lenscloth/RKD ``metric/loss.py``) formulation written
 here: distance via the clamped Gram ``pdist`` and ``smooth_l1_loss``; angle
 via the ``B x B x D`` normalised differences and a batched matmul.
 
-Usage: python benchmarks/bench_relational_losses.py [--repeats 3] [--full]
-(``--full`` also times the B=2048 blocked angle loss, several minutes here).
+The angle loss at B = 128 and 512 is timed side by side: JAX ``block_size=None``
+("direct", automatic tiles), JAX ``block_size=K`` and torch, interleaved within
+each repeat (warm-up excluded), medians; the load average is recorded before
+and after each row since the machine is shared.
+
+Usage: python benchmarks/bench_relational_losses.py [--repeats 5] [--full]
+(``--full`` also times the B=4096 blocked angle loss, minutes here).
 """
 from __future__ import annotations
 
@@ -137,13 +142,77 @@ def _jax_time(fn, s, t, repeats):
   return _common.median(times), float(v)
 
 
+def _jax_once(fn, s, t):
+  import jax
+  t0 = time.perf_counter()
+  v, g = fn(s, t)
+  jax.block_until_ready(g)
+  return time.perf_counter() - t0, float(v)
+
+
+def _torch_once(fn, s, t):
+  s.grad = None
+  t0 = time.perf_counter()
+  loss = fn(s, t)
+  loss.backward()
+  return time.perf_counter() - t0, float(loss.detach())
+
+
+def _load():
+  return [round(x, 2) for x in os.getloadavg()]
+
+
+def _angle_side_by_side(b, block, repeats):
+  """JAX direct, JAX blocked and torch angle, interleaved per repeat; medians."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  rng = np.random.default_rng(0)
+  s = jnp.asarray(rng.normal(size=(b, D)), jnp.float32)
+  t = jnp.asarray(rng.normal(size=(b, D)), jnp.float32)
+  ts, tt = _torch_data(b)
+  tfn = _torch_losses()["angle"]
+  fns = {None: _jax_fn("angle", None), block: _jax_fn("angle", block)}
+  mem = {k: _jax_mem(f, s, t) for k, f in fns.items()}
+  load0 = _load()
+  for f in fns.values():  # warm-up (compile)
+    _jax_once(f, s, t)
+  _torch_once(tfn, ts, tt)
+  times = {None: [], block: [], "torch": []}
+  vals = {}
+  for _ in range(repeats):
+    for k, f in fns.items():
+      dt, vals[k] = _jax_once(f, s, t)
+      times[k].append(dt)
+    dt, vals["torch"] = _torch_once(tfn, ts, tt)
+    times["torch"].append(dt)
+  load1 = _load()
+  torch_s = _common.median(times["torch"])
+  torch_rss = _gib(_torch_mem("angle", b))
+  rows = []
+  for k in (None, block):
+    jax_s = _common.median(times[k])
+    rows.append({"loss": "angle", "B": b, "D": D,
+                 "jax_form": "direct (auto tiles)" if k is None else f"blocked K={k}",
+                 "jax_mem_gib": _gib(mem[k]), "jax_s": jax_s, "jax_value": vals[k],
+                 "jax_times": [round(x, 4) for x in times[k]],
+                 "torch_s": torch_s, "torch_value": vals["torch"],
+                 "torch_times": [round(x, 4) for x in times["torch"]],
+                 "torch_peak_rss_gib": torch_rss,
+                 "jax_over_torch": round(jax_s / torch_s, 4),
+                 "speedup_vs_torch": round(torch_s / jax_s, 2),
+                 "loadavg_before": load0, "loadavg_after": load1,
+                 "jax_note": "interleaved with torch"})
+  return rows
+
+
 def _gib(x):
   return None if x is None else round(x / 2 ** 30, 3)
 
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--block", type=int, default=16)
   ap.add_argument("--full", action="store_true")
   args = ap.parse_args()
@@ -160,69 +229,85 @@ def main():
     rng = np.random.default_rng(0)
     s = jnp.asarray(rng.normal(size=(b, D)), jnp.float32)
     t = jnp.asarray(rng.normal(size=(b, D)), jnp.float32)
-    configs = [("distance", None), ("angle", None), ("angle", args.block)]
-    for kind, block in configs:
-      fn = _jax_fn(kind, block)
-      row = {"loss": kind, "B": b, "D": D, "jax_form": "direct" if block is None else
-             f"blocked K={block}"}
-      row["jax_mem_gib"] = _gib(_jax_mem(fn, s, t))
-      run_jax = kind == "distance" or (block is None and b <= 512) or (
-          block is not None and (b <= 512 or args.full))
-      if run_jax:
-        row["jax_s"], row["jax_value"] = _jax_time(fn, s, t, args.repeats if b < 2048 else 1)
-      else:
-        row["jax_s"] = None
-        row["jax_note"] = ("not run: B^3 tensors exceed RAM" if block is None
-                           else "not run by default (minutes); use --full")
-      torch_ok = kind == "distance" or b <= 512
-      if torch_ok and (block is None or kind == "angle"):
-        if kind == "distance" or block is None:
-          row["torch_s"], row["torch_value"] = _torch_time(kind, b, args.repeats)
-          row["torch_peak_rss_gib"] = _gib(_torch_mem(kind, b))
-        else:  # blocked JAX angle is compared to the same torch angle run
-          prev = next(r for r in rows if r["loss"] == "angle" and r["B"] == b
-                      and r["jax_form"] == "direct")
-          row["torch_s"], row["torch_value"] = prev["torch_s"], prev["torch_value"]
-          row["torch_peak_rss_gib"] = prev["torch_peak_rss_gib"]
-      else:
+    # Distance loss (cheap): JAX then torch, medians.
+    fn = _jax_fn("distance", None)
+    row = {"loss": "distance", "B": b, "D": D, "jax_form": "direct",
+           "jax_mem_gib": _gib(_jax_mem(fn, s, t)), "loadavg_before": _load()}
+    row["jax_s"], row["jax_value"] = _jax_time(fn, s, t, args.repeats)
+    row["torch_s"], row["torch_value"] = _torch_time("distance", b, args.repeats)
+    row["torch_peak_rss_gib"] = _gib(_torch_mem("distance", b))
+    row["loadavg_after"] = _load()
+    row["jax_over_torch"] = round(row["jax_s"] / row["torch_s"], 4)
+    row["speedup_vs_torch"] = round(row["torch_s"] / row["jax_s"], 2)
+    rows.append(row)
+    print(row, flush=True)
+    if b <= 512:
+      for row in _angle_side_by_side(b, args.block, args.repeats):
+        rows.append(row)
+        print(row, flush=True)
+    else:
+      for block in (None, args.block):
+        fn = _jax_fn("angle", block)
+        row = {"loss": "angle", "B": b, "D": D,
+               "jax_form": "direct (auto tiles)" if block is None else f"blocked K={block}",
+               "jax_mem_gib": _gib(_jax_mem(fn, s, t)), "loadavg_before": _load()}
+        if block is None:
+          row["jax_s"], row["jax_value"] = _jax_time(fn, s, t, 1)
+          row["jax_note"] = "1 timed run after warm-up"
+        else:
+          row["jax_s"] = None
+          row["jax_note"] = "same tiles as direct at this B; not timed"
+        row["loadavg_after"] = _load()
         row["torch_s"] = None
         row["torch_note"] = (f"not run: B x B x D + B^3 tensors = "
                              f"{(b * b * D * 3 + b ** 3 * 2) * 4 / 2 ** 30:.0f} GiB")
-      if row.get("jax_s") and row.get("torch_s"):
-        row["jax_over_torch"] = round(row["jax_s"] / row["torch_s"], 4)
-        row["speedup_vs_torch"] = round(row["torch_s"] / row["jax_s"], 2)
-      rows.append(row)
-      print(row, flush=True)
-  # B = 4096 blocked angle: memory only (compile, no run).
+        rows.append(row)
+        print(row, flush=True)
+  # B = 4096 angle: memory (compile, no run) unless --full.
   b = 4096
   s = jnp.zeros((b, D), jnp.float32)
-  for block in (4, args.block):
+  for block in (None, 4, args.block):
     fn = _jax_fn("angle", block)
-    rows.append({"loss": "angle", "B": b, "D": D, "jax_form": f"blocked K={block}",
-                 "jax_mem_gib": _gib(_jax_mem(fn, s, s)), "jax_s": None,
-                 "jax_note": "compiled memory only, not run", "torch_s": None,
-                 "torch_note": "not run: B^3 = 256 GiB"})
-    print(rows[-1], flush=True)
+    row = {"loss": "angle", "B": b, "D": D,
+           "jax_form": "direct (auto tiles)" if block is None else f"blocked K={block}",
+           "jax_mem_gib": _gib(_jax_mem(fn, s, s)), "jax_s": None,
+           "jax_note": "compiled memory only, not run", "torch_s": None,
+           "torch_note": "not run: B^3 = 256 GiB"}
+    if args.full and block is None:
+      s = jnp.asarray(np.random.default_rng(0).normal(size=(b, D)), jnp.float32)
+      row["loadavg_before"] = _load()
+      row["jax_s"], row["jax_value"] = _jax_time(fn, s, s * 0.5 + 1.0, 1)
+      row["loadavg_after"] = _load()
+      row["jax_note"] = "1 timed run after warm-up"
+    rows.append(row)
+    print(row, flush=True)
+  info["loadavg_at_end"] = _load()
 
   def fmt(x, nd=3):
     return "-" if x is None else f"{x:.{nd}f}"
 
   md = ["# Relational losses: JAX vs RKD-style PyTorch (CPU, forward + backward)", "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, load avg at start "
-        f"{info['loadavg_at_start']}; jax {info.get('jax')}, torch {info['torch']} "
+        f"Machine: {info['cpu']}, {info['cores']} cores (shared), load avg at start "
+        f"{info['loadavg_at_start']}, at end {info['loadavg_at_end']}; jax {info.get('jax')}, torch {info['torch']} "
         f"({info['torch_threads']} threads); {info['date']}.", "",
-        "Times: median wall seconds of forward + backward (student gradient). "
+        "Times: median wall seconds of forward + backward (student gradient); "
+        "angle at B <= 512: JAX direct, JAX blocked and torch interleaved in each "
+        f"repeat ({args.repeats} repeats after a warm-up). "
+        "JAX `block_size=None` evaluates the B^3 triplets in automatic cache-sized "
+        "tiles (16 anchors x 16 rows x B at B = 512), `block_size=K` caps a tile at "
+        "K B^2 elements (same tiles as None at B >= 128 for K >= 1). "
         "JAX memory: compiled memory_analysis temp+output. "
         "Torch memory: peak RSS increase of a fresh child process.", "",
         "| loss | B | JAX form | JAX s | torch s | JAX/torch | speed-up | JAX mem GiB | "
-        "torch peak RSS GiB | note |",
-        "|---|---|---|---|---|---|---|---|---|---|"]
+        "torch peak RSS GiB | load avg before -> after | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     note = "; ".join(x for x in (r.get("jax_note"), r.get("torch_note")) if x)
     md.append(f"| {r['loss']} | {r['B']} | {r['jax_form']} | {fmt(r.get('jax_s'))} | "
               f"{fmt(r.get('torch_s'))} | {fmt(r.get('jax_over_torch'), 4)} | "
               f"{fmt(r.get('speedup_vs_torch'), 1)} | {fmt(r.get('jax_mem_gib'))} | "
-              f"{fmt(r.get('torch_peak_rss_gib'))} | {note} |")
+              f"{fmt(r.get('torch_peak_rss_gib'))} | "
+              f"{r.get('loadavg_before', '-')} -> {r.get('loadavg_after', '-')} | {note} |")
   _common.write("bench_relational_losses", {"machine": info, "rows": rows}, "\n".join(md))
 
 

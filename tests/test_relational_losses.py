@@ -137,6 +137,26 @@ def test_blocked_equals_direct():
     np.testing.assert_allclose(np.asarray(g), np.asarray(gdirect), rtol=1e-5, atol=1e-7)
 
 
+def test_tiles_with_padding_equal_single_tile(monkeypatch):
+  # Small tile budget: several anchor blocks and row blocks, both padded
+  # (B = 37 divisible by neither), nested scans; must equal one whole tile.
+  rng = np.random.default_rng(11)
+  t = jnp.asarray(rng.normal(size=(37, 8)), jnp.float32)
+  s = jnp.asarray(rng.normal(size=(37, 5)), jnp.float32)
+  s = s.at[3].set(s[7])  # a zero distance inside the tiles
+  vg = lambda: jax.jit(jax.value_and_grad(lambda x: R.angle_loss(t, x)))(s)
+  whole, gwhole = vg()
+  assert R._tile_shape(37, 37, None) == (16, 37)
+  monkeypatch.setattr(R, "_TILE_ELEMS", 30 * 37)
+  assert R._tile_shape(37, 37, None) == (3, 10)
+  v, g = vg()
+  np.testing.assert_allclose(float(v), float(whole), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(np.asarray(g), np.asarray(gwhole), rtol=1e-5, atol=1e-7)
+  assert np.all(np.isfinite(np.asarray(g)))
+  np.testing.assert_allclose(float(v), ref_angle(np.asarray(t, np.float64),
+                                                 np.asarray(s, np.float64)), rtol=1e-4)
+
+
 def test_check_grads_float64():
   """Finite differences in float64 on inputs without ties."""
   with jax.enable_x64(True):
