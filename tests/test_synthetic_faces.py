@@ -34,7 +34,6 @@ def test_landmarks_sit_on_the_rendered_features():
   dark = 0
   for i in range(20):
     r = ds[i]
-    p = sf.identity_params(0, i)
     n = sf.sample_nuisance(0, i, 0)
     if n.blink:
       continue

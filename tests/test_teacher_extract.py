@@ -1,5 +1,4 @@
 """Offline teacher jobs: sharded extraction == plain loop; centroids (Eq. 18)."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -69,7 +69,6 @@ def test_sharded_equals_single_device(tmp_path):
   s1 = _run(tmp_path / "b", 5, sharding.make_mesh(1))
   for a, b in zip(jax.tree_util.tree_leaves(_params(s8)), jax.tree_util.tree_leaves(_params(s1))):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
-  m8 = loop.MetricWriter  # the logs exist and hold the losses
   log8 = open(tmp_path / "a" / "toy" / "logs" / "metrics.jsonl").read().splitlines()
   log1 = open(tmp_path / "b" / "toy" / "logs" / "metrics.jsonl").read().splitlines()
   import json

@@ -77,7 +77,7 @@ def verification_table(embedders: dict[str, Callable[[jax.Array], jax.Array]],
     if (name, kind) not in cache:
       images = {"clean": es.clean, "masked": es.masked, "completed": completed}[kind]
       if images is None:
-        raise ValueError(f"row needs completed faces but no generator was given")
+        raise ValueError("row needs completed faces but no generator was given")
       cache[(name, kind)] = batched(embedders[name], images, batch_size=batch_size)
     return cache[(name, kind)]
 

@@ -94,7 +94,6 @@ import math
 from functools import partial
 from typing import Literal
 
-import chex
 import jax
 import numpy as np
 import jax.numpy as jnp
