@@ -153,7 +153,9 @@ def make_pairs(labels: np.ndarray, num_pairs: int, seed: int = 0, num_folds: int
     f_ids = [i for i in ids.tolist() if fold_of_id[i] == f]
     multi = [i for i in f_ids if len(by_id[i]) >= 2]
     if not multi or len(f_ids) < 2:
-      raise ValueError(f"fold {f} has too few identities ({len(f_ids)}) to form pairs")
+      raise ValueError(f"fold {f} has too few identities ({len(f_ids)}) to form pairs: "
+                       f"{len(ids)} identities for {num_folds} folds; use more identities "
+                       "or fewer folds")
     for _ in range(per_fold):
       i = multi[rng.integers(len(multi))]
       x, y = rng.choice(by_id[i], size=2, replace=False)
