@@ -69,6 +69,29 @@ def _flops(step, state, batch) -> float | None:
     return None
 
 
+def _batch(rng, b: int, px: int, identities: bool) -> dict[str, np.ndarray]:
+  """Random faces in [-1, 1] with a central rectangular hole."""
+  mask = np.zeros((b, px, px, 1), np.float32)
+  mask[:, 3 * px // 8: 3 * px // 4, px // 4: 3 * px // 4] = 1
+  out = {"masked": rng.uniform(-1, 1, (b, px, px, 3)).astype(np.float32), "mask": mask,
+         "clean": rng.uniform(-1, 1, (b, px, px, 3)).astype(np.float32)}
+  if identities:
+    out["identity"] = rng.integers(0, 8631, b).astype(np.int32)
+  return out
+
+
+def _measure(stage: str, init_fn, step_fn, batch, dtype: str, peak, iters: int) -> dict:
+  """Step time, throughput, FLOPs and MFU of one jitted, donating step."""
+  state = jax.jit(init_fn)(jax.random.key(0))
+  step = jax.jit(step_fn, donate_argnums=(0,))
+  flops = _flops(step, state, batch)
+  t, _ = _time(step, state, batch, iters)
+  b, px = batch["masked"].shape[:2]
+  return {"stage": stage, "dtype": dtype, "batch": b, "px": px, "step_s": t,
+          "examples_per_s": b / t, "flops_per_step": flops,
+          "mfu": flops / t / peak if flops and peak else None}
+
+
 def deocc_config(dtype: str) -> ConfigDict:
   return ConfigDict(dict(
       cnum=32, critic_cnum=64, local_size=128, adversarial="gan", reconstruction="l1",
@@ -99,36 +122,20 @@ def main():
   info = _common.machine()
   kind = jax.devices()[0].device_kind
   rng = np.random.default_rng(0)
-  rows, payload = [], {"machine": info, "device_kind": kind, "results": []}
+  rows: list[dict] = []
+  payload = {"machine": info, "device_kind": kind, "results": rows}
   for dtype in args.dtypes:
     bf16 = dtype == "bfloat16"
     peak = _peak(kind, bf16, args.peak_tflops)
     # --- de-occlusion step at --deocc-px
-    b, px = args.deocc_batch, args.deocc_px
-    mask = np.zeros((b, px, px, 1), np.float32)
-    mask[:, 3 * px // 8: 3 * px // 4, px // 4: 3 * px // 4] = 1
-    batch = {"masked": rng.uniform(-1, 1, (b, px, px, 3)).astype(np.float32), "mask": mask,
-             "clean": rng.uniform(-1, 1, (b, px, px, 3)).astype(np.float32)}
+    px = args.deocc_px
     dc = deocc_config(dtype)
     dc.local_size = px // 2
     init_fn, step_fn = deocclusion_stage.make_fns(dc, px)
-    state = jax.jit(init_fn)(jax.random.key(0))
-    step = jax.jit(step_fn, donate_argnums=(0,))
-    flops = _flops(step, state, batch)
-    t, state = _time(step, state, batch, args.iters)
-    mfu = flops / t / peak if flops and peak else None
-    res = {"stage": "deocclusion", "dtype": dtype, "batch": b, "px": px, "step_s": t,
-           "examples_per_s": b / t, "flops_per_step": flops, "mfu": mfu}
-    payload["results"].append(res)
-    rows.append(res)
-    del state
+    rows.append(_measure("deocclusion", init_fn, step_fn,
+                         _batch(rng, args.deocc_batch, px, False), dtype, peak, args.iters))
     # --- distillation step at --distill-px
-    b, px = args.distill_batch, args.distill_px
-    mask = np.zeros((b, px, px, 1), np.float32)
-    mask[:, 3 * px // 8: 3 * px // 4, px // 4: 3 * px // 4] = 1
-    batch = {"masked": rng.uniform(-1, 1, (b, px, px, 3)).astype(np.float32), "mask": mask,
-             "clean": rng.uniform(-1, 1, (b, px, px, 3)).astype(np.float32),
-             "identity": rng.integers(0, 8631, b).astype(np.int32)}
+    px = args.distill_px
     g_init, _ = deocclusion_stage.make_fns(dc, px)
     g_params = jax.jit(g_init)(jax.random.key(1))["g"]
     teacher = distillation_stage.student_from_config(distill_config(dtype), 512, None)
@@ -140,16 +147,8 @@ def main():
     init_fn, step_fn = distillation_stage.make_fns(
         distill_config(dtype), dc, teacher_apply, 512, 8631, px,
         {"teacher": t_params, "generator": g_params})
-    state = jax.jit(init_fn)(jax.random.key(3))
-    step = jax.jit(step_fn, donate_argnums=(0,))
-    flops = _flops(step, state, batch)
-    t, state = _time(step, state, batch, args.iters)
-    mfu = flops / t / peak if flops and peak else None
-    res = {"stage": "distillation", "dtype": dtype, "batch": b, "px": px, "step_s": t,
-           "examples_per_s": b / t, "flops_per_step": flops, "mfu": mfu}
-    payload["results"].append(res)
-    rows.append(res)
-    del state
+    rows.append(_measure("distillation", init_fn, step_fn,
+                         _batch(rng, args.distill_batch, px, True), dtype, peak, args.iters))
   lines = ["# GPU benchmark at the paper's sizes",
            f"Device: {kind} x {jax.device_count()}; {info['date']}; median of {args.iters} steps.",
            "", "| stage | dtype | px | batch | step (ms) | examples/s | TFLOP/step | MFU |",

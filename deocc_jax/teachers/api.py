@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deocc_jax.teachers.arcface import l2_normalize
+
 KINDS = ("arcface", "dlib", "converted")
 
 
@@ -51,9 +53,8 @@ class Teacher:
     return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
 
-def _l2(x: jax.Array) -> jax.Array:
-  x = x.astype(jnp.float32)
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+def _l2f(x: jax.Array) -> jax.Array:
+  return l2_normalize(x.astype(jnp.float32))
 
 
 def _resize(images: jax.Array, size: int) -> jax.Array:
@@ -70,7 +71,7 @@ def dlib_teacher(path: str | None = None) -> Teacher:
 
   def apply(params, images):
     x = (_resize(images, 150) + 1.0) * 127.5
-    return {"embedding": _l2(module.apply(params, x))}
+    return {"embedding": _l2f(module.apply(params, x))}
   return Teacher("dlib", variables, apply, 128, 150, dict(meta))
 
 
@@ -92,7 +93,7 @@ def arcface_teacher(workdir: str, teacher_cfg: Any, resolution: int, num_classes
     out = backbone.apply({"params": p["backbone"], "batch_stats": p["batch_stats"]},
                          _resize(images, resolution), train=False)
     cos = head.apply({"params": p["head"]}, out["embedding"])
-    return {"embedding": _l2(out["embedding"]), "logits": scale * cos}
+    return {"embedding": _l2f(out["embedding"]), "logits": scale * cos}
   return Teacher("arcface", params, apply, int(teacher_cfg.embed_dim), resolution,
                  {"workdir": workdir, "step": int(step), "num_classes": num_classes})
 
@@ -106,7 +107,7 @@ def converted_teacher(path: str) -> Teacher:
   def apply(params, images):
     x = (_resize(images, size) + 1.0) * 127.5
     out = module.apply(params, preprocess_from_metadata(meta, x))
-    res = {"embedding": _l2(out["embedding"])}
+    res = {"embedding": _l2f(out["embedding"])}
     if "logits" in out:
       res["logits"] = out["logits"]
     return res

@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import grain.python as grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
@@ -28,17 +27,20 @@ from jax.sharding import Mesh
 from deocc_jax.training import sharding as shard_lib
 
 
-class _Indexed(grain.MapTransform):
-  """Record -> {'image', 'label', 'index'} with the record's own index."""
+class _ReadIndexed(grain.MapTransform):
+  """Index -> {'image', 'label', 'index'}; padding indices (>= n) re-read the
+  last record and carry index -1 so they are dropped after gathering."""
 
   def __init__(self, source, image_key: str):
     self.source = source
     self.image_key = image_key
+    self.n = len(source)
 
   def map(self, index):
-    rec = self.source[int(index)]
+    i = int(index)
+    rec = self.source[min(i, self.n - 1)]
     return {"image": np.asarray(rec[self.image_key]), "label": np.int32(rec["identity"]),
-            "index": np.int64(index)}
+            "index": np.int64(i if i < self.n else -1)}
 
 
 class _IndexSource:
@@ -76,17 +78,9 @@ def extract_embeddings(embed_fn: Callable[[jax.Array], jax.Array], source: Any,
   sampler = grain.IndexSampler(padded, grain.ShardByJaxProcess(drop_remainder=True),
                                shuffle=False, num_epochs=1, seed=0)
 
-  class _Read(grain.MapTransform):
-    """Index -> record; padding indices (>= n) re-read the last record, index -1."""
-
-    def map(self, i):
-      out = _Indexed(source, image_key).map(min(int(i), n - 1))
-      out["index"] = np.int64(i if i < n else -1)
-      return out
-
   loader = grain.DataLoader(
       data_source=_IndexSource(padded), sampler=sampler,
-      operations=[_Read(), grain.Batch(per_host, drop_remainder=False)],
+      operations=[_ReadIndexed(source, image_key), grain.Batch(per_host, drop_remainder=False)],
       worker_count=worker_count)
   rep = shard_lib.replicated(mesh)
   fn = jax.jit(embed_fn, in_shardings=shard_lib.data_sharding(mesh), out_shardings=rep)
@@ -157,11 +151,3 @@ def load_teacher_outputs(out_dir: str) -> dict[str, Any]:
           "labels": np.load(os.path.join(out_dir, "labels.npy")),
           "centroids": np.load(os.path.join(out_dir, "centroids.npy")),
           "counts": np.load(os.path.join(out_dir, "counts.npy")), "metadata": meta}
-
-
-def l2_embed(fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
-  """Wraps an embedding function with L2 normalisation."""
-  def wrapped(x):
-    e = fn(x).astype(jnp.float32)
-    return e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
-  return wrapped

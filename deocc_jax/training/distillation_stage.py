@@ -27,6 +27,7 @@ from ml_collections import ConfigDict
 
 from deocc_jax.losses import relational
 from deocc_jax.models.student import ResNet18Student
+from deocc_jax.teachers.arcface import l2_normalize
 from deocc_jax.training import deocclusion_stage
 from deocc_jax.training.optim import make_optimizer
 
@@ -124,6 +125,5 @@ def embed_fn(cfg: ConfigDict, embed_dim: int, num_classes: int, state: State
   variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
 
   def f(images: jax.Array) -> jax.Array:
-    e = student.apply(variables, images, train=False)["embedding"].astype(jnp.float32)
-    return e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
+    return l2_normalize(student.apply(variables, images, train=False)["embedding"])
   return f

@@ -111,11 +111,11 @@ def run(name: str, workdir: str, init_fn: Callable[[jax.Array], Any],
   last_good = ckpt.latest_step()
   t_log, n_log = time.perf_counter(), 0
   examples = 0
-  metrics = None
   for step in range(start, config.num_steps):
     host = next(batches)
     batch = device_batch(host)
-    examples = int(next(iter(batch.values())).shape[0])
+    if not examples:  # global batch size, fixed for the run
+      examples = int(next(iter(batch.values())).shape[0])
     state, metrics = step_jit(state, batch)
     n_log += 1
     done = step + 1

@@ -21,7 +21,6 @@ import os
 from typing import Any
 
 import jax
-import numpy as np
 from absl import flags
 from ml_collections import ConfigDict
 
@@ -79,7 +78,8 @@ def mask_config(config: ConfigDict) -> masks_lib.MaskConfig:
 
 def make_batches(config: ConfigDict, section: ConfigDict, stage: str, split: str = "train"):
   """A checkpointable grain iterator of host batches, plus its source."""
-  flags.FLAGS.mark_as_parsed() if not flags.FLAGS.is_parsed() else None
+  if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
+    flags.FLAGS.mark_as_parsed()
   source = make_source(config, split)
   p = require(config, "pipeline")
   pcfg = pipe.PipelineConfig(batch_size=int(section.batch_size),
@@ -151,7 +151,7 @@ def run_teacher_embeddings(config: ConfigDict, workdir: str) -> None:
 
     def __getitem__(self, i):
       r = source[i]
-      return {"image": r["image"].astype(np.float32) / 127.5 - 1.0, "identity": r["identity"]}
+      return {"image": pipe.to_unit_range(r["image"]), "identity": r["identity"]}
 
   mesh = make_mesh(config)
   bs = int(config.teacher_embeddings.batch_size)
