@@ -19,7 +19,8 @@ CELEBA_TRAIN_IMAGES = 202_599 * 6 // 7  # random 6:1 split of all images
 
 def get_config() -> ml_collections.ConfigDict:
   c = synthetic.get_config()
-  c.stages = ("teacher_embeddings", "deocclusion", "distill_hard", "distill_soft", "evaluate")
+  c.stages = ("teacher_embeddings", "deocclusion", "segmentation", "distill_hard",
+              "distill_soft", "evaluate")
   c.data.source = "celeba"
   c.data.root = ""                     # REQUIRED: folder with img_align_celeba/ + annotations
   c.data.partition = "random_6_1"      # the paper's random 6:1 train/validation split
@@ -58,5 +59,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.distillation.lambda_t = 2.0
   c.distillation.angle_block_size = 32
   c.distillation.checkpoint_every = 2000
-  c.evaluate.split = "validation"
+  c.segmentation.width = 32
+  c.segmentation.batch_size = 64
+  c.segmentation.num_steps = 20_000
+  c.segmentation.checkpoint_every = 2000
+
+  c.evaluate.split = "validation"      # CelebA identities held out by the 6:1 split
+  c.evaluate.batch_size = 512
+  c.evaluate.diffusion_iters = 2000    # holes ~50 px across at 256 px
+  c.evaluate.lfw_root = ""             # the paper's LFW table: /data/lfw ...
+  c.evaluate.lfw_pairs = ""            # ... and /data/pairs.txt
+  c.evaluate.ar_root = ""              # the paper's Table 1: the AR folder
   return c

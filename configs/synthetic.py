@@ -1,8 +1,9 @@
 """The embedded default: synthetic identity faces, sized for a 2-core CPU.
 
 Runs the whole method in sequence — teacher (ArcFace), de-occlusion
-(generator + critics), distillation (hard and soft students) — then prints
-the verification table on held-out identities.
+(generator + critics), the occlusion segmenter (blind de-occlusion),
+distillation (hard and soft students), the fine-tuned ArcFace baseline —
+then writes the paper's tables on held-out identities (``results/``).
 
 Run:       python -m deocc_jax.main --config=configs/synthetic.py --workdir=DIR
 Override:  --config.data.resolution=64 --config.distillation.num_steps=2000
@@ -15,8 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0              # master seed: model init, data order, masks
   c.progress = True       # tqdm progress bars (process 0)
-  c.stages = ("render_data", "teacher", "teacher_embeddings", "deocclusion",
-              "distill_hard", "distill_soft", "evaluate")
+  c.stages = ("render_data", "teacher", "teacher_embeddings", "deocclusion", "segmentation",
+              "distill_hard", "distill_soft", "finetune_arcface", "evaluate")
 
   # --- data: the synthetic identity faces (deocc_jax/data/synthetic_faces.py)
   c.data = ml_collections.ConfigDict()
@@ -136,10 +137,62 @@ def get_config() -> ml_collections.ConfigDict:
   c.joint.log_every = 50
   c.joint.checkpoint_every = 200
 
-  # --- evaluation: verification on held-out identities
+  # --- blind de-occlusion: occlusion-mask predictor (used when no mask is given)
+  c.segmentation = ml_collections.ConfigDict()
+  c.segmentation.width = 16            # segmenter base width
+  c.segmentation.dice_weight = 1.0     # BCE + dice_weight x soft Dice
+  c.segmentation.pos_weight = 1.0      # BCE weight of occluded pixels
+  c.segmentation.threshold = 0.5       # probability above which a pixel is occluded
+  c.segmentation.batch_size = 32
+  c.segmentation.num_steps = 300
+  c.segmentation.log_every = 50
+  c.segmentation.checkpoint_every = 300
+  c.segmentation.optimizer = ml_collections.ConfigDict(dict(
+      optimizer="adam", lr=2e-3, schedule="cosine", warmup_steps=20))
+
+  # --- baseline of Table 2: the ArcFace teacher fine-tuned on completed faces
+  # (same network and loss as 'teacher'; fields here override config.teacher's)
+  c.finetune_arcface = ml_collections.ConfigDict()
+  c.finetune_arcface.input = "completed"   # 'completed' (by G) | 'masked'
+  c.finetune_arcface.batch_size = 64
+  c.finetune_arcface.num_steps = 200
+  c.finetune_arcface.optimizer = "adam"
+  c.finetune_arcface.lr = 5e-4
+  c.finetune_arcface.schedule = "cosine"
+  c.finetune_arcface.warmup_steps = 20
+  c.finetune_arcface.log_every = 50
+  c.finetune_arcface.checkpoint_every = 200
+
+  # --- evaluation (deocc_jax/evaluation/job.py; also python -m deocc_jax.evaluate)
   c.evaluate = ml_collections.ConfigDict()
+  c.evaluate.checkpoint = "latest"     # 'latest' | 'best' | step | 'latest,distill_soft=best'
   c.evaluate.split = "test"            # held-out identities
   c.evaluate.num_pairs = 6000          # LFW-sized: 10 folds x (300 + 300)
-  c.evaluate.seed = 1234               # fixed occluders of the evaluation set
-  c.evaluate.batch_size = 256
+  c.evaluate.seed = 1234               # fixed occluders / pairs of the evaluation sets
+  c.evaluate.batch_size = 256          # global batch of the sharded extraction
+  c.evaluate.max_records = 0           # 0 = every face of the split
+  c.evaluate.recognizers = ()          # () = every trained one; else names from
+                                       # teacher, arcface_finetuned, student_hard, student_soft
+  c.evaluate.inputs = ("clean", "masked", "mean_fill", "diffusion_fill",
+                       "completed_predicted", "completed")
+  c.evaluate.categories = ("simple", "complex", "body", "hybrid")  # per-category tables
+  c.evaluate.diffusion_iters = 200     # Jacobi sweeps of the diffusion fill
+  c.evaluate.identification = True     # AR-style rank-1 / CMC (sunglasses, scarf)
+  c.evaluate.gallery_per_identity = 1  # clean gallery faces per identity
+  c.evaluate.probes_per_identity = 6   # probes per identity and subset (AR: 6); 0 = all
+  c.evaluate.plots = True              # ROC / CMC / accuracy / loss plots, completion grid
+  c.evaluate.lfw_root = ""             # real LFW folder (adds the LFW tables) ...
+  c.evaluate.lfw_pairs = ""            # ... and its pairs.txt
+  c.evaluate.lfw_landmarks = ""        # optional landmarks file (CelebA row format)
+  c.evaluate.ar_root = ""              # real AR folder (adds AR1 / AR2 identification)
+  c.evaluate.ar_landmarks = ""
+
+  # --- the Fig. 5 loss ablation (stage 'ablation'; configs/ablation_synthetic.py)
+  c.ablation = ml_collections.ConfigDict()
+  c.ablation.settings = ("ce", "ce_pair", "ce_pair_angle", "ce_pair_angle_hard",
+                         "ce_pair_angle_soft")
+  c.ablation.num_steps = 400           # distillation steps per setting
+  c.ablation.eval_every = 100          # checkpoint + held-out evaluation interval
+  c.ablation.num_pairs = 6000          # verification pairs of the held-out evaluation
+  c.ablation.max_eval_records = 0      # 0 = every held-out face
   return c

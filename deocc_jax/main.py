@@ -52,7 +52,10 @@ def _stage_table() -> dict[str, Callable[[ConfigDict, str], None]]:
       "distill_hard": s.run_distill("distill_hard"),
       "distill_soft": s.run_distill("distill_soft"),
       "joint": s.run_joint,
+      "segmentation": s.run_segmentation,
+      "finetune_arcface": s.run_finetune_arcface,
       "evaluate": s.run_evaluate,
+      "ablation": s.run_ablation,
   }
 
 

@@ -440,6 +440,36 @@ def synthesize_occlusion(rng: np.random.Generator, landmarks: np.ndarray,
                    kind=f"{k1}+{k2}")
 
 
+# ------------------------------------------------------ AR-style occluders
+
+AR_OCCLUSIONS = ("sunglasses", "scarf")
+
+
+def synthesize_ar_occlusion(rng: np.random.Generator, landmarks: np.ndarray,
+                            height: int, width: int, kind: str) -> Occlusion:
+  """The AR face database's two real occlusions, drawn on a synthetic face.
+
+  ``'sunglasses'`` (AR1): dark lenses over both eyes with bridge and arms;
+  ``'scarf'`` (AR2): a textured band from just below the eyes to past the
+  chin, across the whole face width (AR scarves hide nose, mouth and chin).
+  Category: sunglasses count as ``hybrid`` (the paper's glasses class),
+  scarves as ``complex`` (textured man-made).
+  """
+  if kind not in AR_OCCLUSIONS:
+    raise ValueError(f"unknown AR occlusion {kind!r}; choose from {AR_OCCLUSIONS}")
+  fr = LandmarkFrame.from_landmarks(landmarks, height, width)
+  if kind == "sunglasses":
+    alpha, rgb = _sunglasses(rng, fr)
+    return Occlusion(rgb=rgb, alpha=alpha, category="hybrid", kind="sunglasses")
+  top = rng.uniform(0.45, 0.6)
+  half_w = rng.uniform(1.2, 1.4)
+  alpha = ((fr.v >= top) & (fr.v <= 2.6) & (np.abs(fr.u) <= half_w)).astype(np.float32)
+  base = _MAN_MADE_COLOURS[rng.integers(len(_MAN_MADE_COLOURS))]
+  rgb, tex = _texture(rng, fr, base)
+  return Occlusion(rgb=np.ascontiguousarray(rgb, np.float32), alpha=alpha, category="complex",
+                   kind=f"scarf/{tex}")
+
+
 # ------------------------------------------------------------- user library
 
 @dataclasses.dataclass(frozen=True)

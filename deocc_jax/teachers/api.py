@@ -82,7 +82,7 @@ def arcface_teacher(workdir: str, teacher_cfg: Any, resolution: int, num_classes
   from deocc_jax.training import loop, sharding, teacher_stage
   init_fn, _ = teacher_stage.make_fns(teacher_cfg, num_classes, resolution)
   step, state = loop.restore_state(workdir, "teacher", init_fn, jax.random.key(0),
-                                   sharding.make_mesh(), which)
+                                   sharding.make_mesh(), which, **loop.best_args(teacher_cfg))
   backbone = teacher_stage.backbone_from_config(teacher_cfg)
   head = ArcFaceHead(num_classes)
   scale = float(teacher_cfg.arcface_scale)

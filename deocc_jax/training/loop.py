@@ -159,10 +159,21 @@ def run(name: str, workdir: str, init_fn: Callable[[jax.Array], Any],
   return state
 
 
+def best_args(section: Any) -> dict[str, Any]:
+  """``best_metric`` / ``best_mode`` of a stage's config section (for 'best')."""
+  return {"best_metric": str(section.get("best_metric", "") or "") or None,
+          "best_mode": str(section.get("best_mode", "min"))}
+
+
 def restore_state(workdir: str, name: str, init_fn: Callable[[jax.Array], Any],
                   key: jax.Array, mesh: Mesh, which: int | str = "latest",
-                  fsdp: bool = False) -> tuple[int, Any]:
-  """Restores a stage's state (any device count) for evaluation / later stages."""
+                  fsdp: bool = False, best_metric: str | None = None,
+                  best_mode: str = "min") -> tuple[int, Any]:
+  """Restores a stage's state (any device count) for evaluation / later stages.
+
+  ``which``: 'latest', a step, or 'best' (needs the ``best_metric`` the stage
+  ranked its checkpoints by; see :func:`best_args`).
+  """
   directory = os.path.join(workdir, name, "checkpoints")
   if not os.path.isdir(directory):
     raise ckpt_lib.CheckpointNotFoundError(
@@ -170,7 +181,13 @@ def restore_state(workdir: str, name: str, init_fn: Callable[[jax.Array], Any],
         f"(list it in config.stages) or point --workdir at a run that did")
   abstract = jax.eval_shape(init_fn, key)
   shardings = shard_lib.state_shardings(abstract, mesh, fsdp=fsdp)
-  ckpt = ckpt_lib.Checkpointer(directory, async_save=False)
+  if which == "best" and not best_metric:
+    raise ckpt_lib.CheckpointNotFoundError(
+        f"no checkpoint 'best' for stage '{name}': it keeps its latest checkpoints; set "
+        f"the stage's best_metric (e.g. config.{name}.best_metric) when training to keep "
+        f"the best ones")
+  ckpt = ckpt_lib.Checkpointer(directory, async_save=False, best_metric=best_metric,
+                               best_mode=best_mode)
   try:
     step, state, _ = ckpt.restore(ckpt_lib.abstract_like(abstract, shardings), which)
   finally:

@@ -11,12 +11,14 @@ under ``<workdir>/<stage>/``; later stages restore what earlier ones wrote.
     distill_hard       stage 2: student with the hard instance loss (Eq. 12)
     distill_soft       stage 2: student with the soft instance loss (Eq. 17)
     joint              end-to-end (Eq. 6): generator and student together (optional)
-    evaluate           verification table on held-out identities
+    segmentation       occlusion-mask predictor for blind de-occlusion
+    finetune_arcface   baseline: the ArcFace teacher fine-tuned on completed faces (Table 2)
+    evaluate           the paper's tables (``deocc_jax/evaluation/job.py``)
+    ablation           the Fig. 5 loss ablation (``deocc_jax/evaluation/ablation.py``)
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -31,7 +33,8 @@ from deocc_jax.training import loop, sharding
 
 TEACHER_KINDS = ("arcface", "dlib", "converted")
 STAGE_SEED_OFFSETS = {"teacher": 1, "deocclusion": 2, "distill_hard": 3, "distill_soft": 4,
-                      "joint": 5, "evaluate": 6, "teacher_embeddings": 7}
+                      "joint": 5, "evaluate": 6, "teacher_embeddings": 7,
+                      "segmentation": 8, "finetune_arcface": 9}
 
 
 class ConfigError(ValueError):
@@ -178,22 +181,113 @@ def run_deocclusion(config: ConfigDict, workdir: str) -> None:
            sample_fn=deocclusion_stage.sample_grid(c))
 
 
-def restore_generator(config: ConfigDict, workdir: str):
+def restore_generator(config: ConfigDict, workdir: str, which: int | str = "latest",
+                      with_step: bool = False):
   from deocc_jax.training import deocclusion_stage
   c = require(config, "deocclusion")
   init_fn, _ = deocclusion_stage.make_fns(c, int(config.data.resolution))
   step, state = loop.restore_state(workdir, "deocclusion", init_fn, _key(config, "deocclusion"),
-                                   make_mesh(config))
-  return state["g"]
+                                   make_mesh(config), which, **loop.best_args(c))
+  return (state["g"], step) if with_step else state["g"]
+
+
+# ----------------------------------------------------------- segmentation
+
+def run_segmentation(config: ConfigDict, workdir: str) -> None:
+  from deocc_jax.training import segmentation_stage
+  c = require(config, "segmentation")
+  batches, _ = make_batches(config, c, "segmentation")
+  init_fn, step_fn = segmentation_stage.make_fns(c, int(config.data.resolution))
+  loop.run("segmentation", workdir, init_fn, step_fn, batches, _key(config, "segmentation"),
+           make_mesh(config), loop_config(c, ("masked", "mask"), config))
+
+
+def restore_segmenter(config: ConfigDict, workdir: str, which: int | str = "latest"):
+  """(predict_mask_fn, step) of the trained occlusion segmenter."""
+  from deocc_jax.training import segmentation_stage
+  c = require(config, "segmentation")
+  init_fn, _ = segmentation_stage.make_fns(c, int(config.data.resolution))
+  step, state = loop.restore_state(workdir, "segmentation", init_fn,
+                                   _key(config, "segmentation"), make_mesh(config), which,
+                                   **loop.best_args(c))
+  return segmentation_stage.predict_mask_fn(c, state["params"],
+                                            float(c.get("threshold", 0.5))), step
+
+
+# ------------------------------------------------- fine-tuned ArcFace baseline
+
+def _finetune_fns(config: ConfigDict, workdir: str):
+  """(merged config, init_fn, step_fn) of the fine-tuned ArcFace baseline."""
+  from deocc_jax.models.generator import complete
+  from deocc_jax.training import deocclusion_stage, teacher_stage
+  f = require(config, "finetune_arcface")
+  if str(require(config, "teacher.kind")) != "arcface":
+    raise ConfigError("stage 'finetune_arcface' fine-tunes the ArcFace teacher trained by "
+                      f"stage 'teacher'; config.teacher.kind is {config.teacher.kind!r}")
+  cfg = config.teacher.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.update(f.copy_and_resolve_references())
+  res = int(config.data.resolution)
+  num_classes = make_source(config, "train").num_classes
+  t_init, _ = teacher_stage.make_fns(config.teacher, num_classes, res)
+  _, t_state = loop.restore_state(workdir, "teacher", t_init, _key(config, "teacher"),
+                                  make_mesh(config))
+  init_from = {"params": t_state["params"], "batch_stats": t_state["batch_stats"]}
+  inp = str(f.input)
+  if inp == "completed":
+    gen = deocclusion_stage.generator_from_config(config.deocclusion)
+    frozen = {"generator": restore_generator(config, workdir)}
+
+    def input_fn(fz, batch):
+      out = gen.apply({"params": fz["generator"]}, batch["masked"], batch["mask"])
+      return complete(batch["masked"], batch["mask"], out.refined)
+  elif inp == "masked":
+    frozen = None
+
+    def input_fn(fz, batch):
+      return batch["masked"]
+  else:
+    raise ConfigError(f"config.finetune_arcface.input must be 'completed' or 'masked', "
+                      f"got {inp!r}")
+  init_fn, step_fn = teacher_stage.make_fns(cfg, num_classes, res, init_from=init_from,
+                                            input_fn=input_fn, frozen=frozen)
+  return cfg, init_fn, step_fn
+
+
+def run_finetune_arcface(config: ConfigDict, workdir: str) -> None:
+  if str(require(config, "teacher.kind")) != "arcface":
+    print(f"teacher.kind={config.teacher.kind!r}: the fine-tuned ArcFace baseline needs the "
+          "ArcFace teacher trained here; skipped")
+    return
+  cfg, init_fn, step_fn = _finetune_fns(config, workdir)
+  batches, _ = make_batches(config, cfg, "finetune_arcface")
+  loop.run("finetune_arcface", workdir, init_fn, step_fn, batches,
+           _key(config, "finetune_arcface"), make_mesh(config),
+           loop_config(cfg, ("masked", "mask", "clean", "identity"), config))
+
+
+def restore_finetuned_arcface(config: ConfigDict, workdir: str, which: int | str = "latest"):
+  """(embed_fn, step) of the fine-tuned ArcFace baseline."""
+  from deocc_jax.training import teacher_stage
+  cfg, init_fn, _ = _finetune_fns(config, workdir)
+  step, state = loop.restore_state(workdir, "finetune_arcface", init_fn,
+                                   _key(config, "finetune_arcface"), make_mesh(config), which,
+                                   **loop.best_args(cfg))
+  return teacher_stage.embed_fn(cfg, state), step
 
 
 # ----------------------------------------------------------- distillation
 
-def _distill_fns(config: ConfigDict, workdir: str, stage: str, mesh):
+def _distill_fns(config: ConfigDict, workdir: str, stage: str, mesh,
+                 overrides: dict[str, Any] | None = None):
+  """(config, teacher, source, init_fn, step_fn) of a distillation stage;
+  ``overrides`` replace ``config.distillation`` fields (the loss ablation)."""
   from deocc_jax.training import distillation_stage
   c = require(config, "distillation").copy_and_resolve_references()
   with c.unlocked():
-    c.instance = {"distill_hard": "hard", "distill_soft": "soft"}[stage]
+    if stage in ("distill_hard", "distill_soft"):
+      c.instance = stage[len("distill_"):]
+    c.update(overrides or {})
   teacher = load_teacher(config, workdir)
   source = make_source(config, "train")
   frozen = {"teacher": teacher.params, "generator": restore_generator(config, workdir)}
@@ -250,35 +344,13 @@ def run_joint(config: ConfigDict, workdir: str) -> None:
 
 # -------------------------------------------------------------- evaluate
 
+def run_ablation(config: ConfigDict, workdir: str) -> None:
+  """The Fig. 5 loss ablation (``deocc_jax/evaluation/ablation.py``)."""
+  from deocc_jax.evaluation import ablation
+  ablation.run(config, workdir)
+
+
 def run_evaluate(config: ConfigDict, workdir: str) -> None:
-  from deocc_jax.evaluation import synthetic_eval
-  from deocc_jax.training import deocclusion_stage, distillation_stage
-  e = require(config, "evaluate")
-  mesh = make_mesh(config)
-  teacher = load_teacher(config, workdir)
-  g = restore_generator(config, workdir)
-  complete = deocclusion_stage.complete_fn(config.deocclusion, g)
-  embedders = {"teacher": lambda x: teacher.apply(teacher.params, x)["embedding"]}
-  rows = [("teacher", "teacher", "clean"), ("teacher", "teacher", "masked"),
-          ("teacher", "teacher", "completed")]
-  for stage in ("distill_hard", "distill_soft"):
-    if not os.path.isdir(os.path.join(workdir, stage, "checkpoints")):
-      continue
-    c, _, source, init_fn, _ = _distill_fns(config, workdir, stage, mesh)
-    _, state = loop.restore_state(workdir, stage, init_fn, _key(config, stage), mesh)
-    embedders[stage] = distillation_stage.embed_fn(c, teacher.embed_dim, source.num_classes, state)
-    rows += [(f"student ({stage[8:]})", stage, "masked"),
-             (f"student ({stage[8:]})", stage, "completed")]
-  es = synthetic_eval.build_eval_set(make_source(config, str(e.split)), int(e.num_pairs),
-                                     seed=int(e.seed), mask_config=mask_config(config))
-  results = synthetic_eval.verification_table(embedders, complete, es, rows,
-                                              batch_size=int(e.batch_size))
-  table = synthetic_eval.format_table(results)
-  if jax.process_index() == 0:
-    os.makedirs(os.path.join(workdir, "results"), exist_ok=True)
-    with open(os.path.join(workdir, "results", "verification.json"), "w") as f:
-      json.dump(results, f, indent=2)
-    with open(os.path.join(workdir, "results", "verification.md"), "w") as f:
-      f.write(f"Verification on {len(es.labels)} images of held-out identities "
-              f"({e.split} split), {len(es.pairs[0])} pairs, 10 folds.\n\n{table}\n")
-  print(table)
+  """The paper's tables from this run's checkpoints (``deocc_jax/evaluation/job.py``)."""
+  from deocc_jax.evaluation import job
+  job.run(config, workdir)

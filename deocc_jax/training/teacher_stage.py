@@ -28,26 +28,44 @@ def backbone_from_config(cfg: ConfigDict, num_classes: int | None = None) -> Res
                          dtype=jnp.dtype(cfg.get("dtype", "float32")))
 
 
-def make_fns(cfg: ConfigDict, num_classes: int, resolution: int
+def make_fns(cfg: ConfigDict, num_classes: int, resolution: int,
+             init_from: State | None = None,
+             input_fn: Callable[[Any, dict], jax.Array] | None = None,
+             frozen: Any = None
              ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
-  """(init_fn, step_fn) of ArcFace training; batches need 'clean', 'identity'."""
+  """(init_fn, step_fn) of ArcFace training; batches need 'clean', 'identity'.
+
+  Fine-tuning: ``init_from`` (a trained state's 'params' / 'batch_stats')
+  replaces the random init; ``input_fn(frozen, batch)`` gives the training
+  images (default ``batch['clean']``); ``frozen`` is carried in the state
+  (e.g. the generator's parameters) and never updated.
+  """
   backbone = backbone_from_config(cfg)
   head = ArcFaceHead(num_classes=num_classes)
   tx = make_optimizer(cfg, int(cfg.num_steps))
   scale, margin = float(cfg.arcface_scale), float(cfg.arcface_margin)
 
   def init_fn(key: jax.Array) -> State:
-    kb, kh = jax.random.split(key)
-    v = backbone.init(kb, jnp.zeros((1, resolution, resolution, 3)), train=False)
-    hv = head.init(kh, jnp.zeros((1, int(cfg.embed_dim))))
-    params = {"backbone": v["params"], "head": hv["params"]}
-    return {"params": params, "batch_stats": v["batch_stats"], "opt": tx.init(params),
-            "step": jnp.zeros((), jnp.int32)}
+    if init_from is not None:
+      params, stats = init_from["params"], init_from["batch_stats"]
+    else:
+      kb, kh = jax.random.split(key)
+      v = backbone.init(kb, jnp.zeros((1, resolution, resolution, 3)), train=False)
+      hv = head.init(kh, jnp.zeros((1, int(cfg.embed_dim))))
+      params, stats = {"backbone": v["params"], "head": hv["params"]}, v["batch_stats"]
+    state = {"params": params, "batch_stats": stats, "opt": tx.init(params),
+             "step": jnp.zeros((), jnp.int32)}
+    if frozen is not None:
+      state["frozen"] = frozen
+    return state
 
   def step_fn(state: State, batch: dict) -> tuple[State, dict]:
+    images = batch["clean"] if input_fn is None else jax.lax.stop_gradient(
+        input_fn(state.get("frozen"), batch))
+
     def loss_fn(p):
       out, upd = backbone.apply({"params": p["backbone"], "batch_stats": state["batch_stats"]},
-                                batch["clean"], train=True, mutable=["batch_stats"])
+                                images, train=True, mutable=["batch_stats"])
       cos = head.apply({"params": p["head"]}, out["embedding"])
       loss = arcface_loss(cos, batch["identity"], scale, margin)
       return loss, (upd["batch_stats"], cos)
@@ -57,6 +75,8 @@ def make_fns(cfg: ConfigDict, num_classes: int, resolution: int
     params = optax.apply_updates(state["params"], updates)
     acc = jnp.mean(jnp.argmax(cos, -1) == batch["identity"])
     new = {"params": params, "batch_stats": stats, "opt": opt, "step": state["step"] + 1}
+    if "frozen" in state:
+      new["frozen"] = state["frozen"]
     return new, {"loss/arcface": loss, "train/accuracy": acc,
                  "grad_norm/backbone": optax.tree.norm(grads["backbone"]),
                  "grad_norm/head": optax.tree.norm(grads["head"])}
