@@ -1,0 +1,186 @@
+"""The loss ablation of the paper's Fig. 5 (section 4.4): train and evaluate
+one student per loss setting.
+
+    ce                   L_CE
+    ce_pair              L_CE + lambda_p L_p
+    ce_pair_angle        L_CE + lambda_p L_p + lambda_t L_t
+    ce_pair_angle_hard   L_CE + lambda_i L_i  + lambda_p L_p + lambda_t L_t   (OUR-Hard)
+    ce_pair_angle_soft   L_CE + lambda_i L_i* + lambda_p L_p + lambda_t L_t   (OUR-Soft)
+
+Every setting trains the distillation stage from the same initialisation on
+the same batches (the ``distill_hard`` seeds) with the run's teacher and
+generator, under ``<workdir>/ablation/<setting>/``, keeping a checkpoint
+every ``config.ablation.eval_every`` steps. Each checkpoint is evaluated on
+the held-out identities: verification accuracy (one / both faces masked, G
+completions, mixture of categories) and a **held-out distillation loss**
+-- the Eq. 16 relational terms between the teacher on clean faces and the
+student on completed faces, over batches of the training batch size (hard
+instance term: held-out identities have no centroids) -- the same yardstick
+for every setting. Writes ``<workdir>/results/ablation.{md,csv,json}`` and
+``ablation_losses.png`` (training loss, held-out loss and accuracy against
+step: the shape of Fig. 5).
+
+Run: ``python -m deocc_jax.main --config=configs/ablation_synthetic.py --workdir=DIR``
+(the run's earlier stages resume / are reused from DIR).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+
+from deocc_jax.evaluation import protocols, report, verification
+from deocc_jax.evaluation.models import Models
+from deocc_jax.losses import relational
+from deocc_jax.training import loop, stages
+
+SETTINGS: dict[str, str] = {
+    "ce": "CE",
+    "ce_pair": "CE + pair",
+    "ce_pair_angle": "CE + pair + angle",
+    "ce_pair_angle_hard": "CE + pair + angle + hard instance",
+    "ce_pair_angle_soft": "CE + pair + angle + soft instance",
+}
+
+
+def setting_overrides(name: str, d: ConfigDict) -> dict[str, Any]:
+  """``config.distillation`` fields of one setting (lambdas from ``d``)."""
+  if name not in SETTINGS:
+    raise stages.ConfigError(f"config.ablation.settings: unknown setting {name!r}; "
+                             f"choose from {list(SETTINGS)}")
+  lp = float(d.lambda_p) if "pair" in name else 0.0
+  lt = float(d.lambda_t) if "angle" in name else 0.0
+  instance = "hard" if name.endswith("hard") else "soft" if name.endswith("soft") else "none"
+  return {"use_ce": True, "instance": instance, "lambda_p": lp, "lambda_t": lt,
+          "lambda_i": float(d.lambda_i) if instance != "none" else 0.0}
+
+
+def heldout_losses(teacher_emb: np.ndarray, student_emb: np.ndarray, batch: int,
+                   lambdas: dict[str, float]) -> dict[str, float]:
+  """Mean Eq. 16 relational terms over consecutive batches of ``batch`` rows."""
+  fn = jax.jit(lambda t, s: relational.total_distillation_loss(
+      t, s, instance_mode="hard", **lambdas))
+  terms: dict[str, list[float]] = {}
+  for i in range(0, len(teacher_emb) - batch + 1, batch):
+    total, t = fn(teacher_emb[i:i + batch], student_emb[i:i + batch])
+    for k, v in {"total": total, **t}.items():
+      terms.setdefault(k, []).append(float(v))
+  return {k: float(np.mean(v)) for k, v in terms.items() if k != "ce"}
+
+
+def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
+  from deocc_jax.evaluation import job
+  from deocc_jax.evaluation.models import restore_models
+  from deocc_jax.training import distillation_stage
+  a = stages.require(config, "ablation")
+  d = stages.require(config, "distillation")
+  e = stages.require(config, "evaluate")
+  settings = [str(s) for s in a.settings]
+  for s in settings:
+    setting_overrides(s, d)  # validate every name before any training
+  mesh = stages.make_mesh(config)
+  base: Models = restore_models(config, workdir, str(e.get("checkpoint", "latest")),
+                                recognizers=("teacher",))
+  if base.complete is None:
+    raise FileNotFoundError(f"the ablation needs the run's generator: stage 'deocclusion' "
+                            f"has no checkpoints in {workdir}")
+  ev = job.Evaluator(base, mesh, int(e.batch_size), int(e.get("diffusion_iters", 200)))
+  vs = protocols.synthetic_verification_set(
+      stages.make_source(config, str(e.split)), int(a.get("num_pairs", e.num_pairs)),
+      int(e.seed), stages.mask_config(config), (protocols.MIXTURE,),
+      int(a.get("max_eval_records", 0)) or None)
+  view = vs.views[protocols.MIXTURE]
+  teacher_clean = ev.embed("teacher", vs.clean, (id(vs), "clean"))
+  completed = ev.images(view, "completed")
+  a_idx, b_idx, same, fold = vs.pairs
+  lambdas = {"lambda_i": float(d.lambda_i), "lambda_p": float(d.lambda_p),
+             "lambda_t": float(d.lambda_t)}
+  # A fixed order for the held-out loss batches (mixes identities like training).
+  order = np.random.default_rng(int(e.seed)).permutation(len(vs.clean))
+
+  ab_dir = os.path.join(workdir, "ablation")
+  results: dict[str, Any] = {}
+  for name in settings:
+    over = setting_overrides(name, d)
+    over["num_steps"] = int(a.num_steps)
+    over["checkpoint_every"] = int(a.eval_every)
+    over["log_every"] = min(int(d.log_every), int(a.eval_every))
+    run_cfg = copy.deepcopy(config)
+    with run_cfg.unlocked():
+      run_cfg.checkpoint.keep = max(1, int(a.num_steps) // int(a.eval_every) + 1)
+    c, teacher, source, init_fn, step_fn = stages._distill_fns(run_cfg, workdir, name, mesh,
+                                                               over)
+    batches, _ = stages.make_batches(run_cfg, c, "distill_hard")
+    print(f"-- ablation setting {name}: {SETTINGS[name]}", flush=True)
+    loop.run(name, ab_dir, init_fn, step_fn, batches, stages._key(config, "distill_hard"),
+             mesh, stages.loop_config(c, ("masked", "mask", "clean", "identity"), run_cfg))
+    from deocc_jax.training import checkpoint as ckpt_lib
+    ck = ckpt_lib.Checkpointer(os.path.join(ab_dir, name, "checkpoints"), async_save=False)
+    steps = ck.all_steps()
+    ck.close()
+    curve = []
+    for step in steps:
+      _, state = loop.restore_state(ab_dir, name, init_fn, stages._key(config, "distill_hard"),
+                                    mesh, step)
+      embed = distillation_stage.embed_fn(c, teacher.embed_dim, source.num_classes, state)
+      s_emb = ev._map(embed, completed, f"ablation/{name}")
+      student_clean = ev._map(embed, vs.clean, f"ablation/{name}")
+      one = verification.evaluate_pairs(
+          verification.cosine_scores(student_clean[a_idx], s_emb[b_idx]), same, fold)
+      both = verification.evaluate_pairs(
+          verification.cosine_scores(s_emb[a_idx], s_emb[b_idx]), same, fold)
+      losses = heldout_losses(teacher_clean[order], s_emb[order], int(d.batch_size), lambdas)
+      curve.append({"step": int(step), "one": one.summary(), "both": both.summary(),
+                    "heldout": losses})
+    train = report.read_metric_series(os.path.join(ab_dir, name, "logs", "metrics.jsonl"),
+                                      ["loss/total", "loss/ce"])
+    results[name] = {"label": SETTINGS[name], "overrides": over, "curve": curve,
+                     "train": {k: [v[0].tolist(), v[1].tolist()] for k, v in train.items()}}
+  if jax.process_index() == 0:
+    _write(results, vs, os.path.join(workdir, "results"))
+  return results
+
+
+def _write(results: dict[str, Any], vs: protocols.VerificationSet, out_dir: str) -> None:
+  rows = []
+  for name, r in results.items():
+    last = r["curve"][-1]
+    best = max(r["curve"], key=lambda p: p["one"]["accuracy"])
+    train_total = r["train"].get("loss/total", [[], []])[1]
+    rows.append({"setting": r["label"], "steps": last["step"],
+                 "train": train_total[-1] if train_total else None,
+                 "heldout": last["heldout"]["total"],
+                 "one": (100 * last["one"]["accuracy"], 100 * last["one"]["accuracy_std"]),
+                 "both": (100 * last["both"]["accuracy"], 100 * last["both"]["accuracy_std"]),
+                 "best": 100 * best["one"]["accuracy"], "best_step": best["step"]})
+  report.write_table(
+      rows, [("setting", "loss setting"), ("steps", "steps"), ("train", "final train loss"),
+             ("heldout", "held-out distillation loss"), ("one", "acc. % (one masked)"),
+             ("both", "acc. % (both masked)"), ("best", "best acc. % (one)"),
+             ("best_step", "at step")],
+      os.path.join(out_dir, "ablation"),
+      title=(f"Loss ablation (Fig. 5): {len(vs.clean)} held-out faces, {vs.num_pairs} pairs; "
+             "student on G-completed faces (true masks), mixture of categories. Held-out "
+             "distillation loss = lambda_i L_i (hard) + lambda_p L_p + lambda_t L_t between "
+             "the teacher on clean and the student on completed faces."),
+      float_format="{:.3f}")
+  series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+  for name, r in results.items():
+    steps = np.array([p["step"] for p in r["curve"]])
+    label = r["label"]
+    for k, v in r["train"].items():
+      series.setdefault(f"train {k}", {})[label] = (np.asarray(v[0]), np.asarray(v[1]))
+    series.setdefault("held-out distillation loss", {})[label] = (
+        steps, np.array([p["heldout"]["total"] for p in r["curve"]]))
+    series.setdefault("held-out accuracy (one masked)", {})[label] = (
+        steps, np.array([p["one"]["accuracy"] for p in r["curve"]]))
+  report.plot_loss_curves(series, os.path.join(out_dir, "ablation_losses.png"),
+                          title="Loss settings (Fig. 5): training and held-out")
+  report.write_json(results, os.path.join(out_dir, "ablation.json"))
+  with open(os.path.join(out_dir, "ablation.md")) as f:
+    print(f.read())
