@@ -9,7 +9,13 @@ each every ``ablation.eval_every`` steps on held-out identities. Point
     python -m deocc_jax.main --config=configs/ablation_synthetic.py --workdir=workdir/synthetic
 """
 
-import synthetic
+import os
+import sys
+
+# The base config lies next to this file; ml_collections loads config files
+# by path, without their folder on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import synthetic  # noqa: E402
 
 
 def get_config():

@@ -1,6 +1,12 @@
 """Hardware variant: a laptop / CI CPU. The synthetic default, smaller still."""
 
-import synthetic
+import os
+import sys
+
+# The base config lies next to this file; ml_collections loads config files
+# by path, without their folder on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import synthetic  # noqa: E402
 
 
 def get_config():

@@ -4,7 +4,13 @@
         --config.data.root=/data/celeba --config.teacher.path=ckpt/vggface2_r50
 """
 
-import paper_celeba
+import os
+import sys
+
+# The base config lies next to this file; ml_collections loads config files
+# by path, without their folder on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import paper_celeba  # noqa: E402
 
 
 def get_config():

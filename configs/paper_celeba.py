@@ -10,9 +10,15 @@ every 24 epochs, lambda_p = 1, lambda_t = 2, random 6:1 train/val split.
         --config.data.root=/data/celeba --config.teacher.path=ckpt/vggface2_r50
 """
 
+import os
+import sys
+
 import ml_collections
 
-import synthetic  # the base config; every field is documented there
+# The base config lies next to this file; ml_collections loads config files
+# by path, without their folder on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import synthetic  # noqa: E402  (the base config; every field is documented there)
 
 CELEBA_TRAIN_IMAGES = 202_599 * 6 // 7  # random 6:1 split of all images
 

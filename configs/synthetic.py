@@ -166,7 +166,8 @@ def get_config() -> ml_collections.ConfigDict:
   # --- evaluation (deocc_jax/evaluation/job.py; also python -m deocc_jax.evaluate)
   c.evaluate = ml_collections.ConfigDict()
   c.evaluate.checkpoint = "latest"     # 'latest' | 'best' | step | 'latest,distill_soft=best'
-  c.evaluate.split = "test"            # held-out identities
+  c.evaluate.held_out = True           # the protocols on config.data's held-out identities
+  c.evaluate.split = "test"            # ... of this split
   c.evaluate.num_pairs = 6000          # LFW-sized: 10 folds x (300 + 300)
   c.evaluate.seed = 1234               # fixed occluders / pairs of the evaluation sets
   c.evaluate.batch_size = 256          # global batch of the sharded extraction

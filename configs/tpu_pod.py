@@ -3,7 +3,13 @@
 Launch on every worker with launch/tpu_pod.sh.
 """
 
-import paper_celeba
+import os
+import sys
+
+# The base config lies next to this file; ml_collections loads config files
+# by path, without their folder on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import paper_celeba  # noqa: E402
 
 
 def get_config():
