@@ -70,7 +70,8 @@ def _face(i, size):
   return canvas
 
 
-def test_lfw_verification_set_uses_pairs_txt(tmp_path):
+def make_lfw(tmp_path):
+  """A tiny LFW folder (3 people x 3 images, 250 x 250 JPEGs) and a 2-fold pairs.txt."""
   root = tmp_path / "lfw"
   names = ["Alice_A", "Bob_B", "Carol_C"]
   for k, n in enumerate(names):
@@ -82,6 +83,21 @@ def test_lfw_verification_set_uses_pairs_txt(tmp_path):
     lines += [f"Alice_A\t1\t{2 + fold}", "Bob_B\t2\t3"]
     lines += [f"Alice_A\t1\tBob_B\t{1 + fold}", "Carol_C\t3\tBob_B\t1"]
   (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+  return root, tmp_path / "pairs.txt"
+
+
+def make_ar(tmp_path):
+  """A tiny AR folder: 2 people x (neutral, sunglasses, scarf) x 2 sessions."""
+  root = tmp_path / "AR"
+  root.mkdir()
+  for person in ("m-001", "w-002"):
+    for idx in (1, 8, 11, 14, 21, 24):
+      _face(idx, (120, 165)).save(root / f"{person}-{idx:02d}.bmp")
+  return root
+
+
+def test_lfw_verification_set_uses_pairs_txt(tmp_path):
+  root, _ = make_lfw(tmp_path)
   lfw = rd.LFW(str(root), str(tmp_path / "pairs.txt"), resolution=32)
   vs = protocols.lfw_verification_set(lfw, seed=3, conditions=("mixture", "simple"))
   a, b, same, fold = vs.pairs
@@ -98,11 +114,7 @@ def test_lfw_verification_set_uses_pairs_txt(tmp_path):
 
 
 def test_ar_identification_set(tmp_path):
-  root = tmp_path / "AR"
-  root.mkdir()
-  for person in ("m-001", "w-002"):
-    for idx in (1, 8, 11, 14, 21, 24):
-      _face(idx, (120, 165)).save(root / f"{person}-{idx:02d}.bmp")
+  root = make_ar(tmp_path)
   ids = protocols.ar_identification_set(str(root), 32)
   assert ids.gallery.shape == (4, 32, 32, 3) and sorted(ids.gallery_labels.tolist()) == [0, 0, 1, 1]
   for subset in ("AR1 sunglasses", "AR2 scarf"):

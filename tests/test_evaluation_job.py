@@ -249,3 +249,26 @@ def test_ablation_runner_trains_and_evaluates_each_setting(tiny_run, tmp_path):
       100 * res["ce_pair_angle_soft"]["curve"][-1]["one"]["accuracy"], abs=1e-9)
   assert (work / "results" / "ablation_losses.png").exists()
   assert (work / "ablation" / "ce" / "checkpoints").is_dir()
+
+
+def test_real_lfw_and_ar_tables(tiny_run, tmp_path):
+  """The same job on real-format LFW (pairs.txt) and AR folders: LFW gets the
+  verification tables; AR's real occlusions (no true mask) get the blind
+  pipeline only (segmenter mask for G and the fills)."""
+  from test_eval_protocols import make_ar, make_lfw
+  config, workdir = tiny_run
+  lfw_root, pairs = make_lfw(tmp_path)
+  c = _small(config, lfw_root=str(lfw_root), lfw_pairs=str(pairs), ar_root=str(make_ar(tmp_path)),
+             inputs=("masked", "mean_fill", "completed_predicted", "completed"),
+             identification=True)
+  c.evaluate.held_out = False  # only the real sets
+  res = job.run(c, workdir, results_dir=str(tmp_path / "out"))
+  lfw = res["verification"]["lfw"]
+  assert lfw["num_pairs"] == 8 and lfw["num_faces"] == 7  # the images pairs.txt uses
+  assert set(lfw["results"]["mixture"]["student_hard"]) == {"masked", "mean_fill",
+                                                           "completed_predicted", "completed"}
+  ar = res["identification"]["ar"]["student_hard"]
+  assert set(ar) == {"AR1 sunglasses", "AR2 scarf"}
+  assert set(ar["AR2 scarf"]) == {"masked", "mean_fill", "completed_predicted"}  # no true mask
+  for name in ("verification_lfw.md", "table2_lfw.csv", "identification_ar.md"):
+    assert (tmp_path / "out" / name).exists(), name

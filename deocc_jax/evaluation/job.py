@@ -372,7 +372,7 @@ def run(config: ConfigDict, workdir: str, checkpoint: str | None = None,
   results: dict[str, Any] = {"checkpoint_steps": models.steps, "teacher": models.teacher_name,
                              "verification": {}, "identification": {}}
   sets = []
-  if str(config.data.source) == "synthetic" or bool(e.get("on_training_source", False)):
+  if bool(e.get("held_out", True)):  # the training source's held-out identities
     src = stages.make_source(config, str(e.split))
     sets.append(protocols.synthetic_verification_set(
         src, int(e.num_pairs), int(e.seed), mask_cfg, conditions, max_records,
@@ -397,19 +397,19 @@ def run(config: ConfigDict, workdir: str, checkpoint: str | None = None,
       if plots and models.complete is not None:
         write_completion_grid(ev, vs, out_dir)
   id_sets = []
-  if bool(e.get("identification", True)) and str(config.data.source) == "synthetic":
+  if bool(e.get("identification", True)) and bool(e.get("held_out", True)):
     id_sets.append(protocols.synthetic_identification_set(
         stages.make_source(config, str(e.split)), int(e.seed),
         int(e.get("gallery_per_identity", 1)), max_records,
-        int(e.get("probes_per_identity", 0)) or None))
+        int(e.get("probes_per_identity", 0)) or None, name=str(config.data.source)))
   if str(e.get("ar_root", "")):
     id_sets.append(protocols.ar_identification_set(
         str(e.ar_root), models.resolution, str(e.get("ar_landmarks", "")) or None))
   for ids in id_sets:
     res = identification_results(ev, ids, inputs)
     results["identification"][ids.name] = res
-    if models.segment is not None and ids.name == "synthetic":
-      results.setdefault("segmentation_iou", {})["synthetic AR"] = segmentation_results(
+    if models.segment is not None and ids.name != "ar":
+      results.setdefault("segmentation_iou", {})[f"{ids.name} AR"] = segmentation_results(
           ev, ids.probes)
     if write:
       write_identification(res, ids, models, out_dir, plots)
@@ -431,7 +431,8 @@ def run(config: ConfigDict, workdir: str, checkpoint: str | None = None,
 
 
 def _print_summary(out_dir: str) -> None:
-  for stem in ("table2_synthetic", "identification_synthetic", "segmentation_iou"):
+  for stem in ("table2_synthetic", "table2_celeba", "table2_lfw", "identification_synthetic",
+               "identification_ar", "segmentation_iou"):
     path = os.path.join(out_dir, stem + ".md")
     if os.path.exists(path):
       with open(path) as f:

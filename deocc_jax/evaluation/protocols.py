@@ -162,7 +162,8 @@ def lfw_verification_set(lfw: rd.LFW, seed: int = 1234,
 
 def synthetic_identification_set(source: Any, seed: int = 1234, gallery_per_identity: int = 1,
                                  max_records: int | None = None,
-                                 probes_per_identity: int | None = None) -> IdentificationSet:
+                                 probes_per_identity: int | None = None,
+                                 name: str = "synthetic") -> IdentificationSet:
   """AR-style identification on a labelled source (see the module docstring).
 
   ``probes_per_identity`` caps the probes of an identity per subset (AR has 6
@@ -188,7 +189,7 @@ def synthetic_identification_set(source: Any, seed: int = 1234, gallery_per_iden
   for subset, kind in (("AR1 sunglasses", "sunglasses"), ("AR2 scarf", "scarf")):
     probes[subset] = occlude_records(probe_records, kind, seed, indices=probe_idx)
     probe_labels[subset] = labels[probe_idx]
-  return IdentificationSet("synthetic", gallery, labels[gallery_idx], probe_labels, probes)
+  return IdentificationSet(name, gallery, labels[gallery_idx], probe_labels, probes)
 
 
 def ar_identification_set(root: str, resolution: int, landmarks_file: str | None = None
