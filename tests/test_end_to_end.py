@@ -27,6 +27,7 @@ def test_student_beats_teacher_on_masked_faces(tmp_path):
   c.distillation.num_steps = 250
   c.evaluate.num_pairs = 2000
   c.evaluate.categories = ()           # the mixture table is what this test reads
+  c.evaluate.inputs = ("clean", "masked", "completed")
   c.evaluate.identification = False
   main_lib.run(c, str(tmp_path))
   res = json.loads((tmp_path / "results" / "results.json").read_text())

@@ -324,6 +324,8 @@ def write_completion_grid(ev: Evaluator, vs: protocols.VerificationSet, out_dir:
   for kind in ("mean_fill", "diffusion_fill", "completed_predicted", "completed"):
     if ev.available(view, kind):
       cols[INPUTS[kind]] = ev.images(view, kind)[:n]
+  scale = max(1, 96 // vs.clean.shape[1])  # nearest-neighbour zoom: small faces stay visible
+  cols = {k: np.repeat(np.repeat(v, scale, axis=1), scale, axis=2) for k, v in cols.items()}
   report.write_completion_grid(cols, os.path.join(out_dir, f"completions_{vs.name}.png"),
                                max_rows=n)
 
