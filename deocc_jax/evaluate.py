@@ -9,7 +9,7 @@ and the inference calibration to ``--results_dir`` (default
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from deocc_jax.evaluation import job
@@ -25,17 +25,8 @@ _RESULTS = flags.DEFINE_string("results_dir", None, "Output folder (default WORK
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py")
-  if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required (the directory of the run to evaluate)")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  distributed.initialize(_CONFIG.value.get("distributed"))
+  distributed.start_job(argv, _CONFIG.value, _WORKDIR.value)
   job.run(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value, _RESULTS.value)
-
 
 if __name__ == "__main__":
   app.run(main)

@@ -68,7 +68,7 @@ from typing import Any, Callable, NamedTuple, Sequence, Union
 import numpy as np
 
 from deocc_jax.data import alignment
-from deocc_jax.data.real_datasets import DatasetFormatError, read_image
+from deocc_jax.data.real_datasets import IMAGE_EXTENSIONS, DatasetFormatError, read_image
 
 __all__ = [
     "FaceRecognizer",
@@ -90,8 +90,6 @@ __all__ = [
 ImageLike = Union[str, os.PathLike, np.ndarray]
 MaskLike = Union[str, os.PathLike, np.ndarray]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
-                    ".ppm", ".pgm")
 INPUT_KINDS = ("completed_predicted", "completed", "masked", "clean")
 ALIGN_MODES = ("none", "landmarks", "dlib")
 MASK_SOURCES = ("given", "predicted", "none")

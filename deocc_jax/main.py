@@ -78,15 +78,7 @@ def run(config: ConfigDict, workdir: str) -> None:
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py")
-  if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax / grain are chatty at INFO
-  distributed.initialize(_CONFIG.value.get("distributed"))
+  distributed.start_job(argv, _CONFIG.value, _WORKDIR.value)
   run(_CONFIG.value, _WORKDIR.value)
 
 

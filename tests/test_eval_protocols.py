@@ -1,13 +1,17 @@
 """Evaluation sets: seeded occlusions per category / mixture, LFW pairs, AR subsets."""
+import os
+import sys
+
 import numpy as np
 import pytest
-from PIL import Image
 
 from deocc_jax.data import masks
 from deocc_jax.data import pipeline
 from deocc_jax.data import real_datasets as rd
-from deocc_jax.data.synthetic_faces import SyntheticFaces
 from deocc_jax.evaluation import protocols
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _real_fixtures import make_ar, make_lfw  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -60,40 +64,6 @@ def test_identification_set_sunglasses_and_scarf(source):
       np.unique(capped.probe_labels["AR2 scarf"])], 2)
   with pytest.raises(ValueError, match="leave no probes"):
     protocols.synthetic_identification_set(source, gallery_per_identity=4)
-
-
-def _face(i, size):
-  r = SyntheticFaces(identities=50, images_per_identity=2, resolution=128, seed=2)[i]
-  canvas = Image.new("RGB", size, (90, 90, 90))
-  ox, oy = (size[0] - 128) // 2, (size[1] - 128) // 2
-  canvas.paste(Image.fromarray(r["image"]), (ox, oy))
-  return canvas
-
-
-def make_lfw(tmp_path):
-  """A tiny LFW folder (3 people x 3 images, 250 x 250 JPEGs) and a 2-fold pairs.txt."""
-  root = tmp_path / "lfw"
-  names = ["Alice_A", "Bob_B", "Carol_C"]
-  for k, n in enumerate(names):
-    (root / n).mkdir(parents=True)
-    for j in range(1, 4):
-      _face(k * 3 + j, (250, 250)).save(root / n / f"{n}_{j:04d}.jpg")
-  lines = ["2\t2"]
-  for fold in range(2):
-    lines += [f"Alice_A\t1\t{2 + fold}", "Bob_B\t2\t3"]
-    lines += [f"Alice_A\t1\tBob_B\t{1 + fold}", "Carol_C\t3\tBob_B\t1"]
-  (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
-  return root, tmp_path / "pairs.txt"
-
-
-def make_ar(tmp_path):
-  """A tiny AR folder: 2 people x (neutral, sunglasses, scarf) x 2 sessions."""
-  root = tmp_path / "AR"
-  root.mkdir()
-  for person in ("m-001", "w-002"):
-    for idx in (1, 8, 11, 14, 21, 24):
-      _face(idx, (120, 165)).save(root / f"{person}-{idx:02d}.bmp")
-  return root
 
 
 def test_lfw_verification_set_uses_pairs_txt(tmp_path):

@@ -255,7 +255,7 @@ def test_real_lfw_and_ar_tables(tiny_run, tmp_path):
   """The same job on real-format LFW (pairs.txt) and AR folders: LFW gets the
   verification tables; AR's real occlusions (no true mask) get the blind
   pipeline only (segmenter mask for G and the fills)."""
-  from test_eval_protocols import make_ar, make_lfw
+  from _real_fixtures import make_ar, make_lfw
   config, workdir = tiny_run
   lfw_root, pairs = make_lfw(tmp_path)
   c = _small(config, lfw_root=str(lfw_root), lfw_pairs=str(pairs), ar_root=str(make_ar(tmp_path)),

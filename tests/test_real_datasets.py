@@ -1,5 +1,6 @@
 """Real data set readers on tiny fixtures in their exact on-disk formats."""
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -7,16 +8,9 @@ from PIL import Image
 
 from deocc_jax.data import real_datasets as rd
 from deocc_jax.data import pipeline as pl
-from deocc_jax.data.synthetic_faces import SyntheticFaces
 
-
-def _face(i, size=(178, 218)):
-  """A synthetic face pasted into an image of CelebA's size, plus landmarks."""
-  r = SyntheticFaces(identities=50, images_per_identity=2, resolution=128, seed=2)[i]
-  canvas = Image.new("RGB", size, (90, 90, 90))
-  ox, oy = (size[0] - 128) // 2, (size[1] - 128) // 2
-  canvas.paste(Image.fromarray(r["image"]), (ox, oy))
-  return canvas, r["landmarks"] + np.array([ox, oy], np.float32)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _real_fixtures import face_image as _face, make_ar, make_lfw  # noqa: E402
 
 
 @pytest.fixture()
@@ -117,18 +111,7 @@ def test_corrupt_missing_grayscale_rgba_images(tmp_path):
 
 @pytest.fixture()
 def lfw(tmp_path):
-  root = tmp_path / "lfw"
-  names = ["Alice_A", "Bob_B", "Carol_C"]
-  for k, n in enumerate(names):
-    (root / n).mkdir(parents=True)
-    for j in range(1, 4):
-      _face(k * 3 + j, (250, 250))[0].save(root / n / f"{n}_{j:04d}.jpg")
-  lines = ["2\t2"]
-  for fold in range(2):
-    lines += [f"Alice_A\t1\t{2 + fold}", "Bob_B\t2\t3"]
-    lines += [f"Alice_A\t1\tBob_B\t{1 + fold}", "Carol_C\t3\tBob_B\t1"]
-  (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
-  return root, tmp_path / "pairs.txt"
+  return make_lfw(tmp_path)
 
 
 def test_lfw_pairs_and_images(lfw):
@@ -171,11 +154,7 @@ def test_lfw_bad_header_and_count(lfw):
 
 
 def test_ar_subsets_and_names(tmp_path):
-  root = tmp_path / "AR"
-  root.mkdir()
-  for person in ("m-001", "w-002"):
-    for idx in (1, 8, 11, 14, 21, 24):
-      _face(idx, (120, 165))[0].save(root / f"{person}-{idx:02d}.bmp")
+  root = make_ar(tmp_path)
   g = rd.ARFace(str(root), "neutral")
   s = rd.ARFace(str(root), "sunglasses")
   c = rd.ARFace(str(root), "scarf")

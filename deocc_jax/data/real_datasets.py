@@ -29,7 +29,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif",
+                    ".webp")
 
 # Mean CelebA landmarks (left eye, right eye, nose, left / right mouth corner)
 # relative to the default 178 x 178 crop; used where a set has no landmarks.

@@ -37,6 +37,7 @@ from ml_collections import ConfigDict
 from deocc_jax.evaluation import protocols, report, verification
 from deocc_jax.evaluation.models import Models
 from deocc_jax.losses import relational
+from deocc_jax.training import checkpoint as ckpt_lib
 from deocc_jax.training import loop, stages
 
 SETTINGS: dict[str, str] = {
@@ -113,13 +114,12 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     run_cfg = copy.deepcopy(config)
     with run_cfg.unlocked():
       run_cfg.checkpoint.keep = max(1, int(a.num_steps) // int(a.eval_every) + 1)
-    c, teacher, source, init_fn, step_fn = stages._distill_fns(run_cfg, workdir, name, mesh,
-                                                               over)
+    c, teacher, source, init_fn, step_fn = stages._distill_fns(
+        run_cfg, workdir, name, mesh, over, teacher=base.teacher, generator=base.generator)
     batches, _ = stages.make_batches(run_cfg, c, "distill_hard")
     print(f"-- ablation setting {name}: {SETTINGS[name]}", flush=True)
     loop.run(name, ab_dir, init_fn, step_fn, batches, stages._key(config, "distill_hard"),
              mesh, stages.loop_config(c, ("masked", "mask", "clean", "identity"), run_cfg))
-    from deocc_jax.training import checkpoint as ckpt_lib
     ck = ckpt_lib.Checkpointer(os.path.join(ab_dir, name, "checkpoints"), async_save=False)
     steps = ck.all_steps()
     ck.close()
@@ -128,8 +128,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       _, state = loop.restore_state(ab_dir, name, init_fn, stages._key(config, "distill_hard"),
                                     mesh, step)
       embed = distillation_stage.embed_fn(c, teacher.embed_dim, source.num_classes, state)
-      s_emb = ev._map(embed, completed, f"ablation/{name}")
-      student_clean = ev._map(embed, vs.clean, f"ablation/{name}")
+      s_emb = ev.map(embed, completed, f"ablation/{name}")
+      student_clean = ev.map(embed, vs.clean, f"ablation/{name}")
       one = verification.evaluate_pairs(
           verification.cosine_scores(student_clean[a_idx], s_emb[b_idx]), same, fold)
       both = verification.evaluate_pairs(

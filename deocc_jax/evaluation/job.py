@@ -94,7 +94,7 @@ class Evaluator:
       self._fills["completed"] = lambda z: complete(z[..., :3], z[..., 3:])
       self._fills["completed_predicted"] = self._fills["completed"]
 
-  def _map(self, fn: Callable[[jax.Array], jax.Array], images: np.ndarray, what: str
+  def map(self, fn: Callable[[jax.Array], jax.Array], images: np.ndarray, what: str
            ) -> np.ndarray:
     from deocc_jax.teachers import extract
     t0 = time.perf_counter()
@@ -107,7 +107,7 @@ class Evaluator:
       raise ValueError("no occlusion segmenter in this run (stage 'segmentation'): needed "
                        "for blind de-occlusion of faces without a known mask")
     if id(view) not in self._pred_mask:
-      self._pred_mask[id(view)] = self._map(self.models.segment, view.masked, "segment")
+      self._pred_mask[id(view)] = self.map(self.models.segment, view.masked, "segment")
     return self._pred_mask[id(view)]
 
   def available(self, view: protocols.OccludedView, kind: str) -> bool:
@@ -132,14 +132,14 @@ class Evaluator:
     both = np.concatenate([view.masked, mask.astype(np.float32)], axis=-1)
     if kind not in self._fills:
       raise ValueError(f"unknown input {kind!r}; choose from {list(INPUTS)}")
-    out = self._map(self._fills[kind], both, kind)
+    out = self.map(self._fills[kind], both, kind)
     self._images[key] = out
     return out
 
   def embed(self, recognizer: str, images: np.ndarray, tag: tuple[int, str]) -> np.ndarray:
     key = (*tag, recognizer)
     if key not in self._embeddings:
-      self._embeddings[key] = self._map(self.models.recognizers[recognizer], images,
+      self._embeddings[key] = self.map(self.models.recognizers[recognizer], images,
                                         f"embed/{recognizer}")
     return self._embeddings[key]
 
@@ -371,7 +371,7 @@ def run(config: ConfigDict, workdir: str, checkpoint: str | None = None,
   max_records = int(e.get("max_records", 0)) or None
   mask_cfg = stages.mask_config(config)
   conditions = (protocols.MIXTURE,) + tuple(e.get("categories", masks_lib.CATEGORIES))
-  results: dict[str, Any] = {"checkpoint_steps": models.steps, "teacher": models.teacher_name,
+  results: dict[str, Any] = {"checkpoint_steps": models.steps, "teacher": models.teacher.name,
                              "verification": {}, "identification": {}}
   sets = []
   if bool(e.get("held_out", True)):  # the training source's held-out identities

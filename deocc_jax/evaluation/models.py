@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -78,11 +78,12 @@ class Models:
   mean_face: np.ndarray                  # (H, W, 3) mean training face in [-1, 1]
   mean_landmarks: np.ndarray             # (5, 2) mean training landmarks, pixels
   steps: dict[str, int]                  # stage -> restored step
-  teacher_name: str
+  teacher: Any                           # the api.Teacher (frozen recogniser of clean faces)
+  generator: Any                         # G's parameters, or None
 
   def display(self, key: str) -> str:
     name = RECOGNIZERS[key][1]
-    return f"teacher ({self.teacher_name})" if key == "teacher" else name
+    return f"teacher ({self.teacher.name})" if key == "teacher" else name
 
 
 def mean_training_face(config: ConfigDict, max_records: int = 2000
@@ -105,7 +106,6 @@ def restore_models(config: ConfigDict, workdir: str, checkpoint: str | int = "la
                    recognizers: tuple[str, ...] | None = None) -> Models:
   """Restores what ``workdir`` holds; ``recognizers`` (default: all present)
   must all have checkpoints, else an error names the missing stage."""
-  from deocc_jax.teachers import api
   from deocc_jax.training import deocclusion_stage, distillation_stage, loop
   which = parse_checkpoint_spec(checkpoint)
   pick = lambda stage: which.get(stage, which["*"])  # noqa: E731
@@ -120,18 +120,13 @@ def restore_models(config: ConfigDict, workdir: str, checkpoint: str | int = "la
   steps: dict[str, int] = {}
   rec: dict[str, EmbedFn] = {}
 
-  kind = str(stages.require(config, "teacher.kind"))
-  if kind == "arcface":
-    teacher = api.arcface_teacher(workdir, config.teacher, res,
-                                  stages.make_source(config, "train").num_classes,
-                                  pick("teacher"))
+  teacher = stages.load_teacher(config, workdir, pick("teacher"))
+  if "step" in teacher.metadata:  # trained here
     steps["teacher"] = int(teacher.metadata["step"])
-  else:
-    teacher = stages.load_teacher(config, workdir)
   if "teacher" in wanted:
     rec["teacher"] = lambda x, t=teacher: t.apply(t.params, x)["embedding"]
 
-  complete = None
+  complete = g = None
   if _has_checkpoints(workdir, "deocclusion"):
     g, steps["deocclusion"] = stages.restore_generator(config, workdir, pick("deocclusion"),
                                                        with_step=True)
@@ -151,12 +146,14 @@ def restore_models(config: ConfigDict, workdir: str, checkpoint: str | int = "la
                                 f"checkpoints in {os.path.join(workdir, stage)}")
       continue
     if key == "arcface_finetuned":
-      rec[key], steps[stage] = stages.restore_finetuned_arcface(config, workdir, pick(stage))
+      rec[key], steps[stage] = stages.restore_finetuned_arcface(config, workdir, pick(stage),
+                                                                teacher, g)
     else:
-      c, _, source, init_fn, _ = stages._distill_fns(config, workdir, stage, mesh)
+      c, _, source, init_fn, _ = stages._distill_fns(config, workdir, stage, mesh,
+                                                     teacher=teacher, generator=g)
       steps[stage], state = loop.restore_state(workdir, stage, init_fn,
                                                stages._key(config, stage), mesh, pick(stage),
                                                **loop.best_args(c))
       rec[key] = distillation_stage.embed_fn(c, teacher.embed_dim, source.num_classes, state)
   mean_face, mean_lm = mean_training_face(config)
-  return Models(res, rec, complete, segment, mean_face, mean_lm, steps, teacher.name)
+  return Models(res, rec, complete, segment, mean_face, mean_lm, steps, teacher, g)

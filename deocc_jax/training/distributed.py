@@ -50,3 +50,19 @@ def initialize(cfg: ConfigDict | None) -> None:
                      + " (or the DEOCC_* environment variables)")
   jax.distributed.initialize(coordinator_address=coordinator, num_processes=num,
                              process_id=pid)
+
+
+def start_job(argv: list[str], config: ConfigDict | None, workdir: str | None) -> None:
+  """Start-up shared by the command-line jobs (``main``, ``evaluate``): checks
+  ``--config`` / ``--workdir`` and stray arguments, quiets the chatty INFO logs
+  of Orbax / grain unless ``--verbosity`` was given, then :func:`initialize`."""
+  from absl import app, flags, logging
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if config is None:
+    raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py")
+  if not workdir:
+    raise app.UsageError("--workdir is required")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  initialize(config.get("distributed"))

@@ -97,9 +97,7 @@ def loop_config(section: ConfigDict, keys: tuple[str, ...], config: ConfigDict) 
       num_steps=int(section.num_steps), log_every=int(section.log_every),
       checkpoint_every=int(section.checkpoint_every),
       keep_checkpoints=int(config.checkpoint.keep), async_checkpoints=bool(config.checkpoint.async_save),
-      best_metric=str(section.get("best_metric", "") or "") or None,
-      best_mode=str(section.get("best_mode", "min")),
-      fsdp=bool(config.mesh.fsdp), sample_every=int(section.get("sample_every", 0)),
+      **loop.best_args(section), fsdp=bool(config.mesh.fsdp), sample_every=int(section.get("sample_every", 0)),
       batch_keys=keys, progress=bool(config.get("progress", True)))
 
 
@@ -113,14 +111,16 @@ def _key(config: ConfigDict, stage: str) -> jax.Array:
 
 # -------------------------------------------------------------- teachers
 
-def load_teacher(config: ConfigDict, workdir: str):
+def load_teacher(config: ConfigDict, workdir: str, which: int | str = "latest"):
+  """The config's teacher; ``which`` selects the checkpoint of one trained here."""
   from deocc_jax.teachers import api
   t = require(config, "teacher")
   kind = str(t.kind)
   if kind == "arcface":
     src = make_source(config, "train")
     return api.load_teacher("arcface", workdir, teacher_cfg=t,
-                            resolution=int(config.data.resolution), num_classes=src.num_classes)
+                            resolution=int(config.data.resolution), num_classes=src.num_classes,
+                            which=which)
   if kind == "dlib":
     return api.load_teacher("dlib", str(t.get("path", "")) or None)
   if kind == "converted":
@@ -216,9 +216,9 @@ def restore_segmenter(config: ConfigDict, workdir: str, which: int | str = "late
 
 # ------------------------------------------------- fine-tuned ArcFace baseline
 
-def _finetune_fns(config: ConfigDict, workdir: str):
-  """(merged config, init_fn, step_fn) of the fine-tuned ArcFace baseline."""
-  from deocc_jax.models.generator import complete
+def _finetune_fns(config: ConfigDict, workdir: str, teacher=None, generator=None):
+  """(merged config, init_fn, step_fn) of the fine-tuned ArcFace baseline;
+  ``teacher`` / ``generator`` (already restored) are loaded when not given."""
   from deocc_jax.training import deocclusion_stage, teacher_stage
   f = require(config, "finetune_arcface")
   if str(require(config, "teacher.kind")) != "arcface":
@@ -229,18 +229,17 @@ def _finetune_fns(config: ConfigDict, workdir: str):
     cfg.update(f.copy_and_resolve_references())
   res = int(config.data.resolution)
   num_classes = make_source(config, "train").num_classes
-  t_init, _ = teacher_stage.make_fns(config.teacher, num_classes, res)
-  _, t_state = loop.restore_state(workdir, "teacher", t_init, _key(config, "teacher"),
-                                  make_mesh(config))
-  init_from = {"params": t_state["params"], "batch_stats": t_state["batch_stats"]}
+  p = (teacher or load_teacher(config, workdir)).params
+  init_from = {"params": {"backbone": p["backbone"], "head": p["head"]},
+               "batch_stats": p["batch_stats"]}
   inp = str(f.input)
   if inp == "completed":
-    gen = deocclusion_stage.generator_from_config(config.deocclusion)
-    frozen = {"generator": restore_generator(config, workdir)}
+    frozen = {"generator": restore_generator(config, workdir) if generator is None
+              else generator}
 
     def input_fn(fz, batch):
-      out = gen.apply({"params": fz["generator"]}, batch["masked"], batch["mask"])
-      return complete(batch["masked"], batch["mask"], out.refined)
+      complete = deocclusion_stage.complete_fn(config.deocclusion, fz["generator"])
+      return complete(batch["masked"], batch["mask"])
   elif inp == "masked":
     frozen = None
 
@@ -266,10 +265,11 @@ def run_finetune_arcface(config: ConfigDict, workdir: str) -> None:
            loop_config(cfg, ("masked", "mask", "clean", "identity"), config))
 
 
-def restore_finetuned_arcface(config: ConfigDict, workdir: str, which: int | str = "latest"):
+def restore_finetuned_arcface(config: ConfigDict, workdir: str, which: int | str = "latest",
+                              teacher=None, generator=None):
   """(embed_fn, step) of the fine-tuned ArcFace baseline."""
   from deocc_jax.training import teacher_stage
-  cfg, init_fn, _ = _finetune_fns(config, workdir)
+  cfg, init_fn, _ = _finetune_fns(config, workdir, teacher, generator)
   step, state = loop.restore_state(workdir, "finetune_arcface", init_fn,
                                    _key(config, "finetune_arcface"), make_mesh(config), which,
                                    **loop.best_args(cfg))
@@ -279,18 +279,20 @@ def restore_finetuned_arcface(config: ConfigDict, workdir: str, which: int | str
 # ----------------------------------------------------------- distillation
 
 def _distill_fns(config: ConfigDict, workdir: str, stage: str, mesh,
-                 overrides: dict[str, Any] | None = None):
+                 overrides: dict[str, Any] | None = None, teacher=None, generator=None):
   """(config, teacher, source, init_fn, step_fn) of a distillation stage;
-  ``overrides`` replace ``config.distillation`` fields (the loss ablation)."""
+  ``overrides`` replace ``config.distillation`` fields (the loss ablation);
+  ``teacher`` / ``generator`` (already restored) are loaded when not given."""
   from deocc_jax.training import distillation_stage
   c = require(config, "distillation").copy_and_resolve_references()
   with c.unlocked():
     if stage in ("distill_hard", "distill_soft"):
       c.instance = stage[len("distill_"):]
     c.update(overrides or {})
-  teacher = load_teacher(config, workdir)
+  teacher = teacher or load_teacher(config, workdir)
   source = make_source(config, "train")
-  frozen = {"teacher": teacher.params, "generator": restore_generator(config, workdir)}
+  frozen = {"teacher": teacher.params,
+            "generator": restore_generator(config, workdir) if generator is None else generator}
   if c.instance == "soft":
     from deocc_jax.teachers import extract
     out = extract.load_teacher_outputs(os.path.join(workdir, "teacher_embeddings"))
