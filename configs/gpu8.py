@@ -17,7 +17,8 @@ def get_config():
   c = paper_celeba.get_config()
   c.mesh.num_devices = 0               # all 8 GPUs on the 'data' axis
   c.pipeline.worker_count = 32         # feed 8 devices
-  c.distillation.batch_size = 128      # global: 16 per GPU
+  c.distillation.batch_size = 128      # global: 16 per GPU (epochs, decay points and
+                                       # lr follow the batch: paper_celeba.py)
   c.deocclusion.dtype = "bfloat16"     # bf16 compute, fp32 params
   c.distillation.dtype = "bfloat16"
   c.distillation.sharded_relational = True

@@ -30,6 +30,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.coverage_range = (0.1, 0.3)   # fraction of the face occluded (mean ~1/5)
   c.data.categories = ("simple", "complex", "body", "hybrid")  # mask categories
   c.data.mask_library = ""             # optional folder of RGBA mask PNGs
+  c.data.library_prob = 1.0            # rate at which library masks replace the procedural
+                                       # occluders (when mask_library is set; paper: all)
+  c.data.face_mask_prob = 0.2          # share of simple/complex/hybrid draws that are
+                                       # landmark-fitted face masks (~1/2 coverage each)
+  c.data.photometric = True            # shade / blur / noise occluders like the photo
+  c.data.holdout_identities = 0        # CelebA: identities kept out of every training
+                                       # stage (fraction < 1 or count), split 'heldout';
+                                       # the synthetic splits are identity-disjoint already
 
   # --- online pair pipeline (grain)
   c.pipeline = ml_collections.ConfigDict()
@@ -67,6 +75,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.teacher.arcface_margin = 0.3       # ArcFace m (radians)
   c.teacher.batch_size = 64
   c.teacher.num_steps = 400
+  # Schedule from epochs (training/optim.py resolve_schedule): epochs > 0 sets
+  # num_steps = epochs x (train examples // batch_size); decay_every_epochs > 0
+  # sets decay_every; base_batch_size > 0 scales lr by batch_size / base_batch_size.
+  c.teacher.epochs = 0                 # 0 = use num_steps
+  c.teacher.decay_every_epochs = 0
+  c.teacher.base_batch_size = 0        # 0 = lr as given
   c.teacher.optimizer = "adam"         # 'sgd' | 'adam' | 'adamw'
   c.teacher.lr = 2e-3
   c.teacher.weight_decay = 0.0
@@ -84,12 +98,22 @@ def get_config() -> ml_collections.ConfigDict:
   c.deocclusion.critic_cnum = 16       # critic base width (DeepFill: 64)
   c.deocclusion.contextual_attention = True
   c.deocclusion.local_size = 16        # local critic input side
+  # Objective: the paper's Eq. 7-8 here (one critic update per step, for CPU
+  # speed); configs/paper_celeba.py uses DeepFill v1's ('deepfill' + 'wgan_gp',
+  # lambda_adv 0.001, n_critic 5, Adam 1e-4) — see training/deocclusion_stage.py.
   c.deocclusion.adversarial = "gan"    # 'gan' (Eq. 8) | 'wgan_gp' (DeepFill)
   c.deocclusion.reconstruction = "l1"  # 'l1' (Eq. 7) | 'deepfill'
-  c.deocclusion.lambda_adv = 0.01      # weight of the adversarial terms
-  c.deocclusion.n_critic = 1           # critic updates per generator update
+  c.deocclusion.lambda_adv = 0.01      # weight of the adversarial terms (DeepFill: 0.001)
+  c.deocclusion.n_critic = 1           # critic updates per generator update (DeepFill: 5)
+  c.deocclusion.gp_lambda = 10.0       # WGAN-GP weight (wgan_gp; masked to the hole)
+  c.deocclusion.coarse_alpha = 1.2     # 'deepfill': weight of the coarse output's L1
+  c.deocclusion.l1_alpha = 1.2         # 'deepfill': discounted hole L1 weight
+  c.deocclusion.ae_alpha = 1.2         # 'deepfill': known-region L1 weight
+  c.deocclusion.discount_gamma = 0.9   # 'deepfill': spatial discounting gamma
   c.deocclusion.batch_size = 32
   c.deocclusion.num_steps = 400
+  c.deocclusion.epochs = 0             # 0 = use num_steps (see c.teacher.epochs)
+  c.deocclusion.base_batch_size = 0    # > 0: scale g/d_optimizer lr linearly
   c.deocclusion.log_every = 50
   c.deocclusion.checkpoint_every = 200
   c.deocclusion.sample_every = 200
@@ -108,15 +132,26 @@ def get_config() -> ml_collections.ConfigDict:
   c.distillation.width = 0.25          # student ResNet-18 width multiplier
   c.distillation.small_input_stem = True
   c.distillation.use_ce = True         # L_CE term (classifier over train identities)
-  c.distillation.ce_target = "labels"  # 'labels' | 'teacher' (softened teacher logits)
-  c.distillation.temperature = 4.0     # for ce_target='teacher'
-  c.distillation.lambda_i = 1.0        # instance term (paper leaves it unstated)
+  # L_CE: 'teacher' = the paper's (text after Eq. 16): a student head over the
+  # teacher's classes trained on softmax(teacher logits / T), Hinton KD with the
+  # T^2 factor (the ArcFace teacher's class outputs are its scaled cosines
+  # arcface_scale * cos; dlib has none); 'labels' = CE with the identity labels.
+  c.distillation.ce_target = "labels"  # 'labels' | 'teacher'
+  c.distillation.temperature = 4.0     # T for ce_target='teacher' (paper: unstated)
+  # Instance term (Eq. 12 / 17): the L1 distance ||t - s||_1, summed over the D
+  # embedding dimensions. Its per-sample gradient has norm lambda_i sqrt(D), so
+  # lambda_i ~ 1/sqrt(D) (D = 128 here) gives it unit size, the order of the CE
+  # and relational gradients (the paper leaves lambda_i unstated).
+  c.distillation.lambda_i = 0.1
   c.distillation.lambda_p = 1.0        # pair-wise distance term (paper: 1)
   c.distillation.lambda_t = 2.0        # triplet-wise angle term (paper: 2)
   c.distillation.sharded_relational = False  # shard_map tuple blocks per device
   c.distillation.angle_block_size = 0  # anchors per block (0 = direct)
   c.distillation.batch_size = 64
   c.distillation.num_steps = 400
+  c.distillation.epochs = 0            # 0 = use num_steps (see c.teacher.epochs)
+  c.distillation.decay_every_epochs = 0  # schedule 'step': decay every this many epochs
+  c.distillation.base_batch_size = 0   # > 0: lr was chosen for this global batch
   c.distillation.optimizer = "sgd"
   c.distillation.lr = 0.1
   c.distillation.momentum = 0.9
@@ -145,6 +180,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.segmentation.threshold = 0.5       # probability above which a pixel is occluded
   c.segmentation.batch_size = 32
   c.segmentation.num_steps = 300
+  c.segmentation.epochs = 0            # 0 = use num_steps
   c.segmentation.log_every = 50
   c.segmentation.checkpoint_every = 300
   c.segmentation.optimizer = ml_collections.ConfigDict(dict(
@@ -156,6 +192,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.finetune_arcface.input = "completed"   # 'completed' (by G) | 'masked'
   c.finetune_arcface.batch_size = 64
   c.finetune_arcface.num_steps = 200
+  c.finetune_arcface.epochs = 0        # 0 = use num_steps
+  c.finetune_arcface.decay_every_epochs = 0
+  c.finetune_arcface.base_batch_size = 0
   c.finetune_arcface.optimizer = "adam"
   c.finetune_arcface.lr = 5e-4
   c.finetune_arcface.schedule = "cosine"
@@ -175,7 +214,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.recognizers = ()          # () = every trained one; else names from
                                        # teacher, arcface_finetuned, student_hard, student_soft
   c.evaluate.inputs = ("clean", "masked", "mean_fill", "diffusion_fill",
-                       "completed_predicted", "completed")
+                       "completed_predicted", "completed",
+                       "completed_noca")  # G without CA: when stage 'deocclusion_noca' ran
   c.evaluate.categories = ("simple", "complex", "body", "hybrid")  # per-category tables
   c.evaluate.diffusion_iters = 200     # Jacobi sweeps of the diffusion fill
   c.evaluate.identification = True     # AR-style rank-1 / CMC (sunglasses, scarf)
@@ -187,6 +227,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.lfw_landmarks = ""        # optional landmarks file (CelebA row format)
   c.evaluate.ar_root = ""              # real AR folder (adds AR1 / AR2 identification)
   c.evaluate.ar_landmarks = ""
+  c.evaluate.align_real_faces = True   # LFW / AR aligned by 5 landmarks onto the mean
+                                       # training landmarks (paper Sec. 4.1); False: crop
+  c.evaluate.landmark_detector = ""    # where a set has no landmarks file: 'dlib',
+                                       # 'package.module:fn' (image -> (5, 2)), '' = none
+                                       # (the set's default layout; counted in the titles)
 
   # --- the Fig. 5 loss ablation (stage 'ablation'; configs/ablation_synthetic.py)
   c.ablation = ml_collections.ConfigDict()

@@ -19,9 +19,11 @@ def get_config():
   c.pipeline.worker_count = 16         # per host
   c.deocclusion.dtype = "bfloat16"
   c.distillation.dtype = "bfloat16"
-  c.deocclusion.batch_size = 256       # global
+  # Global batches. Schedules stay in epochs (paper_celeba.py): at stage start
+  # the steps, the decay points (every 24 epochs) and the lr (0.1 x 256 / 128
+  # = 0.2, linear scaling) follow from the training split's size and the batch.
+  c.deocclusion.batch_size = 256
   c.distillation.batch_size = 256
-  c.distillation.lr = 0.2              # linear scaling from 128
   c.distillation.sharded_relational = True
   c.checkpoint.async_save = True
   return c

@@ -8,6 +8,7 @@ Usage::
         --weights resnet50_ft_weight.pkl --out teachers/vggface2_r50
     python -m deocc_jax.convert --arch vggface2_senet50 \\
         --weights senet50_ft_weight.pkl --out teachers/vggface2_se50
+    python -m deocc_jax.convert --arch mtcnn --out mtcnn.npz   # the MTCNN detector
 
 The weights file is the user's own (nothing is downloaded): a torch state dict
 (``.pt`` / ``.pth``; needs torch, ``pip install 'deocc-jax[convert]'``) or the
@@ -22,7 +23,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 import jax.numpy as jnp
 
@@ -92,14 +93,25 @@ def convert(
     return save_converted_teacher(out, variables, meta, overwrite=overwrite)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line ``error: ...`` and exit status 2 (like the other CLIs)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {' '.join(message.split())} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m deocc_jax.convert`` argument parser."""
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="python -m deocc_jax.convert",
         description="Convert PyTorch face-recogniser weights into a Flax/Orbax teacher checkpoint.",
     )
-    p.add_argument("--arch", required=True, choices=ARCHITECTURES, help="teacher architecture")
-    p.add_argument("--weights", required=True, help="torch state dict (.pt/.pth) or latin1 pickle of numpy arrays")
+    p.add_argument("--arch", required=True, choices=tuple(ARCHITECTURES) + ("mtcnn",),
+                   help="teacher architecture, or 'mtcnn' (the face detector: --weights is a "
+                        "folder with pnet.pt/rnet.pt/onet.pt, default the installed "
+                        "facenet-pytorch wheel's; --out FILE.npz)")
+    p.add_argument("--weights", default=None, help="torch state dict (.pt/.pth) or latin1 pickle of numpy arrays")
     p.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
     p.add_argument("--num-classes", type=int, default=None, help="classifier size (default: the published 8631)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
@@ -108,11 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 2 bad input)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.arch == "mtcnn":
+        from deocc_jax.conversion.mtcnn_weights import MTCNNWeightsError, convert_mtcnn
+        try:
+            out = convert_mtcnn(args.out, args.weights, overwrite=args.overwrite)
+        except (MTCNNWeightsError, FileExistsError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"converted MTCNN ({args.weights or 'facenet-pytorch wheel'}) -> {out}")
+        return 0
+    if args.weights is None:
+        parser.error("--weights is required for the teacher architectures")
     try:
         out = convert(args.arch, args.weights, args.out, num_classes=args.num_classes, overwrite=args.overwrite)
-    except (WeightsFileError, WeightsMismatchError, FileExistsError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (WeightsFileError, WeightsMismatchError, FileExistsError, CheckpointError,
+            FileNotFoundError, PermissionError, ValueError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     print(f"converted {args.weights} ({args.arch}) -> {out}")
     return 0

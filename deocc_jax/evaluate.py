@@ -5,6 +5,12 @@ Restores the run's checkpoints (``--checkpoint=latest|best|STEP`` or per stage,
 extracts embeddings sharded over them, and writes the paper's tables, plots
 and the inference calibration to ``--results_dir`` (default
 ``DIR/results``). See ``deocc_jax/evaluation/job.py`` for the file list.
+``--config`` is optional: by default the run's ``DIR/config.json`` (written
+when training started); a given one is used, with a warning if it differs from
+it in shapes or data.
+The restored step of every model is printed and recorded in
+``results.json`` (``checkpoint_steps``). User errors (bad config field,
+missing / unreadable checkpoint) print one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
+from deocc_jax import cli
 from deocc_jax.evaluation import job
 from deocc_jax.training import distributed
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (default: the run's WORKDIR/config.json).",
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (its checkpoints).")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "latest | best | a step | per stage 'latest,distill_soft=best' "
@@ -25,8 +33,12 @@ _RESULTS = flags.DEFINE_string("results_dir", None, "Output folder (default WORK
 
 
 def main(argv) -> None:
-  distributed.start_job(argv, _CONFIG.value, _WORKDIR.value)
-  job.run(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value, _RESULTS.value)
+  def run() -> None:
+    config = distributed.start_job(argv, cli.config_value(_CONFIG), _WORKDIR.value,
+                                   config_optional=True)
+    job.run(config, _WORKDIR.value, _CHECKPOINT.value, _RESULTS.value)
+  cli.run_or_exit(run)
+
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

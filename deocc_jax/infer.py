@@ -1,7 +1,8 @@
 """Inference CLI: ``python -m deocc_jax.infer <command> ... --config=... --workdir=DIR``.
 
-Commands (``deocc_jax/inference.py`` does the work; same config as the run,
-including its ``--config.*`` overrides, so the models restore)::
+Commands (``deocc_jax/inference.py`` does the work; ``--config`` defaults to
+the run's ``WORKDIR/config.json`` (a given one that differs gets a warning); every JSON
+result carries ``checkpoint_steps``, the restored step of each model)::
 
   verify IMG_A IMG_B [--mask_a=M] [--mask_b=M]   same person? prints JSON
       {"score", "threshold", "same", "mask_a": {"source", "coverage"}, ...}
@@ -17,7 +18,9 @@ arcface_finetuned), ``--checkpoint`` (latest | best | STEP | per stage),
 ``--threshold`` (overrides ``WORKDIR/results/calibration.json``, written by
 ``python -m deocc_jax.evaluate``), ``--input_kind`` (auto |
 completed_predicted | completed | masked | clean), ``--align`` (none: images
-are aligned square face crops; dlib: detect and align).
+are aligned square face crops; dlib / mtcnn: detect with dlib's HOG detector
+/ MTCNN and align), ``--landmarks=FILE`` (``PATH x1 y1 ... x5 y5`` lines,
+CelebA order: listed images are aligned by them, the others per ``--align``).
 
 Exit status: 0 on success (whatever the decision); wrong usage raises
 ``app.UsageError`` (usage message, status 1); a bad input (missing or
@@ -40,7 +43,8 @@ COMMANDS = ("verify", "embed", "identify")
 EXIT_BAD_INPUT = 2
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's experiment config file "
-                                          "(with the run's --config.* overrides).",
+                                          "(with the run's --config.* overrides); default: "
+                                          "the run's WORKDIR/config.json.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (checkpoints, results/).")
 _RECOGNIZER = flags.DEFINE_enum("recognizer", "student_soft",
@@ -54,8 +58,12 @@ _INPUT_KIND = flags.DEFINE_enum("input_kind", "auto", ["auto", "completed_predic
                                                        "completed", "masked", "clean"],
                                 "How faces are completed before embedding (and which "
                                 "calibrated threshold applies).")
-_ALIGN = flags.DEFINE_enum("align", "none", ["none", "dlib"],
-                           "none: images are aligned square face crops; dlib: detect + align.")
+_ALIGN = flags.DEFINE_enum("align", "none", ["none", "dlib", "mtcnn"],
+                           "none: images are aligned square face crops; dlib / mtcnn: "
+                           "detect (dlib HOG / MTCNN) + align.")
+_LANDMARKS = flags.DEFINE_string("landmarks", None, "File of 'PATH x1 y1 ... x5 y5' lines "
+                                 "(CelebA order): listed images are aligned by these "
+                                 "landmarks, the others per --align.")
 _MASK_A = flags.DEFINE_string("mask_a", None, "verify: occlusion mask of IMG_A (optional).")
 _MASK_B = flags.DEFINE_string("mask_b", None, "verify: occlusion mask of IMG_B (optional).")
 _FOLDER = flags.DEFINE_string("folder", None, "embed: folder of images (subfolders = labels).")
@@ -79,9 +87,6 @@ def _check_usage(argv: list[str]) -> tuple[str, list[str]]:
     if flags.FLAGS[name].present and cmd not in (allowed if isinstance(allowed, tuple)
                                                  else (allowed,)):
       raise app.UsageError(f"--{name} does not apply to '{cmd}'")
-  if _CONFIG.value is None:
-    raise app.UsageError("--config is required: the run's config, e.g. "
-                         "--config=configs/synthetic.py (plus the run's overrides)")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (the trained run's directory)")
   if cmd == "verify" and len(args) != 2:
@@ -121,10 +126,19 @@ def run_command(cmd: str, args: list[str]) -> dict[str, Any]:
   else:
     _require_exists(args, "probe image")
     _require_exists([_GALLERY.value], "gallery")
-  fr = inference.FaceRecognizer.from_run(_CONFIG.value, _WORKDIR.value, _RECOGNIZER.value,
+  from deocc_jax import cli
+  from deocc_jax.training import workdir as workdir_lib
+  config = cli.config_value(_CONFIG)
+  if config is None:  # the run's own config (written when training started)
+    config = workdir_lib.read_config(_WORKDIR.value)
+  else:
+    workdir_lib.warn_if_different(_WORKDIR.value, config)
+  table = inference.read_landmarks_file(_LANDMARKS.value) if _LANDMARKS.value else None
+  fr = inference.FaceRecognizer.from_run(config, _WORKDIR.value, _RECOGNIZER.value,
                                          _CHECKPOINT.value, _THRESHOLD.value, _INPUT_KIND.value)
+  fr.landmarks_table = table
   head = {"command": cmd, "recognizer": fr.name, "input_kind": fr.input_kind,
-          "threshold": fr.threshold}
+          "threshold": fr.threshold, "checkpoint_steps": dict(fr.models.steps)}
   if cmd == "verify":
     v = fr.verify(args[0], args[1], _MASK_A.value, _MASK_B.value, align=_ALIGN.value)
     return {**head, "image_a": args[0], "image_b": args[1], **v.to_dict()}
@@ -150,14 +164,17 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
   try:
     result = run_command(cmd, args)
-  except (FileNotFoundError, ValueError, ImportError) as e:
+  except (FileNotFoundError, ValueError, ImportError) as e:  # incl. checkpoint errors
     # bad inputs (DatasetFormatError, NoFaceError, ImageErrors are ValueErrors):
     # one line naming the file, no traceback.
     msg = " ".join(str(e).split())
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
+  print("restored checkpoints: " + ", ".join(
+      f"{k} step {v}" for k, v in sorted(result["checkpoint_steps"].items())), file=sys.stderr)
   print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from deocc_jax import cli as _cli
+  app.run(main, flags_parser=_cli.parse_flags)

@@ -23,6 +23,13 @@ dropped). Alignment (``align``):
   (``Models.mean_landmarks``). The default when landmarks are given.
 * ``'dlib'``: dlib's detector finds the landmarks (the largest face when
   there are several); :class:`NoFaceError` names the file when none is found.
+* ``'mtcnn'``: the same with MTCNN (``deocc_jax.detection.mtcnn``, Flax, on
+  the facenet-pytorch wheel's weights), which finds masked faces that dlib's
+  HOG detector misses (``benchmarks/results/masked_real_photos.md``).
+
+A landmarks file (``read_landmarks_file``; set ``FaceRecognizer.landmarks_table``
+or ``--landmarks`` in the CLI) gives the 5 landmarks of listed image files;
+those images are aligned by them (``'landmarks'``) whatever ``align`` says.
 
 Masks (the occluded pixels, when the user knows them): a path or an array,
 grayscale, RGB (mean of the channels) or with an alpha channel (the alpha is
@@ -49,7 +56,9 @@ enrolled clean face. ``threshold=`` overrides it.
 Errors name the file at fault: ``FileNotFoundError`` (missing file),
 ``DatasetFormatError`` (a ``ValueError``: undecodable file), ``ValueError``
 (non-square image with ``align='none'``, mask / image size mismatch, bad
-landmarks), :class:`NoFaceError` (a ``ValueError``), :class:`ImageErrors`
+landmarks), :class:`ImageTooLargeError` (a ``DatasetFormatError``: a file
+over :data:`MAX_IMAGE_PIXELS` = 40 megapixels, checked from its header before
+decoding, so decompression bombs cost nothing), :class:`NoFaceError` (a ``ValueError``), :class:`ImageErrors`
 (a ``ValueError`` listing every unusable file of a folder). Inference runs in
 one process (the models' mesh spans its local devices).
 """
@@ -66,6 +75,7 @@ import zipfile
 from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import numpy as np
+from etils import epath
 
 from deocc_jax.data import alignment
 from deocc_jax.data.real_datasets import IMAGE_EXTENSIONS, DatasetFormatError, read_image
@@ -79,11 +89,16 @@ __all__ = [
     "Gallery",
     "NoFaceError",
     "ImageErrors",
+    "ImageTooLargeError",
+    "MAX_IMAGE_PIXELS",
+    "check_image_size",
     "IMAGE_EXTENSIONS",
     "INPUT_KINDS",
     "ALIGN_MODES",
     "calibration_path",
     "read_calibration",
+    "read_landmarks_file",
+    "lookup_landmarks",
     "list_images",
 ]
 
@@ -91,7 +106,7 @@ ImageLike = Union[str, os.PathLike, np.ndarray]
 MaskLike = Union[str, os.PathLike, np.ndarray]
 
 INPUT_KINDS = ("completed_predicted", "completed", "masked", "clean")
-ALIGN_MODES = ("none", "landmarks", "dlib")
+ALIGN_MODES = ("none", "landmarks", "dlib", "mtcnn")
 MASK_SOURCES = ("given", "predicted", "none")
 
 
@@ -114,16 +129,16 @@ def calibration_path(workdir: str) -> str:
 
 
 def read_calibration(workdir: str) -> dict[str, Any]:
-  """``<workdir>/results/calibration.json`` (written by ``python -m deocc_jax.evaluate``)."""
+  """``<workdir>/results/calibration.json`` (written by ``python -m deocc_jax.evaluate``);
+  ``workdir`` may be a local path or an epath URI (``gs://...``)."""
   path = calibration_path(workdir)
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     raise FileNotFoundError(
         f"no threshold calibration at {path}: run the evaluation first "
         f"(`python -m deocc_jax.evaluate --config=<the run's config> --workdir={workdir}`) "
         f"or pass an explicit threshold (threshold= / --threshold=)")
   try:
-    with open(path) as f:
-      cal = json.load(f)
+    cal = json.loads(epath.Path(path).read_text())
   except (OSError, ValueError) as e:
     raise ValueError(f"{path}: cannot read the calibration ({e})") from e
   if not isinstance(cal, dict) or not isinstance(cal.get("thresholds"), dict):
@@ -153,12 +168,46 @@ def _as_rgb_uint8(image: np.ndarray, name: str) -> np.ndarray:
   return img
 
 
+# Largest image (width x height) inference decodes; checked from the file's
+# header before decoding, so a huge or decompression-bomb file costs nothing.
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+class ImageTooLargeError(DatasetFormatError):
+  """An image file over :data:`MAX_IMAGE_PIXELS` (or PIL's bomb limit)."""
+
+
+def check_image_size(path: str, max_pixels: int | None = None, what: str = "image") -> None:
+  """Reads only the header of ``path`` and raises :class:`ImageTooLargeError`
+  if it has more than ``max_pixels`` (default :data:`MAX_IMAGE_PIXELS`) pixels."""
+  import warnings
+
+  from PIL import Image, UnidentifiedImageError
+  cap = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{what} file not found: {path}")
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(path) as im:  # lazy: parses the header only
+        w, h = im.size
+  except Image.DecompressionBombError as e:
+    raise ImageTooLargeError(f"{path}: {what} is too large to decode ({e}); the cap is "
+                             f"{cap} pixels (inference.MAX_IMAGE_PIXELS)") from None
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    raise DatasetFormatError(f"{path}: cannot decode {what} ({e})") from e
+  if w * h > cap:
+    raise ImageTooLargeError(f"{path}: {what} is {w}x{h} = {w * h} pixels, over the cap of "
+                             f"{cap} (inference.MAX_IMAGE_PIXELS); downscale it first")
+
+
 def _read_mask_file(path: str) -> np.ndarray:
   """A mask file as float32 (H, W) in [0, 1]: its alpha channel when it has one,
   else its gray level."""
   from PIL import Image, UnidentifiedImageError
   if not os.path.exists(path):
     raise FileNotFoundError(f"mask file not found: {path}")
+  check_image_size(path, what="mask image")
   try:
     with Image.open(path) as im:
       im.load()
@@ -374,6 +423,50 @@ class Gallery:
 
 # ------------------------------------------------------------------ the recogniser
 
+def read_landmarks_file(path: str) -> dict[str, np.ndarray]:
+  """Reads ``PATH x1 y1 ... x5 y5`` lines (CelebA order, pixels) into a table.
+
+  CelebA's ``list_landmarks_align_celeba.txt`` header (a count line and a
+  line of column names) is skipped. An image matches an entry when its path
+  ends with the entry's path components (``a.jpg`` matches ``dir/a.jpg``;
+  the longest match wins); see :func:`lookup_landmarks`.
+  """
+  table: dict[str, np.ndarray] = {}
+  try:
+    with open(path) as f:
+      lines = f.read().splitlines()
+  except OSError as e:
+    raise FileNotFoundError(f"landmarks file not found or unreadable: {path} ({e})") from e
+  for no, line in enumerate(lines, 1):
+    tok = line.split()
+    if not tok or (no <= 2 and (len(tok) == 1 or len(tok) == 10)):
+      continue  # blank, or CelebA's count / column-name header
+    if len(tok) != 11:
+      raise ValueError(f"{path}:{no}: expected 'PATH x1 y1 ... x5 y5' (11 fields), "
+                       f"got {len(tok)}")
+    try:
+      lm = np.array([float(t) for t in tok[1:]], np.float64).reshape(5, 2)
+    except ValueError as e:
+      raise ValueError(f"{path}:{no}: landmark values must be numbers ({e})") from e
+    if not np.isfinite(lm).all():
+      raise ValueError(f"{path}:{no}: landmarks must be finite")
+    table[os.path.normpath(tok[0])] = lm
+  if not table:
+    raise ValueError(f"{path}: no landmark lines ('PATH x1 y1 ... x5 y5')")
+  return table
+
+
+def lookup_landmarks(table: dict[str, np.ndarray], image_path: str) -> np.ndarray | None:
+  """The landmarks of ``image_path`` in ``table`` (longest path-suffix match) or None."""
+  parts = os.path.normpath(os.fspath(image_path)).split(os.sep)
+  best, best_len = None, 0
+  for key, lm in table.items():
+    kp = key.split(os.sep)
+    if len(kp) > best_len and parts[-len(kp):] == kp:
+      best, best_len = lm, len(kp)
+  return best
+
+
 class FaceRecognizer:
   """Frozen pipeline: align -> (segment) -> complete -> embed -> cosine score -> decide.
 
@@ -388,7 +481,11 @@ class FaceRecognizer:
     input_kind: 'auto' or one of ``INPUT_KINDS`` (see the module docstring).
     mesh: a device mesh to shard batches over (None: the default device).
     batch_size: largest batch run at once.
+
+  ``landmarks_table`` (default None): from :func:`read_landmarks_file`; image
+  files found in it are aligned by its landmarks.
   """
+  landmarks_table: dict[str, np.ndarray] | None = None
 
   def __init__(self, embed: Callable[[Any], Any], resolution: int, threshold: float,
                template_landmarks: np.ndarray, complete: Callable[[Any, Any], Any] | None = None,
@@ -444,7 +541,7 @@ class FaceRecognizer:
     if recognizer not in RECOGNIZERS:
       raise ValueError(f"unknown recognizer {recognizer!r}; choose from {list(RECOGNIZERS)}")
     workdir = os.fspath(workdir)
-    if not os.path.isdir(workdir):
+    if not epath.Path(workdir).is_dir():
       raise FileNotFoundError(f"workdir {workdir!r} does not exist")
     cal = None
     if threshold is None:
@@ -502,11 +599,20 @@ class FaceRecognizer:
                          f"image must be an aligned square face crop (it is resized to "
                          f"{r}x{r}); use align='dlib' or give landmarks")
       return _resize_matrix(h, r), None
-    if align == "dlib":
+    if align in ("dlib", "mtcnn"):
       if landmarks is not None:
-        raise ValueError(f"{name}: landmarks given with align='dlib'; use align='landmarks'")
+        raise ValueError(f"{name}: landmarks given with align={align!r}; use align='landmarks'")
+      if align == "dlib":
+        detect = alignment.detect_landmarks_dlib
+      else:  # weights load (or fail: MTCNNWeightsError) before detection
+        from deocc_jax.detection import mtcnn
+        detect = mtcnn.default_detector().detect
       try:
-        faces = alignment.detect_landmarks_dlib(img)
+        faces = detect(img)
+        if align == "mtcnn":
+          if len(faces) == 0:
+            raise ValueError(f"MTCNN found no face in the {img.shape[1]}x{img.shape[0]} image")
+          faces = faces.landmarks.astype(np.float64)
       except ValueError as e:
         raise NoFaceError(f"{name}: no face found ({e})") from e
       # the largest face: biggest landmark extent
@@ -531,8 +637,16 @@ class FaceRecognizer:
            name: str | None = None) -> Face:
     """Reads and aligns one face (and its mask, warped the same way)."""
     src = name or _name(image, "image")
-    img = read_image(os.fspath(image)) if isinstance(image, (str, os.PathLike)) \
-        else _as_rgb_uint8(image, src)
+    if isinstance(image, (str, os.PathLike)):
+      check_image_size(os.fspath(image))  # header only, before decoding
+      img = read_image(os.fspath(image))
+    else:
+      img = _as_rgb_uint8(image, src)
+    if (landmarks is None and self.landmarks_table is not None
+        and isinstance(image, (str, os.PathLike))):
+      listed = lookup_landmarks(self.landmarks_table, os.fspath(image))
+      if listed is not None:  # the landmarks file wins over detection
+        landmarks, align = listed, "landmarks"
     m, lm = self._transform(img, src, landmarks, align)
     r = self.resolution
     face = alignment.warp_affine(img, m, (r, r), antialias=True)

@@ -3,7 +3,11 @@
 Runs the stages listed in ``config.stages`` in order (see
 ``deocc_jax/training/stages.py``). Any config field can be overridden on the
 command line (``--config.data.resolution=32``). Re-running with the same
-``--workdir`` resumes every stage from its last checkpoint.
+``--workdir`` resumes every stage from its last checkpoint (any process /
+device count). The workdir may be local or a URI (``gs://...``). One job per
+workdir (``<workdir>/.lock``); the resolved config goes to
+``<workdir>/config.json``, and a resume with a config that changes shapes or
+data is refused. User errors print one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from typing import Callable
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
+from deocc_jax import cli
 from deocc_jax.data import render
 from deocc_jax.training import distributed
+from deocc_jax.training import workdir as workdir_lib
 from deocc_jax.training.stages import ConfigError, require
+from deocc_jax.training.workdir import WorkdirError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -39,16 +46,23 @@ def _render_data(config: ConfigDict, workdir: str) -> None:
       stats_examples=int(require(config, "render.stats_examples")),
       coverage_range=tuple(require(config, "data.coverage_range")),
       categories=tuple(require(config, "data.categories")),
-      mask_library=str(require(config, "data.mask_library")))
+      mask_library=str(require(config, "data.mask_library")),
+      library_prob=config.data.get("library_prob", None),
+      face_mask_prob=float(config.data.get("face_mask_prob", 0.2)),
+      photometric=bool(config.data.get("photometric", True)))
 
 
 def _stage_table() -> dict[str, Callable[[ConfigDict, str], None]]:
+  from deocc_jax.data import rehearsal
   from deocc_jax.training import stages as s
   return {
       "render_data": _render_data,
+      "rehearsal_data": rehearsal.run,  # configs/paper_rehearsal.py: miniature data + teacher
       "teacher": s.run_teacher,
       "teacher_embeddings": s.run_teacher_embeddings,
       "deocclusion": s.run_deocclusion,
+      "deocclusion_noca": lambda config, workdir: s.run_deocclusion(config, workdir,
+                                                                    "deocclusion_noca"),
       "distill_hard": s.run_distill("distill_hard"),
       "distill_soft": s.run_distill("distill_soft"),
       "joint": s.run_joint,
@@ -59,28 +73,73 @@ def _stage_table() -> dict[str, Callable[[ConfigDict, str], None]]:
   }
 
 
-def run(config: ConfigDict, workdir: str) -> None:
-  table = _stage_table()
+def _on_process_0(fn: Callable[[], None]) -> None:
+  """Runs ``fn`` on process 0; if it fails there, every process raises."""
+  import jax
+  import numpy as np
+  err: BaseException | None = None
+  if jax.process_index() == 0:
+    try:
+      fn()
+    except Exception as e:  # noqa: BLE001 -- re-raised below, after telling the others
+      err = e
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    failed = int(multihost_utils.broadcast_one_to_all(np.int32(err is not None)))
+    if failed and err is None:
+      raise WorkdirError("process 0 could not set up the workdir (see its error)")
+  if err is not None:
+    raise err
+
+
+def run(config: ConfigDict, workdir: str,
+        table: dict[str, Callable[[ConfigDict, str], None]] | None = None) -> None:
+  """Runs ``config.stages`` in ``workdir``: validates the config, locks the
+  workdir (process 0), writes / checks ``config.json``, then each stage."""
+  table = _stage_table() if table is None else table
   stages = list(require(config, "stages"))
   unknown = [s for s in stages if s not in table]
   if unknown:
     raise ConfigError(f"config.stages has unknown stage(s) {unknown}; "
                       f"available: {sorted(table)}")
-  os.makedirs(workdir, exist_ok=True)
-  t_all = time.perf_counter()
-  for stage in stages:
-    logging.info("stage %s", stage)
-    print(f"== stage {stage} ==", flush=True)
-    t0 = time.perf_counter()
-    table[stage](config, workdir)
-    print(f"== stage {stage} done in {time.perf_counter() - t0:.1f} s ==", flush=True)
-  print(f"all stages done in {time.perf_counter() - t_all:.1f} s; outputs in {workdir}")
+  workdir_lib.validate_config(config)
+  path = workdir_lib.as_path(workdir)
+  lock = workdir_lib.WorkdirLock(path)
+
+  def setup() -> None:
+    lock.acquire()
+    try:
+      workdir_lib.write_config(path, config)
+    except BaseException:
+      lock.release()
+      raise
+
+  _on_process_0(setup)
+  try:
+    t_all = time.perf_counter()
+    for stage in stages:
+      logging.info("stage %s", stage)
+      print(f"== stage {stage} ==", flush=True)
+      t0 = time.perf_counter()
+      table[stage](config, str(path))
+      print(f"== stage {stage} done in {time.perf_counter() - t0:.1f} s ==", flush=True)
+    print(f"all stages done in {time.perf_counter() - t_all:.1f} s; outputs in {path}")
+  finally:
+    lock.release()
 
 
 def main(argv) -> None:
-  distributed.start_job(argv, _CONFIG.value, _WORKDIR.value)
-  run(_CONFIG.value, _WORKDIR.value)
+  import signal
+  import sys
+  # A scheduler's SIGTERM (preemption, scancel) unwinds normally: the workdir
+  # lock is released, so the requeued job (on any host) can take the workdir.
+  signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+  def job() -> None:
+    config = distributed.start_job(argv, cli.config_value(_CONFIG), _WORKDIR.value)
+    run(config, _WORKDIR.value)
+  cli.run_or_exit(job)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

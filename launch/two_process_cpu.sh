@@ -2,12 +2,21 @@
 # A two-process JAX job on one CPU machine (manual coordinator on 127.0.0.1),
 # e.g. to check multi-host code paths:
 #   launch/two_process_cpu.sh configs/cpu.py workdir/mp
+# Re-running it on the same workdir resumes (each process its own data
+# position); the exit status is the first failing process's.
 set -euo pipefail
 CONFIG=${1:?config}; WORKDIR=${2:?workdir}; shift 2
 PORT=${PORT:-12355}
+pids=()
 for i in 0 1; do
   python -m deocc_jax.main --config="$CONFIG" --workdir="$WORKDIR" \
     --config.distributed.mode=manual --config.distributed.coordinator_address=127.0.0.1:$PORT \
     --config.distributed.num_processes=2 --config.distributed.process_id=$i "$@" &
+  pids+=($!)
 done
-wait
+trap 'kill "${pids[@]}" 2>/dev/null || true' INT TERM
+status=0
+for p in "${pids[@]}"; do
+  wait "$p" || { [ "$status" -ne 0 ] || status=$?; }
+done
+exit "$status"

@@ -197,3 +197,43 @@ def test_load_refuses_incomplete_directory(tmp_path: Path) -> None:
     (tmp_path / "metadata.json").write_text(json.dumps({"architecture": "vggface2_resnet50"}))
     with pytest.raises(ckpt.CheckpointError, match="lacks"):
         ckpt.load_converted_teacher(tmp_path)
+
+
+def test_converted_teacher_keeps_its_classifier_for_distillation_ce(vgg_case: dict[str, Any]) -> None:
+    """Fix for L_CE (text after Eq. 16): the converted teacher keeps its 8,631-way
+    ``fc``, the teacher API exposes it (``num_classes``, ``logits`` in PyTorch's
+    values) and the paper config's student head takes the teacher's classes, so
+    the teacher-target cross-entropy runs (it used to raise on the shape mismatch
+    between the 8,631 teacher logits and a head over the data set's identities)."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "configs"))
+    import paper_celeba
+    from deocc_jax.losses import relational
+    from deocc_jax.teachers import api
+    from deocc_jax.training import distillation_stage
+
+    out_dir = vgg_case["dir"] / "converted_for_ce"
+    assert convert_cli.main(["--arch", vgg_case["arch"], "--weights",
+                             str(vgg_case["files"]["pickle_numpy"]), "--out", str(out_dir)]) == 0
+    teacher = api.load_teacher("converted", str(out_dir))
+    assert teacher.num_classes == 8631
+    images = vgg_case["images"].astype(np.float32) / 127.5 - 1.0  # the pipeline's [-1, 1]
+    t_logits = np.asarray(jax.jit(teacher.apply)(teacher.params, jnp.asarray(images))["logits"])
+    np.testing.assert_allclose(t_logits, vgg_case["logits"], rtol=0, atol=TOL)
+
+    d = paper_celeba.get_config().distillation
+    assert d.ce_target == "teacher" and d.use_ce
+    n_head = distillation_stage.head_classes(d, 7, teacher.num_classes, teacher.name)
+    assert n_head == 8631
+    s_logits = np.random.default_rng(5).normal(size=(2, n_head)).astype(np.float32)
+    t = float(d.temperature)
+    got = float(relational.cross_entropy(jnp.asarray(s_logits), target="teacher",
+                                         teacher_logits=jnp.asarray(t_logits), temperature=t))
+
+    def logsm(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float64)
+        m = x.max(1, keepdims=True)
+        return x - m - np.log(np.exp(x - m).sum(1, keepdims=True))
+
+    lt, ls = logsm(t_logits / t), logsm(s_logits / t)
+    want = t * t * np.mean(np.sum(np.exp(lt) * (lt - ls), axis=1))
+    assert got == pytest.approx(want, rel=1e-4) and got > 0

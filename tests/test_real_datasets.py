@@ -233,3 +233,112 @@ def test_tfds_face_folder_builder(tmp_path):
   r = src[3]
   assert r["image"].shape == (32, 32, 3) and r["identity"] in (0, 1)
   np.testing.assert_allclose(r["landmarks"], rd.DEFAULT_RELATIVE_LANDMARKS * 32)
+
+
+# ------------------------------------------------- held-out identities (issue 10)
+
+def test_celeba_holdout_identities_leave_every_training_split(celeba):
+  """random_6_1 splits images: its validation identities were all trained on.
+  holdout_identities removes a seeded identity set from train / validation
+  and makes it the split 'heldout'."""
+  tr = rd.CelebA(str(celeba), "train", partition="random_6_1", seed=1)
+  va = rd.CelebA(str(celeba), "validation", partition="random_6_1", seed=1)
+  assert set(va.identity_names) <= set(tr.identity_names)  # the problem: shared identities
+  kw = dict(partition="random_6_1", seed=1, holdout_identities=2)
+  tr, va, ho = (rd.CelebA(str(celeba), s, **kw) for s in ("train", "validation", "heldout"))
+  ids = rd._parse_two_columns(str(celeba / "identity_CelebA.txt"))
+  held = {ids[os.path.basename(p)] for p in ho.paths}
+  assert len(held) == 2 and ho.heldout_identities == held
+  assert len(ho) == sum(1 for v in ids.values() if v in held)  # every image of them
+  for split in (tr, va):
+    assert not held & {ids[os.path.basename(p)] for p in split.paths}
+  assert len(tr) + len(va) + len(ho) == len(ids)
+  # A fraction works too, and the same seed gives the same identities.
+  again = rd.CelebA(str(celeba), "heldout", partition="random_6_1", seed=1,
+                    holdout_identities=2 / 7)
+  assert again.paths == ho.paths
+  with pytest.raises(ValueError, match="holdout_identities"):
+    rd.CelebA(str(celeba), "heldout", partition="random_6_1")
+  with pytest.raises(ValueError, match="fewer than all"):
+    rd.CelebA(str(celeba), "train", holdout_identities=7)
+
+
+# ------------------------------------------- LFW / AR aligned like CelebA (issue 10)
+
+def _reference_align(image, lm, template, size):
+  """Independent float64 reference: the similarity template -> image solved
+  with complex numbers (z' = a z + b), bilinear sampling with scipy."""
+  from scipy import ndimage
+  src = template[:, 0] + 1j * template[:, 1]
+  dst = lm[:, 0] + 1j * lm[:, 1]
+  sc, dc = src - src.mean(), dst - dst.mean()
+  a = np.vdot(sc, dc) / np.vdot(sc, sc)
+  b = dst.mean() - a * src.mean()
+  ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+  z = a * (xs + 1j * ys) + b
+  img = np.asarray(image, np.float64)
+  out = np.stack([ndimage.map_coordinates(img[..., c], [z.imag, z.real], order=1, cval=0.0)
+                  for c in range(3)], -1)
+  lm_out = (dst - b) / a
+  return out, np.stack([lm_out.real, lm_out.imag], -1)
+
+
+def test_lfw_faces_aligned_by_landmarks_onto_the_training_template(lfw, tmp_path):
+  root, pairs = lfw
+  rows, truth = [], {}
+  for k, n in enumerate(["Alice_A", "Bob_B", "Carol_C"]):
+    for j in range(1, 4):
+      _, lm = _face(k * 3 + j, (250, 250))
+      rel = f"{n}/{n}_{j:04d}.jpg"
+      truth[rel] = np.round(lm.astype(np.float64), 2)
+      rows.append(rel + " " + " ".join(f"{v:.2f}" for v in lm.ravel()))
+  lm_file = tmp_path / "lfw_landmarks.txt"
+  lm_file.write_text("\n".join(rows) + "\n")
+  # 96 px: the warp shrinks by < 2x, so no pyramid (the reference is plain bilinear).
+  template = rd.DEFAULT_RELATIVE_LANDMARKS * 96 + np.array([0.0, 2.0], np.float32)
+  src = rd.LFW(str(root), str(pairs), resolution=96, landmarks_file=str(lm_file),
+               align_to=template)
+  for i in (0, 4):
+    rec = src[i]
+    rel = os.path.relpath(src.paths[i], root)
+    want_img, want_lm = _reference_align(np.asarray(Image.open(src.paths[i]).convert("RGB")),
+                                         truth[rel].astype(np.float64),
+                                         template.astype(np.float64), 96)
+    assert rec["image"].shape == (96, 96, 3) and rec["image"].dtype == np.uint8
+    np.testing.assert_allclose(rec["landmarks"], want_lm, atol=1e-3)
+    # The aligned landmarks sit on the template (5 points, least squares).
+    assert np.abs(rec["landmarks"] - template).max() < 3.0
+    inner = (slice(2, -2), slice(2, -2))
+    np.testing.assert_allclose(rec["image"][inner], want_img[inner], atol=1.01)
+  # Not the old fixed central crop: the crop-and-resize output differs.
+  plain = rd.LFW(str(root), str(pairs), resolution=96)[0]["image"]
+  assert np.abs(plain.astype(int) - src[0]["image"].astype(int)).mean() > 5
+
+
+def test_detector_supplies_missing_landmarks_and_misses_are_counted(tmp_path):
+  root = make_ar(tmp_path)
+  template = rd.DEFAULT_RELATIVE_LANDMARKS * 40
+  calls = []
+
+  def detector(image):  # records are read in order; the first face is "missed"
+    calls.append(image.shape)
+    if len(calls) == 1:
+      raise ValueError("no face")
+    lm = _face(int(os.path.basename(paths[len(calls) - 1]).split("-")[2][:2]), (120, 165))[1]
+    return np.stack([lm + 50, lm])  # (F, 5, 2): the widest face is taken (equal here)
+
+  src = rd.ARFace(str(root), "sunglasses", resolution=40, align_to=template,
+                  detector=detector)
+  paths = src.paths
+  recs = [src[i] for i in range(len(src))]
+  assert len(calls) == len(src) and src.undetected == {paths[0]}
+  for rec, p in zip(recs[1:], paths[1:]):
+    lm = _face(int(os.path.basename(p).split("-")[2][:2]), (120, 165))[1] + 50
+    _, want_lm = _reference_align(rd.read_image(p), lm.astype(np.float64),
+                                  template.astype(np.float64), 40)
+    np.testing.assert_allclose(rec["landmarks"], want_lm, atol=1e-3)
+  with pytest.raises(ValueError, match="unknown landmark detector"):
+    rd.make_detector("opencv")
+  assert rd.make_detector("") is None
+  with pytest.raises(ValueError, match="cannot import"):
+    rd.make_detector("numpy:no_such_function")

@@ -220,13 +220,38 @@ def test_instance_losses_and_centroids_vs_numpy():
 
   s = rng.normal(size=(6, d))
   lab = labels[:6]
-  want = np.mean([np.mean(np.abs(s[b] - np.asarray(cent)[lab[b]])) for b in range(6)])
+  # Eq. 12 / 17: l1(a, b) is the L1 distance of two vectors (sum over the
+  # dimensions, float64 loops), averaged over the batch.
+  def l1(a, b):
+    return sum(abs(float(a[k]) - float(b[k])) for k in range(d))
+
+  want = np.mean([l1(s[b], np.asarray(cent, np.float64)[lab[b]]) for b in range(6)])
   got = R.soft_instance_loss(jnp.asarray(s, jnp.float32), jnp.asarray(lab), cent)
   np.testing.assert_allclose(float(got), want, rtol=1e-6)
   t = rng.normal(size=(6, d))
-  want_hard = np.mean([np.mean(np.abs(t[b] - s[b])) for b in range(6)])
+  want_hard = np.mean([l1(t[b], s[b]) for b in range(6)])
   got_hard = R.instance_loss(jnp.asarray(t, jnp.float32), jnp.asarray(s, jnp.float32))
   np.testing.assert_allclose(float(got_hard), want_hard, rtol=1e-6)
+
+
+def test_instance_loss_is_an_l1_distance_not_a_mean_over_dimensions():
+  """Eq. 12 at the right scale: doubling the dimension with a copy of every
+  coordinate doubles the per-sample L1 distance (a mean over dimensions would
+  not change), and a single sample gives exactly ||t - s||_1."""
+  rng = np.random.default_rng(12)
+  t = rng.normal(size=(5, 16))
+  s = rng.normal(size=(5, 16))
+  f = lambda a, b: float(R.instance_loss(jnp.asarray(a, jnp.float32),  # noqa: E731
+                                         jnp.asarray(b, jnp.float32)))
+  np.testing.assert_allclose(f(np.concatenate([t, t], 1), np.concatenate([s, s], 1)),
+                             2 * f(t, s), rtol=1e-6)
+  np.testing.assert_allclose(f(t[:1], s[:1]), np.abs(t[0] - s[0]).sum(), rtol=1e-6)
+  lab = np.array([0, 1, 0, 2, 1])
+  cent = rng.normal(size=(3, 16))
+  np.testing.assert_allclose(
+      float(R.soft_instance_loss(jnp.asarray(s, jnp.float32), jnp.asarray(lab),
+                                 jnp.asarray(cent, jnp.float32))),
+      np.mean(np.abs(s - cent[lab]).sum(1)), rtol=1e-6)
 
 
 def test_cross_entropy_vs_numpy():

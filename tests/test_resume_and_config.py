@@ -47,17 +47,17 @@ def test_bad_config_values_name_the_key(tmp_path):
   c.teacher.kind = "oracle"
   with pytest.raises(ConfigError, match=r"config.teacher.kind must be 'arcface', 'dlib' or "
                      r"'converted', got 'oracle'"):
-    main_lib.run(c, str(tmp_path))
+    main_lib.run(c, str(tmp_path / "a"))
   c = tiny_config()
   c.stages = ("deocclusion",)
   c.data.source = "imagenet"
   with pytest.raises(ConfigError, match="config.data.source must be"):
-    main_lib.run(c, str(tmp_path))
+    main_lib.run(c, str(tmp_path / "b"))
   c = tiny_config()
   c.stages = ("deocclusion",)
   del c["pipeline"]
   with pytest.raises(ConfigError, match="missing required field 'pipeline'"):
-    main_lib.run(c, str(tmp_path))
+    main_lib.run(c, str(tmp_path / "c"))
   c = tiny_config()
   c.stages = ("distill_soft",)
   with pytest.raises(FileNotFoundError, match="stage 'teacher' has no checkpoints .* run that "

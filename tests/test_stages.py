@@ -108,3 +108,75 @@ def test_distillation_step_sharded_equals_single_device(instance, sharded_rel):
         frozen, mesh)
     results.append(_run_step(init_fn, step_fn, batch, mesh, keys))
   _assert_same(*results, tol=2e-5)
+
+
+def _logsoftmax64(x):
+  x = np.asarray(x, np.float64)
+  m = x.max(-1, keepdims=True)
+  return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def test_distillation_ce_on_teacher_outputs_over_teacher_classes():
+  """L_CE as the paper defines it (text after Eq. 16): the student's head has
+  one output per *teacher* class (here 11, not the 40 training identities) and
+  is trained on the teacher's softened distribution, T^2 KL at temperature T,
+  checked against a float64 reference. (Before: the head had the identities'
+  size and ce_target='teacher' raised on the shape mismatch.)"""
+  c = tiny_config()
+  batch, src = _batch()
+  n_teacher = 11
+  assert n_teacher != src.num_classes
+  w = jax.random.normal(jax.random.key(4), (RES * RES * 3, n_teacher)) * 0.05
+
+  def teacher_apply(p, x):
+    flat = x.reshape(x.shape[0], -1)
+    return {"embedding": flat[:, :16] / jnp.linalg.norm(flat[:, :16], axis=1, keepdims=True),
+            "logits": flat @ p["w"]}
+
+  m0 = jnp.zeros((1, RES, RES, 1)).at[:, 8:16, 8:16].set(1)
+  g_params = deocclusion_stage.generator_from_config(c.deocclusion).init(
+      jax.random.key(2), jnp.zeros((1, RES, RES, 3)), m0)["params"]
+  frozen = {"teacher": {"w": w}, "generator": g_params}
+  dc = c.distillation
+  dc.ce_target, dc.temperature, dc.instance = "teacher", 3.0, "hard"
+  init_fn, step_fn = distillation_stage.make_fns(
+      dc, c.deocclusion, teacher_apply, 16, src.num_classes, RES, frozen,
+      teacher_num_classes=n_teacher)
+  state = init_fn(jax.random.key(0))
+  assert state["params"]["classifier"]["kernel"].shape[-1] == n_teacher
+  b = {k: jnp.asarray(batch[k]) for k in ("masked", "mask", "clean", "identity")}
+  _, metrics = jax.jit(step_fn)(state, b)
+  # Reference: the student's logits on the completed faces (train-mode BN, as in the step).
+  student = distillation_stage.student_from_config(dc, 16, n_teacher)
+  complete = deocclusion_stage.complete_fn(c.deocclusion, frozen["generator"])
+
+  @jax.jit
+  def student_logits(p, stats, x, m):
+    out, _ = student.apply({"params": p, "batch_stats": stats}, complete(x, m), train=True,
+                           mutable=["batch_stats"])
+    return out["logits"]
+
+  s_logits = {"logits": student_logits(state["params"], state["batch_stats"], b["masked"],
+                                       b["mask"])}
+  t = 3.0
+  lt = _logsoftmax64(np.asarray(teacher_apply(frozen["teacher"], b["clean"])["logits"]) / t)
+  ls = _logsoftmax64(np.asarray(s_logits["logits"]) / t)
+  want = t * t * np.mean(np.sum(np.exp(lt) * (lt - ls), axis=1))
+  assert float(metrics["loss/ce"]) == pytest.approx(want, rel=1e-4)
+  assert 0.0 <= float(metrics["train/teacher_agreement"]) <= 1.0
+  # Embedding needs no classifier, whatever its size.
+  emb = distillation_stage.embed_fn(dc, 16, state)(b["clean"])
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(emb), axis=1), 1.0, rtol=1e-5)
+
+
+def test_distillation_ce_teacher_without_classifier_is_a_clear_error():
+  c = tiny_config()
+  dc = c.distillation
+  dc.ce_target = "teacher"
+  with pytest.raises(ValueError, match=r"ce_target='teacher'.*dlib.*no classifier"):
+    distillation_stage.make_fns(dc, c.deocclusion, lambda p, x: {}, 16, 40, RES, {},
+                                teacher_num_classes=None, teacher_name="teacher 'dlib'")
+  dc.ce_target = "labels"  # label cross-entropy stays available, head over the identities
+  assert distillation_stage.head_classes(dc, 40, None) == 40
+  dc.use_ce = False
+  assert distillation_stage.head_classes(dc, 40, 8631) is None

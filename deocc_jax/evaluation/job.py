@@ -7,7 +7,12 @@
 masked, completed by G with the true or the segmenter's predicted mask,
 mean-face fill, diffusion fill -- and every embedding sharded over all
 devices and hosts, and writes under ``<results_dir>`` (default
-``<workdir>/results``):
+``<workdir>/results``; a local path or any ``etils.epath`` URI such as
+``gs://...``). The training source's evaluation split must share no
+identity with the split the models trained on (:func:`held_out_source`
+refuses otherwise); LFW / AR faces are aligned by 5 landmarks onto the mean
+training landmarks (paper Sec. 4.1). Every table's title says whose
+identities it uses.
 
     verification_<set>.md/.csv          recogniser x input, mixture of categories
                                         (Fig. 4 / Table 2 shape; one / both faces masked,
@@ -32,6 +37,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from ml_collections import ConfigDict
 
 from deocc_jax.data import masks as masks_lib
@@ -48,6 +54,9 @@ INPUTS = {
     "diffusion_fill": "diffusion fill",
     "completed_predicted": "G, predicted mask",
     "completed": "G, true mask",
+    # Table 2's "GA w/o attention": G trained without contextual attention
+    # (stage 'deocclusion_noca'); only when that stage ran.
+    "completed_noca": "G without CA, true mask",
 }
 CATEGORY_INPUTS = ("masked", "completed_predicted", "completed")
 
@@ -93,6 +102,9 @@ class Evaluator:
       complete = models.complete
       self._fills["completed"] = lambda z: complete(z[..., :3], z[..., 3:])
       self._fills["completed_predicted"] = self._fills["completed"]
+    if models.complete_noca is not None:
+      complete_noca = models.complete_noca
+      self._fills["completed_noca"] = lambda z: complete_noca(z[..., :3], z[..., 3:])
 
   def map(self, fn: Callable[[jax.Array], jax.Array], images: np.ndarray, what: str
            ) -> np.ndarray:
@@ -118,7 +130,9 @@ class Evaluator:
       return False  # needs the segmenter's mask
     if kind in ("completed", "completed_predicted") and self.models.complete is None:
       return False
-    return not (kind == "completed" and view.mask is None)
+    if kind == "completed_noca" and self.models.complete_noca is None:
+      return False
+    return not (kind in ("completed", "completed_noca") and view.mask is None)
 
   def images(self, view: protocols.OccludedView, kind: str) -> np.ndarray:
     key = (id(view), kind)
@@ -201,7 +215,7 @@ def write_verification(res: dict[str, Any], vs: protocols.VerificationSet, model
   head = (f"Verification on {name}: {len(vs.clean)} faces, {vs.num_pairs} pairs in 10 folds; "
           "occluders from every category (mixture), on the second face of each pair (one) or "
           "on both; accuracy = mean ± std over folds at the threshold chosen on the other 9. "
-          "AUC / EER / TAR@FAR with one face masked.")
+          f"AUC / EER / TAR@FAR with one face masked. Identities: {vs.identities or 'unstated'}.")
   report.write_table(rows, [("recognizer", "recognizer"), ("input", "input"),
                             ("one", "acc. % (one masked)"), ("both", "acc. % (both masked)"),
                             ("auc", "AUC"), ("eer", "EER"), ("tar3", "TAR@FAR=1e-3"),
@@ -214,7 +228,8 @@ def write_verification(res: dict[str, Any], vs: protocols.VerificationSet, model
                                              for k in kinds}} for r, per in mix.items()]
   report.write_table(t2, [("recognizer", "recognizer")] + [(k, INPUTS[k]) for k in kinds],
                      os.path.join(out_dir, f"table2_{name}"),
-                     title=f"Accuracy (%) on {name} by input (one face masked; mixture)")
+                     title=f"Accuracy (%) on {name} by input (one face masked; mixture). "
+                           f"Identities: {vs.identities or 'unstated'}.")
   for side in ("one", "both"):
     cat_rows = []
     for r in models.recognizers:
@@ -229,7 +244,8 @@ def write_verification(res: dict[str, Any], vs: protocols.VerificationSet, model
     report.write_table(cat_rows, [("recognizer", "recognizer"), ("input", "input")]
                        + [(c, c) for c in conds],
                        os.path.join(out_dir, f"by_category_{name}_{side}"),
-                       title=f"Accuracy (%) on {name} per mask category, {side} face(s) masked")
+                       title=f"Accuracy (%) on {name} per mask category, {side} face(s) masked. "
+                             f"Identities: {vs.identities or 'unstated'}.")
   if plots:
     report.plot_roc_curves(res["roc"], os.path.join(out_dir, f"roc_{name}.png"),
                            title=f"ROC on {name} (one face masked, mixture)")
@@ -280,13 +296,14 @@ def write_identification(res: dict[str, Any], ids: protocols.IdentificationSet,
   report.write_table(rows, cols, os.path.join(out_dir, f"identification_{name}"),
                      title=(f"Rank-1 identification (%) on {name}: gallery {len(ids.gallery)} "
                             f"clean faces of {len(np.unique(ids.gallery_labels))} identities; "
-                            f"probes {n_probes}"))
+                            f"probes {n_probes}. Identities: {ids.identities or 'unstated'}."))
   curves = {f"{models.display(r)}, {s.split()[0]}, {INPUTS[k]}": np.asarray(v["cmc"])
             for r in res for s in subsets for k, v in res[r][s].items()
             if k in ("masked", "completed_predicted", "completed")}
-  with open(os.path.join(out_dir, f"cmc_{name}.md"), "w") as f:
-    f.write(f"CMC on {name} (rank-k identification, %)\n\n"
-            + identification.format_cmc_table(curves) + "\n")
+  report.write_text(f"CMC on {name} (rank-k identification, %). Identities: "
+                    f"{ids.identities or 'unstated'}.\n\n"
+                    + identification.format_cmc_table(curves) + "\n",
+                    os.path.join(out_dir, f"cmc_{name}.md"))
   if plots:
     report.plot_cmc_curves(curves, os.path.join(out_dir, f"cmc_{name}.png"),
                            title=f"CMC on {name}")
@@ -321,7 +338,8 @@ def write_completion_grid(ev: Evaluator, vs: protocols.VerificationSet, out_dir:
                                  "mask": view.mask[:n]}
   if ev.models.segment is not None:
     cols["predicted mask"] = ev.predicted_mask(view)[:n]
-  for kind in ("mean_fill", "diffusion_fill", "completed_predicted", "completed"):
+  for kind in ("mean_fill", "diffusion_fill", "completed_predicted", "completed",
+               "completed_noca"):
     if ev.available(view, kind):
       cols[INPUTS[kind]] = ev.images(view, kind)[:n]
   scale = max(1, 96 // vs.clean.shape[1])  # nearest-neighbour zoom: small faces stay visible
@@ -337,13 +355,67 @@ def write_training_curves(workdir: str, out_dir: str) -> None:
             "finetune_arcface": ["loss/arcface"], "segmentation": ["loss/bce"]}
   for stage, keys in wanted.items():
     path = os.path.join(workdir, stage, "logs", "metrics.jsonl")
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
       continue
     for k, v in report.read_metric_series(path, keys).items():
       series.setdefault(k, {})[stage] = v
   if series:
     report.plot_loss_curves(series, os.path.join(out_dir, "training_losses.png"),
                             title="Training losses per stage")
+
+
+# ------------------------------------------------------- held-out identities
+
+class HeldOutError(ValueError):
+  """An evaluation set shares identities with the data the models trained on."""
+
+
+def identity_keys(source: Any) -> set[str]:
+  """The (global) identity names of a face source, as strings."""
+  names = getattr(source, "identity_names", None)
+  if names is None:
+    names = getattr(source, "identities", None)  # synthetic: global identity ids
+  if names is None:
+    raise HeldOutError(f"{source!r} does not say which identities it holds "
+                       "(identity_names / identities): cannot check it is held out")
+  return {str(n) for n in np.asarray(names).ravel().tolist()}
+
+
+def held_out_source(config: ConfigDict) -> tuple[Any, dict[str, Any]]:
+  """The training source's ``config.evaluate.split``, checked to share no identity
+  with the split every training stage reads ('train': teacher trained here,
+  G, segmenter, students, fine-tuned baseline); raises :class:`HeldOutError`
+  otherwise. Returns (source, {'split', 'identities', 'trained_identities',
+  'shared', 'description'})."""
+  split = str(stages.require(config, "evaluate.split"))
+  kind = str(config.data.source)
+  trained = identity_keys(stages.make_source(config, "train"))
+  src = stages.make_source(config, split)
+  held = identity_keys(src)
+  shared = sorted(trained & held)
+  if shared:
+    raise HeldOutError(
+        f"config.evaluate.split={split!r} of data source {kind!r} shares {len(shared)} of its "
+        f"{len(held)} identities (e.g. {shared[:5]}) with the 'train' split every trained "
+        "model saw; refusing to write verification / identification tables on them. Hold "
+        "identities out of training: for CelebA set config.data.holdout_identities (e.g. "
+        "1000) and config.evaluate.split='heldout' (partition 'random_6_1' splits images, so "
+        "its 'validation' identities were trained on); the synthetic splits are "
+        "identity-disjoint.")
+  how = ("excluded from every training stage by config.data.holdout_identities"
+         if split == "heldout" else f"split {split!r}, disjoint from the training split")
+  desc = (f"{len(held)} {kind} identities ({how}; 0 shared with the {len(trained)} training "
+          "identities)")
+  return src, {"split": split, "identities": len(held), "trained_identities": len(trained),
+               "shared": 0, "description": desc}
+
+
+def _external_identities(name: str, teacher_name: str, undetected: int) -> str:
+  aligned = ("" if not undetected else
+             f"; {undetected} faces without landmarks placed by the default layout")
+  return (f"the {name} identities (an external set, none in this run's training data; "
+          f"the pretrained teacher's ({teacher_name}) own training set is not checked"
+          f"{aligned})")
 
 
 # --------------------------------------------------------------------- run
@@ -355,7 +427,13 @@ def run(config: ConfigDict, workdir: str, checkpoint: str | None = None,
   t_start = time.perf_counter()
   checkpoint = str(checkpoint or e.get("checkpoint", "latest"))
   wanted = tuple(e.get("recognizers", ())) or None
+  held_src = held = None
+  if bool(e.get("held_out", True)):  # refuse trained-on identities before any restore
+    held_src, held = held_out_source(config)
   models = restore_models(config, workdir, checkpoint, wanted)
+  if jax.process_index() == 0:  # also recorded in results.json (checkpoint_steps)
+    print("restored checkpoints: " + ", ".join(f"{k} step {v}" for k, v in
+                                              sorted(models.steps.items())), flush=True)
   inputs = tuple(e.get("inputs", tuple(INPUTS)))
   bad = [k for k in inputs if k not in INPUTS]
   if bad:
@@ -367,24 +445,35 @@ def run(config: ConfigDict, workdir: str, checkpoint: str | None = None,
   plots = bool(e.get("plots", True))
   write = jax.process_index() == 0
   if write:
-    os.makedirs(out_dir, exist_ok=True)
+    epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
   max_records = int(e.get("max_records", 0)) or None
   mask_cfg = stages.mask_config(config)
   conditions = (protocols.MIXTURE,) + tuple(e.get("categories", masks_lib.CATEGORIES))
   results: dict[str, Any] = {"checkpoint_steps": models.steps, "teacher": models.teacher.name,
                              "verification": {}, "identification": {}}
   sets = []
-  if bool(e.get("held_out", True)):  # the training source's held-out identities
-    src = stages.make_source(config, str(e.split))
-    sets.append(protocols.synthetic_verification_set(
-        src, int(e.num_pairs), int(e.seed), mask_cfg, conditions, max_records,
-        name=str(config.data.source)))
+  if held_src is not None:  # the training source's held-out identities
+    results["held_out"] = held
+    vs = protocols.synthetic_verification_set(
+        held_src, int(e.num_pairs), int(e.seed), mask_cfg, conditions, max_records,
+        name=str(config.data.source))
+    vs.identities = held["description"]
+    sets.append(vs)
+  # LFW / AR get the training faces' preprocessing (paper Sec. 4.1): aligned by
+  # 5 landmarks (their files, else the detector) onto the mean training landmarks.
+  from deocc_jax.data import real_datasets as rd
+  align = bool(e.get("align_real_faces", True))
+  real_kw = dict(align_to=models.mean_landmarks if align else None,
+                 detector=rd.make_detector(str(e.get("landmark_detector", ""))) if align
+                 else None)
   if str(e.get("lfw_root", "")):
-    from deocc_jax.data import real_datasets as rd
     lfw = rd.LFW(str(e.lfw_root), str(stages.require(config, "evaluate.lfw_pairs")),
                  resolution=models.resolution, landmarks_file=str(e.get("lfw_landmarks", ""))
-                 or None)
-    sets.append(protocols.lfw_verification_set(lfw, int(e.seed), mask_cfg, conditions))
+                 or None, **real_kw)
+    vs = protocols.lfw_verification_set(lfw, int(e.seed), mask_cfg, conditions)
+    vs.identities = _external_identities("LFW", models.teacher.name, len(lfw.undetected))
+    results["undetected"] = {"lfw": len(lfw.undetected)}
+    sets.append(vs)
   for vs in sets:
     res = verification_results(ev, vs, inputs)
     results["verification"][vs.name] = {"num_pairs": vs.num_pairs, "num_faces": len(vs.clean),
@@ -400,13 +489,18 @@ def run(config: ConfigDict, workdir: str, checkpoint: str | None = None,
         write_completion_grid(ev, vs, out_dir)
   id_sets = []
   if bool(e.get("identification", True)) and bool(e.get("held_out", True)):
-    id_sets.append(protocols.synthetic_identification_set(
-        stages.make_source(config, str(e.split)), int(e.seed),
+    ids = protocols.synthetic_identification_set(
+        held_src, int(e.seed),
         int(e.get("gallery_per_identity", 1)), max_records,
-        int(e.get("probes_per_identity", 0)) or None, name=str(config.data.source)))
+        int(e.get("probes_per_identity", 0)) or None, name=str(config.data.source))
+    ids.identities = results["held_out"]["description"]
+    id_sets.append(ids)
   if str(e.get("ar_root", "")):
-    id_sets.append(protocols.ar_identification_set(
-        str(e.ar_root), models.resolution, str(e.get("ar_landmarks", "")) or None))
+    ids = protocols.ar_identification_set(
+        str(e.ar_root), models.resolution, str(e.get("ar_landmarks", "")) or None, **real_kw)
+    ids.identities = _external_identities("AR", models.teacher.name, ids.undetected)
+    results.setdefault("undetected", {})["ar"] = ids.undetected
+    id_sets.append(ids)
   for ids in id_sets:
     res = identification_results(ev, ids, inputs)
     results["identification"][ids.name] = res
@@ -436,7 +530,6 @@ def _print_summary(out_dir: str) -> None:
   for stem in ("table2_synthetic", "table2_celeba", "table2_lfw", "identification_synthetic",
                "identification_ar", "segmentation_iou"):
     path = os.path.join(out_dir, stem + ".md")
-    if os.path.exists(path):
-      with open(path) as f:
-        print(f.read())
+    if epath.Path(path).exists():
+      print(epath.Path(path).read_text())
   print(f"evaluation results in {out_dir}")

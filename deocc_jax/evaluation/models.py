@@ -31,8 +31,8 @@ RECOGNIZERS = {
     "student_hard": ("distill_hard", "student (hard)"),
     "student_soft": ("distill_soft", "student (soft)"),
 }
-STAGES = ("teacher", "deocclusion", "segmentation", "finetune_arcface", "distill_hard",
-          "distill_soft")
+STAGES = ("teacher", "deocclusion", "deocclusion_noca", "segmentation", "finetune_arcface",
+          "distill_hard", "distill_soft")
 
 EmbedFn = Callable[[jax.Array], jax.Array]
 
@@ -65,8 +65,9 @@ def parse_checkpoint_spec(spec: str | int) -> dict[str, int | str]:
 
 
 def _has_checkpoints(workdir: str, stage: str) -> bool:
-  d = os.path.join(workdir, stage, "checkpoints")
-  return os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d))
+  from deocc_jax.training.workdir import as_path
+  d = as_path(workdir) / stage / "checkpoints"
+  return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
 
 
 @dataclasses.dataclass
@@ -80,9 +81,14 @@ class Models:
   steps: dict[str, int]                  # stage -> restored step
   teacher: Any                           # the api.Teacher (frozen recogniser of clean faces)
   generator: Any                         # G's parameters, or None
+  # G without contextual attention (stage 'deocclusion_noca', Table 2's "GA w/o
+  # attention"): (masked, mask) -> completed, or None when that stage did not run
+  complete_noca: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
   def display(self, key: str) -> str:
     name = RECOGNIZERS[key][1]
+    if key == "arcface_finetuned" and self.teacher.name != "arcface":
+      return f"{self.teacher.name} fine-tuned (ArcFace loss)"  # the converted teacher
     return f"teacher ({self.teacher.name})" if key == "teacher" else name
 
 
@@ -109,7 +115,8 @@ def restore_models(config: ConfigDict, workdir: str, checkpoint: str | int = "la
   from deocc_jax.training import deocclusion_stage, distillation_stage, loop
   which = parse_checkpoint_spec(checkpoint)
   pick = lambda stage: which.get(stage, which["*"])  # noqa: E731
-  if not os.path.isdir(workdir):
+  from deocc_jax.training.workdir import as_path
+  if not as_path(workdir).is_dir():
     raise FileNotFoundError(f"workdir {workdir!r} does not exist")
   res = int(stages.require(config, "data.resolution"))
   mesh = stages.make_mesh(config)
@@ -131,6 +138,12 @@ def restore_models(config: ConfigDict, workdir: str, checkpoint: str | int = "la
     g, steps["deocclusion"] = stages.restore_generator(config, workdir, pick("deocclusion"),
                                                        with_step=True)
     complete = deocclusion_stage.complete_fn(config.deocclusion, g)
+  complete_noca = None
+  if _has_checkpoints(workdir, "deocclusion_noca"):
+    g_noca, steps["deocclusion_noca"] = stages.restore_generator(
+        config, workdir, pick("deocclusion_noca"), with_step=True, stage="deocclusion_noca")
+    complete_noca = deocclusion_stage.complete_fn(
+        stages.deocclusion_section(config, "deocclusion_noca"), g_noca)
   segment = None
   if _has_checkpoints(workdir, "segmentation") and "segmentation" in config:
     segment, steps["segmentation"] = stages.restore_segmenter(config, workdir,
@@ -149,11 +162,12 @@ def restore_models(config: ConfigDict, workdir: str, checkpoint: str | int = "la
       rec[key], steps[stage] = stages.restore_finetuned_arcface(config, workdir, pick(stage),
                                                                 teacher, g)
     else:
-      c, _, source, init_fn, _ = stages._distill_fns(config, workdir, stage, mesh,
+      c, _, _, init_fn, _ = stages._distill_fns(config, workdir, stage, mesh,
                                                      teacher=teacher, generator=g)
       steps[stage], state = loop.restore_state(workdir, stage, init_fn,
                                                stages._key(config, stage), mesh, pick(stage),
                                                **loop.best_args(c))
-      rec[key] = distillation_stage.embed_fn(c, teacher.embed_dim, source.num_classes, state)
+      rec[key] = distillation_stage.embed_fn(c, teacher.embed_dim, state)
   mean_face, mean_lm = mean_training_face(config)
-  return Models(res, rec, complete, segment, mean_face, mean_lm, steps, teacher, g)
+  return Models(res, rec, complete, segment, mean_face, mean_lm, steps, teacher, g,
+                complete_noca=complete_noca)

@@ -14,7 +14,9 @@ way wherever it appears. A pair is scored with its second face occluded
   default (held-out identities), pairs drawn LFW-style
   (:func:`verification.make_pairs`: balanced, identity-disjoint folds).
 * :func:`lfw_verification_set`: the real LFW with the official pairs.txt
-  (6,000 pairs in 10 folds); occluders are placed by landmarks.
+  (6,000 pairs in 10 folds); faces aligned by their 5 landmarks onto the
+  training crop's template (``rd.LFW(..., align_to=...)``), occluders placed
+  by the same landmarks.
 
 Identification (AR): a gallery of clean faces per identity and probe
 subsets with sunglasses (AR1) and scarves (AR2).
@@ -66,6 +68,7 @@ class VerificationSet:
   labels: np.ndarray               # (N,)
   pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # a, b, same, fold
   views: dict[str, OccludedView]   # condition -> occluded copy of ``clean``
+  identities: str = ""             # which identities these are (goes into table titles)
 
   @property
   def num_pairs(self) -> int:
@@ -79,6 +82,8 @@ class IdentificationSet:
   gallery_labels: np.ndarray       # (G,)
   probe_labels: dict[str, np.ndarray]   # subset -> (P,)
   probes: dict[str, OccludedView]  # subset ('AR1 sunglasses', ...) -> occluded probes
+  undetected: int = 0              # faces the landmark detector missed (default layout)
+  identities: str = ""             # which identities these are (goes into table titles)
 
 
 def _occlude(record: dict[str, Any], rng: np.random.Generator, condition: str,
@@ -192,18 +197,24 @@ def synthetic_identification_set(source: Any, seed: int = 1234, gallery_per_iden
   return IdentificationSet(name, gallery, labels[gallery_idx], probe_labels, probes)
 
 
-def ar_identification_set(root: str, resolution: int, landmarks_file: str | None = None
-                          ) -> IdentificationSet:
+def ar_identification_set(root: str, resolution: int, landmarks_file: str | None = None,
+                          align_to: np.ndarray | None = None,
+                          detector: rd.Detector | None = None) -> IdentificationSet:
   """The real AR database (file naming ``m-001-01.bmp``; see ``ARFace``).
 
   Labels are per person across subsets; every probe person needs at least
-  one unoccluded gallery image.
+  one unoccluded gallery image. With ``align_to`` (the training crop's
+  template) every face is aligned by its 5 landmarks (``landmarks_file``,
+  else ``detector``), as CelebA's faces are (paper Sec. 4.1).
   """
-  gallery_src = rd.ARFace(root, "clean", resolution=resolution, landmarks_file=landmarks_file)
+  kw = dict(resolution=resolution, landmarks_file=landmarks_file, align_to=align_to,
+            detector=detector)
+  gallery_src = rd.ARFace(root, "clean", **kw)
   gallery = np.stack([to_unit_range(gallery_src[i]["image"]) for i in range(len(gallery_src))])
+  undetected = len(gallery_src.undetected)
   probes, probe_labels = {}, {}
   for subset, name in (("AR1 sunglasses", "sunglasses"), ("AR2 scarf", "scarf")):
-    src = rd.ARFace(root, name, resolution=resolution, landmarks_file=landmarks_file)
+    src = rd.ARFace(root, name, **kw)
     if not len(src):
       raise ValueError(f"{root}: no AR {name} images (indices {rd.AR_SUBSETS[name]})")
     missing = sorted(set(src.labels.tolist()) - set(gallery_src.labels.tolist()))
@@ -213,5 +224,6 @@ def ar_identification_set(root: str, resolution: int, landmarks_file: str | None
     images = np.stack([to_unit_range(src[i]["image"]) for i in range(len(src))])
     probes[subset] = OccludedView(subset, images, None, None, None)
     probe_labels[subset] = src.labels.astype(np.int64)
+    undetected += len(src.undetected)
   return IdentificationSet("ar", gallery, gallery_src.labels.astype(np.int64), probe_labels,
-                           probes)
+                           probes, undetected)

@@ -1,9 +1,12 @@
 """Paper-ready outputs: Markdown/CSV tables, ROC/CMC/loss plots, image grids.
 
-Every writer is atomic (it writes ``path + ".tmp"`` and then ``os.replace``\\ s
-it onto ``path``), creates missing parent directories and returns the path(s)
-written. Plots use matplotlib's object API (``Figure`` + ``FigureCanvasAgg``),
-so no global pyplot state and no display are involved.
+Every writer takes a local path or any ``etils.epath`` URI (``gs://...``,
+any fsspec scheme), is atomic (locally it writes ``path + ".tmp"`` and then
+``os.replace``\\ s it onto ``path``; on object stores the bytes are rendered in
+memory and written as one whole object), creates missing parent directories
+and returns the path(s) written, as strings. Plots use matplotlib's object
+API (``Figure`` + ``FigureCanvasAgg``), so no global pyplot state and no
+display are involved.
 
 Tables (:func:`write_table`, :func:`markdown_table`): a cell is a float, an
 int, a string, ``None`` (``-`` in Markdown, empty in CSV) or a ``(mean, std)``
@@ -33,9 +36,10 @@ import io
 import json
 import math
 import os
-from typing import Any, Callable, Sequence
+from typing import IO, Any, Callable, Sequence
 
 import numpy as np
+from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
@@ -47,15 +51,31 @@ _DPI = 120
 # Atomic writing
 # --------------------------------------------------------------------------- #
 
-def _atomic_write(path: str, write: Callable[[str], None]) -> str:
-  """Calls ``write(tmp_path)`` and renames the result onto ``path``."""
+def _is_remote(path: str) -> bool:
+  return "://" in path
+
+
+def _atomic_write(path: Any, write: Callable[[IO[bytes]], None]) -> str:
+  """Calls ``write(binary_file)``; the result replaces ``path`` atomically.
+
+  Locally ``write`` fills ``path + ".tmp"``, which is then renamed onto
+  ``path``; for a URI it fills a ``BytesIO`` written as one object.
+  """
   path = os.fspath(path)
+  if _is_remote(path):
+    buf = io.BytesIO()
+    write(buf)
+    target = epath.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(buf.getvalue())
+    return path
   parent = os.path.dirname(path)
   if parent:
     os.makedirs(parent, exist_ok=True)
   tmp = path + ".tmp"
   try:
-    write(tmp)
+    with open(tmp, "wb") as f:
+      write(f)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -64,16 +84,18 @@ def _atomic_write(path: str, write: Callable[[str], None]) -> str:
   return path
 
 
-def _atomic_write_text(path: str, text: str) -> str:
-  def write(tmp: str) -> None:
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-      f.write(text)
-  return _atomic_write(path, write)
+def _atomic_write_text(path: Any, text: str) -> str:
+  return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def _save_figure(fig: Figure, path: str) -> str:
+def write_text(text: str, path: Any) -> str:
+  """Writes ``text`` (UTF-8) to ``path`` atomically (local path or URI)."""
+  return _atomic_write_text(path, text)
+
+
+def _save_figure(fig: Figure, path: Any) -> str:
   FigureCanvasAgg(fig)
-  return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
+  return _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=_DPI))
 
 
 # --------------------------------------------------------------------------- #
@@ -370,11 +392,11 @@ def read_metric_series(jsonl_path: str, keys: list[str]
   absent from every line are absent from the result.
   """
   jsonl_path = os.fspath(jsonl_path)
-  if not os.path.isfile(jsonl_path):
+  if not epath.Path(jsonl_path).is_file():
     raise FileNotFoundError(f"metrics file not found: {jsonl_path}")
   steps: dict[str, list[int]] = {k: [] for k in keys}
   values: dict[str, list[float]] = {k: [] for k in keys}
-  with open(jsonl_path, encoding="utf-8") as f:
+  with epath.Path(jsonl_path).open("r", encoding="utf-8") as f:
     for lineno, line in enumerate(f, 1):
       line = line.strip()
       if not line:
@@ -504,7 +526,7 @@ def write_completion_grid(columns: dict[str, np.ndarray], path: str, max_rows: i
     text = _fit_text(draw, title, font, cell_w)
     x0 = c * (cell_w + pad) + (cell_w - draw.textlength(text, font=font)) / 2
     draw.text((x0, 3), text, fill=(0, 0, 0), font=font)
-  return _atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
+  return _atomic_write(path, lambda f: canvas.save(f, format="PNG"))
 
 
 # --------------------------------------------------------------------------- #

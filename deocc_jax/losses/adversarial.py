@@ -8,7 +8,10 @@ Two kinds, selected by name:
   generator uses the non-saturating ``softplus(-D(G))``.
 * ``'wgan_gp'``: DeepFill v1's WGAN-GP: critic ``mean(D(G)) - mean(D(Y))``,
   generator ``-mean(D(G))``; add ``lambda * gradient_penalty(...)`` (lambda = 10)
-  to the critic loss, with the penalty restricted to the hole.
+  to the critic loss. :func:`gradient_penalty` weights the input gradient by the
+  ``mask`` it is given; the de-occlusion stage passes the hole for both critics
+  (the image mask for the global critic, the mask cropped and resized with the
+  local patch for the local one), as DeepFill v1 does.
 """
 
 from __future__ import annotations

@@ -7,15 +7,17 @@ vectorised, jit/grad compatible. The teacher side is always put under
 
 Terms and their normalisation
 -----------------------------
-* :func:`instance_loss`, Eq. 12: ``mean_b mean_d |t_bd - s_bd|`` (mean absolute
-  difference; the paper's sum over instances is replaced by a mean so that the
-  weight does not depend on batch size or dimension). Multiply by ``D`` for
-  the per-sample L1 norm.
-* :func:`soft_instance_loss`, Eq. 17/18: ``mean_b mean_d |s_bd - f_{y_b}, d|``,
+* :func:`instance_loss`, Eq. 12: ``mean_b sum_d |t_bd - s_bd|``: ``l1(t_i, s_i)``
+  is the L1 distance between the two vectors (a sum over the embedding
+  dimensions), averaged over the batch (the paper's sum over instances becomes
+  a mean so that the weight does not depend on the batch size). It therefore
+  grows with the dimension ``D`` like an L1 norm does; ``lambda_i`` absorbs that
+  (see ``configs/synthetic.py``).
+* :func:`soft_instance_loss`, Eq. 17/18: ``mean_b sum_d |s_bd - f_{y_b}, d|``,
   the student embedding pulled to the teacher's (precomputed, offline) centroid
-  of its identity (:func:`identity_centroids`). Note: Eq. 17 literally reads
-  ``l1(t_i - f_id, s_i - f_id)``, which is algebraically ``|t_i - s_i|`` i.e.
-  Eq. 12 again; we implement the stated intent (Sec. 4.2: the knowledge of the
+  of its identity (:func:`identity_centroids`), same scale as Eq. 12. Note:
+  Eq. 17 literally reads ``l1(t_i - f_id, s_i - f_id)``, which is
+  algebraically ``|t_i - s_i|`` i.e. Eq. 12 again; we implement the stated intent (Sec. 4.2: the knowledge of the
   teacher is "softened" to the identity centroid), i.e. the target of
   ``s_i`` is ``f_id`` instead of ``t_i``.
 * :func:`distance_loss`, Eq. 13: Euclidean distances over the ``B (B - 1)``
@@ -148,7 +150,7 @@ def huber(x: jax.Array, delta: float = HUBER_DELTA) -> jax.Array:
 
 
 def instance_loss(teacher: jax.Array, student: jax.Array) -> jax.Array:
-  """Eq. 12: ``mean_b mean_d |t - s|`` (L1, mean over batch and dimensions).
+  """Eq. 12: ``mean_b ||t_b - s_b||_1`` (L1 distance per sample, mean over the batch).
 
   Args:
     teacher: ``(B, D)`` teacher embeddings ``t_i`` (no gradient).
@@ -157,7 +159,7 @@ def instance_loss(teacher: jax.Array, student: jax.Array) -> jax.Array:
   _check_embeddings(teacher, student, "instance_loss", same_dim=True)
   dt = _compute_dtype(student)
   t = lax.stop_gradient(teacher).astype(dt)
-  return jnp.mean(jnp.abs(t - student.astype(dt)))
+  return jnp.mean(jnp.sum(jnp.abs(t - student.astype(dt)), axis=-1))
 
 
 def identity_centroids(embeddings: jax.Array, labels: jax.Array,
@@ -191,7 +193,7 @@ def identity_centroids(embeddings: jax.Array, labels: jax.Array,
 
 def soft_instance_loss(student: jax.Array, labels: jax.Array,
                        centroids: jax.Array) -> jax.Array:
-  """Eq. 17 (identity-centred, "OUR-Soft"): ``mean_b mean_d |s_b - f_{labels_b}|``.
+  """Eq. 17 (identity-centred, "OUR-Soft"): ``mean_b ||s_b - f_{labels_b}||_1``.
 
   Args:
     student: ``(B, D)`` student embeddings.
@@ -209,7 +211,7 @@ def soft_instance_loss(student: jax.Array, labels: jax.Array,
                      f"to match `student` {student.shape}, got {centroids.shape}")
   dt = _compute_dtype(student)
   target = jnp.take(lax.stop_gradient(centroids).astype(dt), labels, axis=0)
-  return jnp.mean(jnp.abs(student.astype(dt) - target))
+  return jnp.mean(jnp.sum(jnp.abs(student.astype(dt) - target), axis=-1))
 
 
 # ----------------------------------------------------------------------------
@@ -650,8 +652,8 @@ def total_distillation_loss(
   """Eq. 16: ``L = L_CE + lambda_i L_i + lambda_p L_p + lambda_t L_t``.
 
   Args:
-    teacher: ``(B, Dt)`` teacher features ``t_i``.
-    student: ``(B, Ds)`` student features ``s_i`` (``Ds == Dt`` for the
+    teacher: ``(B, Dt)`` teacher embeddings ``t_i``.
+    student: ``(B, Ds)`` student embeddings ``s_i`` (``Ds == Dt`` for the
       instance term).
     logits: ``(B, C)`` student logits; ``None`` drops ``L_CE`` (reported as 0).
     labels: ``(B,)`` identity labels (CE with ``ce_target='labels'`` and the
@@ -660,7 +662,8 @@ def total_distillation_loss(
       ``centroids`` and ``labels``) or ``'none'``.
     centroids: ``(C, Ds)`` teacher identity centroids (Eq. 18).
     lambda_i, lambda_p, lambda_t: weights (paper: ``lambda_p = 1``,
-      ``lambda_t = 2``; ``lambda_i`` unspecified, default 1).
+      ``lambda_t = 2``; ``lambda_i`` unspecified, default 1; the instance term
+      is a per-sample L1 *norm*, so it scales with the dimension).
     ce_target, teacher_logits, temperature: see :func:`cross_entropy`.
     angle_block_size: ``block_size`` of :func:`angle_loss`.
 

@@ -1,9 +1,17 @@
 """Student network: ResNet-18 with a single embedding layer (paper Sec. 3.4).
 
 ``phi_s`` = ResNet-18 (BasicBlock x [2, 2, 2, 2], widths 64-128-256-512 times
-``width``) -> global average pool (``phi-hat_s``, the features the relational
-losses of Eqs. 12-15 act on, returned as ``'features'``) -> one ``Dense``
-embedding layer (``'embedding'``) -> optional classifier (``'logits'``).
+``width``) -> global average pool (returned as ``'features'``) -> one ``Dense``
+embedding layer (``'embedding'``, sized like the teacher's embedding) ->
+optional classifier (``'logits'``; over the teacher's classes for the paper's
+``L_CE``, ``training/distillation_stage.py``).
+
+The relational losses of Eqs. 12-17 act on ``'embedding'`` (``s_i``), not on
+``'features'``: the instance terms compare ``s_i`` with the teacher's
+embedding ``t_i`` coordinate by coordinate, so ``s_i`` must have the teacher's
+dimension. (The paper's text calls ``phi-hat_s`` "the layers before the
+embedding layer"; with a 2,048-d VGGFace2 teacher and a 512-d ResNet-18 pool
+that reading leaves Eq. 12 undefined, so the embedding layer's output is used.)
 
 Layout follows torchvision's ``resnet18`` (explicit torch paddings: 7x7/s2
 pad 3, max-pool 3x3/s2 pad 1, 3x3 convs pad 1, 1x1/s2 projection shortcuts

@@ -4,7 +4,18 @@ A :class:`Teacher` is a frozen recogniser as explicit data: a parameter
 pytree and a pure ``apply(params, images) -> {'embedding', 'logits'?}``
 taking faces as float images in [-1, 1] (the pipeline's convention) at any
 resolution; the teacher resizes / re-normalises to its own input format.
-Embeddings are L2-normalised.
+Embeddings are L2-normalised. ``logits`` are the teacher's class outputs
+(``num_classes`` of them), the input of the distillation's ``L_CE`` (Eq. 10
+with cross-entropy, ``config.distillation.ce_target='teacher'``):
+
+* converted VGGFace2 ResNet-50 / SE-ResNet-50: the ``fc`` layer over the 8,631
+  VGGFace2 training identities (kept by the converter);
+* converted facenet InceptionResnetV1: its ``logits`` layer (8,631 classes);
+* ArcFace trained here: ``arcface_scale * cos(theta_c)``, the ArcFace head's
+  cosine logits at its training scale, without the margin (the margin is a
+  training-time penalty on the true class only; at inference the class scores
+  are the scaled cosines);
+* dlib: no classifier (``num_classes`` None, no ``logits``).
 
     from deocc_jax.teachers import api
     t = api.load_teacher("dlib")                           # ships on PyPI
@@ -39,6 +50,7 @@ class Teacher:
   embed_dim: int
   input_size: int
   metadata: dict[str, Any]
+  num_classes: int | None = None  # classes of ``logits``; None: no classifier
 
   def embed(self, images: Any, batch_size: int = 64) -> np.ndarray:
     """(B, H, W, 3) uint8 [0, 255] or float [-1, 1] -> (B, D) L2-normalised."""
@@ -72,7 +84,7 @@ def dlib_teacher(path: str | None = None) -> Teacher:
   def apply(params, images):
     x = (_resize(images, 150) + 1.0) * 127.5
     return {"embedding": _l2f(module.apply(params, x))}
-  return Teacher("dlib", variables, apply, 128, 150, dict(meta))
+  return Teacher("dlib", variables, apply, 128, 150, dict(meta), num_classes=None)
 
 
 def arcface_teacher(workdir: str, teacher_cfg: Any, resolution: int, num_classes: int,
@@ -95,7 +107,8 @@ def arcface_teacher(workdir: str, teacher_cfg: Any, resolution: int, num_classes
     cos = head.apply({"params": p["head"]}, out["embedding"])
     return {"embedding": _l2f(out["embedding"]), "logits": scale * cos}
   return Teacher("arcface", params, apply, int(teacher_cfg.embed_dim), resolution,
-                 {"workdir": workdir, "step": int(step), "num_classes": num_classes})
+                 {"workdir": workdir, "step": int(step), "num_classes": num_classes},
+                 num_classes=int(num_classes))
 
 
 def converted_teacher(path: str) -> Teacher:
@@ -103,6 +116,8 @@ def converted_teacher(path: str) -> Teacher:
   from deocc_jax.conversion.checkpoint import load_converted_teacher, preprocess_from_metadata
   module, variables, meta = load_converted_teacher(path)
   size = int(meta["input_size"][0])
+  abstract = jax.eval_shape(lambda v: module.apply(v, jnp.zeros((1, size, size, 3))), variables)
+  num_classes = int(abstract["logits"].shape[-1]) if "logits" in abstract else None
 
   def apply(params, images):
     x = (_resize(images, size) + 1.0) * 127.5
@@ -112,7 +127,7 @@ def converted_teacher(path: str) -> Teacher:
       res["logits"] = out["logits"]
     return res
   return Teacher(str(meta["architecture"]), variables, apply, int(meta["embedding_size"]),
-                 size, dict(meta))
+                 size, dict(meta), num_classes=num_classes)
 
 
 def load_teacher(kind: str, path: str | None = None, **kwargs) -> Teacher:

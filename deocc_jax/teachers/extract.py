@@ -14,6 +14,7 @@ teacher embedding of each identity — ``counts.npy`` (C,) and
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Any, Callable
@@ -21,6 +22,7 @@ from typing import Any, Callable
 import grain.python as grain
 import jax
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
@@ -118,22 +120,50 @@ def identity_centroids_np(embeddings: np.ndarray, labels: np.ndarray,
   return cent.astype(np.float32), counts
 
 
-def write_teacher_outputs(out_dir: str, embeddings: np.ndarray, labels: np.ndarray,
+def _save_npy(path: epath.Path, array: np.ndarray) -> None:
+  buf = io.BytesIO()
+  np.save(buf, array)
+  path.write_bytes(buf.getvalue())
+
+
+def _load_npy(path: epath.Path) -> np.ndarray:
+  return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+
+
+def write_teacher_outputs(out_dir: Any, embeddings: np.ndarray, labels: np.ndarray,
                           metadata: dict[str, Any], num_classes: int | None = None) -> dict:
-  """Writes embeddings, labels, centroids (Eq. 18), counts and metadata atomically."""
+  """Writes embeddings, labels, centroids (Eq. 18), counts and metadata atomically.
+
+  ``out_dir`` is a local path or any ``etils.epath`` URI (``gs://...``).
+  Locally the files go to ``<out_dir>.tmp``, renamed onto ``out_dir``; on an
+  object store (no directory rename) the old outputs are deleted, then each
+  file is written as one object, ``metadata.json`` last, so a reader never
+  takes an interrupted write for a complete one.
+  """
   if jax.process_index() != 0:
     return {}
-  tmp = out_dir.rstrip("/") + ".tmp"
-  os.makedirs(tmp, exist_ok=True)
   cent, counts = identity_centroids_np(embeddings, labels, num_classes)
-  np.save(os.path.join(tmp, "embeddings.npy"), embeddings)
-  np.save(os.path.join(tmp, "labels.npy"), labels)
-  np.save(os.path.join(tmp, "centroids.npy"), cent)
-  np.save(os.path.join(tmp, "counts.npy"), counts)
   meta = {**metadata, "num_records": int(len(labels)), "embedding_dim": int(embeddings.shape[1]),
           "num_classes": int(len(counts))}
+  arrays = {"embeddings.npy": embeddings, "labels.npy": labels, "centroids.npy": cent,
+            "counts.npy": counts}
+  text = json.dumps(meta, indent=2)
+  if "://" in os.fspath(out_dir):
+    out = epath.Path(out_dir)
+    if out.exists():
+      out.rmtree()
+    out.mkdir(parents=True, exist_ok=True)
+    for name, a in arrays.items():
+      _save_npy(out / name, a)
+    (out / "metadata.json").write_text(text)
+    return meta
+  out_dir = os.fspath(out_dir)
+  tmp = out_dir.rstrip("/") + ".tmp"
+  os.makedirs(tmp, exist_ok=True)
+  for name, a in arrays.items():
+    np.save(os.path.join(tmp, name), a)
   with open(os.path.join(tmp, "metadata.json"), "w") as f:
-    json.dump(meta, f, indent=2)
+    f.write(text)
   if os.path.exists(out_dir):
     import shutil
     shutil.rmtree(out_dir)
@@ -141,13 +171,14 @@ def write_teacher_outputs(out_dir: str, embeddings: np.ndarray, labels: np.ndarr
   return meta
 
 
-def load_teacher_outputs(out_dir: str) -> dict[str, Any]:
+def load_teacher_outputs(out_dir: Any) -> dict[str, Any]:
+  """Reads what :func:`write_teacher_outputs` wrote (local path or epath URI)."""
+  out = epath.Path(out_dir)
   for name in ("embeddings.npy", "labels.npy", "centroids.npy", "metadata.json"):
-    if not os.path.exists(os.path.join(out_dir, name)):
-      raise FileNotFoundError(f"teacher outputs incomplete: {os.path.join(out_dir, name)} missing")
-  with open(os.path.join(out_dir, "metadata.json")) as f:
-    meta = json.load(f)
-  return {"embeddings": np.load(os.path.join(out_dir, "embeddings.npy")),
-          "labels": np.load(os.path.join(out_dir, "labels.npy")),
-          "centroids": np.load(os.path.join(out_dir, "centroids.npy")),
-          "counts": np.load(os.path.join(out_dir, "counts.npy")), "metadata": meta}
+    if not (out / name).exists():
+      raise FileNotFoundError(f"teacher outputs incomplete: {out / name} missing")
+  meta = json.loads((out / "metadata.json").read_text())
+  return {"embeddings": _load_npy(out / "embeddings.npy"),
+          "labels": _load_npy(out / "labels.npy"),
+          "centroids": _load_npy(out / "centroids.npy"),
+          "counts": _load_npy(out / "counts.npy"), "metadata": meta}

@@ -2,9 +2,28 @@
 
 One jitted step does ``n_critic`` critic updates then one generator update on
 the same batch (fresh gradient-penalty noise per critic update). Generator
-loss = reconstruction (Eq. 7 plain L1, or DeepFill's discounted L1 + AE) +
-``lambda_adv`` x (global + local adversarial loss, Eq. 8). The local critic
-sees each sample's hole bounding box resized to ``local_size``.
+loss = reconstruction + ``lambda_adv`` x (global + local adversarial loss).
+The local critic sees each sample's hole bounding box resized to
+``local_size``. Two objectives (``config.deocclusion``):
+
+* the paper's Eq. 7-8 (``reconstruction='l1'``, ``adversarial='gan'``): L1 on
+  the refined output + the log-loss GAN of both critics;
+* DeepFill v1's (the paper adopts "GA with contextual attention";
+  ``reconstruction='deepfill'``, ``adversarial='wgan_gp'``), as in the official
+  ``inpaint_model.py``: spatially discounted hole L1 (gamma 0.9) and the
+  known-region ("ae") L1, each on the coarse output (x ``coarse_alpha`` 1.2)
+  and the refined one, weighted ``l1_alpha`` / ``ae_alpha`` (1.2 each)
+  (``losses/reconstruction.py``); WGAN on the global and local critics with
+  ``lambda_adv`` = DeepFill's ``gan_loss_alpha`` 0.001; the critics' WGAN-GP
+  (lambda ``gp_lambda`` 10) with the gradient penalty restricted to the hole for
+  BOTH critics: the whole-image mask for the global one, the mask cropped and
+  resized with the local patch (the fraction of each local pixel that is hole)
+  for the local one; ``n_critic`` 5 critic updates per generator update; Adam
+  1e-4 (0.5, 0.9) for both. Differences from the official code: holes are the
+  data's occluders (any shape), not one rectangle, so the local patch is the
+  hole's bounding box resized and the discounting is computed from the mask
+  (``losses/reconstruction.py``); the five critic updates use the step's batch
+  (DeepFill's secondary trainer draws a new batch for each).
 """
 
 from __future__ import annotations
@@ -19,7 +38,7 @@ from ml_collections import ConfigDict
 
 from deocc_jax.losses import adversarial as adv
 from deocc_jax.losses.reconstruction import reconstruction_loss
-from deocc_jax.models.critics import GlobalLocalCritics, crop_hole_boxes
+from deocc_jax.models.critics import GlobalLocalCritics, crop_hole_boxes, hole_boxes
 from deocc_jax.models.generator import InpaintGenerator, complete
 from deocc_jax.training.optim import make_optimizer
 
@@ -43,6 +62,11 @@ class GanParts:
     self.d_tx = make_optimizer(cfg.d_optimizer, int(cfg.num_steps) * int(cfg.n_critic))
     self.kind = str(cfg.adversarial)
     self.recon = str(cfg.reconstruction)
+    # DeepFill v1's reconstruction weights (only for reconstruction='deepfill').
+    self.recon_kwargs = {} if self.recon != "deepfill" else dict(
+        gamma=float(cfg.get("discount_gamma", 0.9)),
+        coarse_alpha=float(cfg.get("coarse_alpha", 1.2)),
+        l1_alpha=float(cfg.get("l1_alpha", 1.2)), ae_alpha=float(cfg.get("ae_alpha", 1.2)))
     self.lam_adv = float(cfg.lambda_adv)
     self.n_critic = int(cfg.n_critic)
     self.local = int(cfg.local_size)
@@ -63,9 +87,24 @@ class GanParts:
     return self.critics.apply({"params": dp}, images,
                               crop_hole_boxes(images, masks, self.local))
 
+  def gradient_penalties(self, p, y, fake, m, k_glob, k_loc):
+    """WGAN-GP terms (global, local), each restricted to the hole as in
+    DeepFill v1: the global critic's with the image mask ``m``, the local
+    critic's with ``m`` cropped and resized like the local patches."""
+    local = self.local
+    gp_g = adv.gradient_penalty(
+        lambda z: self.critics.apply({"params": p}, z, method="global_score"),
+        y, fake, m, k_glob)
+    boxes = hole_boxes(m)
+    crop = lambda z: crop_hole_boxes(z, m, local, boxes)  # noqa: E731
+    gp_l = adv.gradient_penalty(
+        lambda z: self.critics.apply({"params": p}, z, method="local_score"),
+        crop(y), crop(fake), crop(m), k_loc)
+    return gp_g, gp_l
+
   def critic_updates(self, dp, d_opt, y, fake, m, key):
     """``n_critic`` critic updates on (real y, fake); returns (dp, d_opt, terms, grads)."""
-    kind, local = self.kind, self.local
+    kind = self.kind
 
     def d_loss_fn(p, k_glob, k_loc):
       rg, rl = self.scores(p, y, m)
@@ -74,13 +113,8 @@ class GanParts:
       ll = adv.discriminator_loss(kind, rl, fl)
       gp = jnp.zeros(())
       if kind == "wgan_gp":
-        gp = adv.gradient_penalty(
-            lambda z: self.critics.apply({"params": p}, z, method="global_score"),
-            y, fake, m, k_glob)
-        yl, fl_img = crop_hole_boxes(y, m, local), crop_hole_boxes(fake, m, local)
-        gp = gp + adv.gradient_penalty(
-            lambda z: self.critics.apply({"params": p}, z, method="local_score"),
-            yl, fl_img, None, k_loc)
+        gp_g, gp_l = self.gradient_penalties(p, y, fake, m, k_glob, k_loc)
+        gp = gp_g + gp_l
       return lg + ll + self.gp_lambda * gp, (lg, ll, gp)
 
     keys = jax.random.split(key, 2 * self.n_critic)
@@ -96,7 +130,7 @@ class GanParts:
     """Reconstruction + lambda_adv (global + local adversarial); returns
     (loss, (rec, adv_global, adv_local, completed))."""
     o = self.gen.apply({"params": gp}, x, m)
-    rec, _ = reconstruction_loss(self.recon, y, o.coarse, o.refined, m)
+    rec, _ = reconstruction_loss(self.recon, y, o.coarse, o.refined, m, **self.recon_kwargs)
     comp = complete(x, m, o.refined)
     sg, sl = self.scores(dp, comp, m)
     ag = adv.generator_adversarial_loss(self.kind, sg)

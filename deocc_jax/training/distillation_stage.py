@@ -5,10 +5,26 @@ embeds the clean face; the student (ResNet-18 + embedding layer + classifier)
 embeds the completed face and minimises Eq. 16:
 ``L_CE + lambda_i L_i + lambda_p L_p + lambda_t L_t`` with the hard
 instance loss (Eq. 12) or the soft identity-centred one (Eq. 17, centroids of
-Eq. 18 from the offline teacher job). The relational terms run over the
-GLOBAL batch: inside the jitted step the batch is one global array, and with
-``sharded_relational=True`` each device computes its block of tuples against
-the all-gathered batch (``relational.sharded_relational_losses``).
+Eq. 18 from the offline teacher job). The relational terms act on the
+student's ``'embedding'`` output and the teacher's (L2-normalised) embedding.
+
+``L_CE`` (``config.distillation.ce_target``):
+
+* ``'teacher'`` (the paper, text after Eq. 16: Eq. 10 with cross-entropy
+  between the outputs of the teacher and the student): the student's
+  classifier has one output per *teacher* class (8,631 for the VGGFace2
+  teachers) and is trained on the teacher's softened class distribution of the
+  clean face, ``softmax(teacher_logits / T)``, Hinton's KD with the ``T^2``
+  factor that keeps the gradient scale independent of ``T``
+  (:func:`deocc_jax.losses.relational.cross_entropy`). Needs a teacher with a
+  classifier (``Teacher.num_classes``); dlib's has none.
+* ``'labels'``: cross-entropy with the data set's identity labels (a head over
+  the training identities).
+
+The relational terms run over the GLOBAL batch: inside the jitted step the
+batch is one global array, and with ``sharded_relational=True`` each device
+computes its block of tuples against the all-gathered batch
+(``relational.sharded_relational_losses``).
 
 Frozen parameters (generator, teacher, centroids) travel in ``state['frozen']``
 so that the step is a pure function of ``(state, batch)`` and a checkpoint
@@ -41,13 +57,39 @@ def student_from_config(cfg: ConfigDict, embed_dim: int, num_classes: int | None
                          dtype=jnp.dtype(cfg.get("dtype", "float32")))
 
 
+def head_classes(cfg: ConfigDict, num_labels: int, teacher_num_classes: int | None,
+                 teacher_name: str = "the teacher") -> int | None:
+  """Outputs of the student's classifier: the teacher's classes for
+  ``ce_target='teacher'``, the data set's identities for ``'labels'``, None
+  without ``L_CE``. Raises a ValueError naming the config key otherwise."""
+  if not bool(cfg.get("use_ce", True)):
+    return None
+  ce_target = str(cfg.get("ce_target", "labels"))
+  if ce_target == "labels":
+    return int(num_labels)
+  if ce_target == "teacher":
+    if teacher_num_classes is None:
+      raise ValueError(
+          f"config.distillation.ce_target='teacher' trains the student on the teacher's class "
+          f"outputs, but {teacher_name} has no classifier head (e.g. the dlib teacher); use "
+          "ce_target='labels' (cross-entropy with the identity labels) or a teacher with "
+          "logits (converted VGGFace2 / facenet, or the ArcFace teacher trained here)")
+    return int(teacher_num_classes)
+  raise ValueError(f"config.distillation.ce_target must be 'labels' or 'teacher', "
+                   f"got {ce_target!r}")
+
+
 def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, teacher_apply: Callable,
              embed_dim: int, num_classes: int, resolution: int,
-             frozen: dict[str, Any], mesh: Mesh | None = None
+             frozen: dict[str, Any], mesh: Mesh | None = None,
+             teacher_num_classes: int | None = None, teacher_name: str = "the teacher"
              ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
   """(init_fn, step_fn). ``frozen`` = {'teacher', 'generator', 'centroids'}.
 
-  Batches need 'masked', 'mask', 'clean', 'identity'.
+  ``num_classes``: identities of the training labels; ``teacher_num_classes``:
+  outputs of the teacher's classifier (``Teacher.num_classes``), the student's
+  head size for ``ce_target='teacher'``. Batches need 'masked', 'mask',
+  'clean', 'identity'.
   """
   mode = str(cfg.instance)
   if mode not in ("hard", "soft", "none"):
@@ -56,7 +98,8 @@ def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, teacher_apply: Callable,
     raise ValueError("soft instance loss (Eq. 17) needs teacher identity centroids (Eq. 18)")
   ce_target = str(cfg.ce_target)
   use_ce = bool(cfg.get("use_ce", True))
-  student = student_from_config(cfg, embed_dim, num_classes if use_ce else None)
+  n_head = head_classes(cfg, num_classes, teacher_num_classes, teacher_name)
+  student = student_from_config(cfg, embed_dim, n_head)
   gen = deocclusion_stage.generator_from_config(deocc_cfg)
   tx = make_optimizer(cfg, int(cfg.num_steps))
   sharded_rel = bool(cfg.get("sharded_relational", False))
@@ -78,8 +121,13 @@ def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, teacher_apply: Callable,
     t_out = teacher_apply(fz["teacher"], y)
     t_emb = jax.lax.stop_gradient(t_out["embedding"])
     t_logits = t_out.get("logits")
-    if ce_target == "teacher" and t_logits is None:
-      raise ValueError("ce_target='teacher' needs a teacher with a classifier head")
+    if use_ce and ce_target == "teacher":
+      if t_logits is None:
+        raise ValueError(f"config.distillation.ce_target='teacher': {teacher_name}'s apply "
+                         "returned no 'logits'")
+      if t_logits.shape[-1] != n_head:
+        raise ValueError(f"config.distillation.ce_target='teacher': {teacher_name} has "
+                         f"{t_logits.shape[-1]} class outputs, the student's head {n_head}")
 
     def loss_fn(p):
       s_out, upd = student.apply({"params": p, "batch_stats": state["batch_stats"]},
@@ -110,19 +158,23 @@ def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, teacher_apply: Callable,
            "opt": opt, "step": state["step"] + 1, "frozen": fz}
     metrics = {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()},
                "grad_norm/student": optax.tree.norm(grads)}
-    if logits is not None:
+    if logits is not None and ce_target == "teacher":
+      # top-1 agreement with the teacher's class on the clean face
+      metrics["train/teacher_agreement"] = jnp.mean(
+          jnp.argmax(logits, -1) == jnp.argmax(t_logits, -1))
+    elif logits is not None:
       metrics["train/accuracy"] = jnp.mean(jnp.argmax(logits, -1) == labels)
     return new, metrics
 
   return init_fn, step_fn
 
 
-def embed_fn(cfg: ConfigDict, embed_dim: int, num_classes: int, state: State
-             ) -> Callable[[jax.Array], jax.Array]:
-  """L2-normalised student embeddings (inference mode)."""
-  student = student_from_config(cfg, embed_dim,
-                                num_classes if bool(cfg.get("use_ce", True)) else None)
-  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+def embed_fn(cfg: ConfigDict, embed_dim: int, state: State) -> Callable[[jax.Array], jax.Array]:
+  """L2-normalised student embeddings (inference mode). The classifier is not
+  needed (and not built) for embedding, whatever its size."""
+  student = student_from_config(cfg, embed_dim, None)
+  params = {k: v for k, v in state["params"].items() if k != "classifier"}
+  variables = {"params": params, "batch_stats": state["batch_stats"]}
 
   def f(images: jax.Array) -> jax.Array:
     return l2_normalize(student.apply(variables, images, train=False)["embedding"])

@@ -52,17 +52,33 @@ def initialize(cfg: ConfigDict | None) -> None:
                              process_id=pid)
 
 
-def start_job(argv: list[str], config: ConfigDict | None, workdir: str | None) -> None:
+def start_job(argv: list[str], config: ConfigDict | None, workdir: str | None,
+              config_optional: bool = False) -> ConfigDict:
   """Start-up shared by the command-line jobs (``main``, ``evaluate``): checks
   ``--config`` / ``--workdir`` and stray arguments, quiets the chatty INFO logs
-  of Orbax / grain unless ``--verbosity`` was given, then :func:`initialize`."""
+  of Orbax / grain unless ``--verbosity`` was given, then :func:`initialize`.
+
+  With ``config_optional`` a missing ``--config`` is read from the run's
+  ``<workdir>/config.json`` (as one process: its ``distributed`` section held
+  process 0's launch settings; pass ``--config`` for a multi-host job); a
+  given one that differs from it gets a warning. Returns the config.
+  """
   from absl import app, flags, logging
+
+  from deocc_jax.training import workdir as workdir_lib
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py")
   if not workdir:
     raise app.UsageError("--workdir is required")
+  if config is None:
+    if not config_optional:
+      raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py")
+    config = workdir_lib.read_config(workdir)
+    if "distributed" in config:  # process 0's launch settings: run in one process
+      config.distributed.mode = "none"
+  elif config_optional:
+    workdir_lib.warn_if_different(workdir, config)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   initialize(config.get("distributed"))
+  return config

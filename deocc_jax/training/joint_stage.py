@@ -21,7 +21,7 @@ from ml_collections import ConfigDict
 from deocc_jax.losses import relational
 from deocc_jax.models.generator import complete
 from deocc_jax.training.deocclusion_stage import GanParts, hole_l1
-from deocc_jax.training.distillation_stage import student_from_config
+from deocc_jax.training.distillation_stage import head_classes, student_from_config
 from deocc_jax.training.optim import make_optimizer
 
 State = dict[str, Any]
@@ -29,12 +29,17 @@ State = dict[str, Any]
 
 def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, distill_cfg: ConfigDict,
              teacher_apply: Callable, embed_dim: int, num_classes: int, resolution: int,
-             frozen: dict[str, Any], init_from: dict[str, Any] | None = None
+             frozen: dict[str, Any], init_from: dict[str, Any] | None = None,
+             teacher_num_classes: int | None = None
              ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
   """(init_fn, step_fn). ``frozen`` = {'teacher', 'centroids'?}; ``init_from``
-  optionally {'g', 'd', 'student': {'params', 'batch_stats'}} from earlier stages."""
+  optionally {'g', 'd', 'student': {'params', 'batch_stats'}} from earlier stages.
+  ``L_CE`` follows ``distill_cfg.ce_target`` as in the distillation stage."""
   parts = GanParts(deocc_cfg, resolution)
-  student = student_from_config(distill_cfg, embed_dim, num_classes)
+  student = student_from_config(distill_cfg, embed_dim,
+                                head_classes(distill_cfg, num_classes, teacher_num_classes))
+  ce_kw = dict(ce_target=str(distill_cfg.get("ce_target", "labels")),
+               temperature=float(distill_cfg.get("temperature", 4.0)))
   s_tx = make_optimizer(distill_cfg, int(cfg.num_steps))
   mode = str(cfg.instance)
   lam_gan, lam_distill = float(cfg.lambda_gan), float(cfg.lambda_distill)
@@ -60,7 +65,10 @@ def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, distill_cfg: ConfigDict,
     out = parts.gen.apply({"params": state["g"]}, x, m)
     fake = jax.lax.stop_gradient(complete(x, m, out.refined))
     dp, d_opt, d_terms, dg = parts.critic_updates(state["d"], state["d_opt"], y, fake, m, k_d)
-    t_emb = jax.lax.stop_gradient(teacher_apply(fz["teacher"], y)["embedding"])
+    t_out = teacher_apply(fz["teacher"], y)
+    t_emb = jax.lax.stop_gradient(t_out["embedding"])
+    t_logits = t_out.get("logits")
+    t_logits = None if t_logits is None else jax.lax.stop_gradient(t_logits)
 
     def loss_fn(gp, sp):
       g_loss, (rec, ag, al, comp) = parts.generator_loss(gp, dp, x, m, y)
@@ -68,7 +76,8 @@ def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, distill_cfg: ConfigDict,
                                  train=True, mutable=["batch_stats"])
       d_total, terms = relational.total_distillation_loss(
           t_emb, s_out["embedding"].astype(jnp.float32), s_out.get("logits"), labels,
-          instance_mode=mode, centroids=fz.get("centroids"), **lam)
+          instance_mode=mode, centroids=fz.get("centroids"), **lam, **ce_kw,
+          teacher_logits=t_logits)
       total = lam_gan * g_loss + lam_distill * d_total
       return total, (upd["batch_stats"], g_loss, rec, ag, al, d_total, terms, comp)
 

@@ -8,17 +8,19 @@ A stage supplies pure functions::
 and a grain iterator of host batches. The loop jit-compiles ``step_fn`` once
 over the device mesh (state replicated or FSDP-sharded, batch sharded along
 ``'data'``, the state buffers donated), resumes from the latest checkpoint in
-its directory (state *and* data-iterator position, so a killed run continues
-exactly), logs every term, gradient norms, examples/s and step time, writes
-PNG sample grids, saves checkpoints, and stops with a clear error on a
-non-finite loss while keeping the last good checkpoint.
+its directory (state *and* each process's data-iterator position, so a
+killed run continues exactly on the same process count; see
+:func:`restore_data_position` for another count), logs every term,
+gradient norms, examples/s and step time, writes PNG sample grids, saves
+checkpoints, and stops with a clear error on a non-finite loss while keeping
+the last good checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-import os
 import time
 from typing import Any, Callable, Iterator
 
@@ -30,6 +32,7 @@ from tqdm import tqdm
 
 from deocc_jax.training import checkpoint as ckpt_lib
 from deocc_jax.training import sharding as shard_lib
+from deocc_jax.training import workdir as workdir_lib
 from deocc_jax.training.metrics_writer import MetricWriter
 
 
@@ -56,7 +59,7 @@ def _finite(metrics: dict[str, float]) -> bool:
   return all(math.isfinite(float(v)) for v in metrics.values())
 
 
-def run(name: str, workdir: str, init_fn: Callable[[jax.Array], Any],
+def run(name: str, workdir: Any, init_fn: Callable[[jax.Array], Any],
         step_fn: Callable[[Any, dict], tuple[Any, dict]], batches: Iterator[dict],
         key: jax.Array, mesh: Mesh, config: LoopConfig,
         sample_fn: Callable[[Any, dict], np.ndarray] | None = None,
@@ -68,8 +71,8 @@ def run(name: str, workdir: str, init_fn: Callable[[jax.Array], Any],
   per-host numpy batches. ``sample_fn(state, device_batch)`` returns an
   (H, W, 3) uint8 grid written to ``<workdir>/<name>/samples/``.
   """
-  stage_dir = os.path.join(workdir, name)
-  os.makedirs(stage_dir, exist_ok=True)
+  stage_dir = workdir_lib.as_path(workdir) / name
+  stage_dir.mkdir(parents=True, exist_ok=True)
   abstract = jax.eval_shape(init_fn, key)
   shardings = shard_lib.state_shardings(abstract, mesh, fsdp=config.fsdp)
   data_sh = shard_lib.data_sharding(mesh)
@@ -78,25 +81,28 @@ def run(name: str, workdir: str, init_fn: Callable[[jax.Array], Any],
   step_jit = jax.jit(step_fn, in_shardings=(shardings, data_sh),
                      out_shardings=(shardings, rep), donate_argnums=(0,))
 
-  ckpt = ckpt_lib.Checkpointer(os.path.join(stage_dir, "checkpoints"),
+  ckpt = ckpt_lib.Checkpointer(stage_dir / "checkpoints",
                                max_to_keep=config.keep_checkpoints,
                                best_metric=config.best_metric, best_mode=config.best_mode,
                                async_save=config.async_checkpoints)
-  writer = MetricWriter(os.path.join(stage_dir, "logs"))
   start = 0
-  if ckpt.latest_step() is not None:
+  global_batch = 0
+  if ckpt.latest_step() is not None or ckpt.recorded_latest() is not None:
     start, state, extra = ckpt.restore(ckpt_lib.abstract_like(abstract, shardings))
     if extra.get("stage") != name:
+      ckpt.close()
       raise ValueError(f"{ckpt.directory}: checkpoint belongs to stage "
                        f"{extra.get('stage')!r}, not {name!r}")
-    batches.set_state(ckpt_lib.decode_iterator_state(extra["data_iterator"]))
+    global_batch = int(extra.get("global_batch_size", 0))
     log(f"[{name}] resumed from step {start} ({ckpt.directory})")
+    if start < config.num_steps:  # a finished stage needs no data position
+      log(f"[{name}] data: {restore_data_position(ckpt, start, batches, extra)}")
   else:
     state = init_jit(key)
   if start >= config.num_steps:
     ckpt.close()
-    writer.close()
     return state
+  writer = MetricWriter(stage_dir / "logs")
 
   def device_batch(host: dict) -> dict:
     if config.batch_keys:
@@ -108,14 +114,17 @@ def run(name: str, workdir: str, init_fn: Callable[[jax.Array], Any],
 
   bar = tqdm(total=config.num_steps, initial=start, desc=name, dynamic_ncols=True,
              disable=not config.progress or jax.process_index() != 0)
-  last_good = ckpt.latest_step()
+  last_good = start if start else None
   t_log, n_log = time.perf_counter(), 0
-  examples = 0
+  examples = global_batch
   for step in range(start, config.num_steps):
     host = next(batches)
     batch = device_batch(host)
-    if not examples:  # global batch size, fixed for the run
-      examples = int(next(iter(batch.values())).shape[0])
+    n_global = int(next(iter(batch.values())).shape[0])
+    if examples and n_global != examples:
+      raise ValueError(f"[{name}] global batch is {n_global}, but the checkpointed run "
+                       f"used {examples}: keep the stage's batch_size when resuming")
+    examples = n_global
     state, metrics = step_jit(state, batch)
     n_log += 1
     done = step + 1
@@ -127,9 +136,11 @@ def run(name: str, workdir: str, init_fn: Callable[[jax.Array], Any],
         bad = sorted(k for k, v in m.items() if not math.isfinite(v))
         ckpt.close()
         writer.close()
-        raise NonFiniteLossError(
-            f"[{name}] non-finite {bad} at step {done}; stopping. The last good "
-            f"checkpoint (step {last_good}) in {ckpt.directory} is kept.")
+        kept = (f"The last good checkpoint (step {last_good}) in {ckpt.directory} is kept."
+                if last_good is not None else
+                f"No checkpoint was saved before it ({ckpt.directory} is empty; a rerun "
+                f"starts from step 0).")
+        raise NonFiniteLossError(f"[{name}] non-finite {bad} at step {done}; stopping. {kept}")
       dt = time.perf_counter() - t_log
       m["perf/step_time_s"] = dt / n_log
       m["perf/examples_per_s"] = examples * n_log / max(dt, 1e-9)
@@ -138,19 +149,25 @@ def run(name: str, workdir: str, init_fn: Callable[[jax.Array], Any],
       t_log, n_log = time.perf_counter(), 0
       if is_ckpt:
         ckpt.save(done, state, extra={
-            "stage": name, "data_iterator": ckpt_lib.encode_iterator_state(batches.get_state()),
-            **(extra_metadata or {})}, metrics={k: v for k, v in m.items()
-                                                 if not k.startswith("perf/")})
+            "stage": name, "global_batch_size": examples,
+            "process_count": jax.process_count(), **(extra_metadata or {})},
+            metrics={k: v for k, v in m.items() if not k.startswith("perf/")},
+            data_state=batches.get_state())
         last_good = done
     if sample_fn is not None and config.sample_every and (
         done % config.sample_every == 0 or done == config.num_steps):
       # Every process joins the gather; process 0 renders from its host batch.
       local_state = multihost_utils.process_allgather(state, tiled=True)
       if jax.process_index() == 0:
+        import io
+
         from PIL import Image
         grid = sample_fn(local_state, host)
-        os.makedirs(os.path.join(stage_dir, "samples"), exist_ok=True)
-        Image.fromarray(grid).save(os.path.join(stage_dir, "samples", f"step_{done:07d}.png"))
+        (stage_dir / "samples").mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        Image.fromarray(grid).save(buf, format="PNG")
+        workdir_lib.write_atomic(stage_dir / "samples" / f"step_{done:07d}.png",
+                                 buf.getvalue())
         writer.image(done, "samples", grid)
     bar.update(1)
   bar.close()
@@ -165,7 +182,41 @@ def best_args(section: Any) -> dict[str, Any]:
           "best_mode": str(section.get("best_mode", "min"))}
 
 
-def restore_state(workdir: str, name: str, init_fn: Callable[[jax.Array], Any],
+def restore_data_position(ckpt: ckpt_lib.Checkpointer, step: int, batches: Any,
+                          extra: dict[str, Any]) -> str:
+  """Puts ``batches`` (a grain iterator) at checkpoint ``step``'s position.
+
+  The same process count restores every process's own saved state (exact).
+  Another count (or another grain worker count) re-derives each process's
+  position from the step, the global batch and the sampler
+  (:func:`checkpoint.derive_iterator_state`): the state a run on the new
+  count would have reached. Returns a line for the log.
+  """
+  index, count = jax.process_index(), jax.process_count()
+  fresh = batches.get_state()
+  saved_count, states = ckpt.iterator_states(step)
+  if saved_count is None and "data_iterator" in extra:  # single-item format (older runs)
+    saved_count, states = 1, {0: ckpt_lib.decode_iterator_state(extra["data_iterator"])}
+  mine = states.get(index) if saved_count == count else None
+  if mine is not None and (json.loads(mine).get("worker_count")
+                           == json.loads(fresh).get("worker_count")):
+    batches.set_state(mine)
+    return f"restored process {index}'s iterator state of step {step}"
+  global_batch = int(extra.get("global_batch_size", 0))
+  if global_batch <= 0:
+    raise ckpt_lib.UnreadableCheckpointError(
+        f"checkpoint step {step} in {ckpt.directory} has no iterator state for process "
+        f"{index} of {count} and no global batch size to re-derive it from")
+  if global_batch % count:
+    raise ValueError(f"the checkpointed global batch {global_batch} does not divide over "
+                     f"{count} processes")
+  batches.set_state(ckpt_lib.derive_iterator_state(fresh, step, global_batch // count,
+                                                   index, count))
+  return (f"re-derived the position of step {step} for process {index} of {count} "
+          f"(checkpoint written by {saved_count} process(es))")
+
+
+def restore_state(workdir: Any, name: str, init_fn: Callable[[jax.Array], Any],
                   key: jax.Array, mesh: Mesh, which: int | str = "latest",
                   fsdp: bool = False, best_metric: str | None = None,
                   best_mode: str = "min") -> tuple[int, Any]:
@@ -174,8 +225,8 @@ def restore_state(workdir: str, name: str, init_fn: Callable[[jax.Array], Any],
   ``which``: 'latest', a step, or 'best' (needs the ``best_metric`` the stage
   ranked its checkpoints by; see :func:`best_args`).
   """
-  directory = os.path.join(workdir, name, "checkpoints")
-  if not os.path.isdir(directory):
+  directory = workdir_lib.as_path(workdir) / name / "checkpoints"
+  if not directory.is_dir():
     raise ckpt_lib.CheckpointNotFoundError(
         f"stage '{name}' has no checkpoints in {directory}: run that stage first "
         f"(list it in config.stages) or point --workdir at a run that did")
@@ -187,7 +238,7 @@ def restore_state(workdir: str, name: str, init_fn: Callable[[jax.Array], Any],
         f"the stage's best_metric (e.g. config.{name}.best_metric) when training to keep "
         f"the best ones")
   ckpt = ckpt_lib.Checkpointer(directory, async_save=False, best_metric=best_metric,
-                               best_mode=best_mode)
+                               best_mode=best_mode, writer=False)
   try:
     step, state, _ = ckpt.restore(ckpt_lib.abstract_like(abstract, shardings), which)
   finally:

@@ -2,7 +2,11 @@
 
 Only process 0 writes (``jax.process_index() == 0``); other hosts get a
 no-op writer. TensorBoard files are written with tensorboardX (no
-TensorFlow needed).
+TensorFlow needed). A remote ``logdir`` (``gs://...``, any ``etils.epath``
+scheme) is written through a local staging folder that is copied up on
+:meth:`MetricWriter.flush` (at most every ``upload_every_s`` seconds) and on
+:meth:`close`; an existing remote ``metrics.jsonl`` is downloaded first, so
+a resumed run appends to it.
 """
 
 from __future__ import annotations
@@ -10,23 +14,42 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
+import time
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
+
+from deocc_jax.training import workdir as workdir_lib
 
 
 class MetricWriter:
-  def __init__(self, logdir: str, enabled: bool | None = None):
+  def __init__(self, logdir: Any, enabled: bool | None = None, upload_every_s: float = 60.0):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self.logdir = logdir
+    self.logdir = workdir_lib.as_path(logdir)
+    self.remote = workdir_lib.is_remote(self.logdir)
+    self.upload_every_s = float(upload_every_s)
     self._tb = None
     self._jsonl = None
+    self._local = None
+    self._uploaded = time.monotonic()
     if self.enabled:
-      os.makedirs(logdir, exist_ok=True)
+      self.logdir.mkdir(parents=True, exist_ok=True)
+      if self.remote:
+        self._local = tempfile.mkdtemp(prefix="deocc_logs_")
+        remote_jsonl = self.logdir / "metrics.jsonl"
+        if remote_jsonl.exists():
+          with open(os.path.join(self._local, "metrics.jsonl"), "wb") as f:
+            f.write(remote_jsonl.read_bytes())
+        local = self._local
+      else:
+        local = os.fspath(self.logdir)
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(logdir)
-      self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
+      self._tb = SummaryWriter(local)
+      self._jsonl = open(os.path.join(local, "metrics.jsonl"), "a")
 
   def scalars(self, step: int, metrics: dict[str, Any]) -> None:
     if not self.enabled:
@@ -37,24 +60,39 @@ class MetricWriter:
     self._jsonl.write(json.dumps({"step": int(step), **{k: (v if math.isfinite(v) else str(v))
                                                         for k, v in clean.items()}}) + "\n")
     self._jsonl.flush()
+    if self.remote and time.monotonic() - self._uploaded >= self.upload_every_s:
+      self.flush()
 
   def image(self, step: int, name: str, image: np.ndarray) -> None:
     """(H, W, 3) uint8 image to TensorBoard (PNG files are written separately)."""
     if self.enabled:
       self._tb.add_image(name, image, step, dataformats="HWC")
 
+  def _upload(self) -> None:
+    for name in os.listdir(self._local):
+      src = os.path.join(self._local, name)
+      if os.path.isfile(src):
+        with open(src, "rb") as f:
+          workdir_lib.write_atomic(self.logdir / name, f.read())
+    self._uploaded = time.monotonic()
+
   def flush(self) -> None:
     if self.enabled:
       self._tb.flush()
       self._jsonl.flush()
+      if self.remote:
+        self._upload()
 
   def close(self) -> None:
     if self.enabled:
       self._tb.close()
       self._jsonl.close()
+      if self.remote:
+        self._upload()
+        shutil.rmtree(self._local, ignore_errors=True)
       self.enabled = False
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+def read_jsonl(path: Any) -> list[dict[str, Any]]:
+  text = epath.Path(path).read_text()
+  return [json.loads(line) for line in text.splitlines() if line.strip()]

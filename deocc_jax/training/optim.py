@@ -14,7 +14,8 @@ def learning_rate(cfg: ConfigDict, num_steps: int) -> optax.Schedule:
 
   * ``constant``;
   * ``step``: times ``cfg.decay_factor`` every ``cfg.decay_every`` steps (the
-    paper: 0.1 every 24 epochs);
+    paper: 0.1 every 24 epochs; :func:`resolve_schedule` derives it from
+    ``decay_every_epochs``);
   * ``cosine``: cosine decay to 0 over ``num_steps`` after ``cfg.warmup_steps``.
   """
   kind = cfg.get("schedule", "constant")
@@ -35,6 +36,57 @@ def learning_rate(cfg: ConfigDict, num_steps: int) -> optax.Schedule:
   if warmup > 0:
     sched = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), sched], [warmup])
   return sched
+
+
+def _scale_lr_and_decay(cfg: ConfigDict, steps_per_epoch: int, lr_scale: float) -> None:
+  """In place: ``lr`` times ``lr_scale``; ``decay_every_epochs`` / ``warmup_epochs``
+  (> 0) into ``decay_every`` / ``warmup_steps``."""
+  if "lr" in cfg and lr_scale != 1.0:
+    cfg.lr = float(cfg.lr) * lr_scale
+  if float(cfg.get("decay_every_epochs", 0) or 0) > 0:
+    cfg.decay_every = max(1, int(round(float(cfg.decay_every_epochs) * steps_per_epoch)))
+  if float(cfg.get("warmup_epochs", 0) or 0) > 0:
+    cfg.warmup_steps = max(1, int(round(float(cfg.warmup_epochs) * steps_per_epoch)))
+
+
+def resolve_schedule(cfg: ConfigDict, num_examples: int) -> ConfigDict:
+  """A copy of a stage section whose schedule is in steps, derived from epochs.
+
+  * ``epochs`` > 0: ``num_steps = round(epochs * steps_per_epoch)`` with
+    ``steps_per_epoch = num_examples // batch_size`` (the global batch, last
+    partial batch dropped; at least 1); otherwise ``num_steps`` stays as set.
+  * ``decay_every_epochs`` / ``warmup_epochs`` > 0 (in the section or in its
+    optimizer sub-sections, e.g. ``g_optimizer``): ``decay_every`` /
+    ``warmup_steps`` in steps.
+  * ``base_batch_size`` > 0: the learning rates (``lr`` of the section and of
+    its optimizer sub-sections) were chosen for that global batch and are
+    scaled linearly, ``lr * batch_size / base_batch_size`` (Goyal et al., 2017).
+    0 = no scaling (e.g. the GAN's Adam rates).
+
+  The resolved numbers are recorded in the copy (``steps_per_epoch``,
+  ``lr_scale``).
+  """
+  out = cfg.copy_and_resolve_references()
+  batch = int(out.batch_size)
+  if batch <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch}")
+  if num_examples < batch and float(out.get("epochs", 0) or 0) > 0:
+    raise ValueError(f"an epoch of {num_examples} examples is shorter than one global "
+                     f"batch of {batch}")
+  spe = max(1, int(num_examples) // batch)
+  base = int(out.get("base_batch_size", 0) or 0)
+  scale = batch / base if base > 0 else 1.0
+  with out.unlocked():
+    out.steps_per_epoch = spe
+    out.lr_scale = scale
+    if float(out.get("epochs", 0) or 0) > 0:
+      out.num_steps = max(1, int(round(float(out.epochs) * spe)))
+    _scale_lr_and_decay(out, spe, scale)
+    for key in list(out.keys()):
+      child = out[key]
+      if isinstance(child, ConfigDict) and "lr" in child:
+        _scale_lr_and_decay(child, spe, scale)
+  return out
 
 
 def make_optimizer(cfg: ConfigDict, num_steps: int) -> optax.GradientTransformation:

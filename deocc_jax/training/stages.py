@@ -8,6 +8,7 @@ under ``<workdir>/<stage>/``; later stages restore what earlier ones wrote.
     teacher            ArcFace pre-training of the teacher (synthetic default)
     teacher_embeddings offline teacher job: train-split embeddings + centroids (Eq. 18)
     deocclusion        stage 1: generator + global / local critics
+    deocclusion_noca   the same G without contextual attention (Table 2's "GA w/o attention")
     distill_hard       stage 2: student with the hard instance loss (Eq. 12)
     distill_soft       stage 2: student with the soft instance loss (Eq. 17)
     joint              end-to-end (Eq. 6): generator and student together (optional)
@@ -34,7 +35,8 @@ from deocc_jax.training import loop, sharding
 TEACHER_KINDS = ("arcface", "dlib", "converted")
 STAGE_SEED_OFFSETS = {"teacher": 1, "deocclusion": 2, "distill_hard": 3, "distill_soft": 4,
                       "joint": 5, "evaluate": 6, "teacher_embeddings": 7,
-                      "segmentation": 8, "finetune_arcface": 9}
+                      "segmentation": 8, "finetune_arcface": 9,
+                      "deocclusion_noca": 2}  # same batches as 'deocclusion' (paired)
 
 
 class ConfigError(ValueError):
@@ -64,7 +66,7 @@ def make_source(config: ConfigDict, split: str):
   if kind == "celeba":
     root = str(require(config, "data.root"))
     return rd.CelebA(root, split, partition=str(d.get("partition", "official")), resolution=res,
-                     seed=int(d.seed))
+                     seed=int(d.seed), holdout_identities=float(d.get("holdout_identities", 0)))
   if kind == "folder":
     return rd.ImageFolder(str(require(config, "data.root")), resolution=res,
                           landmarks_file=d.get("landmarks_file") or None)
@@ -72,11 +74,7 @@ def make_source(config: ConfigDict, split: str):
 
 
 def mask_config(config: ConfigDict) -> masks_lib.MaskConfig:
-  d = require(config, "data")
-  lib = str(d.get("mask_library", "") or "")
-  return masks_lib.MaskConfig(categories=tuple(d.categories),
-                              coverage_range=tuple(d.coverage_range),
-                              library=masks_lib.MaskLibrary(lib) if lib else None)
+  return pipe.mask_config_from_data(require(config, "data"))
 
 
 def make_batches(config: ConfigDict, section: ConfigDict, stage: str, split: str = "train"):
@@ -90,6 +88,19 @@ def make_batches(config: ConfigDict, section: ConfigDict, stage: str, split: str
                              worker_count=int(p.worker_count), flip=bool(p.flip),
                              max_shift_px=int(p.max_shift_px))
   return iter(pipe.make_loader(source, pcfg, mask_config(config))), source
+
+
+def resolved(config: ConfigDict, section: ConfigDict | str, source=None) -> ConfigDict:
+  """A stage section with its schedule in steps (``optim.resolve_schedule``):
+  ``epochs`` / ``decay_every_epochs`` over the training source's size and the
+  section's global batch, lr scaled from ``base_batch_size``."""
+  from deocc_jax.training import optim
+  sec = require(config, section) if isinstance(section, str) else section
+  needs_size = any(float(n.get("epochs", 0) or 0) > 0 or float(n.get("decay_every_epochs", 0) or 0) > 0
+                   or float(n.get("warmup_epochs", 0) or 0) > 0
+                   for n in [sec] + [v for v in sec.values() if isinstance(v, ConfigDict)])
+  size = len(source if source is not None else make_source(config, "train")) if needs_size else 0
+  return optim.resolve_schedule(sec, size)
 
 
 def loop_config(section: ConfigDict, keys: tuple[str, ...], config: ConfigDict) -> loop.LoopConfig:
@@ -138,6 +149,7 @@ def run_teacher(config: ConfigDict, workdir: str) -> None:
     print(f"teacher.kind={t.kind!r}: nothing to train (a pretrained teacher is used)")
     return
   batches, source = make_batches(config, t, "teacher")
+  t = resolved(config, t, source)
   init_fn, step_fn = teacher_stage.make_fns(t, source.num_classes, int(config.data.resolution))
   loop.run("teacher", workdir, init_fn, step_fn, batches, _key(config, "teacher"),
            make_mesh(config), loop_config(t, ("clean", "identity"), config))
@@ -171,22 +183,41 @@ def run_teacher_embeddings(config: ConfigDict, workdir: str) -> None:
 
 # ----------------------------------------------------------- de-occlusion
 
-def run_deocclusion(config: ConfigDict, workdir: str) -> None:
-  from deocc_jax.training import deocclusion_stage
+DEOCCLUSION_STAGES = ("deocclusion", "deocclusion_noca")
+
+
+def deocclusion_section(config: ConfigDict, stage: str = "deocclusion") -> ConfigDict:
+  """``config.deocclusion`` for stage 'deocclusion'; for 'deocclusion_noca'
+  (Table 2's "GA w/o attention") the same G and objective with
+  ``contextual_attention=False``."""
   c = require(config, "deocclusion")
-  batches, _ = make_batches(config, c, "deocclusion")
+  if stage == "deocclusion_noca":
+    c = c.copy_and_resolve_references()
+    with c.unlocked():
+      c.contextual_attention = False
+  elif stage != "deocclusion":
+    raise ConfigError(f"unknown de-occlusion stage {stage!r}; choose from {DEOCCLUSION_STAGES}")
+  return c
+
+
+def run_deocclusion(config: ConfigDict, workdir: str, stage: str = "deocclusion") -> None:
+  """Trains G (+ critics) under ``<workdir>/<stage>/``."""
+  from deocc_jax.training import deocclusion_stage
+  c = deocclusion_section(config, stage)
+  batches, source = make_batches(config, c, stage)
+  c = resolved(config, c, source)
   init_fn, step_fn = deocclusion_stage.make_fns(c, int(config.data.resolution))
-  loop.run("deocclusion", workdir, init_fn, step_fn, batches, _key(config, "deocclusion"),
+  loop.run(stage, workdir, init_fn, step_fn, batches, _key(config, stage),
            make_mesh(config), loop_config(c, ("masked", "mask", "clean"), config),
            sample_fn=deocclusion_stage.sample_grid(c))
 
 
 def restore_generator(config: ConfigDict, workdir: str, which: int | str = "latest",
-                      with_step: bool = False):
+                      with_step: bool = False, stage: str = "deocclusion"):
   from deocc_jax.training import deocclusion_stage
-  c = require(config, "deocclusion")
+  c = deocclusion_section(config, stage)
   init_fn, _ = deocclusion_stage.make_fns(c, int(config.data.resolution))
-  step, state = loop.restore_state(workdir, "deocclusion", init_fn, _key(config, "deocclusion"),
+  step, state = loop.restore_state(workdir, stage, init_fn, _key(config, stage),
                                    make_mesh(config), which, **loop.best_args(c))
   return (state["g"], step) if with_step else state["g"]
 
@@ -196,7 +227,8 @@ def restore_generator(config: ConfigDict, workdir: str, which: int | str = "late
 def run_segmentation(config: ConfigDict, workdir: str) -> None:
   from deocc_jax.training import segmentation_stage
   c = require(config, "segmentation")
-  batches, _ = make_batches(config, c, "segmentation")
+  batches, source = make_batches(config, c, "segmentation")
+  c = resolved(config, c, source)
   init_fn, step_fn = segmentation_stage.make_fns(c, int(config.data.resolution))
   loop.run("segmentation", workdir, init_fn, step_fn, batches, _key(config, "segmentation"),
            make_mesh(config), loop_config(c, ("masked", "mask"), config))
@@ -216,22 +248,30 @@ def restore_segmenter(config: ConfigDict, workdir: str, which: int | str = "late
 
 # ------------------------------------------------- fine-tuned ArcFace baseline
 
+FINETUNE_KINDS = ("arcface", "converted")
+
+
 def _finetune_fns(config: ConfigDict, workdir: str, teacher=None, generator=None):
-  """(merged config, init_fn, step_fn) of the fine-tuned ArcFace baseline;
-  ``teacher`` / ``generator`` (already restored) are loaded when not given."""
-  from deocc_jax.training import deocclusion_stage, teacher_stage
+  """(merged config, init_fn, step_fn, embed) of the fine-tuned recogniser baseline
+  (Table 2): the ArcFace teacher trained here (teacher.kind 'arcface') or the
+  converted pretrained teacher (kind 'converted', ``training/finetune_stage.py``)
+  fine-tuned with ArcFace on completed (or masked) faces; ``embed(state)`` gives
+  its embedding function. ``teacher`` / ``generator`` (already restored) are
+  loaded when not given."""
+  from deocc_jax.training import deocclusion_stage, finetune_stage, teacher_stage
   f = require(config, "finetune_arcface")
-  if str(require(config, "teacher.kind")) != "arcface":
-    raise ConfigError("stage 'finetune_arcface' fine-tunes the ArcFace teacher trained by "
-                      f"stage 'teacher'; config.teacher.kind is {config.teacher.kind!r}")
+  kind = str(require(config, "teacher.kind"))
+  if kind not in FINETUNE_KINDS:
+    raise ConfigError(f"stage 'finetune_arcface' fine-tunes the ArcFace teacher trained here "
+                      f"or a converted teacher; config.teacher.kind is {kind!r}")
   cfg = config.teacher.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.update(f.copy_and_resolve_references())
   res = int(config.data.resolution)
-  num_classes = make_source(config, "train").num_classes
-  p = (teacher or load_teacher(config, workdir)).params
-  init_from = {"params": {"backbone": p["backbone"], "head": p["head"]},
-               "batch_stats": p["batch_stats"]}
+  source = make_source(config, "train")
+  num_classes = source.num_classes
+  cfg = resolved(config, cfg, source)
+  teacher = teacher or load_teacher(config, workdir)
   inp = str(f.input)
   if inp == "completed":
     frozen = {"generator": restore_generator(config, workdir) if generator is None
@@ -248,17 +288,23 @@ def _finetune_fns(config: ConfigDict, workdir: str, teacher=None, generator=None
   else:
     raise ConfigError(f"config.finetune_arcface.input must be 'completed' or 'masked', "
                       f"got {inp!r}")
+  if kind == "converted":
+    init_fn, step_fn = finetune_stage.make_fns(cfg, teacher, num_classes, input_fn, frozen)
+    return cfg, init_fn, step_fn, lambda state: finetune_stage.embed_fn(teacher, state)
+  p = teacher.params
+  init_from = {"params": {"backbone": p["backbone"], "head": p["head"]},
+               "batch_stats": p["batch_stats"]}
   init_fn, step_fn = teacher_stage.make_fns(cfg, num_classes, res, init_from=init_from,
                                             input_fn=input_fn, frozen=frozen)
-  return cfg, init_fn, step_fn
+  return cfg, init_fn, step_fn, lambda state: teacher_stage.embed_fn(cfg, state)
 
 
 def run_finetune_arcface(config: ConfigDict, workdir: str) -> None:
-  if str(require(config, "teacher.kind")) != "arcface":
-    print(f"teacher.kind={config.teacher.kind!r}: the fine-tuned ArcFace baseline needs the "
-          "ArcFace teacher trained here; skipped")
+  if str(require(config, "teacher.kind")) not in FINETUNE_KINDS:
+    print(f"teacher.kind={config.teacher.kind!r}: the fine-tuned recogniser baseline needs the "
+          "ArcFace teacher trained here or a converted teacher; skipped")
     return
-  cfg, init_fn, step_fn = _finetune_fns(config, workdir)
+  cfg, init_fn, step_fn, _ = _finetune_fns(config, workdir)
   batches, _ = make_batches(config, cfg, "finetune_arcface")
   loop.run("finetune_arcface", workdir, init_fn, step_fn, batches,
            _key(config, "finetune_arcface"), make_mesh(config),
@@ -267,13 +313,12 @@ def run_finetune_arcface(config: ConfigDict, workdir: str) -> None:
 
 def restore_finetuned_arcface(config: ConfigDict, workdir: str, which: int | str = "latest",
                               teacher=None, generator=None):
-  """(embed_fn, step) of the fine-tuned ArcFace baseline."""
-  from deocc_jax.training import teacher_stage
-  cfg, init_fn, _ = _finetune_fns(config, workdir, teacher, generator)
+  """(embed_fn, step) of the fine-tuned recogniser baseline."""
+  cfg, init_fn, _, embed = _finetune_fns(config, workdir, teacher, generator)
   step, state = loop.restore_state(workdir, "finetune_arcface", init_fn,
                                    _key(config, "finetune_arcface"), make_mesh(config), which,
                                    **loop.best_args(cfg))
-  return teacher_stage.embed_fn(cfg, state), step
+  return embed(state), step
 
 
 # ----------------------------------------------------------- distillation
@@ -291,6 +336,10 @@ def _distill_fns(config: ConfigDict, workdir: str, stage: str, mesh,
     c.update(overrides or {})
   teacher = teacher or load_teacher(config, workdir)
   source = make_source(config, "train")
+  if "num_steps" in (overrides or {}):  # e.g. the ablation's own length
+    with c.unlocked():
+      c.epochs = 0
+  c = resolved(config, c, source)
   frozen = {"teacher": teacher.params,
             "generator": restore_generator(config, workdir) if generator is None else generator}
   if c.instance == "soft":
@@ -299,7 +348,8 @@ def _distill_fns(config: ConfigDict, workdir: str, stage: str, mesh,
     frozen["centroids"] = out["centroids"]
   init_fn, step_fn = distillation_stage.make_fns(
       c, config.deocclusion, teacher.apply, teacher.embed_dim, source.num_classes,
-      int(config.data.resolution), frozen, mesh)
+      int(config.data.resolution), frozen, mesh, teacher_num_classes=teacher.num_classes,
+      teacher_name=f"teacher '{teacher.name}' (config.teacher.kind={config.teacher.kind!r})")
   return c, teacher, source, init_fn, step_fn
 
 
@@ -338,7 +388,8 @@ def run_joint(config: ConfigDict, workdir: str) -> None:
                  "student": {"params": st["params"], "batch_stats": st["batch_stats"]}}
   init_fn, step_fn = joint_stage.make_fns(j, config.deocclusion, config.distillation,
                                           teacher.apply, teacher.embed_dim, source.num_classes,
-                                          int(config.data.resolution), frozen, init_from)
+                                          int(config.data.resolution), frozen, init_from,
+                                          teacher_num_classes=teacher.num_classes)
   batches, _ = make_batches(config, j, "joint")
   loop.run("joint", workdir, init_fn, step_fn, batches, _key(config, "joint"), mesh,
            loop_config(j, ("masked", "mask", "clean", "identity"), config))

