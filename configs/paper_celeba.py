@@ -50,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.holdout_identities = 1000     # ... of the images of the other identities; these
                                        # 1,000 (split 'heldout') are never trained on
   c.data.resolution = 256
+  c.data.photometric = True            # occluders harmonised with the photo
   c.pipeline.worker_count = 16
   c.pipeline.max_shift_px = 8
 

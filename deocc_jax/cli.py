@@ -9,6 +9,7 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from typing import Any, Callable, NoReturn, Sequence
@@ -26,8 +27,18 @@ def user_errors() -> tuple[type[BaseException], ...]:
   return (ConfigError, WorkdirError, CheckpointError, FileNotFoundError, app.UsageError)
 
 
-def fail(message: Any) -> NoReturn:
+def fail(message: Any, hard_exit: bool = False) -> NoReturn:
+  """Prints ``error: message`` on one line and exits with status 2.
+
+  ``hard_exit`` leaves without interpreter shutdown (``os._exit``), where
+  Orbax / tensorstore's background threads print "Event loop is closed"
+  tracebacks after a failed restore; use it only at the top of a process
+  (locks are released by their ``finally`` blocks before this point).
+  """
   print("error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+  if hard_exit:
+    sys.stdout.flush()
+    os._exit(EXIT_USER_ERROR)
   sys.exit(EXIT_USER_ERROR)
 
 
@@ -68,9 +79,26 @@ def config_value(holder: Any, name: str = "config") -> Any:
     fail(f"--{name}: cannot load the config file ({text})")
 
 
-def run_or_exit(fn: Callable[[], Any]) -> Any:
-  """Runs ``fn``; user errors become one line and exit status 2."""
+def run_or_exit(fn: Callable[[], Any], hard_exit: bool = True) -> Any:
+  """Runs ``fn``; user errors become one line and exit status 2 (see
+  :func:`fail` for ``hard_exit``; False keeps the caller's process alive for a
+  ``SystemExit`` handler)."""
+  previous_hook = sys.excepthook
+  sys.excepthook = _quiet_closed_loop_hook(previous_hook)
   try:
     return fn()
   except user_errors() as e:
-    fail(e)
+    fail(e, hard_exit=hard_exit)
+  finally:
+    sys.excepthook = previous_hook
+
+
+def _quiet_closed_loop_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
+  """An excepthook that drops tensorstore's callbacks into Orbax's closed
+  asyncio loop after a failed restore ("Event loop is closed", printed from
+  its C++ threads), and reports everything else as ``hook`` does."""
+  def quiet(kind, value, tb):
+    if kind is RuntimeError and str(value) == "Event loop is closed":
+      return
+    hook(kind, value, tb)
+  return quiet

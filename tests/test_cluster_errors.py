@@ -112,7 +112,7 @@ def test_user_errors_become_one_line_and_exit_2(capsys):
   def missing():
     raise ckpt_lib.CheckpointNotFoundError("no checkpoint 9 in /x (available steps: [2, 4])")
   with pytest.raises(SystemExit) as e:
-    cli.run_or_exit(missing)
+    cli.run_or_exit(missing, hard_exit=False)
   assert e.value.code == 2
   assert capsys.readouterr().err == ("error: no checkpoint 9 in /x (available steps: "
                                      "[2, 4])\n")

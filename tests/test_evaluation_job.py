@@ -207,7 +207,8 @@ def test_ablation_settings_table():
   assert ablation.setting_overrides("ce_pair", d)["lambda_p"] == 1.0
   assert ablation.setting_overrides("ce_pair", d)["lambda_t"] == 0.0
   soft = ablation.setting_overrides("ce_pair_angle_soft", d)
-  assert (soft["instance"], soft["lambda_t"], soft["lambda_i"]) == ("soft", 2.0, 1.0)
+  assert (soft["instance"], soft["lambda_t"], soft["lambda_i"]) == ("soft", 2.0, d.lambda_i)
+  assert d.lambda_i > 0
   with pytest.raises(stages.ConfigError, match="unknown setting 'ce_only'"):
     ablation.setting_overrides("ce_only", d)
 
