@@ -44,6 +44,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
+from deocc_jax.training import workdir as workdir_lib
+
 _DPI = 120
 
 
@@ -51,37 +53,16 @@ _DPI = 120
 # Atomic writing
 # --------------------------------------------------------------------------- #
 
-def _is_remote(path: str) -> bool:
-  return "://" in path
-
-
 def _atomic_write(path: Any, write: Callable[[IO[bytes]], None]) -> str:
-  """Calls ``write(binary_file)``; the result replaces ``path`` atomically.
-
-  Locally ``write`` fills ``path + ".tmp"``, which is then renamed onto
-  ``path``; for a URI it fills a ``BytesIO`` written as one object.
-  """
-  path = os.fspath(path)
-  if _is_remote(path):
-    buf = io.BytesIO()
-    write(buf)
-    target = epath.Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(buf.getvalue())
-    return path
-  parent = os.path.dirname(path)
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-  tmp = path + ".tmp"
-  try:
-    with open(tmp, "wb") as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+  """Calls ``write(binary_file)``; the result replaces ``path`` atomically
+  (``workdir.write_atomic``: temporary file + rename locally, one object for
+  a URI). Parent folders are created."""
+  buf = io.BytesIO()
+  write(buf)
+  target = workdir_lib.as_path(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  workdir_lib.write_atomic(target, buf.getvalue())
+  return os.fspath(path)
 
 
 def _atomic_write_text(path: Any, text: str) -> str:
