@@ -102,3 +102,20 @@ def _quiet_closed_loop_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
       return
     hook(kind, value, tb)
   return quiet
+
+
+def run_console(main: Callable[[list[str]], Any], module: str) -> None:
+  """Runs an absl ``main`` as a console command (pyproject [project.scripts]).
+
+  Under a console script ``__main__`` is pip's wrapper, so absl's ``--help``
+  would list no flags and no description: the flags of ``module`` (and its
+  docstring) are made the main module's, as with ``python -m module``.
+  """
+  from absl import app, flags
+  mod = sys.modules[module]
+  for flag in flags.FLAGS.get_key_flags_for_module(module):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  main_module = sys.modules.get("__main__")
+  if main_module is not None and not getattr(main_module, "__doc__", None):
+    main_module.__doc__ = mod.__doc__
+  app.run(main, flags_parser=parse_flags)

@@ -8,11 +8,21 @@ Usage::
         --weights resnet50_ft_weight.pkl --out teachers/vggface2_r50
     python -m deocc_jax.convert --arch vggface2_senet50 \\
         --weights senet50_ft_weight.pkl --out teachers/vggface2_se50
+    python -m deocc_jax.convert --arch iresnet \
+        --weights w600k_r50.onnx --out teachers/arcface_r50   # insightface ArcFace (ONNX)
+    python -m deocc_jax.convert --arch iresnet50 \
+        --weights backbone.pth --out teachers/arcface_r50     # arcface_torch state dict
     python -m deocc_jax.convert --arch mtcnn --out mtcnn.npz   # the MTCNN detector
 
 The weights file is the user's own (nothing is downloaded): a torch state dict
 (``.pt`` / ``.pth``; needs torch, ``pip install 'deocc-jax[convert]'``) or the
-latin1 pickle of numpy arrays the VGGFace2-pytorch port distributes. Every tensor
+latin1 pickle of numpy arrays the VGGFace2-pytorch port distributes, or for the
+ArcFace IResNets an insightface ``.onnx`` model (needs onnx; ``--arch iresnet``
+reads the depth and widths from the graph, ``--arch iresnet50`` / ``iresnet100``
+also checks them; :mod:`deocc_jax.conversion.onnx_arcface`). The classifier size
+is read from the file (``logits.weight`` / ``fc.weight``); a facenet-pytorch
+``classify=False`` state dict without ``logits.*`` keys converts to a teacher
+without a classifier (``num_classes`` null, no ``logits`` output). Every tensor
 must map onto the architecture; otherwise the command exits with status 2 and one
 message listing every missing / unexpected / shape-mismatched key. Load the result
 with :func:`deocc_jax.conversion.checkpoint.load_converted_teacher`.
@@ -46,6 +56,15 @@ from deocc_jax.conversion.torch_weights import (
 __all__ = ["convert", "build_parser", "main"]
 
 
+def _consistent_rows(tensors: dict, prefix: str) -> int | None:
+    """Rows of ``prefix.weight`` when ``prefix.bias`` (if any) agrees; else None
+    (the published size is expected and the strict check lists the mismatch)."""
+    w, b = tensors.get(f"{prefix}.weight"), tensors.get(f"{prefix}.bias")
+    if w is None or w.ndim != 2 or (b is not None and tuple(b.shape) != (w.shape[0],)):
+        return None
+    return int(w.shape[0])
+
+
 def convert(
     arch: str,
     weights: str | os.PathLike[str],
@@ -60,7 +79,8 @@ def convert(
       arch: one of :data:`~deocc_jax.conversion.checkpoint.ARCHITECTURES`.
       weights: the PyTorch-layout weights file.
       out: destination directory (written atomically).
-      num_classes: classifier size; defaults to the published 8,631.
+      num_classes: classifier size; default: the file's (``logits.weight`` /
+        ``fc.weight`` rows), none when the file has no classifier keys.
       overwrite: replace an existing ``out``.
 
     Returns:
@@ -71,17 +91,40 @@ def convert(
       WeightsMismatchError: the tensors do not fit ``arch`` (all differences listed).
       FileExistsError: ``out`` exists and ``overwrite`` is false.
     """
-    spec = teacher_spec(arch)
-    n_classes = spec.default_num_classes if num_classes is None else int(num_classes)
     if Path(out).exists() and not overwrite:
         raise FileExistsError(f"{Path(out).absolute()} already exists (use --overwrite to replace it)")
-    tensors, fmt = read_weights_file(weights)
+    mean = std = None
+    arch_config = None
+    if os.fspath(weights).lower().endswith(".onnx"):
+        if not arch.startswith("iresnet"):
+            raise ValueError(f"{weights}: ONNX models convert with --arch iresnet (insightface "
+                             f"ArcFace), not {arch!r}")
+        from deocc_jax.conversion.onnx_arcface import read_arcface_onnx
+        graph = read_arcface_onnx(weights)
+        tensors, fmt = graph.tensors, "onnx"
+        arch_config, mean, std = graph.arch_config, graph.mean, graph.std
+    else:
+        if arch == "iresnet":
+            raise ValueError(f"{weights}: --arch iresnet (layout from the graph) needs an .onnx "
+                             "model; name the depth (--arch iresnet50 / iresnet100) for a state dict")
+        tensors, fmt = read_weights_file(weights)
+    spec = teacher_spec(arch, arch_config)
+    if num_classes is not None:
+        n_classes = int(num_classes)
+    elif spec.classifier is None:
+        n_classes = None
+    elif _consistent_rows(tensors, spec.classifier) is not None:  # the file's own head size
+        n_classes = _consistent_rows(tensors, spec.classifier)
+    elif not any(k.startswith(spec.classifier + ".") for k in tensors):
+        n_classes = None  # saved without the classifier (facenet-pytorch classify=False)
+    else:
+        n_classes = spec.default_num_classes
     module = spec.build(n_classes, jnp.float32)
     variables = torch_to_flax(
         tensors,
         abstract_variables(module, spec.input_size),
         source=os.fspath(weights),
-        architecture=f"{arch} ({n_classes} classes)",
+        architecture=f"{arch} ({n_classes or 'no'} classes)",
     )
     meta = build_metadata(
         arch,
@@ -89,6 +132,9 @@ def convert(
         source_file=weights,
         source_sha256=file_sha256(weights),
         source_format=fmt,
+        arch_config=arch_config,
+        mean=mean,
+        std=std,
     )
     return save_converted_teacher(out, variables, meta, overwrite=overwrite)
 
@@ -111,9 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher architecture, or 'mtcnn' (the face detector: --weights is a "
                         "folder with pnet.pt/rnet.pt/onet.pt, default the installed "
                         "facenet-pytorch wheel's; --out FILE.npz)")
-    p.add_argument("--weights", default=None, help="torch state dict (.pt/.pth) or latin1 pickle of numpy arrays")
+    p.add_argument("--weights", default=None, help="torch state dict (.pt/.pth), latin1 pickle of "
+                   "numpy arrays, or an insightface ArcFace .onnx model (--arch iresnet*)")
     p.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
-    p.add_argument("--num-classes", type=int, default=None, help="classifier size (default: the published 8631)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier size (default: the file's; none if it has no classifier)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     return p
 
@@ -143,5 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The ``deocc-convert`` console command (``python -m deocc_jax.convert``)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

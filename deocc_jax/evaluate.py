@@ -40,5 +40,10 @@ def main(argv) -> None:
   cli.run_or_exit(run)
 
 
+def console_main() -> None:
+  """The ``deocc-evaluate`` console command (``python -m deocc_jax.evaluate``)."""
+  cli.run_console(main, __name__)
+
+
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  console_main()

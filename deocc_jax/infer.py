@@ -6,6 +6,12 @@ result carries ``checkpoint_steps``, the restored step of each model)::
 
   verify IMG_A IMG_B [--mask_a=M] [--mask_b=M]   same person? prints JSON
       {"score", "threshold", "same", "mask_a": {"source", "coverage"}, ...}
+  verify --pairs_file=FILE   scores every pair of FILE in one process (models
+      loaded once, each distinct image embedded once, batched); FILE has one
+      pair per line, ``IMG_A IMG_B [MASK_A [MASK_B]]`` (whitespace-separated,
+      ``-`` = no mask, ``#`` comments, paths relative to FILE's folder); prints
+      JSON {"count", "same_count", "pairs": [{"line", "image_a", "image_b",
+      "score", "same", "mask_a", "mask_b"}], "seconds", "faces_per_second"}
   embed --folder=DIR --out=FILE.npz [--skip_errors]
       embeds every image under DIR (labels: first-level subfolders), writes
       FILE.npz atomically, prints JSON {"out", "count", "dim", "skipped", ...}
@@ -66,6 +72,8 @@ _LANDMARKS = flags.DEFINE_string("landmarks", None, "File of 'PATH x1 y1 ... x5 
                                  "landmarks, the others per --align.")
 _MASK_A = flags.DEFINE_string("mask_a", None, "verify: occlusion mask of IMG_A (optional).")
 _MASK_B = flags.DEFINE_string("mask_b", None, "verify: occlusion mask of IMG_B (optional).")
+_PAIRS_FILE = flags.DEFINE_string("pairs_file", None, "verify: file of 'IMG_A IMG_B [MASK_A "
+                                  "[MASK_B]]' lines, scored in one process.")
 _FOLDER = flags.DEFINE_string("folder", None, "embed: folder of images (subfolders = labels).")
 _OUT = flags.DEFINE_string("out", None, "embed: output .npz file.")
 _GALLERY = flags.DEFINE_string("gallery", None, "identify: gallery folder or .npz from 'embed'.")
@@ -73,7 +81,8 @@ _TOP_K = flags.DEFINE_integer("top_k", 5, "identify: identities listed per probe
 _SKIP_ERRORS = flags.DEFINE_bool("skip_errors", False, "embed / identify: skip (and report) "
                                  "unusable gallery images instead of failing.")
 
-_ONLY = {"mask_a": "verify", "mask_b": "verify", "folder": "embed", "out": "embed",
+_ONLY = {"mask_a": "verify", "mask_b": "verify", "pairs_file": "verify",
+         "folder": "embed", "out": "embed",
          "gallery": "identify", "top_k": "identify", "skip_errors": ("embed", "identify")}
 
 
@@ -89,7 +98,11 @@ def _check_usage(argv: list[str]) -> tuple[str, list[str]]:
       raise app.UsageError(f"--{name} does not apply to '{cmd}'")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (the trained run's directory)")
-  if cmd == "verify" and len(args) != 2:
+  if cmd == "verify" and _PAIRS_FILE.value:
+    if args or _MASK_A.value or _MASK_B.value:
+      raise app.UsageError("verify --pairs_file takes no images / --mask_a / --mask_b (the "
+                           "file lists them)")
+  elif cmd == "verify" and len(args) != 2:
     raise app.UsageError(f"verify takes two images (IMG_A IMG_B), got {len(args)}: {args}")
   if cmd == "embed":
     if args:
@@ -113,8 +126,17 @@ def _require_exists(paths: list[str], what: str) -> None:
 
 def run_command(cmd: str, args: list[str]) -> dict[str, Any]:
   """Runs one command; returns the JSON-ready result."""
+  import time
   from deocc_jax import inference
-  if cmd == "verify":
+  pairs = None
+  if cmd == "verify" and _PAIRS_FILE.value:
+    pairs = inference.read_pairs_file(_PAIRS_FILE.value)  # fail before the models load
+    for p in pairs:
+      for path, what in ((p.image_a, "image file"), (p.image_b, "image file"),
+                         (p.mask_a, "mask file"), (p.mask_b, "mask file")):
+        if path and not os.path.exists(path):
+          raise FileNotFoundError(f"{_PAIRS_FILE.value}:{p.line}: {what} not found: {path}")
+  elif cmd == "verify":
     _require_exists(args, "image file")
     _require_exists([_MASK_A.value or "", _MASK_B.value or ""], "mask file")
   elif cmd == "embed":
@@ -139,6 +161,16 @@ def run_command(cmd: str, args: list[str]) -> dict[str, Any]:
   fr.landmarks_table = table
   head = {"command": cmd, "recognizer": fr.name, "input_kind": fr.input_kind,
           "threshold": fr.threshold, "checkpoint_steps": dict(fr.models.steps)}
+  if pairs is not None:
+    t0 = time.perf_counter()
+    scores = fr.verify_pairs(pairs, align=_ALIGN.value)
+    seconds = time.perf_counter() - t0
+    faces = len({(p.image_a, p.mask_a) for p in pairs} | {(p.image_b, p.mask_b) for p in pairs})
+    return {**head, "pairs_file": _PAIRS_FILE.value, "count": len(scores),
+            "same_count": sum(s.same for s in scores),
+            "pairs": [{"line": p.line, "image_a": p.image_a, "image_b": p.image_b, **s.to_dict()}
+                      for p, s in zip(pairs, scores)],
+            "seconds": seconds, "faces_per_second": faces / max(seconds, 1e-9)}
   if cmd == "verify":
     v = fr.verify(args[0], args[1], _MASK_A.value, _MASK_B.value, align=_ALIGN.value)
     return {**head, "image_a": args[0], "image_b": args[1], **v.to_dict()}
@@ -175,6 +207,11 @@ def main(argv: list[str]) -> None:
   print(json.dumps(result, indent=2))
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+  """The ``deocc-infer`` console command (``python -m deocc_jax.infer``)."""
   from deocc_jax import cli as _cli
-  app.run(main, flags_parser=_cli.parse_flags)
+  _cli.run_console(main, __name__)
+
+
+if __name__ == "__main__":
+  console_main()

@@ -5,7 +5,7 @@ run's generator ``G`` and occlusion segmenter, the resolution ``R`` and crop
 layout the models were trained on, and the cosine-similarity threshold the
 evaluation job calibrated (``<workdir>/results/calibration.json``)::
 
-  fr = FaceRecognizer.from_run(config, workdir, recognizer="student_soft")
+  fr = FaceRecognizer.from_run(workdir, recognizer="student_soft")  # config: WORKDIR/config.json
   v = fr.verify("a.png", "b.png", mask_b="b_mask.png")   # v.score, v.same
   fr.embed_folder("gallery/", "gallery.npz")
   fr.identify(["probe.png"], "gallery.npz", top_k=5)
@@ -14,8 +14,9 @@ Images: a file path or an (H, W, 3) / (H, W) / (H, W, 4) uint8 array (alpha
 dropped). Alignment (``align``):
 
 * ``'none'``: the image is already an aligned face crop like the training
-  faces: it must be square; it is resized to R x R (bilinear, 2x pyramid
-  when shrinking more than 2x). The default when no landmarks are given.
+  faces: it must be square; it is resized to R x R (bilinear, box
+  pre-filter when shrinking more than 2x: ``alignment.warp_affine_pil``).
+  The default when no landmarks are given.
 * ``'landmarks'``: the (5, 2) landmarks given (x, y pixels, CelebA order:
   left eye, right eye, nose, left mouth, right mouth;
   ``alignment.CANONICAL_ORDER``) are mapped by a least-squares similarity onto
@@ -99,6 +100,9 @@ __all__ = [
     "read_calibration",
     "read_landmarks_file",
     "lookup_landmarks",
+    "Pair",
+    "PairScore",
+    "read_pairs_file",
     "list_images",
 ]
 
@@ -456,6 +460,67 @@ def read_landmarks_file(path: str) -> dict[str, np.ndarray]:
   return table
 
 
+class Pair(NamedTuple):
+  """One line of a pairs file (paths resolved; masks None when not given)."""
+  image_a: str
+  image_b: str
+  mask_a: str | None = None
+  mask_b: str | None = None
+  line: int = 0
+
+
+class PairScore(NamedTuple):
+  """The decision on one pair of :meth:`FaceRecognizer.verify_pairs` (no arrays)."""
+  score: float
+  threshold: float
+  same: bool
+  mask_sources: tuple[str, str]
+  mask_coverages: tuple[float, float]
+
+  def to_dict(self) -> dict[str, Any]:
+    """The same fields as :meth:`Verification.to_dict`."""
+    return {"score": self.score, "threshold": self.threshold, "same": self.same,
+            "mask_a": {"source": self.mask_sources[0], "coverage": self.mask_coverages[0]},
+            "mask_b": {"source": self.mask_sources[1], "coverage": self.mask_coverages[1]}}
+
+
+def read_pairs_file(path: str) -> list[Pair]:
+  """Reads a pairs file: one pair per line, ``IMG_A IMG_B [MASK_A [MASK_B]]``.
+
+  Fields are separated by whitespace (paths without spaces); ``-`` stands for
+  "no mask" (``a.png b.png - b_mask.png``); blank lines and lines starting with
+  ``#`` are skipped. Relative paths are relative to the pairs file's folder.
+  Errors name the file and line.
+  """
+  try:
+    with open(path) as f:
+      lines = f.read().splitlines()
+  except OSError as e:
+    raise FileNotFoundError(f"pairs file not found or unreadable: {path} ({e})") from e
+  base = os.path.dirname(os.path.abspath(path))
+
+  def resolve(p: str) -> str | None:
+    return None if p == "-" else os.path.normpath(os.path.join(base, p))
+
+  pairs = []
+  for no, line in enumerate(lines, 1):
+    tok = line.split()
+    if not tok or tok[0].startswith("#"):
+      continue
+    if not 2 <= len(tok) <= 4:
+      raise ValueError(f"{path}:{no}: expected 'IMG_A IMG_B [MASK_A [MASK_B]]' (2 to 4 "
+                       f"fields), got {len(tok)}")
+    if "-" in tok[:2]:
+      raise ValueError(f"{path}:{no}: '-' stands for a missing mask, not an image")
+    a, b = resolve(tok[0]), resolve(tok[1])
+    ma = resolve(tok[2]) if len(tok) > 2 else None
+    mb = resolve(tok[3]) if len(tok) > 3 else None
+    pairs.append(Pair(a, b, ma, mb, no))
+  if not pairs:
+    raise ValueError(f"{path}: no pairs ('IMG_A IMG_B [MASK_A [MASK_B]]' lines)")
+  return pairs
+
+
 def lookup_landmarks(table: dict[str, np.ndarray], image_path: str) -> np.ndarray | None:
   """The landmarks of ``image_path`` in ``table`` (longest path-suffix match) or None."""
   parts = os.path.normpath(os.fspath(image_path)).split(os.sep)
@@ -528,21 +593,32 @@ class FaceRecognizer:
     return input_kind
 
   @classmethod
-  def from_run(cls, config: Any, workdir: str, recognizer: str = "student_soft",
-               checkpoint: str | int = "latest", threshold: float | None = None,
-               input_kind: str = "auto", batch_size: int = 32) -> FaceRecognizer:
+  def from_run(cls, config: Any = None, workdir: str | os.PathLike | None = None,
+               recognizer: str = "student_soft", checkpoint: str | int = "latest",
+               threshold: float | None = None, input_kind: str = "auto",
+               batch_size: int = 32) -> FaceRecognizer:
     """Restores ``recognizer`` (and G, the segmenter) of the run in ``workdir``.
 
-    The threshold is ``thresholds[recognizer][input_kind]`` of
-    ``<workdir>/results/calibration.json`` unless ``threshold`` is given.
+    ``FaceRecognizer.from_run(workdir)`` (or ``config=None``) reads the run's
+    own config, ``<workdir>/config.json`` (written when training started);
+    ``from_run(config, workdir)`` uses the given one. The threshold is
+    ``thresholds[recognizer][input_kind]`` of ``<workdir>/results/calibration.json``
+    unless ``threshold`` is given.
     """
     from deocc_jax.evaluation.models import RECOGNIZERS, restore_models
     from deocc_jax.training import stages
+    if workdir is None and isinstance(config, (str, os.PathLike, epath.Path)):
+      config, workdir = None, config  # from_run(workdir)
+    if workdir is None:
+      raise ValueError("from_run needs the run's workdir")
     if recognizer not in RECOGNIZERS:
       raise ValueError(f"unknown recognizer {recognizer!r}; choose from {list(RECOGNIZERS)}")
     workdir = os.fspath(workdir)
     if not epath.Path(workdir).is_dir():
       raise FileNotFoundError(f"workdir {workdir!r} does not exist")
+    if config is None:
+      from deocc_jax.training import workdir as workdir_lib
+      config = workdir_lib.read_config(workdir)
     cal = None
     if threshold is None:
       cal = read_calibration(workdir)  # fail before the slow restore
@@ -649,7 +725,7 @@ class FaceRecognizer:
         landmarks, align = listed, "landmarks"
     m, lm = self._transform(img, src, landmarks, align)
     r = self.resolution
-    face = alignment.warp_affine(img, m, (r, r), antialias=True)
+    face = alignment.warp_affine_pil(img, m, (r, r), antialias=True)
     face = (face * np.float32(2.0 / 255.0) - np.float32(1.0)).astype(np.float32)
     aligned_mask = None
     if mask is not None:
@@ -679,7 +755,7 @@ class FaceRecognizer:
       transform = _resize_matrix(h, self.resolution)
     binary = (raw > 0.5).astype(np.float32)
     r = self.resolution
-    warped = alignment.warp_affine(binary, transform, (r, r), antialias=True)
+    warped = alignment.warp_affine_pil(binary, transform, (r, r), antialias=True)
     return (warped > 0.5).astype(np.float32)[..., None]
 
   def load_many(self, images: Sequence[ImageLike] | np.ndarray,
@@ -789,6 +865,40 @@ class FaceRecognizer:
     return Verification(score, self.threshold, bool(score >= self.threshold),
                         (p.masks[0], p.masks[1]), (p.mask_sources[0], p.mask_sources[1]),
                         (p.completed[0], p.completed[1]))
+
+  def verify_pairs(self, pairs: Sequence[Pair | tuple[str, ...]], align: str | None = None,
+                   chunk: int = 256) -> list[PairScore]:
+    """:meth:`verify` for many pairs in one pass: every distinct (image, mask)
+    is loaded and embedded once, in batches of ``chunk`` pairs.
+
+    Errors name the image and, for :class:`Pair` items, the pairs-file line.
+    """
+    items = [p if isinstance(p, Pair) else Pair(*p) for p in pairs]
+    out: list[PairScore] = []
+    for start in range(0, len(items), max(1, int(chunk))):
+      part = items[start:start + max(1, int(chunk))]
+      keys: dict[tuple[str, str | None], int] = {}
+      faces: list[Face] = []
+      for p in part:
+        for img, mask in ((p.image_a, p.mask_a), (p.image_b, p.mask_b)):
+          if (img, mask) not in keys:
+            try:
+              faces.append(self.load(img, mask, align=align))
+            except (FileNotFoundError, ValueError) as e:
+              if p.line and type(e) in (FileNotFoundError, ValueError):
+                raise type(e)(f"pairs line {p.line}: {e}") from e
+              raise  # subclasses (undecodable file, no face) already name the file
+            keys[(img, mask)] = len(faces) - 1
+      prepared = self.prepare(faces)
+      emb = self.embed_prepared(prepared.completed)
+      for p in part:
+        i, j = keys[(p.image_a, p.mask_a)], keys[(p.image_b, p.mask_b)]
+        score = float(self.cosine(emb[i], emb[j]))
+        out.append(PairScore(score, self.threshold, bool(score >= self.threshold),
+                             (prepared.mask_sources[i], prepared.mask_sources[j]),
+                             (float(np.mean(prepared.masks[i] > 0.5)),
+                              float(np.mean(prepared.masks[j] > 0.5)))))
+    return out
 
   def gallery_from_folder(self, folder: str, align: str | None = None,
                           skip_errors: bool = False) -> Gallery:

@@ -141,5 +141,10 @@ def main(argv) -> None:
   cli.run_or_exit(job)
 
 
+def console_main() -> None:
+  """The ``deocc-train`` console command (``python -m deocc_jax.main``)."""
+  cli.run_console(main, __name__)
+
+
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  console_main()

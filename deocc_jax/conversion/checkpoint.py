@@ -15,7 +15,9 @@ that does not fit the architecture is refused).
 
 Supported architectures (:func:`teacher_spec`): ``inception_resnet_v1``
 (facenet-pytorch, VGGFace2), ``vggface2_resnet50`` and ``vggface2_senet50``
-(cydonia999/VGGFace2-pytorch).
+(cydonia999/VGGFace2-pytorch), ``iresnet18`` .. ``iresnet200`` and ``iresnet``
+(insightface's ArcFace backbones; ``iresnet`` = depth / widths read from the
+ONNX graph, recorded in the metadata's ``arch_config``).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from deocc_jax.teachers import inception_resnet_v1 as _irv1
+from deocc_jax.teachers import iresnet as _ir
 from deocc_jax.teachers import vggface2_resnet as _vgg
 
 __all__ = [
@@ -54,7 +57,8 @@ __all__ = [
 ]
 
 #: Architecture names accepted by :func:`teacher_spec` and the converter CLI.
-ARCHITECTURES: tuple[str, ...] = ("inception_resnet_v1", "vggface2_resnet50", "vggface2_senet50")
+ARCHITECTURES: tuple[str, ...] = ("inception_resnet_v1", "vggface2_resnet50", "vggface2_senet50",
+                                  *_ir.IRESNET_LAYERS, "iresnet")
 METADATA_FILENAME = "metadata.json"
 VARIABLES_DIRNAME = "variables"
 FORMAT_VERSION = 1
@@ -87,10 +91,15 @@ class TeacherSpec:
       std: per-channel divisor, in ``colour_order``.
       embedding_size: size of the ``'embedding'`` output.
       embedding_l2_normalised: whether the model already L2-normalises it.
-      default_num_classes: classes of the published classifier head.
+      default_num_classes: classes of the published classifier head (None: the
+        published model has none).
       reference: where the PyTorch layout comes from.
-      build: ``(num_classes, dtype) -> flax module``.
+      build: ``(num_classes, dtype) -> flax module`` (``num_classes`` None: no head).
       preprocess: ``rgb_uint8 -> network input``.
+      classifier: PyTorch module name of the classifier head (its ``.weight`` is
+        ``(num_classes, D)``), None if the architecture has none.
+      arch_config: architecture hyper-parameters recorded in the metadata
+        (IResNet: ``layers``, ``widths``, ``num_features``); None otherwise.
     """
 
     name: str
@@ -102,12 +111,54 @@ class TeacherSpec:
     embedding_l2_normalised: bool
     default_num_classes: int
     reference: str
-    build: Callable[[int, Any], nn.Module]
+    build: Callable[[int | None, Any], nn.Module]
     preprocess: Callable[[Any], jnp.ndarray]
+    classifier: str | None = None
+    arch_config: dict[str, Any] | None = None
 
 
-def teacher_spec(architecture: str) -> TeacherSpec:
-    """The :class:`TeacherSpec` of ``architecture``; ``ValueError`` if unknown."""
+def _iresnet_spec(architecture: str, arch_config: Mapping[str, Any] | None) -> TeacherSpec:
+    if arch_config is None:
+        if architecture not in _ir.IRESNET_LAYERS:
+            raise ValueError("architecture 'iresnet' needs its arch_config (layers, widths, "
+                             "num_features), read from an ONNX graph")
+        arch_config = {"layers": list(_ir.IRESNET_LAYERS[architecture]),
+                       "widths": list(_ir.IRESNET_WIDTHS), "num_features": 512, "map_size": 7}
+    cfg = {"layers": [int(v) for v in arch_config["layers"]],
+           "widths": [int(v) for v in arch_config["widths"]],
+           "num_features": int(arch_config["num_features"]),
+           "map_size": int(arch_config.get("map_size", 7))}
+    if architecture in _ir.IRESNET_LAYERS and tuple(cfg["layers"]) != _ir.IRESNET_LAYERS[architecture]:
+        raise ValueError(f"{architecture} has blocks per layer {_ir.IRESNET_LAYERS[architecture]}, "
+                         f"the arch_config says {tuple(cfg['layers'])}")
+    size = 16 * cfg["map_size"]
+    return TeacherSpec(
+        name=architecture,
+        input_size=(size, size),
+        colour_order="RGB",
+        mean=_ir.ARCFACE_MEAN,
+        std=_ir.ARCFACE_STD,
+        embedding_size=cfg["num_features"],
+        embedding_l2_normalised=False,
+        default_num_classes=None,
+        reference="deepinsight/insightface recognition/arcface_torch/backbones/iresnet.py "
+                  "(backbone.pth, or the ONNX export of the model zoo)",
+        build=lambda num_classes, dtype: _ir.IResNet(layers=tuple(cfg["layers"]),
+                                                     widths=tuple(cfg["widths"]),
+                                                     num_features=cfg["num_features"], dtype=dtype),
+        preprocess=_ir.preprocess,
+        classifier=None,
+        arch_config=cfg,
+    )
+
+
+def teacher_spec(architecture: str, arch_config: Mapping[str, Any] | None = None) -> TeacherSpec:
+    """The :class:`TeacherSpec` of ``architecture``; ``ValueError`` if unknown.
+
+    ``arch_config``: the metadata's ``arch_config`` (IResNet depth / widths), if any.
+    """
+    if architecture in _ir.IRESNET_LAYERS or architecture == "iresnet":
+        return _iresnet_spec(architecture, arch_config)
     if architecture == "inception_resnet_v1":
         return TeacherSpec(
             name=architecture,
@@ -121,6 +172,7 @@ def teacher_spec(architecture: str) -> TeacherSpec:
             reference="timesler/facenet-pytorch models/inception_resnet_v1.py (20180402-114759-vggface2.pt)",
             build=lambda num_classes, dtype: _irv1.InceptionResnetV1(num_classes=num_classes, dtype=dtype),
             preprocess=_irv1.preprocess,
+            classifier="logits",
         )
     if architecture in ("vggface2_resnet50", "vggface2_senet50"):
         se = architecture == "vggface2_senet50"
@@ -136,6 +188,7 @@ def teacher_spec(architecture: str) -> TeacherSpec:
             reference=f"cydonia999/VGGFace2-pytorch models/{'senet' if se else 'resnet'}.py",
             build=lambda num_classes, dtype: _vgg.VGGFace2ResNet(se=se, num_classes=num_classes, dtype=dtype),
             preprocess=_vgg.preprocess,
+            classifier="fc",
         )
     raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
 
@@ -150,25 +203,32 @@ def abstract_variables(module: nn.Module, input_size: tuple[int, int]) -> dict[s
 def build_metadata(
     architecture: str,
     *,
-    num_classes: int,
+    num_classes: int | None,
     source_file: str | os.PathLike[str],
     source_sha256: str,
     source_format: str,
+    arch_config: Mapping[str, Any] | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
 ) -> dict[str, Any]:
-    """The metadata dict written next to the converted variables."""
-    spec = teacher_spec(architecture)
-    return {
+    """The metadata dict written next to the converted variables.
+
+    ``num_classes`` None: no classifier head. ``mean`` / ``std`` override the
+    architecture's normalisation (an ONNX graph that normalises inside).
+    """
+    spec = teacher_spec(architecture, arch_config)
+    meta = {
         "format_version": FORMAT_VERSION,
         "architecture": spec.name,
         "input_size": list(spec.input_size),
         "colour_order": spec.colour_order,
         "input_range": [0, 255],
-        "mean": list(spec.mean),
-        "std": list(spec.std),
+        "mean": [float(v) for v in (spec.mean if mean is None else mean)],
+        "std": [float(v) for v in (spec.std if std is None else std)],
         "normalisation": "(x[colour_order] - mean) / std, x in [0, 255]",
         "embedding_size": spec.embedding_size,
         "embedding_l2_normalised": spec.embedding_l2_normalised,
-        "num_classes": int(num_classes),
+        "num_classes": None if not num_classes else int(num_classes),
         "layout": "NHWC",
         "reference": spec.reference,
         "source_file": os.path.abspath(os.fspath(source_file)),
@@ -176,6 +236,9 @@ def build_metadata(
         "source_format": source_format,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if spec.arch_config is not None:
+        meta["arch_config"] = dict(spec.arch_config)
+    return meta
 
 
 def save_converted_teacher(
@@ -264,8 +327,12 @@ def load_converted_teacher(
     """
     d = Path(ckpt_dir).absolute()
     meta = load_metadata(d)
-    spec = teacher_spec(meta["architecture"])
-    module = spec.build(int(meta["num_classes"]), dtype)
+    try:
+        spec = teacher_spec(meta["architecture"], meta.get("arch_config"))
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{d / METADATA_FILENAME}: bad arch_config ({e})") from e
+    num_classes = None if meta["num_classes"] is None else int(meta["num_classes"])
+    module = spec.build(num_classes, dtype)
     abstract = abstract_variables(module, spec.input_size)
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree_util.tree_map(

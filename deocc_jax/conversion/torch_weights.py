@@ -4,8 +4,10 @@ Supported on-disk formats (detected from the content, not the file name):
 
 * ``torch_state_dict``: a state dict written by ``torch.save`` (zip or legacy
   format), e.g. facenet-pytorch's ``20180402-114759-vggface2.pt``; read with
-  ``torch.load(..., map_location='cpu', weights_only=True)`` (needs the ``convert``
-  extra, ``pip install 'deocc-jax[convert]'``). A ``{'state_dict': {...}}`` wrapper
+  ``torch.load(..., map_location='cpu', weights_only=True)`` when torch is
+  installed, else by a torch-free reader of the ``torch.save`` format
+  (:func:`deocc_jax.conversion.mtcnn_weights.read_torch_file`; plain tensor state
+  dicts only). A ``{'state_dict': {...}}`` wrapper
   and a DataParallel ``module.`` prefix on every key are accepted.
 * ``pickle_numpy``: a pickle of a dict ``{torch name: numpy array}`` as distributed
   with cydonia999/VGGFace2-pytorch (``resnet50_ft_weight.pkl``, written by
@@ -148,11 +150,16 @@ def _to_numpy(value: Any) -> np.ndarray | None:
 def _torch_load(path: str) -> Any:
     try:
         import torch
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise WeightsFileError(
-            f"{path}: this is a PyTorch file; reading it needs torch "
-            "(pip install 'deocc-jax[convert]')"
-        ) from e
+    except ImportError:
+        # No torch: read the torch.save format directly (zip or legacy; the
+        # restricted unpickler of conversion/mtcnn_weights.py), so converting
+        # needs no (multi-GB) torch install.
+        from deocc_jax.conversion.mtcnn_weights import MTCNNWeightsError, read_torch_file
+        try:
+            return read_torch_file(path)
+        except MTCNNWeightsError as e:
+            raise WeightsFileError(f"{path}: not a readable PyTorch weights file "
+                                   f"(read without torch: {e})") from e
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for bad files

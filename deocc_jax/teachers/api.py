@@ -30,6 +30,7 @@ Images should be aligned to the teacher's canonical crop
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable
 
@@ -52,6 +53,12 @@ class Teacher:
   metadata: dict[str, Any]
   num_classes: int | None = None  # classes of ``logits``; None: no classifier
 
+  @functools.cached_property
+  def embed_fn(self) -> Callable[[Any, jax.Array], jax.Array]:
+    """``jax.jit`` of ``apply(...)['embedding']``, built once per teacher (so
+    repeated :meth:`embed` calls reuse its compilations)."""
+    return jax.jit(lambda p, b: self.apply(p, b)["embedding"])
+
   def embed(self, images: Any, batch_size: int = 64) -> np.ndarray:
     """(B, H, W, 3) uint8 [0, 255] or float [-1, 1] -> (B, D) L2-normalised."""
     x = np.asarray(images)
@@ -59,7 +66,7 @@ class Teacher:
       raise ValueError(f"{self.name}: images must be (B, H, W, 3), got {x.shape}")
     if x.dtype == np.uint8:
       x = x.astype(np.float32) / 127.5 - 1.0
-    fn = jax.jit(lambda p, b: self.apply(p, b)["embedding"])
+    fn = self.embed_fn
     out = [np.asarray(fn(self.params, jnp.asarray(x[i:i + batch_size], jnp.float32)))
            for i in range(0, len(x), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)

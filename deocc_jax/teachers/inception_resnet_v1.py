@@ -279,7 +279,8 @@ class InceptionResnetV1(nn.Module):
     """FaceNet InceptionResnetV1 (facenet-pytorch layout), inference mode, NHWC.
 
     Attributes:
-      num_classes: classes of the ``logits`` head (8,631 for the VGGFace2 weights).
+      num_classes: classes of the ``logits`` head (8,631 for the VGGFace2 weights);
+        None or 0: no head (``classify=False`` models), no ``'logits'`` output.
       dtype: computation dtype (parameters stay float32; the embedding is
         normalised and returned in float32).
 
@@ -289,7 +290,7 @@ class InceptionResnetV1(nn.Module):
     'logits': (N, num_classes)}``.
     """
 
-    num_classes: int = FACENET_NUM_CLASSES
+    num_classes: int | None = FACENET_NUM_CLASSES
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -319,12 +320,17 @@ class InceptionResnetV1(nn.Module):
         x = nn.BatchNorm(
             use_running_average=True, momentum=_BN_MOMENTUM, epsilon=_BN_EPS, dtype=d, name="last_bn"
         )(x)
-        logits = nn.Dense(self.num_classes, use_bias=True, dtype=d, name="logits")(x)
+        # num_classes None / 0: facenet-pytorch's classify=False model without a
+        # ``logits`` layer (its state dict has no ``logits.*`` keys).
+        logits = (nn.Dense(self.num_classes, use_bias=True, dtype=d, name="logits")(x)
+                  if self.num_classes else None)
         x32 = x.astype(jnp.float32)
         # F.normalize(p=2, dim=1): x / max(||x||, 1e-12)
         norm = jnp.sqrt(jnp.sum(x32 * x32, axis=-1, keepdims=True))
         embedding = x32 / jnp.maximum(norm, 1e-12)
         chex.assert_shape(embedding, (n, FACENET_EMBEDDING_SIZE))
+        if logits is None:
+            return {"embedding": embedding}
         chex.assert_shape(logits, (n, self.num_classes))
         return {"embedding": embedding, "logits": logits}
 
