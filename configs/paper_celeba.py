@@ -137,7 +137,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.landmark_detector = "dlib"  # pip install deocc-jax[dlib]
 
   # Fig. 5: one student per loss setting, evaluated on the held-out identities.
-  c.ablation.num_steps = 24 * (CELEBA_TRAIN_IMAGES_APPROX // 128)  # 24 epochs
+  c.ablation.epochs = 24               # steps = 24 x (train images // distillation batch)
+  c.ablation.num_steps = 24 * (CELEBA_TRAIN_IMAGES_APPROX // 128)  # used when epochs = 0
   c.ablation.eval_every = 2000
   c.ablation.num_pairs = 6000
   return c

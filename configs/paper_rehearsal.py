@@ -67,7 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
   # gradients are slow): same code, the paper's widths are config values.
   # The teacher is the published VGGFace2 ResNet-50, whole.
   c.deocclusion.cnum = 8               # paper: 32
-  c.deocclusion.n_critic = 2           # DeepFill: 5 (unrolled in the jitted step)
+  c.deocclusion.n_critic = 2           # DeepFill: 5 (a lax.scan: same compile for any count)
   c.deocclusion.critic_cnum = 16       # DeepFill: 64
   c.distillation.width = 0.25          # paper: the full ResNet-18
   c.segmentation.width = 8
@@ -84,6 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.landmark_detector = ""    # the miniature ships landmark files
 
   c.ablation.settings = ("ce", "ce_pair_angle_soft")
+  c.ablation.epochs = 0
   c.ablation.num_steps = 1
   c.ablation.eval_every = 1
   c.ablation.num_pairs = 20

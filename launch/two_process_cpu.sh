@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # A two-process JAX job on one CPU machine (manual coordinator on 127.0.0.1),
-# e.g. to check multi-host code paths:
+# 4 CPU devices per process (8 in all, as the tests), e.g. to check multi-host
+# code paths or rehearse the paper's path before renting a cluster:
 #   launch/two_process_cpu.sh configs/cpu.py workdir/mp
+#   launch/two_process_cpu.sh configs/paper_rehearsal.py /tmp/rehearsal
 # Re-running it on the same workdir resumes (each process its own data
-# position); the exit status is the first failing process's.
+# position); the exit status is the first failing process's. Environment:
+# PORT (coordinator, default 12355), DEVICES_PER_PROCESS (default 4).
 set -euo pipefail
 CONFIG=${1:?config}; WORKDIR=${2:?workdir}; shift 2
 PORT=${PORT:-12355}
+export JAX_PLATFORMS=cpu
+export XLA_FLAGS="--xla_force_host_platform_device_count=${DEVICES_PER_PROCESS:-4}"
 pids=()
 for i in 0 1; do
   python -m deocc_jax.main --config="$CONFIG" --workdir="$WORKDIR" \

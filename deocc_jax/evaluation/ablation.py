@@ -75,6 +75,34 @@ def heldout_losses(teacher_emb: np.ndarray, student_emb: np.ndarray, batch: int,
   return {k: float(np.mean(v)) for k, v in terms.items() if k != "ce"}
 
 
+def ablation_steps(config: ConfigDict) -> int:
+  """Steps per setting: ``ablation.epochs`` x (training faces // the
+  distillation's global batch) when epochs > 0, else ``ablation.num_steps``."""
+  a = stages.require(config, "ablation")
+  epochs = float(a.get("epochs", 0) or 0)
+  if epochs <= 0:
+    return int(a.num_steps)
+  size = len(stages.make_source(config, "train"))
+  batch = int(stages.require(config, "distillation.batch_size"))
+  return max(1, int(round(epochs * (size // batch))))
+
+
+def paired_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+  """Per-fold paired differences at the last step: each setting minus the
+  first (CE) and minus the setting before it (one loss term added)."""
+  names = list(results)
+  rows = []
+  for i, name in enumerate(names[1:], start=1):
+    for ref in dict.fromkeys((names[0], names[i - 1])):
+      a = results[name]["curve"][-1]["fold_accuracies_one"]
+      b = results[ref]["curve"][-1]["fold_accuracies_one"]
+      dd = verification.paired_difference(a, b)
+      rows.append({"a": results[name]["label"], "b": results[ref]["label"],
+                   "diff": (100 * dd["mean"], 100 * dd["std"]),
+                   "positive": f"{dd['positive']} / {dd['folds']}"})
+  return rows
+
+
 def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   from deocc_jax.evaluation import job
   from deocc_jax.evaluation.models import restore_models
@@ -107,16 +135,17 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   # A fixed order for the held-out loss batches (mixes identities like training).
   order = np.random.default_rng(int(e.seed)).permutation(len(vs.clean))
 
+  num_steps = ablation_steps(config)
   ab_dir = os.path.join(workdir, "ablation")
   results: dict[str, Any] = {}
   for name in settings:
     over = setting_overrides(name, d)
-    over["num_steps"] = int(a.num_steps)
+    over["num_steps"] = num_steps
     over["checkpoint_every"] = int(a.eval_every)
     over["log_every"] = min(int(d.log_every), int(a.eval_every))
     run_cfg = copy.deepcopy(config)
     with run_cfg.unlocked():
-      run_cfg.checkpoint.keep = max(1, int(a.num_steps) // int(a.eval_every) + 1)
+      run_cfg.checkpoint.keep = max(1, num_steps // int(a.eval_every) + 1)
     c, teacher, _, init_fn, step_fn = stages._distill_fns(
         run_cfg, workdir, name, mesh, over, teacher=base.teacher, generator=base.generator)
     batches, _ = stages.make_batches(run_cfg, c, "distill_hard")
@@ -139,7 +168,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
           verification.cosine_scores(s_emb[a_idx], s_emb[b_idx]), same, fold)
       losses = heldout_losses(teacher_clean[order], s_emb[order], int(d.batch_size), lambdas)
       curve.append({"step": int(step), "one": one.summary(), "both": both.summary(),
-                    "heldout": losses})
+                    "fold_accuracies_one": one.fold_accuracies, "heldout": losses})
     train = report.read_metric_series(os.path.join(ab_dir, name, "logs", "metrics.jsonl"),
                                       ["loss/total", "loss/ce"])
     results[name] = {"label": SETTINGS[name], "overrides": over, "curve": curve,
@@ -173,6 +202,14 @@ def _write(results: dict[str, Any], vs: protocols.VerificationSet, out_dir: str)
              "the teacher on clean and the student on completed faces. Identities: "
              f"{vs.identities}."),
       float_format="{:.3f}")
+  report.write_table(
+      paired_rows(results), [("a", "A"), ("b", "B"),
+                             ("diff", "A - B (points, mean ± std over folds)"),
+                             ("positive", "folds A > B")],
+      os.path.join(out_dir, "ablation_paired"),
+      title=(f"Loss ablation: per-fold paired differences of verification accuracy at the last "
+             f"step (one face masked, G-completed; same {vs.num_pairs} pairs and folds). "
+             f"Identities: {vs.identities}."))
   series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
   for name, r in results.items():
     steps = np.array([p["step"] for p in r["curve"]])

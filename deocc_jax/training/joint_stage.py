@@ -64,7 +64,7 @@ def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, distill_cfg: ConfigDict,
     key, k_d = jax.random.split(jax.random.wrap_key_data(state["rng"]))
     out = parts.gen.apply({"params": state["g"]}, x, m)
     fake = jax.lax.stop_gradient(complete(x, m, out.refined))
-    dp, d_opt, d_terms, dg = parts.critic_updates(state["d"], state["d_opt"], y, fake, m, k_d)
+    dp, d_opt, d_terms, dg_norm = parts.critic_updates(state["d"], state["d_opt"], y, fake, m, k_d)
     t_out = teacher_apply(fz["teacher"], y)
     t_emb = jax.lax.stop_gradient(t_out["embedding"])
     t_logits = t_out.get("logits")
@@ -96,6 +96,6 @@ def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, distill_cfg: ConfigDict,
                  "loss/distillation": d_total, **{f"loss/{k}": v for k, v in terms.items()},
                  "metric/hole_l1": hole_l1(comp, y, m),
                  "grad_norm/g": optax.tree.norm(gg), "grad_norm/student": optax.tree.norm(sg),
-                 "grad_norm/d": optax.tree.norm(dg)}
+                 "grad_norm/d": dg_norm}
 
   return init_fn, step_fn
