@@ -38,6 +38,11 @@ def get_config() -> ml_collections.ConfigDict:
   # this CPU-sized default: it makes occluder synthesis several times slower
   # (~30 ms per 64 px example), which dominated the teacher stage's time.
   c.data.photometric = False
+  # A teacher pool (the VGGFace2 analogue): > 0 trains the ArcFace teacher on
+  # this many further synthetic identities, disjoint from every split above
+  # (0 = the teacher trains on the 'train' split, like the students).
+  c.data.teacher_identities = 0
+  c.data.teacher_images_per_identity = 0  # 0 = images_per_identity
   c.data.holdout_identities = 0        # CelebA: identities kept out of every training
                                        # stage (fraction < 1 or count), split 'heldout';
                                        # the synthetic splits are identity-disjoint already
@@ -243,7 +248,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.ablation = ml_collections.ConfigDict()
   c.ablation.settings = ("ce", "ce_pair", "ce_pair_angle", "ce_pair_angle_hard",
                          "ce_pair_angle_soft")
-  c.ablation.num_steps = 400           # distillation steps per setting
+  c.ablation.num_steps = 400           # distillation steps per setting ...
+  c.ablation.epochs = 0                # ... or > 0: epochs x (train faces // distillation batch)
   c.ablation.eval_every = 100          # checkpoint + held-out evaluation interval
   c.ablation.num_pairs = 6000          # verification pairs of the held-out evaluation
   c.ablation.max_eval_records = 0      # 0 = every held-out face

@@ -77,6 +77,17 @@ class SyntheticSplitSource:
     faces = SyntheticFaces(identities, images_per_identity, resolution, seed)
     return cls(faces, identity_split(identities, fractions, seed)[split])
 
+  @classmethod
+  def pool(cls, first: int, count: int, images_per_identity: int = 20, resolution: int = 64,
+           seed: int = 0) -> "SyntheticSplitSource":
+    """Identities ``first .. first + count - 1`` of the same face space: a pool
+    disjoint from the train / validation / test splits of ``first`` identities
+    (the embedded default's teacher pool, a VGGFace2 analogue)."""
+    if first < 0 or count < 1:
+      raise ValueError(f"an identity pool needs first >= 0 and count >= 1, got {first}, {count}")
+    faces = SyntheticFaces(first + count, images_per_identity, resolution, seed)
+    return cls(faces, np.arange(first, first + count))
+
   @property
   def num_classes(self) -> int:
     return len(self.identities)

@@ -189,12 +189,46 @@ def verification_results(ev: Evaluator, vs: protocols.VerificationSet,
         res_one = verification.evaluate_pairs(one, same, fold)
         res_both = verification.evaluate_pairs(both, same, fold)
         out[cond][r][kind] = {"one": res_one.summary(), "both": res_both.summary(),
-                              "fold_accuracies_one": res_one.fold_accuracies}
+                              "fold_accuracies_one": res_one.fold_accuracies,
+                              "fold_accuracies_both": res_both.fold_accuracies}
         if cond == protocols.MIXTURE:
           thresholds.setdefault(r, {})[kind] = verification.best_threshold(one, same)[0]
           if kind in ("clean", "masked", "completed", "completed_predicted"):
             roc[f"{ev.models.display(r)}, {INPUTS[kind]}"] = (res_one.roc_far, res_one.roc_tar)
   return {"results": out, "roc": roc, "thresholds": thresholds}
+
+
+REFERENCES = ("arcface_finetuned", "teacher")  # what the paired table compares against
+
+
+def paired_comparisons(mix: dict[str, dict[str, Any]], side: str = "one"
+                       ) -> list[dict[str, Any]]:
+  """Per-fold paired differences (points) on the mixture: every recogniser
+  minus each reference recogniser (the fine-tuned baseline, the teacher) on
+  the same input, and every completed / filled input minus 'masked' for the
+  same recogniser; ``side`` 'one' or 'both' faces masked."""
+  key = f"fold_accuracies_{side}"
+  rows = []
+
+  def add(ra: str, ka: str, rb: str, kb: str) -> None:
+    a, b = mix.get(ra, {}).get(ka), mix.get(rb, {}).get(kb)
+    if a is None or b is None or key not in a or key not in b:
+      return
+    d = verification.paired_difference(a[key], b[key])
+    rows.append({"a": (ra, ka), "b": (rb, kb), "mean": 100 * d["mean"], "std": 100 * d["std"],
+                 "positive": d["positive"], "folds": d["folds"]})
+
+  for ref in REFERENCES:
+    for r in mix:
+      if r == ref:
+        continue
+      for kind in INPUTS:
+        add(r, kind, ref, kind)
+  for r in mix:
+    for kind in INPUTS:
+      if kind not in ("clean", "masked"):
+        add(r, kind, r, "masked")
+  return rows
 
 
 def _pm(s: dict[str, float]) -> tuple[float, float]:
@@ -229,6 +263,26 @@ def write_verification(res: dict[str, Any], vs: protocols.VerificationSet, model
   report.write_table(t2, [("recognizer", "recognizer")] + [(k, INPUTS[k]) for k in kinds],
                      os.path.join(out_dir, f"table2_{name}"),
                      title=f"Accuracy (%) on {name} by input (one face masked; mixture). "
+                           f"Identities: {vs.identities or 'unstated'}.")
+  # Every comparison as a per-fold paired difference (same pairs, same folds).
+  for side in ("one", "both"):
+    prow = [{"a": f"{models.display(c['a'][0])}, {INPUTS[c['a'][1]]}",
+             "b": f"{models.display(c['b'][0])}, {INPUTS[c['b'][1]]}",
+             "diff": (c["mean"], c["std"]), "positive": f"{c['positive']} / {c['folds']}"}
+            for c in paired_comparisons(mix, side)]
+    report.write_table(prow, [("a", "A"), ("b", "B"), ("diff", "A - B (points, mean ± std over folds)"),
+                              ("positive", "folds A > B")],
+                       os.path.join(out_dir, f"paired_{name}_{side}"),
+                       title=f"Per-fold paired differences of verification accuracy on {name}, "
+                             f"{side} face(s) masked (mixture; same pairs and folds for A and B). "
+                             f"Identities: {vs.identities or 'unstated'}.")
+  # TAR@FAR=1e-3 in Table 2's shape (next to its accuracies).
+  t2t = [{"recognizer": models.display(r), **{k: 100 * per[k]["one"]["tar@far=0.001"]
+                                              if k in per else None for k in kinds}}
+         for r, per in mix.items()]
+  report.write_table(t2t, [("recognizer", "recognizer")] + [(k, INPUTS[k]) for k in kinds],
+                     os.path.join(out_dir, f"tar_{name}"),
+                     title=f"TAR (%) at FAR=1e-3 on {name} by input (one face masked; mixture). "
                            f"Identities: {vs.identities or 'unstated'}.")
   for side in ("one", "both"):
     cat_rows = []
@@ -390,6 +444,12 @@ def held_out_source(config: ConfigDict) -> tuple[Any, dict[str, Any]]:
   split = str(stages.require(config, "evaluate.split"))
   kind = str(config.data.source)
   trained = identity_keys(stages.make_source(config, "train"))
+  pool = 0
+  if (str(config.teacher.kind) == "arcface"
+      and int(config.data.get("teacher_identities", 0) or 0) > 0):  # the teacher's own pool
+    pool_ids = identity_keys(stages.teacher_source(config))
+    pool = len(pool_ids)
+    trained |= pool_ids
   src = stages.make_source(config, split)
   held = identity_keys(src)
   shared = sorted(trained & held)
@@ -405,7 +465,7 @@ def held_out_source(config: ConfigDict) -> tuple[Any, dict[str, Any]]:
   how = ("excluded from every training stage by config.data.holdout_identities"
          if split == "heldout" else f"split {split!r}, disjoint from the training split")
   desc = (f"{len(held)} {kind} identities ({how}; 0 shared with the {len(trained)} training "
-          "identities)")
+          "identities" + (f", {pool} of them the teacher's pool" if pool else "") + ")")
   return src, {"split": split, "identities": len(held), "trained_identities": len(trained),
                "shared": 0, "description": desc}
 
@@ -476,8 +536,10 @@ def run(config: ConfigDict, workdir: str, checkpoint: str | None = None,
     sets.append(vs)
   for vs in sets:
     res = verification_results(ev, vs, inputs)
-    results["verification"][vs.name] = {"num_pairs": vs.num_pairs, "num_faces": len(vs.clean),
-                                        "results": res["results"]}
+    mix = res["results"][protocols.MIXTURE]
+    results["verification"][vs.name] = {
+        "num_pairs": vs.num_pairs, "num_faces": len(vs.clean), "results": res["results"],
+        "paired": {side: paired_comparisons(mix, side) for side in ("one", "both")}}
     if vs.name == sets[0].name:
       results["calibration"] = {"set": vs.name, "condition": "mixture, one face masked",
                                 "thresholds": res["thresholds"]}

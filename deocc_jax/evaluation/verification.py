@@ -10,6 +10,7 @@ and TAR at given FARs over all pairs.
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 
@@ -132,6 +133,19 @@ def evaluate_pairs(scores: np.ndarray, same: np.ndarray, folds: np.ndarray | Non
       fold_accuracies=accs, fold_thresholds=thrs, auc=auc_score(far, tar),
       eer=equal_error_rate(far, tar), tar_at_far={f: tar_at_far(scores, same, f) for f in fars},
       roc_far=far, roc_tar=tar)
+
+
+def paired_difference(acc_a: Sequence[float], acc_b: Sequence[float]) -> dict[str, float]:
+  """Per-fold paired difference of two recognisers' fold accuracies (same
+  pairs, same folds): mean and std over folds of ``a - b``, and how many folds
+  ``a`` wins (ties are not wins). Fold-to-fold variation of the pairs cancels,
+  so this is the comparison to quote, not the difference of the means."""
+  a, b = np.asarray(acc_a, np.float64), np.asarray(acc_b, np.float64)
+  if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+    raise ValueError(f"fold accuracies must be equal-length 1-D lists, got {a.shape} and {b.shape}")
+  d = a - b
+  return {"mean": float(d.mean()), "std": float(d.std()), "positive": int((d > 0).sum()),
+          "folds": int(len(d))}
 
 
 def make_pairs(labels: np.ndarray, num_pairs: int, seed: int = 0, num_folds: int = 10

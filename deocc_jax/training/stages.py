@@ -73,15 +73,34 @@ def make_source(config: ConfigDict, split: str):
   raise ConfigError(f"config.data.source must be 'synthetic', 'celeba' or 'folder', got {kind!r}")
 
 
+def teacher_source(config: ConfigDict):
+  """The faces the teacher trained here learns from: the synthetic teacher
+  pool when ``config.data.teacher_identities`` > 0 (identities after the
+  student pool's, so disjoint from every train / validation / test split: the
+  VGGFace2 analogue of the paper's setting), else the training split."""
+  d = require(config, "data")
+  n = int(d.get("teacher_identities", 0) or 0)
+  if n <= 0:
+    return make_source(config, "train")
+  if str(d.source) != "synthetic":
+    raise ConfigError("config.data.teacher_identities (a disjoint teacher pool) exists for the "
+                      f"synthetic source only; config.data.source is {d.source!r}")
+  return pipe.SyntheticSplitSource.pool(
+      int(d.identities), n, int(d.get("teacher_images_per_identity", 0) or d.images_per_identity),
+      int(d.resolution), int(d.seed))
+
+
 def mask_config(config: ConfigDict) -> masks_lib.MaskConfig:
   return pipe.mask_config_from_data(require(config, "data"))
 
 
-def make_batches(config: ConfigDict, section: ConfigDict, stage: str, split: str = "train"):
-  """A checkpointable grain iterator of host batches, plus its source."""
+def make_batches(config: ConfigDict, section: ConfigDict, stage: str, split: str = "train",
+                 source=None):
+  """A checkpointable grain iterator of host batches, plus its source
+  (``source`` replaces ``make_source(config, split)``)."""
   if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
     flags.FLAGS.mark_as_parsed()
-  source = make_source(config, split)
+  source = make_source(config, split) if source is None else source
   p = require(config, "pipeline")
   pcfg = pipe.PipelineConfig(batch_size=int(section.batch_size),
                              seed=int(config.seed) * 1000 + STAGE_SEED_OFFSETS.get(stage, 0),
@@ -128,7 +147,7 @@ def load_teacher(config: ConfigDict, workdir: str, which: int | str = "latest"):
   t = require(config, "teacher")
   kind = str(t.kind)
   if kind == "arcface":
-    src = make_source(config, "train")
+    src = teacher_source(config)
     return api.load_teacher("arcface", workdir, teacher_cfg=t,
                             resolution=int(config.data.resolution), num_classes=src.num_classes,
                             which=which)
@@ -148,7 +167,7 @@ def run_teacher(config: ConfigDict, workdir: str) -> None:
   if str(t.kind) != "arcface":
     print(f"teacher.kind={t.kind!r}: nothing to train (a pretrained teacher is used)")
     return
-  batches, source = make_batches(config, t, "teacher")
+  batches, source = make_batches(config, t, "teacher", source=teacher_source(config))
   t = resolved(config, t, source)
   init_fn, step_fn = teacher_stage.make_fns(t, source.num_classes, int(config.data.resolution))
   loop.run("teacher", workdir, init_fn, step_fn, batches, _key(config, "teacher"),
@@ -292,8 +311,9 @@ def _finetune_fns(config: ConfigDict, workdir: str, teacher=None, generator=None
     init_fn, step_fn = finetune_stage.make_fns(cfg, teacher, num_classes, input_fn, frozen)
     return cfg, init_fn, step_fn, lambda state: finetune_stage.embed_fn(teacher, state)
   p = teacher.params
-  init_from = {"params": {"backbone": p["backbone"], "head": p["head"]},
-               "batch_stats": p["batch_stats"]}
+  init_from = {"params": {"backbone": p["backbone"]}, "batch_stats": p["batch_stats"]}
+  if teacher.num_classes == num_classes:  # same identities: keep the teacher's head
+    init_from["params"]["head"] = p["head"]
   init_fn, step_fn = teacher_stage.make_fns(cfg, num_classes, res, init_from=init_from,
                                             input_fn=input_fn, frozen=frozen)
   return cfg, init_fn, step_fn, lambda state: teacher_stage.embed_fn(cfg, state)

@@ -36,7 +36,7 @@ def make_fns(cfg: ConfigDict, num_classes: int, resolution: int,
   """(init_fn, step_fn) of ArcFace training; batches need 'clean', 'identity'.
 
   Fine-tuning: ``init_from`` (a trained state's 'params' / 'batch_stats')
-  replaces the random init; ``input_fn(frozen, batch)`` gives the training
+  replaces the random init (without 'head': a new head over ``num_classes``); ``input_fn(frozen, batch)`` gives the training
   images (default ``batch['clean']``); ``frozen`` is carried in the state
   (e.g. the generator's parameters) and never updated.
   """
@@ -47,7 +47,9 @@ def make_fns(cfg: ConfigDict, num_classes: int, resolution: int,
 
   def init_fn(key: jax.Array) -> State:
     if init_from is not None:
-      params, stats = init_from["params"], init_from["batch_stats"]
+      params, stats = dict(init_from["params"]), init_from["batch_stats"]
+      if "head" not in params:  # fine-tuning on other identities: a new ArcFace head
+        params["head"] = head.init(key, jnp.zeros((1, int(cfg.embed_dim))))["params"]
     else:
       kb, kh = jax.random.split(key)
       v = backbone.init(kb, jnp.zeros((1, resolution, resolution, 3)), train=False)
