@@ -166,7 +166,9 @@ def vggface2_resnet50_state_dict(seed: int = 0, num_classes: int = 8631) -> dict
     import torch
   except ImportError as e:
     raise ImportError("the rehearsal writes a PyTorch state dict of the VGGFace2 teacher and "
-                      "needs torch: pip install 'deocc-jax[convert]' (torch==2.13.0, CPU)") from e
+                      "needs torch: pip install torch "
+                      "--index-url https://download.pytorch.org/whl/cpu "
+                      "(the CPU build; a plain `pip install torch` pulls a CUDA one)") from e
   g = torch.Generator().manual_seed(int(seed))
   sd: dict[str, Any] = {}
 
