@@ -300,6 +300,17 @@ def _pyr_down(img: np.ndarray) -> np.ndarray:
   return out
 
 
+def _warp_args(image, m, out_size) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+  """The checked (image, (2, 3) float64 map, (out_h, out_w)) of a warp."""
+  img = np.asarray(image)
+  if img.ndim not in (2, 3):
+    raise ValueError(f"image must be (H, W) or (H, W, C), got {img.shape}")
+  m = np.asarray(m, np.float64)
+  if m.shape != (2, 3):
+    raise ValueError(f"transform must be (2, 3), got {m.shape}")
+  return img, m, (int(out_size[0]), int(out_size[1]))
+
+
 def warp_affine(image: np.ndarray, m: np.ndarray, out_size: tuple[int, int],
                 border_value: float = 0.0, antialias: bool = True) -> np.ndarray:
   """Bilinear warp: output pixel (x, y) takes the input at ``m @ [x, y, 1]``.
@@ -316,13 +327,7 @@ def warp_affine(image: np.ndarray, m: np.ndarray, out_size: tuple[int, int],
   Returns:
     float32 array (out_h, out_w[, C]).
   """
-  img = np.asarray(image)
-  if img.ndim not in (2, 3):
-    raise ValueError(f"image must be (H, W) or (H, W, C), got {img.shape}")
-  m = np.asarray(m, np.float64)
-  if m.shape != (2, 3):
-    raise ValueError(f"transform must be (2, 3), got {m.shape}")
-  oh, ow = int(out_size[0]), int(out_size[1])
+  img, m, (oh, ow) = _warp_args(image, m, out_size)
   squeeze = img.ndim == 2
   work = img[..., None] if squeeze else img
   if antialias:
@@ -391,13 +396,7 @@ def warp_affine_pil(image: np.ndarray, m: np.ndarray, out_size: tuple[int, int],
     float32 array (out_h, out_w[, C]).
   """
   from PIL import Image
-  img = np.asarray(image)
-  if img.ndim not in (2, 3):
-    raise ValueError(f"image must be (H, W) or (H, W, C), got {img.shape}")
-  m = np.asarray(m, np.float64)
-  if m.shape != (2, 3):
-    raise ValueError(f"transform must be (2, 3), got {m.shape}")
-  oh, ow = int(out_size[0]), int(out_size[1])
+  img, m, (oh, ow) = _warp_args(image, m, out_size)
   h, w = img.shape[:2]
   scale = math.sqrt(abs(np.linalg.det(m[:, :2])))
   k = int(scale) if (antialias and scale > 2.0) else 1

@@ -165,7 +165,8 @@ class Evaluator:
 
 def verification_results(ev: Evaluator, vs: protocols.VerificationSet,
                          inputs: tuple[str, ...]) -> dict[str, Any]:
-  """{condition: {recognizer: {input: {'one': summary, 'both': summary}}}} plus ROC data."""
+  """{condition: {recognizer: {input: {'one': summary, 'both': summary}}}} plus ROC data
+  and the paired comparisons on the mixture (:func:`paired_comparisons`, per side)."""
   a, b, same, fold = vs.pairs
   out: dict[str, Any] = {}
   roc: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -195,7 +196,9 @@ def verification_results(ev: Evaluator, vs: protocols.VerificationSet,
           thresholds.setdefault(r, {})[kind] = verification.best_threshold(one, same)[0]
           if kind in ("clean", "masked", "completed", "completed_predicted"):
             roc[f"{ev.models.display(r)}, {INPUTS[kind]}"] = (res_one.roc_far, res_one.roc_tar)
-  return {"results": out, "roc": roc, "thresholds": thresholds}
+  mix = out.get(protocols.MIXTURE, {})
+  paired = {side: paired_comparisons(mix, side) for side in ("one", "both")}
+  return {"results": out, "roc": roc, "thresholds": thresholds, "paired": paired}
 
 
 REFERENCES = ("arcface_finetuned", "teacher")  # what the paired table compares against
@@ -269,7 +272,7 @@ def write_verification(res: dict[str, Any], vs: protocols.VerificationSet, model
     prow = [{"a": f"{models.display(c['a'][0])}, {INPUTS[c['a'][1]]}",
              "b": f"{models.display(c['b'][0])}, {INPUTS[c['b'][1]]}",
              "diff": (c["mean"], c["std"]), "positive": f"{c['positive']} / {c['folds']}"}
-            for c in paired_comparisons(mix, side)]
+            for c in res["paired"][side]]
     report.write_table(prow, [("a", "A"), ("b", "B"), ("diff", "A - B (points, mean ± std over folds)"),
                               ("positive", "folds A > B")],
                        os.path.join(out_dir, f"paired_{name}_{side}"),
@@ -536,10 +539,9 @@ def run(config: ConfigDict, workdir: str, checkpoint: str | None = None,
     sets.append(vs)
   for vs in sets:
     res = verification_results(ev, vs, inputs)
-    mix = res["results"][protocols.MIXTURE]
     results["verification"][vs.name] = {
         "num_pairs": vs.num_pairs, "num_faces": len(vs.clean), "results": res["results"],
-        "paired": {side: paired_comparisons(mix, side) for side in ("one", "both")}}
+        "paired": res["paired"]}
     if vs.name == sets[0].name:
       results["calibration"] = {"set": vs.name, "condition": "mixture, one face masked",
                                 "thresholds": res["thresholds"]}
