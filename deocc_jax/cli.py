@@ -83,14 +83,15 @@ def run_or_exit(fn: Callable[[], Any], hard_exit: bool = True) -> Any:
   """Runs ``fn``; user errors become one line and exit status 2 (see
   :func:`fail` for ``hard_exit``; False keeps the caller's process alive for a
   ``SystemExit`` handler)."""
-  previous_hook = sys.excepthook
+  previous_hook, previous_unraisable = sys.excepthook, sys.unraisablehook
   sys.excepthook = _quiet_closed_loop_hook(previous_hook)
+  sys.unraisablehook = _quiet_closed_loop_unraisable(previous_unraisable)
   try:
     return fn()
   except user_errors() as e:
     fail(e, hard_exit=hard_exit)
   finally:
-    sys.excepthook = previous_hook
+    sys.excepthook, sys.unraisablehook = previous_hook, previous_unraisable
 
 
 def _quiet_closed_loop_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
@@ -101,6 +102,17 @@ def _quiet_closed_loop_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
     if kind is RuntimeError and str(value) == "Event loop is closed":
       return
     hook(kind, value, tb)
+  return quiet
+
+
+def _quiet_closed_loop_unraisable(hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
+  """The same filter for ``sys.unraisablehook``: tensorstore 0.1.86 reports
+  those callbacks as unraisable exceptions rather than through excepthook."""
+  def quiet(unraisable):
+    value = unraisable.exc_value
+    if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+      return
+    hook(unraisable)
   return quiet
 
 
