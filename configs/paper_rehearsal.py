@@ -18,21 +18,15 @@ here shrunk. Two processes:
     launch/two_process_cpu.sh configs/paper_rehearsal.py DIR
 """
 
-import os
-import sys
-
 import ml_collections
 
-# The base config lies next to this file; ml_collections loads config files
-# by path, without their folder on sys.path.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import paper_celeba  # noqa: E402
+from deocc_jax.configs import paper
 
 BATCH = 8  # global batches: one face per device of an 8-device job
 
 
 def get_config() -> ml_collections.ConfigDict:
-  c = paper_celeba.get_config()
+  c = paper.get_config()
   c.stages = ("rehearsal_data",) + tuple(c.stages)
   c.progress = False
 

@@ -43,7 +43,14 @@ def fail(message: Any, hard_exit: bool = False) -> NoReturn:
 
 
 def _explain_parse_error(argv: Sequence[str], e: BaseException) -> str:
-  text = " ".join(str(e).split())
+  raw = str(e)
+  if "Error whilst parsing config file" in raw:
+    # config_flags embeds get_config's traceback; its last line is the error
+    # (e.g. an unknown variant after the colon).
+    last = [line.strip() for line in raw.splitlines() if line.strip()][-1]
+    flag = re.match(r"(flag --\S+): ", raw)
+    return (flag.group(1) + ": " if flag else "") + last
+  text = " ".join(raw.split())
   if isinstance(e, (KeyError, AttributeError)):
     found = re.search(r"(\w+)", text)
     hint = re.search(r'Did you mean "(\w+)"', text)

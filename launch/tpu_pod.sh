@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # TPU-VM pod template: runs the same command on every worker of the slice.
-#   launch/tpu_pod.sh my-tpu us-central2-b configs/tpu_pod.py gs://bucket/runs/pod [--config.x=y]
+#   launch/tpu_pod.sh my-tpu us-central2-b configs/paper_celeba.py:tpu_pod gs://bucket/runs/pod [--config.x=y]
 # The repository must be checked out (and installed, with the gs:// extra:
 # pip install -e ".[gcs]") at ~/deocc-jax on every worker. The workdir may be
 # a gs:// URI: checkpoints, config.json, the lock and the logs go there.

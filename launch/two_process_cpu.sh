@@ -2,7 +2,7 @@
 # A two-process JAX job on one CPU machine (manual coordinator on 127.0.0.1),
 # 4 CPU devices per process (8 in all, as the tests), e.g. to check multi-host
 # code paths or rehearse the paper's path before renting a cluster:
-#   launch/two_process_cpu.sh configs/cpu.py workdir/mp
+#   launch/two_process_cpu.sh configs/synthetic.py:cpu workdir/mp
 #   launch/two_process_cpu.sh configs/paper_rehearsal.py /tmp/rehearsal
 # Re-running it on the same workdir resumes (each process its own data
 # position); the exit status is the first failing process's. Environment:

@@ -23,8 +23,7 @@ RESOLUTION = 32
 
 def probe_config(num_steps: int):
   """The job's config (also built by the test, for its reference batches)."""
-  sys.path.insert(0, os.path.join(ROOT, "configs"))
-  import synthetic
+  from deocc_jax.configs import base as synthetic
   c = synthetic.get_config()
   c.stages = ("probe",)
   c.progress = False

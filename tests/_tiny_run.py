@@ -3,9 +3,7 @@ evaluation and inference tests: real checkpoints in the real layout, fast."""
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "configs"))
-import synthetic  # noqa: E402
+from deocc_jax.configs import base as synthetic  # noqa: E402  (configs/synthetic.py's body)
 
 TINY_STAGES = ("teacher", "teacher_embeddings", "deocclusion", "segmentation", "distill_hard",
                "distill_soft", "finetune_arcface")

@@ -19,9 +19,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "configs"))
-import synthetic  # noqa: E402
+from deocc_jax.configs import base as synthetic  # noqa: E402  (configs/synthetic.py's body)
 
 from deocc_jax.training import deocclusion_stage, loop, stages  # noqa: E402
 

@@ -144,7 +144,7 @@ def test_every_cli_reports_user_errors_in_one_line_with_exit_2(tmp_path):
   img = tmp_path / "a.png"
   from PIL import Image
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
-  cfg = "--config=configs/cpu.py"
+  cfg = "--config=configs/synthetic.py:cpu"
   procs = {
       "unknown field": _cli("deocc_jax.main", cfg, "--config.teacher.widht=2", f"--workdir={w}"),
       "negative batch": _cli("deocc_jax.main", cfg, "--config.teacher.batch_size=-8",

@@ -205,8 +205,7 @@ def test_converted_teacher_keeps_its_classifier_for_distillation_ce(vgg_case: di
     values) and the paper config's student head takes the teacher's classes, so
     the teacher-target cross-entropy runs (it used to raise on the shape mismatch
     between the 8,631 teacher logits and a head over the data set's identities)."""
-    sys.path.insert(0, str(Path(__file__).parent.parent / "configs"))
-    import paper_celeba
+    from deocc_jax.configs import paper as paper_celeba
     from deocc_jax.losses import relational
     from deocc_jax.teachers import api
     from deocc_jax.training import distillation_stage

@@ -21,10 +21,8 @@ from deocc_jax.losses.reconstruction import deepfill_reconstruction_loss
 from deocc_jax.models.critics import crop_hole_boxes
 from deocc_jax.training import deocclusion_stage
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "configs"))
-import paper_celeba  # noqa: E402
-import synthetic  # noqa: E402
+from deocc_jax.configs import paper as paper_celeba  # noqa: E402  (configs/paper_celeba.py's body)
+from deocc_jax.configs import base as synthetic  # noqa: E402  (configs/synthetic.py's body)
 
 RES, LOCAL = 32, 16
 

@@ -6,9 +6,7 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "configs"))
-import synthetic  # noqa: E402
+from deocc_jax.configs import base as synthetic  # noqa: E402  (configs/synthetic.py's body)
 
 from deocc_jax import main as main_lib  # noqa: E402
 

@@ -11,9 +11,7 @@ from deocc_jax.data.synthetic_faces import SyntheticFaces
 from deocc_jax.evaluation import job
 from deocc_jax.training import stages
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "configs"))
-import paper_celeba  # noqa: E402
+from deocc_jax.configs import paper as paper_celeba  # noqa: E402  (configs/paper_celeba.py's body)
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config():
-  sys.path.insert(0, os.path.join(ROOT, "configs"))
-  try:
-    import synthetic
-  finally:
-    sys.path.pop(0)
+  from deocc_jax.configs import base as synthetic
   c = synthetic.get_config()
   c.stages = ("render_data",)
   c.data.identities, c.data.images_per_identity, c.data.resolution = 40, 3, 32

@@ -184,12 +184,7 @@ def test_library_replaces_procedural_occluders_at_library_prob(tmp_path, faces):
 
 
 def test_library_prob_is_configurable_from_the_config(tmp_path):
-  import sys
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-  try:
-    import synthetic
-  finally:
-    sys.path.pop(0)
+  from deocc_jax.configs import base as synthetic
   from deocc_jax.data import pipeline as pl
   os.makedirs(tmp_path / "complex")
   _write_rgba(tmp_path / "complex" / "c.png")

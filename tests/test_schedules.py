@@ -9,11 +9,8 @@ from ml_collections import ConfigDict
 
 from deocc_jax.training import optim, stages
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-sys.path.insert(0, CONFIGS)
-import gpu8  # noqa: E402
-import paper_celeba  # noqa: E402
-import tpu_pod  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _config_files  # noqa: E402
 
 N = 155_555  # training images (any size; CelebA's 6:1 split is about this)
 
@@ -26,10 +23,11 @@ def _epochs_of(section: ConfigDict, n: int) -> tuple[float, float, float]:
   return seen / n, decay / n, float(section.lr)
 
 
-@pytest.mark.parametrize("module,batch,lr", [(paper_celeba, 128, 0.1), (gpu8, 128, 0.1),
-                                             (tpu_pod, 256, 0.2)])
-def test_paper_configs_train_72_epochs_decaying_every_24(module, batch, lr):
-  c = module.get_config()
+@pytest.mark.parametrize("spec,batch,lr", [("configs/paper_celeba.py", 128, 0.1),
+                                           ("configs/paper_celeba.py:gpu8", 128, 0.1),
+                                           ("configs/paper_celeba.py:tpu_pod", 256, 0.2)])
+def test_paper_configs_train_72_epochs_decaying_every_24(spec, batch, lr):
+  c = _config_files.load(spec)
   r = stages.resolved(c, "distillation", source=range(N))
   epochs, decay_epochs, got_lr = _epochs_of(r, N)
   assert r.batch_size == batch
@@ -66,7 +64,7 @@ def test_resolve_schedule_fields():
 def test_stage_runners_use_the_resolved_schedule(monkeypatch):
   """The distillation stage builds its optimizer and loop from epochs."""
   from deocc_jax.training import distillation_stage
-  c = paper_celeba.get_config()
+  c = _config_files.load("configs/paper_celeba.py")
   seen = {}
 
   def fake_make_fns(cfg, *args, **kwargs):

@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "configs"))
-import synthetic  # noqa: E402
+from deocc_jax.configs import base as synthetic  # noqa: E402  (configs/synthetic.py's body)
 
 from deocc_jax.data import pipeline as pipe  # noqa: E402
 from deocc_jax.training import (deocclusion_stage, distillation_stage, sharding,  # noqa: E402

@@ -20,7 +20,7 @@ for every setting. Writes ``<workdir>/results/ablation.{md,csv,json}`` and
 ``ablation_losses.png`` (training loss, held-out loss and accuracy against
 step: the shape of Fig. 5).
 
-Run: ``python -m deocc_jax.main --config=configs/ablation_synthetic.py --workdir=DIR``
+Run: ``python -m deocc_jax.main --config=configs/synthetic.py:ablation --workdir=DIR``
 (the run's earlier stages resume / are reused from DIR).
 """
 
