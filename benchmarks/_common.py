@@ -1,4 +1,5 @@
 """Shared helpers for the benchmarks: machine description and result files."""
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,16 @@ def machine() -> dict:
     load = os.getloadavg()
   except OSError:
     load = (float("nan"),) * 3
-  info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-          "loadavg_at_start": [round(x, 2) for x in load],
-          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+  info = {
+      "cpu": cpu,
+      "cores": os.cpu_count(),
+      "python": platform.python_version(),
+      "loadavg_at_start": [round(x, 2) for x in load],
+      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+  }
   try:
     import jax
+
     info["jax"] = jax.__version__
     info["jax_devices"] = [str(d) for d in jax.devices()]
   except Exception:  # pragma: no cover - jax always present here

@@ -4,6 +4,7 @@ Target (issue 2): >= 500 examples/s at 64 px on the 2-core CPU, so the data
 pipeline is never the bottleneck. Run: python benchmarks/bench_data_pipeline.py
 Writes benchmarks/results/data_pipeline.{md,json}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,7 @@ from deocc_jax.data.pipeline import PipelineConfig, synthetic_loader  # noqa: E4
 def measure(resolution: int, workers: int, batch: int, batches: int, repeats: int):
   rates = []
   for rep in range(repeats):
-    cfg = PipelineConfig(batch_size=batch, seed=rep, worker_count=workers,
-                         worker_buffer_size=4)
+    cfg = PipelineConfig(batch_size=batch, seed=rep, worker_count=workers, worker_buffer_size=4)
     loader, _ = synthetic_loader(resolution=resolution, config=cfg)
     it = iter(loader)
     next(it)  # start-up (worker spawn) excluded
@@ -50,18 +50,30 @@ def main():
     for w in args.workers:
       rates = measure(res, w, args.batch, args.batches, args.repeats)
       med = _common.median(rates)
-      payload["results"].append({"resolution": res, "workers": w, "batch": args.batch,
-                                 "examples_per_s": rates, "median": med})
-      rows.append(f"| {res} | {w} | {args.batch} | {med:.0f} | "
-                  f"{min(rates):.0f} - {max(rates):.0f} |")
-  md = "\n".join([
-      "# Data pipeline throughput (generation + masking + batching)",
-      f"Machine: {info['cpu']}, {info['cores']} cores, load at start "
-      f"{info['loadavg_at_start']}, {info['date']}. Median of {args.repeats} runs of "
-      f"{args.batches} batches after the first batch.",
-      "",
-      "| px | grain workers | batch | examples/s (median) | range |",
-      "|---|---|---|---|---|", *rows])
+      payload["results"].append(
+          {
+              "resolution": res,
+              "workers": w,
+              "batch": args.batch,
+              "examples_per_s": rates,
+              "median": med,
+          }
+      )
+      rows.append(
+          f"| {res} | {w} | {args.batch} | {med:.0f} | " f"{min(rates):.0f} - {max(rates):.0f} |"
+      )
+  md = "\n".join(
+      [
+          "# Data pipeline throughput (generation + masking + batching)",
+          f"Machine: {info['cpu']}, {info['cores']} cores, load at start "
+          f"{info['loadavg_at_start']}, {info['date']}. Median of {args.repeats} runs of "
+          f"{args.batches} batches after the first batch.",
+          "",
+          "| px | grain workers | batch | examples/s (median) | range |",
+          "|---|---|---|---|---|",
+          *rows,
+      ]
+  )
   _common.write("data_pipeline", payload, md)
 
 

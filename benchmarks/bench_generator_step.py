@@ -65,7 +65,7 @@ def _make_batch(rng: np.random.Generator, b: int, s: int):
   for n in range(b):
     hh, ww = rng.integers(s // 4, s // 2 + 1, size=2)
     t, l = rng.integers(s // 8, s - hh - s // 8 + 1), rng.integers(s // 8, s - ww - s // 8 + 1)
-    m[n, t:t + hh, l:l + ww] = 1.
+    m[n, t : t + hh, l : l + ww] = 1.0
   return x, m
 
 
@@ -73,15 +73,27 @@ def _make_batch(rng: np.random.Generator, b: int, s: int):
 # JAX
 # ---------------------------------------------------------------------------
 
-def setup_jax(size: int, batch: int, cnum: int, dcnum: int, dtype_name: str,
-              fast_critic: bool = True, d_only: bool = False) -> dict:
+
+def setup_jax(
+    size: int,
+    batch: int,
+    cnum: int,
+    dcnum: int,
+    dtype_name: str,
+    fast_critic: bool = True,
+    d_only: bool = False,
+) -> dict:
   """Build, compile and run once the JAX G / D steps; returns closures to time."""
   import jax
   import jax.numpy as jnp
   import optax
 
-  from deocc_jax.losses.adversarial import (WGAN_GP_LAMBDA, discriminator_loss,
-                                            generator_adversarial_loss, gradient_penalty)
+  from deocc_jax.losses.adversarial import (
+      WGAN_GP_LAMBDA,
+      discriminator_loss,
+      generator_adversarial_loss,
+      gradient_penalty,
+  )
   from deocc_jax.losses.reconstruction import reconstruction_loss
   from deocc_jax.models.critics import GlobalLocalCritics, crop_hole_boxes, hole_boxes
   from deocc_jax.models.generator import InpaintGenerator, complete
@@ -153,13 +165,15 @@ def setup_jax(size: int, batch: int, cnum: int, dcnum: int, dtype_name: str,
   n_g = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(gparams))
   n_d = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(dparams))
   steps = {"d": run_d} if d_only else {"g": run_g, "d": run_d}
-  return dict(steps=steps, g_first_call_s=g_compile, d_first_call_s=d_first, g_params=n_g,
-              d_params=n_d)
+  return dict(
+      steps=steps, g_first_call_s=g_compile, d_first_call_s=d_first, g_params=n_g, d_params=n_d
+  )
 
 
 # ---------------------------------------------------------------------------
 # PyTorch (timing twin, NCHW)
 # ---------------------------------------------------------------------------
+
 
 def _torch_modules():
   import torch
@@ -174,11 +188,11 @@ def _torch_modules():
     return TConv(cin, cout, k, s, r)
 
   class TConv(tnn.Module):
+
     def __init__(self, cin, cout, k, s, r, act="elu"):
       super().__init__()
       self.s, self.k, self.r = s, k, r
-      self.conv = tnn.Conv2d(cin, cout, k, s, padding=0 if s > 1 else r * (k - 1) // 2,
-                             dilation=r)
+      self.conv = tnn.Conv2d(cin, cout, k, s, padding=0 if s > 1 else r * (k - 1) // 2, dilation=r)
       self.act = act
 
     def forward(self, x):
@@ -198,7 +212,7 @@ def _torch_modules():
   def down_idx(n_in, n_out, device=None):
     return torch.as_tensor(align_corners_nearest_indices(n_in, n_out))
 
-  def contextual_attention(f, b, mask, rate=2, ksize=3, scale=10.):
+  def contextual_attention(f, b, mask, rate=2, ksize=3, scale=10.0):
     bs, c, hf_raw, wf_raw = f.shape
     hb_raw, wb_raw = b.shape[2:]
     hf, wf, hb, wb = hf_raw // rate, wf_raw // rate, hb_raw // rate, wb_raw // rate
@@ -224,31 +238,62 @@ def _torch_modules():
     att = torch.softmax(s * scale, dim=-1) * valid
     pasted = torch.bmm(att, raw.transpose(1, 2))  # B, P, C*16
     y = F.fold(pasted.transpose(1, 2), (hf_raw, wf_raw), 2 * rate, padding=1, stride=rate)
-    return y / 4.
+    return y / 4.0
 
   class Generator(tnn.Module):
+
     def __init__(self, c):
       super().__init__()
       L = tnn.ModuleList
-      self.coarse = L([conv(5, c, 5), conv(c, 2 * c, 3, 2), conv(2 * c, 2 * c, 3),
-                       conv(2 * c, 4 * c, 3, 2), conv(4 * c, 4 * c, 3), conv(4 * c, 4 * c, 3),
-                       conv(4 * c, 4 * c, 3, r=2), conv(4 * c, 4 * c, 3, r=4),
-                       conv(4 * c, 4 * c, 3, r=8), conv(4 * c, 4 * c, 3, r=16),
-                       conv(4 * c, 4 * c, 3), conv(4 * c, 4 * c, 3)])
-      self.coarse_dec = L([conv(4 * c, 2 * c, 3), conv(2 * c, 2 * c, 3), conv(2 * c, c, 3),
-                           conv(c, c // 2, 3)])
+      self.coarse = L(
+          [
+              conv(5, c, 5),
+              conv(c, 2 * c, 3, 2),
+              conv(2 * c, 2 * c, 3),
+              conv(2 * c, 4 * c, 3, 2),
+              conv(4 * c, 4 * c, 3),
+              conv(4 * c, 4 * c, 3),
+              conv(4 * c, 4 * c, 3, r=2),
+              conv(4 * c, 4 * c, 3, r=4),
+              conv(4 * c, 4 * c, 3, r=8),
+              conv(4 * c, 4 * c, 3, r=16),
+              conv(4 * c, 4 * c, 3),
+              conv(4 * c, 4 * c, 3),
+          ]
+      )
+      self.coarse_dec = L(
+          [conv(4 * c, 2 * c, 3), conv(2 * c, 2 * c, 3), conv(2 * c, c, 3), conv(c, c // 2, 3)]
+      )
       self.coarse_out = TConv(c // 2, 3, 3, 1, 1, act=None)
-      self.hallu = L([conv(5, c, 5), conv(c, c, 3, 2), conv(c, 2 * c, 3), conv(2 * c, 2 * c, 3, 2),
-                      conv(2 * c, 4 * c, 3), conv(4 * c, 4 * c, 3), conv(4 * c, 4 * c, 3, r=2),
-                      conv(4 * c, 4 * c, 3, r=4), conv(4 * c, 4 * c, 3, r=8),
-                      conv(4 * c, 4 * c, 3, r=16)])
-      self.pm = L([conv(5, c, 5), conv(c, c, 3, 2), conv(c, 2 * c, 3), conv(2 * c, 4 * c, 3, 2),
-                   conv(4 * c, 4 * c, 3)])
+      self.hallu = L(
+          [
+              conv(5, c, 5),
+              conv(c, c, 3, 2),
+              conv(c, 2 * c, 3),
+              conv(2 * c, 2 * c, 3, 2),
+              conv(2 * c, 4 * c, 3),
+              conv(4 * c, 4 * c, 3),
+              conv(4 * c, 4 * c, 3, r=2),
+              conv(4 * c, 4 * c, 3, r=4),
+              conv(4 * c, 4 * c, 3, r=8),
+              conv(4 * c, 4 * c, 3, r=16),
+          ]
+      )
+      self.pm = L(
+          [
+              conv(5, c, 5),
+              conv(c, c, 3, 2),
+              conv(c, 2 * c, 3),
+              conv(2 * c, 4 * c, 3, 2),
+              conv(4 * c, 4 * c, 3),
+          ]
+      )
       self.pm6 = TConv(4 * c, 4 * c, 3, 1, 1, act="relu")
       self.pm_after = L([conv(4 * c, 4 * c, 3), conv(4 * c, 4 * c, 3)])
       self.all = L([conv(8 * c, 4 * c, 3), conv(4 * c, 4 * c, 3)])
-      self.all_dec = L([conv(4 * c, 2 * c, 3), conv(2 * c, 2 * c, 3), conv(2 * c, c, 3),
-                        conv(c, c // 2, 3)])
+      self.all_dec = L(
+          [conv(4 * c, 2 * c, 3), conv(2 * c, 2 * c, 3), conv(2 * c, c, 3), conv(c, c // 2, 3)]
+      )
       self.all_out = TConv(c // 2, 3, 3, 1, 1, act=None)
 
     @staticmethod
@@ -257,7 +302,7 @@ def _torch_modules():
       h = dec[1](h)
       h = dec[2](F.interpolate(h, scale_factor=2, mode="nearest"))
       h = dec[3](h)
-      return torch.clamp(out(h), -1., 1.)
+      return torch.clamp(out(h), -1.0, 1.0)
 
     def forward(self, x, m):
       xin = x * (1 - m)
@@ -285,11 +330,13 @@ def _torch_modules():
       return coarse, self._decode(h, self.all_dec, self.all_out)
 
   class Critic(tnn.Module):
+
     def __init__(self, c, mults, size):
       super().__init__()
       chans = [3] + [c * k for k in mults]
       self.convs = tnn.ModuleList(
-          [TConv(chans[i], chans[i + 1], 5, 2, 1, act="lrelu") for i in range(len(mults))])
+          [TConv(chans[i], chans[i + 1], 5, 2, 1, act="lrelu") for i in range(len(mults))]
+      )
       s = size
       for _ in mults:
         s = -(-s // 2)
@@ -315,8 +362,9 @@ def setup_torch(size: int, batch: int, cnum: int, dcnum: int) -> dict:
   dg_net = Critic(dcnum, (1, 2, 4, 4), size)
   dl_net = Critic(dcnum, (1, 2, 4, 8), local)
   gopt = torch.optim.Adam(gen.parameters(), 1e-4, betas=(0.5, 0.9))
-  dopt = torch.optim.Adam(list(dg_net.parameters()) + list(dl_net.parameters()), 1e-4,
-                          betas=(0.5, 0.9))
+  dopt = torch.optim.Adam(
+      list(dg_net.parameters()) + list(dl_net.parameters()), 1e-4, betas=(0.5, 0.9)
+  )
   boxes = []
   for n in range(batch):
     rows = np.where(m_np[n, :, :, 0].any(1))[0]
@@ -324,13 +372,21 @@ def setup_torch(size: int, batch: int, cnum: int, dcnum: int) -> dict:
     boxes.append((rows[0], cols[0], rows[-1] + 1, cols[-1] + 1))
 
   def crop(img):  # per-sample crop + bilinear resize (half-pixel), like the JAX version
-    out = [F.interpolate(img[n:n + 1, :, t:b, l:r], size=(local, local), mode="bilinear",
-                         align_corners=False, antialias=True)
-           for n, (t, l, b, r) in enumerate(boxes)]
+    out = [
+        F.interpolate(
+            img[n : n + 1, :, t:b, l:r],
+            size=(local, local),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
+        for n, (t, l, b, r) in enumerate(boxes)
+    ]
     return torch.cat(out, 0)
 
   # spatial discounting weights (constant per mask; computed once)
   from deocc_jax.losses.reconstruction import spatial_discounting_weights
+
   wdisc = torch.tensor(np.asarray(spatial_discounting_weights(m_np))).permute(0, 3, 1, 2)
 
   def rec_loss(coarse, refined):
@@ -358,15 +414,15 @@ def setup_torch(size: int, batch: int, cnum: int, dcnum: int) -> dict:
   def gp(net, real, fake, mask):
     alpha = torch.rand(real.shape[0], 1, 1, 1)
     z = (real + alpha * (fake - real)).requires_grad_(True)
-    g, = torch.autograd.grad(net(z).sum(), z, create_graph=True)
-    slopes = torch.sqrt((g ** 2 * mask).sum((1, 2, 3)) + 1e-12)
+    (g,) = torch.autograd.grad(net(z).sum(), z, create_graph=True)
+    slopes = torch.sqrt((g**2 * mask).sum((1, 2, 3)) + 1e-12)
     return ((slopes - 1) ** 2).mean()
 
   def d_step():
     dopt.zero_grad(set_to_none=True)
     lr, lf, lm = crop(x), crop(comp), crop(m)
     loss = (dg_net(comp).mean() - dg_net(x).mean()) + (dl_net(lf).mean() - dl_net(lr).mean())
-    loss = loss + 10. * (gp(dg_net, x, comp, m) + gp(dl_net, lr, lf, lm))
+    loss = loss + 10.0 * (gp(dg_net, x, comp, m) + gp(dl_net, lr, lf, lm))
     loss.backward()
     dopt.step()
 
@@ -375,16 +431,23 @@ def setup_torch(size: int, batch: int, cnum: int, dcnum: int) -> dict:
   d_first = time.perf_counter() - t0
   n_g = sum(p.numel() for p in gen.parameters())
   n_d = sum(p.numel() for p in dg_net.parameters()) + sum(p.numel() for p in dl_net.parameters())
-  return dict(steps={"g": g_step, "d": d_step}, g_first_call_s=g_first, d_first_call_s=d_first,
-              g_params=n_g, d_params=n_d)
+  return dict(
+      steps={"g": g_step, "d": d_step},
+      g_first_call_s=g_first,
+      d_first_call_s=d_first,
+      g_params=n_g,
+      d_params=n_d,
+  )
 
 
 # ---------------------------------------------------------------------------
 # Conv weight-gradient micro-benchmark
 # ---------------------------------------------------------------------------
 
-def bench_conv_wgrad(batch: int, size: int, chans: int, repeats: int, warmup: int,
-                     with_torch: bool) -> dict:
+
+def bench_conv_wgrad(
+    batch: int, size: int, chans: int, repeats: int, warmup: int, with_torch: bool
+) -> dict:
   import jax
   import jax.numpy as jnp
 
@@ -414,12 +477,16 @@ def bench_conv_wgrad(batch: int, size: int, chans: int, repeats: int, warmup: in
 
   def wgrad_explicit_conv(x, w, dy):
     # the weight gradient written as one conv: Cin as batch, N as contraction
-    out = jax.lax.conv_general_dilated(x, dy, (1, 1), ((1, 1), (1, 1)),
-                                       dimension_numbers=("CHWN", "IHWO", "CHWN"))
+    out = jax.lax.conv_general_dilated(
+        x, dy, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("CHWN", "IHWO", "CHWN")
+    )
     return jnp.transpose(out, (1, 2, 3, 0))
 
-  xn, wn, dyn = (jnp.transpose(x, (0, 3, 1, 2)), jnp.transpose(w, (3, 2, 0, 1)),
-                 jnp.transpose(dy, (0, 3, 1, 2)))
+  xn, wn, dyn = (
+      jnp.transpose(x, (0, 3, 1, 2)),
+      jnp.transpose(w, (3, 2, 0, 1)),
+      jnp.transpose(dy, (0, 3, 1, 2)),
+  )
   ref = np.asarray(jax.jit(wgrad_nhwc)(x, w, dy))
   res = {}
 
@@ -434,23 +501,38 @@ def bench_conv_wgrad(batch: int, size: int, chans: int, repeats: int, warmup: in
   jt("jax_forward_nhwc", lambda x, w, dy: conv(x, w), x, w, dy)
   jt("jax_input_grad_nhwc", xgrad_nhwc, x, w, dy)
   jt("jax_weight_grad_nhwc", wgrad_nhwc, x, w, dy)
-  jt("jax_weight_grad_nchw_native", wgrad_nchw_native, xn, wn, dyn,
-     check=lambda g: np.transpose(g, (2, 3, 1, 0)))
+  jt(
+      "jax_weight_grad_nchw_native",
+      wgrad_nchw_native,
+      xn,
+      wn,
+      dyn,
+      check=lambda g: np.transpose(g, (2, 3, 1, 0)),
+  )
   jt("jax_weight_grad_nhwc_transposed_to_nchw", wgrad_nhwc_via_nchw, x, w, dy, check=lambda g: g)
   jt("jax_weight_grad_explicit_conv", wgrad_explicit_conv, x, w, dy, check=lambda g: g)
   with jax.default_matmul_precision("bfloat16"):
     jt("jax_weight_grad_nhwc_precision_bf16", wgrad_nhwc, x, w, dy)
-  jt("jax_weight_grad_nhwc_bf16_inputs", wgrad_nhwc, x.astype(jnp.bfloat16),
-     w.astype(jnp.bfloat16), dy.astype(jnp.bfloat16))
+  jt(
+      "jax_weight_grad_nhwc_bf16_inputs",
+      wgrad_nhwc,
+      x.astype(jnp.bfloat16),
+      w.astype(jnp.bfloat16),
+      dy.astype(jnp.bfloat16),
+  )
   if with_torch:
     import torch
+
     tx, tdy = torch.tensor(np.asarray(xn)), torch.tensor(np.asarray(dyn))
     tw = torch.tensor(np.asarray(wn), requires_grad=True)
     res["torch_forward_nchw"] = _median_time(
-        lambda: torch.nn.functional.conv2d(tx, tw.detach(), padding=1), repeats, warmup)[1]
+        lambda: torch.nn.functional.conv2d(tx, tw.detach(), padding=1), repeats, warmup
+    )[1]
+
     def twgrad():
       y = torch.nn.functional.conv2d(tx, tw, padding=1)
       return torch.autograd.grad(y, tw, tdy)[0]
+
     res["torch_forward_plus_weight_grad_nchw"] = _median_time(twgrad, repeats, warmup)[1]
   return res
 
@@ -474,9 +556,11 @@ def main() -> None:
   args = ap.parse_args()
 
   import jax
+
   torch_threads = None
   if not args.no_torch:
     import torch
+
     torch_threads = torch.get_num_threads()
 
   t_start = time.time()
@@ -486,9 +570,12 @@ def main() -> None:
     # Interleaved timing: every round runs each variant once, so that load from
     # other processes hits all variants alike. 'jax': default critics
     # (fast_double_backward=True); 'jax_nnconv': critics with plain nn.Conv (D only).
-    setups = {"jax": setup_jax(s, args.batch, args.cnum, args.critic_cnum, args.dtype, True),
-              "jax_nnconv": setup_jax(s, args.batch, args.cnum, args.critic_cnum, args.dtype,
-                                      False, d_only=True)}
+    setups = {
+        "jax": setup_jax(s, args.batch, args.cnum, args.critic_cnum, args.dtype, True),
+        "jax_nnconv": setup_jax(
+            s, args.batch, args.cnum, args.critic_cnum, args.dtype, False, d_only=True
+        ),
+    }
     if not args.no_torch:
       setups["torch"] = setup_torch(s, args.batch, args.cnum, args.critic_cnum)
     times = {(v, k): [] for v, st in setups.items() for k in st["steps"]}
@@ -507,36 +594,58 @@ def main() -> None:
         row[v][f"{k}_step_all_s"] = times[(v, k)]
     rows.append(row)
     print(json.dumps(rows[-1]), flush=True)
-  conv = bench_conv_wgrad(args.batch, args.conv_size, args.conv_channels, args.repeats + 2,
-                          args.warmup, not args.no_torch)
+  conv = bench_conv_wgrad(
+      args.batch,
+      args.conv_size,
+      args.conv_channels,
+      args.repeats + 2,
+      args.warmup,
+      not args.no_torch,
+  )
   print(json.dumps(conv), flush=True)
   total = time.time() - t_start
   load_end = os.getloadavg()
 
-  meta = dict(batch=args.batch, cnum=args.cnum, critic_cnum=args.critic_cnum,
-              repeats=args.repeats, warmup=args.warmup, dtype=args.dtype,
-              jax=jax.__version__, backend=jax.default_backend(), cpu_count=os.cpu_count(),
-              torch_threads=torch_threads, platform=platform.platform(),
-              total_runtime_s=total, loadavg_start=load_start, loadavg_end=load_end)
+  meta = dict(
+      batch=args.batch,
+      cnum=args.cnum,
+      critic_cnum=args.critic_cnum,
+      repeats=args.repeats,
+      warmup=args.warmup,
+      dtype=args.dtype,
+      jax=jax.__version__,
+      backend=jax.default_backend(),
+      cpu_count=os.cpu_count(),
+      torch_threads=torch_threads,
+      platform=platform.platform(),
+      total_runtime_s=total,
+      loadavg_start=load_start,
+      loadavg_end=load_end,
+  )
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "generator_step.json").write_text(json.dumps(dict(meta=meta, steps=rows,
-                                                           conv_weight_grad=conv), indent=2))
-  lines = ["# DeepFill v1 generator / critic step: JAX vs PyTorch (CPU)", "",
-           f"batch {args.batch}, G cnum {args.cnum}, critic cnum {args.critic_cnum}, "
-           f"{args.dtype}, median of {args.repeats} after {args.warmup} warm-up; jax "
-           f"{jax.__version__} ({jax.default_backend()}), {os.cpu_count()} CPUs, torch threads "
-           f"{torch_threads}. Total runtime {total:.0f} s. Load average (1/5/15 min) at "
-           f"start {'/'.join(f'{v:.1f}' for v in load_start)}, at end "
-           f"{'/'.join(f'{v:.1f}' for v in load_end)}: with load above the core count "
-           f"(other processes) the times, PyTorch's above all, are inflated and noisy.", "",
-           "Rounds are interleaved (each round runs every variant once). JAX critics: "
-           "`default` = `fast_double_backward=True` (sub-pixel input gradient, custom VJP); "
-           "`nn.Conv` = `fast_double_backward=False` (XLA's own conv gradients).",
-           "",
-           "| size | step | JAX critics | JAX median (min) s | PyTorch median (min) s | "
-           "JAX/PyTorch (median) | JAX first call (s, incl. compile) |",
-           "|---|---|---|---|---|---|---|"]
+  (out / "generator_step.json").write_text(
+      json.dumps(dict(meta=meta, steps=rows, conv_weight_grad=conv), indent=2)
+  )
+  lines = [
+      "# DeepFill v1 generator / critic step: JAX vs PyTorch (CPU)",
+      "",
+      f"batch {args.batch}, G cnum {args.cnum}, critic cnum {args.critic_cnum}, "
+      f"{args.dtype}, median of {args.repeats} after {args.warmup} warm-up; jax "
+      f"{jax.__version__} ({jax.default_backend()}), {os.cpu_count()} CPUs, torch threads "
+      f"{torch_threads}. Total runtime {total:.0f} s. Load average (1/5/15 min) at "
+      f"start {'/'.join(f'{v:.1f}' for v in load_start)}, at end "
+      f"{'/'.join(f'{v:.1f}' for v in load_end)}: with load above the core count "
+      f"(other processes) the times, PyTorch's above all, are inflated and noisy.",
+      "",
+      "Rounds are interleaved (each round runs every variant once). JAX critics: "
+      "`default` = `fast_double_backward=True` (sub-pixel input gradient, custom VJP); "
+      "`nn.Conv` = `fast_double_backward=False` (XLA's own conv gradients).",
+      "",
+      "| size | step | JAX critics | JAX median (min) s | PyTorch median (min) s | "
+      "JAX/PyTorch (median) | JAX first call (s, incl. compile) |",
+      "|---|---|---|---|---|---|---|",
+  ]
   for r in rows:
     for step in ("g", "d"):
       t = r.get("torch")
@@ -546,16 +655,24 @@ def main() -> None:
           continue
         j = r[variant][f"{step}_step_s"]
         ratio = "-" if t is None else f"{j / t[f'{step}_step_s']:.2f}"
-        lines.append(f"| {r['size']} | {'G' if step == 'g' else 'D (WGAN-GP)'} | {label} | "
-                     f"{j:.3f} ({r[variant][f'{step}_step_min_s']:.3f}) | {tt} | {ratio} | "
-                     f"{r[variant][f'{step}_first_call_s']:.1f} |")
-  lines += ["", f"Parameters: G {rows[0]['jax']['g_params']:,} (JAX) / "
-            f"{rows[0]['torch']['g_params'] if 'torch' in rows[0] else '-'} (torch); critics at "
-            f"{rows[0]['size']} px {rows[0]['jax']['d_params']:,} / "
-            f"{rows[0]['torch']['d_params'] if 'torch' in rows[0] else '-'}.", "",
-            f"## One 3x3 conv, {args.conv_channels}->{args.conv_channels} ch, "
-            f"{args.batch}x{args.conv_size}x{args.conv_size}", "",
-            "| variant | ms |", "|---|---|"]
+        lines.append(
+            f"| {r['size']} | {'G' if step == 'g' else 'D (WGAN-GP)'} | {label} | "
+            f"{j:.3f} ({r[variant][f'{step}_step_min_s']:.3f}) | {tt} | {ratio} | "
+            f"{r[variant][f'{step}_first_call_s']:.1f} |"
+        )
+  lines += [
+      "",
+      f"Parameters: G {rows[0]['jax']['g_params']:,} (JAX) / "
+      f"{rows[0]['torch']['g_params'] if 'torch' in rows[0] else '-'} (torch); critics at "
+      f"{rows[0]['size']} px {rows[0]['jax']['d_params']:,} / "
+      f"{rows[0]['torch']['d_params'] if 'torch' in rows[0] else '-'}.",
+      "",
+      f"## One 3x3 conv, {args.conv_channels}->{args.conv_channels} ch, "
+      f"{args.batch}x{args.conv_size}x{args.conv_size}",
+      "",
+      "| variant | ms |",
+      "|---|---|",
+  ]
   for k, v in conv.items():
     lines.append(f"| {k} | {v * 1e3:.1f} |")
   (out / "generator_step.md").write_text("\n".join(lines) + "\n")

@@ -22,6 +22,7 @@ and after each row since the machine is shared.
 Usage: python benchmarks/bench_relational_losses.py [--repeats 5] [--full]
 (``--full`` also times the B=4096 blocked angle loss, minutes here).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,6 +69,7 @@ def _torch_losses():
 def _torch_data(b, seed=0):
   import numpy as np
   import torch
+
   rng = np.random.default_rng(seed)
   s = torch.tensor(rng.normal(size=(b, D)).astype("float32"), requires_grad=True)
   t = torch.tensor(rng.normal(size=(b, D)).astype("float32"))
@@ -118,6 +120,7 @@ def _torch_mem(kind, b):
 def _jax_fn(kind, block):
   import jax
   from deocc_jax.losses import relational as R
+
   if kind == "distance":
     f = lambda s, t: R.distance_loss(t, s)
   else:
@@ -132,6 +135,7 @@ def _jax_mem(fn, s, t):
 
 def _jax_time(fn, s, t, repeats):
   import jax
+
   jax.block_until_ready(fn(s, t))
   times = []
   for _ in range(repeats):
@@ -144,6 +148,7 @@ def _jax_time(fn, s, t, repeats):
 
 def _jax_once(fn, s, t):
   import jax
+
   t0 = time.perf_counter()
   v, g = fn(s, t)
   jax.block_until_ready(g)
@@ -167,6 +172,7 @@ def _angle_side_by_side(b, block, repeats):
   import jax
   import jax.numpy as jnp
   import numpy as np
+
   rng = np.random.default_rng(0)
   s = jnp.asarray(rng.normal(size=(b, D)), jnp.float32)
   t = jnp.asarray(rng.normal(size=(b, D)), jnp.float32)
@@ -192,22 +198,32 @@ def _angle_side_by_side(b, block, repeats):
   rows = []
   for k in (None, block):
     jax_s = _common.median(times[k])
-    rows.append({"loss": "angle", "B": b, "D": D,
-                 "jax_form": "direct (auto tiles)" if k is None else f"blocked K={k}",
-                 "jax_mem_gib": _gib(mem[k]), "jax_s": jax_s, "jax_value": vals[k],
-                 "jax_times": [round(x, 4) for x in times[k]],
-                 "torch_s": torch_s, "torch_value": vals["torch"],
-                 "torch_times": [round(x, 4) for x in times["torch"]],
-                 "torch_peak_rss_gib": torch_rss,
-                 "jax_over_torch": round(jax_s / torch_s, 4),
-                 "speedup_vs_torch": round(torch_s / jax_s, 2),
-                 "loadavg_before": load0, "loadavg_after": load1,
-                 "jax_note": "interleaved with torch"})
+    rows.append(
+        {
+            "loss": "angle",
+            "B": b,
+            "D": D,
+            "jax_form": "direct (auto tiles)" if k is None else f"blocked K={k}",
+            "jax_mem_gib": _gib(mem[k]),
+            "jax_s": jax_s,
+            "jax_value": vals[k],
+            "jax_times": [round(x, 4) for x in times[k]],
+            "torch_s": torch_s,
+            "torch_value": vals["torch"],
+            "torch_times": [round(x, 4) for x in times["torch"]],
+            "torch_peak_rss_gib": torch_rss,
+            "jax_over_torch": round(jax_s / torch_s, 4),
+            "speedup_vs_torch": round(torch_s / jax_s, 2),
+            "loadavg_before": load0,
+            "loadavg_after": load1,
+            "jax_note": "interleaved with torch",
+        }
+    )
   return rows
 
 
 def _gib(x):
-  return None if x is None else round(x / 2 ** 30, 3)
+  return None if x is None else round(x / 2**30, 3)
 
 
 def main():
@@ -231,8 +247,14 @@ def main():
     t = jnp.asarray(rng.normal(size=(b, D)), jnp.float32)
     # Distance loss (cheap): JAX then torch, medians.
     fn = _jax_fn("distance", None)
-    row = {"loss": "distance", "B": b, "D": D, "jax_form": "direct",
-           "jax_mem_gib": _gib(_jax_mem(fn, s, t)), "loadavg_before": _load()}
+    row = {
+        "loss": "distance",
+        "B": b,
+        "D": D,
+        "jax_form": "direct",
+        "jax_mem_gib": _gib(_jax_mem(fn, s, t)),
+        "loadavg_before": _load(),
+    }
     row["jax_s"], row["jax_value"] = _jax_time(fn, s, t, args.repeats)
     row["torch_s"], row["torch_value"] = _torch_time("distance", b, args.repeats)
     row["torch_peak_rss_gib"] = _gib(_torch_mem("distance", b))
@@ -248,9 +270,14 @@ def main():
     else:
       for block in (None, args.block):
         fn = _jax_fn("angle", block)
-        row = {"loss": "angle", "B": b, "D": D,
-               "jax_form": "direct (auto tiles)" if block is None else f"blocked K={block}",
-               "jax_mem_gib": _gib(_jax_mem(fn, s, t)), "loadavg_before": _load()}
+        row = {
+            "loss": "angle",
+            "B": b,
+            "D": D,
+            "jax_form": "direct (auto tiles)" if block is None else f"blocked K={block}",
+            "jax_mem_gib": _gib(_jax_mem(fn, s, t)),
+            "loadavg_before": _load(),
+        }
         if block is None:
           row["jax_s"], row["jax_value"] = _jax_time(fn, s, t, 1)
           row["jax_note"] = "1 timed run after warm-up"
@@ -259,8 +286,10 @@ def main():
           row["jax_note"] = "same tiles as direct at this B; not timed"
         row["loadavg_after"] = _load()
         row["torch_s"] = None
-        row["torch_note"] = (f"not run: B x B x D + B^3 tensors = "
-                             f"{(b * b * D * 3 + b ** 3 * 2) * 4 / 2 ** 30:.0f} GiB")
+        row["torch_note"] = (
+            f"not run: B x B x D + B^3 tensors = "
+            f"{(b * b * D * 3 + b ** 3 * 2) * 4 / 2 ** 30:.0f} GiB"
+        )
         rows.append(row)
         print(row, flush=True)
   # B = 4096 angle: memory (compile, no run) unless --full.
@@ -268,11 +297,17 @@ def main():
   s = jnp.zeros((b, D), jnp.float32)
   for block in (None, 4, args.block):
     fn = _jax_fn("angle", block)
-    row = {"loss": "angle", "B": b, "D": D,
-           "jax_form": "direct (auto tiles)" if block is None else f"blocked K={block}",
-           "jax_mem_gib": _gib(_jax_mem(fn, s, s)), "jax_s": None,
-           "jax_note": "compiled memory only, not run", "torch_s": None,
-           "torch_note": "not run: B^3 = 256 GiB"}
+    row = {
+        "loss": "angle",
+        "B": b,
+        "D": D,
+        "jax_form": "direct (auto tiles)" if block is None else f"blocked K={block}",
+        "jax_mem_gib": _gib(_jax_mem(fn, s, s)),
+        "jax_s": None,
+        "jax_note": "compiled memory only, not run",
+        "torch_s": None,
+        "torch_note": "not run: B^3 = 256 GiB",
+    }
     if args.full and block is None:
       s = jnp.asarray(np.random.default_rng(0).normal(size=(b, D)), jnp.float32)
       row["loadavg_before"] = _load()
@@ -286,28 +321,35 @@ def main():
   def fmt(x, nd=3):
     return "-" if x is None else f"{x:.{nd}f}"
 
-  md = ["# Relational losses: JAX vs RKD-style PyTorch (CPU, forward + backward)", "",
-        f"Machine: {info['cpu']}, {info['cores']} cores (shared), load avg at start "
-        f"{info['loadavg_at_start']}, at end {info['loadavg_at_end']}; jax {info.get('jax')}, torch {info['torch']} "
-        f"({info['torch_threads']} threads); {info['date']}.", "",
-        "Times: median wall seconds of forward + backward (student gradient); "
-        "angle at B <= 512: JAX direct, JAX blocked and torch interleaved in each "
-        f"repeat ({args.repeats} repeats after a warm-up). "
-        "JAX `block_size=None` evaluates the B^3 triplets in automatic cache-sized "
-        "tiles (16 anchors x 16 rows x B at B = 512), `block_size=K` caps a tile at "
-        "K B^2 elements (same tiles as None at B >= 128 for K >= 1). "
-        "JAX memory: compiled memory_analysis temp+output. "
-        "Torch memory: peak RSS increase of a fresh child process.", "",
-        "| loss | B | JAX form | JAX s | torch s | JAX/torch | speed-up | JAX mem GiB | "
-        "torch peak RSS GiB | load avg before -> after | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|"]
+  md = [
+      "# Relational losses: JAX vs RKD-style PyTorch (CPU, forward + backward)",
+      "",
+      f"Machine: {info['cpu']}, {info['cores']} cores (shared), load avg at start "
+      f"{info['loadavg_at_start']}, at end {info['loadavg_at_end']}; jax {info.get('jax')}, torch {info['torch']} "
+      f"({info['torch_threads']} threads); {info['date']}.",
+      "",
+      "Times: median wall seconds of forward + backward (student gradient); "
+      "angle at B <= 512: JAX direct, JAX blocked and torch interleaved in each "
+      f"repeat ({args.repeats} repeats after a warm-up). "
+      "JAX `block_size=None` evaluates the B^3 triplets in automatic cache-sized "
+      "tiles (16 anchors x 16 rows x B at B = 512), `block_size=K` caps a tile at "
+      "K B^2 elements (same tiles as None at B >= 128 for K >= 1). "
+      "JAX memory: compiled memory_analysis temp+output. "
+      "Torch memory: peak RSS increase of a fresh child process.",
+      "",
+      "| loss | B | JAX form | JAX s | torch s | JAX/torch | speed-up | JAX mem GiB | "
+      "torch peak RSS GiB | load avg before -> after | note |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
   for r in rows:
     note = "; ".join(x for x in (r.get("jax_note"), r.get("torch_note")) if x)
-    md.append(f"| {r['loss']} | {r['B']} | {r['jax_form']} | {fmt(r.get('jax_s'))} | "
-              f"{fmt(r.get('torch_s'))} | {fmt(r.get('jax_over_torch'), 4)} | "
-              f"{fmt(r.get('speedup_vs_torch'), 1)} | {fmt(r.get('jax_mem_gib'))} | "
-              f"{fmt(r.get('torch_peak_rss_gib'))} | "
-              f"{r.get('loadavg_before', '-')} -> {r.get('loadavg_after', '-')} | {note} |")
+    md.append(
+        f"| {r['loss']} | {r['B']} | {r['jax_form']} | {fmt(r.get('jax_s'))} | "
+        f"{fmt(r.get('torch_s'))} | {fmt(r.get('jax_over_torch'), 4)} | "
+        f"{fmt(r.get('speedup_vs_torch'), 1)} | {fmt(r.get('jax_mem_gib'))} | "
+        f"{fmt(r.get('torch_peak_rss_gib'))} | "
+        f"{r.get('loadavg_before', '-')} -> {r.get('loadavg_after', '-')} | {note} |"
+    )
   _common.write("bench_relational_losses", {"machine": info, "rows": rows}, "\n".join(md))
 
 

@@ -9,6 +9,7 @@ batch of aligned faces (after one warm-up call that compiles) and writes
 ``benchmarks/export_runtime.md``: artifact sizes in bytes and the median
 faces/s over ``--repeats`` runs (min and max alongside).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,10 +48,14 @@ def main() -> None:
   from deocc_jax import export as export_lib
   from deocc_jax import inference, serving
   from deocc_jax.training import workdir as workdir_lib
+
   info = _common.machine()
-  fr = inference.FaceRecognizer.from_run(config=workdir_lib.read_config(args.workdir),
-                                         workdir=args.workdir, recognizer=args.recognizer,
-                                         batch_size=args.batch)
+  fr = inference.FaceRecognizer.from_run(
+      config=workdir_lib.read_config(args.workdir),
+      workdir=args.workdir,
+      recognizer=args.recognizer,
+      batch_size=args.batch,
+  )
   tmp = None
   folder = args.export
   export_s = None
@@ -67,19 +72,18 @@ def main() -> None:
   x = np.random.default_rng(0).uniform(-1, 1, (args.batch, r, r, 3)).astype(np.float32)
 
   runs = {
-      "FaceRecognizer (JAX, restored run)":
-          lambda: fr.embed_prepared(fr.prepare(x).completed),
+      "FaceRecognizer (JAX, restored run)": lambda: fr.embed_prepared(fr.prepare(x).completed),
       "jax.export artifact (pipeline.jax_export)": lambda: rec_jax.embed_aligned(x),
-      "onnxruntime (segmenter -> generator -> embedder .onnx)":
-          lambda: rec_onnx.embed_aligned(x),
+      "onnxruntime (segmenter -> generator -> embedder .onnx)": lambda: rec_onnx.embed_aligned(x),
   }
   ref = runs["FaceRecognizer (JAX, restored run)"]()
   rows = []
   for name, fn in runs.items():
     err = float(np.abs(fn() - ref).max())
     ts = _time(fn, args.repeats)
-    rows.append((name, args.batch / _common.median(ts), args.batch / max(ts),
-                 args.batch / min(ts), err))
+    rows.append(
+        (name, args.batch / _common.median(ts), args.batch / max(ts), args.batch / min(ts), err)
+    )
 
   lines = [
       "# Export sizes and runtime speed",
@@ -90,8 +94,9 @@ def main() -> None:
       f"Machine: {info['cpu']}, {info['cores']} cores (shared; load average at start "
       f"{info['loadavg_at_start']}), jax {info.get('jax')} on {len(info.get('jax_devices', []))} "
       f"device(s), {info['date']}.",
-      "" if export_s is None else f"Export (restore excluded, with the parity checks): "
-                                 f"{export_s:.1f} s.",
+      ""
+      if export_s is None
+      else f"Export (restore excluded, with the parity checks): " f"{export_s:.1f} s.",
       "",
       "## Artifact sizes",
       "",
@@ -108,16 +113,22 @@ def main() -> None:
       "|---|---:|---:|---:|---:|",
   ]
   lines += [f"| {n} | {med:.1f} | {lo:.1f} | {hi:.1f} | {e:.2e} |" for n, med, lo, hi, e in rows]
-  lines += ["", "ONNX parity recorded at export (max abs error vs JAX, random batch of "
-            f"{export_lib.CHECK_BATCH}): " + ", ".join(
-                f"{n} {o.get('max_abs_error_vs_jax', o.get('error'))}"
-                for n, o in meta["onnx"].items()) + "."]
+  lines += [
+      "",
+      "ONNX parity recorded at export (max abs error vs JAX, random batch of "
+      f"{export_lib.CHECK_BATCH}): "
+      + ", ".join(
+          f"{n} {o.get('max_abs_error_vs_jax', o.get('error'))}" for n, o in meta["onnx"].items()
+      )
+      + ".",
+  ]
   text = "\n".join(lines) + "\n"
   with open(OUT_MD, "w") as f:
     f.write(text)
   print(text)
   if tmp is not None:
     import shutil
+
     shutil.rmtree(tmp, ignore_errors=True)
 
 

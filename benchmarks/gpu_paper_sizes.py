@@ -72,9 +72,12 @@ def _flops(step, state, batch) -> float | None:
 def _batch(rng, b: int, px: int, identities: bool) -> dict[str, np.ndarray]:
   """Random faces in [-1, 1] with a central rectangular hole."""
   mask = np.zeros((b, px, px, 1), np.float32)
-  mask[:, 3 * px // 8: 3 * px // 4, px // 4: 3 * px // 4] = 1
-  out = {"masked": rng.uniform(-1, 1, (b, px, px, 3)).astype(np.float32), "mask": mask,
-         "clean": rng.uniform(-1, 1, (b, px, px, 3)).astype(np.float32)}
+  mask[:, 3 * px // 8 : 3 * px // 4, px // 4 : 3 * px // 4] = 1
+  out = {
+      "masked": rng.uniform(-1, 1, (b, px, px, 3)).astype(np.float32),
+      "mask": mask,
+      "clean": rng.uniform(-1, 1, (b, px, px, 3)).astype(np.float32),
+  }
   if identities:
     out["identity"] = rng.integers(0, 8631, b).astype(np.int32)
   return out
@@ -87,25 +90,58 @@ def _measure(stage: str, init_fn, step_fn, batch, dtype: str, peak, iters: int) 
   flops = _flops(step, state, batch)
   t, _ = _time(step, state, batch, iters)
   b, px = batch["masked"].shape[:2]
-  return {"stage": stage, "dtype": dtype, "batch": b, "px": px, "step_s": t,
-          "examples_per_s": b / t, "flops_per_step": flops,
-          "mfu": flops / t / peak if flops and peak else None}
+  return {
+      "stage": stage,
+      "dtype": dtype,
+      "batch": b,
+      "px": px,
+      "step_s": t,
+      "examples_per_s": b / t,
+      "flops_per_step": flops,
+      "mfu": flops / t / peak if flops and peak else None,
+  }
 
 
 def deocc_config(dtype: str) -> ConfigDict:
-  return ConfigDict(dict(
-      cnum=32, critic_cnum=64, local_size=128, adversarial="gan", reconstruction="l1",
-      lambda_adv=0.001, n_critic=1, num_steps=1000, dtype=dtype, contextual_attention=True,
-      g_optimizer=dict(optimizer="adam", lr=1e-4, schedule="constant"),
-      d_optimizer=dict(optimizer="adam", lr=1e-4, schedule="constant")))
+  return ConfigDict(
+      dict(
+          cnum=32,
+          critic_cnum=64,
+          local_size=128,
+          adversarial="gan",
+          reconstruction="l1",
+          lambda_adv=0.001,
+          n_critic=1,
+          num_steps=1000,
+          dtype=dtype,
+          contextual_attention=True,
+          g_optimizer=dict(optimizer="adam", lr=1e-4, schedule="constant"),
+          d_optimizer=dict(optimizer="adam", lr=1e-4, schedule="constant"),
+      )
+  )
 
 
 def distill_config(dtype: str) -> ConfigDict:
-  return ConfigDict(dict(
-      instance="hard", width=1.0, small_input_stem=False, use_ce=True, ce_target="labels",
-      temperature=4.0, lambda_i=1.0, lambda_p=1.0, lambda_t=2.0, num_steps=1000,
-      optimizer="sgd", lr=0.1, momentum=0.9, schedule="constant", dtype=dtype,
-      angle_block_size=0))
+  return ConfigDict(
+      dict(
+          instance="hard",
+          width=1.0,
+          small_input_stem=False,
+          use_ce=True,
+          ce_target="labels",
+          temperature=4.0,
+          lambda_i=1.0,
+          lambda_p=1.0,
+          lambda_t=2.0,
+          num_steps=1000,
+          optimizer="sgd",
+          lr=0.1,
+          momentum=0.9,
+          schedule="constant",
+          dtype=dtype,
+          angle_block_size=0,
+      )
+  )
 
 
 def main():
@@ -132,8 +168,17 @@ def main():
     dc = deocc_config(dtype)
     dc.local_size = px // 2
     init_fn, step_fn = deocclusion_stage.make_fns(dc, px)
-    rows.append(_measure("deocclusion", init_fn, step_fn,
-                         _batch(rng, args.deocc_batch, px, False), dtype, peak, args.iters))
+    rows.append(
+        _measure(
+            "deocclusion",
+            init_fn,
+            step_fn,
+            _batch(rng, args.deocc_batch, px, False),
+            dtype,
+            peak,
+            args.iters,
+        )
+    )
     # --- distillation step at --distill-px
     px = args.distill_px
     g_init, _ = deocclusion_stage.make_fns(dc, px)
@@ -144,20 +189,41 @@ def main():
     def teacher_apply(p, x):
       e = teacher.apply(p, x, train=False)["embedding"].astype(jnp.float32)
       return {"embedding": e / jnp.linalg.norm(e, axis=-1, keepdims=True)}
+
     init_fn, step_fn = distillation_stage.make_fns(
-        distill_config(dtype), dc, teacher_apply, 512, 8631, px,
-        {"teacher": t_params, "generator": g_params})
-    rows.append(_measure("distillation", init_fn, step_fn,
-                         _batch(rng, args.distill_batch, px, True), dtype, peak, args.iters))
-  lines = ["# GPU benchmark at the paper's sizes",
-           f"Device: {kind} x {jax.device_count()}; {info['date']}; median of {args.iters} steps.",
-           "", "| stage | dtype | px | batch | step (ms) | examples/s | TFLOP/step | MFU |",
-           "|---|---|---|---|---|---|---|---|"]
+        distill_config(dtype),
+        dc,
+        teacher_apply,
+        512,
+        8631,
+        px,
+        {"teacher": t_params, "generator": g_params},
+    )
+    rows.append(
+        _measure(
+            "distillation",
+            init_fn,
+            step_fn,
+            _batch(rng, args.distill_batch, px, True),
+            dtype,
+            peak,
+            args.iters,
+        )
+    )
+  lines = [
+      "# GPU benchmark at the paper's sizes",
+      f"Device: {kind} x {jax.device_count()}; {info['date']}; median of {args.iters} steps.",
+      "",
+      "| stage | dtype | px | batch | step (ms) | examples/s | TFLOP/step | MFU |",
+      "|---|---|---|---|---|---|---|---|",
+  ]
   for r in rows:
     fl = f"{r['flops_per_step'] / 1e12:.2f}" if r["flops_per_step"] else "n/a"
     mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
-    lines.append(f"| {r['stage']} | {r['dtype']} | {r['px']} | {r['batch']} | "
-                 f"{1e3 * r['step_s']:.1f} | {r['examples_per_s']:.1f} | {fl} | {mfu} |")
+    lines.append(
+        f"| {r['stage']} | {r['dtype']} | {r['px']} | {r['batch']} | "
+        f"{1e3 * r['step_s']:.1f} | {r['examples_per_s']:.1f} | {fl} | {mfu} |"
+    )
   _common.write(args.out, payload, "\n".join(lines))
 
 

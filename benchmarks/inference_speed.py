@@ -15,6 +15,7 @@ Writes benchmarks/results/inference_speed.{md,json}:
   faces/s of the whole ``FaceRecognizer.verify_pairs`` pipeline (read PNG,
   align, segment, complete with G, embed) of that run, compilation excluded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _common  # noqa: E402
 
 from deocc_jax.data import alignment  # noqa: E402
+from deocc_jax.utils import face_geometry  # noqa: E402
 
 
 def _photo(size: int, seed: int = 0) -> np.ndarray:
@@ -46,7 +48,7 @@ def _face_map(size: int) -> np.ndarray:
   theta, s = np.deg2rad(10.0), 0.4 * size / 112.0
   rot = s * np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
   lm = (tpl - 56.0) @ rot.T + size / 2.0
-  return alignment.estimate_similarity(tpl, lm)
+  return face_geometry.estimate_similarity(tpl, lm)
 
 
 def _median_ms(fn, reps: int) -> float:
@@ -65,11 +67,20 @@ def bench_warp(reps: int) -> list[dict]:
     img, m = _photo(size), _face_map(size)
     old = _median_ms(lambda: alignment.warp_affine(img, m, (112, 112), antialias=True), reps)
     new = _median_ms(lambda: alignment.warp_affine_pil(img, m, (112, 112)), reps)
-    diff = np.abs(alignment.warp_affine(img, m, (112, 112)) - alignment.warp_affine_pil(
-        img, m, (112, 112)))
-    rows.append({"photo_px": size, "scale": float(np.sqrt(abs(np.linalg.det(m[:, :2])))),
-                 "old_numpy_ms": old, "new_pil_ms": new, "speedup": old / new,
-                 "mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max())})
+    diff = np.abs(
+        alignment.warp_affine(img, m, (112, 112)) - alignment.warp_affine_pil(img, m, (112, 112))
+    )
+    rows.append(
+        {
+            "photo_px": size,
+            "scale": float(np.sqrt(abs(np.linalg.det(m[:, :2])))),
+            "old_numpy_ms": old,
+            "new_pil_ms": new,
+            "speedup": old / new,
+            "mean_abs_diff": float(diff.mean()),
+            "max_abs_diff": float(diff.max()),
+        }
+    )
   return rows
 
 
@@ -77,6 +88,7 @@ def bench_iresnet50(batches: int) -> dict:
   import jax
   from deocc_jax.conversion import checkpoint as ckpt
   from deocc_jax.teachers import api
+
   spec = ckpt.teacher_spec("iresnet50")
   module = spec.build(None, jax.numpy.float32)
   variables = module.init(jax.random.key(0), np.zeros((1, 112, 112, 3), np.float32))
@@ -84,6 +96,7 @@ def bench_iresnet50(batches: int) -> dict:
   def apply(params, images):
     x = (images + 1.0) * 127.5
     return {"embedding": module.apply(params, spec.preprocess(x))["embedding"]}
+
   teacher = api.Teacher("iresnet50", variables, apply, 512, 112, {})
   x = np.random.default_rng(0).integers(0, 256, (32, 112, 112, 3), dtype=np.uint8)
   teacher.embed(x, batch_size=32)  # compile
@@ -98,6 +111,7 @@ def bench_pipeline(workdir: str, pairs: int) -> dict:
   from PIL import Image
 
   from deocc_jax import inference
+
   fr = inference.FaceRecognizer.from_run(workdir)
   r = fr.resolution
   rng = np.random.default_rng(0)
@@ -112,9 +126,15 @@ def bench_pipeline(workdir: str, pairs: int) -> dict:
     t = time.perf_counter()
     fr.verify_pairs(items, chunk=64)
     dt = time.perf_counter() - t
-  return {"workdir": os.path.abspath(workdir), "recognizer": fr.name, "resolution": r,
-          "input_kind": fr.input_kind, "faces": 2 * pairs, "seconds": dt,
-          "faces_per_s": 2 * pairs / dt}
+  return {
+      "workdir": os.path.abspath(workdir),
+      "recognizer": fr.name,
+      "resolution": r,
+      "input_kind": fr.input_kind,
+      "faces": 2 * pairs,
+      "seconds": dt,
+      "faces_per_s": 2 * pairs / dt,
+  }
 
 
 def main() -> None:
@@ -132,35 +152,50 @@ def main() -> None:
       "# Inference speed (CPU)",
       f"Machine: {info['cpu']}, {info['cores']} cores, load average at start "
       f"{info['loadavg_at_start']}; jax {info.get('jax')}; {info['date']}. "
-      "`python benchmarks/inference_speed.py" + (f" --workdir={args.workdir}" if pipe else "")
+      "`python benchmarks/inference_speed.py"
+      + (f" --workdir={args.workdir}" if pipe else "")
       + "`.",
       "",
-      "## Face warp (one 112 x 112 crop, median of "
-      f"{args.reps})",
+      "## Face warp (one 112 x 112 crop, median of " f"{args.reps})",
       "",
       "| photo | shrink | old: numpy + pyramid (ms) | new: PIL reduce + affine (ms) | speed-up "
       "| mean / max abs diff (grey levels) |",
       "|---|---|---|---|---|---|",
   ]
   for w in warp:
-    lines.append(f"| {w['photo_px']} px | {w['scale']:.2f}x | {w['old_numpy_ms']:.2f} | "
-                 f"{w['new_pil_ms']:.2f} | {w['speedup']:.0f}x | {w['mean_abs_diff']:.2f} / "
-                 f"{w['max_abs_diff']:.1f} |")
-  lines += ["", "## Embedding", "",
-            "| what | faces | seconds | faces/s |", "|---|---|---|---|",
-            f"| ArcFace IResNet-50 teacher, 112 px, batch 32 (`Teacher.embed`) | {emb['faces']} | "
-            f"{emb['seconds']:.1f} | {emb['faces_per_s']:.1f} |"]
+    lines.append(
+        f"| {w['photo_px']} px | {w['scale']:.2f}x | {w['old_numpy_ms']:.2f} | "
+        f"{w['new_pil_ms']:.2f} | {w['speedup']:.0f}x | {w['mean_abs_diff']:.2f} / "
+        f"{w['max_abs_diff']:.1f} |"
+    )
+  lines += [
+      "",
+      "## Embedding",
+      "",
+      "| what | faces | seconds | faces/s |",
+      "|---|---|---|---|",
+      f"| ArcFace IResNet-50 teacher, 112 px, batch 32 (`Teacher.embed`) | {emb['faces']} | "
+      f"{emb['seconds']:.1f} | {emb['faces_per_s']:.1f} |",
+  ]
   if pipe:
-    lines.append(f"| `verify_pairs` of `{args.workdir}` ({pipe['recognizer']}, "
-                 f"{pipe['input_kind']}, {pipe['resolution']} px): read + align + complete + "
-                 f"embed | {pipe['faces']} | {pipe['seconds']:.1f} | {pipe['faces_per_s']:.1f} |")
-  lines += ["", "Compilation excluded (one warm-up call). Both warps sample the same map "
-            "bilinearly in float; they differ only by the anti-aliasing filter when shrinking "
-            "more than 2x (binomial pyramid vs box reduction); without it they agree to "
-            "float32 precision (tests/test_inference_speedups.py). The machine is shared: "
-            "absolute times vary with its load, the ratio less so."]
-  _common.write("inference_speed", {"machine": info, "warp": warp, "iresnet50_embed": emb,
-                                    "pipeline": pipe}, "\n".join(lines))
+    lines.append(
+        f"| `verify_pairs` of `{args.workdir}` ({pipe['recognizer']}, "
+        f"{pipe['input_kind']}, {pipe['resolution']} px): read + align + complete + "
+        f"embed | {pipe['faces']} | {pipe['seconds']:.1f} | {pipe['faces_per_s']:.1f} |"
+    )
+  lines += [
+      "",
+      "Compilation excluded (one warm-up call). Both warps sample the same map "
+      "bilinearly in float; they differ only by the anti-aliasing filter when shrinking "
+      "more than 2x (binomial pyramid vs box reduction); without it they agree to "
+      "float32 precision (tests/test_inference_speedups.py). The machine is shared: "
+      "absolute times vary with its load, the ratio less so.",
+  ]
+  _common.write(
+      "inference_speed",
+      {"machine": info, "warp": warp, "iresnet50_embed": emb, "pipeline": pipe},
+      "\n".join(lines),
+  )
 
 
 if __name__ == "__main__":

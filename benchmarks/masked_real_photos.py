@@ -25,6 +25,7 @@ kind (surgical / n95 / kn95 / cloth), ``--seeds`` draws each.
 Writes ``docs/masked_faces_real.png``, ``docs/masked_faces_synthetic.png``
 and ``benchmarks/results/masked_real_photos.{json,md}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,18 +44,20 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from _common import RESULTS, machine  # noqa: E402
 from deocc_jax.data import alignment  # noqa: E402
-from deocc_jax.data import face_masks as fm  # noqa: E402
+from deocc_jax.data import dense_landmarks as dl  # noqa: E402
+from deocc_jax.data import face_mask_geometry as fmg  # noqa: E402
 from deocc_jax.data import masks as mk  # noqa: E402
 
-CONDITIONS = mk.CATEGORIES + tuple(f"facemask:{k}" for k in fm.FACE_MASK_KINDS)
+CONDITIONS = mk.CATEGORIES + tuple(f"facemask:{k}" for k in fmg.FACE_MASK_KINDS)
 DOCS = os.path.join(ROOT, "docs")
 
 
 def occlude(img, dense, five, region, condition, seed):
   rng = np.random.default_rng([seed, CONDITIONS.index(condition), 0xBE])
   if condition.startswith("facemask:"):
-    occ = mk.face_mask_occlusion(rng, five, region, kind=condition.split(":")[1],
-                                 dense_landmarks=dense)
+    occ = mk.face_mask_occlusion(
+        rng, five, region, kind=condition.split(":")[1], dense_landmarks=dense
+    )
   else:
     cfg = mk.MaskConfig(face_mask_prob=0.0 if condition != "hybrid" else 0.2)
     occ = mk.synthesize_occlusion(rng, five, region, cfg, condition, dense_landmarks=dense)
@@ -63,13 +66,17 @@ def occlude(img, dense, five, region, condition, seed):
 
 def load_photos(max_side):
   from _photos import face_photos
+
   out = {}
   for name, img in face_photos().items():
     s = max_side / max(img.shape[:2])
-    small = np.asarray(Image.fromarray(img).resize(
-        (round(img.shape[1] * s), round(img.shape[0] * s)), Image.BILINEAR))
+    small = np.asarray(
+        Image.fromarray(img).resize(
+            (round(img.shape[1] * s), round(img.shape[0] * s)), Image.BILINEAR
+        )
+    )
     dense = alignment.detect_landmarks68_dlib(small)[0]
-    five = fm.canonical5_from_68(dense)
+    five = dl.canonical5_from_68(dense)
     d5 = alignment.detect_landmarks_dlib(small, order="dlib5")[0]
     region = mk.face_region_from_landmarks(five, *small.shape[:2])
     out[name] = dict(img=small, dense=dense, five=five, dlib5=d5, region=region)
@@ -86,6 +93,7 @@ def face_crop(img, five, size):
 
 def contact_sheets(photos, tile=96):
   from deocc_jax.data.render import contact_sheet
+
   cols = ("clean",) + CONDITIONS
   tiles = []
   for k, (name, p) in enumerate(photos.items()):
@@ -97,6 +105,7 @@ def contact_sheets(photos, tile=96):
   real_path = os.path.join(DOCS, "masked_faces_real.png")
   Image.fromarray(contact_sheet(tiles, len(cols))).save(real_path, optimize=True)
   from deocc_jax.data.synthetic_faces import SyntheticFaces
+
   ds = SyntheticFaces(identities=60, images_per_identity=2, resolution=64, seed=0)
   tiles = []
   for i in range(0, 60, 12):
@@ -107,8 +116,11 @@ def contact_sheets(photos, tile=96):
       tiles.append(np.kron(out, np.ones((2, 2, 1), np.uint8)))
   syn_path = os.path.join(DOCS, "masked_faces_synthetic.png")
   Image.fromarray(contact_sheet(tiles, len(cols))).save(syn_path, optimize=True)
-  return {"columns": list(cols), "real": os.path.relpath(real_path, ROOT),
-          "synthetic": os.path.relpath(syn_path, ROOT)}
+  return {
+      "columns": list(cols),
+      "real": os.path.relpath(real_path, ROOT),
+      "synthetic": os.path.relpath(syn_path, ROOT),
+  }
 
 
 def detected(boxes, five):
@@ -136,6 +148,7 @@ def main(argv=None):
   import dlib
   from deocc_jax.detection.mtcnn import MTCNN
   from deocc_jax.teachers import dlib_resnet as dr
+
   hog = dlib.get_frontal_face_detector()
   mtcnn = MTCNN()
   module, variables, meta = dr.load_dlib_resnet()
@@ -153,7 +166,9 @@ def main(argv=None):
   for n, p in photos.items():
     variants = [("clean", p["img"])] + [
         (c, occlude(p["img"], p["dense"], p["five"], p["region"], c, s)[0])
-        for c in CONDITIONS for s in range(args.seeds)]
+        for c in CONDITIONS
+        for s in range(args.seeds)
+    ]
     for cond, img in variants:
       t = time.time()
       hb = [(d.left(), d.top(), d.right(), d.bottom()) for d in hog(img, 1)]
@@ -174,42 +189,66 @@ def main(argv=None):
     same = np.array([d for s, d in r["pairs"] if s])
     diff = np.array([d for s, d in r["pairs"] if not s])
     correct = [(d < thr) == s for s, d in r["pairs"]]
-    table[cond] = {"images": len(r["hog"]), "hog_rate": float(np.mean(r["hog"])),
-                   "mtcnn_rate": float(np.mean(r["mtcnn"])),
-                   "same_dist_mean": float(same.mean()), "diff_dist_mean": float(diff.mean()),
-                   "pairs": len(r["pairs"]), "accuracy_at_0.6": float(np.mean(correct)),
-                   "same_rejected": float(np.mean(same >= thr))}
+    table[cond] = {
+        "images": len(r["hog"]),
+        "hog_rate": float(np.mean(r["hog"])),
+        "mtcnn_rate": float(np.mean(r["mtcnn"])),
+        "same_dist_mean": float(same.mean()),
+        "diff_dist_mean": float(diff.mean()),
+        "pairs": len(r["pairs"]),
+        "accuracy_at_0.6": float(np.mean(correct)),
+        "same_rejected": float(np.mean(same >= thr)),
+    }
   masked = [c for c in CONDITIONS]
   summary = {
       "hog_rate_masked": float(np.mean([x for c in masked for x in rows[c]["hog"]])),
       "mtcnn_rate_masked": float(np.mean([x for c in masked for x in rows[c]["mtcnn"]])),
-      "hog_rate_facemasks": float(np.mean([x for c in masked if c.startswith("facemask")
-                                           for x in rows[c]["hog"]])),
-      "mtcnn_rate_facemasks": float(np.mean([x for c in masked if c.startswith("facemask")
-                                             for x in rows[c]["mtcnn"]])),
-      "seconds_per_image": {k: v / sum(len(r["hog"]) for r in rows.values())
-                            for k, v in t_det.items()}}
-  result = {"machine": machine(), "args": vars(args), "threshold": thr, "sheets": sheets,
-            "conditions": table, "summary": summary, "seconds": time.time() - t0}
+      "hog_rate_facemasks": float(
+          np.mean([x for c in masked if c.startswith("facemask") for x in rows[c]["hog"]])
+      ),
+      "mtcnn_rate_facemasks": float(
+          np.mean([x for c in masked if c.startswith("facemask") for x in rows[c]["mtcnn"]])
+      ),
+      "seconds_per_image": {
+          k: v / sum(len(r["hog"]) for r in rows.values()) for k, v in t_det.items()
+      },
+  }
+  result = {
+      "machine": machine(),
+      "args": vars(args),
+      "threshold": thr,
+      "sheets": sheets,
+      "conditions": table,
+      "summary": summary,
+      "seconds": time.time() - t0,
+  }
   os.makedirs(RESULTS, exist_ok=True)
   with open(os.path.join(RESULTS, "masked_real_photos.json"), "w") as f:
     json.dump(result, f, indent=2)
-  lines = [f"# Masked real photos (face_recognition 1.3.0's 4 photos, max side {args.max_side} px, "
-           f"{args.seeds} draws per condition)", "",
-           "| condition | images | HOG detected | MTCNN detected | same-person dist | "
-           "different-person dist | verification acc @0.6 | same-person rejected |",
-           "|---|---|---|---|---|---|---|---|"]
+  lines = [
+      f"# Masked real photos (face_recognition 1.3.0's 4 photos, max side {args.max_side} px, "
+      f"{args.seeds} draws per condition)",
+      "",
+      "| condition | images | HOG detected | MTCNN detected | same-person dist | "
+      "different-person dist | verification acc @0.6 | same-person rejected |",
+      "|---|---|---|---|---|---|---|---|",
+  ]
   for cond, t in table.items():
-    lines.append(f"| {cond} | {t['images']} | {t['hog_rate']:.2f} | {t['mtcnn_rate']:.2f} | "
-                 f"{t['same_dist_mean']:.3f} | {t['diff_dist_mean']:.3f} | "
-                 f"{t['accuracy_at_0.6']:.2f} | {t['same_rejected']:.2f} |")
-  lines += ["", f"All masked: HOG {summary['hog_rate_masked']:.2f}, MTCNN "
-            f"{summary['mtcnn_rate_masked']:.2f}; face masks only: HOG "
-            f"{summary['hog_rate_facemasks']:.2f}, MTCNN {summary['mtcnn_rate_facemasks']:.2f}. "
-            f"Seconds per image: HOG {summary['seconds_per_image']['hog']:.2f}, MTCNN "
-            f"{summary['seconds_per_image']['mtcnn']:.2f} (incl. jit compiles).",
-            f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; "
-            f"{result['seconds']:.0f} s in all."]
+    lines.append(
+        f"| {cond} | {t['images']} | {t['hog_rate']:.2f} | {t['mtcnn_rate']:.2f} | "
+        f"{t['same_dist_mean']:.3f} | {t['diff_dist_mean']:.3f} | "
+        f"{t['accuracy_at_0.6']:.2f} | {t['same_rejected']:.2f} |"
+    )
+  lines += [
+      "",
+      f"All masked: HOG {summary['hog_rate_masked']:.2f}, MTCNN "
+      f"{summary['mtcnn_rate_masked']:.2f}; face masks only: HOG "
+      f"{summary['hog_rate_facemasks']:.2f}, MTCNN {summary['mtcnn_rate_facemasks']:.2f}. "
+      f"Seconds per image: HOG {summary['seconds_per_image']['hog']:.2f}, MTCNN "
+      f"{summary['seconds_per_image']['mtcnn']:.2f} (incl. jit compiles).",
+      f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; "
+      f"{result['seconds']:.0f} s in all.",
+  ]
   with open(os.path.join(RESULTS, "masked_real_photos.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))

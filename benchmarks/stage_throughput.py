@@ -4,6 +4,7 @@
 Writes benchmarks/results/stage_throughput.{md,json}: the median over the
 logged intervals (the first interval, which includes compilation, excluded).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,14 +32,24 @@ def main():
       continue
     eps = statistics.median(r["perf/examples_per_s"] for r in recs)
     st = statistics.median(r["perf/step_time_s"] for r in recs)
-    payload["stages"][stage] = {"examples_per_s": eps, "step_time_s": st,
-                                "intervals": len(recs), "last_step": recs[-1]["step"]}
+    payload["stages"][stage] = {
+        "examples_per_s": eps,
+        "step_time_s": st,
+        "intervals": len(recs),
+        "last_step": recs[-1]["step"],
+    }
     rows.append(f"| {stage} | {eps:.1f} | {1e3 * st:.0f} | {recs[-1]['step']} |")
-  md = "\n".join([
-      "# Training throughput per stage (CPU)",
-      f"From the logs of `{workdir}` (median over logged intervals, compile excluded). "
-      f"Machine: {info['cpu']}, {info['cores']} cores; read {info['date']}.",
-      "", "| stage | examples/s | step (ms) | steps |", "|---|---|---|---|", *rows])
+  md = "\n".join(
+      [
+          "# Training throughput per stage (CPU)",
+          f"From the logs of `{workdir}` (median over logged intervals, compile excluded). "
+          f"Machine: {info['cpu']}, {info['cores']} cores; read {info['date']}.",
+          "",
+          "| stage | examples/s | step (ms) | steps |",
+          "|---|---|---|---|",
+          *rows,
+      ]
+  )
   _common.write("stage_throughput", payload, md)
 
 

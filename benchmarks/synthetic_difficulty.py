@@ -2,6 +2,7 @@
 
 Writes benchmarks/results/synthetic_difficulty.{md,json}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,21 +24,31 @@ def main():
   res = measure_difficulty(args.identities, args.images, args.resolution)
   n_test = round(0.1 * args.identities)
   rows = []
-  for cond in ["clean", "masked_mixed", "masked_simple", "masked_complex",
-               "masked_body", "masked_hybrid"]:
+  for cond in [
+      "clean",
+      "masked_mixed",
+      "masked_simple",
+      "masked_complex",
+      "masked_body",
+      "masked_hybrid",
+  ]:
     rows.append(f"| {cond} | {res['rank1/' + cond]:.3f} | {res['verification/' + cond]:.3f} |")
-  md = "\n".join([
-      "# Synthetic set difficulty (Fisherfaces baseline)",
-      f"PCA(150) + LDA(64) fit on the clean faces of {args.identities - 2 * n_test} training "
-      f"identities; evaluated on {n_test} held-out test identities x {args.images} images at "
-      f"{args.resolution} px. Rank-1: gallery = first clean image of each identity, probes = "
-      "the rest (clean, or masked with the given category). Verification: balanced "
-      "clean-vs-probe pairs, cosine, best threshold.",
-      "",
-      f"Chance rank-1 = {1 / n_test:.3f}.",
-      "",
-      "| probes | rank-1 | verification acc. |",
-      "|---|---|---|", *rows])
+  md = "\n".join(
+      [
+          "# Synthetic set difficulty (Fisherfaces baseline)",
+          f"PCA(150) + LDA(64) fit on the clean faces of {args.identities - 2 * n_test} training "
+          f"identities; evaluated on {n_test} held-out test identities x {args.images} images at "
+          f"{args.resolution} px. Rank-1: gallery = first clean image of each identity, probes = "
+          "the rest (clean, or masked with the given category). Verification: balanced "
+          "clean-vs-probe pairs, cosine, best threshold.",
+          "",
+          f"Chance rank-1 = {1 / n_test:.3f}.",
+          "",
+          "| probes | rank-1 | verification acc. |",
+          "|---|---|---|",
+          *rows,
+      ]
+  )
   _common.write("synthetic_difficulty", {"args": vars(args), "results": res}, md)
 
 

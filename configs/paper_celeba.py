@@ -27,18 +27,18 @@ from deocc_jax.configs import paper
 
 
 def _gpu8(c: ml_collections.ConfigDict) -> None:
-  c.mesh.num_devices = 0               # all 8 GPUs on the 'data' axis
-  c.pipeline.worker_count = 32         # feed 8 devices
-  c.distillation.batch_size = 128      # global: 16 per GPU
-  c.deocclusion.dtype = "bfloat16"     # bf16 compute, fp32 params
+  c.mesh.num_devices = 0  # all 8 GPUs on the 'data' axis
+  c.pipeline.worker_count = 32  # feed 8 devices
+  c.distillation.batch_size = 128  # global: 16 per GPU
+  c.deocclusion.dtype = "bfloat16"  # bf16 compute, fp32 params
   c.distillation.dtype = "bfloat16"
   c.distillation.sharded_relational = True
 
 
 def _tpu_pod(c: ml_collections.ConfigDict) -> None:
-  c.distributed.mode = "auto"          # jax.distributed.initialize() on each host
-  c.mesh.fsdp = True                   # shard params / optimizer state over 'data'
-  c.pipeline.worker_count = 16         # per host
+  c.distributed.mode = "auto"  # jax.distributed.initialize() on each host
+  c.mesh.fsdp = True  # shard params / optimizer state over 'data'
+  c.pipeline.worker_count = 16  # per host
   c.deocclusion.dtype = "bfloat16"
   c.distillation.dtype = "bfloat16"
   # Global batches: decay every 24 epochs, lr 0.1 x 256 / 128 = 0.2.

@@ -31,16 +31,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.progress = False
 
   c.rehearsal = ml_collections.ConfigDict()
-  c.rehearsal.root = ""                # '' = <workdir>/rehearsal_data
-  c.rehearsal.celeba_identities = 36   # 20 held out (2 per verification fold) + 16 trained
+  c.rehearsal.root = ""  # '' = <workdir>/rehearsal_data
+  c.rehearsal.celeba_identities = 36  # 20 held out (2 per verification fold) + 16 trained
   c.rehearsal.images_per_identity = 2  # a matched pair per held-out identity
-  c.rehearsal.lfw_folds = 10           # pairs.txt: 10 folds x (1 matched + 1 mismatched)
+  c.rehearsal.lfw_folds = 10  # pairs.txt: 10 folds x (1 matched + 1 mismatched)
   c.rehearsal.ar_people = 3
-  c.rehearsal.face_resolution = 178    # CelebA's aligned crop width
+  c.rehearsal.face_resolution = 178  # CelebA's aligned crop width
   c.rehearsal.seed = 0
 
-  c.data.resolution = 128              # the paper: 256
-  c.data.holdout_identities = 20       # the paper config: 1,000
+  c.data.resolution = 128  # the paper: 256
+  c.data.holdout_identities = 20  # the paper config: 1,000
   c.pipeline.worker_count = 0
   c.pipeline.max_shift_px = 2
   c.checkpoint.keep = 1
@@ -56,26 +56,26 @@ def get_config() -> ml_collections.ConfigDict:
     s.log_every = 1
     s.checkpoint_every = 2
   c.deocclusion.sample_every = 2
-  c.deocclusion.local_size = 64        # half the face, as 128 of 256 px
+  c.deocclusion.local_size = 64  # half the face, as 128 of 256 px
   # Networks trained here at a quarter width (CPU minutes; XLA:CPU conv
   # gradients are slow): same code, the paper's widths are config values.
   # The teacher is the published VGGFace2 ResNet-50, whole.
-  c.deocclusion.cnum = 8               # paper: 32
-  c.deocclusion.n_critic = 2           # DeepFill: 5 (a lax.scan: same compile for any count)
-  c.deocclusion.critic_cnum = 16       # DeepFill: 64
-  c.distillation.width = 0.25          # paper: the full ResNet-18
+  c.deocclusion.cnum = 8  # paper: 32
+  c.deocclusion.n_critic = 2  # DeepFill: 5 (a lax.scan: same compile for any count)
+  c.deocclusion.critic_cnum = 16  # DeepFill: 64
+  c.distillation.width = 0.25  # paper: the full ResNet-18
   c.segmentation.width = 8
   c.distillation.angle_block_size = 4  # the blocked angle loss, blocks of 4 anchors
-  c.finetune_arcface.num_steps = 1     # the VGGFace2 ResNet-50's gradient: the costliest step
+  c.finetune_arcface.num_steps = 1  # the VGGFace2 ResNet-50's gradient: the costliest step
   c.finetune_arcface.checkpoint_every = 1
   c.finetune_arcface.warmup_steps = 0
 
   c.evaluate.batch_size = 8
-  c.evaluate.num_pairs = 20            # 10 folds x (1 + 1) on the 20 held-out identities
-  c.evaluate.categories = ()          # per-category tables: the mixture column only
+  c.evaluate.num_pairs = 20  # 10 folds x (1 + 1) on the 20 held-out identities
+  c.evaluate.categories = ()  # per-category tables: the mixture column only
   c.evaluate.diffusion_iters = 20
   c.evaluate.probes_per_identity = 1
-  c.evaluate.landmark_detector = ""    # the miniature ships landmark files
+  c.evaluate.landmark_detector = ""  # the miniature ships landmark files
 
   c.ablation.settings = ("ce", "ce_pair_angle_soft")
   c.ablation.epochs = 0

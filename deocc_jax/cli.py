@@ -21,9 +21,10 @@ EXIT_USER_ERROR = 2
 
 def user_errors() -> tuple[type[BaseException], ...]:
   """The exception types reported as one line + exit status 2."""
+  from deocc_jax.errors import ConfigError
   from deocc_jax.training.checkpoint import CheckpointError
-  from deocc_jax.training.stages import ConfigError
   from deocc_jax.training.workdir import WorkdirError
+
   return (ConfigError, WorkdirError, CheckpointError, FileNotFoundError, app.UsageError)
 
 
@@ -57,8 +58,9 @@ def _explain_parse_error(argv: Sequence[str], e: BaseException) -> str:
     for arg in argv[1:]:
       m = re.match(r"--(config\.[\w.]+)", arg)
       if found and m and found.group(1) in m.group(1).split("."):
-        return (f"unknown config field '{m.group(1)}' (from {arg})"
-                + (f"; did you mean '{hint.group(1)}'?" if hint else ""))
+        return f"unknown config field '{m.group(1)}' (from {arg})" + (
+            f"; did you mean '{hint.group(1)}'?" if hint else ""
+        )
   return text
 
 
@@ -105,21 +107,25 @@ def _quiet_closed_loop_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
   """An excepthook that drops tensorstore's callbacks into Orbax's closed
   asyncio loop after a failed restore ("Event loop is closed", printed from
   its C++ threads), and reports everything else as ``hook`` does."""
+
   def quiet(kind, value, tb):
     if kind is RuntimeError and str(value) == "Event loop is closed":
       return
     hook(kind, value, tb)
+
   return quiet
 
 
 def _quiet_closed_loop_unraisable(hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
   """The same filter for ``sys.unraisablehook``: tensorstore 0.1.86 reports
   those callbacks as unraisable exceptions rather than through excepthook."""
+
   def quiet(unraisable):
     value = unraisable.exc_value
     if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
       return
     hook(unraisable)
+
   return quiet
 
 
@@ -131,6 +137,7 @@ def run_console(main: Callable[[list[str]], Any], module: str) -> None:
   docstring) are made the main module's, as with ``python -m module``.
   """
   from absl import app, flags
+
   mod = sys.modules[module]
   for flag in flags.FLAGS.get_key_flags_for_module(module):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)

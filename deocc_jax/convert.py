@@ -27,6 +27,7 @@ must map onto the architecture; otherwise the command exits with status 2 and on
 message listing every missing / unexpected / shape-mismatched key. Load the result
 with :func:`deocc_jax.conversion.checkpoint.load_converted_teacher`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,12 +58,12 @@ __all__ = ["convert", "build_parser", "main"]
 
 
 def _consistent_rows(tensors: dict, prefix: str) -> int | None:
-    """Rows of ``prefix.weight`` when ``prefix.bias`` (if any) agrees; else None
-    (the published size is expected and the strict check lists the mismatch)."""
-    w, b = tensors.get(f"{prefix}.weight"), tensors.get(f"{prefix}.bias")
-    if w is None or w.ndim != 2 or (b is not None and tuple(b.shape) != (w.shape[0],)):
-        return None
-    return int(w.shape[0])
+  """Rows of ``prefix.weight`` when ``prefix.bias`` (if any) agrees; else None
+  (the published size is expected and the strict check lists the mismatch)."""
+  w, b = tensors.get(f"{prefix}.weight"), tensors.get(f"{prefix}.bias")
+  if w is None or w.ndim != 2 or (b is not None and tuple(b.shape) != (w.shape[0],)):
+    return None
+  return int(w.shape[0])
 
 
 def convert(
@@ -73,128 +74,157 @@ def convert(
     num_classes: int | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Convert ``weights`` for architecture ``arch`` and write the teacher to ``out``.
+  """Convert ``weights`` for architecture ``arch`` and write the teacher to ``out``.
 
-    Args:
-      arch: one of :data:`~deocc_jax.conversion.checkpoint.ARCHITECTURES`.
-      weights: the PyTorch-layout weights file.
-      out: destination directory (written atomically).
-      num_classes: classifier size; default: the file's (``logits.weight`` /
-        ``fc.weight`` rows), none when the file has no classifier keys.
-      overwrite: replace an existing ``out``.
+  Args:
+    arch: one of :data:`~deocc_jax.conversion.checkpoint.ARCHITECTURES`.
+    weights: the PyTorch-layout weights file.
+    out: destination directory (written atomically).
+    num_classes: classifier size; default: the file's (``logits.weight`` /
+      ``fc.weight`` rows), none when the file has no classifier keys.
+    overwrite: replace an existing ``out``.
 
-    Returns:
-      The absolute output directory.
+  Returns:
+    The absolute output directory.
 
-    Raises:
-      WeightsFileError: unreadable / non-weights file.
-      WeightsMismatchError: the tensors do not fit ``arch`` (all differences listed).
-      FileExistsError: ``out`` exists and ``overwrite`` is false.
-    """
-    if Path(out).exists() and not overwrite:
-        raise FileExistsError(f"{Path(out).absolute()} already exists (use --overwrite to replace it)")
-    mean = std = None
-    arch_config = None
-    if os.fspath(weights).lower().endswith(".onnx"):
-        if not arch.startswith("iresnet"):
-            raise ValueError(f"{weights}: ONNX models convert with --arch iresnet (insightface "
-                             f"ArcFace), not {arch!r}")
-        from deocc_jax.conversion.onnx_arcface import read_arcface_onnx
-        graph = read_arcface_onnx(weights)
-        tensors, fmt = graph.tensors, "onnx"
-        arch_config, mean, std = graph.arch_config, graph.mean, graph.std
-    else:
-        if arch == "iresnet":
-            raise ValueError(f"{weights}: --arch iresnet (layout from the graph) needs an .onnx "
-                             "model; name the depth (--arch iresnet50 / iresnet100) for a state dict")
-        tensors, fmt = read_weights_file(weights)
-    spec = teacher_spec(arch, arch_config)
-    if num_classes is not None:
-        n_classes = int(num_classes)
-    elif spec.classifier is None:
-        n_classes = None
-    elif _consistent_rows(tensors, spec.classifier) is not None:  # the file's own head size
-        n_classes = _consistent_rows(tensors, spec.classifier)
-    elif not any(k.startswith(spec.classifier + ".") for k in tensors):
-        n_classes = None  # saved without the classifier (facenet-pytorch classify=False)
-    else:
-        n_classes = spec.default_num_classes
-    module = spec.build(n_classes, jnp.float32)
-    variables = torch_to_flax(
-        tensors,
-        abstract_variables(module, spec.input_size),
-        source=os.fspath(weights),
-        architecture=f"{arch} ({n_classes or 'no'} classes)",
-    )
-    meta = build_metadata(
-        arch,
-        num_classes=n_classes,
-        source_file=weights,
-        source_sha256=file_sha256(weights),
-        source_format=fmt,
-        arch_config=arch_config,
-        mean=mean,
-        std=std,
-    )
-    return save_converted_teacher(out, variables, meta, overwrite=overwrite)
+  Raises:
+    WeightsFileError: unreadable / non-weights file.
+    WeightsMismatchError: the tensors do not fit ``arch`` (all differences listed).
+    FileExistsError: ``out`` exists and ``overwrite`` is false.
+  """
+  if Path(out).exists() and not overwrite:
+    raise FileExistsError(f"{Path(out).absolute()} already exists (use --overwrite to replace it)")
+  mean = std = None
+  arch_config = None
+  if os.fspath(weights).lower().endswith(".onnx"):
+    if not arch.startswith("iresnet"):
+      raise ValueError(
+          f"{weights}: ONNX models convert with --arch iresnet (insightface "
+          f"ArcFace), not {arch!r}"
+      )
+    from deocc_jax.conversion.onnx_arcface import read_arcface_onnx
+
+    graph = read_arcface_onnx(weights)
+    tensors, fmt = graph.tensors, "onnx"
+    arch_config, mean, std = graph.arch_config, graph.mean, graph.std
+  else:
+    if arch == "iresnet":
+      raise ValueError(
+          f"{weights}: --arch iresnet (layout from the graph) needs an .onnx "
+          "model; name the depth (--arch iresnet50 / iresnet100) for a state dict"
+      )
+    tensors, fmt = read_weights_file(weights)
+  spec = teacher_spec(arch, arch_config)
+  if num_classes is not None:
+    n_classes = int(num_classes)
+  elif spec.classifier is None:
+    n_classes = None
+  elif _consistent_rows(tensors, spec.classifier) is not None:  # the file's own head size
+    n_classes = _consistent_rows(tensors, spec.classifier)
+  elif not any(k.startswith(spec.classifier + ".") for k in tensors):
+    n_classes = None  # saved without the classifier (facenet-pytorch classify=False)
+  else:
+    n_classes = spec.default_num_classes
+  module = spec.build(n_classes, jnp.float32)
+  variables = torch_to_flax(
+      tensors,
+      abstract_variables(module, spec.input_size),
+      source=os.fspath(weights),
+      architecture=f"{arch} ({n_classes or 'no'} classes)",
+  )
+  meta = build_metadata(
+      arch,
+      num_classes=n_classes,
+      source_file=weights,
+      source_sha256=file_sha256(weights),
+      source_format=fmt,
+      arch_config=arch_config,
+      mean=mean,
+      std=std,
+  )
+  return save_converted_teacher(out, variables, meta, overwrite=overwrite)
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line ``error: ...`` and exit status 2 (like the other CLIs)."""
+  """Usage errors as one line ``error: ...`` and exit status 2 (like the other CLIs)."""
 
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {' '.join(message.split())} (see --help)", file=sys.stderr)
-        sys.exit(2)
+  def error(self, message: str) -> NoReturn:
+    print(f"error: {' '.join(message.split())} (see --help)", file=sys.stderr)
+    sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m deocc_jax.convert`` argument parser."""
-    p = _OneLineParser(
-        prog="python -m deocc_jax.convert",
-        description="Convert PyTorch face-recogniser weights into a Flax/Orbax teacher checkpoint.",
-    )
-    p.add_argument("--arch", required=True, choices=tuple(ARCHITECTURES) + ("mtcnn",),
-                   help="teacher architecture, or 'mtcnn' (the face detector: --weights is a "
-                        "folder with pnet.pt/rnet.pt/onet.pt, default the installed "
-                        "facenet-pytorch wheel's; --out FILE.npz)")
-    p.add_argument("--weights", default=None, help="torch state dict (.pt/.pth), latin1 pickle of "
-                   "numpy arrays, or an insightface ArcFace .onnx model (--arch iresnet*)")
-    p.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
-    p.add_argument("--num-classes", type=int, default=None,
-                   help="classifier size (default: the file's; none if it has no classifier)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
-    return p
+  """The ``python -m deocc_jax.convert`` argument parser."""
+  p = _OneLineParser(
+      prog="python -m deocc_jax.convert",
+      description="Convert PyTorch face-recogniser weights into a Flax/Orbax teacher checkpoint.",
+  )
+  p.add_argument(
+      "--arch",
+      required=True,
+      choices=tuple(ARCHITECTURES) + ("mtcnn",),
+      help="teacher architecture, or 'mtcnn' (the face detector: --weights is a "
+      "folder with pnet.pt/rnet.pt/onet.pt, default the installed "
+      "facenet-pytorch wheel's; --out FILE.npz)",
+  )
+  p.add_argument(
+      "--weights",
+      default=None,
+      help="torch state dict (.pt/.pth), latin1 pickle of "
+      "numpy arrays, or an insightface ArcFace .onnx model (--arch iresnet*)",
+  )
+  p.add_argument(
+      "--out", required=True, help="output directory (must not exist unless --overwrite)"
+  )
+  p.add_argument(
+      "--num-classes",
+      type=int,
+      default=None,
+      help="classifier size (default: the file's; none if it has no classifier)",
+  )
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+  return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 2 bad input)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.arch == "mtcnn":
-        from deocc_jax.conversion.mtcnn_weights import MTCNNWeightsError, convert_mtcnn
-        try:
-            out = convert_mtcnn(args.out, args.weights, overwrite=args.overwrite)
-        except (MTCNNWeightsError, FileExistsError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"converted MTCNN ({args.weights or 'facenet-pytorch wheel'}) -> {out}")
-        return 0
-    if args.weights is None:
-        parser.error("--weights is required for the teacher architectures")
+  """CLI entry point; returns the exit status (0 ok, 2 bad input)."""
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if args.arch == "mtcnn":
+    from deocc_jax.conversion.mtcnn_weights import MTCNNWeightsError, convert_mtcnn
+
     try:
-        out = convert(args.arch, args.weights, args.out, num_classes=args.num_classes, overwrite=args.overwrite)
-    except (WeightsFileError, WeightsMismatchError, FileExistsError, CheckpointError,
-            FileNotFoundError, PermissionError, ValueError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    print(f"converted {args.weights} ({args.arch}) -> {out}")
+      out = convert_mtcnn(args.out, args.weights, overwrite=args.overwrite)
+    except (MTCNNWeightsError, FileExistsError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    print(f"converted MTCNN ({args.weights or 'facenet-pytorch wheel'}) -> {out}")
     return 0
+  if args.weights is None:
+    parser.error("--weights is required for the teacher architectures")
+  try:
+    out = convert(
+        args.arch, args.weights, args.out, num_classes=args.num_classes, overwrite=args.overwrite
+    )
+  except (
+      WeightsFileError,
+      WeightsMismatchError,
+      FileExistsError,
+      CheckpointError,
+      FileNotFoundError,
+      PermissionError,
+      ValueError,
+  ) as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2
+  print(f"converted {args.weights} ({args.arch}) -> {out}")
+  return 0
 
 
 def console_main() -> None:
-    """The ``deocc-convert`` console command (``python -m deocc_jax.convert``)."""
-    sys.exit(main())
+  """The ``deocc-convert`` console command (``python -m deocc_jax.convert``)."""
+  sys.exit(main())
 
 
 if __name__ == "__main__":
-    console_main()
+  console_main()

@@ -23,20 +23,28 @@ from deocc_jax.evaluation import job
 from deocc_jax.training import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (default: the run's WORKDIR/config.json).",
-    lock_config=True)
+    "config",
+    None,
+    "Experiment config file (default: the run's WORKDIR/config.json).",
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (its checkpoints).")
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "latest | best | a step | per stage 'latest,distill_soft=best' "
-    "(default: config.evaluate.checkpoint).")
+    "checkpoint",
+    None,
+    "latest | best | a step | per stage 'latest,distill_soft=best' "
+    "(default: config.evaluate.checkpoint).",
+)
 _RESULTS = flags.DEFINE_string("results_dir", None, "Output folder (default WORKDIR/results).")
 
 
 def main(argv) -> None:
   def run() -> None:
-    config = distributed.start_job(argv, cli.config_value(_CONFIG), _WORKDIR.value,
-                                   config_optional=True)
+    config = distributed.start_job(
+        argv, cli.config_value(_CONFIG), _WORKDIR.value, config_optional=True
+    )
     job.run(config, _WORKDIR.value, _CHECKPOINT.value, _RESULTS.value)
+
   cli.run_or_exit(run)
 
 

@@ -53,10 +53,11 @@ __all__ = ["FORMAT", "export_run", "export_recognizer", "freeze", "to_onnx", "ma
 
 FORMAT = "deocc-jax-export/1"
 METADATA = "metadata.json"
-CHECK_BATCH = 3   # faces in the parity checks (odd: no power-of-two coincidence)
+CHECK_BATCH = 3  # faces in the parity checks (odd: no power-of-two coincidence)
 
 
 # ------------------------------------------------------------------ frozen functions
+
 
 def freeze(fn: Callable[..., Any]) -> Callable[..., Any]:
   """A pure function computing ``fn`` from a jaxpr with host (numpy) constants
@@ -73,8 +74,9 @@ def freeze(fn: Callable[..., Any]) -> Callable[..., Any]:
   def frozen(*args: Any) -> Any:
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
     jaxpr = closed.jaxpr
-    consts = [np.asarray(jax.device_get(c)) if isinstance(c, jax.Array) else c
-              for c in closed.consts]
+    consts = [
+        np.asarray(jax.device_get(c)) if isinstance(c, jax.Array) else c for c in closed.consts
+    ]
     live = {v for v in jaxpr.outvars if not isinstance(v, jex.Literal)}
     keep = []
     for eqn in reversed(jaxpr.eqns):
@@ -82,9 +84,9 @@ def freeze(fn: Callable[..., Any]) -> Callable[..., Any]:
         keep.append(eqn)
         live.update(v for v in eqn.invars if not isinstance(v, jex.Literal))
     live_jaxpr = jaxpr.replace(eqns=keep[::-1])
-    leaves = jex.jaxpr_as_fun(jex.ClosedJaxpr(live_jaxpr, consts))(
-        *jax.tree_util.tree_leaves(args))
+    leaves = jex.jaxpr_as_fun(jex.ClosedJaxpr(live_jaxpr, consts))(*jax.tree_util.tree_leaves(args))
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), leaves)
+
   return frozen
 
 
@@ -92,6 +94,7 @@ def _export(fn: Callable[..., Any], specs: Sequence[Any], platforms: Sequence[st
   """Serialized ``jax.export`` artifact of ``fn`` at ``specs``."""
   import jax
   from jax import export
+
   exp = export.export(jax.jit(fn), platforms=tuple(platforms))(*specs)
   return bytes(exp.serialize())
 
@@ -107,6 +110,7 @@ def to_onnx(fn: Callable[..., Any], shapes: Sequence[tuple[Any, ...]], name: str
     py_logging.getLogger(noisy).setLevel(py_logging.ERROR)
   import jax2onnx
   import onnx
+
   model = jax2onnx.to_onnx(fn, list(shapes), model_name=name)
   del model.graph.value_info[:]
   onnx.checker.check_model(model)
@@ -116,6 +120,7 @@ def to_onnx(fn: Callable[..., Any], shapes: Sequence[tuple[Any, ...]], name: str
 def _failing_op(e: BaseException) -> str | None:
   """The jax2onnx plugin (= JAX primitive) whose lowering raised ``e``, if any."""
   import traceback
+
   op = None
   for frame in traceback.extract_tb(e.__traceback__):
     if f"{os.sep}jax2onnx{os.sep}plugins{os.sep}" in frame.filename:
@@ -125,6 +130,7 @@ def _failing_op(e: BaseException) -> str | None:
 
 def _onnx_run(model: bytes, *inputs: np.ndarray) -> list[np.ndarray]:
   import onnxruntime as ort
+
   opts = ort.SessionOptions()
   opts.log_severity_level = 3
   sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
@@ -143,17 +149,25 @@ def _check_inputs(resolution: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
   m = np.zeros((CHECK_BATCH, r, r, 1), np.float32)
   for i in range(CHECK_BATCH):
     top, left = rng.integers(0, r // 2, 2)
-    m[i, top:top + r // 2, left:left + r // 3] = 1.0
+    m[i, top : top + r // 2, left : left + r // 3] = 1.0
   return x, m
 
 
 # ------------------------------------------------------------------ the export
 
-def export_run(workdir: str, out: str, recognizer: str = "student_soft",
-               checkpoint: str | int = "latest", threshold: float | None = None,
-               input_kind: str = "auto", onnx: bool = True,
-               platforms: Sequence[str] = ("cpu",), overwrite: bool = False,
-               config: Any = None) -> dict[str, Any]:
+
+def export_run(
+    workdir: str,
+    out: str,
+    recognizer: str = "student_soft",
+    checkpoint: str | int = "latest",
+    threshold: float | None = None,
+    input_kind: str = "auto",
+    onnx: bool = True,
+    platforms: Sequence[str] = ("cpu",),
+    overwrite: bool = False,
+    config: Any = None,
+) -> dict[str, Any]:
   """Exports ``recognizer`` of the run in ``workdir`` (with its G and segmenter)
   into the folder ``out``; returns the metadata written to ``out/metadata.json``.
 
@@ -163,15 +177,28 @@ def export_run(workdir: str, out: str, recognizer: str = "student_soft",
   """
   from deocc_jax import inference
   from deocc_jax.training import workdir as workdir_lib
+
   _check_out(out, overwrite)
   workdir = os.fspath(workdir)
   if config is None:
     config = workdir_lib.read_config(workdir)
-  fr = inference.FaceRecognizer.from_run(config=config, workdir=workdir, recognizer=recognizer,
-                                         checkpoint=checkpoint, threshold=threshold,
-                                         input_kind=input_kind)
-  return export_recognizer(fr, out, onnx=onnx, platforms=platforms, overwrite=overwrite,
-                           workdir=workdir, threshold_given=threshold is not None)
+  fr = inference.FaceRecognizer.from_run(
+      config=config,
+      workdir=workdir,
+      recognizer=recognizer,
+      checkpoint=checkpoint,
+      threshold=threshold,
+      input_kind=input_kind,
+  )
+  return export_recognizer(
+      fr,
+      out,
+      onnx=onnx,
+      platforms=platforms,
+      overwrite=overwrite,
+      workdir=workdir,
+      threshold_given=threshold is not None,
+  )
 
 
 def _check_out(out: str, overwrite: bool) -> str:
@@ -184,9 +211,15 @@ def _check_out(out: str, overwrite: bool) -> str:
   return out
 
 
-def export_recognizer(fr: Any, out: str, onnx: bool = True,
-                      platforms: Sequence[str] = ("cpu",), overwrite: bool = False,
-                      workdir: str = "", threshold_given: bool = False) -> dict[str, Any]:
+def export_recognizer(
+    fr: Any,
+    out: str,
+    onnx: bool = True,
+    platforms: Sequence[str] = ("cpu",),
+    overwrite: bool = False,
+    workdir: str = "",
+    threshold_given: bool = False,
+) -> dict[str, Any]:
   """Exports a :class:`deocc_jax.inference.FaceRecognizer` built by ``from_run``
   (its ``models``, threshold and template) into ``out``; see :func:`export_run`."""
   import jax
@@ -194,6 +227,7 @@ def export_recognizer(fr: Any, out: str, onnx: bool = True,
   from jax import export as jexport
 
   from deocc_jax import inference
+
   out = _check_out(out, overwrite)
   if fr.models is None:
     raise ValueError("export needs a FaceRecognizer built by FaceRecognizer.from_run")
@@ -217,17 +251,27 @@ def export_recognizer(fr: Any, out: str, onnx: bool = True,
     return embed(y), m, y
 
   parts: dict[str, tuple[Callable[..., Any], list[Any]]] = {
-      "pipeline": (freeze(pipeline), [face]), "embedder": (freeze(embed), [face])}
+      "pipeline": (freeze(pipeline), [face]),
+      "embedder": (freeze(embed), [face]),
+  }
   if models.complete is not None:
     parts["generator"] = (freeze(models.complete), [face, mask])
   if models.segment is not None:
     parts["segmenter"] = (freeze(models.segment), [face])
 
   x_chk, m_chk = _check_inputs(r)
-  chk_args = {"pipeline": (x_chk,), "embedder": (x_chk,), "generator": (x_chk, m_chk),
-              "segmenter": (x_chk,)}
-  raw_fns = {"pipeline": pipeline, "embedder": embed, "generator": models.complete,
-             "segmenter": models.segment}
+  chk_args = {
+      "pipeline": (x_chk,),
+      "embedder": (x_chk,),
+      "generator": (x_chk, m_chk),
+      "segmenter": (x_chk,),
+  }
+  raw_fns = {
+      "pipeline": pipeline,
+      "embedder": embed,
+      "generator": models.complete,
+      "segmenter": models.segment,
+  }
   files: dict[str, bytes] = {}
   exports: dict[str, Any] = {}
   refs: dict[str, list[Any]] = {}
@@ -235,15 +279,23 @@ def export_recognizer(fr: Any, out: str, onnx: bool = True,
     data = _export(fn, specs, platforms)
     files[f"{name}.jax_export"] = data
     ref = refs[name] = jax.tree_util.tree_leaves(
-        jax.device_get(jax.jit(raw_fns[name])(*chk_args[name])))
-    got = jax.tree_util.tree_leaves(jexport.deserialize(data).call(*chk_args[name])) \
-        if "cpu" in platforms else None
+        jax.device_get(jax.jit(raw_fns[name])(*chk_args[name]))
+    )
+    got = (
+        jax.tree_util.tree_leaves(jexport.deserialize(data).call(*chk_args[name]))
+        if "cpu" in platforms
+        else None
+    )
     exports[name] = {
         "file": f"{name}.jax_export",
         "inputs": [{"shape": ["b", *s.shape[1:]], "dtype": "float32"} for s in specs],
-        "max_abs_error_vs_jax": None if got is None else max(
+        "max_abs_error_vs_jax": None
+        if got is None
+        else max(
             float(np.max(np.abs(np.asarray(g, np.float64) - np.asarray(e, np.float64))))
-            for g, e in zip(got, ref))}
+            for g, e in zip(got, ref)
+        ),
+    }
   onnx_meta: dict[str, Any] = {}
   if onnx:
     for name in ("embedder", "generator", "segmenter"):
@@ -254,29 +306,38 @@ def export_recognizer(fr: Any, out: str, onnx: bool = True,
       try:
         data = to_onnx(fn, shapes, name)
       except Exception as e:  # noqa: BLE001 -- the converter's error is the report
-        onnx_meta[name] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:500]}",
-                           "failing_op": _failing_op(e)}
+        onnx_meta[name] = {
+            "error": f"{type(e).__name__}: {' '.join(str(e).split())[:500]}",
+            "failing_op": _failing_op(e),
+        }
         continue
       ref = np.asarray(refs[name][0], np.float64)
       got = _onnx_run(data, *chk_args[name])[0]
       files[f"{name}.onnx"] = data
       onnx_meta[name] = {
           "file": f"{name}.onnx",
-          "inputs": [{"name": n, "shape": list(s), "dtype": "float32"}
-                     for n, s in zip(("x", "mask"), shapes)],
+          "inputs": [
+              {"name": n, "shape": list(s), "dtype": "float32"}
+              for n, s in zip(("x", "mask"), shapes)
+          ],
           "max_abs_error_vs_jax": float(np.max(np.abs(got.astype(np.float64) - ref))),
-          "check_batch": CHECK_BATCH}
+          "check_batch": CHECK_BATCH,
+      }
 
-  emb_dim = int(np.asarray(jax.eval_shape(embed, jax.ShapeDtypeStruct((1, r, r, 3),
-                                                                      jnp.float32)).shape[-1]))
+  emb_dim = int(
+      np.asarray(jax.eval_shape(embed, jax.ShapeDtypeStruct((1, r, r, 3), jnp.float32)).shape[-1])
+  )
   meta = {
       "format": FORMAT,
       "recognizer": recognizer,
       "input_kind": kind,
       "threshold": fr.threshold,
-      "threshold_source": ("given" if threshold is not None else
-                           f"{inference.calibration_path(workdir)}: thresholds[{recognizer!r}]"
-                           f"[{kind!r}] ({(fr.calibration or {}).get('condition', '')})"),
+      "threshold_source": (
+          "given"
+          if threshold is not None
+          else f"{inference.calibration_path(workdir)}: thresholds[{recognizer!r}]"
+          f"[{kind!r}] ({(fr.calibration or {}).get('condition', '')})"
+      ),
       "decision": "same = cosine(embedding_a, embedding_b) >= threshold",
       "embedding_dim": emb_dim,
       "preprocessing": {
@@ -284,10 +345,12 @@ def export_recognizer(fr: Any, out: str, onnx: bool = True,
           "layout": "NHWC float32 RGB",
           "value_range": [-1.0, 1.0],
           "from_uint8": "x = u8 * (2 / 255) - 1",
-          "alignment": ("a least-squares similarity maps the 5 landmarks (x, y pixels: "
-                        "left eye, right eye, nose, left mouth, right mouth) onto "
-                        "template_landmarks (R x R crop); an aligned square crop is "
-                        "resized to R x R"),
+          "alignment": (
+              "a least-squares similarity maps the 5 landmarks (x, y pixels: "
+              "left eye, right eye, nose, left mouth, right mouth) onto "
+              "template_landmarks (R x R crop); an aligned square crop is "
+              "resized to R x R"
+          ),
           "template_landmarks": np.asarray(fr.template_landmarks, np.float64).tolist(),
           "mask": "(b, R, R, 1) float32, 1 = occluded pixel",
       },
@@ -303,8 +366,7 @@ def export_recognizer(fr: Any, out: str, onnx: bool = True,
   return meta
 
 
-def _write_folder(out: str, files: dict[str, bytes], meta: dict[str, Any],
-                  overwrite: bool) -> None:
+def _write_folder(out: str, files: dict[str, bytes], meta: dict[str, Any], overwrite: bool) -> None:
   """Writes the files into a temporary sibling folder, then renames it to ``out``."""
   tmp = tempfile.mkdtemp(prefix=".tmp_export_", dir=os.path.dirname(out))
   try:
@@ -329,6 +391,7 @@ def _write_folder(out: str, files: dict[str, bytes], meta: dict[str, Any],
 
 # ------------------------------------------------------------------ CLI
 
+
 def main(argv: Sequence[str] | None = None) -> int:
   """``python -m deocc_jax.export``; returns the exit status."""
   import argparse
@@ -336,22 +399,36 @@ def main(argv: Sequence[str] | None = None) -> int:
   from deocc_jax import cli
 
   class _Parser(argparse.ArgumentParser):
+
     def error(self, message: str):  # one line, status 2, like the other CLIs
       cli.fail(f"{message} (see --help)")
 
-  p = _Parser(prog="python -m deocc_jax.export",
-              description="Export a trained run: jax.export (StableHLO) + ONNX + metadata.")
+  p = _Parser(
+      prog="python -m deocc_jax.export",
+      description="Export a trained run: jax.export (StableHLO) + ONNX + metadata.",
+  )
   p.add_argument("--workdir", required=True, help="the trained (and evaluated) run's directory")
   p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
-  p.add_argument("--recognizer", default="student_soft",
-                 choices=("student_soft", "student_hard", "teacher", "arcface_finetuned"))
+  p.add_argument(
+      "--recognizer",
+      default="student_soft",
+      choices=("student_soft", "student_hard", "teacher", "arcface_finetuned"),
+  )
   p.add_argument("--checkpoint", default="latest", help="latest | best | STEP | per stage")
-  p.add_argument("--threshold", type=float, default=None,
-                 help="cosine threshold (default: the run's results/calibration.json)")
-  p.add_argument("--input_kind", default="auto",
-                 choices=("auto", "completed_predicted", "completed", "masked", "clean"))
-  p.add_argument("--platforms", default="cpu",
-                 help="comma-separated jax.export platforms (cpu, cuda, tpu)")
+  p.add_argument(
+      "--threshold",
+      type=float,
+      default=None,
+      help="cosine threshold (default: the run's results/calibration.json)",
+  )
+  p.add_argument(
+      "--input_kind",
+      default="auto",
+      choices=("auto", "completed_predicted", "completed", "masked", "clean"),
+  )
+  p.add_argument(
+      "--platforms", default="cpu", help="comma-separated jax.export platforms (cpu, cuda, tpu)"
+  )
   p.add_argument("--no_onnx", action="store_true", help="skip the ONNX models")
   p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
   args = p.parse_args(argv)
@@ -359,18 +436,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   def go() -> dict[str, Any]:
     try:
-      return export_run(args.workdir, args.out, args.recognizer, args.checkpoint,
-                        args.threshold, args.input_kind, onnx=not args.no_onnx,
-                        platforms=platforms, overwrite=args.overwrite)
+      return export_run(
+          args.workdir,
+          args.out,
+          args.recognizer,
+          args.checkpoint,
+          args.threshold,
+          args.input_kind,
+          onnx=not args.no_onnx,
+          platforms=platforms,
+          overwrite=args.overwrite,
+      )
     except (FileExistsError, ValueError, ImportError) as e:  # incl. bad calibration
       cli.fail(e, hard_exit=True)
 
   meta = cli.run_or_exit(go)
-  summary = {"out": os.path.abspath(args.out), "recognizer": meta["recognizer"],
-             "input_kind": meta["input_kind"], "threshold": meta["threshold"],
-             "files": {n: f["bytes"] for n, f in meta["files"].items()},
-             "onnx_max_abs_error": {n: o.get("max_abs_error_vs_jax", o.get("error"))
-                                    for n, o in meta["onnx"].items()}}
+  summary = {
+      "out": os.path.abspath(args.out),
+      "recognizer": meta["recognizer"],
+      "input_kind": meta["input_kind"],
+      "threshold": meta["threshold"],
+      "files": {n: f["bytes"] for n, f in meta["files"].items()},
+      "onnx_max_abs_error": {
+          n: o.get("max_abs_error_vs_jax", o.get("error")) for n, o in meta["onnx"].items()
+      },
+  }
   print(json.dumps(summary, indent=2))
   return 0
 

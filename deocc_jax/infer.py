@@ -1,6 +1,6 @@
 """Inference CLI: ``python -m deocc_jax.infer <command> ... --config=... --workdir=DIR``.
 
-Commands (``deocc_jax/inference.py`` does the work; ``--config`` defaults to
+Commands (``deocc_jax/inference/`` does the work; ``--config`` defaults to
 the run's ``WORKDIR/config.json`` (a given one that differs gets a warning); every JSON
 result carries ``checkpoint_steps``, the restored step of each model)::
 
@@ -48,42 +48,76 @@ from ml_collections import config_flags
 COMMANDS = ("verify", "embed", "identify")
 EXIT_BAD_INPUT = 2
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's experiment config file "
-                                          "(with the run's --config.* overrides); default: "
-                                          "the run's WORKDIR/config.json.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "The run's experiment config file "
+    "(with the run's --config.* overrides); default: "
+    "the run's WORKDIR/config.json.",
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (checkpoints, results/).")
-_RECOGNIZER = flags.DEFINE_enum("recognizer", "student_soft",
-                                ["student_soft", "student_hard", "teacher", "arcface_finetuned"],
-                                "Which trained recogniser embeds the faces.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest",
-                                  "latest | best | a step | per stage 'latest,distill_soft=best'.")
-_THRESHOLD = flags.DEFINE_float("threshold", None, "Cosine threshold (default: the calibrated "
-                                "one in WORKDIR/results/calibration.json).")
-_INPUT_KIND = flags.DEFINE_enum("input_kind", "auto", ["auto", "completed_predicted",
-                                                       "completed", "masked", "clean"],
-                                "How faces are completed before embedding (and which "
-                                "calibrated threshold applies).")
-_ALIGN = flags.DEFINE_enum("align", "none", ["none", "dlib", "mtcnn"],
-                           "none: images are aligned square face crops; dlib / mtcnn: "
-                           "detect (dlib HOG / MTCNN) + align.")
-_LANDMARKS = flags.DEFINE_string("landmarks", None, "File of 'PATH x1 y1 ... x5 y5' lines "
-                                 "(CelebA order): listed images are aligned by these "
-                                 "landmarks, the others per --align.")
+_RECOGNIZER = flags.DEFINE_enum(
+    "recognizer",
+    "student_soft",
+    ["student_soft", "student_hard", "teacher", "arcface_finetuned"],
+    "Which trained recogniser embeds the faces.",
+)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", "latest", "latest | best | a step | per stage 'latest,distill_soft=best'."
+)
+_THRESHOLD = flags.DEFINE_float(
+    "threshold",
+    None,
+    "Cosine threshold (default: the calibrated " "one in WORKDIR/results/calibration.json).",
+)
+_INPUT_KIND = flags.DEFINE_enum(
+    "input_kind",
+    "auto",
+    ["auto", "completed_predicted", "completed", "masked", "clean"],
+    "How faces are completed before embedding (and which " "calibrated threshold applies).",
+)
+_ALIGN = flags.DEFINE_enum(
+    "align",
+    "none",
+    ["none", "dlib", "mtcnn"],
+    "none: images are aligned square face crops; dlib / mtcnn: "
+    "detect (dlib HOG / MTCNN) + align.",
+)
+_LANDMARKS = flags.DEFINE_string(
+    "landmarks",
+    None,
+    "File of 'PATH x1 y1 ... x5 y5' lines "
+    "(CelebA order): listed images are aligned by these "
+    "landmarks, the others per --align.",
+)
 _MASK_A = flags.DEFINE_string("mask_a", None, "verify: occlusion mask of IMG_A (optional).")
 _MASK_B = flags.DEFINE_string("mask_b", None, "verify: occlusion mask of IMG_B (optional).")
-_PAIRS_FILE = flags.DEFINE_string("pairs_file", None, "verify: file of 'IMG_A IMG_B [MASK_A "
-                                  "[MASK_B]]' lines, scored in one process.")
+_PAIRS_FILE = flags.DEFINE_string(
+    "pairs_file",
+    None,
+    "verify: file of 'IMG_A IMG_B [MASK_A " "[MASK_B]]' lines, scored in one process.",
+)
 _FOLDER = flags.DEFINE_string("folder", None, "embed: folder of images (subfolders = labels).")
 _OUT = flags.DEFINE_string("out", None, "embed: output .npz file.")
 _GALLERY = flags.DEFINE_string("gallery", None, "identify: gallery folder or .npz from 'embed'.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "identify: identities listed per probe.", lower_bound=1)
-_SKIP_ERRORS = flags.DEFINE_bool("skip_errors", False, "embed / identify: skip (and report) "
-                                 "unusable gallery images instead of failing.")
+_SKIP_ERRORS = flags.DEFINE_bool(
+    "skip_errors",
+    False,
+    "embed / identify: skip (and report) " "unusable gallery images instead of failing.",
+)
 
-_ONLY = {"mask_a": "verify", "mask_b": "verify", "pairs_file": "verify",
-         "folder": "embed", "out": "embed",
-         "gallery": "identify", "top_k": "identify", "skip_errors": ("embed", "identify")}
+_ONLY = {
+    "mask_a": "verify",
+    "mask_b": "verify",
+    "pairs_file": "verify",
+    "folder": "embed",
+    "out": "embed",
+    "gallery": "identify",
+    "top_k": "identify",
+    "skip_errors": ("embed", "identify"),
+}
 
 
 def _check_usage(argv: list[str]) -> tuple[str, list[str]]:
@@ -93,15 +127,17 @@ def _check_usage(argv: list[str]) -> tuple[str, list[str]]:
     raise app.UsageError(f"first argument must be a command: {' | '.join(COMMANDS)}{got}")
   cmd, args = argv[1], list(argv[2:])
   for name, allowed in _ONLY.items():
-    if flags.FLAGS[name].present and cmd not in (allowed if isinstance(allowed, tuple)
-                                                 else (allowed,)):
+    if flags.FLAGS[name].present and cmd not in (
+        allowed if isinstance(allowed, tuple) else (allowed,)
+    ):
       raise app.UsageError(f"--{name} does not apply to '{cmd}'")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (the trained run's directory)")
   if cmd == "verify" and _PAIRS_FILE.value:
     if args or _MASK_A.value or _MASK_B.value:
-      raise app.UsageError("verify --pairs_file takes no images / --mask_a / --mask_b (the "
-                           "file lists them)")
+      raise app.UsageError(
+          "verify --pairs_file takes no images / --mask_a / --mask_b (the " "file lists them)"
+      )
   elif cmd == "verify" and len(args) != 2:
     raise app.UsageError(f"verify takes two images (IMG_A IMG_B), got {len(args)}: {args}")
   if cmd == "embed":
@@ -128,12 +164,17 @@ def run_command(cmd: str, args: list[str]) -> dict[str, Any]:
   """Runs one command; returns the JSON-ready result."""
   import time
   from deocc_jax import inference
+
   pairs = None
   if cmd == "verify" and _PAIRS_FILE.value:
     pairs = inference.read_pairs_file(_PAIRS_FILE.value)  # fail before the models load
     for p in pairs:
-      for path, what in ((p.image_a, "image file"), (p.image_b, "image file"),
-                         (p.mask_a, "mask file"), (p.mask_b, "mask file")):
+      for path, what in (
+          (p.image_a, "image file"),
+          (p.image_b, "image file"),
+          (p.mask_a, "mask file"),
+          (p.mask_b, "mask file"),
+      ):
         if path and not os.path.exists(path):
           raise FileNotFoundError(f"{_PAIRS_FILE.value}:{p.line}: {what} not found: {path}")
   elif cmd == "verify":
@@ -150,44 +191,81 @@ def run_command(cmd: str, args: list[str]) -> dict[str, Any]:
     _require_exists([_GALLERY.value], "gallery")
   from deocc_jax import cli
   from deocc_jax.training import workdir as workdir_lib
+
   config = cli.config_value(_CONFIG)
   if config is None:  # the run's own config (written when training started)
     config = workdir_lib.read_config(_WORKDIR.value)
   else:
     workdir_lib.warn_if_different(_WORKDIR.value, config)
   table = inference.read_landmarks_file(_LANDMARKS.value) if _LANDMARKS.value else None
-  fr = inference.FaceRecognizer.from_run(config, _WORKDIR.value, _RECOGNIZER.value,
-                                         _CHECKPOINT.value, _THRESHOLD.value, _INPUT_KIND.value)
+  fr = inference.FaceRecognizer.from_run(
+      config,
+      _WORKDIR.value,
+      _RECOGNIZER.value,
+      _CHECKPOINT.value,
+      _THRESHOLD.value,
+      _INPUT_KIND.value,
+  )
   fr.landmarks_table = table
-  head = {"command": cmd, "recognizer": fr.name, "input_kind": fr.input_kind,
-          "threshold": fr.threshold, "checkpoint_steps": dict(fr.models.steps)}
+  head = {
+      "command": cmd,
+      "recognizer": fr.name,
+      "input_kind": fr.input_kind,
+      "threshold": fr.threshold,
+      "checkpoint_steps": dict(fr.models.steps),
+  }
   if pairs is not None:
     t0 = time.perf_counter()
     scores = fr.verify_pairs(pairs, align=_ALIGN.value)
     seconds = time.perf_counter() - t0
     faces = len({(p.image_a, p.mask_a) for p in pairs} | {(p.image_b, p.mask_b) for p in pairs})
-    return {**head, "pairs_file": _PAIRS_FILE.value, "count": len(scores),
-            "same_count": sum(s.same for s in scores),
-            "pairs": [{"line": p.line, "image_a": p.image_a, "image_b": p.image_b, **s.to_dict()}
-                      for p, s in zip(pairs, scores)],
-            "seconds": seconds, "faces_per_second": faces / max(seconds, 1e-9)}
+    return {
+        **head,
+        "pairs_file": _PAIRS_FILE.value,
+        "count": len(scores),
+        "same_count": sum(s.same for s in scores),
+        "pairs": [
+            {"line": p.line, "image_a": p.image_a, "image_b": p.image_b, **s.to_dict()}
+            for p, s in zip(pairs, scores)
+        ],
+        "seconds": seconds,
+        "faces_per_second": faces / max(seconds, 1e-9),
+    }
   if cmd == "verify":
     v = fr.verify(args[0], args[1], _MASK_A.value, _MASK_B.value, align=_ALIGN.value)
     return {**head, "image_a": args[0], "image_b": args[1], **v.to_dict()}
   if cmd == "embed":
-    g = fr.embed_folder(_FOLDER.value, _OUT.value, align=_ALIGN.value,
-                        skip_errors=_SKIP_ERRORS.value)
-    return {**head, "out": _OUT.value, "folder": _FOLDER.value, "count": len(g.paths),
-            "dim": int(g.embeddings.shape[1]), "labels": len(set(g.labels)),
-            "skipped": [{"path": p, "error": e} for p, e in g.skipped]}
+    g = fr.embed_folder(
+        _FOLDER.value, _OUT.value, align=_ALIGN.value, skip_errors=_SKIP_ERRORS.value
+    )
+    return {
+        **head,
+        "out": _OUT.value,
+        "folder": _FOLDER.value,
+        "count": len(g.paths),
+        "dim": int(g.embeddings.shape[1]),
+        "labels": len(set(g.labels)),
+        "skipped": [{"path": p, "error": e} for p, e in g.skipped],
+    }
   gallery = fr.load_gallery(_GALLERY.value, align=_ALIGN.value, skip_errors=_SKIP_ERRORS.value)
   matches = fr.identify(args, gallery, top_k=_TOP_K.value, align=_ALIGN.value)
-  return {**head, "gallery": _GALLERY.value, "gallery_images": len(gallery.paths),
-          "gallery_identities": len(set(gallery.identities())),
-          "skipped": [{"path": p, "error": e} for p, e in gallery.skipped],
-          "probes": [{"probe": p, "matches": [
-              {"label": m.label, "score": m.score, "above_threshold": m.score >= fr.threshold}
-              for m in ms]} for p, ms in zip(args, matches)]}
+  return {
+      **head,
+      "gallery": _GALLERY.value,
+      "gallery_images": len(gallery.paths),
+      "gallery_identities": len(set(gallery.identities())),
+      "skipped": [{"path": p, "error": e} for p, e in gallery.skipped],
+      "probes": [
+          {
+              "probe": p,
+              "matches": [
+                  {"label": m.label, "score": m.score, "above_threshold": m.score >= fr.threshold}
+                  for m in ms
+              ],
+          }
+          for p, ms in zip(args, matches)
+      ],
+  }
 
 
 def main(argv: list[str]) -> None:
@@ -202,14 +280,18 @@ def main(argv: list[str]) -> None:
     msg = " ".join(str(e).split())
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
-  print("restored checkpoints: " + ", ".join(
-      f"{k} step {v}" for k, v in sorted(result["checkpoint_steps"].items())), file=sys.stderr)
+  print(
+      "restored checkpoints: "
+      + ", ".join(f"{k} step {v}" for k, v in sorted(result["checkpoint_steps"].items())),
+      file=sys.stderr,
+  )
   print(json.dumps(result, indent=2))
 
 
 def console_main() -> None:
   """The ``deocc-infer`` console command (``python -m deocc_jax.infer``)."""
   from deocc_jax import cli as _cli
+
   _cli.run_console(main, __name__)
 
 

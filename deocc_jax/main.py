@@ -1,7 +1,7 @@
 """Entry point: ``python -m deocc_jax.main --config=configs/<name>.py --workdir=DIR``.
 
-Runs the stages listed in ``config.stages`` in order (see
-``deocc_jax/training/stages.py``). Any config field can be overridden on the
+Runs the stages listed in ``config.stages`` in order (the table:
+``deocc_jax/training/registry.py``). Any config field can be overridden on the
 command line (``--config.data.resolution=32``). Re-running with the same
 ``--workdir`` resumes every stage from its last checkpoint (any process /
 device count). The workdir may be local or a URI (``gs://...``). One job per
@@ -12,71 +12,35 @@ data is refused. User errors print one line and exit with status 2.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import ConfigDict, config_flags
 
 from deocc_jax import cli
-from deocc_jax.data import render
-from deocc_jax.training import distributed
+from deocc_jax.configs import require
+from deocc_jax.errors import ConfigError
+from deocc_jax.training import distributed, registry
 from deocc_jax.training import workdir as workdir_lib
-from deocc_jax.training.stages import ConfigError, require
 from deocc_jax.training.workdir import WorkdirError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs / checkpoints.")
 
 
-def _render_data(config: ConfigDict, workdir: str) -> None:
-  if require(config, "data.source") != "synthetic":
-    raise ConfigError("stage 'render_data' renders the synthetic set; "
-                      f"config.data.source is {config.data.source!r}")
-  render.render_dataset(
-      os.path.join(workdir, "data"),
-      identities=int(require(config, "data.identities")),
-      images_per_identity=int(require(config, "data.images_per_identity")),
-      resolution=int(require(config, "data.resolution")),
-      seed=int(require(config, "data.seed")),
-      per_category=int(require(config, "render.per_category")),
-      columns=int(require(config, "render.columns")),
-      stats_examples=int(require(config, "render.stats_examples")),
-      coverage_range=tuple(require(config, "data.coverage_range")),
-      categories=tuple(require(config, "data.categories")),
-      mask_library=str(require(config, "data.mask_library")),
-      library_prob=config.data.get("library_prob", None),
-      face_mask_prob=float(config.data.get("face_mask_prob", 0.2)),
-      photometric=bool(config.data.get("photometric", True)))
-
-
-def _stage_table() -> dict[str, Callable[[ConfigDict, str], None]]:
-  from deocc_jax.data import rehearsal
-  from deocc_jax.training import stages as s
-  return {
-      "render_data": _render_data,
-      "rehearsal_data": rehearsal.run,  # configs/paper_rehearsal.py: miniature data + teacher
-      "teacher": s.run_teacher,
-      "teacher_embeddings": s.run_teacher_embeddings,
-      "deocclusion": s.run_deocclusion,
-      "deocclusion_noca": lambda config, workdir: s.run_deocclusion(config, workdir,
-                                                                    "deocclusion_noca"),
-      "distill_hard": s.run_distill("distill_hard"),
-      "distill_soft": s.run_distill("distill_soft"),
-      "joint": s.run_joint,
-      "segmentation": s.run_segmentation,
-      "finetune_arcface": s.run_finetune_arcface,
-      "evaluate": s.run_evaluate,
-      "ablation": s.run_ablation,
-  }
+def stage_table() -> dict[str, Callable[[ConfigDict, str], None]]:
+  """Stage name -> runner(config, workdir), from ``training/registry.py``."""
+  return {name: stage.run for name, stage in registry.STAGES.items()}
 
 
 def _on_process_0(fn: Callable[[], None]) -> None:
   """Runs ``fn`` on process 0; if it fails there, every process raises."""
   import jax
   import numpy as np
+
   err: BaseException | None = None
   if jax.process_index() == 0:
     try:
@@ -85,6 +49,7 @@ def _on_process_0(fn: Callable[[], None]) -> None:
       err = e
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     failed = int(multihost_utils.broadcast_one_to_all(np.int32(err is not None)))
     if failed and err is None:
       raise WorkdirError("process 0 could not set up the workdir (see its error)")
@@ -92,16 +57,20 @@ def _on_process_0(fn: Callable[[], None]) -> None:
     raise err
 
 
-def run(config: ConfigDict, workdir: str,
-        table: dict[str, Callable[[ConfigDict, str], None]] | None = None) -> None:
+def run(
+    config: ConfigDict,
+    workdir: str,
+    table: dict[str, Callable[[ConfigDict, str], None]] | None = None,
+) -> None:
   """Runs ``config.stages`` in ``workdir``: validates the config, locks the
   workdir (process 0), writes / checks ``config.json``, then each stage."""
-  table = _stage_table() if table is None else table
+  table = stage_table() if table is None else table
   stages = list(require(config, "stages"))
   unknown = [s for s in stages if s not in table]
   if unknown:
-    raise ConfigError(f"config.stages has unknown stage(s) {unknown}; "
-                      f"available: {sorted(table)}")
+    raise ConfigError(
+        f"config.stages has unknown stage(s) {unknown}; " f"available: {sorted(table)}"
+    )
   workdir_lib.validate_config(config)
   path = workdir_lib.as_path(workdir)
   lock = workdir_lib.WorkdirLock(path)
@@ -138,6 +107,7 @@ def main(argv) -> None:
   def job() -> None:
     config = distributed.start_job(argv, cli.config_value(_CONFIG), _WORKDIR.value)
     run(config, _WORKDIR.value)
+
   cli.run_or_exit(job)
 
 

@@ -19,8 +19,9 @@ template (the training crop's mean landmarks). Optional masks (occluded
 pixels, (H, W) of the image, > 0.5 or > 127 for uint8) are warped the same
 way; a face with a mask is completed by G with it, a face without one with
 the segmenter's predicted mask (``input_kind`` 'completed_predicted'), as
-:class:`deocc_jax.inference.FaceRecognizer` does. This module imports no
-other part of ``deocc_jax`` (Flax, ml_collections and the configs stay
+:class:`deocc_jax.inference.FaceRecognizer` does. The only other part of
+``deocc_jax`` this module imports is the numpy-only
+``deocc_jax.utils.face_geometry`` (Flax, ml_collections and the configs stay
 unloaded).
 """
 
@@ -32,51 +33,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["ExportedRecognizer", "similarity_transform", "cosine"]
+from deocc_jax.utils.face_geometry import (
+    aligned_faces,
+    as_rgb_uint8,
+    cosine,
+    estimate_similarity,
+    resize_matrix,
+)
+
+__all__ = ["ExportedRecognizer"]
 
 FORMAT = "deocc-jax-export/1"
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-  """(2, 3) least-squares similarity (Umeyama) mapping points ``src`` onto ``dst``."""
-  src = np.asarray(src, np.float64)
-  dst = np.asarray(dst, np.float64)
-  ms, md = src.mean(0), dst.mean(0)
-  s0, d0 = src - ms, dst - md
-  var = np.sum(s0 ** 2) / len(src)
-  if var <= 1e-12:
-    raise ValueError("landmarks are degenerate (all at one point)")
-  cov = d0.T @ s0 / len(src)
-  u, d, vt = np.linalg.svd(cov)
-  sign = np.ones(2)
-  if np.linalg.det(u) * np.linalg.det(vt) < 0:
-    sign[-1] = -1.0
-  rot = u @ np.diag(sign) @ vt
-  scale = float(np.sum(d * sign) / var)
-  a = scale * rot
-  return np.concatenate([a, (md - a @ ms)[:, None]], axis=1)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """Row-wise cosine similarity in float64."""
-  a = np.asarray(a, np.float64)
-  b = np.asarray(b, np.float64)
-  na = np.maximum(np.linalg.norm(a, axis=-1), 1e-12)
-  nb = np.maximum(np.linalg.norm(b, axis=-1), 1e-12)
-  return np.sum(a * b, axis=-1) / (na * nb)
-
-
-def _rgb_uint8(image: Any, name: str) -> np.ndarray:
-  img = np.asarray(image)
-  if img.dtype != np.uint8:
-    raise ValueError(f"{name}: images must be uint8 arrays, got {img.dtype} {img.shape}")
-  if img.ndim == 2:
-    img = np.repeat(img[..., None], 3, axis=-1)
-  elif img.ndim == 3 and img.shape[2] == 4:
-    img = img[..., :3]
-  if img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 1:
-    raise ValueError(f"{name}: image must be (H, W, 3) RGB, got shape {np.shape(image)}")
-  return img
 
 
 class ExportedRecognizer:
@@ -90,13 +57,16 @@ class ExportedRecognizer:
     threshold: overrides the exported (calibrated) threshold.
   """
 
-  def __init__(self, folder: str, runtime: str = "jax", max_batch: int = 64,
-               threshold: float | None = None):
+  def __init__(
+      self, folder: str, runtime: str = "jax", max_batch: int = 64, threshold: float | None = None
+  ):
     self.folder = os.fspath(folder)
     path = os.path.join(self.folder, "metadata.json")
     if not os.path.exists(path):
-      raise FileNotFoundError(f"{path} not found: not an export folder (write one with "
-                              f"`python -m deocc_jax.export --workdir=RUN --out=DIR`)")
+      raise FileNotFoundError(
+          f"{path} not found: not an export folder (write one with "
+          f"`python -m deocc_jax.export --workdir=RUN --out=DIR`)"
+      )
     with open(path) as f:
       meta = json.load(f)
     if meta.get("format") != FORMAT:
@@ -123,6 +93,7 @@ class ExportedRecognizer:
     if self.runtime == "jax":
       import jax
       from jax import export
+
       path = os.path.join(self.folder, f"{name}.jax_export")
       if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found (the run had no {name}?)")
@@ -132,8 +103,10 @@ class ExportedRecognizer:
 
       def fn(*args: np.ndarray) -> Any:
         return jax.tree_util.tree_map(np.asarray, jax.device_get(call(*args)))
+
     else:
       import onnxruntime as ort
+
       path = os.path.join(self.folder, f"{name}.onnx")
       if not os.path.exists(path):
         err = self.metadata.get("onnx", {}).get(name, {}).get("error")
@@ -145,6 +118,7 @@ class ExportedRecognizer:
 
       def fn(*args: np.ndarray) -> Any:
         return sess.run(None, dict(zip(names, args)))[0]
+
     self._fns[name] = fn
     return fn
 
@@ -153,7 +127,7 @@ class ExportedRecognizer:
     n = len(arrays[0])
     outs = []
     for start in range(0, n, self.max_batch):
-      chunk = [np.ascontiguousarray(a[start:start + self.max_batch], np.float32) for a in arrays]
+      chunk = [np.ascontiguousarray(a[start : start + self.max_batch], np.float32) for a in arrays]
       k = len(chunk[0])
       size = 1
       while size < k:
@@ -175,8 +149,9 @@ class ExportedRecognizer:
     """G's completions (N, R, R, 3) of aligned faces with masks (N, R, R, 1)."""
     return self._batched("generator", self._check(faces), np.asarray(masks, np.float32))
 
-  def embed_aligned(self, faces: np.ndarray,
-                    masks: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+  def embed_aligned(
+      self, faces: np.ndarray, masks: Sequence[np.ndarray | None] | None = None
+  ) -> np.ndarray:
     """(N, D) L2-normalised embeddings of aligned faces (N, R, R, 3) in [-1, 1];
     ``masks[i]`` ((R, R) / (R, R, 1), 1 = occluded) or None (predicted / none)."""
     x = self._check(faces)
@@ -202,14 +177,7 @@ class ExportedRecognizer:
     return out
 
   def _check(self, faces: Any) -> np.ndarray:
-    x = np.asarray(faces, np.float32)
-    r = self.resolution
-    if x.ndim == 3:
-      x = x[None]
-    if x.ndim != 4 or x.shape[1:] != (r, r, 3):
-      raise ValueError(f"aligned faces must be (N, {r}, {r}, 3) float32 in [-1, 1], got "
-                       f"{np.shape(faces)}; use preprocess() on uint8 images")
-    return x
+    return aligned_faces(faces, self.resolution, "use preprocess() on uint8 images")
 
   def _check_mask(self, mask: np.ndarray, i: int) -> np.ndarray:
     r = self.resolution
@@ -217,45 +185,55 @@ class ExportedRecognizer:
     if m.shape == (r, r):
       m = m[..., None]
     if m.shape != (r, r, 1):
-      raise ValueError(f"mask {i} must be ({r}, {r}) or ({r}, {r}, 1) once aligned, got "
-                       f"{np.shape(mask)}")
+      raise ValueError(
+          f"mask {i} must be ({r}, {r}) or ({r}, {r}, 1) once aligned, got " f"{np.shape(mask)}"
+      )
     return (m > 0.5).astype(np.float32)
 
   # ---------------------------------------------------------------- images
 
-  def crop_transform(self, shape: Sequence[int], landmarks: np.ndarray | None = None,
-                     name: str = "image") -> np.ndarray:
+  def crop_transform(
+      self, shape: Sequence[int], landmarks: np.ndarray | None = None, name: str = "image"
+  ) -> np.ndarray:
     """(2, 3) map from crop pixels (R x R) to image pixels (pixel centres at integers)."""
     r = self.resolution
     h, w = int(shape[0]), int(shape[1])
     if landmarks is None:
       if h != w:
-        raise ValueError(f"{name} is {w}x{h}, not square: without landmarks an image must be "
-                         f"an aligned square face crop")
-      s = h / r
-      return np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5]])
+        raise ValueError(
+            f"{name} is {w}x{h}, not square: without landmarks an image must be "
+            f"an aligned square face crop"
+        )
+      return resize_matrix(h, r)
     lm = np.asarray(landmarks, np.float64)
     if lm.shape != (5, 2) or not np.isfinite(lm).all():
       raise ValueError(f"{name}: landmarks must be finite (5, 2) (x, y) pixels, got {lm.shape}")
-    return similarity_transform(self.template_landmarks, lm)
+    return estimate_similarity(self.template_landmarks, lm)
 
   def _warp(self, img: np.ndarray, m: np.ndarray, resample: int) -> np.ndarray:
     """Pillow affine warp of ``img`` ((H, W) or (H, W, 3) uint8) onto the R x R crop."""
     from PIL import Image
+
     r = self.resolution
     a, b, c = m[0]
     d, e, f = m[1]
     # Pillow samples output pixel (x, y) at (x + 0.5, y + 0.5); our maps use centres at integers.
     data = (a, b, c + 0.5 - 0.5 * (a + b), d, e, f + 0.5 - 0.5 * (d + e))
-    return np.asarray(Image.fromarray(img).transform((r, r), Image.Transform.AFFINE, data,
-                                                     resample=resample))
+    return np.asarray(
+        Image.fromarray(img).transform((r, r), Image.Transform.AFFINE, data, resample=resample)
+    )
 
-  def preprocess(self, image: Any, landmarks: np.ndarray | None = None,
-                 mask: np.ndarray | None = None, name: str = "image"
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
+  def preprocess(
+      self,
+      image: Any,
+      landmarks: np.ndarray | None = None,
+      mask: np.ndarray | None = None,
+      name: str = "image",
+  ) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 image -> ((R, R, 3) float32 face in [-1, 1], (R, R, 1) mask or None)."""
     from PIL import Image
-    img = _rgb_uint8(image, name)
+
+    img = as_rgb_uint8(image, name)
     r = self.resolution
     h, w = img.shape[:2]
     m = self.crop_transform(img.shape, landmarks, name)
@@ -272,9 +250,11 @@ class ExportedRecognizer:
       if mk.ndim == 3:
         mk = mk[..., -1] if mk.shape[2] == 4 else mk.mean(axis=-1)
       if mk.shape != (h, w):
-        raise ValueError(f"{name}: mask is {np.shape(mask)}, image is {w}x{h}: a mask must "
-                         f"have its image's size")
-      binary = ((mk > 127) if np.asarray(mask).dtype == np.uint8 else (mk > 0.5))
+        raise ValueError(
+            f"{name}: mask is {np.shape(mask)}, image is {w}x{h}: a mask must "
+            f"have its image's size"
+        )
+      binary = (mk > 127) if np.asarray(mask).dtype == np.uint8 else (mk > 0.5)
       binary = binary.astype(np.uint8) * 255
       if landmarks is None and h == r:
         warped = binary
@@ -285,9 +265,12 @@ class ExportedRecognizer:
       aligned_mask = (warped > 127).astype(np.float32)[..., None]
     return x, aligned_mask
 
-  def embed(self, images: Sequence[Any] | np.ndarray,
-            masks: Sequence[np.ndarray | None] | None = None,
-            landmarks: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+  def embed(
+      self,
+      images: Sequence[Any] | np.ndarray,
+      masks: Sequence[np.ndarray | None] | None = None,
+      landmarks: Sequence[np.ndarray | None] | None = None,
+  ) -> np.ndarray:
     """(N, D) float32 embeddings of uint8 images (see the module docstring)."""
     n = len(images)
     if n == 0:
@@ -297,15 +280,25 @@ class ExportedRecognizer:
         raise ValueError(f"{n} images but {len(seq)} {what}")
     faces, ms = [], []
     for i in range(n):
-      x, m = self.preprocess(images[i], None if landmarks is None else landmarks[i],
-                             None if masks is None else masks[i], name=f"image {i}")
+      x, m = self.preprocess(
+          images[i],
+          None if landmarks is None else landmarks[i],
+          None if masks is None else masks[i],
+          name=f"image {i}",
+      )
       faces.append(x)
       ms.append(m)
     return self.embed_aligned(np.stack(faces), ms)
 
-  def verify(self, image_a: Any, image_b: Any, mask_a: np.ndarray | None = None,
-             mask_b: np.ndarray | None = None, landmarks_a: np.ndarray | None = None,
-             landmarks_b: np.ndarray | None = None) -> dict[str, Any]:
+  def verify(
+      self,
+      image_a: Any,
+      image_b: Any,
+      mask_a: np.ndarray | None = None,
+      mask_b: np.ndarray | None = None,
+      landmarks_a: np.ndarray | None = None,
+      landmarks_b: np.ndarray | None = None,
+  ) -> dict[str, Any]:
     """Same person? ``{"score": cosine, "threshold", "same": score >= threshold}``."""
     e = self.embed([image_a, image_b], [mask_a, mask_b], [landmarks_a, landmarks_b])
     score = float(cosine(e[0], e[1]))

@@ -1,5 +1,6 @@
 """Loads an experiment config the way the command-line tools do (by path,
 with an optional ``:variant`` suffix), for tests of variants."""
+
 import os
 
 from absl import flags

@@ -11,6 +11,7 @@ with areas ``(x2 - x1) (y2 - y1)``, a box is dropped when its IoU with a
 kept, higher-scoring box is > the threshold, kept indices by decreasing
 score). Everything else is facenet-pytorch's own code.
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,6 +22,7 @@ import pytest
 
 def _torch_batched_nms(boxes, scores, idxs, iou_threshold):
   import torch
+
   if boxes.numel() == 0:
     return torch.empty((0,), dtype=torch.int64)
   offsets = idxs.to(boxes) * (boxes.max() + 1)
@@ -50,20 +52,30 @@ def _install_torchvision_stand_in() -> None:
 
   def to_tensor(*a, **k):  # only extract_face uses it
     raise NotImplementedError("torchvision stand-in: to_tensor is not available")
+
   functional.to_tensor = to_tensor
   tv.ops, ops.boxes, tv.transforms, transforms.functional = ops, boxes, transforms, functional
-  sys.modules.update({"torchvision": tv, "torchvision.ops": ops,
-                      "torchvision.ops.boxes": boxes, "torchvision.transforms": transforms,
-                      "torchvision.transforms.functional": functional})
+  sys.modules.update(
+      {
+          "torchvision": tv,
+          "torchvision.ops": ops,
+          "torchvision.ops.boxes": boxes,
+          "torchvision.transforms": transforms,
+          "torchvision.transforms.functional": functional,
+      }
+  )
 
 
 def facenet_pytorch():
   """The facenet_pytorch module (fails the test with the install command if missing)."""
   pytest.importorskip("torch")
   import importlib.util
+
   if importlib.util.find_spec("facenet_pytorch") is None:
-    pytest.fail("facenet-pytorch is not installed: `pip install --no-deps "
-                "facenet-pytorch==2.6.0` (.ci/run does this)")
+    pytest.fail(
+        "facenet-pytorch is not installed: `pip install --no-deps "
+        "facenet-pytorch==2.6.0` (.ci/run does this)"
+    )
   if "torchvision" not in sys.modules:
     try:
       import torchvision  # noqa: F401
@@ -72,4 +84,5 @@ def facenet_pytorch():
         del sys.modules[k]
       _install_torchvision_stand_in()
   import facenet_pytorch as fp
+
   return fp

@@ -11,6 +11,7 @@ were drawn (after that step's checkpoint was handed to Orbax), so the test
 can SIGKILL the job mid-stage. Prints ``BATCH <sha1>`` per batch drawn and
 writes the final parameters (gathered) to ``out_dir/params.npz`` (process 0).
 """
+
 import hashlib
 import os
 import sys
@@ -24,6 +25,7 @@ RESOLUTION = 32
 def probe_config(num_steps: int):
   """The job's config (also built by the test, for its reference batches)."""
   from deocc_jax.configs import base as synthetic
+
   c = synthetic.get_config()
   c.stages = ("probe",)
   c.progress = False
@@ -44,13 +46,18 @@ def probe_fns(num_classes: int):
   import jax
   import jax.numpy as jnp
   import optax
+
   tx = optax.adam(3e-3)
   d = RESOLUTION * RESOLUTION * 3
 
   def init(key):
     k1, k2 = jax.random.split(key)
-    p = {"w1": jax.random.normal(k1, (d, 16)) / jnp.sqrt(d), "b1": jnp.zeros(16),
-         "w2": jax.random.normal(k2, (16, num_classes)) / 4.0, "b2": jnp.zeros(num_classes)}
+    p = {
+        "w1": jax.random.normal(k1, (d, 16)) / jnp.sqrt(d),
+        "b1": jnp.zeros(16),
+        "w2": jax.random.normal(k2, (16, num_classes)) / 4.0,
+        "b2": jnp.zeros(num_classes),
+    }
     return {"params": p, "opt": tx.init(p), "step": jnp.zeros((), jnp.int32)}
 
   def step(state, batch):
@@ -59,15 +66,24 @@ def probe_fns(num_classes: int):
     def loss_fn(p):
       logits = jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
       return optax.softmax_cross_entropy_with_integer_labels(logits, batch["identity"]).mean()
+
     loss, g = jax.value_and_grad(loss_fn)(state["params"])
     upd, opt = tx.update(g, state["opt"], state["params"])
-    return ({"params": optax.apply_updates(state["params"], upd), "opt": opt,
-             "step": state["step"] + 1}, {"loss": loss})
+    return (
+        {
+            "params": optax.apply_updates(state["params"], upd),
+            "opt": opt,
+            "step": state["step"] + 1,
+        },
+        {"loss": loss},
+    )
+
   return init, step
 
 
 def batch_digest(batch) -> str:
   import numpy as np
+
   h = hashlib.sha1()
   for k in ("masked", "identity"):
     h.update(np.ascontiguousarray(batch[k]).tobytes())
@@ -102,11 +118,16 @@ class _Stall:
 
 def main() -> None:
   port, pid, nproc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-  workdir, num_steps, stall_after, out_dir = (sys.argv[4], int(sys.argv[5]), int(sys.argv[6]),
-                                              sys.argv[7])
+  workdir, num_steps, stall_after, out_dir = (
+      sys.argv[4],
+      int(sys.argv[5]),
+      int(sys.argv[6]),
+      sys.argv[7],
+  )
   os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
   os.environ["JAX_PLATFORMS"] = "cpu"
   import jax
+
   if nproc > 1:
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
   import numpy as np
@@ -115,6 +136,7 @@ def main() -> None:
 
   from deocc_jax import main as main_lib
   from deocc_jax.training import loop, stages
+
   flags.FLAGS.mark_as_parsed()
   c = probe_config(num_steps)
   result = {}
@@ -124,19 +146,26 @@ def main() -> None:
     batches, source = stages.make_batches(config, t, "teacher")
     init_fn, step_fn = probe_fns(source.num_classes)
     result["state"] = loop.run(
-        "probe", wd, init_fn, step_fn, _Stall(batches, stall_after), jax.random.key(0),
-        stages.make_mesh(config), stages.loop_config(t, ("masked", "identity"), config),
-        log=lambda s: print(s, flush=True))
+        "probe",
+        wd,
+        init_fn,
+        step_fn,
+        _Stall(batches, stall_after),
+        jax.random.key(0),
+        stages.make_mesh(config),
+        stages.loop_config(t, ("masked", "identity"), config),
+        log=lambda s: print(s, flush=True),
+    )
 
   main_lib.run(c, workdir, table={"probe": probe_stage})
   params = multihost_utils.process_allgather(result["state"]["params"], tiled=True)
-  step = int(np.asarray(multihost_utils.process_allgather(result["state"]["step"],
-                                                          tiled=True)).ravel()[0])
+  step = int(
+      np.asarray(multihost_utils.process_allgather(result["state"]["step"], tiled=True)).ravel()[0]
+  )
   print(f"DEVICES {jax.device_count()} PROCESSES {jax.process_count()} STEP {step}", flush=True)
   if jax.process_index() == 0:
     os.makedirs(out_dir, exist_ok=True)
-    np.savez(os.path.join(out_dir, "params.npz"),
-             **{k: np.asarray(v) for k, v in params.items()})
+    np.savez(os.path.join(out_dir, "params.npz"), **{k: np.asarray(v) for k, v in params.items()})
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ The four test photos of the ``face_recognition==1.3.0`` source distribution,
 fetched from PyPI with pip on first use and cached under
 ``~/.cache/deocc_jax/``; never committed.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,12 +32,27 @@ def face_photos() -> dict[str, np.ndarray]:
     if not sdist.is_file():
       sdist_dir.mkdir(parents=True, exist_ok=True)
       proc = subprocess.run(
-          [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "face_recognition==1.3.0", "-d", str(sdist_dir)],
-          capture_output=True, text=True, timeout=600)
+          [
+              sys.executable,
+              "-m",
+              "pip",
+              "download",
+              "--no-deps",
+              "--no-binary",
+              ":all:",
+              "face_recognition==1.3.0",
+              "-d",
+              str(sdist_dir),
+          ],
+          capture_output=True,
+          text=True,
+          timeout=600,
+      )
       if proc.returncode != 0 or not sdist.is_file():
-        pytest.fail("could not fetch the face_recognition==1.3.0 sdist from PyPI "
-                    f"(needed for the real test photos): {proc.stderr[-2000:]}")
+        pytest.fail(
+            "could not fetch the face_recognition==1.3.0 sdist from PyPI "
+            f"(needed for the real test photos): {proc.stderr[-2000:]}"
+        )
     img_dir.mkdir(parents=True, exist_ok=True)
     with tarfile.open(sdist) as tf:
       for n, p in paths.items():

@@ -1,5 +1,6 @@
 """Tiny real-format data set folders (LFW, AR) built from synthetic faces,
 shared by the reader tests and the evaluation tests."""
+
 import numpy as np
 from PIL import Image
 

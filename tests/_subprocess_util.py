@@ -5,6 +5,7 @@ blocked on a full pipe would stall its peers inside a collective), all are
 polled together, and a failure or the deadline kills every process that is
 still running, so a test never waits on a peer stuck in a collective.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,21 +26,27 @@ def free_port() -> int:
 def cpu_env(local_devices: int) -> dict[str, str]:
   """This environment with ``local_devices`` fake CPU devices per process."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={local_devices}",
-             JAX_PLATFORMS="cpu")
+  env.update(
+      XLA_FLAGS=f"--xla_force_host_platform_device_count={local_devices}", JAX_PLATFORMS="cpu"
+  )
   return env
 
 
 @dataclasses.dataclass
 class Finished:
   returncode: int
-  output: str        # stdout and stderr, interleaved as written
-  cpu_s: float       # user + sys seconds of the process (and its children)
+  output: str  # stdout and stderr, interleaved as written
+  cpu_s: float  # user + sys seconds of the process (and its children)
 
 
-def run_processes(cmds: Sequence[Sequence[str]], log_dir: str, timeout: float,
-                  env: dict[str, str] | None = None, cwd: str | None = None,
-                  grace: float = 30.0) -> list[Finished]:
+def run_processes(
+    cmds: Sequence[Sequence[str]],
+    log_dir: str,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    grace: float = 30.0,
+) -> list[Finished]:
   """Starts every command at once and waits for all of them.
 
   If one exits non-zero, the others get ``grace`` seconds to finish, then
@@ -49,8 +56,10 @@ def run_processes(cmds: Sequence[Sequence[str]], log_dir: str, timeout: float,
   os.makedirs(log_dir, exist_ok=True)
   paths = [os.path.join(log_dir, f"process_{i}.log") for i in range(len(cmds))]
   files = [open(p, "w") for p in paths]
-  procs = [subprocess.Popen(list(c), stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-           for c, f in zip(cmds, files)]
+  procs = [
+      subprocess.Popen(list(c), stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+      for c, f in zip(cmds, files)
+  ]
   cpu = [0.0] * len(procs)
   deadline = time.monotonic() + timeout
   failed_at = None
@@ -73,8 +82,10 @@ def run_processes(cmds: Sequence[Sequence[str]], log_dir: str, timeout: float,
           procs[i].wait()
         if now > deadline:
           tails = {i: _tail(paths[i]) for i in sorted(running)}
-          raise TimeoutError(f"processes {sorted(running)} still running after {timeout:.0f} "
-                             f"s; output tails: {tails}")
+          raise TimeoutError(
+              f"processes {sorted(running)} still running after {timeout:.0f} "
+              f"s; output tails: {tails}"
+          )
         running = set()
       time.sleep(0.2)
   finally:
@@ -84,8 +95,7 @@ def run_processes(cmds: Sequence[Sequence[str]], log_dir: str, timeout: float,
         p.wait()
     for f in files:
       f.close()
-  return [Finished(p.returncode, open(path).read(), c)
-          for p, path, c in zip(procs, paths, cpu)]
+  return [Finished(p.returncode, open(path).read(), c) for p, path, c in zip(procs, paths, cpu)]
 
 
 def _tail(path: str, n: int = 3000) -> str:

@@ -1,19 +1,27 @@
 """A tiny trained run of every stage (a few steps each), shared by the
 evaluation and inference tests: real checkpoints in the real layout, fast."""
+
 import os
 import sys
 
 from deocc_jax.configs import base as synthetic  # noqa: E402  (configs/synthetic.py's body)
 
-TINY_STAGES = ("teacher", "teacher_embeddings", "deocclusion", "segmentation", "distill_hard",
-               "distill_soft", "finetune_arcface")
+TINY_STAGES = (
+    "teacher",
+    "teacher_embeddings",
+    "deocclusion",
+    "segmentation",
+    "distill_hard",
+    "distill_soft",
+    "finetune_arcface",
+)
 
 
 def tiny_config(stages=TINY_STAGES):
   c = synthetic.get_config()
   c.stages = tuple(stages)
   c.progress = False
-  c.data.identities = 200            # 20 held-out test identities: 2 per fold
+  c.data.identities = 200  # 20 held-out test identities: 2 per fold
   c.data.images_per_identity = 4
   c.checkpoint.async_save = False
   for name in ("teacher", "deocclusion", "segmentation", "distillation", "finetune_arcface"):
@@ -34,6 +42,7 @@ def tiny_config(stages=TINY_STAGES):
 
 def make_tiny_run(workdir):
   from deocc_jax import main as main_lib
+
   c = tiny_config()
   main_lib.run(c, str(workdir))
   return c

@@ -4,6 +4,7 @@ argv: port process_id workdir. Trains the de-occlusion stage for 3 steps on
 a multi-process mesh (each process: 2 CPU devices, its own data shard) and
 prints a checksum of the generator parameters.
 """
+
 import os
 import sys
 
@@ -32,12 +33,29 @@ c.progress = False
 section = c.deocclusion
 batches, _ = stages.make_batches(c, section, "deocclusion")
 init_fn, step_fn = deocclusion_stage.make_fns(section, 32)
-cfg = loop.LoopConfig(num_steps=3, log_every=1, checkpoint_every=3, async_checkpoints=False,
-                      batch_keys=("masked", "mask", "clean"), progress=False)
-state = loop.run("deocclusion", workdir, init_fn, step_fn, batches, jax.random.key(0),
-                 stages.make_mesh(c), cfg, log=lambda s: None)
+cfg = loop.LoopConfig(
+    num_steps=3,
+    log_every=1,
+    checkpoint_every=3,
+    async_checkpoints=False,
+    batch_keys=("masked", "mask", "clean"),
+    progress=False,
+)
+state = loop.run(
+    "deocclusion",
+    workdir,
+    init_fn,
+    step_fn,
+    batches,
+    jax.random.key(0),
+    stages.make_mesh(c),
+    cfg,
+    log=lambda s: None,
+)
 g = multihost_utils.process_allgather(state["g"], tiled=True)
 leaves = jax.tree_util.tree_leaves(g)
 print(f"DEVICES {jax.device_count()} PROCESSES {jax.process_count()}")
 print("CHECKSUM %.10e" % sum(float(np.abs(np.asarray(l, np.float64)).sum()) for l in leaves))
-print("STEP", int(np.asarray(multihost_utils.process_allgather(state["step"], tiled=True)).ravel()[0]))
+print(
+    "STEP", int(np.asarray(multihost_utils.process_allgather(state["step"], tiled=True)).ravel()[0])
+)

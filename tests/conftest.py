@@ -1,4 +1,5 @@
 """Test set-up: 8 fake CPU devices so sharded code is exercised on CPU."""
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -17,8 +18,10 @@ def tiny_run(tmp_path_factory):
   workers through a file lock. Read-only for tests: copy before writing."""
   import sys
   from filelock import FileLock
+
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import _tiny_run
+
   root = tmp_path_factory.getbasetemp()
   if os.environ.get("PYTEST_XDIST_WORKER"):
     root = root.parent  # shared by every worker of this session
@@ -27,6 +30,7 @@ def tiny_run(tmp_path_factory):
     done = workdir / "results" / "results.json"
     if not done.exists():
       from deocc_jax.evaluation import job
+
       config = _tiny_run.make_tiny_run(workdir)
       job.run(config, str(workdir))
       json.loads(done.read_text())  # written completely

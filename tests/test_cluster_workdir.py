@@ -1,4 +1,5 @@
 """The workdir: one job per workdir (lock), config.json, non-local (gs://) paths."""
+
 import json
 import os
 import socket
@@ -34,6 +35,7 @@ def _config(**changes):
 
 # ------------------------------------------------------------------ lock
 
+
 def test_second_job_on_a_workdir_is_refused_naming_pid_and_host(tmp_path):
   first = wd.WorkdirLock(tmp_path).acquire()
   with pytest.raises(wd.WorkdirInUseError) as e:
@@ -42,7 +44,7 @@ def test_second_job_on_a_workdir_is_refused_naming_pid_and_host(tmp_path):
   calls = []
   with pytest.raises(wd.WorkdirInUseError, match=f"in use by PID {os.getpid()}"):
     main_lib.run(_config(), str(tmp_path), table=_noop_table(calls))
-  assert calls == []                      # no stage ran
+  assert calls == []  # no stage ran
   first.release()
   assert not (tmp_path / ".lock").exists()
   main_lib.run(_config(), str(tmp_path), table=_noop_table(calls))
@@ -52,21 +54,24 @@ def test_second_job_on_a_workdir_is_refused_naming_pid_and_host(tmp_path):
 def test_stale_lock_of_a_dead_local_process_is_taken_over(tmp_path):
   dead = subprocess.Popen([sys.executable, "-c", "pass"])
   dead.wait()
-  (tmp_path / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
-                                              "started": "x"}))
+  (tmp_path / ".lock").write_text(
+      json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "x"})
+  )
   msgs = []
   lock = wd.WorkdirLock(tmp_path, log=msgs.append).acquire()
   assert any(f"PID {dead.pid}" in m and "no longer running" in m for m in msgs), msgs
   assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
   lock.release()
   # a lock of another host is never taken over (its PID cannot be checked here)
-  (tmp_path / ".lock").write_text(json.dumps({"pid": dead.pid, "host": "other-host",
-                                              "started": "x"}))
+  (tmp_path / ".lock").write_text(
+      json.dumps({"pid": dead.pid, "host": "other-host", "started": "x"})
+  )
   with pytest.raises(wd.WorkdirInUseError, match=f"PID {dead.pid} on other-host"):
     wd.WorkdirLock(tmp_path).acquire()
 
 
 # ---------------------------------------------------------------- config
+
 
 def test_config_json_written_resume_refuses_shape_or_data_changes(tmp_path):
   calls = []
@@ -78,8 +83,11 @@ def test_config_json_written_resume_refuses_shape_or_data_changes(tmp_path):
   assert back.data.categories == tuple(c.data.categories)  # lists back to tuples
   assert wd.config_diff(wd.config_to_dict(back), wd.config_to_dict(c), may_change=()) == []
   # run-control fields may change on a resume; config.json follows
-  main_lib.run(_config(**{"teacher.num_steps": 99, "deocclusion.log_every": 1}),
-               str(tmp_path), table=_noop_table(calls))
+  main_lib.run(
+      _config(**{"teacher.num_steps": 99, "deocclusion.log_every": 1}),
+      str(tmp_path),
+      table=_noop_table(calls),
+  )
   assert wd.read_config(tmp_path).teacher.num_steps == 99
   # shapes / data may not: one line naming every changed key
   bad = _config(**{"data.resolution": 64, "deocclusion.cnum": 8})
@@ -89,26 +97,27 @@ def test_config_json_written_resume_refuses_shape_or_data_changes(tmp_path):
   assert "\n" not in msg
   assert "config.data.resolution: 32 -> 64" in msg and "config.deocclusion.cnum: 16 -> 8" in msg
   assert len(calls) == 2 and not (tmp_path / ".lock").exists()
-  assert wd.read_config(tmp_path).data.resolution == 32       # untouched
+  assert wd.read_config(tmp_path).data.resolution == 32  # untouched
 
 
 def test_readers_use_config_json_when_no_config_is_given(tmp_path, capsys):
   from deocc_jax.training import distributed
+
   c = _config(**{"distributed.mode": "manual", "distributed.process_id": 0})
   main_lib.run(c, str(tmp_path), table=_noop_table([]))
   got = distributed.start_job(["evaluate"], None, str(tmp_path), config_optional=True)
   assert got.data.resolution == c.data.resolution and got.stages == ("noop",)
-  assert got.distributed.mode == "none"   # process 0's launch settings are not reused
+  assert got.distributed.mode == "none"  # process 0's launch settings are not reused
   capsys.readouterr()
   other = _config(**{"data.resolution": 48})
-  assert distributed.start_job(["evaluate"], other, str(tmp_path),
-                               config_optional=True) is other
+  assert distributed.start_job(["evaluate"], other, str(tmp_path), config_optional=True) is other
   err = capsys.readouterr().err
   assert err.startswith("warning: --config differs from") and "32 -> 48" in err
 
 
 def test_config_validation_names_the_key(tmp_path):
-  from deocc_jax.training.stages import ConfigError
+  from deocc_jax.errors import ConfigError
+
   with pytest.raises(ConfigError, match=r"config.teacher.batch_size must be >= 1, got -8"):
     main_lib.run(_config(**{"teacher.batch_size": -8}), str(tmp_path), table=_noop_table([]))
   with pytest.raises(ConfigError, match=r"config.stages has unknown stage\(s\) \['nope'\]"):
@@ -118,15 +127,19 @@ def test_config_validation_names_the_key(tmp_path):
 
 # ------------------------------------------------- non-local workdir (gs://)
 
+
 @pytest.fixture
 def fake_gcs(monkeypatch):
   """``gs://`` served by fsspec's in-memory filesystem (through epath's real
   gs:// code path), so no byte may reach the local disk."""
+
   class FakeGCS(MemoryFileSystem):
     protocol = ("gs", "gcs")
     store = {}
     pseudo_dirs = [""]
+
   from etils.epath import backend
+
   fsspec.register_implementation("gs", FakeGCS, clobber=True)
   fsspec.register_implementation("gcs", FakeGCS, clobber=True)
   monkeypatch.setattr(fsspec.config, "conf", {})
@@ -142,12 +155,12 @@ def fake_gcs(monkeypatch):
 def test_gs_workdir_lock_config_and_metrics_stay_remote(fake_gcs, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   run = "gs://bucket/runs/a"
-  assert str(wd.as_path(run)) == run                      # not os.path.abspath-ed
+  assert str(wd.as_path(run)) == run  # not os.path.abspath-ed
   calls = []
   main_lib.run(_config(), run, table=_noop_table(calls))
   assert calls == [run]
   assert json.loads(fake_gcs.cat_file("gs://bucket/runs/a/config.json"))["data"]["resolution"] == 32
-  assert not fake_gcs.exists("gs://bucket/runs/a/.lock")       # released
+  assert not fake_gcs.exists("gs://bucket/runs/a/.lock")  # released
   with wd.WorkdirLock(run):
     assert json.loads(fake_gcs.cat_file("gs://bucket/runs/a/.lock"))["pid"] == os.getpid()
     with pytest.raises(wd.WorkdirInUseError, match="in use by PID"):
@@ -159,15 +172,16 @@ def test_gs_workdir_lock_config_and_metrics_stay_remote(fake_gcs, tmp_path, monk
   w = MetricWriter(logs, enabled=True)
   w.scalars(1, {"loss": 2.0})
   w.close()
-  w = MetricWriter(logs, enabled=True)                    # a resumed run appends
+  w = MetricWriter(logs, enabled=True)  # a resumed run appends
   w.scalars(2, {"loss": 1.0})
   w.flush()
   assert [r["step"] for r in read_jsonl(logs + "/metrics.jsonl")] == [1, 2]
   w.close()
-  names = [os.path.basename(f)
-           for f in fake_gcs.ls("gs://bucket/runs/a/teacher/logs", detail=False)]
+  names = [
+      os.path.basename(f) for f in fake_gcs.ls("gs://bucket/runs/a/teacher/logs", detail=False)
+  ]
   assert any(n.startswith("events.out.tfevents") for n in names), names
-  assert os.listdir(tmp_path) == []                       # nothing local, not even 'gs:'
+  assert os.listdir(tmp_path) == []  # nothing local, not even 'gs:'
 
 
 @pytest.mark.slow
@@ -176,15 +190,32 @@ def test_infer_reads_config_json_and_reports_restored_steps(tiny_run, tmp_path):
   results.json) name the restored step of every model."""
   import numpy as np
   from PIL import Image
+
   config, workdir = tiny_run
-  assert wd.config_diff(wd.config_to_dict(wd.read_config(workdir)),
-                        wd.config_to_dict(config), may_change=()) == []
+  assert (
+      wd.config_diff(
+          wd.config_to_dict(wd.read_config(workdir)), wd.config_to_dict(config), may_change=()
+      )
+      == []
+  )
   img = tmp_path / "a.png"
   Image.fromarray(np.full((32, 32, 3), 100, np.uint8)).save(img)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  proc = subprocess.run([sys.executable, "-m", "deocc_jax.infer", "verify", str(img), str(img),
-                         f"--workdir={workdir}"], cwd=root, capture_output=True, text=True,
-                        timeout=600)
+  proc = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "deocc_jax.infer",
+          "verify",
+          str(img),
+          str(img),
+          f"--workdir={workdir}",
+      ],
+      cwd=root,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   got = json.loads(proc.stdout)
   steps = {s: 4 for s in ("teacher", "deocclusion", "segmentation", "distill_soft")}

@@ -29,8 +29,12 @@ CASES = {
     "deocc-infer": (["--help"], 1, "--pairs_file"),
     "deocc-convert": (["--help"], 0, "--arch"),
 }
-DOC = {"deocc-train": "Entry point", "deocc-evaluate": "Evaluation job",
-       "deocc-infer": "Inference CLI", "deocc-convert": "Convert PyTorch"}
+DOC = {
+    "deocc-train": "Entry point",
+    "deocc-evaluate": "Evaluation job",
+    "deocc-infer": "Inference CLI",
+    "deocc-convert": "Convert PyTorch",
+}
 if os.path.exists(os.path.join(ROOT, "deocc_jax", "export.py")):  # issue 13 (a)
   CASES["deocc-export"] = (["--help"], 0, "--workdir")
   DOC["deocc-export"] = "deocc_jax.export"
@@ -40,8 +44,10 @@ def _script(name: str) -> str:
   path = os.path.join(os.path.dirname(sys.executable), name)
   if not os.path.exists(path):
     path = shutil.which(name) or ""
-  assert os.path.exists(path), (f"console command {name} is not installed: run "
-                                "`pip install -e .` (pyproject [project.scripts])")
+  assert os.path.exists(path), (
+      f"console command {name} is not installed: run "
+      "`pip install -e .` (pyproject [project.scripts])"
+  )
   return path
 
 
@@ -63,21 +69,40 @@ def test_every_entry_point_resolves():
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_installed_command_runs(name):
   args, status, text = CASES[name]
-  proc = subprocess.run([_script(name), *args], capture_output=True, text=True, timeout=300,
-                        cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  proc = subprocess.run(
+      [_script(name), *args],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      cwd=ROOT,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   assert proc.returncode == status, proc.stderr[-2000:]
   assert text in proc.stdout + proc.stderr and DOC[name] in proc.stdout + proc.stderr
 
 
 def test_command_usage_errors_are_one_line():
-  proc = subprocess.run([_script("deocc-convert"), "--arch", "iresnet", "--weights",
-                         "/nonexistent/model.onnx", "--out", "/tmp/never"], capture_output=True,
-                        text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  proc = subprocess.run(
+      [
+          _script("deocc-convert"),
+          "--arch",
+          "iresnet",
+          "--weights",
+          "/nonexistent/model.onnx",
+          "--out",
+          "/tmp/never",
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   assert proc.returncode == 2
   assert proc.stderr.count("\n") == 1 and "/nonexistent/model.onnx" in proc.stderr
 
 
 # ------------------------------------------------------------------ declared dependencies
+
 
 def _requirement(name: str, reqs: list[str]) -> str | None:
   for r in reqs:
@@ -95,9 +120,13 @@ def _imports() -> dict[str, set[str]]:
         path = os.path.join(dirpath, f)
         tree = ast.parse(open(path).read())
         for node in ast.walk(tree):
-          names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                   [node.module] if isinstance(node, ast.ImportFrom) and node.module
-                   and node.level == 0 else [])
+          names = (
+              [a.name for a in node.names]
+              if isinstance(node, ast.Import)
+              else [node.module]
+              if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+              else []
+          )
           for n in names:
             found.setdefault(n.split(".")[0], set()).add(os.path.relpath(path, ROOT))
   return found
@@ -128,8 +157,10 @@ def test_declared_dependencies_match_the_code():
   # Nothing a user installs drags torch in (it would be a multi-GB CUDA build).
   # torch: imported lazily by the converter (optional: a torch-free reader
   # otherwise) and by the paper rehearsal's random-teacher writer only.
-  assert imports.get("torch", set()) <= {"deocc_jax/conversion/torch_weights.py",
-                                         "deocc_jax/data/rehearsal.py"}
+  assert imports.get("torch", set()) <= {
+      "deocc_jax/conversion/torch_weights.py",
+      "deocc_jax/data/rehearsal.py",
+  }
   for extra, reqs in extras.items():
     if extra != "test":
       assert _requirement("torch", reqs) is None, f"extra {extra!r} pulls torch"

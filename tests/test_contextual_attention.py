@@ -16,10 +16,10 @@ from deocc_jax.models.contextual_attention import (
     flow_to_image,
 )
 
-
 # ---------------------------------------------------------------------------
 # Reference: written with explicit loops over pixels / patches, float64.
 # ---------------------------------------------------------------------------
+
 
 def _tf_nearest_src(in_size: int, out_size: int, i: int) -> int:
   """TF1 resize_nearest_neighbor(align_corners=True) source index (float32 maths)."""
@@ -51,7 +51,7 @@ def _fuse_loop(s: np.ndarray, k: int) -> np.ndarray:
   out = np.zeros_like(s)
   for a in range(s.shape[0]):
     for l in range(s.shape[1]):
-      acc = 0.
+      acc = 0.0
       for d in range(-half, half + 1):
         if 0 <= a + d < s.shape[0] and 0 <= l + d < s.shape[1]:
           acc += s[a + d, l + d]
@@ -59,7 +59,7 @@ def _fuse_loop(s: np.ndarray, k: int) -> np.ndarray:
   return out
 
 
-def reference_ca(f, b, mask, ksize=3, rate=2, fuse_k=3, scale=10., fuse=True):
+def reference_ca(f, b, mask, ksize=3, rate=2, fuse_k=3, scale=10.0, fuse=True):
   """One sample at a time; returns (y, attention, valid)."""
   f = np.asarray(f, np.float64)
   b = np.asarray(b, np.float64)
@@ -91,7 +91,7 @@ def reference_ca(f, b, mask, ksize=3, rate=2, fuse_k=3, scale=10., fuse=True):
             wn[l, dy + half, dx + half] = _at(bd, py + dy, px + dx)
             if _at(md, py + dy, px + dx)[0] != 0:
               ok = False
-        valid[l] = 1. if ok else 0.
+        valid[l] = 1.0 if ok else 0.0
         nrm = math.sqrt(float(np.sum(wn[l] ** 2)))
         wn[l] /= max(nrm, 1e-4)
     s = np.zeros((hf * wf, nl))
@@ -128,7 +128,7 @@ def reference_ca(f, b, mask, ksize=3, rate=2, fuse_k=3, scale=10., fuse=True):
       for j in range(wf):
         for l in range(nl):
           a = att[i * wf + j, l]
-          if a == 0.:
+          if a == 0.0:
             continue
           py, px = divmod(l, wb)
           for ky in range(kraw):
@@ -137,7 +137,7 @@ def reference_ca(f, b, mask, ksize=3, rate=2, fuse_k=3, scale=10., fuse=True):
               ox = rate * j + kx - pad_left_f
               if 0 <= oy < hf_raw and 0 <= ox < wf_raw:
                 y[oy, ox] += a * _at(b[n], rate * py + ky - pad_top_b, rate * px + kx - pad_left_b)
-    ys.append(y / 4.)
+    ys.append(y / 4.0)
     atts.append(att.reshape(hf, wf, nl))
     valids.append(valid)
   return np.stack(ys), np.stack(atts), np.stack(valids)
@@ -151,7 +151,7 @@ def _random_masks(rng: np.random.Generator, bs: int, h: int, w: int) -> np.ndarr
     else:  # a box, different per sample
       th, tw = rng.integers(2, h // 2 + 1), rng.integers(2, w // 2 + 1)
       t, l = rng.integers(0, h - th + 1), rng.integers(0, w - tw + 1)
-      m[n, t:t + th, l:l + tw, 0] = 1.
+      m[n, t : t + th, l : l + tw, 0] = 1.0
   return m
 
 
@@ -163,8 +163,8 @@ CASES = [
     ((2, 16, 16, 4), None, True, 0.1),
     ((3, 12, 20, 3), None, True, 0.2),
     ((2, 16, 12, 2), (12, 16), True, 0.3),  # foreground and background differ
-    ((2, 14, 10, 3), None, False, 0.2),     # no fuse; 14->7 and 10->5 have rounding ties
-    ((2, 9, 11, 2), None, True, 0.3),       # odd sizes (extension: ceil grid)
+    ((2, 14, 10, 3), None, False, 0.2),  # no fuse; 14->7 and 10->5 have rounding ties
+    ((2, 9, 11, 2), None, True, 0.3),  # odd sizes (extension: ceil grid)
 ]
 
 
@@ -178,7 +178,8 @@ def test_matches_loop_reference(fshape, bhw, fuse, scale):
     b = (scale * rng.standard_normal((fshape[0], *bhw, fshape[3]))).astype(np.float32)
   mask = _random_masks(rng, fshape[0], b.shape[1], b.shape[2])
   res = jax.jit(contextual_attention_with_details, static_argnames=("fuse",))(
-      jnp.asarray(f), jnp.asarray(b), jnp.asarray(mask), fuse=fuse)
+      jnp.asarray(f), jnp.asarray(b), jnp.asarray(mask), fuse=fuse
+  )
   y_ref, att_ref, valid_ref = reference_ca(f, b, mask, fuse=fuse)
   assert res.output.shape == f.shape
   assert res.output.dtype == jnp.float32
@@ -216,12 +217,12 @@ def test_no_attention_to_hole_patches():
     mdp = np.pad(md, 1)
     for py in range(8):
       for px in range(8):
-        touches = np.any(mdp[py:py + 3, px:px + 3] != 0)
+        touches = np.any(mdp[py : py + 3, px : px + 3] != 0)
         w = att[n, :, :, py * 8 + px]
         if touches:
-          assert np.all(w == 0.), (n, py, px)
+          assert np.all(w == 0.0), (n, py, px)
         else:
-          assert np.all(w > 0.), (n, py, px)
+          assert np.all(w > 0.0), (n, py, px)
   # each sample has its own mask: validity differs between samples
   v = np.asarray(res.valid)
   assert not np.array_equal(v[0], v[1])
@@ -244,8 +245,8 @@ def test_gradients_finite():
   b = jnp.asarray(rng.standard_normal((2, 16, 16, 4)).astype(np.float32))
   # sample 1: everything masked but one corner -> degenerate softmax rows
   mask = np.zeros((2, 16, 16, 1), np.float32)
-  mask[0, 4:10, 5:12] = 1.
-  mask[1, :12, :] = 1.
+  mask[0, 4:10, 5:12] = 1.0
+  mask[1, :12, :] = 1.0
   r = jnp.asarray(rng.standard_normal((2, 16, 16, 4)).astype(np.float32))
 
   @jax.jit
@@ -272,7 +273,7 @@ def test_gradients_finite():
     else:
       num = (loss(fs, bs_ + eps * d) - loss(fs, bs_ - eps * d)) / (2 * eps)
     ana = float(jnp.sum(g * d))
-    assert abs(float(num) - ana) <= 1e-2 * max(1., abs(ana)), (arg, float(num), ana)
+    assert abs(float(num) - ana) <= 1e-2 * max(1.0, abs(ana)), (arg, float(num), ana)
 
 
 def test_bfloat16_input_keeps_dtype():
@@ -287,25 +288,28 @@ def test_bfloat16_input_keeps_dtype():
 
 def test_flow_image_colours():
   flow = np.zeros((1, 3, 3, 2), np.float32)
-  flow[0, 0, 0] = (0, 4)      # right
-  flow[0, 0, 1] = (0, -4)     # left
-  flow[0, 0, 2] = (4, 0)      # down
-  flow[0, 1, 0] = (0, 2)      # right, half magnitude
+  flow[0, 0, 0] = (0, 4)  # right
+  flow[0, 0, 1] = (0, -4)  # left
+  flow[0, 0, 2] = (4, 0)  # down
+  flow[0, 1, 0] = (0, 2)  # right, half magnitude
   img = np.asarray(flow_to_image(jnp.asarray(flow)))
   assert img.shape == (1, 3, 3, 3)
-  assert img.min() >= -1. and img.max() <= 1.
-  np.testing.assert_allclose(img[0, 2, 2], [1., 1., 1.], atol=1e-6)  # zero flow -> white
-  assert not np.allclose(img[0, 0, 0], img[0, 0, 1])                  # opposite directions differ
+  assert img.min() >= -1.0 and img.max() <= 1.0
+  np.testing.assert_allclose(img[0, 2, 2], [1.0, 1.0, 1.0], atol=1e-6)  # zero flow -> white
+  assert not np.allclose(img[0, 0, 0], img[0, 0, 1])  # opposite directions differ
   assert not np.allclose(img[0, 0, 0], img[0, 0, 2])
   # same direction, smaller magnitude -> closer to white
   assert np.all(img[0, 1, 0] >= img[0, 0, 0] - 1e-6)
 
 
-@pytest.mark.parametrize("bad", [
-    dict(f=(2, 16, 16, 4), b=(2, 16, 16, 4), m=(1, 16, 16, 1)),
-    dict(f=(2, 16, 16, 4), b=(2, 16, 16, 3), m=None),
-    dict(f=(16, 16, 4), b=(2, 16, 16, 4), m=None),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(f=(2, 16, 16, 4), b=(2, 16, 16, 4), m=(1, 16, 16, 1)),
+        dict(f=(2, 16, 16, 4), b=(2, 16, 16, 3), m=None),
+        dict(f=(16, 16, 4), b=(2, 16, 16, 4), m=None),
+    ],
+)
 def test_bad_shapes_raise(bad):
   f = jnp.zeros(bad["f"])
   b = jnp.zeros(bad["b"])

@@ -52,8 +52,9 @@ def test_state_dict_without_classifier_converts(tmp_path):
   # A file WITH a classifier keeps it, sized from the file (here 10 classes).
   ten = dict(state, **{"logits.weight": torch.randn(10, 512), "logits.bias": torch.randn(10)})
   torch.save(ten, tmp_path / "ten.pt")
-  _, v10, m10 = load_converted_teacher(convert_cli.convert("inception_resnet_v1",
-                                                           tmp_path / "ten.pt", tmp_path / "t10"))
+  _, v10, m10 = load_converted_teacher(
+      convert_cli.convert("inception_resnet_v1", tmp_path / "ten.pt", tmp_path / "t10")
+  )
   assert m10["num_classes"] == 10 and v10["params"]["logits"]["kernel"].shape == (512, 10)
 
 
@@ -61,18 +62,24 @@ def test_state_dict_reads_without_torch(tmp_path, monkeypatch):
   """`pip install 'deocc-jax[convert]'` has no torch: .pt files are read by the
   torch-free reader, to the same arrays as torch.load (module. prefix stripped)."""
   from deocc_jax.conversion.torch_weights import read_weights_file
+
   g = torch.Generator().manual_seed(0)
-  state = {"module.conv.weight": torch.randn(4, 3, 3, 3, generator=g),
-           "module.bn.running_var": torch.rand(4, generator=g),
-           "module.bn.num_batches_tracked": torch.tensor(7),
-           "module.fc.weight": torch.randn(6, 4, generator=g).t()}  # non-contiguous
+  state = {
+      "module.conv.weight": torch.randn(4, 3, 3, 3, generator=g),
+      "module.bn.running_var": torch.rand(4, generator=g),
+      "module.bn.num_batches_tracked": torch.tensor(7),
+      "module.fc.weight": torch.randn(6, 4, generator=g).t(),
+  }  # non-contiguous
   pt = tmp_path / "sd.pt"
   torch.save(state, pt)
   with_torch, fmt = read_weights_file(pt)
   monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
   without, fmt2 = read_weights_file(pt)
   assert fmt == fmt2 == "torch_state_dict"
-  assert sorted(without) == sorted(with_torch) == ["bn.num_batches_tracked", "bn.running_var",
-                                                   "conv.weight", "fc.weight"]
+  assert (
+      sorted(without)
+      == sorted(with_torch)
+      == ["bn.num_batches_tracked", "bn.running_var", "conv.weight", "fc.weight"]
+  )
   for k in with_torch:
     np.testing.assert_array_equal(without[k], with_torch[k])

@@ -5,6 +5,7 @@ then perturbed) BatchNorm statistics is saved as a state dict, converted with th
 real ``python -m deocc_jax.convert`` command, loaded back from the Orbax checkpoint
 and compared with PyTorch on random 160 x 160 images.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,7 @@ import torch
 from deocc_jax import convert as convert_cli
 from deocc_jax.conversion.checkpoint import load_converted_teacher, preprocess_from_metadata
 from deocc_jax.conversion.torch_weights import WeightsMismatchError, read_weights_file
-from deocc_jax.teachers.inception_resnet_v1 import InceptionResnetV1, preprocess_facenet
+from deocc_jax.models.inception_resnet_v1 import InceptionResnetV1, preprocess_facenet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from torch_reference_models import TorchInceptionResnetV1, nhwc_to_nchw, randomise_  # noqa: E402
@@ -36,162 +37,186 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def facenet_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Random reference model saved as a state dict + its outputs on two random images."""
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("facenet")
-    rng = np.random.default_rng(1234)
-    calib = rng.integers(0, 256, (8, SIZE, SIZE, 3), dtype=np.uint8)
-    # torch-side preprocessing as facenet-pytorch's fixed_image_standardization
-    model = randomise_(TorchInceptionResnetV1(8631), seed=7,
-                       calibration_input=nhwc_to_nchw((calib.astype(np.float32) - 127.5) / 128.0))
-    state = model.state_dict()
-    assert any(k.endswith("num_batches_tracked") for k in state)  # a real state dict has them
-    pt = d / "20180402-114759-vggface2.pt"
-    torch.save(state, pt)
-    images = rng.integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
-    with torch.no_grad():
-        emb, logits = model(nhwc_to_nchw((images.astype(np.float32) - 127.5) / 128.0))
-    return {
-        "dir": d,
-        "pt": pt,
-        "state": {k: v.clone() for k, v in state.items()},
-        "images": images,
-        "emb": emb.numpy(),
-        "logits": logits.numpy(),
-    }
+  """Random reference model saved as a state dict + its outputs on two random images."""
+  torch.manual_seed(0)
+  d = tmp_path_factory.mktemp("facenet")
+  rng = np.random.default_rng(1234)
+  calib = rng.integers(0, 256, (8, SIZE, SIZE, 3), dtype=np.uint8)
+  # torch-side preprocessing as facenet-pytorch's fixed_image_standardization
+  model = randomise_(
+      TorchInceptionResnetV1(8631),
+      seed=7,
+      calibration_input=nhwc_to_nchw((calib.astype(np.float32) - 127.5) / 128.0),
+  )
+  state = model.state_dict()
+  assert any(k.endswith("num_batches_tracked") for k in state)  # a real state dict has them
+  pt = d / "20180402-114759-vggface2.pt"
+  torch.save(state, pt)
+  images = rng.integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+  with torch.no_grad():
+    emb, logits = model(nhwc_to_nchw((images.astype(np.float32) - 127.5) / 128.0))
+  return {
+      "dir": d,
+      "pt": pt,
+      "state": {k: v.clone() for k, v in state.items()},
+      "images": images,
+      "emb": emb.numpy(),
+      "logits": logits.numpy(),
+  }
 
 
 def _run_jax(module: Any, variables: Any, x: np.ndarray) -> dict[str, np.ndarray]:
-    out = jax.jit(module.apply)(variables, x)
-    return {k: np.asarray(v) for k, v in out.items()}
+  out = jax.jit(module.apply)(variables, x)
+  return {k: np.asarray(v) for k, v in out.items()}
 
 
 @pytest.fixture(scope="module")
 def converted(facenet_case: dict[str, Any]) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """The state dict converted by a real ``python -m deocc_jax.convert`` process."""
-    out_dir = facenet_case["dir"] / "converted"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-m", "deocc_jax.convert", "--arch", ARCH,
-         "--weights", str(facenet_case["pt"]), "--out", str(out_dir)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )
-    return out_dir, proc
+  """The state dict converted by a real ``python -m deocc_jax.convert`` process."""
+  out_dir = facenet_case["dir"] / "converted"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "deocc_jax.convert",
+          "--arch",
+          ARCH,
+          "--weights",
+          str(facenet_case["pt"]),
+          "--out",
+          str(out_dir),
+      ],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  return out_dir, proc
 
 
 def test_convert_subprocess_load_and_match_torch(
     facenet_case: dict[str, Any], converted: tuple[Path, subprocess.CompletedProcess[str]]
 ) -> None:
-    out_dir, proc = converted
-    assert proc.returncode == 0, proc.stderr
-    assert str(out_dir) in proc.stdout
-    assert not [p for p in out_dir.parent.iterdir() if ".tmp-" in p.name]  # no temp dir left
+  out_dir, proc = converted
+  assert proc.returncode == 0, proc.stderr
+  assert str(out_dir) in proc.stdout
+  assert not [p for p in out_dir.parent.iterdir() if ".tmp-" in p.name]  # no temp dir left
 
-    module, variables, meta = load_converted_teacher(out_dir)
-    assert isinstance(module, InceptionResnetV1) and module.num_classes == 8631
-    assert set(variables) == {"params", "batch_stats"}
+  module, variables, meta = load_converted_teacher(out_dir)
+  assert isinstance(module, InceptionResnetV1) and module.num_classes == 8631
+  assert set(variables) == {"params", "batch_stats"}
 
-    x = np.asarray(preprocess_facenet(facenet_case["images"]))
-    np.testing.assert_array_equal(x, np.asarray(preprocess_from_metadata(meta, facenet_case["images"])))
-    out = _run_jax(module, variables, x)
-    assert out["embedding"].shape == (2, 512) and out["logits"].shape == (2, 8631)
-    err_emb = float(np.max(np.abs(out["embedding"] - facenet_case["emb"])))
-    err_log = float(np.max(np.abs(out["logits"] - facenet_case["logits"])))
-    print(f"\n[facenet torch_state_dict] max abs err: embedding {err_emb:.3g}, logits {err_log:.3g}")
-    assert err_emb <= TOL and err_log <= TOL
-    np.testing.assert_allclose(np.linalg.norm(out["embedding"], axis=1), 1.0, atol=1e-5)
-    # the comparison is not vacuous: outputs vary between images
-    assert np.max(np.abs(facenet_case["logits"][0] - facenet_case["logits"][1])) > 100 * TOL
+  x = np.asarray(preprocess_facenet(facenet_case["images"]))
+  np.testing.assert_array_equal(
+      x, np.asarray(preprocess_from_metadata(meta, facenet_case["images"]))
+  )
+  out = _run_jax(module, variables, x)
+  assert out["embedding"].shape == (2, 512) and out["logits"].shape == (2, 8631)
+  err_emb = float(np.max(np.abs(out["embedding"] - facenet_case["emb"])))
+  err_log = float(np.max(np.abs(out["logits"] - facenet_case["logits"])))
+  print(f"\n[facenet torch_state_dict] max abs err: embedding {err_emb:.3g}, logits {err_log:.3g}")
+  assert err_emb <= TOL and err_log <= TOL
+  np.testing.assert_allclose(np.linalg.norm(out["embedding"], axis=1), 1.0, atol=1e-5)
+  # the comparison is not vacuous: outputs vary between images
+  assert np.max(np.abs(facenet_case["logits"][0] - facenet_case["logits"][1])) > 100 * TOL
 
-    # metadata
-    assert meta["architecture"] == ARCH
-    assert meta["input_size"] == [160, 160]
-    assert meta["colour_order"] == "RGB"
-    assert meta["mean"] == [127.5] * 3 and meta["std"] == [128.0] * 3
-    assert meta["embedding_size"] == 512 and meta["embedding_l2_normalised"] is True
-    assert meta["num_classes"] == 8631
-    assert meta["source_file"] == str(facenet_case["pt"].resolve())
-    assert meta["source_sha256"] == hashlib.sha256(facenet_case["pt"].read_bytes()).hexdigest()
-    assert meta["source_format"] == "torch_state_dict"
+  # metadata
+  assert meta["architecture"] == ARCH
+  assert meta["input_size"] == [160, 160]
+  assert meta["colour_order"] == "RGB"
+  assert meta["mean"] == [127.5] * 3 and meta["std"] == [128.0] * 3
+  assert meta["embedding_size"] == 512 and meta["embedding_l2_normalised"] is True
+  assert meta["num_classes"] == 8631
+  assert meta["source_file"] == str(facenet_case["pt"].resolve())
+  assert meta["source_sha256"] == hashlib.sha256(facenet_case["pt"].read_bytes()).hexdigest()
+  assert meta["source_format"] == "torch_state_dict"
 
 
 def test_bfloat16_compute_dtype(
     facenet_case: dict[str, Any], converted: tuple[Path, subprocess.CompletedProcess[str]]
 ) -> None:
-    module, variables, _ = load_converted_teacher(converted[0], dtype=jnp.bfloat16)
-    assert module.dtype == jnp.bfloat16
-    assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(variables))
-    out = jax.jit(module.apply)(variables, preprocess_facenet(facenet_case["images"]))
-    assert out["embedding"].dtype == jnp.float32 and out["logits"].dtype == jnp.bfloat16
-    emb = np.asarray(out["embedding"])
-    cos = np.sum(emb * facenet_case["emb"], axis=1)  # both unit length
-    print(f"\n[facenet bfloat16] cosine to float32 torch embedding: {cos}")
-    assert np.all(cos > 0.9)
+  module, variables, _ = load_converted_teacher(converted[0], dtype=jnp.bfloat16)
+  assert module.dtype == jnp.bfloat16
+  assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(variables))
+  out = jax.jit(module.apply)(variables, preprocess_facenet(facenet_case["images"]))
+  assert out["embedding"].dtype == jnp.float32 and out["logits"].dtype == jnp.bfloat16
+  emb = np.asarray(out["embedding"])
+  cos = np.sum(emb * facenet_case["emb"], axis=1)  # both unit length
+  print(f"\n[facenet bfloat16] cosine to float32 torch embedding: {cos}")
+  assert np.all(cos > 0.9)
 
 
 def test_read_weights_variants(tmp_path: Path) -> None:
-    """Legacy (non-zip) torch.save, a {'state_dict': ...} wrapper and a 'module.' prefix."""
-    sd = {"module.a.weight": torch.arange(6.0).reshape(2, 3), "module.a.bias": torch.ones(2, dtype=torch.float16)}
-    legacy = tmp_path / "legacy.pt"
-    torch.save({"state_dict": sd, "epoch": 3}, legacy, _use_new_zipfile_serialization=False)
-    tensors, fmt = read_weights_file(legacy)
-    assert fmt == "torch_state_dict"
-    assert sorted(tensors) == ["a.bias", "a.weight"]
-    np.testing.assert_array_equal(tensors["a.weight"], np.arange(6.0).reshape(2, 3))
-    assert tensors["a.bias"].dtype == np.float32
+  """Legacy (non-zip) torch.save, a {'state_dict': ...} wrapper and a 'module.' prefix."""
+  sd = {
+      "module.a.weight": torch.arange(6.0).reshape(2, 3),
+      "module.a.bias": torch.ones(2, dtype=torch.float16),
+  }
+  legacy = tmp_path / "legacy.pt"
+  torch.save({"state_dict": sd, "epoch": 3}, legacy, _use_new_zipfile_serialization=False)
+  tensors, fmt = read_weights_file(legacy)
+  assert fmt == "torch_state_dict"
+  assert sorted(tensors) == ["a.bias", "a.weight"]
+  np.testing.assert_array_equal(tensors["a.weight"], np.arange(6.0).reshape(2, 3))
+  assert tensors["a.bias"].dtype == np.float32
 
 
 def test_existing_output_is_refused_and_overwrite_replaces(
     facenet_case: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out_dir = facenet_case["dir"] / "exists"
-    out_dir.mkdir()
-    (out_dir / "marker").write_text("x")
-    rc = convert_cli.main(["--arch", ARCH, "--weights", str(facenet_case["pt"]), "--out", str(out_dir)])
-    assert rc == 2
-    assert "already exists" in capsys.readouterr().err
-    assert (out_dir / "marker").exists()
-    rc = convert_cli.main(["--arch", ARCH, "--weights", str(facenet_case["pt"]), "--out", str(out_dir),
-                           "--overwrite"])
-    assert rc == 0
-    assert not (out_dir / "marker").exists() and (out_dir / "metadata.json").exists()
-    assert not [p for p in out_dir.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+  out_dir = facenet_case["dir"] / "exists"
+  out_dir.mkdir()
+  (out_dir / "marker").write_text("x")
+  rc = convert_cli.main(
+      ["--arch", ARCH, "--weights", str(facenet_case["pt"]), "--out", str(out_dir)]
+  )
+  assert rc == 2
+  assert "already exists" in capsys.readouterr().err
+  assert (out_dir / "marker").exists()
+  rc = convert_cli.main(
+      ["--arch", ARCH, "--weights", str(facenet_case["pt"]), "--out", str(out_dir), "--overwrite"]
+  )
+  assert rc == 0
+  assert not (out_dir / "marker").exists() and (out_dir / "metadata.json").exists()
+  assert not [p for p in out_dir.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
 
 def test_mismatched_state_dict_lists_every_problem_in_one_error(
     facenet_case: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    state = dict(facenet_case["state"])
-    del state["repeat_2.3.branch1.2.bn.running_var"]
-    state["repeat_9.extra.weight"] = torch.zeros(3)
-    state["last_linear.weight"] = torch.zeros(512, 1000)
-    bad = facenet_case["dir"] / "bad.pt"
-    torch.save(state, bad)
-    out_dir = facenet_case["dir"] / "bad_out"
+  state = dict(facenet_case["state"])
+  del state["repeat_2.3.branch1.2.bn.running_var"]
+  state["repeat_9.extra.weight"] = torch.zeros(3)
+  state["last_linear.weight"] = torch.zeros(512, 1000)
+  bad = facenet_case["dir"] / "bad.pt"
+  torch.save(state, bad)
+  out_dir = facenet_case["dir"] / "bad_out"
 
-    rc = convert_cli.main(["--arch", ARCH, "--weights", str(bad), "--out", str(out_dir)])
-    err = capsys.readouterr().err
-    assert rc == 2
-    assert err.count("error:") == 1
-    assert str(bad) in err
-    assert "missing keys (1)" in err and "repeat_2.3.branch1.2.bn.running_var" in err
-    assert "unexpected keys (1)" in err and "repeat_9.extra.weight" in err
-    assert "last_linear.weight: (512, 1000) vs (512, 1792)" in err
-    assert not out_dir.exists()
-    assert not [p for p in out_dir.parent.iterdir() if ".tmp-" in p.name]
+  rc = convert_cli.main(["--arch", ARCH, "--weights", str(bad), "--out", str(out_dir)])
+  err = capsys.readouterr().err
+  assert rc == 2
+  assert err.count("error:") == 1
+  assert str(bad) in err
+  assert "missing keys (1)" in err and "repeat_2.3.branch1.2.bn.running_var" in err
+  assert "unexpected keys (1)" in err and "repeat_9.extra.weight" in err
+  assert "last_linear.weight: (512, 1000) vs (512, 1792)" in err
+  assert not out_dir.exists()
+  assert not [p for p in out_dir.parent.iterdir() if ".tmp-" in p.name]
 
-    with pytest.raises(WeightsMismatchError) as ei:
-        convert_cli.convert(ARCH, bad, out_dir)
-    assert ei.value.missing == ["repeat_2.3.branch1.2.bn.running_var"]
-    assert ei.value.unexpected == ["repeat_9.extra.weight"]
-    assert ei.value.mismatched == [("last_linear.weight", (512, 1000), (512, 1792))]
+  with pytest.raises(WeightsMismatchError) as ei:
+    convert_cli.convert(ARCH, bad, out_dir)
+  assert ei.value.missing == ["repeat_2.3.branch1.2.bn.running_var"]
+  assert ei.value.unexpected == ["repeat_9.extra.weight"]
+  assert ei.value.mismatched == [("last_linear.weight", (512, 1000), (512, 1792))]
 
 
 def test_wrong_num_classes_is_a_shape_mismatch(facenet_case: dict[str, Any]) -> None:
-    with pytest.raises(WeightsMismatchError) as ei:
-        convert_cli.convert(ARCH, facenet_case["pt"], facenet_case["dir"] / "nc", num_classes=10)
-    assert ei.value.missing == [] and ei.value.unexpected == []
-    assert sorted(k for k, _, _ in ei.value.mismatched) == ["logits.bias", "logits.weight"]
+  with pytest.raises(WeightsMismatchError) as ei:
+    convert_cli.convert(ARCH, facenet_case["pt"], facenet_case["dir"] / "nc", num_classes=10)
+  assert ei.value.missing == [] and ei.value.unexpected == []
+  assert sorted(k for k, _, _ in ei.value.mismatched) == ["logits.bias", "logits.weight"]
 
 
 @pytest.mark.parametrize(
@@ -205,20 +230,26 @@ def test_wrong_num_classes_is_a_shape_mismatch(facenet_case: dict[str, Any]) -> 
 def test_non_weights_file_is_refused_naming_the_file(
     facenet_case: dict[str, Any], capsys: pytest.CaptureFixture[str], content: bytes | None
 ) -> None:
-    if content is None:
-        content = np.random.default_rng(5).bytes(4096)
-    junk = facenet_case["dir"] / "junk.pt"
-    junk.write_bytes(content)
-    out_dir = facenet_case["dir"] / "junk_out"
-    rc = convert_cli.main(["--arch", ARCH, "--weights", str(junk), "--out", str(out_dir)])
-    err = capsys.readouterr().err
-    assert rc == 2
-    assert str(junk) in err and ("not a weights file" in err or "not a readable PyTorch weights file" in err)
-    assert not out_dir.exists()
+  if content is None:
+    content = np.random.default_rng(5).bytes(4096)
+  junk = facenet_case["dir"] / "junk.pt"
+  junk.write_bytes(content)
+  out_dir = facenet_case["dir"] / "junk_out"
+  rc = convert_cli.main(["--arch", ARCH, "--weights", str(junk), "--out", str(out_dir)])
+  err = capsys.readouterr().err
+  assert rc == 2
+  assert str(junk) in err and (
+      "not a weights file" in err or "not a readable PyTorch weights file" in err
+  )
+  assert not out_dir.exists()
 
 
-def test_missing_weights_file(facenet_case: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    missing = facenet_case["dir"] / "nope.pt"
-    rc = convert_cli.main(["--arch", ARCH, "--weights", str(missing), "--out", str(facenet_case["dir"] / "o")])
-    assert rc == 2
-    assert f"{missing}: no such weights file" in capsys.readouterr().err
+def test_missing_weights_file(
+    facenet_case: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+  missing = facenet_case["dir"] / "nope.pt"
+  rc = convert_cli.main(
+      ["--arch", ARCH, "--weights", str(missing), "--out", str(facenet_case["dir"] / "o")]
+  )
+  assert rc == 2
+  assert f"{missing}: no such weights file" in capsys.readouterr().err

@@ -30,14 +30,14 @@ from deocc_jax.models.critics import (
 def _masks(boxes, h, w):
   m = np.zeros((len(boxes), h, w, 1), np.float32)
   for n, (t, l, b, r) in enumerate(boxes):
-    m[n, t:b, l:r] = 1.
+    m[n, t:b, l:r] = 1.0
   return m
 
 
 def test_hole_boxes_per_sample():
   boxes = [(2, 3, 9, 7), (0, 0, 16, 16), (5, 1, 6, 2)]
   m = _masks(boxes, 16, 16)
-  m[0, 4, 10] = 1.  # extra pixel widens box 0 to the right
+  m[0, 4, 10] = 1.0  # extra pixel widens box 0 to the right
   m = np.concatenate([m, np.zeros((1, 16, 16, 1), np.float32)])  # empty -> full image
   got = np.asarray(jax.jit(hole_boxes)(jnp.asarray(m)))
   np.testing.assert_array_equal(got, [[2, 3, 9, 11], [0, 0, 16, 16], [5, 1, 6, 2], [0, 0, 16, 16]])
@@ -55,10 +55,10 @@ def _ref_crop(img: np.ndarray, box, size: int) -> np.ndarray:
       x = l + (j + 0.5) / sx - 0.5
       y0, x0 = math.floor(y), math.floor(x)
       acc = np.zeros(c)
-      wsum = 0.
+      wsum = 0.0
       for yy in (y0, y0 + 1):
         for xx in (x0, x0 + 1):
-          wgt = max(0., 1 - abs(y - yy)) * max(0., 1 - abs(x - xx))
+          wgt = max(0.0, 1 - abs(y - yy)) * max(0.0, 1 - abs(x - xx))
           if 0 <= yy < h and 0 <= xx < w and wgt > 0:
             acc += wgt * img[yy, xx]
             wsum += wgt
@@ -75,8 +75,9 @@ def test_crop_hole_boxes_identity_and_upsampling():
   assert crop.shape == (3, 8, 8, 3)
   np.testing.assert_allclose(crop[0], img[0, 3:11, 5:13], atol=1e-5)  # same size: exact crop
   for n in (1, 2):
-    np.testing.assert_allclose(crop[n], _ref_crop(img[n].astype(np.float64), boxes[n], 8),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        crop[n], _ref_crop(img[n].astype(np.float64), boxes[n], 8), atol=1e-5
+    )
 
 
 def test_crop_hole_boxes_downsampling_and_grad():
@@ -92,7 +93,7 @@ def test_crop_hole_boxes_downsampling_and_grad():
   g = np.asarray(g)
   assert np.all(np.isfinite(g))
   # sample 1's crop only depends on pixels near its box
-  assert np.abs(g[1, :6]).sum() == 0. and np.abs(g[1, 8:24, 8:24]).sum() > 0.
+  assert np.abs(g[1, :6]).sum() == 0.0 and np.abs(g[1, 8:24, 8:24]).sum() > 0.0
 
 
 def test_crop_hole_boxes_bad_mask():
@@ -113,8 +114,9 @@ def test_critic_architecture_and_outputs():
   pl = jax.jit(lc.init)(jax.random.PRNGKey(1), x[:, :16, :16])["params"]
   assert pl["conv4"]["kernel"].shape == (5, 5, 16, 32)
   # samples are independent (no normalisation across the batch)
-  np.testing.assert_allclose(np.asarray(jax.jit(g.apply)({"params": pg}, x[:1])), np.asarray(out[:1]),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(jax.jit(g.apply)({"params": pg}, x[:1])), np.asarray(out[:1]), rtol=1e-5, atol=1e-6
+  )
   both = GlobalLocalCritics(cnum=4)
   pb = jax.jit(both.init)(jax.random.PRNGKey(2), x, x[:, :16, :16])
   dg, dl = jax.jit(both.apply)(pb, x, x[:, :16, :16])
@@ -125,7 +127,7 @@ def test_critic_architecture_and_outputs():
 
 
 def _sp(z):
-  return math.log1p(math.exp(-abs(z))) + max(z, 0.)
+  return math.log1p(math.exp(-abs(z))) + max(z, 0.0)
 
 
 def test_gan_losses_against_formulas():
@@ -135,7 +137,9 @@ def test_gan_losses_against_formulas():
   sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
   ref_d = -np.mean([math.log(sig(z)) for z in dr]) - np.mean([math.log(1 - sig(z)) for z in df])
   ref_g = -np.mean([math.log(sig(z)) for z in df])
-  got_d = float(discriminator_loss("gan", jnp.asarray(dr, jnp.float32), jnp.asarray(df, jnp.float32)))
+  got_d = float(
+      discriminator_loss("gan", jnp.asarray(dr, jnp.float32), jnp.asarray(df, jnp.float32))
+  )
   got_g = float(generator_adversarial_loss("gan", jnp.asarray(df, jnp.float32)))
   assert got_d == pytest.approx(ref_d, rel=1e-5)
   assert got_g == pytest.approx(ref_g, rel=1e-5)
@@ -143,13 +147,16 @@ def test_gan_losses_against_formulas():
   big = jnp.asarray([1e4, -1e4], jnp.float32)
   assert np.isfinite(float(discriminator_loss("gan", big, -big)))
   assert float(discriminator_loss("gan", big, -big)) == pytest.approx(
-      np.mean([_sp(-1e4), _sp(1e4)]) + np.mean([_sp(-1e4), _sp(1e4)]), rel=1e-6)
+      np.mean([_sp(-1e4), _sp(1e4)]) + np.mean([_sp(-1e4), _sp(1e4)]), rel=1e-6
+  )
   assert np.all(np.isfinite(jax.grad(lambda z: generator_adversarial_loss("gan", z))(big)))
   # WGAN
   assert float(discriminator_loss("wgan_gp", jnp.asarray(dr), jnp.asarray(df))) == pytest.approx(
-      df.mean() - dr.mean(), abs=1e-5)
+      df.mean() - dr.mean(), abs=1e-5
+  )
   assert float(generator_adversarial_loss("wgan_gp", jnp.asarray(df))) == pytest.approx(
-      -df.mean(), abs=1e-5)
+      -df.mean(), abs=1e-5
+  )
   with pytest.raises(ValueError, match="kind"):
     discriminator_loss("hinge", big, big)
   with pytest.raises(ValueError, match="kind"):
@@ -174,19 +181,19 @@ def test_gradient_penalty_analytic_linear_critic():
   fake = jnp.asarray(rng.normal(size=(3, 8, 8, 3)).astype(np.float32))
   m = _masks([(0, 0, 4, 4), (2, 2, 8, 8), (0, 0, 0, 0)], 8, 8)
   got = float(gradient_penalty(critic, real, fake, jnp.asarray(m), jax.random.PRNGKey(1)))
-  ref = 0.
+  ref = 0.0
   for n in range(3):
-    s = 0.
+    s = 0.0
     for i in range(8):
       for j in range(8):
         for c in range(3):
           s += float(wmap[i, j, c]) ** 2 * m[n, i, j, 0]
-    ref += (math.sqrt(s) - 1.) ** 2
+    ref += (math.sqrt(s) - 1.0) ** 2
   ref /= 3
   assert got == pytest.approx(ref, rel=1e-4)
   full = float(gradient_penalty(critic, real, fake, None, jax.random.PRNGKey(1)))
-  assert full == pytest.approx((math.sqrt(float(np.sum(wmap ** 2))) - 1.) ** 2, rel=1e-4)
-  assert WGAN_GP_LAMBDA == 10.
+  assert full == pytest.approx((math.sqrt(float(np.sum(wmap**2))) - 1.0) ** 2, rel=1e-4)
+  assert WGAN_GP_LAMBDA == 10.0
 
 
 def test_gradient_penalty_nonlinear_critic_and_param_grad():
@@ -204,14 +211,14 @@ def test_gradient_penalty_nonlinear_critic_and_param_grad():
   val, grads = jax.jit(jax.value_and_grad(gp))(params)
   # reference: same interpolates, per-sample input gradients via vmap of single samples
   x = random_interpolates(real, fake, key)
-  ref = 0.
+  ref = 0.0
   for n in range(2):
     gn = jax.grad(lambda z: critic.apply(params, z[None])[0])(x[n])
-    ref += (float(jnp.sqrt(jnp.sum(gn ** 2 * m[n])) ) - 1.) ** 2
+    ref += (float(jnp.sqrt(jnp.sum(gn**2 * m[n]))) - 1.0) ** 2
   assert float(val) == pytest.approx(ref / 2, rel=1e-4)
   leaves = jax.tree_util.tree_leaves(grads)
   assert all(np.all(np.isfinite(l)) for l in leaves)
-  assert sum(float(jnp.abs(l).sum()) for l in leaves) > 0.
+  assert sum(float(jnp.abs(l).sum()) for l in leaves) > 0.0
 
 
 def test_fast_double_backward_critic_is_numerically_identical():
@@ -229,14 +236,16 @@ def test_fast_double_backward_critic_is_numerically_identical():
     def f(p):
       gp = gradient_penalty(lambda z: critic.apply(p, z), real, fake, m, key)
       return gp + jnp.mean(critic.apply(p, fake)) - jnp.mean(critic.apply(p, real))
+
     return jax.jit(jax.value_and_grad(f))
 
   v0, g0 = make(slow)(params)
   v1, g1 = make(fast)(params)  # same parameter tree, same values
   assert float(v1) == pytest.approx(float(v0), rel=1e-5)
   for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)):
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4,
-                               atol=1e-5 * float(jnp.max(jnp.abs(a))))
+    np.testing.assert_allclose(
+        np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(a)))
+    )
   # input gradients (used by G's adversarial loss) agree too
   gx0 = jax.grad(lambda z: jnp.sum(slow.apply(params, z) ** 2))(fake)
   gx1 = jax.grad(lambda z: jnp.sum(fast.apply(params, z) ** 2))(fake)
@@ -250,8 +259,13 @@ def test_subpixel_transpose_equals_lax_input_gradient(hwk):
   x = jnp.asarray(rng.standard_normal((2, h, w, 3)).astype(np.float32))
   kern = jnp.asarray(rng.standard_normal((k, k, 3, 4)).astype(np.float32))
   conv = lambda z: jax.lax.conv_general_dilated(  # noqa: E731
-      z, kern, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      z, kern, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   y, vjp = jax.vjp(conv, x)
   dy = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
-  np.testing.assert_allclose(np.asarray(conv_s2_transpose_subpixel(dy, kern, x.shape)),
-                             np.asarray(vjp(dy)[0]), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      np.asarray(conv_s2_transpose_subpixel(dy, kern, x.shape)),
+      np.asarray(vjp(dy)[0]),
+      rtol=1e-5,
+      atol=1e-5,
+  )

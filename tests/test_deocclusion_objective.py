@@ -5,10 +5,9 @@ critics with the gradient penalty masked to the hole for both, discounted hole
 L1 + known-region L1 on the coarse and refined outputs with configurable
 weights, five critic updates per generator update, Adam 1e-4 (0.5, 0.9).
 """
+
 from __future__ import annotations
 
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +38,9 @@ def _irregular_masks() -> np.ndarray:
   holds known pixels too, so a penalty 'restricted to the hole' must weight them 0."""
   m = np.zeros((2, RES, RES, 1), np.float32)
   m[0, 4:20, 6:10] = 1
-  m[0, 16:20, 6:26] = 1          # an L shape
+  m[0, 16:20, 6:26] = 1  # an L shape
   m[1, 10:14, 2:30] = 1
-  m[1, 6:26, 14:18] = 1          # a cross
+  m[1, 6:26, 14:18] = 1  # a cross
   return m
 
 
@@ -58,19 +57,21 @@ def _slope_penalty(score_fn, x: jnp.ndarray, mask: np.ndarray) -> tuple[float, f
     g = np.asarray(grad_one(x[i]), np.float64)
     slopes.append(np.sqrt(np.sum(g * g * mask[i])))
   slopes = np.asarray(slopes)
-  return float(np.mean((slopes - 1.) ** 2)), float(np.mean(slopes))
+  return float(np.mean((slopes - 1.0) ** 2)), float(np.mean(slopes))
 
 
 @pytest.mark.slow  # double-backward / generator compiles on XLA:CPU
 def test_both_gradient_penalties_are_restricted_to_the_hole():
   parts = deocclusion_stage.GanParts(_cfg(adversarial="wgan_gp", n_critic=1), RES)
-  dp = jax.jit(parts.critics.init)(jax.random.key(0), jnp.zeros((1, RES, RES, 3)),
-                                   jnp.zeros((1, LOCAL, LOCAL, 3)))["params"]
+  dp = jax.jit(parts.critics.init)(
+      jax.random.key(0), jnp.zeros((1, RES, RES, 3)), jnp.zeros((1, LOCAL, LOCAL, 3))
+  )["params"]
   y, fake = _images(1), _images(2)
   m = _irregular_masks()
   key = jax.random.key(3)
-  _, _, terms, _ = jax.jit(parts.critic_updates)(dp, parts.d_tx.init(dp), y, fake,
-                                                 jnp.asarray(m), key)
+  _, _, terms, _ = jax.jit(parts.critic_updates)(
+      dp, parts.d_tx.init(dp), y, fake, jnp.asarray(m), key
+  )
   k_glob, k_loc = jax.random.split(key, 2)
 
   def score(method):
@@ -84,9 +85,11 @@ def test_both_gradient_penalties_are_restricted_to_the_hole():
   ref_g, _ = _slope_penalty(score("global_score"), xg, m)
   ref_l, slope_l = _slope_penalty(score("local_score"), xl, m_loc)
   unmasked_l, slope_unmasked = _slope_penalty(score("local_score"), xl, np.ones_like(m_loc))
-  print(f"\nlocal penalty: restricted to the hole {ref_l:.4f} (mean slope {slope_l:.4f}), "
-        f"whole patch as before {unmasked_l:.4f} (mean slope {slope_unmasked:.4f}); "
-        f"global {ref_g:.4f}")
+  print(
+      f"\nlocal penalty: restricted to the hole {ref_l:.4f} (mean slope {slope_l:.4f}), "
+      f"whole patch as before {unmasked_l:.4f} (mean slope {slope_unmasked:.4f}); "
+      f"global {ref_g:.4f}"
+  )
   assert float(terms[2]) == pytest.approx(ref_g + ref_l, rel=1e-4)
   # The old whole-patch penalty (mask=None) measured a different slope.
   assert slope_l < 0.95 * slope_unmasked
@@ -95,8 +98,9 @@ def test_both_gradient_penalties_are_restricted_to_the_hole():
 
 @pytest.mark.slow  # double-backward / generator compiles on XLA:CPU
 def test_deepfill_reconstruction_uses_the_configured_weights():
-  kw = dict(reconstruction="deepfill", coarse_alpha=1.5, l1_alpha=2.0, ae_alpha=0.5,
-            discount_gamma=0.8)
+  kw = dict(
+      reconstruction="deepfill", coarse_alpha=1.5, l1_alpha=2.0, ae_alpha=0.5, discount_gamma=0.8
+  )
   parts = deocclusion_stage.GanParts(_cfg(**kw), RES)
   state = jax.jit(parts.init)(jax.random.key(0))
   x, y = _images(4), _images(5)
@@ -106,8 +110,9 @@ def test_deepfill_reconstruction_uses_the_configured_weights():
   def run(g, d):
     _, (rec, _, _, _) = parts.generator_loss(g, d, x * (1 - m), m, y)
     o = parts.gen.apply({"params": g}, x * (1 - m), m)
-    want = deepfill_reconstruction_loss(y, o.coarse, o.refined, m, gamma=0.8, coarse_alpha=1.5,
-                                        l1_alpha=2.0, ae_alpha=0.5)["total"]
+    want = deepfill_reconstruction_loss(
+        y, o.coarse, o.refined, m, gamma=0.8, coarse_alpha=1.5, l1_alpha=2.0, ae_alpha=0.5
+    )["total"]
     return rec, want, deepfill_reconstruction_loss(y, o.coarse, o.refined, m)["total"]
 
   rec, want, default = (float(v) for v in run(state["g"], state["d"]))
@@ -138,10 +143,16 @@ def test_wgan_gp_step_runs_n_critic_updates_per_generator_update():
   metrics = {k: float(v) for k, v in metrics.items()}
   assert all(np.isfinite(v) for v in metrics.values()), metrics
   assert metrics["loss/gradient_penalty"] > 0
-  counts = [int(leaf) for leaf in jax.tree_util.tree_leaves(new["d_opt"])
-            if np.ndim(leaf) == 0 and np.issubdtype(np.asarray(leaf).dtype, np.integer)]
-  g_counts = [int(leaf) for leaf in jax.tree_util.tree_leaves(new["g_opt"])
-              if np.ndim(leaf) == 0 and np.issubdtype(np.asarray(leaf).dtype, np.integer)]
+  counts = [
+      int(leaf)
+      for leaf in jax.tree_util.tree_leaves(new["d_opt"])
+      if np.ndim(leaf) == 0 and np.issubdtype(np.asarray(leaf).dtype, np.integer)
+  ]
+  g_counts = [
+      int(leaf)
+      for leaf in jax.tree_util.tree_leaves(new["g_opt"])
+      if np.ndim(leaf) == 0 and np.issubdtype(np.asarray(leaf).dtype, np.integer)
+  ]
   assert counts and max(counts) == 2 and g_counts and max(g_counts) == 1
 
 
@@ -150,10 +161,11 @@ def test_table2_g_without_contextual_attention_stage_and_input():
   with the contextual_attention flag off under its own folder; its completions
   are the evaluation input 'completed_noca' when (and only when) it ran."""
   from deocc_jax import main
-  from deocc_jax.evaluation import job
+  from deocc_jax.evaluation import evaluator
   from deocc_jax.evaluation.models import STAGES, Models
   from deocc_jax.training import stages
-  assert "deocclusion_noca" in main._stage_table() and "deocclusion_noca" in STAGES
+
+  assert "deocclusion_noca" in main.stage_table() and "deocclusion_noca" in STAGES
   config = paper_celeba.get_config()
   order = list(config.stages)
   assert order.index("deocclusion_noca") == order.index("deocclusion") + 1
@@ -164,19 +176,29 @@ def test_table2_g_without_contextual_attention_stage_and_input():
   gen = deocclusion_stage.generator_from_config(noca)
   assert not gen.use_contextual_attention
   assert "completed_noca" in synthetic.get_config().evaluate.inputs
-  assert job.INPUTS["completed_noca"] == "G without CA, true mask"
+  assert evaluator.INPUTS["completed_noca"] == "G without CA, true mask"
 
   def fake_models(noca_fn):
-    return Models(RES, {}, lambda x, m: x, None, np.zeros((RES, RES, 3), np.float32),
-                  np.zeros((5, 2), np.float32), {}, None, None, complete_noca=noca_fn)
+    return Models(
+        RES,
+        {},
+        lambda x, m: x,
+        None,
+        np.zeros((RES, RES, 3), np.float32),
+        np.zeros((5, 2), np.float32),
+        {},
+        None,
+        None,
+        complete_noca=noca_fn,
+    )
 
   class View:
     mask = np.zeros((1, RES, RES, 1), np.float32)
     masked = np.zeros((1, RES, RES, 3), np.float32)
 
   mesh = stages.make_mesh(synthetic.get_config())
-  without = job.Evaluator(fake_models(None), mesh, 8, 1)
+  without = evaluator.Evaluator(fake_models(None), mesh, 8, 1)
   assert not without.available(View, "completed_noca")
-  with_noca = job.Evaluator(fake_models(lambda x, m: x * 0 + 0.5), mesh, 8, 1)
+  with_noca = evaluator.Evaluator(fake_models(lambda x, m: x * 0 + 0.5), mesh, 8, 1)
   assert with_noca.available(View, "completed_noca")
   np.testing.assert_allclose(with_noca.images(View, "completed_noca"), 0.5)

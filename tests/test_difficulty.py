@@ -1,4 +1,5 @@
 """The difficulty measurement of the synthetic set."""
+
 import numpy as np
 
 from deocc_jax.data import difficulty as dif

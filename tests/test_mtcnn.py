@@ -1,4 +1,5 @@
 """MTCNN in Flax vs facenet-pytorch on the weights its wheel ships."""
+
 import os
 import pickle
 import subprocess
@@ -26,16 +27,21 @@ def det():
 @pytest.fixture(scope="module")
 def small_photos():
   from PIL import Image
+
   out = {}
   for name, img in face_photos().items():
     s = 320 / max(img.shape[:2])
-    out[name] = np.asarray(Image.fromarray(img).resize(
-        (round(img.shape[1] * s), round(img.shape[0] * s)), Image.BILINEAR))
+    out[name] = np.asarray(
+        Image.fromarray(img).resize(
+            (round(img.shape[1] * s), round(img.shape[0] * s)), Image.BILINEAR
+        )
+    )
   return out
 
 
 def test_weights_read_without_torch_equal_torch_load():
   import torch
+
   d = mw.facenet_pytorch_data_dir()
   for net in mw.NETS:
     ours = mw.read_torch_file(os.path.join(d, f"{net}.pt"))
@@ -47,6 +53,7 @@ def test_weights_read_without_torch_equal_torch_load():
 
 def test_zip_format_state_dict_is_read_too(tmp_path):
   import torch
+
   sd = {"a.weight": torch.randn(3, 4), "b": torch.arange(6).reshape(2, 3)[:, 1]}
   torch.save(sd, tmp_path / "z.pt")
   got = mw.read_torch_file(tmp_path / "z.pt")
@@ -56,8 +63,10 @@ def test_zip_format_state_dict_is_read_too(tmp_path):
 
 def test_hostile_or_broken_weight_files_are_refused(tmp_path):
   class Evil:
+
     def __reduce__(self):
       return (os.system, ("echo pwned",))
+
   p = tmp_path / "evil.pt"
   with open(p, "wb") as f:
     for obj in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}, Evil()):
@@ -73,11 +82,13 @@ def test_hostile_or_broken_weight_files_are_refused(tmp_path):
 
 def _nchw(x):
   import torch
+
   return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
 def test_three_networks_match_pytorch(fp, det):
   import torch
+
   rng = np.random.default_rng(0)
   nets = {"pnet": fp.PNet().eval(), "rnet": fp.RNet().eval(), "onet": fp.ONet().eval()}
   with torch.no_grad():
@@ -99,20 +110,25 @@ def test_three_networks_match_pytorch(fp, det):
 def test_area_resize_and_nms_match_the_reference(fp):
   import torch
   from facenet_pytorch.models.utils.detect_face import nms_numpy
+
   rng = np.random.default_rng(1)
   img = rng.uniform(0, 255, (37, 53, 3)).astype(np.float32)
   for h, w in ((24, 24), (19, 40), (37, 53), (7, 9)):
     ref = torch.nn.functional.interpolate(_nchw(img[None]), size=(h, w), mode="area")
-    np.testing.assert_allclose(M._area_resize(img, h, w), ref[0].permute(1, 2, 0).numpy(),
-                               atol=2e-4)
+    np.testing.assert_allclose(
+        M._area_resize(img, h, w), ref[0].permute(1, 2, 0).numpy(), atol=2e-4
+    )
   xy = rng.uniform(0, 80, (60, 2))
   boxes = np.concatenate([xy, xy + rng.uniform(10, 40, (60, 2))], 1).astype(np.float32)
   scores = rng.uniform(0, 1, 60).astype(np.float32)
-  np.testing.assert_array_equal(M.nms(boxes, scores, 0.7, "min"),
-                                nms_numpy(boxes, scores, 0.7, "Min"))
+  np.testing.assert_array_equal(
+      M.nms(boxes, scores, 0.7, "min"), nms_numpy(boxes, scores, 0.7, "Min")
+  )
   from torchvision.ops.boxes import batched_nms  # facenet-pytorch's (see _facenet_pytorch)
-  keep = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores),
-                     torch.zeros(60, dtype=torch.int64), 0.5).numpy()
+
+  keep = batched_nms(
+      torch.from_numpy(boxes), torch.from_numpy(scores), torch.zeros(60, dtype=torch.int64), 0.5
+  ).numpy()
   np.testing.assert_array_equal(M.nms(boxes, scores, 0.5), keep)
 
 
@@ -134,8 +150,12 @@ def test_detection_matches_facenet_pytorch_on_real_photos(fp, det, small_photos)
 
 def test_converted_npz_and_cli(tmp_path, det):
   out = tmp_path / "mtcnn.npz"
-  proc = subprocess.run([sys.executable, "-m", "deocc_jax.convert", "--arch", "mtcnn",
-                         "--out", str(out)], capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+      [sys.executable, "-m", "deocc_jax.convert", "--arch", "mtcnn", "--out", str(out)],
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr
   params = mw.load_mtcnn_params(out)
   ref = mw.load_mtcnn_params()
@@ -145,8 +165,12 @@ def test_converted_npz_and_cli(tmp_path, det):
         np.testing.assert_array_equal(params[net]["params"][layer][leaf], v)
   with np.load(out) as z:
     assert len(str(z["meta/pnet_sha256"])) == 64
-  proc = subprocess.run([sys.executable, "-m", "deocc_jax.convert", "--arch", "mtcnn",
-                         "--out", str(out)], capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+      [sys.executable, "-m", "deocc_jax.convert", "--arch", "mtcnn", "--out", str(out)],
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode == 2 and "already exists" in proc.stderr
   with pytest.raises(mw.MTCNNWeightsError, match=r"\.npz"):
     mw.convert_mtcnn(tmp_path / "x.bin")

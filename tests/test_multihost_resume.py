@@ -1,6 +1,7 @@
 """A 2-process jax.distributed CPU job (4 fake devices per process), SIGKILLed
 mid-stage, resumes to the uninterrupted run's parameters; the same checkpoint
 resumes on 1 process at the position a 1-process run would have reached."""
+
 import json
 import os
 import re
@@ -38,9 +39,22 @@ def _start(workdir, out, nproc, stall_after=0):
   for i in range(nproc):
     with open(os.path.join(out, f"log{i}.txt"), "w") as log:
       p = subprocess.Popen(
-          [sys.executable, os.path.join(HERE, "_multihost_worker.py"), str(port), str(i),
-           str(nproc), str(workdir), str(STEPS), str(stall_after), str(out)],
-          stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.path.dirname(HERE))
+          [
+              sys.executable,
+              os.path.join(HERE, "_multihost_worker.py"),
+              str(port),
+              str(i),
+              str(nproc),
+              str(workdir),
+              str(STEPS),
+              str(stall_after),
+              str(out),
+          ],
+          stdout=log,
+          stderr=subprocess.STDOUT,
+          env=env,
+          cwd=os.path.dirname(HERE),
+      )
     p.log = os.path.join(out, f"log{i}.txt")
     procs.append(p)
   return procs
@@ -89,8 +103,7 @@ def test_sigkilled_two_process_job_resumes_exactly_and_onto_one_process(tmp_path
   lines = ["", ""]
   # Both processes drew KILL_AT batches (the step-4 checkpoint was handed to
   # Orbax) and block on the next one; wait for Orbax to commit it, then kill.
-  while time.time() < deadline and not (ckpt.is_dir() and all(
-      "STALLED" in l for l in lines)):
+  while time.time() < deadline and not (ckpt.is_dir() and all("STALLED" in l for l in lines)):
     for p in killed:
       assert p.poll() is None, _output(p)[-4000:]
     time.sleep(0.5)
@@ -103,7 +116,8 @@ def test_sigkilled_two_process_job_resumes_exactly_and_onto_one_process(tmp_path
     p.wait()
   assert all(p.returncode == -signal.SIGKILL for p in killed)
   assert json.loads((tmp_path / "killed" / ".lock").read_text())["pid"] in [
-      p.pid for p in killed]  # the dead job's lock stays behind
+      p.pid for p in killed
+  ]  # the dead job's lock stays behind
   full_outs = _finish(full)
   t_first = time.perf_counter() - t0
 
@@ -124,8 +138,10 @@ def test_sigkilled_two_process_job_resumes_exactly_and_onto_one_process(tmp_path
     assert _batches(lines[i]) == _batches(full_outs[i])[:KILL_AT], i
     assert "DEVICES 8 PROCESSES 2 STEP 6" in resumed_outs[i]
   diff = _max_diff(_params(tmp_path / "out_full"), _params(tmp_path / "out_resumed"))
-  print(f"2-process resume: max |param diff| = {diff:.3g}; first phase {t_first:.1f} s, "
-        f"all {elapsed:.1f} s")
+  print(
+      f"2-process resume: max |param diff| = {diff:.3g}; first phase {t_first:.1f} s, "
+      f"all {elapsed:.1f} s"
+  )
   assert diff <= 1e-6
   assert not (tmp_path / "killed" / ".lock").exists()  # released at the end
 
@@ -134,14 +150,17 @@ def test_sigkilled_two_process_job_resumes_exactly_and_onto_one_process(tmp_path
   # here: restore step 4, skip 4 batches of a fresh 1-process iterator, train on.
   assert "DEVICES 4 PROCESSES 1 STEP 6" in one_out, one_out[-3000:]
   assert "re-derived the position of step 4 for process 0 of 1" in one_out
-  from deocc_jax.training import loop, sharding, stages
+  from deocc_jax.training import loop, stages
+  from deocc_jax.utils import sharding
+
   flags.FLAGS.mark_as_parsed()
   c = worker.probe_config(STEPS)
   batches, source = stages.make_batches(c, c.teacher, "teacher")
   init_fn, step_fn = worker.probe_fns(source.num_classes)
   mesh = sharding.make_mesh(1)
-  step, state = loop.restore_state(str(tmp_path / "killed"), "probe", init_fn,
-                                   jax.random.key(0), mesh, KILL_AT)
+  step, state = loop.restore_state(
+      str(tmp_path / "killed"), "probe", init_fn, jax.random.key(0), mesh, KILL_AT
+  )
   assert step == KILL_AT
   expected = []
   for _ in range(KILL_AT):

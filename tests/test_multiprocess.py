@@ -1,4 +1,5 @@
 """A two-process JAX job on CPU (jax.distributed on 127.0.0.1, gloo)."""
+
 import os
 import re
 import sys
@@ -15,9 +16,21 @@ def test_two_processes_train_three_steps_and_agree(tmp_path):
   port = sp.free_port()
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   done = sp.run_processes(
-      [[sys.executable, os.path.join(HERE, "_two_process_worker.py"), str(port), str(i),
-        str(tmp_path)] for i in range(2)],
-      log_dir=str(tmp_path / "logs"), timeout=600, env=env, cwd=os.path.dirname(HERE))
+      [
+          [
+              sys.executable,
+              os.path.join(HERE, "_two_process_worker.py"),
+              str(port),
+              str(i),
+              str(tmp_path),
+          ]
+          for i in range(2)
+      ],
+      log_dir=str(tmp_path / "logs"),
+      timeout=600,
+      env=env,
+      cwd=os.path.dirname(HERE),
+  )
   for d in done:
     assert d.returncode == 0, d.output[-3000:]
   outs = [d.output for d in done]

@@ -1,4 +1,5 @@
 """Occlusion segmenter: shapes, IoU metric, and a short training run."""
+
 import time
 
 import jax
@@ -7,10 +8,12 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
+from deocc_jax.configs import base as base_config
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.data.pipeline import PipelineConfig, synthetic_loader
 from deocc_jax.models.occlusion_segmenter import OcclusionSegmenter
-from deocc_jax.training import loop, segmentation_stage as seg, sharding
+from deocc_jax.training import loop, segmentation_stage as seg
+from deocc_jax.utils import sharding
 
 
 # rbg keys: with the default threefry keys, compiling the 14 random kernel
@@ -62,28 +65,58 @@ def test_iou_per_category_vs_numpy():
 
 
 def _eval_batch(n=64, res=32, seed=123):
-  loader, _ = synthetic_loader("validation", identities=40, images_per_identity=4,
-                               resolution=res,
-                               config=PipelineConfig(batch_size=n, seed=seed, worker_count=0))
+  loader, _ = synthetic_loader(
+      "validation",
+      identities=40,
+      images_per_identity=4,
+      resolution=res,
+      config=PipelineConfig(batch_size=n, seed=seed, worker_count=0),
+  )
   return next(iter(loader))
 
 
 def test_short_training_beats_trivial_baseline(tmp_path):
   res, steps = 32, 80
-  cfg = ConfigDict(dict(width=8, dtype="float32", num_steps=steps, dice_weight=0.5,
-                        optimizer=ConfigDict(dict(optimizer="adam", lr=5e-3,
-                                                  schedule="constant"))))
+  cfg = ConfigDict(
+      dict(
+          width=8,
+          dtype="float32",
+          num_steps=steps,
+          dice_weight=0.5,
+          pos_weight=1.0,
+          optimizer=ConfigDict(
+              base_config.optimizer_fields(optimizer="adam", lr=5e-3, schedule="constant")
+          ),
+      )
+  )
   init_fn, step_fn = seg.make_fns(cfg, res)
-  loader, _ = synthetic_loader("train", identities=50, images_per_identity=8,
-                               resolution=res,
-                               config=PipelineConfig(batch_size=16, seed=0, worker_count=0))
+  loader, _ = synthetic_loader(
+      "train",
+      identities=50,
+      images_per_identity=8,
+      resolution=res,
+      config=PipelineConfig(batch_size=16, seed=0, worker_count=0),
+  )
   logs = []
   t0 = time.perf_counter()
-  state = loop.run("segmentation", str(tmp_path), init_fn, step_fn, iter(loader),
-                   _key(0), sharding.make_mesh(1),
-                   loop.LoopConfig(num_steps=steps, log_every=40, checkpoint_every=steps,
-                                   batch_keys=("masked", "mask"), progress=False,
-                                   async_checkpoints=False), log=logs.append)
+  state = loop.run(
+      "segmentation",
+      str(tmp_path),
+      init_fn,
+      step_fn,
+      iter(loader),
+      _key(0),
+      sharding.make_mesh(1),
+      loop.LoopConfig(
+          num_steps=steps,
+          log_every=40,
+          checkpoint_every=steps,
+          batch_keys=("masked", "mask"),
+          progress=False,
+          async_checkpoints=False,
+      ),
+      log=logs.append,
+  )
   train_s = time.perf_counter() - t0
   assert int(state["step"]) == steps
 
@@ -91,17 +124,22 @@ def test_short_training_beats_trivial_baseline(tmp_path):
   pred = np.asarray(seg.predict_mask_fn(cfg, state["params"])(batch["masked"]))
   assert pred.shape == batch["mask"].shape and set(np.unique(pred)) <= {0.0, 1.0}
   ious = seg.iou_per_category(pred, batch["mask"], batch["category"])
-  trivial = seg.iou_per_category(np.ones_like(batch["mask"]), batch["mask"],
-                                 batch["category"])["mixed"]
-  print(f"\nsegmenter {steps} steps in {train_s:.1f}s; trivial IoU {trivial:.3f}; "
-        + ", ".join(f"{k} {v:.3f}" for k, v in ious.items()))
+  trivial = seg.iou_per_category(np.ones_like(batch["mask"]), batch["mask"], batch["category"])[
+      "mixed"
+  ]
+  print(
+      f"\nsegmenter {steps} steps in {train_s:.1f}s; trivial IoU {trivial:.3f}; "
+      + ", ".join(f"{k} {v:.3f}" for k, v in ious.items())
+  )
   assert trivial < 0.25
   assert ious["mixed"] > max(0.4, 2.5 * trivial), (ious, trivial)
 
   # the checkpoint restores to the same parameters
-  step, restored = loop.restore_state(str(tmp_path), "segmentation", init_fn,
-                                      _key(1), sharding.make_mesh(1))
+  step, restored = loop.restore_state(
+      str(tmp_path), "segmentation", init_fn, _key(1), sharding.make_mesh(1)
+  )
   assert step == steps
-  chex_eq = jax.tree_util.tree_map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)),
-                                   restored["params"], state["params"])
+  chex_eq = jax.tree_util.tree_map(
+      lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), restored["params"], state["params"]
+  )
   assert all(jax.tree_util.tree_leaves(chex_eq))

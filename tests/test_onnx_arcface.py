@@ -26,8 +26,8 @@ from deocc_jax import convert as convert_cli
 from deocc_jax.conversion import checkpoint as ckpt
 from deocc_jax.conversion.onnx_arcface import OnnxLayoutError, read_arcface_onnx
 from deocc_jax.conversion.torch_weights import torch_layout, torch_to_flax
+from deocc_jax.models import iresnet as ir
 from deocc_jax.teachers import api
-from deocc_jax.teachers import iresnet as ir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from torch_reference_models import randomise_  # noqa: E402
@@ -42,6 +42,7 @@ TOL = 1e-4
 
 
 class TorchBlock(nn.Module):
+
   def __init__(self, cin: int, planes: int, stride: int, k2: int = 3) -> None:
     super().__init__()
     self.bn1 = nn.BatchNorm2d(cin, eps=1e-5)
@@ -52,8 +53,9 @@ class TorchBlock(nn.Module):
     self.bn3 = nn.BatchNorm2d(planes, eps=1e-5)
     self.downsample = None
     if stride != 1 or cin != planes:
-      self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False),
-                                      nn.BatchNorm2d(planes, eps=1e-5))
+      self.downsample = nn.Sequential(
+          nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes, eps=1e-5)
+      )
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
@@ -63,8 +65,9 @@ class TorchBlock(nn.Module):
 class TorchIResNet(nn.Module):
   """insightface's IResNet layout; ``normalise`` puts MXNet-style (x - 127.5) * 1/128 inside."""
 
-  def __init__(self, layers=LAYERS, widths=WIDTHS, features=FEATURES, normalise=False,
-               odd_kernel=False) -> None:
+  def __init__(
+      self, layers=LAYERS, widths=WIDTHS, features=FEATURES, normalise=False, odd_kernel=False
+  ) -> None:
     super().__init__()
     self.normalise = normalise
     self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
@@ -108,9 +111,15 @@ def _random_model(seed: int, **kw: Any) -> TorchIResNet:
 
 
 def _export(model: nn.Module, path: Path) -> Path:
-  torch.onnx.export(model, torch.zeros(1, 3, 112, 112), str(path), dynamo=False,
-                    input_names=["data"], output_names=["fc1"],
-                    dynamic_axes={"data": {0: "n"}, "fc1": {0: "n"}})
+  torch.onnx.export(
+      model,
+      torch.zeros(1, 3, 112, 112),
+      str(path),
+      dynamo=False,
+      input_names=["data"],
+      output_names=["fc1"],
+      dynamic_axes={"data": {0: "n"}, "fc1": {0: "n"}},
+  )
   return path
 
 
@@ -129,8 +138,12 @@ def test_onnx_conversion_matches_onnxruntime(tmp_path, images, normalise):
   model = _random_model(3 + normalise, normalise=normalise)
   onnx_path = _export(model, tmp_path / "model.onnx")
   graph = read_arcface_onnx(onnx_path)
-  assert graph.arch_config == {"layers": list(LAYERS), "widths": list(WIDTHS),
-                               "num_features": FEATURES, "map_size": 7}
+  assert graph.arch_config == {
+      "layers": list(LAYERS),
+      "widths": list(WIDTHS),
+      "num_features": FEATURES,
+      "map_size": 7,
+  }
   # torch's exporter folds every Conv->BN (stem, 2 per block, the shortcuts).
   assert graph.folded_bn == 1 + 2 * sum(LAYERS) + 4
   out = convert_cli.convert("iresnet", onnx_path, tmp_path / "teacher")
@@ -144,10 +157,14 @@ def test_onnx_conversion_matches_onnxruntime(tmp_path, images, normalise):
   else:
     assert meta["mean"] == [127.5] * 3 and meta["std"] == [127.5] * 3
     ref = _ort(onnx_path, ((x - 127.5) / 127.5).transpose(0, 3, 1, 2))
-  got = np.asarray(module.apply(variables, ckpt.preprocess_from_metadata(meta, images))["embedding"])
+  got = np.asarray(
+      module.apply(variables, ckpt.preprocess_from_metadata(meta, images))["embedding"]
+  )
   err = float(np.max(np.abs(got - ref)))
-  print(f"\n[iresnet onnx, normalise={normalise}] max abs err {err:.3g} "
-        f"(outputs up to {np.max(np.abs(ref)):.3g})")
+  print(
+      f"\n[iresnet onnx, normalise={normalise}] max abs err {err:.3g} "
+      f"(outputs up to {np.max(np.abs(ref)):.3g})"
+  )
   assert err < TOL * max(1.0, float(np.max(np.abs(ref))))
   assert np.max(np.abs(ref[0] - ref[1])) > 100 * TOL  # the check can fail
   # Through the teacher API: [-1, 1] faces, L2-normalised embedding.
@@ -174,13 +191,16 @@ def test_state_dict_conversion_matches_torch(images):
 @pytest.mark.parametrize("arch", ["iresnet50", "iresnet100"])
 def test_published_layouts_cover_every_key(arch):
   """Every key / shape of the real layout maps onto the Flax model (no compute)."""
-  torch_model = TorchIResNet(layers=ir.IRESNET_LAYERS[arch], widths=ir.IRESNET_WIDTHS,
-                             features=512)
-  want = {k: tuple(v.shape) for k, v in torch_model.state_dict().items()
-          if not k.endswith("num_batches_tracked")}
+  torch_model = TorchIResNet(layers=ir.IRESNET_LAYERS[arch], widths=ir.IRESNET_WIDTHS, features=512)
+  want = {
+      k: tuple(v.shape)
+      for k, v in torch_model.state_dict().items()
+      if not k.endswith("num_batches_tracked")
+  }
   spec = ckpt.teacher_spec(arch)
-  layout = torch_layout(ckpt.abstract_variables(spec.build(None, jax.numpy.float32),
-                                                spec.input_size))
+  layout = torch_layout(
+      ckpt.abstract_variables(spec.build(None, jax.numpy.float32), spec.input_size)
+  )
   assert {k: s.torch_shape for k, s in layout.items()} == want
   assert spec.input_size == (112, 112) and spec.embedding_size == 512
 
@@ -193,8 +213,9 @@ def test_unknown_layout_names_the_node_and_initializer(tmp_path, capsys):
   assert "odd.onnx" in msg and "Conv" in msg and f"({WIDTHS[1]}, {WIDTHS[1]}, 5, 5)" in msg
   # A depth that is not the named architecture's: one line, exit status 2.
   good = _export(_random_model(2), tmp_path / "good.onnx")
-  rc = convert_cli.main(["--arch", "iresnet50", "--weights", str(good), "--out",
-                         str(tmp_path / "t50")])
+  rc = convert_cli.main(
+      ["--arch", "iresnet50", "--weights", str(good), "--out", str(tmp_path / "t50")]
+  )
   err = capsys.readouterr().err
   assert rc == 2 and "iresnet50" in err and "(1, 2, 1, 1)" in err and err.count("\n") == 1
   # Not an ONNX file at all.

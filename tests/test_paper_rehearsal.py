@@ -2,6 +2,7 @@
 in two jax.distributed CPU processes (4 devices each): miniature CelebA / LFW /
 AR in their native formats, a converted VGGFace2 ResNet-50 teacher, every
 stage of configs/paper_celeba.py, the tables on LFW and AR."""
+
 import json
 import os
 import re
@@ -11,9 +12,10 @@ import _subprocess_util as sp
 import numpy as np
 import pytest
 
+from deocc_jax.data import dataset_formats as formats
 from deocc_jax.data import real_datasets as rd
 from deocc_jax.data import rehearsal
-from deocc_jax.evaluation import job
+from deocc_jax.evaluation import evaluator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,6 +36,7 @@ def test_state_dict_without_torch_fails_clearly(monkeypatch):
 def test_miniature_sets_parse_with_the_real_readers(tmp_path):
   """The written files are read by the same readers a cluster run uses."""
   from deocc_jax.data.synthetic_faces import SyntheticFaces
+
   faces = SyntheticFaces(40, 6, 178, seed=0)
   rehearsal.write_celeba(str(tmp_path / "celeba"), faces, 0, 12, 2)
   pairs, lfw_lm = rehearsal.write_lfw(str(tmp_path), faces, 12)
@@ -48,13 +51,13 @@ def test_miniature_sets_parse_with_the_real_readers(tmp_path):
   assert len(ar) == 6 and ar.people == ["m-001", "m-003", "w-002"]
   # The AR scarf images are really occluded below the nose: they differ from
   # the clean face of the same render there.
-  img = rd.read_image(ar.paths[0])
-  lm = rd.parse_landmarks_file(ar_lm)[os.path.basename(ar.paths[0])]
+  img = formats.read_image(ar.paths[0])
+  lm = formats.parse_landmarks_file(ar_lm)[os.path.basename(ar.paths[0])]
   y = int(lm[3, 1])
   clean = faces.render(33, 4)["image"]  # index 11 is the 5th AR image of person 0
   off = ((rehearsal.AR_SIZE[0] - 178) // 2, (rehearsal.AR_SIZE[1] - 178) // 2)
-  patch = img[y - 5:y + 5, off[0] + 60:off[0] + 118].astype(int)
-  ref = clean[y - off[1] - 5:y - off[1] + 5, 60:118].astype(int)
+  patch = img[y - 5 : y + 5, off[0] + 60 : off[0] + 118].astype(int)
+  ref = clean[y - off[1] - 5 : y - off[1] + 5, 60:118].astype(int)
   assert np.abs(patch - ref).mean() > 20
 
 
@@ -66,15 +69,29 @@ def test_miniature_sets_parse_with_the_real_readers(tmp_path):
 @pytest.mark.rehearsal
 def test_paper_rehearsal_two_processes(tmp_path):
   import torch  # noqa: F401  (the test extra has torch; the rehearsal needs it)
+
   port = sp.free_port()
   work = tmp_path / "rehearsal"
   done = sp.run_processes(
-      [[sys.executable, "-m", "deocc_jax.main", "--config=configs/paper_rehearsal.py",
-        f"--workdir={work}", "--config.distributed.mode=manual",
-        f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-        "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"]
-       for i in range(2)],
-      log_dir=str(tmp_path / "logs"), timeout=1800, env=sp.cpu_env(4), cwd=ROOT)
+      [
+          [
+              sys.executable,
+              "-m",
+              "deocc_jax.main",
+              "--config=configs/paper_rehearsal.py",
+              f"--workdir={work}",
+              "--config.distributed.mode=manual",
+              f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+              "--config.distributed.num_processes=2",
+              f"--config.distributed.process_id={i}",
+          ]
+          for i in range(2)
+      ],
+      log_dir=str(tmp_path / "logs"),
+      timeout=1800,
+      env=sp.cpu_env(4),
+      cwd=ROOT,
+  )
   for i, d in enumerate(done):
     assert d.returncode == 0, f"process {i}: " + d.output[-5000:]
   print("CPU s per process:", [round(d.cpu_s) for d in done])
@@ -89,9 +106,16 @@ def check_rehearsal_outputs(work, outs):
   # The evaluation asserted disjoint identities and says so in every title.
   held = results["held_out"]
   assert held["shared"] == 0 and held["identities"] == 20 and held["trained_identities"] > 0
-  for name in ("verification_celeba.md", "table2_celeba.md", "identification_celeba.md",
-               "verification_lfw.md", "table2_lfw.md", "by_category_lfw_one.md",
-               "identification_ar.md", "ablation.md"):
+  for name in (
+      "verification_celeba.md",
+      "table2_celeba.md",
+      "identification_celeba.md",
+      "verification_lfw.md",
+      "table2_lfw.md",
+      "by_category_lfw_one.md",
+      "identification_ar.md",
+      "ablation.md",
+  ):
     text = (res / name).read_text()
     assert "Identities:" in text, name
   assert "0 shared with the" in (res / "table2_celeba.md").read_text()
@@ -117,7 +141,7 @@ def check_rehearsal_outputs(work, outs):
   # The written tables: 4 recognisers x every input (Table 2 / Fig. 4 shape on
   # CelebA's held-out identities and LFW), 4 x (AR1, AR2) x every input AR
   # allows (Table 1 shape: no true masks, so no 'G, true mask'), 2 ablation rows.
-  inputs = list(job.INPUTS.values())
+  inputs = list(evaluator.INPUTS.values())
   for name in ("table2_celeba.md", "table2_lfw.md"):
     head, rows = _md_table(res / name)
     assert head == ["recognizer"] + inputs and len(rows) == 4, (name, head, rows)
@@ -130,13 +154,22 @@ def check_rehearsal_outputs(work, outs):
   assert len(rows) == 2 and [r[1] for r in rows] == ["1", "1"], rows
   # Every trained stage of paper_celeba ran, in 2 processes of 4 devices: its
   # checkpoint says so and holds one data-iterator position per process.
-  for stage in ("deocclusion", "deocclusion_noca", "segmentation", "distill_hard",
-                "distill_soft", "finetune_arcface"):
-    steps = sorted(int(p.name) for p in (work / stage / "checkpoints").iterdir()
-                   if p.name.isdigit())
+  for stage in (
+      "deocclusion",
+      "deocclusion_noca",
+      "segmentation",
+      "distill_hard",
+      "distill_soft",
+      "finetune_arcface",
+  ):
+    steps = sorted(
+        int(p.name) for p in (work / stage / "checkpoints").iterdir() if p.name.isdigit()
+    )
     assert steps, stage
     ckpt = work / stage / "checkpoints" / str(steps[-1])
     extra = json.loads((ckpt / "extra" / "metadata").read_text())
     assert extra["process_count"] == 2 and extra["global_batch_size"] == 8, (stage, extra)
     assert sorted(p.name for p in (ckpt / "data").glob("process_*.json")) == [
-        "process_0-of-2.json", "process_1-of-2.json"], stage
+        "process_0-of-2.json",
+        "process_1-of-2.json",
+    ], stage

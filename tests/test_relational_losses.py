@@ -1,4 +1,5 @@
 """Relational distillation losses (Eqs. 12-18) against independent float64 numpy loops."""
+
 from __future__ import annotations
 
 import itertools
@@ -10,6 +11,7 @@ import pytest
 from jax.sharding import Mesh
 from jax.test_util import check_grads
 
+from deocc_jax.losses import distillation as D
 from deocc_jax.losses import relational as R
 
 # ----------------------------------------------------------------------------
@@ -84,8 +86,12 @@ def test_angle_loss_matches_numpy_triplet_loops(name, kw, include_degenerate):
   t, s = _data(**kw)
   want = ref_angle(t, s, include_degenerate)
   for bs in (None, 3):
-    got = R.angle_loss(jnp.asarray(t, jnp.float32), jnp.asarray(s, jnp.float32),
-                       block_size=bs, include_degenerate=include_degenerate)
+    got = R.angle_loss(
+        jnp.asarray(t, jnp.float32),
+        jnp.asarray(s, jnp.float32),
+        block_size=bs,
+        include_degenerate=include_degenerate,
+    )
     np.testing.assert_allclose(float(got), want, rtol=2e-5, atol=1e-7)
 
 
@@ -153,8 +159,9 @@ def test_tiles_with_padding_equal_single_tile(monkeypatch):
   np.testing.assert_allclose(float(v), float(whole), rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(np.asarray(g), np.asarray(gwhole), rtol=1e-5, atol=1e-7)
   assert np.all(np.isfinite(np.asarray(g)))
-  np.testing.assert_allclose(float(v), ref_angle(np.asarray(t, np.float64),
-                                                 np.asarray(s, np.float64)), rtol=1e-4)
+  np.testing.assert_allclose(
+      float(v), ref_angle(np.asarray(t, np.float64), np.asarray(s, np.float64)), rtol=1e-4
+  )
 
 
 def test_check_grads_float64():
@@ -169,13 +176,13 @@ def test_check_grads_float64():
     check_grads(lambda x: R.angle_loss(t, x), (s,), modes=("rev",), **kw)
     check_grads(lambda x: R.angle_loss(t, x, block_size=3), (s,), modes=("rev",), **kw)
     s_same = jnp.asarray(rng.normal(size=(7, 5)))
-    check_grads(lambda x: R.instance_loss(t, x), (s_same,), modes=("fwd", "rev"), **kw)
+    check_grads(lambda x: D.instance_loss(t, x), (s_same,), modes=("fwd", "rev"), **kw)
 
 
 def test_teacher_gets_no_gradient():
   t, s = _data(b=6, dt=4, ds=4, seed=7)
   ts, ss = jnp.asarray(t, jnp.float32), jnp.asarray(s, jnp.float32)
-  for fn in (R.distance_loss, R.angle_loss, R.instance_loss):
+  for fn in (R.distance_loss, R.angle_loss, D.instance_loss):
     g = jax.grad(fn, argnums=0)(ts, ss)
     assert np.all(np.asarray(g) == 0.0)
 
@@ -188,6 +195,7 @@ def test_sharded_equals_unsharded_value_and_grad():
   s[9] = s[2]  # a duplicate across devices
   ts, ss = jnp.asarray(t, jnp.float32), jnp.asarray(s, jnp.float32)
   for bs in (None, 1):
+
     def sharded(x, bs=bs):
       out = R.sharded_relational_losses(ts, x, mesh, "data", block_size=bs)
       return out["distance"] + 2.0 * out["angle"], out
@@ -210,7 +218,7 @@ def test_instance_losses_and_centroids_vs_numpy():
   n, d, c = 20, 5, 7
   emb = rng.normal(size=(n, d))
   labels = rng.integers(0, c - 2, size=n)  # identities 5, 6 have no sample
-  cent, counts = R.identity_centroids(jnp.asarray(emb, jnp.float32), jnp.asarray(labels), c)
+  cent, counts = D.identity_centroids(jnp.asarray(emb, jnp.float32), jnp.asarray(labels), c)
   for k in range(c):
     sel = emb[labels == k]
     assert int(counts[k]) == len(sel)
@@ -220,17 +228,18 @@ def test_instance_losses_and_centroids_vs_numpy():
 
   s = rng.normal(size=(6, d))
   lab = labels[:6]
+
   # Eq. 12 / 17: l1(a, b) is the L1 distance of two vectors (sum over the
   # dimensions, float64 loops), averaged over the batch.
   def l1(a, b):
     return sum(abs(float(a[k]) - float(b[k])) for k in range(d))
 
   want = np.mean([l1(s[b], np.asarray(cent, np.float64)[lab[b]]) for b in range(6)])
-  got = R.soft_instance_loss(jnp.asarray(s, jnp.float32), jnp.asarray(lab), cent)
+  got = D.soft_instance_loss(jnp.asarray(s, jnp.float32), jnp.asarray(lab), cent)
   np.testing.assert_allclose(float(got), want, rtol=1e-6)
   t = rng.normal(size=(6, d))
   want_hard = np.mean([l1(t[b], s[b]) for b in range(6)])
-  got_hard = R.instance_loss(jnp.asarray(t, jnp.float32), jnp.asarray(s, jnp.float32))
+  got_hard = D.instance_loss(jnp.asarray(t, jnp.float32), jnp.asarray(s, jnp.float32))
   np.testing.assert_allclose(float(got_hard), want_hard, rtol=1e-6)
 
 
@@ -241,17 +250,24 @@ def test_instance_loss_is_an_l1_distance_not_a_mean_over_dimensions():
   rng = np.random.default_rng(12)
   t = rng.normal(size=(5, 16))
   s = rng.normal(size=(5, 16))
-  f = lambda a, b: float(R.instance_loss(jnp.asarray(a, jnp.float32),  # noqa: E731
-                                         jnp.asarray(b, jnp.float32)))
-  np.testing.assert_allclose(f(np.concatenate([t, t], 1), np.concatenate([s, s], 1)),
-                             2 * f(t, s), rtol=1e-6)
+  f = lambda a, b: float(
+      D.instance_loss(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))  # noqa: E731
+  )
+  np.testing.assert_allclose(
+      f(np.concatenate([t, t], 1), np.concatenate([s, s], 1)), 2 * f(t, s), rtol=1e-6
+  )
   np.testing.assert_allclose(f(t[:1], s[:1]), np.abs(t[0] - s[0]).sum(), rtol=1e-6)
   lab = np.array([0, 1, 0, 2, 1])
   cent = rng.normal(size=(3, 16))
   np.testing.assert_allclose(
-      float(R.soft_instance_loss(jnp.asarray(s, jnp.float32), jnp.asarray(lab),
-                                 jnp.asarray(cent, jnp.float32))),
-      np.mean(np.abs(s - cent[lab]).sum(1)), rtol=1e-6)
+      float(
+          D.soft_instance_loss(
+              jnp.asarray(s, jnp.float32), jnp.asarray(lab), jnp.asarray(cent, jnp.float32)
+          )
+      ),
+      np.mean(np.abs(s - cent[lab]).sum(1)),
+      rtol=1e-6,
+  )
 
 
 def test_cross_entropy_vs_numpy():
@@ -265,13 +281,17 @@ def test_cross_entropy_vs_numpy():
     return x - m - np.log(np.exp(x - m).sum(1, keepdims=True))
 
   want = -np.mean(logsm(logits)[np.arange(5), labels])
-  got = R.cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(labels))
+  got = D.cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(labels))
   np.testing.assert_allclose(float(got), want, rtol=1e-6)
   temp = 3.0
   pt = np.exp(logsm(tl / temp))
-  want_kd = temp ** 2 * np.mean(np.sum(pt * (logsm(tl / temp) - logsm(logits / temp)), 1))
-  got_kd = R.cross_entropy(jnp.asarray(logits, jnp.float32), target="teacher",
-                           teacher_logits=jnp.asarray(tl, jnp.float32), temperature=temp)
+  want_kd = temp**2 * np.mean(np.sum(pt * (logsm(tl / temp) - logsm(logits / temp)), 1))
+  got_kd = D.cross_entropy(
+      jnp.asarray(logits, jnp.float32),
+      target="teacher",
+      teacher_logits=jnp.asarray(tl, jnp.float32),
+      temperature=temp,
+  )
   np.testing.assert_allclose(float(got_kd), want_kd, rtol=1e-5)
 
 
@@ -283,12 +303,20 @@ def test_total_loss_is_weighted_sum_of_terms(mode):
   logits = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, 3, size=6))
   cent = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
-  total, terms = R.total_distillation_loss(t, s, logits, labels, instance_mode=mode,
-                                           centroids=cent, lambda_i=0.7)
-  inst = {"hard": R.instance_loss(t, s), "soft": R.soft_instance_loss(s, labels, cent),
-          "none": 0.0}[mode]
-  want = (R.cross_entropy(logits, labels) + 0.7 * inst + R.distance_loss(t, s)
-          + 2.0 * R.angle_loss(t, s))
+  total, terms = D.total_distillation_loss(
+      t, s, logits, labels, instance_mode=mode, centroids=cent, lambda_i=0.7
+  )
+  inst = {
+      "hard": D.instance_loss(t, s),
+      "soft": D.soft_instance_loss(s, labels, cent),
+      "none": 0.0,
+  }[mode]
+  want = (
+      D.cross_entropy(logits, labels)
+      + 0.7 * inst
+      + R.distance_loss(t, s)
+      + 2.0 * R.angle_loss(t, s)
+  )
   np.testing.assert_allclose(float(total), float(want), rtol=1e-6)
   assert set(terms) == {"ce", "instance", "distance", "angle"}
   np.testing.assert_allclose(float(terms["instance"]), float(inst), rtol=1e-6)
@@ -301,10 +329,10 @@ def test_errors_name_argument_and_shape():
   with pytest.raises(ValueError, match="student"):
     R.angle_loss(a, jnp.zeros((4,)))
   with pytest.raises(ValueError, match="same embedding dimension"):
-    R.instance_loss(a, jnp.zeros((4, 2)))
+    D.instance_loss(a, jnp.zeros((4, 2)))
   with pytest.raises(ValueError, match="block_size"):
     R.angle_loss(a, a, block_size=0)
   with pytest.raises(ValueError, match="centroids"):
-    R.soft_instance_loss(a, jnp.zeros((4,), jnp.int32), jnp.zeros((2, 5)))
+    D.soft_instance_loss(a, jnp.zeros((4,), jnp.int32), jnp.zeros((2, 5)))
   with pytest.raises(ValueError, match="instance_mode='soft'"):
-    R.total_distillation_loss(a, a, instance_mode="soft")
+    D.total_distillation_loss(a, a, instance_mode="soft")

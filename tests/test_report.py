@@ -1,4 +1,5 @@
 """Paper outputs: Markdown/CSV tables, ROC/CMC/loss plots, image grids, JSON."""
+
 from __future__ import annotations
 
 import csv
@@ -14,10 +15,19 @@ from deocc_jax.evaluation import report
 
 COLUMNS = [("method", "Method"), ("acc", "Accuracy"), ("n", "Pairs"), ("tar", "TAR@1e-3")]
 ROWS = [
-    {"method": "teacher", "acc": (93.3512345678901, 0.6123456789012345), "n": 6000,
-     "tar": 0.8765432101234567},
-    {"method": "student | distilled", "acc": (88.0, 1.25), "n": 6000, "tar": None,
-     "extra": "ignored"},
+    {
+        "method": "teacher",
+        "acc": (93.3512345678901, 0.6123456789012345),
+        "n": 6000,
+        "tar": 0.8765432101234567,
+    },
+    {
+        "method": "student | distilled",
+        "acc": (88.0, 1.25),
+        "n": 6000,
+        "tar": None,
+        "extra": "ignored",
+    },
 ]
 
 
@@ -107,22 +117,25 @@ def test_plot_roc_curves(tmp_path):
   far0 = np.array([0.0, 0.0, 0.0, 1.0])  # all but the last FAR zero
   tar0 = np.array([0.0, 0.3, 0.9, 1.0])
   path = str(tmp_path / "plots" / "roc.png")
-  out = report.plot_roc_curves({"teacher": (far, tar), "student": (far0, tar0)}, path,
-                               title="ROC")
+  out = report.plot_roc_curves({"teacher": (far, tar), "student": (far0, tar0)}, path, title="ROC")
   assert out == path
   img = _assert_png(path)
   assert img.size == (720, 540)  # 6 x 4.5 inches at dpi 120
   assert _no_tmp_files(tmp_path)
   # Only zero FARs: must not break the log axis either.
-  report.plot_roc_curves({"zeros": (np.zeros(3), np.array([0.1, 0.5, 1.0]))},
-                         str(tmp_path / "roc0.png"))
+  report.plot_roc_curves(
+      {"zeros": (np.zeros(3), np.array([0.1, 0.5, 1.0]))}, str(tmp_path / "roc0.png")
+  )
   _assert_png(str(tmp_path / "roc0.png"))
 
 
-@pytest.mark.parametrize("far,tar", [
-    (np.zeros(4), np.zeros(5)),
-    (np.zeros((2, 2)), np.zeros((2, 2))),
-])
+@pytest.mark.parametrize(
+    "far,tar",
+    [
+        (np.zeros(4), np.zeros(5)),
+        (np.zeros((2, 2)), np.zeros((2, 2))),
+    ],
+)
 def test_plot_roc_curves_bad_shapes(tmp_path, far, tar):
   good = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
   with pytest.raises(ValueError, match="broken-curve"):
@@ -133,8 +146,7 @@ def test_plot_roc_curves_bad_shapes(tmp_path, far, tar):
 def test_plot_cmc_curves(tmp_path):
   cmc_a = np.linspace(0.6, 1.0, 30)
   cmc_b = np.array([0.3, 0.5, 0.7])
-  path = report.plot_cmc_curves({"a": cmc_a, "b": cmc_b}, str(tmp_path / "cmc.png"),
-                                title="CMC")
+  path = report.plot_cmc_curves({"a": cmc_a, "b": cmc_b}, str(tmp_path / "cmc.png"), title="CMC")
   _assert_png(path)
   _assert_png(report.plot_cmc_curves({"a": cmc_a}, str(tmp_path / "all.png"), max_rank=None))
   with pytest.raises(ValueError, match="bad"):
@@ -195,7 +207,7 @@ def test_image_grid_shape_values_and_mask():
   h, w, pad = 5, 7, 3
   imgs = [rng.uniform(-1.2, 1.2, (h, w, 3)).astype(np.float32) for _ in range(4)]
   mask = rng.uniform(0, 1, (h, w, 1))
-  mask2d = (rng.uniform(0, 1, (h, w)) > 0.5)
+  mask2d = rng.uniform(0, 1, (h, w)) > 0.5
   u8 = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
   rows = [[imgs[0], mask, u8], [imgs[1], mask2d, imgs[2]]]
   grid = report.image_grid(rows, pad=pad)
@@ -203,7 +215,7 @@ def test_image_grid_shape_values_and_mask():
   assert grid.shape == (2 * h + 1 * pad, 3 * w + 2 * pad, 3)
 
   def cell(r, c):
-    return grid[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w]
+    return grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w]
 
   expected = np.clip(np.rint((imgs[0].astype(np.float64) + 1) * 127.5), 0, 255)
   np.testing.assert_array_equal(cell(0, 0), expected.astype(np.uint8))
@@ -214,9 +226,9 @@ def test_image_grid_shape_values_and_mask():
     np.testing.assert_array_equal(cell(1, 1)[..., ch], mask2d.astype(np.uint8) * 255)
   np.testing.assert_array_equal(cell(0, 2), u8)
   # Padding is white and only between cells.
-  assert (grid[h:h + pad] == 255).all()
-  assert (grid[:, w:w + pad] == 255).all()
-  assert (grid[:, 2 * w + pad:2 * w + 2 * pad] == 255).all()
+  assert (grid[h : h + pad] == 255).all()
+  assert (grid[:, w : w + pad] == 255).all()
+  assert (grid[:, 2 * w + pad : 2 * w + 2 * pad] == 255).all()
   # No outer border: the corners are image pixels.
   np.testing.assert_array_equal(grid[0, 0], cell(0, 0)[0, 0])
   np.testing.assert_array_equal(grid[-1, -1], cell(1, 2)[-1, -1])
@@ -251,9 +263,9 @@ def test_write_completion_grid(tmp_path):
   # The bottom of the picture is exactly the image grid of the shown rows.
   arr = np.asarray(img2.convert("RGB"))
   grid = report.image_grid([[cols[k][i] for k in cols] for i in range(2)], pad=2)
-  np.testing.assert_array_equal(arr[-grid.shape[0]:], grid)
+  np.testing.assert_array_equal(arr[-grid.shape[0] :], grid)
   # The title strip has dark text pixels.
-  assert (arr[:-grid.shape[0]] < 128).any()
+  assert (arr[: -grid.shape[0]] < 128).any()
 
   bad = dict(cols, other=np.zeros((n - 1, h, w, 3), np.float32))
   with pytest.raises(ValueError, match="batch sizes"):
@@ -265,12 +277,22 @@ def test_write_completion_grid(tmp_path):
 
 
 def test_write_json(tmp_path):
-  obj = {"acc": np.float32(0.5), "n": np.int64(3), "cmc": np.array([0.25, 1.0]),
-         "nested": [{"flag": np.bool_(True)}], "name": "x"}
+  obj = {
+      "acc": np.float32(0.5),
+      "n": np.int64(3),
+      "cmc": np.array([0.25, 1.0]),
+      "nested": [{"flag": np.bool_(True)}],
+      "name": "x",
+  }
   path = report.write_json(obj, str(tmp_path / "a" / "r.json"))
   text = _read(path)
-  assert json.loads(text) == {"acc": 0.5, "n": 3, "cmc": [0.25, 1.0],
-                              "nested": [{"flag": True}], "name": "x"}
+  assert json.loads(text) == {
+      "acc": 0.5,
+      "n": 3,
+      "cmc": [0.25, 1.0],
+      "nested": [{"flag": True}],
+      "name": "x",
+  }
   assert '\n  "acc": 0.5' in text  # indent=2
   assert _no_tmp_files(tmp_path)
   with pytest.raises(TypeError):
@@ -280,9 +302,13 @@ def test_write_json(tmp_path):
 
 def test_grouped_bars_png(tmp_path):
   from PIL import Image
-  path = report.plot_grouped_bars({"teacher": {"masked": 83.4, "G": 92.0},
-                                   "student": {"G": 93.3}}, str(tmp_path / "bars.png"),
-                                  title="t", ylabel="acc")
+
+  path = report.plot_grouped_bars(
+      {"teacher": {"masked": 83.4, "G": 92.0}, "student": {"G": 93.3}},
+      str(tmp_path / "bars.png"),
+      title="t",
+      ylabel="acc",
+  )
   with Image.open(path) as im:
     assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
   with pytest.raises(ValueError, match="no groups"):

@@ -1,4 +1,5 @@
 """A real stage killed and resumed reaches the same parameters; config errors are clear."""
+
 import os
 import sys
 
@@ -11,8 +12,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_stages import tiny_config  # noqa: E402
 
 from deocc_jax import main as main_lib  # noqa: E402
+from deocc_jax.errors import ConfigError  # noqa: E402
 from deocc_jax.training import deocclusion_stage, loop, stages  # noqa: E402
-from deocc_jax.training.stages import ConfigError  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
 
@@ -26,18 +27,21 @@ def _train(workdir, steps):
   c.deocclusion.sample_every = 0
   stages.run_deocclusion(c, str(workdir))
   init_fn, _ = deocclusion_stage.make_fns(c.deocclusion, 32)
-  return loop.restore_state(str(workdir), "deocclusion", init_fn, jax.random.key(0),
-                            stages.make_mesh(c))
+  return loop.restore_state(
+      str(workdir), "deocclusion", init_fn, jax.random.key(0), stages.make_mesh(c)
+  )
 
 
 @pytest.mark.slow
 def test_deocclusion_killed_at_step_2_and_resumed_equals_uninterrupted(tmp_path):
   step_a, full = _train(tmp_path / "full", 4)
-  _train(tmp_path / "killed", 2)            # the run dies after its step-2 checkpoint
+  _train(tmp_path / "killed", 2)  # the run dies after its step-2 checkpoint
   step_b, resumed = _train(tmp_path / "killed", 4)
   assert step_a == step_b == 4
   for name in ("g", "d", "g_opt", "d_opt", "rng"):
-    for x, y in zip(jax.tree_util.tree_leaves(full[name]), jax.tree_util.tree_leaves(resumed[name])):
+    for x, y in zip(
+        jax.tree_util.tree_leaves(full[name]), jax.tree_util.tree_leaves(resumed[name])
+    ):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
@@ -45,8 +49,10 @@ def test_bad_config_values_name_the_key(tmp_path):
   c = tiny_config()
   c.stages = ("teacher",)
   c.teacher.kind = "oracle"
-  with pytest.raises(ConfigError, match=r"config.teacher.kind must be 'arcface', 'dlib' or "
-                     r"'converted', got 'oracle'"):
+  with pytest.raises(
+      ConfigError,
+      match=r"config.teacher.kind must be 'arcface', 'dlib' or " r"'converted', got 'oracle'",
+  ):
     main_lib.run(c, str(tmp_path / "a"))
   c = tiny_config()
   c.stages = ("deocclusion",)
@@ -60,6 +66,7 @@ def test_bad_config_values_name_the_key(tmp_path):
     main_lib.run(c, str(tmp_path / "c"))
   c = tiny_config()
   c.stages = ("distill_soft",)
-  with pytest.raises(FileNotFoundError, match="stage 'teacher' has no checkpoints .* run that "
-                     "stage first"):
+  with pytest.raises(
+      FileNotFoundError, match="stage 'teacher' has no checkpoints .* run that " "stage first"
+  ):
     main_lib.run(c, str(tmp_path / "empty"))  # earlier stages never ran

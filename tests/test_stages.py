@@ -1,4 +1,5 @@
 """Stage steps on the device mesh: sharded == single device; a real stage resumes exactly."""
+
 import os
 import sys
 
@@ -11,8 +12,8 @@ from absl import flags
 from deocc_jax.configs import base as synthetic  # noqa: E402  (configs/synthetic.py's body)
 
 from deocc_jax.data import pipeline as pipe  # noqa: E402
-from deocc_jax.training import (deocclusion_stage, distillation_stage, sharding,  # noqa: E402
-                                teacher_stage)
+from deocc_jax.training import deocclusion_stage, distillation_stage, teacher_stage  # noqa: E402
+from deocc_jax.utils import sharding  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
 RES = 32
@@ -32,8 +33,9 @@ def tiny_config():
 
 def _batch(n=8, seed=0):
   cfg = pipe.PipelineConfig(batch_size=n, seed=seed)
-  loader, src = pipe.synthetic_loader(identities=40, images_per_identity=4, resolution=RES,
-                                      config=cfg)
+  loader, src = pipe.synthetic_loader(
+      identities=40, images_per_identity=4, resolution=RES, config=cfg
+  )
   return next(iter(loader)), src
 
 
@@ -42,8 +44,11 @@ def _run_step(init_fn, step_fn, batch, mesh, keys):
   sh = sharding.state_shardings(abstract, mesh)
   state = jax.jit(init_fn, out_shardings=sh)(jax.random.key(0))
   b = sharding.host_batch_to_global({k: batch[k] for k in keys}, mesh)
-  step = jax.jit(step_fn, in_shardings=(sh, sharding.data_sharding(mesh)),
-                 out_shardings=(sh, sharding.replicated(mesh)))
+  step = jax.jit(
+      step_fn,
+      in_shardings=(sh, sharding.data_sharding(mesh)),
+      out_shardings=(sh, sharding.replicated(mesh)),
+  )
   new, metrics = step(state, b)
   return jax.device_get(new), {k: float(v) for k, v in jax.device_get(metrics).items()}
 
@@ -63,8 +68,9 @@ def _assert_same(a, b, tol=1e-5):
   pb = {k: sb[k] for k in PARAM_KEYS if k in sb}
   assert pa and pa.keys() == pb.keys()
   for x, y in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
-    np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
-                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(
+        np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=tol, atol=tol
+    )
 
 
 def test_deocclusion_step_sharded_equals_single_device():
@@ -72,8 +78,10 @@ def test_deocclusion_step_sharded_equals_single_device():
   batch, _ = _batch()
   init_fn, step_fn = deocclusion_stage.make_fns(c.deocclusion, RES)
   keys = ("masked", "mask", "clean")
-  _assert_same(_run_step(init_fn, step_fn, batch, sharding.make_mesh(8), keys),
-               _run_step(init_fn, step_fn, batch, sharding.make_mesh(1), keys))
+  _assert_same(
+      _run_step(init_fn, step_fn, batch, sharding.make_mesh(8), keys),
+      _run_step(init_fn, step_fn, batch, sharding.make_mesh(1), keys),
+  )
 
 
 def test_teacher_step_sharded_equals_single_device():
@@ -81,8 +89,10 @@ def test_teacher_step_sharded_equals_single_device():
   batch, src = _batch()
   init_fn, step_fn = teacher_stage.make_fns(c.teacher, src.num_classes, RES)
   keys = ("clean", "identity")
-  _assert_same(_run_step(init_fn, step_fn, batch, sharding.make_mesh(8), keys),
-               _run_step(init_fn, step_fn, batch, sharding.make_mesh(1), keys))
+  _assert_same(
+      _run_step(init_fn, step_fn, batch, sharding.make_mesh(8), keys),
+      _run_step(init_fn, step_fn, batch, sharding.make_mesh(1), keys),
+  )
 
 
 @pytest.mark.parametrize("instance,sharded_rel", [("hard", False), ("soft", True)])
@@ -93,8 +103,11 @@ def test_distillation_step_sharded_equals_single_device(instance, sharded_rel):
   t_state = t_init(jax.random.key(1))
   t_embed = teacher_stage.embed_fn(c.teacher, t_state)
   g_init, _ = deocclusion_stage.make_fns(c.deocclusion, RES)
-  frozen = {"teacher": {"dummy": jnp.zeros(())}, "generator": g_init(jax.random.key(2))["g"],
-            "centroids": jax.random.normal(jax.random.key(3), (src.num_classes, 16))}
+  frozen = {
+      "teacher": {"dummy": jnp.zeros(())},
+      "generator": g_init(jax.random.key(2))["g"],
+      "centroids": jax.random.normal(jax.random.key(3), (src.num_classes, 16)),
+  }
   dc = c.distillation
   dc.instance, dc.sharded_relational = instance, sharded_rel
   keys = ("masked", "mask", "clean", "identity")
@@ -102,8 +115,15 @@ def test_distillation_step_sharded_equals_single_device(instance, sharded_rel):
   for n in (8, 1):
     mesh = sharding.make_mesh(n)
     init_fn, step_fn = distillation_stage.make_fns(
-        dc, c.deocclusion, lambda p, x: {"embedding": t_embed(x)}, 16, src.num_classes, RES,
-        frozen, mesh)
+        dc,
+        c.deocclusion,
+        lambda p, x: {"embedding": t_embed(x)},
+        16,
+        src.num_classes,
+        RES,
+        frozen,
+        mesh,
+    )
     results.append(_run_step(init_fn, step_fn, batch, mesh, keys))
   _assert_same(*results, tol=2e-5)
 
@@ -128,18 +148,28 @@ def test_distillation_ce_on_teacher_outputs_over_teacher_classes():
 
   def teacher_apply(p, x):
     flat = x.reshape(x.shape[0], -1)
-    return {"embedding": flat[:, :16] / jnp.linalg.norm(flat[:, :16], axis=1, keepdims=True),
-            "logits": flat @ p["w"]}
+    return {
+        "embedding": flat[:, :16] / jnp.linalg.norm(flat[:, :16], axis=1, keepdims=True),
+        "logits": flat @ p["w"],
+    }
 
   m0 = jnp.zeros((1, RES, RES, 1)).at[:, 8:16, 8:16].set(1)
   g_params = deocclusion_stage.generator_from_config(c.deocclusion).init(
-      jax.random.key(2), jnp.zeros((1, RES, RES, 3)), m0)["params"]
+      jax.random.key(2), jnp.zeros((1, RES, RES, 3)), m0
+  )["params"]
   frozen = {"teacher": {"w": w}, "generator": g_params}
   dc = c.distillation
   dc.ce_target, dc.temperature, dc.instance = "teacher", 3.0, "hard"
   init_fn, step_fn = distillation_stage.make_fns(
-      dc, c.deocclusion, teacher_apply, 16, src.num_classes, RES, frozen,
-      teacher_num_classes=n_teacher)
+      dc,
+      c.deocclusion,
+      teacher_apply,
+      16,
+      src.num_classes,
+      RES,
+      frozen,
+      teacher_num_classes=n_teacher,
+  )
   state = init_fn(jax.random.key(0))
   assert state["params"]["classifier"]["kernel"].shape[-1] == n_teacher
   b = {k: jnp.asarray(batch[k]) for k in ("masked", "mask", "clean", "identity")}
@@ -150,12 +180,14 @@ def test_distillation_ce_on_teacher_outputs_over_teacher_classes():
 
   @jax.jit
   def student_logits(p, stats, x, m):
-    out, _ = student.apply({"params": p, "batch_stats": stats}, complete(x, m), train=True,
-                           mutable=["batch_stats"])
+    out, _ = student.apply(
+        {"params": p, "batch_stats": stats}, complete(x, m), train=True, mutable=["batch_stats"]
+    )
     return out["logits"]
 
-  s_logits = {"logits": student_logits(state["params"], state["batch_stats"], b["masked"],
-                                       b["mask"])}
+  s_logits = {
+      "logits": student_logits(state["params"], state["batch_stats"], b["masked"], b["mask"])
+  }
   t = 3.0
   lt = _logsoftmax64(np.asarray(teacher_apply(frozen["teacher"], b["clean"])["logits"]) / t)
   ls = _logsoftmax64(np.asarray(s_logits["logits"]) / t)
@@ -172,8 +204,17 @@ def test_distillation_ce_teacher_without_classifier_is_a_clear_error():
   dc = c.distillation
   dc.ce_target = "teacher"
   with pytest.raises(ValueError, match=r"ce_target='teacher'.*dlib.*no classifier"):
-    distillation_stage.make_fns(dc, c.deocclusion, lambda p, x: {}, 16, 40, RES, {},
-                                teacher_num_classes=None, teacher_name="teacher 'dlib'")
+    distillation_stage.make_fns(
+        dc,
+        c.deocclusion,
+        lambda p, x: {},
+        16,
+        40,
+        RES,
+        {},
+        teacher_num_classes=None,
+        teacher_name="teacher 'dlib'",
+    )
   dc.ce_target = "labels"  # label cross-entropy stays available, head over the identities
   assert distillation_stage.head_classes(dc, 40, None) == 40
   dc.use_ce = False

@@ -1,4 +1,5 @@
 """ResNet18Student: shapes, BatchNorm state, bf16, and numerics vs a hand-written torch ResNet-18."""
+
 from __future__ import annotations
 
 import jax
@@ -13,6 +14,7 @@ from deocc_jax.models.student import ResNet18Student
 
 
 class _TBlock(tnn.Module):
+
   def __init__(self, cin, cout, stride):
     super().__init__()
     self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
@@ -21,8 +23,9 @@ class _TBlock(tnn.Module):
     self.bn2 = tnn.BatchNorm2d(cout)
     self.down = None
     if stride != 1 or cin != cout:
-      self.down = tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False),
-                                 tnn.BatchNorm2d(cout))
+      self.down = tnn.Sequential(
+          tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout)
+      )
 
   def forward(self, x):
     y = F.relu(self.bn1(self.conv1(x)))
@@ -31,11 +34,15 @@ class _TBlock(tnn.Module):
 
 
 class _TResNet18(tnn.Module):
+
   def __init__(self, widths, small, emb, ncls):
     super().__init__()
     self.small = small
-    self.stem = (tnn.Conv2d(3, widths[0], 3, 1, 1, bias=False) if small
-                 else tnn.Conv2d(3, widths[0], 7, 2, 3, bias=False))
+    self.stem = (
+        tnn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        if small
+        else tnn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+    )
     self.bn = tnn.BatchNorm2d(widths[0])
     blocks, cin = [], widths[0]
     for i, w in enumerate(widths):
@@ -120,14 +127,19 @@ def test_matches_torch_resnet18(small, size):
 
   # Train mode: batch statistics, and the running-mean update (momentum 0.1).
   out, upd = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
-      variables, jnp.asarray(x))
+      variables, jnp.asarray(x)
+  )
   tm.train()
   with torch.no_grad():
     f, e, lg = tm(xt)
   for k, ref in (("features", f), ("embedding", e), ("logits", lg)):
     np.testing.assert_allclose(np.asarray(out[k]), ref.numpy(), rtol=1e-3, atol=1e-3)
-  np.testing.assert_allclose(np.asarray(upd["batch_stats"]["layer3_0"]["bn2"]["mean"]),
-                             tm.blocks[4].bn2.running_mean.numpy(), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+      np.asarray(upd["batch_stats"]["layer3_0"]["bn2"]["mean"]),
+      tm.blocks[4].bn2.running_mean.numpy(),
+      rtol=1e-4,
+      atol=1e-5,
+  )
 
 
 def test_shapes_no_head_and_bf16():
@@ -141,13 +153,13 @@ def test_shapes_no_head_and_bf16():
   _, upd = m32.apply(v, x, train=True, mutable=["batch_stats"])
   before = v["batch_stats"]["stem_bn"]["mean"]
   assert not np.allclose(np.asarray(upd["batch_stats"]["stem_bn"]["mean"]), np.asarray(before))
-  mbf = ResNet18Student(embedding_dim=16, width=0.125, small_input_stem=True,
-                        dtype=jnp.bfloat16)
+  mbf = ResNet18Student(embedding_dim=16, width=0.125, small_input_stem=True, dtype=jnp.bfloat16)
   obf = mbf.apply(v, x)
   assert obf["embedding"].dtype == jnp.float32
   assert jax.tree.leaves(v["params"])[0].dtype == jnp.float32
-  np.testing.assert_allclose(np.asarray(obf["embedding"]), np.asarray(out["embedding"]),
-                             rtol=0.1, atol=0.1)
+  np.testing.assert_allclose(
+      np.asarray(obf["embedding"]), np.asarray(out["embedding"]), rtol=0.1, atol=0.1
+  )
 
 
 def test_bad_input_raises():

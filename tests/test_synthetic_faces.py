@@ -1,4 +1,5 @@
 """Synthetic identity faces: determinism, landmarks, identity structure."""
+
 import numpy as np
 import pytest
 
@@ -60,14 +61,13 @@ def test_lower_face_correlated_with_upper_but_not_determined():
   coef, *_ = np.linalg.lstsq(ups, lows, rcond=None)
   resid = lows - ups @ coef
   r2 = 1 - resid.var(0) / lows.var(0)
-  rho2 = sf.LOWER_FACE_CORRELATION ** 2
+  rho2 = sf.LOWER_FACE_CORRELATION**2
   assert np.all(np.abs(r2 - rho2) < 0.06), r2
   assert np.all(r2 < 0.5)  # far from predictable
 
 
 def test_same_identity_closer_than_different_identities_in_pixels():
-  ds = sf.SyntheticFaces(identities=30, images_per_identity=4, resolution=32,
-                         nuisance_strength=0.0)
+  ds = sf.SyntheticFaces(identities=30, images_per_identity=4, resolution=32, nuisance_strength=0.0)
   # Without geometric nuisance, same-identity images differ only by
   # lighting/expression/background inside the face.
   faces = np.stack([ds[i]["image"] for i in range(len(ds))]).astype(np.float32)

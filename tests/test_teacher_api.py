@@ -1,4 +1,5 @@
 """The one-API teacher loader: dlib and converted teachers embed like their sources."""
+
 import sys
 from pathlib import Path
 
@@ -9,12 +10,14 @@ import torch
 from deocc_jax import convert
 from deocc_jax.teachers import api
 from deocc_jax.teachers import dlib_resnet
+
 sys.path.insert(0, str(Path(__file__).parent))
 from torch_reference_models import TorchInceptionResnetV1, nhwc_to_nchw, randomise_  # noqa: E402
 
 
 def _faces(n, size, seed=0):
   from deocc_jax.data.synthetic_faces import SyntheticFaces
+
   ds = SyntheticFaces(identities=n, images_per_identity=1, resolution=size, seed=seed)
   return np.stack([ds[i]["image"] for i in range(n)])
 
@@ -37,11 +40,15 @@ def test_converted_teacher_matches_torch(tmp_path):
   rng = np.random.default_rng(5)
   imgs = rng.integers(0, 256, (2, 160, 160, 3), dtype=np.uint8)
   pre = lambda x: (x.astype(np.float32) - 127.5) / 128.0  # noqa: E731
-  model = randomise_(TorchInceptionResnetV1(num_classes=10), seed=1,
-                     calibration_input=nhwc_to_nchw(pre(rng.integers(0, 256, (4, 160, 160, 3)))))
+  model = randomise_(
+      TorchInceptionResnetV1(num_classes=10),
+      seed=1,
+      calibration_input=nhwc_to_nchw(pre(rng.integers(0, 256, (4, 160, 160, 3)))),
+  )
   torch.save(model.state_dict(), tmp_path / "w.pt")
-  convert.convert("inception_resnet_v1", str(tmp_path / "w.pt"), str(tmp_path / "out"),
-                  num_classes=10)
+  convert.convert(
+      "inception_resnet_v1", str(tmp_path / "w.pt"), str(tmp_path / "out"), num_classes=10
+  )
   t = api.load_teacher("converted", str(tmp_path / "out"))
   with torch.no_grad():
     ref = model(nhwc_to_nchw(pre(imgs)))[0].numpy()

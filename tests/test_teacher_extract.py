@@ -1,13 +1,15 @@
 """Offline teacher jobs: sharded extraction == plain loop; centroids (Eq. 18)."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from deocc_jax.teachers import extract
-from deocc_jax.training import sharding
+from deocc_jax.utils import sharding
 
 
 class _Src:
+
   def __init__(self, n):
     self.n = n
 
@@ -16,8 +18,7 @@ class _Src:
 
   def __getitem__(self, i):
     rng = np.random.default_rng(i)
-    return {"image": rng.integers(0, 255, (8, 8, 3)).astype(np.uint8),
-            "identity": np.int32(i % 7)}
+    return {"image": rng.integers(0, 255, (8, 8, 3)).astype(np.uint8), "identity": np.int32(i % 7)}
 
 
 def _embed(x):
@@ -29,8 +30,9 @@ def _embed(x):
 @pytest.mark.parametrize("devices,n", [(8, 45), (1, 45), (4, 16)])
 def test_sharded_extraction_matches_a_plain_loop(devices, n):
   src = _Src(n)
-  emb, lab = extract.extract_embeddings(_embed, src, batch_size=16,
-                                        mesh=sharding.make_mesh(devices))
+  emb, lab = extract.extract_embeddings(
+      _embed, src, batch_size=16, mesh=sharding.make_mesh(devices)
+  )
   ref = np.stack([np.asarray(_embed(jnp.asarray(src[i]["image"])[None]))[0] for i in range(n)])
   np.testing.assert_allclose(emb, ref, rtol=1e-5, atol=1e-3)
   np.testing.assert_array_equal(lab, np.arange(n) % 7)

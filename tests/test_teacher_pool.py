@@ -2,6 +2,7 @@
 from the student's identities, a fresh head when fine-tuning on other
 identities, the held-out check over both pools, and per-fold paired
 differences."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 
 from deocc_jax.data import pipeline as pipe
 from deocc_jax.data.synthetic_faces import SyntheticFaces
-from deocc_jax.evaluation import job, verification
+from deocc_jax.errors import ConfigError
+from deocc_jax.evaluation import evaluator, job, verification
 from deocc_jax.training import stages, teacher_stage
 from tests._tiny_run import tiny_config
 
@@ -41,7 +43,7 @@ def test_teacher_source_follows_the_config():
   assert src.num_classes == 50 and len(src) == 100
   assert int(src.identities.min()) == c.data.identities
   c.data.source = "celeba"
-  with pytest.raises(stages.ConfigError, match="teacher_identities"):
+  with pytest.raises(ConfigError, match="teacher_identities"):
     stages.teacher_source(c)
 
 
@@ -50,13 +52,18 @@ def test_finetuning_on_other_identities_gets_a_new_head():
   t = c.teacher
   init_fn, _ = teacher_stage.make_fns(t, 7, 32)
   teacher_state = init_fn(jax.random.key(0))
-  init_from = {"params": {"backbone": teacher_state["params"]["backbone"]},
-               "batch_stats": teacher_state["batch_stats"]}
+  init_from = {
+      "params": {"backbone": teacher_state["params"]["backbone"]},
+      "batch_stats": teacher_state["batch_stats"],
+  }
   ft_init, ft_step = teacher_stage.make_fns(t, 5, 32, init_from=init_from)
   state = ft_init(jax.random.key(1))
   assert state["params"]["head"]["weight"].shape == (int(t.embed_dim), 5)
-  jax.tree.map(np.testing.assert_array_equal, state["params"]["backbone"],
-               teacher_state["params"]["backbone"])
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      state["params"]["backbone"],
+      teacher_state["params"]["backbone"],
+  )
   batch = {"clean": jnp.zeros((4, 32, 32, 3)), "identity": jnp.array([0, 1, 2, 4])}
   state, metrics = ft_step(state, batch)
   assert np.isfinite(float(metrics["loss/arcface"]))
@@ -71,9 +78,13 @@ def test_held_out_check_covers_the_teacher_pool(monkeypatch):
   assert "40 of them the teacher's pool" in held["description"]
   # A teacher pool that holds test identities is refused.
   test_ids = stages.make_source(c, "test").identities
-  monkeypatch.setattr(stages, "teacher_source",
-                      lambda config: pipe.SyntheticSplitSource(
-                          stages.make_source(config, "test").faces, test_ids[:3]))
+  monkeypatch.setattr(
+      stages,
+      "teacher_source",
+      lambda config: pipe.SyntheticSplitSource(
+          stages.make_source(config, "test").faces, test_ids[:3]
+      ),
+  )
   with pytest.raises(job.HeldOutError, match="shares 3"):
     job.held_out_source(c)
 
@@ -97,16 +108,22 @@ def test_paired_comparisons_cover_references_and_completions():
   rng = np.random.default_rng(1)
 
   def entry():
-    return {"fold_accuracies_one": rng.uniform(0.8, 1, 10).tolist(),
-            "fold_accuracies_both": rng.uniform(0.7, 1, 10).tolist()}
+    return {
+        "fold_accuracies_one": rng.uniform(0.8, 1, 10).tolist(),
+        "fold_accuracies_both": rng.uniform(0.7, 1, 10).tolist(),
+    }
 
-  mix = {r: {k: entry() for k in ("clean", "masked", "completed")}
-         for r in ("teacher", "arcface_finetuned", "student_soft")}
-  rows = job.paired_comparisons(mix, "one")
+  mix = {
+      r: {k: entry() for k in ("clean", "masked", "completed")}
+      for r in ("teacher", "arcface_finetuned", "student_soft")
+  }
+  rows = evaluator.paired_comparisons(mix, "one")
   got = {(r["a"], r["b"]): r for r in rows}
   row = got[(("student_soft", "completed"), ("arcface_finetuned", "completed"))]
-  diff = np.subtract(mix["student_soft"]["completed"]["fold_accuracies_one"],
-                     mix["arcface_finetuned"]["completed"]["fold_accuracies_one"])
+  diff = np.subtract(
+      mix["student_soft"]["completed"]["fold_accuracies_one"],
+      mix["arcface_finetuned"]["completed"]["fold_accuracies_one"],
+  )
   assert row["mean"] == pytest.approx(100 * diff.mean())
   assert row["positive"] == int((diff > 0).sum())
   assert (("teacher", "completed"), ("teacher", "masked")) in got

@@ -1,4 +1,5 @@
 """Verification metrics against brute-force references."""
+
 import numpy as np
 import pytest
 

@@ -13,6 +13,7 @@ names (hence the state-dict keys) follow the layouts the pretrained files use:
 :func:`randomise_` draws every parameter *and* BatchNorm running statistic at
 random so BatchNorm conversion is really exercised.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,233 +26,267 @@ from torch.nn import functional as F
 
 # --------------------------------------------------------------------------- facenet
 class TBasicConv2d(nn.Module):
-    """conv (no bias) + BN(eps 1e-3) + ReLU."""
+  """conv (no bias) + BN(eps 1e-3) + ReLU."""
 
-    def __init__(self, cin: int, cout: int, k: int | tuple[int, int], s: int = 1,
-                 p: int | tuple[int, int] = 0) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel_size=k, stride=s, padding=p, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=1e-3, momentum=0.1, affine=True)
-        self.relu = nn.ReLU()
+  def __init__(
+      self, cin: int, cout: int, k: int | tuple[int, int], s: int = 1, p: int | tuple[int, int] = 0
+  ) -> None:
+    super().__init__()
+    self.conv = nn.Conv2d(cin, cout, kernel_size=k, stride=s, padding=p, bias=False)
+    self.bn = nn.BatchNorm2d(cout, eps=1e-3, momentum=0.1, affine=True)
+    self.relu = nn.ReLU()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(x)))
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return self.relu(self.bn(self.conv(x)))
 
 
 def _seq(*specs: tuple) -> nn.Sequential:
-    return nn.Sequential(*[TBasicConv2d(*s) for s in specs])
+  return nn.Sequential(*[TBasicConv2d(*s) for s in specs])
 
 
 class TBlock35(nn.Module):
-    def __init__(self, scale: float) -> None:
-        super().__init__()
-        self.scale = scale
-        self.branch0 = TBasicConv2d(256, 32, 1)
-        self.branch1 = _seq((256, 32, 1), (32, 32, 3, 1, 1))
-        self.branch2 = _seq((256, 32, 1), (32, 32, 3, 1, 1), (32, 32, 3, 1, 1))
-        self.conv2d = nn.Conv2d(96, 256, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
-        return F.relu(self.conv2d(out) * self.scale + x)
+  def __init__(self, scale: float) -> None:
+    super().__init__()
+    self.scale = scale
+    self.branch0 = TBasicConv2d(256, 32, 1)
+    self.branch1 = _seq((256, 32, 1), (32, 32, 3, 1, 1))
+    self.branch2 = _seq((256, 32, 1), (32, 32, 3, 1, 1), (32, 32, 3, 1, 1))
+    self.conv2d = nn.Conv2d(96, 256, kernel_size=1)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    out = torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
+    return F.relu(self.conv2d(out) * self.scale + x)
 
 
 class TBlock17(nn.Module):
-    def __init__(self, scale: float) -> None:
-        super().__init__()
-        self.scale = scale
-        self.branch0 = TBasicConv2d(896, 128, 1)
-        self.branch1 = _seq((896, 128, 1), (128, 128, (1, 7), 1, (0, 3)), (128, 128, (7, 1), 1, (3, 0)))
-        self.conv2d = nn.Conv2d(256, 896, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.cat([self.branch0(x), self.branch1(x)], 1)
-        return F.relu(self.conv2d(out) * self.scale + x)
+  def __init__(self, scale: float) -> None:
+    super().__init__()
+    self.scale = scale
+    self.branch0 = TBasicConv2d(896, 128, 1)
+    self.branch1 = _seq((896, 128, 1), (128, 128, (1, 7), 1, (0, 3)), (128, 128, (7, 1), 1, (3, 0)))
+    self.conv2d = nn.Conv2d(256, 896, kernel_size=1)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    out = torch.cat([self.branch0(x), self.branch1(x)], 1)
+    return F.relu(self.conv2d(out) * self.scale + x)
 
 
 class TBlock8(nn.Module):
-    def __init__(self, scale: float = 1.0, no_relu: bool = False) -> None:
-        super().__init__()
-        self.scale, self.no_relu = scale, no_relu
-        self.branch0 = TBasicConv2d(1792, 192, 1)
-        self.branch1 = _seq((1792, 192, 1), (192, 192, (1, 3), 1, (0, 1)), (192, 192, (3, 1), 1, (1, 0)))
-        self.conv2d = nn.Conv2d(384, 1792, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.cat([self.branch0(x), self.branch1(x)], 1)
-        out = self.conv2d(out) * self.scale + x
-        return out if self.no_relu else F.relu(out)
+  def __init__(self, scale: float = 1.0, no_relu: bool = False) -> None:
+    super().__init__()
+    self.scale, self.no_relu = scale, no_relu
+    self.branch0 = TBasicConv2d(1792, 192, 1)
+    self.branch1 = _seq(
+        (1792, 192, 1), (192, 192, (1, 3), 1, (0, 1)), (192, 192, (3, 1), 1, (1, 0))
+    )
+    self.conv2d = nn.Conv2d(384, 1792, kernel_size=1)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    out = torch.cat([self.branch0(x), self.branch1(x)], 1)
+    out = self.conv2d(out) * self.scale + x
+    return out if self.no_relu else F.relu(out)
 
 
 class TMixed6a(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.branch0 = TBasicConv2d(256, 384, 3, 2)
-        self.branch1 = _seq((256, 192, 1), (192, 192, 3, 1, 1), (192, 256, 3, 2))
-        self.branch2 = nn.MaxPool2d(3, stride=2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
+  def __init__(self) -> None:
+    super().__init__()
+    self.branch0 = TBasicConv2d(256, 384, 3, 2)
+    self.branch1 = _seq((256, 192, 1), (192, 192, 3, 1, 1), (192, 256, 3, 2))
+    self.branch2 = nn.MaxPool2d(3, stride=2)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
 
 
 class TMixed7a(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.branch0 = _seq((896, 256, 1), (256, 384, 3, 2))
-        self.branch1 = _seq((896, 256, 1), (256, 256, 3, 2))
-        self.branch2 = _seq((896, 256, 1), (256, 256, 3, 1, 1), (256, 256, 3, 2))
-        self.branch3 = nn.MaxPool2d(3, stride=2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
+  def __init__(self) -> None:
+    super().__init__()
+    self.branch0 = _seq((896, 256, 1), (256, 384, 3, 2))
+    self.branch1 = _seq((896, 256, 1), (256, 256, 3, 2))
+    self.branch2 = _seq((896, 256, 1), (256, 256, 3, 1, 1), (256, 256, 3, 2))
+    self.branch3 = nn.MaxPool2d(3, stride=2)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
 
 
 class TorchInceptionResnetV1(nn.Module):
-    """facenet-pytorch InceptionResnetV1 with a ``logits`` head; returns (embedding, logits)."""
+  """facenet-pytorch InceptionResnetV1 with a ``logits`` head; returns (embedding, logits)."""
 
-    def __init__(self, num_classes: int = 8631) -> None:
-        super().__init__()
-        self.conv2d_1a = TBasicConv2d(3, 32, 3, 2)
-        self.conv2d_2a = TBasicConv2d(32, 32, 3, 1)
-        self.conv2d_2b = TBasicConv2d(32, 64, 3, 1, 1)
-        self.maxpool_3a = nn.MaxPool2d(3, stride=2)
-        self.conv2d_3b = TBasicConv2d(64, 80, 1)
-        self.conv2d_4a = TBasicConv2d(80, 192, 3)
-        self.conv2d_4b = TBasicConv2d(192, 256, 3, 2)
-        self.repeat_1 = nn.Sequential(*[TBlock35(0.17) for _ in range(5)])
-        self.mixed_6a = TMixed6a()
-        self.repeat_2 = nn.Sequential(*[TBlock17(0.10) for _ in range(10)])
-        self.mixed_7a = TMixed7a()
-        self.repeat_3 = nn.Sequential(*[TBlock8(0.20) for _ in range(5)])
-        self.block8 = TBlock8(no_relu=True)
-        self.avgpool_1a = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(0.6)
-        self.last_linear = nn.Linear(1792, 512, bias=False)
-        self.last_bn = nn.BatchNorm1d(512, eps=1e-3, momentum=0.1, affine=True)
-        self.logits = nn.Linear(512, num_classes)
+  def __init__(self, num_classes: int = 8631) -> None:
+    super().__init__()
+    self.conv2d_1a = TBasicConv2d(3, 32, 3, 2)
+    self.conv2d_2a = TBasicConv2d(32, 32, 3, 1)
+    self.conv2d_2b = TBasicConv2d(32, 64, 3, 1, 1)
+    self.maxpool_3a = nn.MaxPool2d(3, stride=2)
+    self.conv2d_3b = TBasicConv2d(64, 80, 1)
+    self.conv2d_4a = TBasicConv2d(80, 192, 3)
+    self.conv2d_4b = TBasicConv2d(192, 256, 3, 2)
+    self.repeat_1 = nn.Sequential(*[TBlock35(0.17) for _ in range(5)])
+    self.mixed_6a = TMixed6a()
+    self.repeat_2 = nn.Sequential(*[TBlock17(0.10) for _ in range(10)])
+    self.mixed_7a = TMixed7a()
+    self.repeat_3 = nn.Sequential(*[TBlock8(0.20) for _ in range(5)])
+    self.block8 = TBlock8(no_relu=True)
+    self.avgpool_1a = nn.AdaptiveAvgPool2d(1)
+    self.dropout = nn.Dropout(0.6)
+    self.last_linear = nn.Linear(1792, 512, bias=False)
+    self.last_bn = nn.BatchNorm1d(512, eps=1e-3, momentum=0.1, affine=True)
+    self.logits = nn.Linear(512, num_classes)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        for name in ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a",
-                     "conv2d_4b", "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8",
-                     "avgpool_1a", "dropout"):
-            x = getattr(self, name)(x)
-        x = self.last_bn(self.last_linear(x.view(x.shape[0], -1)))
-        return F.normalize(x, p=2, dim=1), self.logits(x)
+  def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    for name in (
+        "conv2d_1a",
+        "conv2d_2a",
+        "conv2d_2b",
+        "maxpool_3a",
+        "conv2d_3b",
+        "conv2d_4a",
+        "conv2d_4b",
+        "repeat_1",
+        "mixed_6a",
+        "repeat_2",
+        "mixed_7a",
+        "repeat_3",
+        "block8",
+        "avgpool_1a",
+        "dropout",
+    ):
+      x = getattr(self, name)(x)
+    x = self.last_bn(self.last_linear(x.view(x.shape[0], -1)))
+    return F.normalize(x, p=2, dim=1), self.logits(x)
 
 
 # --------------------------------------------------------------------------- vggface2
 class TBottleneck(nn.Module):
-    """Caffe-style bottleneck (stride on conv1), optional SE gate conv4/conv5."""
+  """Caffe-style bottleneck (stride on conv1), optional SE gate conv4/conv5."""
 
-    def __init__(self, cin: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 se: bool = False) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, planes, kernel_size=1, stride=stride, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * 4, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.downsample = downsample
-        self.se = se
-        if se:
-            self.conv4 = nn.Conv2d(planes * 4, planes * 4 // 16, kernel_size=1, bias=True)
-            self.conv5 = nn.Conv2d(planes * 4 // 16, planes * 4, kernel_size=1, bias=True)
+  def __init__(
+      self,
+      cin: int,
+      planes: int,
+      stride: int = 1,
+      downsample: nn.Module | None = None,
+      se: bool = False,
+  ) -> None:
+    super().__init__()
+    self.conv1 = nn.Conv2d(cin, planes, kernel_size=1, stride=stride, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.conv3 = nn.Conv2d(planes, planes * 4, kernel_size=1, bias=False)
+    self.bn3 = nn.BatchNorm2d(planes * 4)
+    self.downsample = downsample
+    self.se = se
+    if se:
+      self.conv4 = nn.Conv2d(planes * 4, planes * 4 // 16, kernel_size=1, bias=True)
+      self.conv5 = nn.Conv2d(planes * 4 // 16, planes * 4, kernel_size=1, bias=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.se:
-            g = F.avg_pool2d(out, kernel_size=out.size(2))
-            g = torch.sigmoid(self.conv5(F.relu(self.conv4(g))))
-            out = g * out
-        residual = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + residual)
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = F.relu(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(out))
+    if self.se:
+      g = F.avg_pool2d(out, kernel_size=out.size(2))
+      g = torch.sigmoid(self.conv5(F.relu(self.conv4(g))))
+      out = g * out
+    residual = x if self.downsample is None else self.downsample(x)
+    return F.relu(out + residual)
 
 
 class TorchVGGFace2ResNet(nn.Module):
-    """VGGFace2-pytorch resnet50 (``se=False``) / senet50 (``se=True``); returns (pooled, logits)."""
+  """VGGFace2-pytorch resnet50 (``se=False``) / senet50 (``se=True``); returns (pooled, logits)."""
 
-    def __init__(self, se: bool = False, num_classes: int = 8631, layers: Sequence[int] = (3, 4, 6, 3)) -> None:
-        super().__init__()
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
-        self.layer1 = self._make_layer(64, layers[0], 1, se)
-        self.layer2 = self._make_layer(128, layers[1], 2, se)
-        self.layer3 = self._make_layer(256, layers[2], 2, se)
-        self.layer4 = self._make_layer(512, layers[3], 2, se)
-        self.avgpool = nn.AvgPool2d(7, stride=1)
-        self.fc = nn.Linear(2048, num_classes)
+  def __init__(
+      self, se: bool = False, num_classes: int = 8631, layers: Sequence[int] = (3, 4, 6, 3)
+  ) -> None:
+    super().__init__()
+    self.inplanes = 64
+    self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    self.bn1 = nn.BatchNorm2d(64)
+    self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
+    self.layer1 = self._make_layer(64, layers[0], 1, se)
+    self.layer2 = self._make_layer(128, layers[1], 2, se)
+    self.layer3 = self._make_layer(256, layers[2], 2, se)
+    self.layer4 = self._make_layer(512, layers[3], 2, se)
+    self.avgpool = nn.AvgPool2d(7, stride=1)
+    self.fc = nn.Linear(2048, num_classes)
 
-    def _make_layer(self, planes: int, blocks: int, stride: int, se: bool) -> nn.Sequential:
-        down = None
-        if stride != 1 or self.inplanes != planes * 4:
-            down = nn.Sequential(nn.Conv2d(self.inplanes, planes * 4, kernel_size=1, stride=stride, bias=False),
-                                 nn.BatchNorm2d(planes * 4))
-        mods = [TBottleneck(self.inplanes, planes, stride, down, se)]
-        self.inplanes = planes * 4
-        mods += [TBottleneck(self.inplanes, planes, se=se) for _ in range(1, blocks)]
-        return nn.Sequential(*mods)
+  def _make_layer(self, planes: int, blocks: int, stride: int, se: bool) -> nn.Sequential:
+    down = None
+    if stride != 1 or self.inplanes != planes * 4:
+      down = nn.Sequential(
+          nn.Conv2d(self.inplanes, planes * 4, kernel_size=1, stride=stride, bias=False),
+          nn.BatchNorm2d(planes * 4),
+      )
+    mods = [TBottleneck(self.inplanes, planes, stride, down, se)]
+    self.inplanes = planes * 4
+    mods += [TBottleneck(self.inplanes, planes, se=se) for _ in range(1, blocks)]
+    return nn.Sequential(*mods)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        pooled = self.avgpool(x).view(x.size(0), -1)
-        return pooled, self.fc(pooled)
+  def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+    x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    pooled = self.avgpool(x).view(x.size(0), -1)
+    return pooled, self.fc(pooled)
 
 
 # --------------------------------------------------------------------------- helpers
 @torch.no_grad()
-def randomise_(model: nn.Module, seed: int, calibration_input: torch.Tensor | None = None) -> nn.Module:
-    """Random weights, biases and BatchNorm affine + running stats; returns ``model.eval()``.
+def randomise_(
+    model: nn.Module, seed: int, calibration_input: torch.Tensor | None = None
+) -> nn.Module:
+  """Random weights, biases and BatchNorm affine + running stats; returns ``model.eval()``.
 
-    With ``calibration_input`` (a preprocessed NCHW batch of >= 2 images) the running
-    statistics are first measured on it (train-mode forward, cumulative average), as
-    training would leave them, and then perturbed at random (mean shifted by
-    ~0.1 std, variance scaled by U(0.7, 1.4)); this keeps activations O(1) so that an
-    absolute float32 tolerance is meaningful, while every statistic still differs
-    from an identity / batch-statistics BatchNorm. Without it the statistics are
-    drawn outright (mean N(0, 0.2), var U(0.5, 2)).
-    """
-    g = torch.Generator().manual_seed(seed)
+  With ``calibration_input`` (a preprocessed NCHW batch of >= 2 images) the running
+  statistics are first measured on it (train-mode forward, cumulative average), as
+  training would leave them, and then perturbed at random (mean shifted by
+  ~0.1 std, variance scaled by U(0.7, 1.4)); this keeps activations O(1) so that an
+  absolute float32 tolerance is meaningful, while every statistic still differs
+  from an identity / batch-statistics BatchNorm. Without it the statistics are
+  drawn outright (mean N(0, 0.2), var U(0.5, 2)).
+  """
+  g = torch.Generator().manual_seed(seed)
 
-    def rnd(shape: torch.Size, scale: float, offset: float = 0.0) -> torch.Tensor:
-        return torch.randn(shape, generator=g) * scale + offset
+  def rnd(shape: torch.Size, scale: float, offset: float = 0.0) -> torch.Tensor:
+    return torch.randn(shape, generator=g) * scale + offset
 
-    bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            fan_in = int(np.prod(m.weight.shape[1:]))
-            m.weight.copy_(rnd(m.weight.shape, (2.0 / fan_in) ** 0.5))
-            if m.bias is not None:
-                m.bias.copy_(rnd(m.bias.shape, 0.1))
+  bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+  for m in model.modules():
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+      fan_in = int(np.prod(m.weight.shape[1:]))
+      m.weight.copy_(rnd(m.weight.shape, (2.0 / fan_in) ** 0.5))
+      if m.bias is not None:
+        m.bias.copy_(rnd(m.bias.shape, 0.1))
+  for m in bns:
+    m.weight.copy_(rnd(m.weight.shape, 0.2, 1.0))
+    m.bias.copy_(rnd(m.bias.shape, 0.2))
+    m.running_mean.copy_(rnd(m.running_mean.shape, 0.2))
+    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
+  if calibration_input is not None:
     for m in bns:
-        m.weight.copy_(rnd(m.weight.shape, 0.2, 1.0))
-        m.bias.copy_(rnd(m.bias.shape, 0.2))
-        m.running_mean.copy_(rnd(m.running_mean.shape, 0.2))
-        m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
-    if calibration_input is not None:
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative moving average = the batch statistics here
-        model.eval()
-        for m in bns:
-            m.train()
-        model(calibration_input)
-        for m in bns:
-            m.momentum = 0.1
-            std = m.running_var.sqrt()
-            m.running_mean.add_(rnd(m.running_mean.shape, 0.1) * std)
-            m.running_var.mul_(torch.rand(m.running_var.shape, generator=g) * 0.7 + 0.7)
-            m.running_var.clamp_(min=1e-3)
+      m.reset_running_stats()
+      m.momentum = None  # cumulative moving average = the batch statistics here
+    model.eval()
     for m in bns:
-        m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=g)))
-    return model.eval()
+      m.train()
+    model(calibration_input)
+    for m in bns:
+      m.momentum = 0.1
+      std = m.running_var.sqrt()
+      m.running_mean.add_(rnd(m.running_mean.shape, 0.1) * std)
+      m.running_var.mul_(torch.rand(m.running_var.shape, generator=g) * 0.7 + 0.7)
+      m.running_var.clamp_(min=1e-3)
+  for m in bns:
+    m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=g)))
+  return model.eval()
 
 
 def nhwc_to_nchw(x: np.ndarray) -> torch.Tensor:
-    """(N, H, W, C) numpy -> (N, C, H, W) float32 torch tensor."""
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 3, 1, 2)))
+  """(N, H, W, C) numpy -> (N, C, H, W) float32 torch tensor."""
+  return torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 3, 1, 2)))

@@ -15,31 +15,87 @@ Override:  --config.data.resolution=64 --config.distillation.num_steps=2000
 Variants:  --config=configs/synthetic.py:cpu (see configs/synthetic.py)
 """
 
+from typing import Any
+
 import ml_collections
+
+# Every optimizer / schedule field that training/optim.py reads, with its
+# default; each trained section (or optimizer sub-section) holds all of them.
+OPTIMIZER_FIELDS: dict[str, Any] = dict(
+    optimizer="sgd",  # 'sgd' | 'adam' | 'adamw'
+    lr=0.1,
+    momentum=0.9,  # sgd
+    nesterov=False,  # sgd
+    b1=0.9,  # adam / adamw
+    b2=0.999,  # adam / adamw
+    weight_decay=0.0,  # decoupled (adamw) or added to the gradient (sgd / adam)
+    grad_clip=0.0,  # > 0: clip by global norm
+    schedule="constant",  # 'constant' | 'step' (x decay_factor every decay_every steps) | 'cosine'
+    decay_factor=0.1,  # 'step'
+    warmup_steps=0,  # linear warm-up from 0
+    decay_every_epochs=0,  # > 0: decay_every in steps, resolved at the stage's start
+    warmup_epochs=0,  # > 0: warmup_steps, resolved likewise
+)
+
+
+# The train loop's fields (training/loop.py LoopConfig), in every trained section.
+LOOP_FIELDS: dict[str, Any] = dict(
+    log_every=50,  # metrics interval (steps)
+    checkpoint_every=200,  # checkpoint interval (steps)
+    sample_every=0,  # PNG sample grids (0 = never; the de-occlusion stage's)
+    best_metric="",  # keep the best checkpoints by this logged metric ('' = latest)
+    best_mode="min",  # 'min' | 'max' for best_metric
+)
+
+
+def optimizer_fields(**overrides: Any) -> dict[str, Any]:
+  """:data:`OPTIMIZER_FIELDS` with ``overrides`` (a misspelt field raises)."""
+  unknown = sorted(set(overrides) - set(OPTIMIZER_FIELDS))
+  if unknown:
+    raise KeyError(f"not optimizer fields: {unknown}; known: {sorted(OPTIMIZER_FIELDS)}")
+  return {**OPTIMIZER_FIELDS, **overrides}
+
+
+def _add_missing(section: ml_collections.ConfigDict, fields: dict[str, Any]) -> None:
+  for key, value in fields.items():
+    if key not in section:
+      section[key] = value
 
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.seed = 0              # master seed: model init, data order, masks
-  c.progress = True       # tqdm progress bars (process 0)
-  c.stages = ("render_data", "teacher", "teacher_embeddings", "deocclusion", "segmentation",
-              "distill_hard", "distill_soft", "finetune_arcface", "evaluate")
+  c.seed = 0  # master seed: model init, data order, masks
+  c.progress = True  # tqdm progress bars (process 0)
+  c.stages = (
+      "render_data",
+      "teacher",
+      "teacher_embeddings",
+      "deocclusion",
+      "segmentation",
+      "distill_hard",
+      "distill_soft",
+      "finetune_arcface",
+      "evaluate",
+  )
 
   # --- data: the synthetic identity faces (deocc_jax/data/synthetic_faces.py)
   c.data = ml_collections.ConfigDict()
-  c.data.source = "synthetic"          # 'synthetic' | 'celeba' | 'folder'
-  c.data.root = ""                     # data folder for real sources
-  c.data.identities = 1000             # synthetic identities (80/10/10 train/val/test)
-  c.data.images_per_identity = 20      # images rendered per identity
-  c.data.resolution = 32               # face side in pixels (32..256); CPU-sized
-  c.data.seed = 0                      # data seed: same seed, same faces
-  c.data.coverage_range = (0.1, 0.3)   # fraction of the face occluded (mean ~1/5)
+  c.data.source = "synthetic"  # 'synthetic' | 'celeba' | 'folder'
+  c.data.partition = "official"  # celeba: 'official' (list_eval_partition.txt)
+  # | 'random_6_1' (the paper's 6:1 image split)
+  c.data.root = ""  # data folder for real sources
+  c.data.landmarks_file = ""  # folder: optional 5-point file (CelebA row format)
+  c.data.identities = 1000  # synthetic identities (80/10/10 train/val/test)
+  c.data.images_per_identity = 20  # images rendered per identity
+  c.data.resolution = 32  # face side in pixels (32..256); CPU-sized
+  c.data.seed = 0  # data seed: same seed, same faces
+  c.data.coverage_range = (0.1, 0.3)  # fraction of the face occluded (mean ~1/5)
   c.data.categories = ("simple", "complex", "body", "hybrid")  # mask categories
-  c.data.mask_library = ""             # optional folder of RGBA mask PNGs
-  c.data.library_prob = 1.0            # rate at which library masks replace the procedural
-                                       # occluders (when mask_library is set; paper: all)
-  c.data.face_mask_prob = 0.2          # share of simple/complex/hybrid draws that are
-                                       # landmark-fitted face masks (~1/2 coverage each)
+  c.data.mask_library = ""  # optional folder of RGBA mask PNGs
+  c.data.library_prob = 1.0  # rate at which library masks replace the procedural
+  # occluders (when mask_library is set; paper: all)
+  c.data.face_mask_prob = 0.2  # share of simple/complex/hybrid draws that are
+  # landmark-fitted face masks (~1/2 coverage each)
   # shade / blur / noise occluders like the photo (data/photometric.py); off in
   # this CPU-sized default: it makes occluder synthesis several times slower
   # (~30 ms per 64 px example), which dominated the teacher stage's time.
@@ -49,85 +105,88 @@ def get_config() -> ml_collections.ConfigDict:
   # (0 = the teacher trains on the 'train' split, like the students).
   c.data.teacher_identities = 0
   c.data.teacher_images_per_identity = 0  # 0 = images_per_identity
-  c.data.holdout_identities = 0        # CelebA: identities kept out of every training
-                                       # stage (fraction < 1 or count), split 'heldout';
-                                       # the synthetic splits are identity-disjoint already
+  c.data.holdout_identities = 0  # CelebA: identities kept out of every training
+  # stage (fraction < 1 or count), split 'heldout';
+  # the synthetic splits are identity-disjoint already
 
   # --- online pair pipeline (grain)
   c.pipeline = ml_collections.ConfigDict()
-  c.pipeline.worker_count = 0          # grain worker processes (0 = in-process)
-  c.pipeline.flip = True               # horizontal flip augmentation
-  c.pipeline.max_shift_px = 2          # shift augmentation, pixels
+  c.pipeline.worker_count = 0  # grain worker processes (0 = in-process)
+  c.pipeline.flip = True  # horizontal flip augmentation
+  c.pipeline.max_shift_px = 2  # shift augmentation, pixels
 
   # --- devices / hosts
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.num_devices = 0               # 0 = every device of every host
-  c.mesh.fsdp = False                  # shard params / optimizer state over 'data'
+  c.mesh.num_devices = 0  # 0 = every device of every host
+  c.mesh.fsdp = False  # shard params / optimizer state over 'data'
   c.distributed = ml_collections.ConfigDict()
-  c.distributed.mode = "none"          # 'none' | 'auto' (SLURM / TPU) | 'manual'
+  c.distributed.mode = "none"  # 'none' | 'auto' (SLURM / TPU) | 'manual'
   c.distributed.coordinator_address = ""
   c.distributed.num_processes = -1
   c.distributed.process_id = -1
 
   c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.keep = 2                # checkpoints kept per stage
-  c.checkpoint.async_save = True       # Orbax async checkpointing
+  c.checkpoint.keep = 2  # checkpoints kept per stage
+  c.checkpoint.async_save = True  # Orbax async checkpointing
 
   c.render = ml_collections.ConfigDict()
-  c.render.per_category = 48           # faces per contact sheet
-  c.render.columns = 8                 # pairs per sheet row
-  c.render.stats_examples = 400        # examples measured for coverage statistics
+  c.render.per_category = 48  # faces per contact sheet
+  c.render.columns = 8  # pairs per sheet row
+  c.render.stats_examples = 400  # examples measured for coverage statistics
 
   # --- stage 0: ArcFace teacher on clean faces
   c.teacher = ml_collections.ConfigDict()
-  c.teacher.kind = "arcface"           # 'arcface' (trained here) | 'dlib' | 'converted'
-  c.teacher.path = ""                  # dlib .dat file or converted-teacher dir
-  c.teacher.width = 0.25               # ResNet-18 width multiplier
-  c.teacher.small_input_stem = True    # 3x3 stride-1 stem for small faces
-  c.teacher.embed_dim = 128            # embedding size
-  c.teacher.arcface_scale = 30.0       # ArcFace s
-  c.teacher.arcface_margin = 0.3       # ArcFace m (radians)
+  c.teacher.kind = "arcface"  # 'arcface' (trained here) | 'dlib' | 'converted'
+  c.teacher.path = ""  # dlib .dat file or converted-teacher dir
+  c.teacher.width = 0.25  # ResNet-18 width multiplier
+  c.teacher.small_input_stem = True  # 3x3 stride-1 stem for small faces
+  c.teacher.embed_dim = 128  # embedding size
+  c.teacher.arcface_scale = 30.0  # ArcFace s
+  c.teacher.arcface_margin = 0.3  # ArcFace m (radians)
   c.teacher.batch_size = 64
   c.teacher.num_steps = 400
   # Schedule from epochs (training/optim.py resolve_schedule): epochs > 0 sets
   # num_steps = epochs x (train examples // batch_size); decay_every_epochs > 0
   # sets decay_every; base_batch_size > 0 scales lr by batch_size / base_batch_size.
-  c.teacher.epochs = 0                 # 0 = use num_steps
+  c.teacher.epochs = 0  # 0 = use num_steps
   c.teacher.decay_every_epochs = 0
-  c.teacher.base_batch_size = 0        # 0 = lr as given
-  c.teacher.optimizer = "adam"         # 'sgd' | 'adam' | 'adamw'
+  c.teacher.base_batch_size = 0  # 0 = lr as given
+  c.teacher.optimizer = "adam"  # 'sgd' | 'adam' | 'adamw'
   c.teacher.lr = 2e-3
   c.teacher.weight_decay = 0.0
   c.teacher.schedule = "cosine"
   c.teacher.warmup_steps = 50
   c.teacher.log_every = 50
   c.teacher.checkpoint_every = 200
+  c.teacher.dtype = "float32"  # compute dtype ('bfloat16' on GPU / TPU); params fp32
+  _add_missing(c.teacher, optimizer_fields())  # momentum, b1, b2, grad_clip, ...
+  _add_missing(c.teacher, LOOP_FIELDS)
 
   c.teacher_embeddings = ml_collections.ConfigDict()
   c.teacher_embeddings.batch_size = 256  # global batch of the extraction job
 
   # --- stage 1: de-occlusion (DeepFill v1 generator + global/local critics)
   c.deocclusion = ml_collections.ConfigDict()
-  c.deocclusion.cnum = 16              # generator base width (paper: 32)
-  c.deocclusion.critic_cnum = 16       # critic base width (DeepFill: 64)
+  c.deocclusion.cnum = 16  # generator base width (paper: 32)
+  c.deocclusion.critic_cnum = 16  # critic base width (DeepFill: 64)
   c.deocclusion.contextual_attention = True
-  c.deocclusion.local_size = 16        # local critic input side
+  c.deocclusion.local_size = 16  # local critic input side
   # Objective: the paper's Eq. 7-8 here (one critic update per step, for CPU
   # speed); configs/paper_celeba.py uses DeepFill v1's ('deepfill' + 'wgan_gp',
   # lambda_adv 0.001, n_critic 5, Adam 1e-4) — see training/deocclusion_stage.py.
-  c.deocclusion.adversarial = "gan"    # 'gan' (Eq. 8) | 'wgan_gp' (DeepFill)
+  c.deocclusion.adversarial = "gan"  # 'gan' (Eq. 8) | 'wgan_gp' (DeepFill)
   c.deocclusion.reconstruction = "l1"  # 'l1' (Eq. 7) | 'deepfill'
-  c.deocclusion.lambda_adv = 0.01      # weight of the adversarial terms (DeepFill: 0.001)
-  c.deocclusion.n_critic = 1           # critic updates per generator update (DeepFill: 5)
-  c.deocclusion.gp_lambda = 10.0       # WGAN-GP weight (wgan_gp; masked to the hole)
-  c.deocclusion.coarse_alpha = 1.2     # 'deepfill': weight of the coarse output's L1
-  c.deocclusion.l1_alpha = 1.2         # 'deepfill': discounted hole L1 weight
-  c.deocclusion.ae_alpha = 1.2         # 'deepfill': known-region L1 weight
-  c.deocclusion.discount_gamma = 0.9   # 'deepfill': spatial discounting gamma
+  c.deocclusion.lambda_adv = 0.01  # weight of the adversarial terms (DeepFill: 0.001)
+  c.deocclusion.n_critic = 1  # critic updates per generator update (DeepFill: 5)
+  c.deocclusion.gp_lambda = 10.0  # WGAN-GP weight (wgan_gp; masked to the hole)
+  c.deocclusion.coarse_alpha = 1.2  # 'deepfill': weight of the coarse output's L1
+  c.deocclusion.l1_alpha = 1.2  # 'deepfill': discounted hole L1 weight
+  c.deocclusion.ae_alpha = 1.2  # 'deepfill': known-region L1 weight
+  c.deocclusion.discount_gamma = 0.9  # 'deepfill': spatial discounting gamma
   c.deocclusion.batch_size = 32
   c.deocclusion.num_steps = 400
-  c.deocclusion.epochs = 0             # 0 = use num_steps (see c.teacher.epochs)
-  c.deocclusion.base_batch_size = 0    # > 0: scale g/d_optimizer lr linearly
+  c.deocclusion.epochs = 0  # 0 = use num_steps (see c.teacher.epochs)
+  c.deocclusion.base_batch_size = 0  # > 0: scale g/d_optimizer lr linearly
   c.deocclusion.log_every = 50
   c.deocclusion.checkpoint_every = 200
   c.deocclusion.sample_every = 200
@@ -135,23 +194,27 @@ def get_config() -> ml_collections.ConfigDict:
   # (e.g. "metric/hole_l1", mode "min"); resuming then starts from the newest kept.
   c.deocclusion.best_metric = ""
   c.deocclusion.best_mode = "min"
-  c.deocclusion.g_optimizer = ml_collections.ConfigDict(dict(
-      optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant"))
-  c.deocclusion.d_optimizer = ml_collections.ConfigDict(dict(
-      optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant"))
+  c.deocclusion.dtype = "float32"  # compute dtype of G and the critics
+  _add_missing(c.deocclusion, LOOP_FIELDS)
+  c.deocclusion.g_optimizer = ml_collections.ConfigDict(
+      optimizer_fields(optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant")
+  )
+  c.deocclusion.d_optimizer = ml_collections.ConfigDict(
+      optimizer_fields(optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant")
+  )
 
   # --- stage 2: distillation (ResNet-18 student, Eq. 16)
   c.distillation = ml_collections.ConfigDict()
-  c.distillation.instance = "hard"     # set per stage: distill_hard / distill_soft
-  c.distillation.width = 0.25          # student ResNet-18 width multiplier
+  c.distillation.instance = "hard"  # set per stage: distill_hard / distill_soft
+  c.distillation.width = 0.25  # student ResNet-18 width multiplier
   c.distillation.small_input_stem = True
-  c.distillation.use_ce = True         # L_CE term (classifier over train identities)
+  c.distillation.use_ce = True  # L_CE term (classifier over train identities)
   # L_CE: 'teacher' = the paper's (text after Eq. 16): a student head over the
   # teacher's classes trained on softmax(teacher logits / T), Hinton KD with the
   # T^2 factor (the ArcFace teacher's class outputs are its scaled cosines
   # arcface_scale * cos; dlib has none); 'labels' = CE with the identity labels.
   c.distillation.ce_target = "labels"  # 'labels' | 'teacher'
-  c.distillation.temperature = 4.0     # T for ce_target='teacher' (paper: unstated)
+  c.distillation.temperature = 4.0  # T for ce_target='teacher' (paper: unstated)
   # Instance term (Eq. 12 / 17): the L1 distance ||t - s||_1, summed over the D
   # embedding dimensions. Its per-sample gradient has norm lambda_i sqrt(D), so
   # lambda_i ~ 1/sqrt(D) would give it unit size (the paper config's 0.02);
@@ -160,15 +223,15 @@ def get_config() -> ml_collections.ConfigDict:
   # dominated the short CPU-sized students (end-to-end test: student 83.5 vs
   # teacher-on-masked 86.1). The paper leaves lambda_i unstated.
   c.distillation.lambda_i = 0.01
-  c.distillation.lambda_p = 1.0        # pair-wise distance term (paper: 1)
-  c.distillation.lambda_t = 2.0        # triplet-wise angle term (paper: 2)
+  c.distillation.lambda_p = 1.0  # pair-wise distance term (paper: 1)
+  c.distillation.lambda_t = 2.0  # triplet-wise angle term (paper: 2)
   c.distillation.sharded_relational = False  # shard_map tuple blocks per device
   c.distillation.angle_block_size = 0  # anchors per block (0 = direct)
   c.distillation.batch_size = 64
   c.distillation.num_steps = 400
-  c.distillation.epochs = 0            # 0 = use num_steps (see c.teacher.epochs)
+  c.distillation.epochs = 0  # 0 = use num_steps (see c.teacher.epochs)
   c.distillation.decay_every_epochs = 0  # schedule 'step': decay every this many epochs
-  c.distillation.base_batch_size = 0   # > 0: lr was chosen for this global batch
+  c.distillation.base_batch_size = 0  # > 0: lr was chosen for this global batch
   c.distillation.optimizer = "sgd"
   c.distillation.lr = 0.1
   c.distillation.momentum = 0.9
@@ -177,39 +240,48 @@ def get_config() -> ml_collections.ConfigDict:
   c.distillation.warmup_steps = 50
   c.distillation.log_every = 50
   c.distillation.checkpoint_every = 200
+  c.distillation.dtype = "float32"  # the student's compute dtype
+  _add_missing(c.distillation, optimizer_fields())  # nesterov, grad_clip, ...
+  _add_missing(c.distillation, LOOP_FIELDS)
 
   # --- optional end-to-end stage (Eq. 6); add "joint" to c.stages to run it
   c.joint = ml_collections.ConfigDict()
-  c.joint.instance = "hard"            # instance loss of the joint objective
-  c.joint.init_from_stages = True      # start from deocclusion + distill_<instance>
-  c.joint.lambda_gan = 1.0             # weight of the generator's own losses
-  c.joint.lambda_distill = 0.1         # weight of Eq. 16 flowing into G and the student
+  c.joint.instance = "hard"  # instance loss of the joint objective
+  c.joint.init_from_stages = True  # start from deocclusion + distill_<instance>
+  c.joint.lambda_gan = 1.0  # weight of the generator's own losses
+  c.joint.lambda_distill = 0.1  # weight of Eq. 16 flowing into G and the student
   c.joint.batch_size = 32
   c.joint.num_steps = 200
   c.joint.log_every = 50
   c.joint.checkpoint_every = 200
+  _add_missing(c.joint, LOOP_FIELDS)
 
   # --- blind de-occlusion: occlusion-mask predictor (used when no mask is given)
   c.segmentation = ml_collections.ConfigDict()
-  c.segmentation.width = 16            # segmenter base width
-  c.segmentation.dice_weight = 1.0     # BCE + dice_weight x soft Dice
-  c.segmentation.pos_weight = 1.0      # BCE weight of occluded pixels
-  c.segmentation.threshold = 0.5       # probability above which a pixel is occluded
+  c.segmentation.width = 16  # segmenter base width
+  c.segmentation.dice_weight = 1.0  # BCE + dice_weight x soft Dice
+  c.segmentation.pos_weight = 1.0  # BCE weight of occluded pixels
+  c.segmentation.threshold = 0.5  # probability above which a pixel is occluded
   c.segmentation.batch_size = 32
   c.segmentation.num_steps = 300
-  c.segmentation.epochs = 0            # 0 = use num_steps
+  c.segmentation.epochs = 0  # 0 = use num_steps
+  c.segmentation.base_batch_size = 0  # > 0: scale optimizer.lr linearly
+  c.segmentation.dtype = "float32"
+  _add_missing(c.segmentation, LOOP_FIELDS)
   c.segmentation.log_every = 50
   c.segmentation.checkpoint_every = 300
-  c.segmentation.optimizer = ml_collections.ConfigDict(dict(
-      optimizer="adam", lr=2e-3, schedule="cosine", warmup_steps=20))
+  c.segmentation.optimizer = ml_collections.ConfigDict(
+      optimizer_fields(optimizer="adam", lr=2e-3, schedule="cosine", warmup_steps=20)
+  )
 
   # --- baseline of Table 2: the ArcFace teacher fine-tuned on completed faces
-  # (same network and loss as 'teacher'; fields here override config.teacher's)
+  # (same network and loss as 'teacher'; fields here override config.teacher's,
+  # which holds every other field's default)
   c.finetune_arcface = ml_collections.ConfigDict()
-  c.finetune_arcface.input = "completed"   # 'completed' (by G) | 'masked'
+  c.finetune_arcface.input = "completed"  # 'completed' (by G) | 'masked'
   c.finetune_arcface.batch_size = 64
   c.finetune_arcface.num_steps = 200
-  c.finetune_arcface.epochs = 0        # 0 = use num_steps
+  c.finetune_arcface.epochs = 0  # 0 = use num_steps
   c.finetune_arcface.decay_every_epochs = 0
   c.finetune_arcface.base_batch_size = 0
   c.finetune_arcface.optimizer = "adam"
@@ -221,42 +293,53 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- evaluation (deocc_jax/evaluation/job.py; also python -m deocc_jax.evaluate)
   c.evaluate = ml_collections.ConfigDict()
-  c.evaluate.checkpoint = "latest"     # 'latest' | 'best' | step | 'latest,distill_soft=best'
-  c.evaluate.held_out = True           # the protocols on config.data's held-out identities
-  c.evaluate.split = "test"            # ... of this split
-  c.evaluate.num_pairs = 6000          # LFW-sized: 10 folds x (300 + 300)
-  c.evaluate.seed = 1234               # fixed occluders / pairs of the evaluation sets
-  c.evaluate.batch_size = 256          # global batch of the sharded extraction
-  c.evaluate.max_records = 0           # 0 = every face of the split
-  c.evaluate.recognizers = ()          # () = every trained one; else names from
-                                       # teacher, arcface_finetuned, student_hard, student_soft
-  c.evaluate.inputs = ("clean", "masked", "mean_fill", "diffusion_fill",
-                       "completed_predicted", "completed",
-                       "completed_noca")  # G without CA: when stage 'deocclusion_noca' ran
+  c.evaluate.checkpoint = "latest"  # 'latest' | 'best' | step | 'latest,distill_soft=best'
+  c.evaluate.held_out = True  # the protocols on config.data's held-out identities
+  c.evaluate.split = "test"  # ... of this split
+  c.evaluate.num_pairs = 6000  # LFW-sized: 10 folds x (300 + 300)
+  c.evaluate.seed = 1234  # fixed occluders / pairs of the evaluation sets
+  c.evaluate.batch_size = 256  # global batch of the sharded extraction
+  c.evaluate.max_records = 0  # 0 = every face of the split
+  c.evaluate.recognizers = ()  # () = every trained one; else names from
+  # teacher, arcface_finetuned, student_hard, student_soft
+  c.evaluate.inputs = (
+      "clean",
+      "masked",
+      "mean_fill",
+      "diffusion_fill",
+      "completed_predicted",
+      "completed",
+      "completed_noca",
+  )  # G without CA: when stage 'deocclusion_noca' ran
   c.evaluate.categories = ("simple", "complex", "body", "hybrid")  # per-category tables
-  c.evaluate.diffusion_iters = 200     # Jacobi sweeps of the diffusion fill
-  c.evaluate.identification = True     # AR-style rank-1 / CMC (sunglasses, scarf)
+  c.evaluate.diffusion_iters = 200  # Jacobi sweeps of the diffusion fill
+  c.evaluate.identification = True  # AR-style rank-1 / CMC (sunglasses, scarf)
   c.evaluate.gallery_per_identity = 1  # clean gallery faces per identity
-  c.evaluate.probes_per_identity = 6   # probes per identity and subset (AR: 6); 0 = all
-  c.evaluate.plots = True              # ROC / CMC / accuracy / loss plots, completion grid
-  c.evaluate.lfw_root = ""             # real LFW folder (adds the LFW tables) ...
-  c.evaluate.lfw_pairs = ""            # ... and its pairs.txt
-  c.evaluate.lfw_landmarks = ""        # optional landmarks file (CelebA row format)
-  c.evaluate.ar_root = ""              # real AR folder (adds AR1 / AR2 identification)
+  c.evaluate.probes_per_identity = 6  # probes per identity and subset (AR: 6); 0 = all
+  c.evaluate.plots = True  # ROC / CMC / accuracy / loss plots, completion grid
+  c.evaluate.lfw_root = ""  # real LFW folder (adds the LFW tables) ...
+  c.evaluate.lfw_pairs = ""  # ... and its pairs.txt
+  c.evaluate.lfw_landmarks = ""  # optional landmarks file (CelebA row format)
+  c.evaluate.ar_root = ""  # real AR folder (adds AR1 / AR2 identification)
   c.evaluate.ar_landmarks = ""
-  c.evaluate.align_real_faces = True   # LFW / AR aligned by 5 landmarks onto the mean
-                                       # training landmarks (paper Sec. 4.1); False: crop
-  c.evaluate.landmark_detector = ""    # where a set has no landmarks file: 'dlib',
-                                       # 'package.module:fn' (image -> (5, 2)), '' = none
-                                       # (the set's default layout; counted in the titles)
+  c.evaluate.align_real_faces = True  # LFW / AR aligned by 5 landmarks onto the mean
+  # training landmarks (paper Sec. 4.1); False: crop
+  c.evaluate.landmark_detector = ""  # where a set has no landmarks file: 'dlib',
+  # 'package.module:fn' (image -> (5, 2)), '' = none
+  # (the set's default layout; counted in the titles)
 
   # --- the Fig. 5 loss ablation (stage 'ablation'; configs/synthetic.py:ablation)
   c.ablation = ml_collections.ConfigDict()
-  c.ablation.settings = ("ce", "ce_pair", "ce_pair_angle", "ce_pair_angle_hard",
-                         "ce_pair_angle_soft")
-  c.ablation.num_steps = 400           # distillation steps per setting ...
-  c.ablation.epochs = 0                # ... or > 0: epochs x (train faces // distillation batch)
-  c.ablation.eval_every = 100          # checkpoint + held-out evaluation interval
-  c.ablation.num_pairs = 6000          # verification pairs of the held-out evaluation
-  c.ablation.max_eval_records = 0      # 0 = every held-out face
+  c.ablation.settings = (
+      "ce",
+      "ce_pair",
+      "ce_pair_angle",
+      "ce_pair_angle_hard",
+      "ce_pair_angle_soft",
+  )
+  c.ablation.num_steps = 400  # distillation steps per setting ...
+  c.ablation.epochs = 0  # ... or > 0: epochs x (train faces // distillation batch)
+  c.ablation.eval_every = 100  # checkpoint + held-out evaluation interval
+  c.ablation.num_pairs = 6000  # verification pairs of the held-out evaluation
+  c.ablation.max_eval_records = 0  # 0 = every held-out face
   return c

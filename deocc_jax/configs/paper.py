@@ -34,25 +34,34 @@ CELEBA_TRAIN_IMAGES_APPROX = 202_599 * 9_177 // 10_177 * 6 // 7
 
 def get_config() -> ml_collections.ConfigDict:
   c = base.get_config()
-  c.stages = ("teacher_embeddings", "deocclusion", "segmentation", "distill_hard",
-              "distill_soft", "finetune_arcface", "evaluate", "ablation")
+  c.stages = (
+      "teacher_embeddings",
+      "deocclusion",
+      "segmentation",
+      "distill_hard",
+      "distill_soft",
+      "finetune_arcface",
+      "evaluate",
+      "ablation",
+  )
   # Table 2's "GA w/o attention" column: the same G without contextual
   # attention (stage 'deocclusion_noca', its own workdir folder); its completions
   # are an extra input ("G without CA, true mask") of the evaluation tables.
-  c.stages = tuple(s for st in c.stages
-                   for s in ((st, "deocclusion_noca") if st == "deocclusion" else (st,)))
+  c.stages = tuple(
+      s for st in c.stages for s in ((st, "deocclusion_noca") if st == "deocclusion" else (st,))
+  )
   c.data.source = "celeba"
-  c.data.root = ""                     # REQUIRED: folder with img_align_celeba/ + annotations
-  c.data.partition = "random_6_1"      # the paper's random 6:1 train/validation split
-  c.data.holdout_identities = 1000     # ... of the images of the other identities; these
-                                       # 1,000 (split 'heldout') are never trained on
+  c.data.root = ""  # REQUIRED: folder with img_align_celeba/ + annotations
+  c.data.partition = "random_6_1"  # the paper's random 6:1 train/validation split
+  c.data.holdout_identities = 1000  # ... of the images of the other identities; these
+  # 1,000 (split 'heldout') are never trained on
   c.data.resolution = 256
-  c.data.photometric = True            # occluders harmonised with the photo
+  c.data.photometric = True  # occluders harmonised with the photo
   c.pipeline.worker_count = 16
   c.pipeline.max_shift_px = 8
 
-  c.teacher.kind = "converted"         # VGGFace2 teacher (python -m deocc_jax.convert)
-  c.teacher.path = ""                  # REQUIRED: the converted teacher directory
+  c.teacher.kind = "converted"  # VGGFace2 teacher (python -m deocc_jax.convert)
+  c.teacher.path = ""  # REQUIRED: the converted teacher directory
   c.teacher_embeddings.batch_size = 512
 
   c.deocclusion.cnum = 32
@@ -61,29 +70,29 @@ def get_config() -> ml_collections.ConfigDict:
   # G's objective: DeepFill v1's, as in the official inpaint_model.py (the paper
   # adopts "GA with contextual attention" [57]); Eq. 7-8 (reconstruction 'l1',
   # adversarial 'gan') remain an option. See training/deocclusion_stage.py.
-  c.deocclusion.adversarial = "wgan_gp"      # WGAN-GP, global + local critics,
-  c.deocclusion.gp_lambda = 10.0             # penalty masked to the hole for both
+  c.deocclusion.adversarial = "wgan_gp"  # WGAN-GP, global + local critics,
+  c.deocclusion.gp_lambda = 10.0  # penalty masked to the hole for both
   c.deocclusion.reconstruction = "deepfill"  # discounted hole L1 + known-region L1,
-  c.deocclusion.coarse_alpha = 1.2           # coarse output supervised too
-  c.deocclusion.l1_alpha = 1.2               # l1_loss_alpha
-  c.deocclusion.ae_alpha = 1.2               # ae_loss_alpha
-  c.deocclusion.discount_gamma = 0.9         # spatial discounting
-  c.deocclusion.lambda_adv = 0.001           # gan_loss_alpha
-  c.deocclusion.n_critic = 5                 # critic updates per generator update
+  c.deocclusion.coarse_alpha = 1.2  # coarse output supervised too
+  c.deocclusion.l1_alpha = 1.2  # l1_loss_alpha
+  c.deocclusion.ae_alpha = 1.2  # ae_loss_alpha
+  c.deocclusion.discount_gamma = 0.9  # spatial discounting
+  c.deocclusion.lambda_adv = 0.001  # gan_loss_alpha
+  c.deocclusion.n_critic = 5  # critic updates per generator update
   c.deocclusion.batch_size = 128
-  c.deocclusion.epochs = 30            # not stated in the paper
-  c.deocclusion.base_batch_size = 0    # Adam rates as given whatever the batch
+  c.deocclusion.epochs = 30  # not stated in the paper
+  c.deocclusion.base_batch_size = 0  # Adam rates as given whatever the batch
   c.deocclusion.checkpoint_every = 2000
   c.deocclusion.sample_every = 2000
-  c.deocclusion.g_optimizer.lr = 1e-4        # Adam (0.5, 0.9) as DeepFill v1
+  c.deocclusion.g_optimizer.lr = 1e-4  # Adam (0.5, 0.9) as DeepFill v1
   c.deocclusion.d_optimizer.lr = 1e-4
 
-  c.distillation.width = 1.0           # the real ResNet-18
+  c.distillation.width = 1.0  # the real ResNet-18
   c.distillation.small_input_stem = False
   c.distillation.batch_size = 128
-  c.distillation.epochs = 72           # 3 decays; the paper does not state the total
+  c.distillation.epochs = 72  # 3 decays; the paper does not state the total
   c.distillation.optimizer = "sgd"
-  c.distillation.lr = 0.1              # for the global batch base_batch_size ...
+  c.distillation.lr = 0.1  # for the global batch base_batch_size ...
   c.distillation.base_batch_size = 128  # ... scaled linearly for other batches
   c.distillation.schedule = "step"
   c.distillation.decay_every_epochs = 24  # x0.1 every 24 epochs
@@ -107,7 +116,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.distillation.checkpoint_every = 2000
   c.segmentation.width = 32
   c.segmentation.batch_size = 64
-  c.segmentation.epochs = 8            # not in the paper (blind de-occlusion)
+  c.segmentation.epochs = 8  # not in the paper (blind de-occlusion)
   c.segmentation.checkpoint_every = 2000
 
   # Fine-tuned baseline of Table 2: the converted teacher fine-tuned with an
@@ -123,18 +132,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.finetune_arcface.warmup_steps = 500
   c.finetune_arcface.checkpoint_every = 2000
 
-  c.evaluate.split = "heldout"         # the 1,000 held-out identities (never trained on)
+  c.evaluate.split = "heldout"  # the 1,000 held-out identities (never trained on)
   c.evaluate.batch_size = 512
-  c.evaluate.diffusion_iters = 2000    # holes ~50 px across at 256 px
-  c.evaluate.lfw_root = ""             # the paper's LFW table: /data/lfw ...
-  c.evaluate.lfw_pairs = ""            # ... and /data/pairs.txt
-  c.evaluate.ar_root = ""              # the paper's Table 1: the AR folder
-  c.evaluate.lfw_landmarks = ""        # optional 5-point files (CelebA row format);
-  c.evaluate.ar_landmarks = ""         # without one, faces are detected:
+  c.evaluate.diffusion_iters = 2000  # holes ~50 px across at 256 px
+  c.evaluate.lfw_root = ""  # the paper's LFW table: /data/lfw ...
+  c.evaluate.lfw_pairs = ""  # ... and /data/pairs.txt
+  c.evaluate.ar_root = ""  # the paper's Table 1: the AR folder
+  c.evaluate.lfw_landmarks = ""  # optional 5-point files (CelebA row format);
+  c.evaluate.ar_landmarks = ""  # without one, faces are detected:
   c.evaluate.landmark_detector = "dlib"  # pip install deocc-jax[dlib]
 
   # Fig. 5: one student per loss setting, evaluated on the held-out identities.
-  c.ablation.epochs = 24               # steps = 24 x (train images // distillation batch)
+  c.ablation.epochs = 24  # steps = 24 x (train images // distillation batch)
   c.ablation.num_steps = 24 * (CELEBA_TRAIN_IMAGES_APPROX // 128)  # used when epochs = 0
   c.ablation.eval_every = 2000
   c.ablation.num_pairs = 6000

@@ -19,6 +19,7 @@ Supported architectures (:func:`teacher_spec`): ``inception_resnet_v1``
 (insightface's ArcFace backbones; ``iresnet`` = depth / widths read from the
 ONNX graph, recorded in the metadata's ``arch_config``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from deocc_jax.teachers import inception_resnet_v1 as _irv1
-from deocc_jax.teachers import iresnet as _ir
-from deocc_jax.teachers import vggface2_resnet as _vgg
+from deocc_jax.models import inception_resnet_v1 as _irv1
+from deocc_jax.models import iresnet as _ir
+from deocc_jax.models import vggface2_resnet as _vgg
 
 __all__ = [
     "ARCHITECTURES",
@@ -57,8 +58,13 @@ __all__ = [
 ]
 
 #: Architecture names accepted by :func:`teacher_spec` and the converter CLI.
-ARCHITECTURES: tuple[str, ...] = ("inception_resnet_v1", "vggface2_resnet50", "vggface2_senet50",
-                                  *_ir.IRESNET_LAYERS, "iresnet")
+ARCHITECTURES: tuple[str, ...] = (
+    "inception_resnet_v1",
+    "vggface2_resnet50",
+    "vggface2_senet50",
+    *_ir.IRESNET_LAYERS,
+    "iresnet",
+)
 METADATA_FILENAME = "metadata.json"
 VARIABLES_DIRNAME = "variables"
 FORMAT_VERSION = 1
@@ -76,128 +82,150 @@ _REQUIRED_METADATA = (
 
 
 class CheckpointError(ValueError):
-    """A converted-teacher directory is missing, incomplete or inconsistent."""
+  """A converted-teacher directory is missing, incomplete or inconsistent."""
 
 
 @dataclasses.dataclass(frozen=True)
 class TeacherSpec:
-    """Static description of a convertible teacher architecture.
+  """Static description of a convertible teacher architecture.
 
-    Attributes:
-      name: architecture name (one of :data:`ARCHITECTURES`).
-      input_size: ``(height, width)`` the published weights expect.
-      colour_order: ``'RGB'`` or ``'BGR'`` channel order of the network input.
-      mean: per-channel mean subtracted, in ``colour_order``.
-      std: per-channel divisor, in ``colour_order``.
-      embedding_size: size of the ``'embedding'`` output.
-      embedding_l2_normalised: whether the model already L2-normalises it.
-      default_num_classes: classes of the published classifier head (None: the
-        published model has none).
-      reference: where the PyTorch layout comes from.
-      build: ``(num_classes, dtype) -> flax module`` (``num_classes`` None: no head).
-      preprocess: ``rgb_uint8 -> network input``.
-      classifier: PyTorch module name of the classifier head (its ``.weight`` is
-        ``(num_classes, D)``), None if the architecture has none.
-      arch_config: architecture hyper-parameters recorded in the metadata
-        (IResNet: ``layers``, ``widths``, ``num_features``); None otherwise.
-    """
+  Attributes:
+    name: architecture name (one of :data:`ARCHITECTURES`).
+    input_size: ``(height, width)`` the published weights expect.
+    colour_order: ``'RGB'`` or ``'BGR'`` channel order of the network input.
+    mean: per-channel mean subtracted, in ``colour_order``.
+    std: per-channel divisor, in ``colour_order``.
+    embedding_size: size of the ``'embedding'`` output.
+    embedding_l2_normalised: whether the model already L2-normalises it.
+    default_num_classes: classes of the published classifier head (None: the
+      published model has none).
+    reference: where the PyTorch layout comes from.
+    build: ``(num_classes, dtype) -> flax module`` (``num_classes`` None: no head).
+    preprocess: ``rgb_uint8 -> network input``.
+    classifier: PyTorch module name of the classifier head (its ``.weight`` is
+      ``(num_classes, D)``), None if the architecture has none.
+    arch_config: architecture hyper-parameters recorded in the metadata
+      (IResNet: ``layers``, ``widths``, ``num_features``); None otherwise.
+  """
 
-    name: str
-    input_size: tuple[int, int]
-    colour_order: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    embedding_size: int
-    embedding_l2_normalised: bool
-    default_num_classes: int
-    reference: str
-    build: Callable[[int | None, Any], nn.Module]
-    preprocess: Callable[[Any], jnp.ndarray]
-    classifier: str | None = None
-    arch_config: dict[str, Any] | None = None
+  name: str
+  input_size: tuple[int, int]
+  colour_order: str
+  mean: tuple[float, float, float]
+  std: tuple[float, float, float]
+  embedding_size: int
+  embedding_l2_normalised: bool
+  default_num_classes: int
+  reference: str
+  build: Callable[[int | None, Any], nn.Module]
+  preprocess: Callable[[Any], jnp.ndarray]
+  classifier: str | None = None
+  arch_config: dict[str, Any] | None = None
 
 
 def _iresnet_spec(architecture: str, arch_config: Mapping[str, Any] | None) -> TeacherSpec:
-    if arch_config is None:
-        if architecture not in _ir.IRESNET_LAYERS:
-            raise ValueError("architecture 'iresnet' needs its arch_config (layers, widths, "
-                             "num_features), read from an ONNX graph")
-        arch_config = {"layers": list(_ir.IRESNET_LAYERS[architecture]),
-                       "widths": list(_ir.IRESNET_WIDTHS), "num_features": 512, "map_size": 7}
-    cfg = {"layers": [int(v) for v in arch_config["layers"]],
-           "widths": [int(v) for v in arch_config["widths"]],
-           "num_features": int(arch_config["num_features"]),
-           "map_size": int(arch_config.get("map_size", 7))}
-    if architecture in _ir.IRESNET_LAYERS and tuple(cfg["layers"]) != _ir.IRESNET_LAYERS[architecture]:
-        raise ValueError(f"{architecture} has blocks per layer {_ir.IRESNET_LAYERS[architecture]}, "
-                         f"the arch_config says {tuple(cfg['layers'])}")
-    size = 16 * cfg["map_size"]
-    return TeacherSpec(
-        name=architecture,
-        input_size=(size, size),
-        colour_order="RGB",
-        mean=_ir.ARCFACE_MEAN,
-        std=_ir.ARCFACE_STD,
-        embedding_size=cfg["num_features"],
-        embedding_l2_normalised=False,
-        default_num_classes=None,
-        reference="deepinsight/insightface recognition/arcface_torch/backbones/iresnet.py "
-                  "(backbone.pth, or the ONNX export of the model zoo)",
-        build=lambda num_classes, dtype: _ir.IResNet(layers=tuple(cfg["layers"]),
-                                                     widths=tuple(cfg["widths"]),
-                                                     num_features=cfg["num_features"], dtype=dtype),
-        preprocess=_ir.preprocess,
-        classifier=None,
-        arch_config=cfg,
+  if arch_config is None:
+    if architecture not in _ir.IRESNET_LAYERS:
+      raise ValueError(
+          "architecture 'iresnet' needs its arch_config (layers, widths, "
+          "num_features), read from an ONNX graph"
+      )
+    arch_config = {
+        "layers": list(_ir.IRESNET_LAYERS[architecture]),
+        "widths": list(_ir.IRESNET_WIDTHS),
+        "num_features": 512,
+        "map_size": 7,
+    }
+  cfg = {
+      "layers": [int(v) for v in arch_config["layers"]],
+      "widths": [int(v) for v in arch_config["widths"]],
+      "num_features": int(arch_config["num_features"]),
+      "map_size": int(arch_config.get("map_size", 7)),
+  }
+  if (
+      architecture in _ir.IRESNET_LAYERS
+      and tuple(cfg["layers"]) != _ir.IRESNET_LAYERS[architecture]
+  ):
+    raise ValueError(
+        f"{architecture} has blocks per layer {_ir.IRESNET_LAYERS[architecture]}, "
+        f"the arch_config says {tuple(cfg['layers'])}"
     )
+  size = 16 * cfg["map_size"]
+  return TeacherSpec(
+      name=architecture,
+      input_size=(size, size),
+      colour_order="RGB",
+      mean=_ir.ARCFACE_MEAN,
+      std=_ir.ARCFACE_STD,
+      embedding_size=cfg["num_features"],
+      embedding_l2_normalised=False,
+      default_num_classes=None,
+      reference="deepinsight/insightface recognition/arcface_torch/backbones/iresnet.py "
+      "(backbone.pth, or the ONNX export of the model zoo)",
+      build=lambda num_classes, dtype: _ir.IResNet(
+          layers=tuple(cfg["layers"]),
+          widths=tuple(cfg["widths"]),
+          num_features=cfg["num_features"],
+          dtype=dtype,
+      ),
+      preprocess=_ir.preprocess,
+      classifier=None,
+      arch_config=cfg,
+  )
 
 
 def teacher_spec(architecture: str, arch_config: Mapping[str, Any] | None = None) -> TeacherSpec:
-    """The :class:`TeacherSpec` of ``architecture``; ``ValueError`` if unknown.
+  """The :class:`TeacherSpec` of ``architecture``; ``ValueError`` if unknown.
 
-    ``arch_config``: the metadata's ``arch_config`` (IResNet depth / widths), if any.
-    """
-    if architecture in _ir.IRESNET_LAYERS or architecture == "iresnet":
-        return _iresnet_spec(architecture, arch_config)
-    if architecture == "inception_resnet_v1":
-        return TeacherSpec(
-            name=architecture,
-            input_size=(_irv1.FACENET_INPUT_SIZE, _irv1.FACENET_INPUT_SIZE),
-            colour_order="RGB",
-            mean=_irv1.FACENET_MEAN,
-            std=_irv1.FACENET_STD,
-            embedding_size=_irv1.FACENET_EMBEDDING_SIZE,
-            embedding_l2_normalised=True,
-            default_num_classes=_irv1.FACENET_NUM_CLASSES,
-            reference="timesler/facenet-pytorch models/inception_resnet_v1.py (20180402-114759-vggface2.pt)",
-            build=lambda num_classes, dtype: _irv1.InceptionResnetV1(num_classes=num_classes, dtype=dtype),
-            preprocess=_irv1.preprocess,
-            classifier="logits",
-        )
-    if architecture in ("vggface2_resnet50", "vggface2_senet50"):
-        se = architecture == "vggface2_senet50"
-        return TeacherSpec(
-            name=architecture,
-            input_size=(_vgg.VGGFACE2_INPUT_SIZE, _vgg.VGGFACE2_INPUT_SIZE),
-            colour_order="BGR",
-            mean=_vgg.VGGFACE2_MEAN_BGR,
-            std=_vgg.VGGFACE2_STD,
-            embedding_size=_vgg.VGGFACE2_EMBEDDING_SIZE,
-            embedding_l2_normalised=False,
-            default_num_classes=_vgg.VGGFACE2_NUM_CLASSES,
-            reference=f"cydonia999/VGGFace2-pytorch models/{'senet' if se else 'resnet'}.py",
-            build=lambda num_classes, dtype: _vgg.VGGFace2ResNet(se=se, num_classes=num_classes, dtype=dtype),
-            preprocess=_vgg.preprocess,
-            classifier="fc",
-        )
-    raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
+  ``arch_config``: the metadata's ``arch_config`` (IResNet depth / widths), if any.
+  """
+  if architecture in _ir.IRESNET_LAYERS or architecture == "iresnet":
+    return _iresnet_spec(architecture, arch_config)
+  if architecture == "inception_resnet_v1":
+    return TeacherSpec(
+        name=architecture,
+        input_size=(_irv1.FACENET_INPUT_SIZE, _irv1.FACENET_INPUT_SIZE),
+        colour_order="RGB",
+        mean=_irv1.FACENET_MEAN,
+        std=_irv1.FACENET_STD,
+        embedding_size=_irv1.FACENET_EMBEDDING_SIZE,
+        embedding_l2_normalised=True,
+        default_num_classes=_irv1.FACENET_NUM_CLASSES,
+        reference="timesler/facenet-pytorch models/inception_resnet_v1.py (20180402-114759-vggface2.pt)",
+        build=lambda num_classes, dtype: _irv1.InceptionResnetV1(
+            num_classes=num_classes, dtype=dtype
+        ),
+        preprocess=_irv1.preprocess,
+        classifier="logits",
+    )
+  if architecture in ("vggface2_resnet50", "vggface2_senet50"):
+    se = architecture == "vggface2_senet50"
+    return TeacherSpec(
+        name=architecture,
+        input_size=(_vgg.VGGFACE2_INPUT_SIZE, _vgg.VGGFACE2_INPUT_SIZE),
+        colour_order="BGR",
+        mean=_vgg.VGGFACE2_MEAN_BGR,
+        std=_vgg.VGGFACE2_STD,
+        embedding_size=_vgg.VGGFACE2_EMBEDDING_SIZE,
+        embedding_l2_normalised=False,
+        default_num_classes=_vgg.VGGFACE2_NUM_CLASSES,
+        reference=f"cydonia999/VGGFace2-pytorch models/{'senet' if se else 'resnet'}.py",
+        build=lambda num_classes, dtype: _vgg.VGGFace2ResNet(
+            se=se, num_classes=num_classes, dtype=dtype
+        ),
+        preprocess=_vgg.preprocess,
+        classifier="fc",
+    )
+  raise ValueError(
+      f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}"
+  )
 
 
 def abstract_variables(module: nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
-    """Shapes/dtypes of ``module``'s variables (no computation, no memory)."""
-    h, w = input_size
-    x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
-    return dict(jax.eval_shape(module.init, jax.random.PRNGKey(0), x))
+  """Shapes/dtypes of ``module``'s variables (no computation, no memory)."""
+  h, w = input_size
+  x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
+  return dict(jax.eval_shape(module.init, jax.random.PRNGKey(0), x))
 
 
 def build_metadata(
@@ -211,34 +239,34 @@ def build_metadata(
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
 ) -> dict[str, Any]:
-    """The metadata dict written next to the converted variables.
+  """The metadata dict written next to the converted variables.
 
-    ``num_classes`` None: no classifier head. ``mean`` / ``std`` override the
-    architecture's normalisation (an ONNX graph that normalises inside).
-    """
-    spec = teacher_spec(architecture, arch_config)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "architecture": spec.name,
-        "input_size": list(spec.input_size),
-        "colour_order": spec.colour_order,
-        "input_range": [0, 255],
-        "mean": [float(v) for v in (spec.mean if mean is None else mean)],
-        "std": [float(v) for v in (spec.std if std is None else std)],
-        "normalisation": "(x[colour_order] - mean) / std, x in [0, 255]",
-        "embedding_size": spec.embedding_size,
-        "embedding_l2_normalised": spec.embedding_l2_normalised,
-        "num_classes": None if not num_classes else int(num_classes),
-        "layout": "NHWC",
-        "reference": spec.reference,
-        "source_file": os.path.abspath(os.fspath(source_file)),
-        "source_sha256": source_sha256,
-        "source_format": source_format,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if spec.arch_config is not None:
-        meta["arch_config"] = dict(spec.arch_config)
-    return meta
+  ``num_classes`` None: no classifier head. ``mean`` / ``std`` override the
+  architecture's normalisation (an ONNX graph that normalises inside).
+  """
+  spec = teacher_spec(architecture, arch_config)
+  meta = {
+      "format_version": FORMAT_VERSION,
+      "architecture": spec.name,
+      "input_size": list(spec.input_size),
+      "colour_order": spec.colour_order,
+      "input_range": [0, 255],
+      "mean": [float(v) for v in (spec.mean if mean is None else mean)],
+      "std": [float(v) for v in (spec.std if std is None else std)],
+      "normalisation": "(x[colour_order] - mean) / std, x in [0, 255]",
+      "embedding_size": spec.embedding_size,
+      "embedding_l2_normalised": spec.embedding_l2_normalised,
+      "num_classes": None if not num_classes else int(num_classes),
+      "layout": "NHWC",
+      "reference": spec.reference,
+      "source_file": os.path.abspath(os.fspath(source_file)),
+      "source_sha256": source_sha256,
+      "source_format": source_format,
+      "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+  }
+  if spec.arch_config is not None:
+    meta["arch_config"] = dict(spec.arch_config)
+  return meta
 
 
 def save_converted_teacher(
@@ -248,124 +276,126 @@ def save_converted_teacher(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``variables`` (Orbax) and ``metadata`` (JSON) atomically to ``out_dir``.
+  """Write ``variables`` (Orbax) and ``metadata`` (JSON) atomically to ``out_dir``.
 
-    Everything is written to a temporary sibling directory that is renamed to
-    ``out_dir`` at the end; on failure the temporary directory is removed.
+  Everything is written to a temporary sibling directory that is renamed to
+  ``out_dir`` at the end; on failure the temporary directory is removed.
 
-    Args:
-      out_dir: destination directory (must not exist unless ``overwrite``).
-      variables: ``{'params': ..., 'batch_stats': ...}`` of numpy / jax arrays.
-      metadata: JSON-serialisable dict (see :func:`build_metadata`).
-      overwrite: replace an existing ``out_dir``.
+  Args:
+    out_dir: destination directory (must not exist unless ``overwrite``).
+    variables: ``{'params': ..., 'batch_stats': ...}`` of numpy / jax arrays.
+    metadata: JSON-serialisable dict (see :func:`build_metadata`).
+    overwrite: replace an existing ``out_dir``.
 
-    Returns:
-      The absolute path of ``out_dir``.
-    """
-    out = Path(out_dir).absolute()
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.mkdir()
-        tree = jax.tree_util.tree_map(np.asarray, dict(variables))
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(tmp / VARIABLES_DIRNAME, tree)
-            ckptr.wait_until_finished()
-        with open(tmp / METADATA_FILENAME, "w", encoding="utf-8") as f:
-            json.dump(dict(metadata), f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+  Returns:
+    The absolute path of ``out_dir``.
+  """
+  out = Path(out_dir).absolute()
+  if out.exists() and not overwrite:
+    raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+  try:
+    tmp.mkdir()
+    tree = jax.tree_util.tree_map(np.asarray, dict(variables))
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(tmp / VARIABLES_DIRNAME, tree)
+      ckptr.wait_until_finished()
+    with open(tmp / METADATA_FILENAME, "w", encoding="utf-8") as f:
+      json.dump(dict(metadata), f, indent=2, sort_keys=True)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+    if out.exists():
+      old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+      os.rename(out, old)
+      os.rename(tmp, out)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.rename(tmp, out)
+  finally:
+    if tmp.exists():
+      shutil.rmtree(tmp, ignore_errors=True)
+  return out
 
 
 def load_metadata(ckpt_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate ``metadata.json`` of a converted teacher."""
-    d = Path(ckpt_dir)
-    path = d / METADATA_FILENAME
-    if not path.is_file():
-        raise CheckpointError(f"{d}: not a converted teacher (no {METADATA_FILENAME})")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable metadata ({e})") from e
-    lacking = [k for k in _REQUIRED_METADATA if k not in meta]
-    if lacking:
-        raise CheckpointError(f"{path}: metadata lacks {', '.join(lacking)}")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {meta['format_version']} (this code reads {FORMAT_VERSION})")
-    if meta["architecture"] not in ARCHITECTURES:
-        raise CheckpointError(f"{path}: unknown architecture {meta['architecture']!r}")
-    return meta
+  """Read and validate ``metadata.json`` of a converted teacher."""
+  d = Path(ckpt_dir)
+  path = d / METADATA_FILENAME
+  if not path.is_file():
+    raise CheckpointError(f"{d}: not a converted teacher (no {METADATA_FILENAME})")
+  try:
+    meta = json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{path}: unreadable metadata ({e})") from e
+  lacking = [k for k in _REQUIRED_METADATA if k not in meta]
+  if lacking:
+    raise CheckpointError(f"{path}: metadata lacks {', '.join(lacking)}")
+  if meta["format_version"] != FORMAT_VERSION:
+    raise CheckpointError(
+        f"{path}: format_version {meta['format_version']} (this code reads {FORMAT_VERSION})"
+    )
+  if meta["architecture"] not in ARCHITECTURES:
+    raise CheckpointError(f"{path}: unknown architecture {meta['architecture']!r}")
+  return meta
 
 
 def load_converted_teacher(
     ckpt_dir: str | os.PathLike[str], *, dtype: Any = jnp.float32
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """Load a converted teacher written by :func:`save_converted_teacher`.
+  """Load a converted teacher written by :func:`save_converted_teacher`.
 
-    Args:
-      ckpt_dir: the converted teacher directory.
-      dtype: computation dtype of the rebuilt module (variables stay float32).
+  Args:
+    ckpt_dir: the converted teacher directory.
+    dtype: computation dtype of the rebuilt module (variables stay float32).
 
-    Returns:
-      ``(module, variables, metadata)``; run it with
-      ``module.apply(variables, preprocess_from_metadata(metadata, rgb_uint8))``,
-      which returns ``{'embedding', 'logits'}``.
-    """
-    d = Path(ckpt_dir).absolute()
-    meta = load_metadata(d)
-    try:
-        spec = teacher_spec(meta["architecture"], meta.get("arch_config"))
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{d / METADATA_FILENAME}: bad arch_config ({e})") from e
-    num_classes = None if meta["num_classes"] is None else int(meta["num_classes"])
-    module = spec.build(num_classes, dtype)
-    abstract = abstract_variables(module, spec.input_size)
-    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract
-    )
-    vdir = d / VARIABLES_DIRNAME
-    if not vdir.is_dir():
-        raise CheckpointError(f"{d}: no {VARIABLES_DIRNAME}/ directory")
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            variables = ckptr.restore(vdir, target)
-    except Exception as e:  # orbax raises assorted types on structure/shape mismatch
-        raise CheckpointError(
-            f"{vdir}: variables do not fit architecture {meta['architecture']!r} "
-            f"with {meta['num_classes']} classes ({type(e).__name__}: {e})"
-        ) from e
-    return module, dict(variables), meta
+  Returns:
+    ``(module, variables, metadata)``; run it with
+    ``module.apply(variables, preprocess_from_metadata(metadata, rgb_uint8))``,
+    which returns ``{'embedding', 'logits'}``.
+  """
+  d = Path(ckpt_dir).absolute()
+  meta = load_metadata(d)
+  try:
+    spec = teacher_spec(meta["architecture"], meta.get("arch_config"))
+  except (ValueError, KeyError, TypeError) as e:
+    raise CheckpointError(f"{d / METADATA_FILENAME}: bad arch_config ({e})") from e
+  num_classes = None if meta["num_classes"] is None else int(meta["num_classes"])
+  module = spec.build(num_classes, dtype)
+  abstract = abstract_variables(module, spec.input_size)
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract
+  )
+  vdir = d / VARIABLES_DIRNAME
+  if not vdir.is_dir():
+    raise CheckpointError(f"{d}: no {VARIABLES_DIRNAME}/ directory")
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      variables = ckptr.restore(vdir, target)
+  except Exception as e:  # orbax raises assorted types on structure/shape mismatch
+    raise CheckpointError(
+        f"{vdir}: variables do not fit architecture {meta['architecture']!r} "
+        f"with {meta['num_classes']} classes ({type(e).__name__}: {e})"
+    ) from e
+  return module, dict(variables), meta
 
 
 def preprocess_from_metadata(metadata: Mapping[str, Any], rgb_uint8: Any) -> jnp.ndarray:
-    """Preprocess ``(..., H, W, 3)`` RGB [0, 255] images as ``metadata`` describes.
+  """Preprocess ``(..., H, W, 3)`` RGB [0, 255] images as ``metadata`` describes.
 
-    Applies the colour order, mean and std recorded in the metadata (so it also
-    works for checkpoints whose constants differ from the current defaults).
-    """
-    x = jnp.asarray(rgb_uint8).astype(jnp.float32)
-    if x.shape[-1] != 3:
-        raise ValueError(f"expected (..., H, W, 3) RGB images, got shape {x.shape}")
-    order = metadata["colour_order"]
-    if order == "BGR":
-        x = x[..., ::-1]
-    elif order != "RGB":
-        raise ValueError(f"unknown colour order {order!r}")
-    mean = jnp.asarray(metadata["mean"], jnp.float32)
-    std = jnp.asarray(metadata["std"], jnp.float32)
-    return (x - mean) / std
+  Applies the colour order, mean and std recorded in the metadata (so it also
+  works for checkpoints whose constants differ from the current defaults).
+  """
+  x = jnp.asarray(rgb_uint8).astype(jnp.float32)
+  if x.shape[-1] != 3:
+    raise ValueError(f"expected (..., H, W, 3) RGB images, got shape {x.shape}")
+  order = metadata["colour_order"]
+  if order == "BGR":
+    x = x[..., ::-1]
+  elif order != "RGB":
+    raise ValueError(f"unknown colour order {order!r}")
+  mean = jnp.asarray(metadata["mean"], jnp.float32)
+  std = jnp.asarray(metadata["std"], jnp.float32)
+  return (x - mean) / std

@@ -42,14 +42,29 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NETS", "read_torch_file", "facenet_pytorch_data_dir", "state_dicts_to_params",
-           "load_mtcnn_params", "convert_mtcnn", "MTCNNWeightsError"]
+__all__ = [
+    "NETS",
+    "read_torch_file",
+    "facenet_pytorch_data_dir",
+    "state_dicts_to_params",
+    "load_mtcnn_params",
+    "convert_mtcnn",
+    "MTCNNWeightsError",
+]
 
 NETS = ("pnet", "rnet", "onet")
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-           "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-           "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_}
+_DTYPES = {
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
 
 
 class MTCNNWeightsError(ValueError):
@@ -57,15 +72,21 @@ class MTCNNWeightsError(ValueError):
 
 
 class _Storage:
+
   def __init__(self, key: str, dtype: Any, numel: int):
     self.key, self.dtype, self.numel = key, np.dtype(dtype), int(numel)
     self.data: np.ndarray | None = None
 
 
 class _TensorRef:
+
   def __init__(self, storage: _Storage, offset: int, size: tuple, stride: tuple):
-    self.storage, self.offset, self.size, self.stride = storage, int(offset), tuple(size), \
-        tuple(stride)
+    self.storage, self.offset, self.size, self.stride = (
+        storage,
+        int(offset),
+        tuple(size),
+        tuple(stride),
+    )
 
   def materialize(self) -> np.ndarray:
     base = self.storage.data
@@ -76,10 +97,12 @@ class _TensorRef:
       return np.array(base[self.offset])
     need = self.offset + sum((s - 1) * st for s, st in zip(self.size, self.stride)) + 1
     if need > len(base):
-      raise MTCNNWeightsError(f"tensor of size {self.size} overruns its storage "
-                              f"({len(base)} elements)")
+      raise MTCNNWeightsError(
+          f"tensor of size {self.size} overruns its storage " f"({len(base)} elements)"
+      )
     return np.lib.stride_tricks.as_strided(
-        base[self.offset:], shape=self.size, strides=[st * item for st in self.stride]).copy()
+        base[self.offset :], shape=self.size, strides=[st * item for st in self.stride]
+    ).copy()
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused):
@@ -91,6 +114,7 @@ def _rebuild_parameter(data, *unused):
 
 
 class _StorageType:
+
   def __init__(self, name: str):
     self.name = name
 
@@ -111,8 +135,9 @@ class _Unpickler(pickle.Unpickler):
       return _rebuild_parameter
     if module == "torch" and name in _DTYPES:
       return _StorageType(name)
-    raise MTCNNWeightsError(f"{self.path}: refusing to load global {module}.{name} "
-                            "(not a plain tensor state dict)")
+    raise MTCNNWeightsError(
+        f"{self.path}: refusing to load global {module}.{name} " "(not a plain tensor state dict)"
+    )
 
   def persistent_load(self, pid: Any) -> Any:
     if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
@@ -152,7 +177,7 @@ def read_torch_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         pkl = [n for n in names if n.endswith("data.pkl")]
         if not pkl:
           raise MTCNNWeightsError(f"{path}: zip without data.pkl (not a torch file)")
-        prefix = pkl[0][:-len("data.pkl")]
+        prefix = pkl[0][: -len("data.pkl")]
         obj = _Unpickler(io.BytesIO(z.read(pkl[0])), path, storages).load()
         for key, st in storages.items():
           raw = z.read(f"{prefix}data/{key}")
@@ -180,8 +205,14 @@ def read_torch_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     return _flatten(obj, path)
   except MTCNNWeightsError:
     raise
-  except (pickle.UnpicklingError, EOFError, struct.error, KeyError, ValueError,
-          zipfile.BadZipFile) as e:
+  except (
+      pickle.UnpicklingError,
+      EOFError,
+      struct.error,
+      KeyError,
+      ValueError,
+      zipfile.BadZipFile,
+  ) as e:
     raise MTCNNWeightsError(f"{path}: unreadable torch file ({type(e).__name__}: {e})") from e
 
 
@@ -193,27 +224,53 @@ def facenet_pytorch_data_dir() -> str:
         "MTCNN weights: the facenet-pytorch package is not installed. Install its wheel "
         "without its (torch<2.3) dependencies: `pip install --no-deps "
         "facenet-pytorch==2.6.0`, or pass a converted .npz / a folder with "
-        "pnet.pt, rnet.pt, onet.pt")
+        "pnet.pt, rnet.pt, onet.pt"
+    )
   d = os.path.join(list(spec.submodule_search_locations)[0], "data")
   missing = [n for n in NETS if not os.path.isfile(os.path.join(d, f"{n}.pt"))]
   if missing:
-    raise MTCNNWeightsError(f"{d}: facenet-pytorch is installed but lacks "
-                            f"{', '.join(m + '.pt' for m in missing)}")
+    raise MTCNNWeightsError(
+        f"{d}: facenet-pytorch is installed but lacks " f"{', '.join(m + '.pt' for m in missing)}"
+    )
   return d
 
 
 # PyTorch name -> (Flax module name, kind) per network.
 _LAYERS = {
     "pnet": ["conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "conv4_1", "conv4_2"],
-    "rnet": ["conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "dense4", "prelu4",
-             "dense5_1", "dense5_2"],
-    "onet": ["conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "conv4", "prelu4",
-             "dense5", "prelu5", "dense6_1", "dense6_2", "dense6_3"],
+    "rnet": [
+        "conv1",
+        "prelu1",
+        "conv2",
+        "prelu2",
+        "conv3",
+        "prelu3",
+        "dense4",
+        "prelu4",
+        "dense5_1",
+        "dense5_2",
+    ],
+    "onet": [
+        "conv1",
+        "prelu1",
+        "conv2",
+        "prelu2",
+        "conv3",
+        "prelu3",
+        "conv4",
+        "prelu4",
+        "dense5",
+        "prelu5",
+        "dense6_1",
+        "dense6_2",
+        "dense6_3",
+    ],
 }
 
 
-def state_dicts_to_params(state_dicts: dict[str, dict[str, np.ndarray]]
-                          ) -> dict[str, dict[str, Any]]:
+def state_dicts_to_params(
+    state_dicts: dict[str, dict[str, np.ndarray]],
+) -> dict[str, dict[str, Any]]:
   """``{'pnet': sd, 'rnet': sd, 'onet': sd}`` -> ``{'pnet': {'params': ...}, ...}``."""
   out = {}
   for net in NETS:
@@ -241,8 +298,10 @@ def state_dicts_to_params(state_dicts: dict[str, dict[str, np.ndarray]]
         kernel = w.T
       else:
         raise MTCNNWeightsError(f"{net}: {wk} has shape {w.shape}")
-      params[layer] = {"kernel": np.ascontiguousarray(kernel),
-                       "bias": np.asarray(sd[bk], np.float32)}
+      params[layer] = {
+          "kernel": np.ascontiguousarray(kernel),
+          "bias": np.asarray(sd[bk], np.float32),
+      }
     extra = sorted(set(sd) - expected)
     if extra:
       raise MTCNNWeightsError(f"{net}: unexpected keys {extra}")
@@ -271,8 +330,7 @@ def _from_npz(path: str) -> dict[str, dict[str, Any]]:
   return out
 
 
-def load_mtcnn_params(source: str | os.PathLike[str] | None = None
-                      ) -> dict[str, dict[str, Any]]:
+def load_mtcnn_params(source: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
   """Flax variables of the three MTCNN networks (see the module docstring)."""
   if source is not None and os.fspath(source).endswith(".npz"):
     p = os.fspath(source)
@@ -285,8 +343,11 @@ def load_mtcnn_params(source: str | os.PathLike[str] | None = None
   return state_dicts_to_params({n: read_torch_file(os.path.join(d, f"{n}.pt")) for n in NETS})
 
 
-def convert_mtcnn(out: str | os.PathLike[str], source: str | os.PathLike[str] | None = None,
-                  overwrite: bool = False) -> str:
+def convert_mtcnn(
+    out: str | os.PathLike[str],
+    source: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> str:
   """Writes the three networks' Flax params to ``out`` (.npz, atomically)."""
   out = os.fspath(out)
   if not out.endswith(".npz"):

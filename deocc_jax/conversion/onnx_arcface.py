@@ -5,7 +5,7 @@ buffalo_l, ``glintr100.onnx``, the arcface_torch exports ...) whose initializer
 names carry no layer names (``onnx::Conv_123``) and whose BatchNorms that follow
 a convolution are usually folded into it. This module reads such a graph with
 the ``onnx`` package (``pip install 'deocc-jax[convert]'``) and recovers the
-:mod:`deocc_jax.teachers.iresnet` layout from the graph's *structure*:
+:mod:`deocc_jax.models.iresnet` layout from the graph's *structure*:
 
 * an optional input normalisation before the first Conv (``Sub`` / ``Add`` /
   ``Mul`` / ``Div`` by constants, as in the MXNet-converted models) becomes the
@@ -43,8 +43,22 @@ __all__ = ["OnnxLayoutError", "ArcFaceOnnx", "read_arcface_onnx"]
 
 _FLAX_BN_EPS = 1e-5
 # Shape bookkeeping ops torch / MXNet exports put around Flatten / Reshape.
-_STRUCTURAL = frozenset({"Flatten", "Reshape", "Dropout", "Identity", "Shape", "Gather",
-                         "Unsqueeze", "Squeeze", "Concat", "Constant", "Cast", "Slice"})
+_STRUCTURAL = frozenset(
+    {
+        "Flatten",
+        "Reshape",
+        "Dropout",
+        "Identity",
+        "Shape",
+        "Gather",
+        "Unsqueeze",
+        "Squeeze",
+        "Concat",
+        "Constant",
+        "Cast",
+        "Slice",
+    }
+)
 _NORMALISE = frozenset({"Sub", "Add", "Mul", "Div"})
 
 
@@ -94,8 +108,9 @@ def _load(path: str) -> tuple[list[_Node], dict[str, np.ndarray], str]:
     import onnx
     from onnx import numpy_helper
   except ImportError as e:  # pragma: no cover - depends on the environment
-    raise WeightsFileError(f"{path}: reading ONNX models needs the onnx package "
-                           "(pip install 'deocc-jax[convert]')") from e
+    raise WeightsFileError(
+        f"{path}: reading ONNX models needs the onnx package " "(pip install 'deocc-jax[convert]')"
+    ) from e
   if not os.path.isfile(path):
     raise WeightsFileError(f"{path}: no such ONNX file")
   try:
@@ -127,8 +142,10 @@ def _per_channel(c: np.ndarray, node: _Node, consts: dict[str, np.ndarray]) -> n
   if v.size == 1:
     v = np.repeat(v, 3)
   if v.size != 3:
-    raise OnnxLayoutError(f"input normalisation {_describe(node, consts)}: expected a scalar or "
-                          f"3 per-channel constants, got shape {np.shape(c)}")
+    raise OnnxLayoutError(
+        f"input normalisation {_describe(node, consts)}: expected a scalar or "
+        f"3 per-channel constants, got shape {np.shape(c)}"
+    )
   return v
 
 
@@ -148,8 +165,9 @@ def read_arcface_onnx(path: str | os.PathLike[str]) -> ArcFaceOnnx:
     return name not in consts and name != ""
 
   def bad(node: _Node, why: str) -> OnnxLayoutError:
-    return OnnxLayoutError(f"{p}: {_describe(node, consts)} does not fit the insightface "
-                           f"IResNet layout: {why}")
+    return OnnxLayoutError(
+        f"{p}: {_describe(node, consts)} does not fit the insightface " f"IResNet layout: {why}"
+    )
 
   # --- input normalisation before the first Conv
   mean, scale = np.zeros(3), np.ones(3)
@@ -194,8 +212,9 @@ def read_arcface_onnx(path: str | os.PathLike[str]) -> ArcFaceOnnx:
     w = param(node, 1)
     if w.ndim != 4 or w.shape[2:] != (ksize, ksize):
       raise bad(node, f"expected a {ksize}x{ksize} kernel as {key}, got weight shape {w.shape}")
-    if int(node.attrs.get("group", 1)) != 1 or any(int(d) != 1 for d in
-                                                   node.attrs.get("dilations", [1, 1])):
+    if int(node.attrs.get("group", 1)) != 1 or any(
+        int(d) != 1 for d in node.attrs.get("dilations", [1, 1])
+    ):
       raise bad(node, f"{key}: grouped / dilated convolutions are not in the layout")
     pads = [int(v) for v in node.attrs.get("pads", [0, 0, 0, 0])]
     if pads != [ksize // 2] * 4:
@@ -203,13 +222,17 @@ def read_arcface_onnx(path: str | os.PathLike[str]) -> ArcFaceOnnx:
     out[f"{key}.weight"] = _f32(w)
     return _f32(param(node, 2)) if len(node.inputs) > 2 and node.inputs[2] else None
 
-  def put_bn(node: _Node | None, key: str, channels: int, prior_bias: np.ndarray | None,
-             owner: _Node) -> None:
+  def put_bn(
+      node: _Node | None, key: str, channels: int, prior_bias: np.ndarray | None, owner: _Node
+  ) -> None:
     nonlocal folded
     if node is None:
       if prior_bias is None:
-        raise bad(owner, f"no BatchNormalization reads its output and it has no bias "
-                         f"(expected {key} or a BN folded into it)")
+        raise bad(
+            owner,
+            f"no BatchNormalization reads its output and it has no bias "
+            f"(expected {key} or a BN folded into it)",
+        )
       folded += 1
       out[f"{key}.weight"] = np.ones(channels, np.float32)
       out[f"{key}.bias"] = _f32(prior_bias)
@@ -260,8 +283,14 @@ def read_arcface_onnx(path: str | os.PathLike[str]) -> ArcFaceOnnx:
   bn = bn_after(stem)
   put_bn(bn, "bn1", width0, b, stem)
   used.update({stem.index} | ({bn.index} if bn else set()))
-  adds = [n for n in body if n.op == "Add" and sum(computed(i) for i in n.inputs) == 2
-          and n.inputs[0] not in consts and n.inputs[1] not in consts]
+  adds = [
+      n
+      for n in body
+      if n.op == "Add"
+      and sum(computed(i) for i in n.inputs) == 2
+      and n.inputs[0] not in consts
+      and n.inputs[1] not in consts
+  ]
   if not adds:
     raise OnnxLayoutError(f"{p}: no residual Add node: not an IResNet")
   stem_prelu = [n for n in body if n.index < adds[0].index and n.op == "PRelu"]
@@ -282,9 +311,12 @@ def read_arcface_onnx(path: str | os.PathLike[str]) -> ArcFaceOnnx:
     odd = [n for n in seg if n.op == "Conv" and n not in convs3 and n not in convs1]
     if len(convs3) != 2 or len(convs1) > 1 or others or odd:
       culprit = (odd or others or [n for n in seg if n.op == "Conv"] or [add])[0]
-      raise bad(culprit, f"a block (ending at Add {add.name!r}) needs two 3x3 convolutions and "
-                         f"at most one 1x1 shortcut; found {len(convs3)} 3x3, {len(convs1)} 1x1, "
-                         f"{len(odd)} other kernels, other ops {[n.op for n in others]}")
+      raise bad(
+          culprit,
+          f"a block (ending at Add {add.name!r}) needs two 3x3 convolutions and "
+          f"at most one 1x1 shortcut; found {len(convs3)} 3x3, {len(convs1)} 1x1, "
+          f"{len(odd)} other kernels, other ops {[n.op for n in others]}",
+      )
     c1, c2 = convs3
     stride = [int(s) for s in c2.attrs.get("strides", [1, 1])]
     if stride == [2, 2]:
@@ -293,8 +325,10 @@ def read_arcface_onnx(path: str | os.PathLike[str]) -> ArcFaceOnnx:
       layers.append(0)
       widths.append(int(param(c2, 1).shape[0]))
     elif stride != [1, 1] or not layers or convs1:
-      raise bad(c2 if not convs1 else convs1[0],
-                "only the first block of a layer has stride 2 and a downsample shortcut")
+      raise bad(
+          c2 if not convs1 else convs1[0],
+          "only the first block of a layer has stride 2 and a downsample shortcut",
+      )
     key = f"layer{len(layers)}.{layers[-1]}"
     layers[-1] += 1
     planes = widths[-1]
@@ -302,31 +336,39 @@ def read_arcface_onnx(path: str | os.PathLike[str]) -> ArcFaceOnnx:
     block_bn1 = [n for n in seg if n.op == "BatchNormalization" and id(n) not in bns]
     if len(block_bn1) != 1:
       culprit = block_bn1[1] if len(block_bn1) > 1 else c1
-      raise bad(culprit, f"{key}: expected one BatchNormalization on the block input (bn1), "
-                         f"found {len(block_bn1)}")
+      raise bad(
+          culprit,
+          f"{key}: expected one BatchNormalization on the block input (bn1), "
+          f"found {len(block_bn1)}",
+      )
     inplanes = int(param(c1, 1).shape[1])
     put_bn(block_bn1[0], f"{key}.bn1", inplanes, None, block_bn1[0])
     put_bn(bn_after(c1), f"{key}.bn2", planes, put_conv(c1, f"{key}.conv1", 3), c1)
     put_bn(bn_after(c2), f"{key}.bn3", planes, put_conv(c2, f"{key}.conv2", 3), c2)
     if convs1:
       ds = convs1[0]
-      put_bn(bn_after(ds), f"{key}.downsample.1", planes,
-             put_conv(ds, f"{key}.downsample.0", 1), ds)
+      put_bn(
+          bn_after(ds), f"{key}.downsample.1", planes, put_conv(ds, f"{key}.downsample.0", 1), ds
+      )
     prelus = [n for n in seg if n.op == "PRelu"]
     if len(prelus) != 1:
       raise bad(prelus[1] if prelus else c1, f"{key}: expected one PRelu, found {len(prelus)}")
     put_prelu(prelus[0], f"{key}.prelu", planes)
     start = add.index
   if len(layers) != 4:
-    raise OnnxLayoutError(f"{p}: found {len(layers)} stride-2 layers, the IResNet has 4 "
-                          f"(blocks per layer found: {layers})")
+    raise OnnxLayoutError(
+        f"{p}: found {len(layers)} stride-2 layers, the IResNet has 4 "
+        f"(blocks per layer found: {layers})"
+    )
 
   # --- head: bn2 -> (flatten) -> fc -> features
   tail = [n for n in body if n.index > start]
   ops = [n for n in tail if n.op not in _STRUCTURAL]
   if not ops or ops[0].op != "BatchNormalization":
-    raise bad(ops[0] if ops else adds[-1], "expected the final BatchNormalization (bn2) "
-                                           "after the last block")
+    raise bad(
+        ops[0] if ops else adds[-1],
+        "expected the final BatchNormalization (bn2) " "after the last block",
+    )
   put_bn(ops[0], "bn2", widths[-1], None, ops[0])
   rest = ops[1:]
   if not rest:
@@ -340,8 +382,11 @@ def read_arcface_onnx(path: str | os.PathLike[str]) -> ArcFaceOnnx:
       w = w.T
     alpha, beta = float(fc.attrs.get("alpha", 1.0)), float(fc.attrs.get("beta", 1.0))
     w = w * alpha
-    bias = (param(fc, 2).astype(np.float32) * beta if len(fc.inputs) > 2 and fc.inputs[2]
-            else np.zeros(w.shape[0], np.float32))
+    bias = (
+        param(fc, 2).astype(np.float32) * beta
+        if len(fc.inputs) > 2 and fc.inputs[2]
+        else np.zeros(w.shape[0], np.float32)
+    )
     after = rest[1:]
   elif fc.op == "MatMul":
     w = param(fc, 1).astype(np.float32).T
@@ -355,7 +400,7 @@ def read_arcface_onnx(path: str | os.PathLike[str]) -> ArcFaceOnnx:
     raise bad(fc, "expected the fc layer (Gemm or MatMul) after bn2")
   num_features = int(w.shape[0])
   map_area = w.shape[1] / widths[-1]
-  map_size = int(round(map_area ** 0.5))
+  map_size = int(round(map_area**0.5))
   if map_size * map_size * widths[-1] != w.shape[1]:
     raise bad(fc, f"fc: {w.shape[1]} inputs is not {widths[-1]} channels x a square map")
   if bias.shape != (num_features,):
@@ -369,15 +414,27 @@ def read_arcface_onnx(path: str | os.PathLike[str]) -> ArcFaceOnnx:
     out["fc.bias"] = np.zeros(num_features, np.float32)
   leftover = after[1:] if feats is not None else after
   if leftover:
-    raise bad(leftover[0], "unexpected op after the features BatchNormalization "
-                           "(the embedding is the features output)")
-  arch = {"layers": layers, "widths": [width0 if i == 0 else widths[i] for i in range(4)],
-          "num_features": num_features, "map_size": map_size}
+    raise bad(
+        leftover[0],
+        "unexpected op after the features BatchNormalization "
+        "(the embedding is the features output)",
+    )
+  arch = {
+      "layers": layers,
+      "widths": [width0 if i == 0 else widths[i] for i in range(4)],
+      "num_features": num_features,
+      "map_size": map_size,
+  }
   if widths[0] != width0:
-    raise OnnxLayoutError(f"{p}: stem width {width0} differs from layer1's {widths[0]} "
-                          "(the layout has the same width)")
+    raise OnnxLayoutError(
+        f"{p}: stem width {width0} differs from layer1's {widths[0]} "
+        "(the layout has the same width)"
+    )
   return ArcFaceOnnx(
-      tensors=out, arch_config=arch,
+      tensors=out,
+      arch_config=arch,
       mean=tuple(float(v) for v in mean) if normalised else None,
       std=tuple(float(1.0 / v) for v in scale) if normalised else None,
-      folded_bn=folded, input_name=x_name)
+      folded_bn=folded,
+      input_name=x_name,
+  )

@@ -24,8 +24,9 @@ class Fisherfaces:
   proj: np.ndarray
 
   @classmethod
-  def fit(cls, x: np.ndarray, labels: np.ndarray, pca_dims: int = 150,
-          lda_dims: int = 64) -> "Fisherfaces":
+  def fit(
+      cls, x: np.ndarray, labels: np.ndarray, pca_dims: int = 150, lda_dims: int = 64
+  ) -> "Fisherfaces":
     mean = x.mean(0)
     xc = x - mean
     _, _, vt = np.linalg.svd(xc, full_matrices=False)
@@ -73,13 +74,12 @@ def _collect(source, rng, masked: bool, category: str | None):
   return np.stack(xs).reshape(len(xs), -1), np.array(ys)
 
 
-def measure_difficulty(identities: int = 300, images_per_identity: int = 10,
-                       resolution: int = 32, seed: int = 0) -> dict[str, float]:
+def measure_difficulty(
+    identities: int = 300, images_per_identity: int = 10, resolution: int = 32, seed: int = 0
+) -> dict[str, float]:
   """Rank-1 and verification accuracy of Fisherfaces, clean vs masked."""
-  train = SyntheticSplitSource.create("train", identities, images_per_identity,
-                                      resolution, seed)
-  test = SyntheticSplitSource.create("test", identities, images_per_identity,
-                                     resolution, seed)
+  train = SyntheticSplitSource.create("train", identities, images_per_identity, resolution, seed)
+  test = SyntheticSplitSource.create("test", identities, images_per_identity, resolution, seed)
   rng = np.random.default_rng(seed)
   xtr, ytr = _collect(train, rng, masked=False, category=None)
   model = Fisherfaces.fit(xtr, ytr)
@@ -100,7 +100,7 @@ def measure_difficulty(identities: int = 300, images_per_identity: int = 10,
     same = labels[i] == labels[j]
     # balance positives and negatives
     pos, neg = np.nonzero(same)[0], np.nonzero(~same)[0]
-    neg = neg[:len(pos)]
+    neg = neg[: len(pos)]
     sel = np.concatenate([pos, neg])
     s = np.sum(e_clean[i[sel]] * e_probe[j[sel]], 1)
     return best_threshold_accuracy(s, same[sel])

@@ -56,8 +56,9 @@ def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
   return ndimage.correlate1d(x, k, axis=1, mode="nearest")
 
 
-def low_frequency_shading(lum: np.ndarray, region: np.ndarray, sigma: float,
-                          lo: float = 0.35, hi: float = 1.6) -> np.ndarray:
+def low_frequency_shading(
+    lum: np.ndarray, region: np.ndarray, sigma: float, lo: float = 0.35, hi: float = 1.6
+) -> np.ndarray:
   """Relative illumination (H, W): low-passed face luminance / its face median.
 
   Normalised convolution restricted to ``region`` (weights in [0, 1]); pixels
@@ -79,8 +80,7 @@ def low_frequency_shading(lum: np.ndarray, region: np.ndarray, sigma: float,
   if step > 1:
     ys = np.minimum(np.arange(h) / step, lf.shape[0] - 1)
     xs = np.minimum(np.arange(wd) / step, lf.shape[1] - 1)
-    lf = ndimage.map_coordinates(lf, np.meshgrid(ys, xs, indexing="ij"), order=1,
-                                 mode="nearest")
+    lf = ndimage.map_coordinates(lf, np.meshgrid(ys, xs, indexing="ij"), order=1, mode="nearest")
   ref = float(np.median(lf[w > 0.5])) if (w > 0.5).any() else float(np.median(lf))
   return np.clip(lf / max(ref, 1e-3), lo, hi).astype(np.float32)
 
@@ -108,8 +108,10 @@ def blur_effect(lum: np.ndarray, weight: np.ndarray) -> float:
   wy, wx = w[1:] * w[:-1], w[:, 1:] * w[:, :-1]
 
   def grad_energy(x):
-    return float(np.abs(np.diff(x, axis=0)).ravel() @ wy.ravel()
-                 + np.abs(np.diff(x, axis=1)).ravel() @ wx.ravel())
+    return float(
+        np.abs(np.diff(x, axis=0)).ravel() @ wy.ravel()
+        + np.abs(np.diff(x, axis=1)).ravel() @ wx.ravel()
+    )
 
   e0 = grad_energy(lum)
   if e0 <= 1e-6:
@@ -135,8 +137,15 @@ def sample_skin(image01: np.ndarray, region: np.ndarray, landmarks: np.ndarray) 
   return np.median(sel if len(sel) else px, axis=0).astype(np.float32)
 
 
-def harmonize(clean: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, landmarks: np.ndarray,
-              region: np.ndarray, seed: int, skin: np.ndarray | None = None) -> np.ndarray:
+def harmonize(
+    clean: np.ndarray,
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    landmarks: np.ndarray,
+    region: np.ndarray,
+    seed: int,
+    skin: np.ndarray | None = None,
+) -> np.ndarray:
   """The occluder's colours (H, W, 3) in [0, 1] matched to the clean face.
 
   Args:
@@ -194,8 +203,9 @@ def harmonize(clean: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, landmarks: 
       best_sig, best_err = sig, err
   if best_sig > 0:
     den = _blur(ac, best_sig)[..., None]
-    out[sl] = np.where(den > 1e-4, _blur(crop * ac[..., None], best_sig)
-                       / np.maximum(den, 1e-4), crop)
+    out[sl] = np.where(
+        den > 1e-4, _blur(crop * ac[..., None], best_sig) / np.maximum(den, 1e-4), crop
+    )
   sigma_n = noise_sigma(lum, region)
   if sigma_n > 0:
     out[sl] += rng.standard_normal(out[sl].shape).astype(np.float32) * np.float32(sigma_n)

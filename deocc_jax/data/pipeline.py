@@ -27,7 +27,8 @@ import grain.python as grain
 import numpy as np
 
 from deocc_jax.data import masks as masks_lib
-from deocc_jax.data.face_masks import FLIP_68
+from deocc_jax.data.dense_landmarks import FLIP_68
+from deocc_jax.data.mask_library import MaskLibrary
 from deocc_jax.data.synthetic_faces import SyntheticFaces
 
 SPLITS = ("train", "validation", "test")
@@ -40,46 +41,63 @@ class FaceSource(Protocol):
   float32, 'identity': int}`` and optionally ``'face_region': (R, R)``.
   """
 
-  def __len__(self) -> int: ...
+  def __len__(self) -> int:
+    ...
 
-  def __getitem__(self, index: int) -> dict[str, Any]: ...
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    ...
 
 
-def identity_split(num_identities: int, fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                   seed: int = 0) -> dict[str, np.ndarray]:
+def identity_split(
+    num_identities: int, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> dict[str, np.ndarray]:
   """Disjoint train / validation / test identity sets (sorted id arrays)."""
   if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
     raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {fractions}")
   perm = np.random.default_rng([int(seed), 0x5B1]).permutation(num_identities)
   n_train = int(round(fractions[0] * num_identities))
   n_val = int(round(fractions[1] * num_identities))
-  parts = (perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:])
+  parts = (perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :])
   out = {name: np.sort(p) for name, p in zip(SPLITS, parts)}
   for name, ids in out.items():
     if fractions[SPLITS.index(name)] > 0 and len(ids) == 0:
-      raise ValueError(f"split {name!r} is empty with {num_identities} identities "
-                       f"and fractions {fractions}")
+      raise ValueError(
+          f"split {name!r} is empty with {num_identities} identities " f"and fractions {fractions}"
+      )
   return out
 
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticSplitSource:
   """The synthetic faces of one identity split, labels made contiguous."""
+
   faces: SyntheticFaces
   identities: np.ndarray  # global identity ids of this split
 
   @classmethod
-  def create(cls, split: str, identities: int = 1000, images_per_identity: int = 20,
-             resolution: int = 64, seed: int = 0,
-             fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> "SyntheticSplitSource":
+  def create(
+      cls,
+      split: str,
+      identities: int = 1000,
+      images_per_identity: int = 20,
+      resolution: int = 64,
+      seed: int = 0,
+      fractions: Sequence[float] = (0.8, 0.1, 0.1),
+  ) -> "SyntheticSplitSource":
     if split not in SPLITS:
       raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
     faces = SyntheticFaces(identities, images_per_identity, resolution, seed)
     return cls(faces, identity_split(identities, fractions, seed)[split])
 
   @classmethod
-  def pool(cls, first: int, count: int, images_per_identity: int = 20, resolution: int = 64,
-           seed: int = 0) -> "SyntheticSplitSource":
+  def pool(
+      cls,
+      first: int,
+      count: int,
+      images_per_identity: int = 20,
+      resolution: int = 64,
+      seed: int = 0,
+  ) -> "SyntheticSplitSource":
     """Identities ``first .. first + count - 1`` of the same face space: a pool
     disjoint from the train / validation / test splits of ``first`` identities
     (the embedded default's teacher pool, a VGGFace2 analogue)."""
@@ -95,8 +113,10 @@ class SyntheticSplitSource:
   def __repr__(self) -> str:
     # grain validates a restored iterator against repr(source): keep it stable.
     digest = hashlib.sha1(np.asarray(self.identities, np.int64).tobytes()).hexdigest()[:12]
-    return (f"SyntheticSplitSource({self.faces!r}, identities={len(self.identities)}, "
-            f"ids_sha1={digest})")
+    return (
+        f"SyntheticSplitSource({self.faces!r}, identities={len(self.identities)}, "
+        f"ids_sha1={digest})"
+    )
 
   def __len__(self) -> int:
     return len(self.identities) * self.faces.images_per_identity
@@ -115,8 +135,7 @@ class SyntheticSplitSource:
 _FLIP_ORDER = np.array([1, 0, 2, 4, 3])  # swap left/right eyes and mouth corners
 
 
-def flip_horizontal(image: np.ndarray, landmarks: np.ndarray,
-                    region: np.ndarray | None = None):
+def flip_horizontal(image: np.ndarray, landmarks: np.ndarray, region: np.ndarray | None = None):
   """Mirrors a face and its landmarks (left/right labels swapped).
 
   ``landmarks`` may be the five CelebA points or dlib's 68 points.
@@ -128,8 +147,9 @@ def flip_horizontal(image: np.ndarray, landmarks: np.ndarray,
   return (image[:, ::-1], lm, None if region is None else region[:, ::-1])
 
 
-def shift_image(image: np.ndarray, landmarks: np.ndarray, dx: int, dy: int,
-                region: np.ndarray | None = None):
+def shift_image(
+    image: np.ndarray, landmarks: np.ndarray, dx: int, dy: int, region: np.ndarray | None = None
+):
   """Translates by whole pixels, replicating the border."""
   h, w = image.shape[:2]
   rows = np.clip(np.arange(h) - dy, 0, h - 1)
@@ -152,8 +172,12 @@ def to_unit_range(x: np.ndarray) -> np.ndarray:
 class MaskedPairTransform(grain.RandomMapTransform):
   """Record -> masked training pair (flip / shift augmentation + occluder)."""
 
-  def __init__(self, mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
-               flip: bool = True, max_shift_px: int = 0):
+  def __init__(
+      self,
+      mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
+      flip: bool = True,
+      max_shift_px: int = 0,
+  ):
     self.mask_config = mask_config
     self.flip = flip
     self.max_shift_px = int(max_shift_px)
@@ -162,11 +186,15 @@ class MaskedPairTransform(grain.RandomMapTransform):
     return make_masked_pair(element, rng, self.mask_config, self.flip, self.max_shift_px)
 
 
-def make_masked_pair(element: dict[str, Any], rng: np.random.Generator,
-                     mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
-                     flip: bool = True, max_shift_px: int = 0,
-                     category: str | None = None,
-                     details: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_masked_pair(
+    element: dict[str, Any],
+    rng: np.random.Generator,
+    mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
+    flip: bool = True,
+    max_shift_px: int = 0,
+    category: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
   """Builds one example of the pair stream from a face record.
 
   ``details``, when given, receives the occluder's ``kind`` (e.g.
@@ -193,8 +221,9 @@ def make_masked_pair(element: dict[str, Any], rng: np.random.Generator,
     image, lm, region = shift_image(image, lm, int(dx), int(dy), region)
     if dense is not None:
       dense = dense + np.array([dx, dy], np.float32)
-  occ = masks_lib.synthesize_occlusion(rng, lm, region, mask_config, category,
-                                       dense_landmarks=dense)
+  occ = masks_lib.synthesize_occlusion(
+      rng, lm, region, mask_config, category, dense_landmarks=dense
+  )
   masked = masks_lib.composite(image, occ)
   if details is not None:
     details["kind"] = occ.kind
@@ -215,24 +244,27 @@ def mask_config_from_data(data: Any) -> masks_lib.MaskConfig:
   Reads ``categories``, ``coverage_range``, ``mask_library`` (folder of RGBA
   PNGs), ``library_prob`` (rate at which library masks replace procedural
   occluders; default 1.0 when a library is given), ``face_mask_prob`` and
-  ``photometric``; missing optional keys take the MaskConfig defaults.
+  ``photometric`` (defaults: ``deocc_jax/configs/base.py``).
   """
-  lib = str(data.get("mask_library", "") or "")
-  lp = data.get("library_prob", None)
+  lib = str(data.mask_library or "")
+  lp = data.library_prob
   return masks_lib.MaskConfig(
-      categories=tuple(data.categories), coverage_range=tuple(data.coverage_range),
-      library=masks_lib.MaskLibrary(lib) if lib else None,
+      categories=tuple(data.categories),
+      coverage_range=tuple(data.coverage_range),
+      library=MaskLibrary(lib) if lib else None,
       library_prob=None if lp is None else float(lp),
-      face_mask_prob=float(data.get("face_mask_prob", masks_lib.MaskConfig.face_mask_prob)),
-      photometric=bool(data.get("photometric", True)))
+      face_mask_prob=float(data.face_mask_prob),
+      photometric=bool(data.photometric),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   """Knobs of the pair stream (see ``configs/`` for the ConfigDict form)."""
-  batch_size: int = 64          # GLOBAL batch; each host loads batch_size / hosts
+
+  batch_size: int = 64  # GLOBAL batch; each host loads batch_size / hosts
   seed: int = 0
-  worker_count: int = 0          # grain worker processes (0 = in-process)
+  worker_count: int = 0  # grain worker processes (0 = in-process)
   worker_buffer_size: int = 2
   shuffle: bool = True
   num_epochs: int | None = None  # None = infinite
@@ -241,9 +273,12 @@ class PipelineConfig:
   drop_remainder: bool = True
 
 
-def make_loader(source: FaceSource, config: PipelineConfig,
-                mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
-                shard_options: grain.ShardOptions | None = None) -> grain.DataLoader:
+def make_loader(
+    source: FaceSource,
+    config: PipelineConfig,
+    mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
+    shard_options: grain.ShardOptions | None = None,
+) -> grain.DataLoader:
   """A grain DataLoader of masked-pair batches for this host.
 
   Args:
@@ -255,29 +290,48 @@ def make_loader(source: FaceSource, config: PipelineConfig,
   if shard_options is None:
     shard_options = grain.ShardByJaxProcess(drop_remainder=True)
   if config.batch_size % shard_options.shard_count:
-    raise ValueError(f"global batch_size {config.batch_size} is not divisible by the "
-                     f"number of hosts {shard_options.shard_count}")
+    raise ValueError(
+        f"global batch_size {config.batch_size} is not divisible by the "
+        f"number of hosts {shard_options.shard_count}"
+    )
   per_host = config.batch_size // shard_options.shard_count
   if len(source) < shard_options.shard_count:
-    raise ValueError(f"source has {len(source)} records, fewer than "
-                     f"{shard_options.shard_count} shards")
+    raise ValueError(
+        f"source has {len(source)} records, fewer than " f"{shard_options.shard_count} shards"
+    )
   sampler = grain.IndexSampler(
-      num_records=len(source), shard_options=shard_options, shuffle=config.shuffle,
-      num_epochs=config.num_epochs, seed=config.seed)
-  ops = [MaskedPairTransform(mask_config, config.flip, config.max_shift_px),
-         grain.Batch(per_host, drop_remainder=config.drop_remainder)]
+      num_records=len(source),
+      shard_options=shard_options,
+      shuffle=config.shuffle,
+      num_epochs=config.num_epochs,
+      seed=config.seed,
+  )
+  ops = [
+      MaskedPairTransform(mask_config, config.flip, config.max_shift_px),
+      grain.Batch(per_host, drop_remainder=config.drop_remainder),
+  ]
   return grain.DataLoader(
-      data_source=source, sampler=sampler, operations=ops,
-      worker_count=config.worker_count, worker_buffer_size=config.worker_buffer_size)
+      data_source=source,
+      sampler=sampler,
+      operations=ops,
+      worker_count=config.worker_count,
+      worker_buffer_size=config.worker_buffer_size,
+  )
 
 
-def synthetic_loader(split: str = "train", *, identities: int = 1000,
-                     images_per_identity: int = 20, resolution: int = 64,
-                     data_seed: int = 0, config: PipelineConfig = PipelineConfig(),
-                     mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
-                     shard_options: grain.ShardOptions | None = None
-                     ) -> tuple[grain.DataLoader, SyntheticSplitSource]:
+def synthetic_loader(
+    split: str = "train",
+    *,
+    identities: int = 1000,
+    images_per_identity: int = 20,
+    resolution: int = 64,
+    data_seed: int = 0,
+    config: PipelineConfig = PipelineConfig(),
+    mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
+    shard_options: grain.ShardOptions | None = None,
+) -> tuple[grain.DataLoader, SyntheticSplitSource]:
   """The embedded default: a loader over one split of the synthetic faces."""
-  source = SyntheticSplitSource.create(split, identities, images_per_identity,
-                                       resolution, data_seed)
+  source = SyntheticSplitSource.create(
+      split, identities, images_per_identity, resolution, data_seed
+  )
   return make_loader(source, config, mask_config, shard_options), source

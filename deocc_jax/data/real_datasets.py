@@ -27,122 +27,62 @@ Every reader is a random-access :class:`~deocc_jax.data.pipeline.FaceSource`
 whose records (``image`` uint8 (R, R, 3), ``landmarks`` (5, 2), ``identity``)
 feed the same grain pipeline as the synthetic faces. Bad input raises an
 error naming the file (and line); grayscale, palette and RGBA images are
-converted to RGB.
+converted to RGB (the file formats are parsed by
+:mod:`deocc_jax.data.dataset_formats`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 import importlib
+import os
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from deocc_jax.data import alignment
+from deocc_jax.data.dataset_formats import (
+    IMAGE_EXTENSIONS,
+    DatasetFormatError,
+    parse_ar_name,
+    parse_landmarks_file,
+    parse_lfw_pairs,
+    parse_two_columns,
+    read_image,
+)
+from deocc_jax.utils import face_geometry
 
 # image (H, W, 3) uint8 -> (5, 2) landmarks (x, y) in CANONICAL_ORDER, or raises
 # ValueError when it finds no face.
 Detector = Callable[[np.ndarray], np.ndarray]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif",
-                    ".webp")
-
 # Mean CelebA landmarks (left eye, right eye, nose, left / right mouth corner)
 # relative to the default 178 x 178 crop; used where a set has no landmarks.
-DEFAULT_RELATIVE_LANDMARKS = np.array([
-    [0.388, 0.511], [0.601, 0.511], [0.494, 0.646], [0.404, 0.742], [0.590, 0.742]],
-    np.float32)
+DEFAULT_RELATIVE_LANDMARKS = np.array(
+    [[0.388, 0.511], [0.601, 0.511], [0.494, 0.646], [0.404, 0.742], [0.590, 0.742]], np.float32
+)
 
 
-class DatasetFormatError(ValueError):
-  """A data set file does not have the expected format (names file + line)."""
-
-
-def read_image(path: str) -> np.ndarray:
-  """Reads an image as (H, W, 3) uint8 RGB.
-
-  Grayscale, palette, CMYK and RGBA (alpha dropped) are converted to RGB.
-  Raises FileNotFoundError / DatasetFormatError naming the file.
-  """
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"image file not found: {path}")
-  try:
-    with Image.open(path) as im:
-      im.load()
-      if im.mode in ("I;16", "I", "F"):
-        arr = np.asarray(im, np.float64)
-        arr = (255.0 * (arr - arr.min()) / max(np.ptp(arr), 1e-9)).astype(np.uint8)
-        im = Image.fromarray(arr)
-      if im.mode != "RGB":
-        im = im.convert("RGB")
-      return np.asarray(im, np.uint8).copy()
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-    raise DatasetFormatError(f"{path}: cannot decode image ({e})") from e
-
-
-def crop_and_resize(image: np.ndarray, landmarks: np.ndarray | None,
-                    box: tuple[float, float, float, float] | None, resolution: int
-                    ) -> tuple[np.ndarray, np.ndarray | None]:
+def crop_and_resize(
+    image: np.ndarray,
+    landmarks: np.ndarray | None,
+    box: tuple[float, float, float, float] | None,
+    resolution: int,
+) -> tuple[np.ndarray, np.ndarray | None]:
   """Crops ``box`` = (left, top, right, bottom) and resizes to a square."""
   h, w = image.shape[:2]
   if box is None:
     side = min(h, w)
     box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
   l, t, r, b = box
-  out = Image.fromarray(image).resize((resolution, resolution), Image.BILINEAR,
-                                      box=(l, t, r, b))
+  out = Image.fromarray(image).resize((resolution, resolution), Image.BILINEAR, box=(l, t, r, b))
   lm = None
   if landmarks is not None:
-    lm = (np.asarray(landmarks, np.float32) - np.array([l, t], np.float32)) \
-        * np.array([resolution / (r - l), resolution / (b - t)], np.float32)
+    lm = (np.asarray(landmarks, np.float32) - np.array([l, t], np.float32)) * np.array(
+        [resolution / (r - l), resolution / (b - t)], np.float32
+    )
   return np.asarray(out, np.uint8), lm
-
-
-def _read_lines(path: str) -> list[str]:
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"annotation file not found: {path}")
-  with open(path, encoding="utf-8", errors="replace") as f:
-    return f.read().splitlines()
-
-
-def _parse_two_columns(path: str, value_type=int) -> dict[str, Any]:
-  out = {}
-  for n, line in enumerate(_read_lines(path), start=1):
-    if not line.strip():
-      continue
-    parts = line.split()
-    if len(parts) != 2:
-      raise DatasetFormatError(f"{path}:{n}: expected '<file> <value>', got {line!r}")
-    try:
-      out[parts[0]] = value_type(parts[1])
-    except ValueError as e:
-      raise DatasetFormatError(f"{path}:{n}: bad value {parts[1]!r} ({e})") from e
-  return out
-
-
-def parse_landmarks_file(path: str, has_header: bool = True) -> dict[str, np.ndarray]:
-  """CelebA ``list_landmarks_align_celeba.txt``: count, header, then rows
-  ``<file> lx ly rx ry nx ny lmx lmy rmx rmy``."""
-  lines = _read_lines(path)
-  start = 0
-  if has_header and lines and re.fullmatch(r"\s*\d+\s*", lines[0]):
-    start = 2 if len(lines) > 1 and "lefteye_x" in lines[1] else 1
-  out = {}
-  for n, line in enumerate(lines[start:], start=start + 1):
-    if not line.strip():
-      continue
-    parts = line.split()
-    if len(parts) != 11:
-      raise DatasetFormatError(
-          f"{path}:{n}: expected a file name and 10 coordinates, got {len(parts)} fields")
-    try:
-      out[parts[0]] = np.array(parts[1:], np.float32).reshape(5, 2)
-    except ValueError as e:
-      raise DatasetFormatError(f"{path}:{n}: non-numeric landmark ({e})") from e
-  return out
 
 
 def largest_face(faces: np.ndarray) -> np.ndarray:
@@ -176,19 +116,21 @@ def make_detector(spec: str | Detector | None) -> Detector | None:
     try:
       fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
-      raise ValueError(f"landmark detector {spec!r}: cannot import {name!r} from "
-                       f"{module!r} ({e})") from e
+      raise ValueError(
+          f"landmark detector {spec!r}: cannot import {name!r} from " f"{module!r} ({e})"
+      ) from e
     return lambda image: largest_face(fn(image))
   raise ValueError(f"unknown landmark detector {spec!r}; use '', 'dlib' or 'package.module:fn'")
 
 
-def align_to_template(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray,
-                      resolution: int) -> tuple[np.ndarray, np.ndarray]:
+def align_to_template(
+    image: np.ndarray, landmarks: np.ndarray, template: np.ndarray, resolution: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Warps ``image`` so its 5 ``landmarks`` fit ``template`` (least squares
   similarity) in a ``resolution`` square; returns (face, its landmarks)."""
-  m = alignment.estimate_similarity(template, landmarks)  # crop -> image
+  m = face_geometry.estimate_similarity(template, landmarks)  # crop -> image
   out = alignment.warp_affine(image, m, (resolution, resolution))
-  lm = alignment.apply_transform(alignment.invert_transform(m), landmarks)
+  lm = face_geometry.apply_transform(face_geometry.invert_transform(m), landmarks)
   return np.clip(np.rint(out), 0, 255).astype(np.uint8), lm.astype(np.float32)
 
 
@@ -201,6 +143,7 @@ class _ImageRecords:
   back to the set's default layout in ``crop`` and is listed in
   ``undetected``. Without it, ``crop`` is cut out and resized.
   """
+
   paths: list[str]
   labels: np.ndarray
   landmarks: list[np.ndarray | None]
@@ -214,8 +157,9 @@ class _ImageRecords:
     if self.align_to is not None:
       self.align_to = np.asarray(self.align_to, np.float32)
       if self.align_to.shape != (5, 2):
-        raise ValueError(f"align_to must be a (5, 2) landmark template, got "
-                         f"{self.align_to.shape}")
+        raise ValueError(
+            f"align_to must be a (5, 2) landmark template, got " f"{self.align_to.shape}"
+        )
 
   def __len__(self) -> int:
     return len(self.paths)
@@ -227,18 +171,23 @@ class _ImageRecords:
   def __repr__(self) -> str:
     # grain validates a restored iterator against repr(source): keep it stable.
     first = self.paths[0] if self.paths else ""
-    aligned = "" if self.align_to is None else \
-        f", align_to={np.round(self.align_to, 2).tolist()}"
-    return (f"{type(self).__name__}(records={len(self.paths)}, first={first!r}, "
-            f"resolution={self.resolution}, crop={self.crop}{aligned})")
+    aligned = "" if self.align_to is None else f", align_to={np.round(self.align_to, 2).tolist()}"
+    return (
+        f"{type(self).__name__}(records={len(self.paths)}, first={first!r}, "
+        f"resolution={self.resolution}, crop={self.crop}{aligned})"
+    )
 
   def _default_landmarks(self, image: np.ndarray) -> np.ndarray:
     """The mean CelebA layout inside ``crop`` (whole image centre square if None)."""
     h, w = image.shape[:2]
-    l, t, r, b = self.crop if self.crop is not None else (
-        (w - min(h, w)) / 2, (h - min(h, w)) / 2, (w + min(h, w)) / 2, (h + min(h, w)) / 2)
-    return DEFAULT_RELATIVE_LANDMARKS * np.array([r - l, b - t], np.float32) \
-        + np.array([l, t], np.float32)
+    l, t, r, b = (
+        self.crop
+        if self.crop is not None
+        else ((w - min(h, w)) / 2, (h - min(h, w)) / 2, (w + min(h, w)) / 2, (h + min(h, w)) / 2)
+    )
+    return DEFAULT_RELATIVE_LANDMARKS * np.array([r - l, b - t], np.float32) + np.array(
+        [l, t], np.float32
+    )
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
@@ -256,15 +205,24 @@ class _ImageRecords:
       if lm is None:
         self.undetected.add(path)
         lm = self._default_landmarks(image)
-      img, lm_out = align_to_template(image, np.asarray(lm, np.float64), self.align_to,
-                                      self.resolution)
-      return {"image": img, "landmarks": lm_out, "identity": np.int32(self.labels[index]),
-              "path": path}
+      img, lm_out = align_to_template(
+          image, np.asarray(lm, np.float64), self.align_to, self.resolution
+      )
+      return {
+          "image": img,
+          "landmarks": lm_out,
+          "identity": np.int32(self.labels[index]),
+          "path": path,
+      }
     img, lm_out = crop_and_resize(image, lm, self.crop, self.resolution)
     if lm_out is None:
       lm_out = DEFAULT_RELATIVE_LANDMARKS * self.resolution
-    return {"image": img, "landmarks": lm_out.astype(np.float32),
-            "identity": np.int32(self.labels[index]), "path": self.paths[index]}
+    return {
+        "image": img,
+        "landmarks": lm_out.astype(np.float32),
+        "identity": np.int32(self.labels[index]),
+        "path": self.paths[index],
+    }
 
 
 def _contiguous(labels: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
@@ -290,22 +248,29 @@ class CelebA(_ImageRecords):
       evaluation's tables use only these (no trained model saw them).
   """
 
-  def __init__(self, root: str, split: str = "train", partition: str = "official",
-               resolution: int = 64, seed: int = 0,
-               crop: tuple[float, float, float, float] | None = (0, 20, 178, 198),
-               holdout_identities: float = 0):
+  def __init__(
+      self,
+      root: str,
+      split: str = "train",
+      partition: str = "official",
+      resolution: int = 64,
+      seed: int = 0,
+      crop: tuple[float, float, float, float] | None = (0, 20, 178, 198),
+      holdout_identities: float = 0,
+  ):
     img_dir = os.path.join(root, "img_align_celeba")
     if not os.path.isdir(img_dir):
       raise FileNotFoundError(f"CelebA image folder not found: {img_dir}")
-    ids = _parse_two_columns(os.path.join(root, "identity_CelebA.txt"))
+    ids = parse_two_columns(os.path.join(root, "identity_CelebA.txt"))
     lms = parse_landmarks_file(os.path.join(root, "list_landmarks_align_celeba.txt"))
     files = sorted(ids)
     held = heldout_identity_set(sorted(set(ids.values())), holdout_identities, seed)
     self.heldout_identities = held
     if split == "heldout":
       if not held:
-        raise ValueError("split 'heldout' needs holdout_identities > 0 "
-                         "(config.data.holdout_identities)")
+        raise ValueError(
+            "split 'heldout' needs holdout_identities > 0 " "(config.data.holdout_identities)"
+        )
       files = [f for f in files if ids[f] in held]
       partition = "none"
     else:
@@ -313,20 +278,26 @@ class CelebA(_ImageRecords):
     if partition == "none":
       pass
     elif partition == "official":
-      parts = _parse_two_columns(os.path.join(root, "list_eval_partition.txt"))
+      parts = parse_two_columns(os.path.join(root, "list_eval_partition.txt"))
       want = {"train": {0}, "validation": {1}, "test": {2}, "all": {0, 1, 2}}
       if split not in want:
         raise ValueError(f"unknown split {split!r}; choose train/validation/test/all")
       missing = [f for f in files if f not in parts]
       if missing:
-        raise DatasetFormatError(f"{os.path.join(root, 'list_eval_partition.txt')}: "
-                                 f"no partition for {missing[:5]} ({len(missing)} files)")
+        raise DatasetFormatError(
+            f"{os.path.join(root, 'list_eval_partition.txt')}: "
+            f"no partition for {missing[:5]} ({len(missing)} files)"
+        )
       files = [f for f in files if parts[f] in want[split]]
     elif partition == "random_6_1":
       perm = np.random.default_rng([int(seed), 61]).permutation(len(files))
       n_train = int(round(len(files) * 6 / 7))
-      chosen = {"train": perm[:n_train], "validation": perm[n_train:],
-                "test": perm[:0], "all": perm}
+      chosen = {
+          "train": perm[:n_train],
+          "validation": perm[n_train:],
+          "test": perm[:0],
+          "all": perm,
+      }
       if split not in chosen:
         raise ValueError(f"unknown split {split!r}; choose train/validation/test/all")
       files = [files[i] for i in np.sort(chosen[split])]
@@ -334,11 +305,14 @@ class CelebA(_ImageRecords):
       raise ValueError(f"unknown partition {partition!r}; choose 'official' or 'random_6_1'")
     no_lm = [f for f in files if f not in lms]
     if no_lm:
-      raise DatasetFormatError(f"{os.path.join(root, 'list_landmarks_align_celeba.txt')}: "
-                               f"no landmarks for {no_lm[:5]} ({len(no_lm)} files)")
+      raise DatasetFormatError(
+          f"{os.path.join(root, 'list_landmarks_align_celeba.txt')}: "
+          f"no landmarks for {no_lm[:5]} ({len(no_lm)} files)"
+      )
     labels, self.identity_names = _contiguous([ids[f] for f in files])
-    super().__init__([os.path.join(img_dir, f) for f in files], labels,
-                     [lms[f] for f in files], resolution, crop)
+    super().__init__(
+        [os.path.join(img_dir, f) for f in files], labels, [lms[f] for f in files], resolution, crop
+    )
 
 
 def heldout_identity_set(identities: Sequence[Any], holdout: float, seed: int) -> set[Any]:
@@ -346,12 +320,15 @@ def heldout_identity_set(identities: Sequence[Any], holdout: float, seed: int) -
   holdout = float(holdout)
   n = len(identities)
   if holdout < 0 or (holdout >= 1 and holdout != int(holdout)):
-    raise ValueError(f"holdout_identities must be a fraction in [0, 1) or a whole count, "
-                     f"got {holdout}")
+    raise ValueError(
+        f"holdout_identities must be a fraction in [0, 1) or a whole count, " f"got {holdout}"
+    )
   k = int(round(holdout * n)) if holdout < 1 else int(holdout)
   if holdout > 0 and not 0 < k < n:
-    raise ValueError(f"holdout_identities={holdout} holds out {k} of {n} identities; "
-                     "need at least 1 and fewer than all")
+    raise ValueError(
+        f"holdout_identities={holdout} holds out {k} of {n} identities; "
+        "need at least 1 and fewer than all"
+    )
   perm = np.random.default_rng([int(seed), 0x4E1D]).permutation(n)
   return {identities[i] for i in perm[:k]}
 
@@ -364,10 +341,16 @@ class ImageFolder(_ImageRecords):
   layout is used (relative to the crop).
   """
 
-  def __init__(self, root: str, resolution: int = 64,
-               crop: tuple[float, float, float, float] | None = None,
-               landmarks_file: str | None = None, min_images: int = 1,
-               align_to: np.ndarray | None = None, detector: Detector | None = None):
+  def __init__(
+      self,
+      root: str,
+      resolution: int = 64,
+      crop: tuple[float, float, float, float] | None = None,
+      landmarks_file: str | None = None,
+      min_images: int = 1,
+      align_to: np.ndarray | None = None,
+      detector: Detector | None = None,
+  ):
     if not os.path.isdir(root):
       raise FileNotFoundError(f"image folder not found: {root}")
     paths, names = [], []
@@ -381,83 +364,24 @@ class ImageFolder(_ImageRecords):
       paths += [os.path.join(d, f) for f in imgs]
       names += [ident] * len(imgs)
     if not paths:
-      raise DatasetFormatError(f"{root}: no images found in <identity>/ sub-folders "
-                               f"(extensions {IMAGE_EXTENSIONS})")
+      raise DatasetFormatError(
+          f"{root}: no images found in <identity>/ sub-folders " f"(extensions {IMAGE_EXTENSIONS})"
+      )
     lms: list[np.ndarray | None] = [None] * len(paths)
     if landmarks_file is not None:
       table = parse_landmarks_file(landmarks_file)
       rel = [os.path.relpath(p, root) for p in paths]
       missing = [r for r in rel if r not in table]
       if missing:
-        raise DatasetFormatError(f"{landmarks_file}: no landmarks for {missing[:5]} "
-                                 f"({len(missing)} images)")
+        raise DatasetFormatError(
+            f"{landmarks_file}: no landmarks for {missing[:5]} " f"({len(missing)} images)"
+        )
       lms = [table[r] for r in rel]
     labels, self.identity_names = _contiguous(names)
     super().__init__(paths, labels, lms, resolution, crop, align_to, detector)
 
 
 # ------------------------------------------------------------------- LFW
-
-@dataclasses.dataclass(frozen=True)
-class VerificationPair:
-  path_a: str
-  path_b: str
-  same: bool
-  fold: int
-
-
-def parse_lfw_pairs(pairs_file: str, lfw_root: str, check_files: bool = True
-                    ) -> list[VerificationPair]:
-  """Parses LFW's ``pairs.txt``: a header ``<folds> <n>``, then per fold
-  ``n`` matched lines ``name i j`` and ``n`` mismatched lines
-  ``name1 i name2 j``. Errors name the file and line."""
-  lines = _read_lines(pairs_file)
-  if not lines:
-    raise DatasetFormatError(f"{pairs_file}:1: empty pairs file")
-  head = lines[0].split()
-  try:
-    folds, per = int(head[0]), int(head[1])
-    if len(head) != 2:
-      raise ValueError
-  except (ValueError, IndexError):
-    raise DatasetFormatError(f"{pairs_file}:1: expected header '<folds> <pairs per "
-                             f"fold>', got {lines[0]!r}") from None
-  body = [(n, l) for n, l in enumerate(lines[1:], start=2) if l.strip()]
-  if len(body) != folds * 2 * per:
-    raise DatasetFormatError(f"{pairs_file}: header promises {folds} folds x 2 x {per} "
-                             f"= {folds * 2 * per} pairs, found {len(body)} lines")
-
-  def img(name: str, num: str, n: int) -> str:
-    try:
-      k = int(num)
-    except ValueError:
-      raise DatasetFormatError(f"{pairs_file}:{n}: image number {num!r} is not an "
-                               "integer") from None
-    return os.path.join(lfw_root, name, f"{name}_{k:04d}.jpg")
-
-  pairs = []
-  for i, (n, line) in enumerate(body):
-    fold, within = divmod(i, 2 * per)
-    parts = line.split()
-    expect_same = within < per
-    if expect_same:
-      if len(parts) != 3:
-        raise DatasetFormatError(f"{pairs_file}:{n}: expected a matched pair 'name i j' "
-                                 f"(fold {fold}), got {line!r}")
-      pairs.append(VerificationPair(img(parts[0], parts[1], n), img(parts[0], parts[2], n),
-                                    True, fold))
-    else:
-      if len(parts) != 4:
-        raise DatasetFormatError(f"{pairs_file}:{n}: expected a mismatched pair "
-                                 f"'name1 i name2 j' (fold {fold}), got {line!r}")
-      pairs.append(VerificationPair(img(parts[0], parts[1], n), img(parts[2], parts[3], n),
-                                    False, fold))
-  if check_files:
-    for pair, (n, _) in zip(pairs, body):
-      for p in (pair.path_a, pair.path_b):
-        if not os.path.exists(p):
-          raise FileNotFoundError(f"{pairs_file}:{n}: image not found: {p}")
-  return pairs
 
 
 class LFW(ImageFolder):
@@ -468,12 +392,17 @@ class LFW(ImageFolder):
   landmarks instead (``landmarks_file``, else ``detector``).
   """
 
-  def __init__(self, root: str, pairs_file: str | None = None, resolution: int = 64,
-               crop: tuple[float, float, float, float] | None = (50, 50, 200, 200),
-               landmarks_file: str | None = None, align_to: np.ndarray | None = None,
-               detector: Detector | None = None):
-    super().__init__(root, resolution, crop, landmarks_file, align_to=align_to,
-                     detector=detector)
+  def __init__(
+      self,
+      root: str,
+      pairs_file: str | None = None,
+      resolution: int = 64,
+      crop: tuple[float, float, float, float] | None = (50, 50, 200, 200),
+      landmarks_file: str | None = None,
+      align_to: np.ndarray | None = None,
+      detector: Detector | None = None,
+  ):
+    super().__init__(root, resolution, crop, landmarks_file, align_to=align_to, detector=detector)
     self.pairs = parse_lfw_pairs(pairs_file, root) if pairs_file else []
     self._index = {p: i for i, p in enumerate(self.paths)}
 
@@ -486,27 +415,12 @@ class LFW(ImageFolder):
 
 # -------------------------------------------------------------------- AR
 
-AR_NAME = re.compile(r"^([mw])-(\d{3})-(\d{1,2})\.([a-z]+)$", re.IGNORECASE)
 AR_SUBSETS = {
     "clean": (1, 2, 3, 4, 5, 6, 7, 14, 15, 16, 17, 18, 19, 20),
     "neutral": (1, 14),
     "sunglasses": (8, 9, 10, 21, 22, 23),
     "scarf": (11, 12, 13, 24, 25, 26),
 }
-
-
-def parse_ar_name(path: str) -> tuple[str, int, int]:
-  """``m-001-08.bmp`` -> ('m-001', session 1, index 8)."""
-  name = os.path.basename(path)
-  m = AR_NAME.match(name)
-  if not m or ("." + m.group(4).lower()) not in IMAGE_EXTENSIONS:
-    raise DatasetFormatError(f"{path}: not an AR face file name "
-                             "('<m|w>-<person 3 digits>-<index 1..26>.<image ext>')")
-  idx = int(m.group(3))
-  if not 1 <= idx <= 26:
-    raise DatasetFormatError(f"{path}: AR image index {idx} outside 1..26")
-  person = f"{m.group(1).lower()}-{m.group(2)}"
-  return person, 1 if idx <= 13 else 2, idx
 
 
 class ARFace(_ImageRecords):
@@ -519,11 +433,16 @@ class ARFace(_ImageRecords):
   sorted list of all people in the folder, so gallery and probe labels agree.
   """
 
-  def __init__(self, root: str, subset: str | Iterable[int] = "clean",
-               resolution: int = 64,
-               crop: tuple[float, float, float, float] | None = None,
-               landmarks_file: str | None = None, align_to: np.ndarray | None = None,
-               detector: Detector | None = None):
+  def __init__(
+      self,
+      root: str,
+      subset: str | Iterable[int] = "clean",
+      resolution: int = 64,
+      crop: tuple[float, float, float, float] | None = None,
+      landmarks_file: str | None = None,
+      align_to: np.ndarray | None = None,
+      detector: Detector | None = None,
+  ):
     if not os.path.isdir(root):
       raise FileNotFoundError(f"AR folder not found: {root}")
     indices = AR_SUBSETS.get(subset) if isinstance(subset, str) else tuple(subset)
@@ -544,9 +463,15 @@ class ARFace(_ImageRecords):
         raise DatasetFormatError(f"{landmarks_file}: no landmarks for {missing[:5]}")
       lms = [table[f] for f, _ in chosen]
     self.people = people
-    super().__init__([os.path.join(root, f) for f, _ in chosen],
-                     np.array([label_of[p] for _, p in chosen], np.int32), lms,
-                     resolution, crop, align_to, detector)
+    super().__init__(
+        [os.path.join(root, f) for f, _ in chosen],
+        np.array([label_of[p] for _, p in chosen], np.int32),
+        lms,
+        resolution,
+        crop,
+        align_to,
+        detector,
+    )
 
   @property
   def num_classes(self) -> int:

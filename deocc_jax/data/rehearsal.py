@@ -36,11 +36,12 @@ from PIL import Image
 
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.data.synthetic_faces import SyntheticFaces
+from deocc_jax.errors import ConfigError
 
-CELEBA_SIZE = (178, 218)       # width, height of img_align_celeba
-CELEBA_FACE_TOP = 20           # the face square is rows 20-198
+CELEBA_SIZE = (178, 218)  # width, height of img_align_celeba
+CELEBA_FACE_TOP = 20  # the face square is rows 20-198
 LFW_SIZE = 250
-AR_SIZE = (192, 240)           # width, height (the real AR: 768 x 576)
+AR_SIZE = (192, 240)  # width, height (the real AR: 768 x 576)
 AR_INDICES = {1: None, 14: None, 8: "sunglasses", 21: "sunglasses", 11: "scarf", 24: "scarf"}
 _DONE = "REHEARSAL_DATA_DONE.json"
 
@@ -62,15 +63,20 @@ def _lm_row(name: str, lm: np.ndarray) -> str:
   return name + " " + " ".join(str(int(round(float(v)))) for v in np.asarray(lm).ravel())
 
 
-def _paste(face: dict[str, np.ndarray], size: tuple[int, int], offset: tuple[int, int],
-           background: tuple[int, int, int]) -> tuple[Image.Image, np.ndarray]:
+def _paste(
+    face: dict[str, np.ndarray],
+    size: tuple[int, int],
+    offset: tuple[int, int],
+    background: tuple[int, int, int],
+) -> tuple[Image.Image, np.ndarray]:
   canvas = Image.new("RGB", size, background)
   canvas.paste(Image.fromarray(face["image"]), offset)
   return canvas, face["landmarks"] + np.array(offset, np.float32)
 
 
-def write_celeba(root: str, faces: SyntheticFaces, first: int, identities: int,
-                 images_per_identity: int) -> None:
+def write_celeba(
+    root: str, faces: SyntheticFaces, first: int, identities: int, images_per_identity: int
+) -> None:
   """CelebA's native layout for ``identities`` synthetic identities from ``first``."""
   img_dir = os.path.join(root, "img_align_celeba")
   os.makedirs(img_dir, exist_ok=True)
@@ -87,9 +93,15 @@ def write_celeba(root: str, faces: SyntheticFaces, first: int, identities: int,
       lms.append(_lm_row(name, lm))
       parts.append(f"{name} {(0, 0, 0, 1, 2)[k % 5]}")
   _write_text(os.path.join(root, "identity_CelebA.txt"), ids)
-  _write_text(os.path.join(root, "list_landmarks_align_celeba.txt"),
-              [str(k), "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
-               "leftmouth_x leftmouth_y rightmouth_x rightmouth_y"] + lms)
+  _write_text(
+      os.path.join(root, "list_landmarks_align_celeba.txt"),
+      [
+          str(k),
+          "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
+          "leftmouth_x leftmouth_y rightmouth_x rightmouth_y",
+      ]
+      + lms,
+  )
   _write_text(os.path.join(root, "list_eval_partition.txt"), parts)
 
 
@@ -118,8 +130,15 @@ def write_lfw(root: str, faces: SyntheticFaces, first: int, folds: int = 10) -> 
   pairs = os.path.join(root, "pairs.txt")
   _write_text(pairs, lines)
   lm_file = os.path.join(root, "lfw_landmarks.txt")
-  _write_text(lm_file, [str(len(rows)), "lefteye_x lefteye_y righteye_x righteye_y nose_x "
-                       "nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"] + rows)
+  _write_text(
+      lm_file,
+      [
+          str(len(rows)),
+          "lefteye_x lefteye_y righteye_x righteye_y nose_x "
+          "nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y",
+      ]
+      + rows,
+  )
   return pairs, lm_file
 
 
@@ -137,17 +156,26 @@ def write_ar(root: str, faces: SyntheticFaces, first: int, people: int) -> str:
       off = ((AR_SIZE[0] - side) // 2, (AR_SIZE[1] - side) // 2)
       image = rec["image"]
       if occ is not None:
-        o = masks_lib.synthesize_ar_occlusion(np.random.default_rng([p, idx]), rec["landmarks"],
-                                              side, side, occ)
+        o = masks_lib.synthesize_ar_occlusion(
+            np.random.default_rng([p, idx]), rec["landmarks"], side, side, occ
+        )
         image = masks_lib.composite(image, o)
-      img, lm = _paste({"image": image, "landmarks": rec["landmarks"]}, AR_SIZE, off,
-                       (200, 200, 200))
+      img, lm = _paste(
+          {"image": image, "landmarks": rec["landmarks"]}, AR_SIZE, off, (200, 200, 200)
+      )
       name = f"{person}-{idx:02d}.bmp"
       _save_atomic(img, os.path.join(ar, name))
       rows.append(_lm_row(name, lm))
   lm_file = os.path.join(root, "ar_landmarks.txt")
-  _write_text(lm_file, [str(len(rows)), "lefteye_x lefteye_y righteye_x righteye_y nose_x "
-                       "nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"] + rows)
+  _write_text(
+      lm_file,
+      [
+          str(len(rows)),
+          "lefteye_x lefteye_y righteye_x righteye_y nose_x "
+          "nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y",
+      ]
+      + rows,
+  )
   return lm_file
 
 
@@ -165,10 +193,12 @@ def vggface2_resnet50_state_dict(seed: int = 0, num_classes: int = 8631) -> dict
   try:
     import torch
   except ImportError as e:
-    raise ImportError("the rehearsal writes a PyTorch state dict of the VGGFace2 teacher and "
-                      "needs torch: pip install torch "
-                      "--index-url https://download.pytorch.org/whl/cpu "
-                      "(the CPU build; a plain `pip install torch` pulls a CUDA one)") from e
+    raise ImportError(
+        "the rehearsal writes a PyTorch state dict of the VGGFace2 teacher and "
+        "needs torch: pip install torch "
+        "--index-url https://download.pytorch.org/whl/cpu "
+        "(the CPU build; a plain `pip install torch` pulls a CUDA one)"
+    ) from e
   g = torch.Generator().manual_seed(int(seed))
   sd: dict[str, Any] = {}
 
@@ -199,7 +229,7 @@ def vggface2_resnet50_state_dict(seed: int = 0, num_classes: int = 8631) -> dict
         conv(f"{pre}.downsample.0", planes * 4, cin, 1)
         bn(f"{pre}.downsample.1", planes * 4)
       cin = planes * 4
-  sd["fc.weight"] = torch.randn(num_classes, 2048, generator=g) * (1.0 / 2048 ** 0.5)
+  sd["fc.weight"] = torch.randn(num_classes, 2048, generator=g) * (1.0 / 2048**0.5)
   sd["fc.bias"] = torch.zeros(num_classes)
   return sd
 
@@ -213,6 +243,7 @@ def write_teacher(root: str, seed: int = 0) -> str:
   import sys
 
   import torch
+
   weights = os.path.join(root, "vggface2_resnet50.pt")
   tmp = weights + f".tmp{os.getpid()}"
   torch.save(vggface2_resnet50_state_dict(seed), tmp)
@@ -220,40 +251,72 @@ def write_teacher(root: str, seed: int = 0) -> str:
   out = os.path.join(root, "teacher")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["JAX_PLATFORMS"] = "cpu"
-  proc = subprocess.run([sys.executable, "-m", "deocc_jax.convert", "--arch",
-                         "vggface2_resnet50", "--weights", weights, "--out", out, "--overwrite"],
-                        env=env, capture_output=True, text=True)
+  proc = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "deocc_jax.convert",
+          "--arch",
+          "vggface2_resnet50",
+          "--weights",
+          weights,
+          "--out",
+          out,
+          "--overwrite",
+      ],
+      env=env,
+      capture_output=True,
+      text=True,
+  )
   if proc.returncode != 0:
-    raise RuntimeError(f"python -m deocc_jax.convert failed on {weights}:\n"
-                       f"{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+    raise RuntimeError(
+        f"python -m deocc_jax.convert failed on {weights}:\n"
+        f"{proc.stdout[-2000:]}{proc.stderr[-4000:]}"
+    )
   return out
 
 
 # ------------------------------------------------------------------- stage
 
+
 def paths(root: str) -> dict[str, str]:
-  return {"data.root": os.path.join(root, "celeba"),
-          "teacher.path": os.path.join(root, "teacher"),
-          "evaluate.lfw_root": os.path.join(root, "lfw"),
-          "evaluate.lfw_pairs": os.path.join(root, "pairs.txt"),
-          "evaluate.lfw_landmarks": os.path.join(root, "lfw_landmarks.txt"),
-          "evaluate.ar_root": os.path.join(root, "AR"),
-          "evaluate.ar_landmarks": os.path.join(root, "ar_landmarks.txt")}
+  return {
+      "data.root": os.path.join(root, "celeba"),
+      "teacher.path": os.path.join(root, "teacher"),
+      "evaluate.lfw_root": os.path.join(root, "lfw"),
+      "evaluate.lfw_pairs": os.path.join(root, "pairs.txt"),
+      "evaluate.lfw_landmarks": os.path.join(root, "lfw_landmarks.txt"),
+      "evaluate.ar_root": os.path.join(root, "AR"),
+      "evaluate.ar_landmarks": os.path.join(root, "ar_landmarks.txt"),
+  }
 
 
 def write_all(root: str, r: ConfigDict) -> None:
   """Every miniature set and the teacher under ``root`` (skipped when done)."""
   done = os.path.join(root, _DONE)
-  spec = {k: r[k] for k in ("celeba_identities", "images_per_identity", "lfw_folds",
-                            "ar_people", "seed", "face_resolution")}
+  spec = {
+      k: r[k]
+      for k in (
+          "celeba_identities",
+          "images_per_identity",
+          "lfw_folds",
+          "ar_people",
+          "seed",
+          "face_resolution",
+      )
+  }
   if os.path.exists(done):
     with open(done) as f:
       if json.load(f) == spec:
         return
   os.makedirs(root, exist_ok=True)
   n_celeba, n_lfw = int(r.celeba_identities), int(r.lfw_folds)
-  faces = SyntheticFaces(n_celeba + n_lfw + int(r.ar_people), max(6, int(r.images_per_identity)),
-                         int(r.face_resolution), int(r.seed))
+  faces = SyntheticFaces(
+      n_celeba + n_lfw + int(r.ar_people),
+      max(6, int(r.images_per_identity)),
+      int(r.face_resolution),
+      int(r.seed),
+  )
   write_celeba(os.path.join(root, "celeba"), faces, 0, n_celeba, int(r.images_per_identity))
   # CelebA's aligned crop is 178 px wide: the face is rendered at that size.
   write_lfw(root, faces, n_celeba, int(r.lfw_folds))
@@ -269,12 +332,13 @@ def run(config: ConfigDict, workdir: str) -> None:
   from jax.experimental import multihost_utils
 
   r = config.rehearsal
-  root = str(r.get("root", "")) or os.path.join(os.fspath(workdir), "rehearsal_data")
+  root = str(r.root) or os.path.join(os.fspath(workdir), "rehearsal_data")
   if "://" in root:  # data-set roots are read as local folders (os / PIL)
-    from deocc_jax.training.stages import ConfigError
-    raise ConfigError(f"stage 'rehearsal_data' writes data sets, which are read from local "
-                      f"folders: {root} is not local; set config.rehearsal.root to a local "
-                      f"(or shared, mounted) folder")
+    raise ConfigError(
+        f"stage 'rehearsal_data' writes data sets, which are read from local "
+        f"folders: {root} is not local; set config.rehearsal.root to a local "
+        f"(or shared, mounted) folder"
+    )
   root = os.path.abspath(root)
   if jax.process_index() == 0:
     write_all(root, r)
@@ -283,6 +347,8 @@ def run(config: ConfigDict, workdir: str) -> None:
   for key, value in paths(root).items():
     section, field = key.split(".")
     config[section][field] = value
-  print(f"rehearsal data in {root}: CelebA {r.celeba_identities} identities x "
-        f"{r.images_per_identity}, LFW {r.lfw_folds} folds, AR {r.ar_people} people, "
-        "VGGFace2 ResNet-50 teacher (random weights, 8,631 classes)")
+  print(
+      f"rehearsal data in {root}: CelebA {r.celeba_identities} identities x "
+      f"{r.images_per_identity}, LFW {r.lfw_folds} folds, AR {r.ar_people} people, "
+      "VGGFace2 ResNet-50 teacher (random weights, 8,631 classes)"
+  )

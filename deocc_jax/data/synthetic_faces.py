@@ -39,14 +39,25 @@ _SEED_SALT = 0x5EED_FACE
 
 _SKIN_LIGHT = np.array([0.97, 0.82, 0.72])
 _SKIN_DARK = np.array([0.33, 0.21, 0.14])
-_HAIR_COLOURS = np.array([
-    [0.08, 0.06, 0.05], [0.25, 0.15, 0.08], [0.45, 0.30, 0.16],
-    [0.80, 0.66, 0.38], [0.55, 0.22, 0.10], [0.62, 0.62, 0.62],
-])
-_IRIS_COLOURS = np.array([
-    [0.30, 0.18, 0.08], [0.16, 0.10, 0.05], [0.25, 0.45, 0.70],
-    [0.30, 0.50, 0.30], [0.45, 0.40, 0.25],
-])
+_HAIR_COLOURS = np.array(
+    [
+        [0.08, 0.06, 0.05],
+        [0.25, 0.15, 0.08],
+        [0.45, 0.30, 0.16],
+        [0.80, 0.66, 0.38],
+        [0.55, 0.22, 0.10],
+        [0.62, 0.62, 0.62],
+    ]
+)
+_IRIS_COLOURS = np.array(
+    [
+        [0.30, 0.18, 0.08],
+        [0.16, 0.10, 0.05],
+        [0.25, 0.45, 0.70],
+        [0.30, 0.50, 0.30],
+        [0.45, 0.40, 0.25],
+    ]
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +67,7 @@ class IdentityParams:
   The canonical frame has x to the right and y down; the head spans roughly
   x in [-0.65, 0.65] and y in [-0.9, 0.9].
   """
+
   face_w: float
   face_h: float
   jaw_taper: float
@@ -89,6 +101,7 @@ class IdentityParams:
 @dataclasses.dataclass(frozen=True)
 class Nuisance:
   """Per-image nuisance variation."""
+
   angle: float
   scale: float
   shift: np.ndarray
@@ -136,8 +149,9 @@ def identity_params(seed: int, identity: int) -> IdentityParams:
   skin = np.clip(skin + 0.03 * np.array([u[1], 0.3 * u[1], -u[1]]), 0, 1)
   hair_idx = int(np.floor(_sig(u[2]) * len(_HAIR_COLOURS) * 0.999))
   iris_idx = int(np.floor(_sig(u[3]) * len(_IRIS_COLOURS) * 0.999))
-  lip = np.clip(skin * np.array([0.9, 0.55, 0.55]) + np.array([0.12, 0.0, 0.02])
-                + 0.05 * l[7], 0, 1)
+  lip = np.clip(
+      skin * np.array([0.9, 0.55, 0.55]) + np.array([0.12, 0.0, 0.02]) + 0.05 * l[7], 0, 1
+  )
   beard = float(np.clip(l[8] - 0.6, 0.0, 1.0))  # about 1/4 of ids have one
   mole_r = 0.035 if l[9] > 0.7 else 0.0
   return IdentityParams(
@@ -166,15 +180,13 @@ def identity_params(seed: int, identity: int) -> IdentityParams:
       lip=lip,
       chin=0.5 + 0.5 * np.tanh(l[10]),
       beard=beard,
-      mole=np.array([0.25 * np.tanh(l[11]), 0.35 + 0.15 * np.tanh(l[7] - l[11]),
-                     mole_r]),
+      mole=np.array([0.25 * np.tanh(l[11]), 0.35 + 0.15 * np.tanh(l[7] - l[11]), mole_r]),
       cheek=0.5 * _sig(l[6] + l[1]),
       ear=0.08 + 0.02 * np.tanh(u[8] - u[6]),
   )
 
 
-def sample_nuisance(seed: int, identity: int, image: int,
-                    strength: float = 1.0) -> Nuisance:
+def sample_nuisance(seed: int, identity: int, image: int, strength: float = 1.0) -> Nuisance:
   """Per-image nuisance draw; ``strength`` scales the geometric variation."""
   rng = np.random.default_rng([_SEED_SALT, int(seed), int(identity), int(image), 7])
   s = strength
@@ -215,7 +227,8 @@ def _pixel_grid(resolution: int) -> tuple[np.ndarray, np.ndarray]:
 def _noise_bank(resolution: int, size: int = 16) -> np.ndarray:
   """A fixed bank of unit Gaussian noise images (sensor noise is drawn from it)."""
   bank = np.random.default_rng([_SEED_SALT, resolution]).standard_normal(
-      (size, resolution, resolution, 3), dtype=np.float32)
+      (size, resolution, resolution, 3), dtype=np.float32
+  )
   bank.flags.writeable = False
   return bank
 
@@ -266,8 +279,7 @@ class _Canvas:
     d = np.sqrt((x / rx) ** 2 + (y / ry) ** 2)
     return sl, np.clip((1.0 - d) * (min(rx, ry) / self.px) + 0.5, 0.0, 1.0)
 
-  def paint_ellipse(self, cx, cy, rx, ry, colour, opacity: float = 1.0,
-                    theta: float = 0.0) -> None:
+  def paint_ellipse(self, cx, cy, rx, ry, colour, opacity: float = 1.0, theta: float = 0.0) -> None:
     sl, a = self.ellipse(cx, cy, rx, ry, theta)
     if a.size:
       self.paint(sl, a * opacity, colour)
@@ -277,13 +289,15 @@ def canonical_landmarks(p: IdentityParams, n: Nuisance) -> np.ndarray:
   """Five landmarks in the canonical face frame, with expression applied."""
   mouth_corner_y = p.mouth_y - 0.03 * n.smile
   mouth_w = p.mouth_w * (1.0 + 0.12 * n.smile)
-  return np.array([
-      [-p.eye_dx, p.eye_y],
-      [p.eye_dx, p.eye_y],
-      [0.0, p.nose_y],
-      [-mouth_w, mouth_corner_y],
-      [mouth_w, mouth_corner_y],
-  ])
+  return np.array(
+      [
+          [-p.eye_dx, p.eye_y],
+          [p.eye_dx, p.eye_y],
+          [0.0, p.nose_y],
+          [-mouth_w, mouth_corner_y],
+          [mouth_w, mouth_corner_y],
+      ]
+  )
 
 
 def _frame_transform(n: Nuisance, resolution: int):
@@ -294,8 +308,9 @@ def _frame_transform(n: Nuisance, resolution: int):
   return lin * half, (n.shift + 1.0) * half - 0.5
 
 
-def render_face(p: IdentityParams, n: Nuisance, resolution: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_face(
+    p: IdentityParams, n: Nuisance, resolution: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Renders one face.
 
   Returns:
@@ -312,15 +327,21 @@ def render_face(p: IdentityParams, n: Nuisance, resolution: int
 
   # Background: two-colour gradient plus low-frequency texture.
   t = np.clip(0.5 + 0.5 * (np.cos(n.bg_angle) * gx + np.sin(n.bg_angle) * gy) / r, 0, 1)
-  tex = 0.06 * (np.sin(np.float32(n.bg_freq[0] * 2 * np.pi / r) * gx + n.bg_phase[0])
-                * np.cos(np.float32(n.bg_freq[1] * 2 * np.pi / r) * gy + n.bg_phase[1]))
-  cv.img[:] = ((1 - t)[..., None] * n.bg0.astype(np.float32)
-               + t[..., None] * n.bg1.astype(np.float32) + tex[..., None])
+  tex = 0.06 * (
+      np.sin(np.float32(n.bg_freq[0] * 2 * np.pi / r) * gx + n.bg_phase[0])
+      * np.cos(np.float32(n.bg_freq[1] * 2 * np.pi / r) * gy + n.bg_phase[1])
+  )
+  cv.img[:] = (
+      (1 - t)[..., None] * n.bg0.astype(np.float32)
+      + t[..., None] * n.bg1.astype(np.float32)
+      + tex[..., None]
+  )
 
   # Hair behind the head (long style reaches the shoulders).
   long_hair = p.hair_style == 1
-  sl, hair_back = cv.ellipse(0.0, 0.1 if long_hair else -0.12, p.face_w * 1.18,
-                             p.face_h * (1.25 if long_hair else 0.95))
+  sl, hair_back = cv.ellipse(
+      0.0, 0.1 if long_hair else -0.12, p.face_w * 1.18, p.face_h * (1.25 if long_hair else 0.95)
+  )
   yb = y[sl]
   if p.hair_style == 3:
     hair_back = hair_back * np.clip((-0.55 - yb) / 0.1, 0, 1) * 0.5
@@ -330,8 +351,7 @@ def render_face(p: IdentityParams, n: Nuisance, resolution: int
 
   # Ears.
   for sgn in (-1.0, 1.0):
-    cv.paint_ellipse(sgn * p.face_w * 0.98, p.eye_y + 0.08, p.ear, p.ear * 1.6,
-                     p.skin * 0.92)
+    cv.paint_ellipse(sgn * p.face_w * 0.98, p.eye_y + 0.08, p.ear, p.ear * 1.6, p.skin * 0.92)
 
   # Face with a jaw that narrows towards the chin.
   cy = 0.02
@@ -366,33 +386,46 @@ def render_face(p: IdentityParams, n: Nuisance, resolution: int
     cv.paint(sl, iris * white, p.iris)
     _, pupil = cv.ellipse(ex, p.eye_y, p.eye_h * 0.45, p.eye_h * 0.45, sl=sl)
     cv.paint(sl, pupil * white, np.array([0.03, 0.03, 0.03]))
-    _, lid = cv.ellipse(ex, p.eye_y - p.eye_h * 0.35 * open_, p.eye_w * 1.05,
-                        p.eye_h * 0.75 * open_ + 0.01, sl=sl)
+    _, lid = cv.ellipse(
+        ex, p.eye_y - p.eye_h * 0.35 * open_, p.eye_w * 1.05, p.eye_h * 0.75 * open_ + 0.01, sl=sl
+    )
     cv.paint(sl, np.clip(lid - white, 0, 1) * 0.6, p.skin * 0.45)
-    cv.paint_ellipse(ex, p.eye_y - p.brow_gap - n.brow_raise, p.brow_len,
-                     p.brow_thick, p.hair * 0.8, theta=sgn * p.brow_tilt)
+    cv.paint_ellipse(
+        ex,
+        p.eye_y - p.brow_gap - n.brow_raise,
+        p.brow_len,
+        p.brow_thick,
+        p.hair * 0.8,
+        theta=sgn * p.brow_tilt,
+    )
 
   # Nose: bridge shading, tip highlight, nostrils.
-  cv.paint_ellipse(0.0, p.nose_y - p.nose_len / 2, p.nose_w * 0.45, p.nose_len / 2,
-                   p.skin * 0.7, opacity=0.25)
-  cv.paint_ellipse(0.0, p.nose_y - 0.01, p.nose_w * 0.7, 0.04,
-                   np.minimum(p.skin * 1.12, 1.0), opacity=0.35)
+  cv.paint_ellipse(
+      0.0, p.nose_y - p.nose_len / 2, p.nose_w * 0.45, p.nose_len / 2, p.skin * 0.7, opacity=0.25
+  )
+  cv.paint_ellipse(
+      0.0, p.nose_y - 0.01, p.nose_w * 0.7, 0.04, np.minimum(p.skin * 1.12, 1.0), opacity=0.35
+  )
   for sgn in (-1.0, 1.0):
-    cv.paint_ellipse(sgn * p.nose_w * 0.55, p.nose_y + 0.02, p.nose_w * 0.28, 0.016,
-                     p.skin * 0.35, opacity=0.8)
+    cv.paint_ellipse(
+        sgn * p.nose_w * 0.55, p.nose_y + 0.02, p.nose_w * 0.28, 0.016, p.skin * 0.35, opacity=0.8
+    )
 
   # Mouth: lips bent by the smile, dark inside when open.
   mouth_w = p.mouth_w * (1.0 + 0.12 * n.smile)
   sl = cv.box(0.0, p.mouth_y, mouth_w + 0.05)
   xm = x[sl]
   ym = y[sl] - p.mouth_y + 0.03 * n.smile * (1.0 - (xm / mouth_w) ** 2)
+
   def lip_shape(rx, ry):
     d = np.sqrt((xm / rx) ** 2 + (ym / ry) ** 2)
     return np.clip((1.0 - d) * (min(rx, ry) / px) + 0.5, 0.0, 1.0)
+
   cv.paint(sl, lip_shape(mouth_w, p.lip_h * (1.0 + 0.6 * n.mouth_open)), p.lip)
   if n.mouth_open > 0.05:
-    cv.paint(sl, lip_shape(mouth_w * 0.8, p.lip_h * 0.6 * n.mouth_open),
-             np.array([0.2, 0.05, 0.05]))
+    cv.paint(
+        sl, lip_shape(mouth_w * 0.8, p.lip_h * 0.6 * n.mouth_open), np.array([0.2, 0.05, 0.05])
+    )
   else:
     cv.paint(sl, lip_shape(mouth_w, 0.006), p.lip * 0.5)
 
@@ -427,6 +460,7 @@ class SyntheticFaces:
   ``identities`` x ``images_per_identity`` faces; record ``i`` is image
   ``i % images_per_identity`` of identity ``i // images_per_identity``.
   """
+
   identities: int = 1000
   images_per_identity: int = 20
   resolution: int = 64
@@ -437,8 +471,10 @@ class SyntheticFaces:
     if not 32 <= self.resolution <= 256:
       raise ValueError(f"resolution must be in [32, 256], got {self.resolution}")
     if self.identities < 1 or self.images_per_identity < 1:
-      raise ValueError("identities and images_per_identity must be >= 1, got "
-                       f"{self.identities} x {self.images_per_identity}")
+      raise ValueError(
+          "identities and images_per_identity must be >= 1, got "
+          f"{self.identities} x {self.images_per_identity}"
+      )
 
   def __len__(self) -> int:
     return self.identities * self.images_per_identity
@@ -449,12 +485,10 @@ class SyntheticFaces:
     p = identity_params(self.seed, identity)
     n = sample_nuisance(self.seed, identity, image, self.nuisance_strength)
     img, lm, region = render_face(p, n, self.resolution)
-    return {"image": img, "landmarks": lm, "face_region": region,
-            "identity": np.int32(identity)}
+    return {"image": img, "landmarks": lm, "face_region": region, "identity": np.int32(identity)}
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     index = int(index)
     if not 0 <= index < len(self):
       raise IndexError(f"record {index} out of range [0, {len(self)})")
-    return self.render(index // self.images_per_identity,
-                       index % self.images_per_identity)
+    return self.render(index // self.images_per_identity, index % self.images_per_identity)

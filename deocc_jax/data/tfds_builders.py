@@ -26,13 +26,16 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from deocc_jax.data import dataset_formats
 from deocc_jax.data import real_datasets as rd
 
 _FEATURES = dict(
     identity=tfds.features.Scalar(np.int64, doc="identity label (contiguous per builder)"),
-    landmarks=tfds.features.Tensor(shape=(5, 2), dtype=np.float32,
-                                   doc="5 points (x, y): eyes, nose, mouth corners; "
-                                       "NaN when unknown"),
+    landmarks=tfds.features.Tensor(
+        shape=(5, 2),
+        dtype=np.float32,
+        doc="5 points (x, y): eyes, nose, mouth corners; " "NaN when unknown",
+    ),
     file_name=tfds.features.Text(),
 )
 
@@ -49,20 +52,24 @@ class CelebAFaces(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Put CelebA's img_align_celeba/, identity_CelebA.txt, list_eval_partition.txt "
-      "and list_landmarks_align_celeba.txt in the manual directory.")
+      "and list_landmarks_align_celeba.txt in the manual directory."
+  )
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
         description="CelebA aligned faces with identities and 5 landmarks.",
-        features=tfds.features.FeaturesDict(dict(
-            image=tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-            **_FEATURES)))
+        features=tfds.features.FeaturesDict(
+            dict(
+                image=tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                **_FEATURES,
+            )
+        ),
+    )
 
   def _split_generators(self, dl_manager):
     root = os.fspath(dl_manager.manual_dir)
-    return {name: self._generate_examples(root, name)
-            for name in ("train", "validation", "test")}
+    return {name: self._generate_examples(root, name) for name in ("train", "validation", "test")}
 
   def _generate_examples(self, root: str, split: str):
     # The plain reader validates the files and gives the split's records.
@@ -73,10 +80,14 @@ class CelebAFaces(tfds.core.GeneratorBasedBuilder):
       try:
         Image.open(io.BytesIO(data)).verify()
       except Exception as e:  # noqa: BLE001 - report any decoder failure
-        raise rd.DatasetFormatError(f"{path}: cannot decode image ({e})") from e
+        raise dataset_formats.DatasetFormatError(f"{path}: cannot decode image ({e})") from e
       name = os.path.basename(path)
-      yield name, {"image": data, "identity": int(label),
-                   "landmarks": np.asarray(lm, np.float32), "file_name": name}
+      yield name, {
+          "image": data,
+          "identity": int(label),
+          "landmarks": np.asarray(lm, np.float32),
+          "file_name": name,
+      }
 
 
 class FaceFolder(tfds.core.GeneratorBasedBuilder):
@@ -89,9 +100,12 @@ class FaceFolder(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description="Faces, one folder per identity.",
-        features=tfds.features.FeaturesDict(dict(
-            image=tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-            **_FEATURES)))
+        features=tfds.features.FeaturesDict(
+            dict(
+                image=tfds.features.Image(shape=(None, None, 3), encoding_format="png"), **_FEATURES
+            )
+        ),
+    )
 
   def _split_generators(self, dl_manager):
     return {"train": self._generate_examples(os.fspath(dl_manager.manual_dir))}
@@ -100,8 +114,12 @@ class FaceFolder(tfds.core.GeneratorBasedBuilder):
     reader = rd.ImageFolder(root)
     for path, label in zip(reader.paths, reader.labels):
       rel = os.path.relpath(path, root)
-      yield rel, {"image": _png_bytes(rd.read_image(path)), "identity": int(label),
-                  "landmarks": np.full((5, 2), np.nan, np.float32), "file_name": rel}
+      yield rel, {
+          "image": _png_bytes(dataset_formats.read_image(path)),
+          "identity": int(label),
+          "landmarks": np.full((5, 2), np.nan, np.float32),
+          "file_name": rel,
+      }
 
 
 class TFDSFaceSource:
@@ -111,8 +129,12 @@ class TFDSFaceSource:
   the original file name.
   """
 
-  def __init__(self, data_source: Any, resolution: int = 64,
-               crop: tuple[float, float, float, float] | None = None):
+  def __init__(
+      self,
+      data_source: Any,
+      resolution: int = 64,
+      crop: tuple[float, float, float, float] | None = None,
+  ):
     self.data_source = data_source
     self.resolution = int(resolution)
     self.crop = crop
@@ -121,8 +143,9 @@ class TFDSFaceSource:
     return len(self.data_source)
 
   def __repr__(self) -> str:
-    return (f"TFDSFaceSource({self.data_source!r}, resolution={self.resolution}, "
-            f"crop={self.crop})")
+    return (
+        f"TFDSFaceSource({self.data_source!r}, resolution={self.resolution}, " f"crop={self.crop})"
+    )
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     ex = self.data_source[int(index)]
@@ -132,6 +155,9 @@ class TFDSFaceSource:
     if lm_out is None:
       lm_out = rd.DEFAULT_RELATIVE_LANDMARKS * self.resolution
     name = ex["file_name"]
-    return {"image": img, "landmarks": lm_out.astype(np.float32),
-            "identity": np.int32(ex["identity"]),
-            "path": name.decode() if isinstance(name, bytes) else str(name)}
+    return {
+        "image": img,
+        "landmarks": lm_out.astype(np.float32),
+        "identity": np.int32(ex["identity"]),
+        "path": name.decode() if isinstance(name, bytes) else str(name),
+    }

@@ -38,12 +38,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["PNet", "RNet", "ONet", "MTCNN", "Detections", "area_resize_matrix", "nms",
-           "detect_landmarks_mtcnn", "default_detector"]
+__all__ = [
+    "PNet",
+    "RNet",
+    "ONet",
+    "MTCNN",
+    "Detections",
+    "area_resize_matrix",
+    "nms",
+    "detect_landmarks_mtcnn",
+    "default_detector",
+]
 
 
 class PReLU(nn.Module):
   """Parametric ReLU with one slope per channel (PyTorch ``nn.PReLU(C)``)."""
+
   features: int
 
   @nn.compact
@@ -54,11 +64,13 @@ class PReLU(nn.Module):
 
 def _max_pool_ceil(x: jax.Array, k: int, s: int) -> jax.Array:
   """PyTorch ``MaxPool2d(k, s, ceil_mode=True)`` on NHWC (padding with -inf)."""
+
   def pad(n: int) -> int:
     out = -(-(n - k) // s) + 1
     if (out - 1) * s >= n:
       out -= 1
     return max((out - 1) * s + k - n, 0)
+
   return nn.max_pool(x, (k, k), (s, s), padding=((0, pad(x.shape[1])), (0, pad(x.shape[2]))))
 
 
@@ -92,8 +104,7 @@ class PNet(nn.Module):
   """
 
   @nn.compact
-  def __call__(self, x: jax.Array, valid: jax.Array | None = None
-               ) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     x = PReLU(10, name="prelu1")(_conv(10, 3, "conv1")(x))
     if valid is not None:
       rows = jnp.arange(x.shape[1])[:, None] < valid[0] - 2
@@ -137,6 +148,7 @@ class ONet(nn.Module):
 
 # ------------------------------------------------------------------ helpers
 
+
 def area_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
   """(n_out, n_in) averaging matrix of adaptive average pooling along one axis."""
   a = np.zeros((n_out, n_in), np.float32)
@@ -167,8 +179,9 @@ def _area_resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
   return _area_pool_axis(_area_pool_axis(img, h, 0), w, 1).astype(np.float32)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "union"
-        ) -> np.ndarray:
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "union"
+) -> np.ndarray:
   """Greedy NMS; indices kept, best score first.
 
   ``'union'``: IoU with areas ``(x2 - x1) (y2 - y1)`` (torchvision's
@@ -234,8 +247,9 @@ def _bucket(n: int) -> int:
 @dataclasses.dataclass(frozen=True)
 class Detections:
   """Faces found in one image, best score first."""
-  boxes: np.ndarray      # (K, 4) float32 x1, y1, x2, y2
-  scores: np.ndarray     # (K,) float32 O-Net face probability
+
+  boxes: np.ndarray  # (K, 4) float32 x1, y1, x2, y2
+  scores: np.ndarray  # (K,) float32 O-Net face probability
   landmarks: np.ndarray  # (K, 5, 2) float32, CelebA order
 
   def __len__(self) -> int:
@@ -254,11 +268,17 @@ class MTCNN:
       one compilation per pyramid level shape).
   """
 
-  def __init__(self, params: dict[str, Any] | None = None, min_face_size: int = 20,
-               thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-               factor: float = 0.709, bucket: int = 32):
+  def __init__(
+      self,
+      params: dict[str, Any] | None = None,
+      min_face_size: int = 20,
+      thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+      factor: float = 0.709,
+      bucket: int = 32,
+  ):
     if params is None:
       from deocc_jax.conversion.mtcnn_weights import load_mtcnn_params
+
       params = load_mtcnn_params()
     if min_face_size < 12:
       raise ValueError(f"min_face_size must be >= 12 pixels, got {min_face_size}")
@@ -286,8 +306,7 @@ class MTCNN:
     hp, wp = -(-h // bucket) * bucket, -(-w // bucket) * bucket
     xp = np.zeros((n, hp, wp, 3), np.float32)
     xp[:, :h, :w] = x
-    reg, prob = self._pnet_valid(self.params["pnet"], jnp.asarray(xp),
-                                 jnp.array([h, w], jnp.int32))
+    reg, prob = self._pnet_valid(self.params["pnet"], jnp.asarray(xp), jnp.array([h, w], jnp.int32))
     oh, ow = pnet_output_size(h, w)
     return np.asarray(reg)[:, :oh, :ow], np.asarray(prob)[:, :oh, :ow]
 
@@ -310,7 +329,7 @@ class MTCNN:
     out = []
     for k in range(len(boxes)):
       if ey[k] > y[k] - 1 and ex[k] > x[k] - 1:
-        out.append(_area_resize(img[y[k] - 1:ey[k], x[k] - 1:ex[k]], size, size))
+        out.append(_area_resize(img[y[k] - 1 : ey[k], x[k] - 1 : ex[k]], size, size))
       else:  # a box entirely outside the image: an empty crop scores nothing
         out.append(np.full((size, size, 3), 127.5, np.float32))
     return (np.stack(out) - np.float32(127.5)) * np.float32(0.0078125)
@@ -322,8 +341,9 @@ class MTCNN:
       raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
     imgf = img.astype(np.float32)
     h, w = img.shape[:2]
-    empty = Detections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
-                       np.zeros((0, 5, 2), np.float32))
+    empty = Detections(
+        np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
+    )
     m = 12.0 / self.min_face_size
     minl = min(h, w) * m
     scales, s = [], m
@@ -358,9 +378,16 @@ class MTCNN:
     boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
     regw = boxes[:, 2] - boxes[:, 0]
     regh = boxes[:, 3] - boxes[:, 1]
-    boxes = np.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
-                      boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
-                      boxes[:, 4]], 1).astype(np.float32)
+    boxes = np.stack(
+        [
+            boxes[:, 0] + boxes[:, 5] * regw,
+            boxes[:, 1] + boxes[:, 6] * regh,
+            boxes[:, 2] + boxes[:, 7] * regw,
+            boxes[:, 3] + boxes[:, 8] * regh,
+            boxes[:, 4],
+        ],
+        1,
+    ).astype(np.float32)
     boxes = _rerec(boxes)
     # Stage 2: R-Net.
     reg, prob = self.rnet(self._crops(imgf, boxes, 24))
@@ -387,19 +414,22 @@ class MTCNN:
     landmarks = np.stack([px, py], -1).astype(np.float32)
     boxes = _bbreg(boxes, mv)
     pick = nms(boxes[:, :4], boxes[:, 4], 0.7, method="min")
-    return Detections(boxes[pick, :4].astype(np.float32), boxes[pick, 4].astype(np.float32),
-                      landmarks[pick])
+    return Detections(
+        boxes[pick, :4].astype(np.float32), boxes[pick, 4].astype(np.float32), landmarks[pick]
+    )
 
 
 @functools.lru_cache(maxsize=2)
 def default_detector(source: str | None = None) -> MTCNN:
   """A cached :class:`MTCNN` on the weights of ``source`` (default: the wheel's)."""
   from deocc_jax.conversion.mtcnn_weights import load_mtcnn_params
+
   return MTCNN(load_mtcnn_params(source))
 
 
-def detect_landmarks_mtcnn(image: np.ndarray, source: str | os.PathLike[str] | None = None
-                           ) -> np.ndarray:
+def detect_landmarks_mtcnn(
+    image: np.ndarray, source: str | os.PathLike[str] | None = None
+) -> np.ndarray:
   """(F, 5, 2) float64 landmarks (CelebA order) of the faces MTCNN finds.
 
   Raises:

@@ -35,11 +35,13 @@ import numpy as np
 from etils import epath
 from ml_collections import ConfigDict
 
-from deocc_jax.evaluation import protocols, report, verification
-from deocc_jax.evaluation.models import Models
-from deocc_jax.losses import relational
+from deocc_jax.errors import ConfigError
+from deocc_jax.evaluation import job, protocols, report, verification
+from deocc_jax.evaluation.evaluator import Evaluator
+from deocc_jax.evaluation.models import Models, restore_models
+from deocc_jax.losses import distillation
 from deocc_jax.training import checkpoint as ckpt_lib
-from deocc_jax.training import loop, stages
+from deocc_jax.training import distillation_stage, loop, registry, stages
 
 SETTINGS: dict[str, str] = {
     "ce": "CE",
@@ -53,23 +55,31 @@ SETTINGS: dict[str, str] = {
 def setting_overrides(name: str, d: ConfigDict) -> dict[str, Any]:
   """``config.distillation`` fields of one setting (lambdas from ``d``)."""
   if name not in SETTINGS:
-    raise stages.ConfigError(f"config.ablation.settings: unknown setting {name!r}; "
-                             f"choose from {list(SETTINGS)}")
+    raise ConfigError(
+        f"config.ablation.settings: unknown setting {name!r}; " f"choose from {list(SETTINGS)}"
+    )
   lp = float(d.lambda_p) if "pair" in name else 0.0
   lt = float(d.lambda_t) if "angle" in name else 0.0
   instance = "hard" if name.endswith("hard") else "soft" if name.endswith("soft") else "none"
-  return {"use_ce": True, "instance": instance, "lambda_p": lp, "lambda_t": lt,
-          "lambda_i": float(d.lambda_i) if instance != "none" else 0.0}
+  return {
+      "use_ce": True,
+      "instance": instance,
+      "lambda_p": lp,
+      "lambda_t": lt,
+      "lambda_i": float(d.lambda_i) if instance != "none" else 0.0,
+  }
 
 
-def heldout_losses(teacher_emb: np.ndarray, student_emb: np.ndarray, batch: int,
-                   lambdas: dict[str, float]) -> dict[str, float]:
+def heldout_losses(
+    teacher_emb: np.ndarray, student_emb: np.ndarray, batch: int, lambdas: dict[str, float]
+) -> dict[str, float]:
   """Mean Eq. 16 relational terms over consecutive batches of ``batch`` rows."""
-  fn = jax.jit(lambda t, s: relational.total_distillation_loss(
-      t, s, instance_mode="hard", **lambdas))
+  fn = jax.jit(
+      lambda t, s: distillation.total_distillation_loss(t, s, instance_mode="hard", **lambdas)
+  )
   terms: dict[str, list[float]] = {}
   for i in range(0, len(teacher_emb) - batch + 1, batch):
-    total, t = fn(teacher_emb[i:i + batch], student_emb[i:i + batch])
+    total, t = fn(teacher_emb[i : i + batch], student_emb[i : i + batch])
     for k, v in {"total": total, **t}.items():
       terms.setdefault(k, []).append(float(v))
   return {k: float(np.mean(v)) for k, v in terms.items() if k != "ce"}
@@ -79,7 +89,7 @@ def ablation_steps(config: ConfigDict) -> int:
   """Steps per setting: ``ablation.epochs`` x (training faces // the
   distillation's global batch) when epochs > 0, else ``ablation.num_steps``."""
   a = stages.require(config, "ablation")
-  epochs = float(a.get("epochs", 0) or 0)
+  epochs = float(a.epochs)
   if epochs <= 0:
     return int(a.num_steps)
   size = len(stages.make_source(config, "train"))
@@ -97,16 +107,18 @@ def paired_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
       a = results[name]["curve"][-1]["fold_accuracies_one"]
       b = results[ref]["curve"][-1]["fold_accuracies_one"]
       dd = verification.paired_difference(a, b)
-      rows.append({"a": results[name]["label"], "b": results[ref]["label"],
-                   "diff": (100 * dd["mean"], 100 * dd["std"]),
-                   "positive": f"{dd['positive']} / {dd['folds']}"})
+      rows.append(
+          {
+              "a": results[name]["label"],
+              "b": results[ref]["label"],
+              "diff": (100 * dd["mean"], 100 * dd["std"]),
+              "positive": f"{dd['positive']} / {dd['folds']}",
+          }
+      )
   return rows
 
 
 def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
-  from deocc_jax.evaluation import job
-  from deocc_jax.evaluation.models import restore_models
-  from deocc_jax.training import distillation_stage
   a = stages.require(config, "ablation")
   d = stages.require(config, "distillation")
   e = stages.require(config, "evaluate")
@@ -114,24 +126,32 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   for s in settings:
     setting_overrides(s, d)  # validate every name before any training
   mesh = stages.make_mesh(config)
-  base: Models = restore_models(config, workdir, str(e.get("checkpoint", "latest")),
-                                recognizers=("teacher",))
+  base: Models = restore_models(config, workdir, str(e.checkpoint), recognizers=("teacher",))
   if base.complete is None:
-    raise FileNotFoundError(f"the ablation needs the run's generator: stage 'deocclusion' "
-                            f"has no checkpoints in {workdir}")
-  ev = job.Evaluator(base, mesh, int(e.batch_size), int(e.get("diffusion_iters", 200)))
+    raise FileNotFoundError(
+        f"the ablation needs the run's generator: stage 'deocclusion' "
+        f"has no checkpoints in {workdir}"
+    )
+  ev = Evaluator(base, mesh, int(e.batch_size), int(e.diffusion_iters))
   held_src, held = job.held_out_source(config)  # refuses identities the models trained on
   vs = protocols.synthetic_verification_set(
-      held_src, int(a.get("num_pairs", e.num_pairs)),
-      int(e.seed), stages.mask_config(config), (protocols.MIXTURE,),
-      int(a.get("max_eval_records", 0)) or None)
+      held_src,
+      int(a.num_pairs),
+      int(e.seed),
+      stages.mask_config(config),
+      (protocols.MIXTURE,),
+      int(a.max_eval_records) or None,
+  )
   vs.identities = held["description"]
   view = vs.views[protocols.MIXTURE]
   teacher_clean = ev.embed("teacher", vs.clean, (id(vs), "clean"))
   completed = ev.images(view, "completed")
   a_idx, b_idx, same, fold = vs.pairs
-  lambdas = {"lambda_i": float(d.lambda_i), "lambda_p": float(d.lambda_p),
-             "lambda_t": float(d.lambda_t)}
+  lambdas = {
+      "lambda_i": float(d.lambda_i),
+      "lambda_p": float(d.lambda_p),
+      "lambda_t": float(d.lambda_t),
+  }
   # A fixed order for the held-out loss batches (mixes identities like training).
   order = np.random.default_rng(int(e.seed)).permutation(len(vs.clean))
 
@@ -146,33 +166,57 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     run_cfg = copy.deepcopy(config)
     with run_cfg.unlocked():
       run_cfg.checkpoint.keep = max(1, num_steps // int(a.eval_every) + 1)
-    c, teacher, _, init_fn, step_fn = stages._distill_fns(
-        run_cfg, workdir, name, mesh, over, teacher=base.teacher, generator=base.generator)
+    c, teacher, _, init_fn, step_fn = stages.distill_fns(
+        run_cfg, workdir, name, mesh, over, teacher=base.teacher, generator=base.generator
+    )
     batches, _ = stages.make_batches(run_cfg, c, "distill_hard")
     print(f"-- ablation setting {name}: {SETTINGS[name]}", flush=True)
-    loop.run(name, ab_dir, init_fn, step_fn, batches, stages._key(config, "distill_hard"),
-             mesh, stages.loop_config(c, ("masked", "mask", "clean", "identity"), run_cfg))
+    loop.run(
+        name,
+        ab_dir,
+        init_fn,
+        step_fn,
+        batches,
+        registry.stage_key(config, "distill_hard"),
+        mesh,
+        stages.loop_config(c, ("masked", "mask", "clean", "identity"), run_cfg),
+    )
     ck = ckpt_lib.Checkpointer(os.path.join(ab_dir, name, "checkpoints"), async_save=False)
     steps = ck.all_steps()
     ck.close()
     curve = []
     for step in steps:
-      _, state = loop.restore_state(ab_dir, name, init_fn, stages._key(config, "distill_hard"),
-                                    mesh, step)
+      _, state = loop.restore_state(
+          ab_dir, name, init_fn, registry.stage_key(config, "distill_hard"), mesh, step
+      )
       embed = distillation_stage.embed_fn(c, teacher.embed_dim, state)
       s_emb = ev.map(embed, completed, f"ablation/{name}")
       student_clean = ev.map(embed, vs.clean, f"ablation/{name}")
       one = verification.evaluate_pairs(
-          verification.cosine_scores(student_clean[a_idx], s_emb[b_idx]), same, fold)
+          verification.cosine_scores(student_clean[a_idx], s_emb[b_idx]), same, fold
+      )
       both = verification.evaluate_pairs(
-          verification.cosine_scores(s_emb[a_idx], s_emb[b_idx]), same, fold)
+          verification.cosine_scores(s_emb[a_idx], s_emb[b_idx]), same, fold
+      )
       losses = heldout_losses(teacher_clean[order], s_emb[order], int(d.batch_size), lambdas)
-      curve.append({"step": int(step), "one": one.summary(), "both": both.summary(),
-                    "fold_accuracies_one": one.fold_accuracies, "heldout": losses})
-    train = report.read_metric_series(os.path.join(ab_dir, name, "logs", "metrics.jsonl"),
-                                      ["loss/total", "loss/ce"])
-    results[name] = {"label": SETTINGS[name], "overrides": over, "curve": curve,
-                     "train": {k: [v[0].tolist(), v[1].tolist()] for k, v in train.items()}}
+      curve.append(
+          {
+              "step": int(step),
+              "one": one.summary(),
+              "both": both.summary(),
+              "fold_accuracies_one": one.fold_accuracies,
+              "heldout": losses,
+          }
+      )
+    train = report.read_metric_series(
+        os.path.join(ab_dir, name, "logs", "metrics.jsonl"), ["loss/total", "loss/ce"]
+    )
+    results[name] = {
+        "label": SETTINGS[name],
+        "overrides": over,
+        "curve": curve,
+        "train": {k: [v[0].tolist(), v[1].tolist()] for k, v in train.items()},
+    }
   if jax.process_index() == 0:
     _write(results, vs, os.path.join(workdir, "results"))
   return results
@@ -184,32 +228,55 @@ def _write(results: dict[str, Any], vs: protocols.VerificationSet, out_dir: str)
     last = r["curve"][-1]
     best = max(r["curve"], key=lambda p: p["one"]["accuracy"])
     train_total = r["train"].get("loss/total", [[], []])[1]
-    rows.append({"setting": r["label"], "steps": last["step"],
-                 "train": train_total[-1] if train_total else None,
-                 "heldout": last["heldout"]["total"],
-                 "one": (100 * last["one"]["accuracy"], 100 * last["one"]["accuracy_std"]),
-                 "both": (100 * last["both"]["accuracy"], 100 * last["both"]["accuracy_std"]),
-                 "best": 100 * best["one"]["accuracy"], "best_step": best["step"]})
+    rows.append(
+        {
+            "setting": r["label"],
+            "steps": last["step"],
+            "train": train_total[-1] if train_total else None,
+            "heldout": last["heldout"]["total"],
+            "one": (100 * last["one"]["accuracy"], 100 * last["one"]["accuracy_std"]),
+            "both": (100 * last["both"]["accuracy"], 100 * last["both"]["accuracy_std"]),
+            "best": 100 * best["one"]["accuracy"],
+            "best_step": best["step"],
+        }
+    )
   report.write_table(
-      rows, [("setting", "loss setting"), ("steps", "steps"), ("train", "final train loss"),
-             ("heldout", "held-out distillation loss"), ("one", "acc. % (one masked)"),
-             ("both", "acc. % (both masked)"), ("best", "best acc. % (one)"),
-             ("best_step", "at step")],
+      rows,
+      [
+          ("setting", "loss setting"),
+          ("steps", "steps"),
+          ("train", "final train loss"),
+          ("heldout", "held-out distillation loss"),
+          ("one", "acc. % (one masked)"),
+          ("both", "acc. % (both masked)"),
+          ("best", "best acc. % (one)"),
+          ("best_step", "at step"),
+      ],
       os.path.join(out_dir, "ablation"),
-      title=(f"Loss ablation (Fig. 5): {len(vs.clean)} held-out faces, {vs.num_pairs} pairs; "
-             "student on G-completed faces (true masks), mixture of categories. Held-out "
-             "distillation loss = lambda_i L_i (hard) + lambda_p L_p + lambda_t L_t between "
-             "the teacher on clean and the student on completed faces. Identities: "
-             f"{vs.identities}."),
-      float_format="{:.3f}")
+      title=(
+          f"Loss ablation (Fig. 5): {len(vs.clean)} held-out faces, {vs.num_pairs} pairs; "
+          "student on G-completed faces (true masks), mixture of categories. Held-out "
+          "distillation loss = lambda_i L_i (hard) + lambda_p L_p + lambda_t L_t between "
+          "the teacher on clean and the student on completed faces. Identities: "
+          f"{vs.identities}."
+      ),
+      float_format="{:.3f}",
+  )
   report.write_table(
-      paired_rows(results), [("a", "A"), ("b", "B"),
-                             ("diff", "A - B (points, mean ± std over folds)"),
-                             ("positive", "folds A > B")],
+      paired_rows(results),
+      [
+          ("a", "A"),
+          ("b", "B"),
+          ("diff", "A - B (points, mean ± std over folds)"),
+          ("positive", "folds A > B"),
+      ],
       os.path.join(out_dir, "ablation_paired"),
-      title=(f"Loss ablation: per-fold paired differences of verification accuracy at the last "
-             f"step (one face masked, G-completed; same {vs.num_pairs} pairs and folds). "
-             f"Identities: {vs.identities}."))
+      title=(
+          f"Loss ablation: per-fold paired differences of verification accuracy at the last "
+          f"step (one face masked, G-completed; same {vs.num_pairs} pairs and folds). "
+          f"Identities: {vs.identities}."
+      ),
+  )
   series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
   for name, r in results.items():
     steps = np.array([p["step"] for p in r["curve"]])
@@ -217,10 +284,17 @@ def _write(results: dict[str, Any], vs: protocols.VerificationSet, out_dir: str)
     for k, v in r["train"].items():
       series.setdefault(f"train {k}", {})[label] = (np.asarray(v[0]), np.asarray(v[1]))
     series.setdefault("held-out distillation loss", {})[label] = (
-        steps, np.array([p["heldout"]["total"] for p in r["curve"]]))
+        steps,
+        np.array([p["heldout"]["total"] for p in r["curve"]]),
+    )
     series.setdefault("held-out accuracy (one masked)", {})[label] = (
-        steps, np.array([p["one"]["accuracy"] for p in r["curve"]]))
-  report.plot_loss_curves(series, os.path.join(out_dir, "ablation_losses.png"),
-                          title="Loss settings (Fig. 5): training and held-out")
+        steps,
+        np.array([p["one"]["accuracy"] for p in r["curve"]]),
+    )
+  report.plot_loss_curves(
+      series,
+      os.path.join(out_dir, "ablation_losses.png"),
+      title="Loss settings (Fig. 5): training and held-out",
+  )
   report.write_json(results, os.path.join(out_dir, "ablation.json"))
   print(epath.Path(os.path.join(out_dir, "ablation.md")).read_text())

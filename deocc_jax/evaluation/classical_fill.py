@@ -30,8 +30,9 @@ def _hole(mask: jax.Array) -> jax.Array:
   return mask > 0.5
 
 
-def compute_mean_face(source: np.ndarray | Iterable, key: str = "clean",
-                      max_batches: int | None = None) -> np.ndarray:
+def compute_mean_face(
+    source: np.ndarray | Iterable, key: str = "clean", max_batches: int | None = None
+) -> np.ndarray:
   """Mean (H, W, 3) float32 image.
 
   ``source`` is either an array (N, H, W, 3) or an iterable of batches (dicts

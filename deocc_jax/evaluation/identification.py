@@ -43,14 +43,15 @@ def _check(gallery_emb, gallery_labels, probe_emb, probe_labels):
     raise ValueError("empty gallery")
   missing = np.setdiff1d(np.unique(pl), np.unique(gl))
   if len(missing):
-    raise ValueError(f"{len(missing)} probe identities are absent from the gallery "
-                     f"(closed-set identification needs all of them): "
-                     f"{missing[:10].tolist()}{' ...' if len(missing) > 10 else ''}")
+    raise ValueError(
+        f"{len(missing)} probe identities are absent from the gallery "
+        f"(closed-set identification needs all of them): "
+        f"{missing[:10].tolist()}{' ...' if len(missing) > 10 else ''}"
+    )
   return g, gl, p, pl
 
 
-def identity_scores(gallery_emb, gallery_labels, probe_emb
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def identity_scores(gallery_emb, gallery_labels, probe_emb) -> tuple[np.ndarray, np.ndarray]:
   """(identities (C,) sorted ascending, scores (P, C)): best cosine per identity."""
   g = _normalise(gallery_emb, "gallery_emb")
   p = _normalise(probe_emb, "probe_emb")
@@ -72,8 +73,9 @@ def probe_ranks(gallery_emb, gallery_labels, probe_emb, probe_labels) -> np.ndar
   return (1 + higher + tied_before).astype(np.int64)
 
 
-def cmc_curve(gallery_emb, gallery_labels, probe_emb, probe_labels,
-              max_rank: int | None = None) -> np.ndarray:
+def cmc_curve(
+    gallery_emb, gallery_labels, probe_emb, probe_labels, max_rank: int | None = None
+) -> np.ndarray:
   """Cumulative match characteristic: ``cmc[k-1]`` = fraction of probes with rank <= k.
 
   ``max_rank`` defaults to the number of gallery identities.

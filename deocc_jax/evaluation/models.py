@@ -22,17 +22,14 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from deocc_jax.training import stages
+from deocc_jax.data.pipeline import to_unit_range
+from deocc_jax.training import deocclusion_stage, registry, stages
+from deocc_jax.training.workdir import as_path
 
-# recogniser key -> (stage whose checkpoint holds it, display name)
-RECOGNIZERS = {
-    "teacher": ("teacher", "teacher"),
-    "arcface_finetuned": ("finetune_arcface", "ArcFace fine-tuned"),
-    "student_hard": ("distill_hard", "student (hard)"),
-    "student_soft": ("distill_soft", "student (soft)"),
-}
-STAGES = ("teacher", "deocclusion", "deocclusion_noca", "segmentation", "finetune_arcface",
-          "distill_hard", "distill_soft")
+# recogniser key -> (stage whose checkpoint holds it, display name), from the registry
+RECOGNIZERS = {k: (s.name, s.display) for k, s in registry.recognizers().items()}
+# the stages whose checkpoints hold a model evaluation restores
+STAGES = tuple(s.name for s in registry.STAGES.values() if s.restore)
 
 EmbedFn = Callable[[jax.Array], jax.Array]
 
@@ -56,8 +53,9 @@ def parse_checkpoint_spec(spec: str | int) -> dict[str, int | str]:
     if "=" in item:
       stage, v = item.split("=", 1)
       if stage.strip() not in STAGES:
-        raise ValueError(f"checkpoint spec names unknown stage {stage.strip()!r}; "
-                         f"stages: {STAGES}")
+        raise ValueError(
+            f"checkpoint spec names unknown stage {stage.strip()!r}; " f"stages: {STAGES}"
+        )
       out[stage.strip()] = value(v)
     else:
       out["*"] = value(item)
@@ -65,7 +63,6 @@ def parse_checkpoint_spec(spec: str | int) -> dict[str, int | str]:
 
 
 def _has_checkpoints(workdir: str, stage: str) -> bool:
-  from deocc_jax.training.workdir import as_path
   d = as_path(workdir) / stage / "checkpoints"
   return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
 
@@ -73,14 +70,14 @@ def _has_checkpoints(workdir: str, stage: str) -> bool:
 @dataclasses.dataclass
 class Models:
   resolution: int
-  recognizers: dict[str, EmbedFn]        # key (RECOGNIZERS) -> L2-normalised embeddings
+  recognizers: dict[str, EmbedFn]  # key (RECOGNIZERS) -> L2-normalised embeddings
   complete: Callable[[jax.Array, jax.Array], jax.Array] | None  # (masked, mask) -> completed
-  segment: Callable[[jax.Array], jax.Array] | None              # masked -> binary mask
-  mean_face: np.ndarray                  # (H, W, 3) mean training face in [-1, 1]
-  mean_landmarks: np.ndarray             # (5, 2) mean training landmarks, pixels
-  steps: dict[str, int]                  # stage -> restored step
-  teacher: Any                           # the api.Teacher (frozen recogniser of clean faces)
-  generator: Any                         # G's parameters, or None
+  segment: Callable[[jax.Array], jax.Array] | None  # masked -> binary mask
+  mean_face: np.ndarray  # (H, W, 3) mean training face in [-1, 1]
+  mean_landmarks: np.ndarray  # (5, 2) mean training landmarks, pixels
+  steps: dict[str, int]  # stage -> restored step
+  teacher: Any  # the api.Teacher (frozen recogniser of clean faces)
+  generator: Any  # G's parameters, or None
   # G without contextual attention (stage 'deocclusion_noca', Table 2's "GA w/o
   # attention"): (masked, mask) -> completed, or None when that stage did not run
   complete_noca: Callable[[jax.Array, jax.Array], jax.Array] | None = None
@@ -92,11 +89,11 @@ class Models:
     return f"teacher ({self.teacher.name})" if key == "teacher" else name
 
 
-def mean_training_face(config: ConfigDict, max_records: int = 2000
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def mean_training_face(
+    config: ConfigDict, max_records: int = 2000
+) -> tuple[np.ndarray, np.ndarray]:
   """(mean face (H, W, 3) in [-1, 1], mean landmarks (5, 2)) of the training split:
   the mean-face fill's content and the crop layout inference aligns faces to."""
-  from deocc_jax.data.pipeline import to_unit_range
   src = stages.make_source(config, "train")
   n = min(len(src), max_records)
   total = np.zeros(src[0]["image"].shape, np.float64)
@@ -108,18 +105,20 @@ def mean_training_face(config: ConfigDict, max_records: int = 2000
   return (total / n).astype(np.float32), (lms / n).astype(np.float32)
 
 
-def restore_models(config: ConfigDict, workdir: str, checkpoint: str | int = "latest",
-                   recognizers: tuple[str, ...] | None = None) -> Models:
+def restore_models(
+    config: ConfigDict,
+    workdir: str,
+    checkpoint: str | int = "latest",
+    recognizers: tuple[str, ...] | None = None,
+) -> Models:
   """Restores what ``workdir`` holds; ``recognizers`` (default: all present)
-  must all have checkpoints, else an error names the missing stage."""
-  from deocc_jax.training import deocclusion_stage, distillation_stage, loop
+  must all have checkpoints, else an error names the missing stage. Each
+  model comes through its stage's restorer in the registry."""
   which = parse_checkpoint_spec(checkpoint)
   pick = lambda stage: which.get(stage, which["*"])  # noqa: E731
-  from deocc_jax.training.workdir import as_path
   if not as_path(workdir).is_dir():
     raise FileNotFoundError(f"workdir {workdir!r} does not exist")
   res = int(stages.require(config, "data.resolution"))
-  mesh = stages.make_mesh(config)
   wanted = tuple(RECOGNIZERS) if recognizers is None else tuple(recognizers)
   unknown = [r for r in wanted if r not in RECOGNIZERS]
   if unknown:
@@ -127,27 +126,28 @@ def restore_models(config: ConfigDict, workdir: str, checkpoint: str | int = "la
   steps: dict[str, int] = {}
   rec: dict[str, EmbedFn] = {}
 
-  teacher = stages.load_teacher(config, workdir, pick("teacher"))
-  if "step" in teacher.metadata:  # trained here
-    steps["teacher"] = int(teacher.metadata["step"])
+  def restore(stage: str, deps: dict[str, Any] | None = None) -> Any:
+    out, step = registry.get(stage).restorer()(config, workdir, pick(stage), stage, deps)
+    if step is not None:
+      steps[stage] = int(step)
+    return out
+
+  teacher = restore("teacher")
   if "teacher" in wanted:
     rec["teacher"] = lambda x, t=teacher: t.apply(t.params, x)["embedding"]
 
-  complete = g = None
-  if _has_checkpoints(workdir, "deocclusion"):
-    g, steps["deocclusion"] = stages.restore_generator(config, workdir, pick("deocclusion"),
-                                                       with_step=True)
-    complete = deocclusion_stage.complete_fn(config.deocclusion, g)
-  complete_noca = None
-  if _has_checkpoints(workdir, "deocclusion_noca"):
-    g_noca, steps["deocclusion_noca"] = stages.restore_generator(
-        config, workdir, pick("deocclusion_noca"), with_step=True, stage="deocclusion_noca")
-    complete_noca = deocclusion_stage.complete_fn(
-        stages.deocclusion_section(config, "deocclusion_noca"), g_noca)
+  completions: dict[str, Any] = {}
+  g = None
+  for stage in ("deocclusion", "deocclusion_noca"):
+    if _has_checkpoints(workdir, stage):
+      params = restore(stage)
+      g = params if stage == "deocclusion" else g
+      completions[stage] = deocclusion_stage.complete_fn(
+          stages.deocclusion_section(config, stage), params
+      )
   segment = None
   if _has_checkpoints(workdir, "segmentation") and "segmentation" in config:
-    segment, steps["segmentation"] = stages.restore_segmenter(config, workdir,
-                                                              pick("segmentation"))
+    segment = restore("segmentation")
 
   for key in wanted:
     stage = RECOGNIZERS[key][0]
@@ -155,19 +155,22 @@ def restore_models(config: ConfigDict, workdir: str, checkpoint: str | int = "la
       continue
     if not _has_checkpoints(workdir, stage):
       if recognizers is not None:
-        raise FileNotFoundError(f"recognizer {key!r} needs stage {stage!r}, which has no "
-                                f"checkpoints in {os.path.join(workdir, stage)}")
+        raise FileNotFoundError(
+            f"recognizer {key!r} needs stage {stage!r}, which has no "
+            f"checkpoints in {os.path.join(workdir, stage)}"
+        )
       continue
-    if key == "arcface_finetuned":
-      rec[key], steps[stage] = stages.restore_finetuned_arcface(config, workdir, pick(stage),
-                                                                teacher, g)
-    else:
-      c, _, _, init_fn, _ = stages._distill_fns(config, workdir, stage, mesh,
-                                                     teacher=teacher, generator=g)
-      steps[stage], state = loop.restore_state(workdir, stage, init_fn,
-                                               stages._key(config, stage), mesh, pick(stage),
-                                               **loop.best_args(c))
-      rec[key] = distillation_stage.embed_fn(c, teacher.embed_dim, state)
+    rec[key] = restore(stage, {"teacher": teacher, "generator": g})
   mean_face, mean_lm = mean_training_face(config)
-  return Models(res, rec, complete, segment, mean_face, mean_lm, steps, teacher, g,
-                complete_noca=complete_noca)
+  return Models(
+      res,
+      rec,
+      completions.get("deocclusion"),
+      segment,
+      mean_face,
+      mean_lm,
+      steps,
+      teacher,
+      g,
+      complete_noca=completions.get("deocclusion_noca"),
+  )

@@ -43,8 +43,12 @@ from deocc_jax.data.pipeline import to_unit_range
 from deocc_jax.evaluation import verification
 
 MIXTURE = "mixture"
-_CONDITION_KEYS = {MIXTURE: 0, **{c: i + 1 for i, c in enumerate(masks_lib.CATEGORIES)},
-                   "sunglasses": 11, "scarf": 12}
+_CONDITION_KEYS = {
+    MIXTURE: 0,
+    **{c: i + 1 for i, c in enumerate(masks_lib.CATEGORIES)},
+    "sunglasses": 11,
+    "scarf": 12,
+}
 
 
 @dataclasses.dataclass
@@ -54,21 +58,22 @@ class OccludedView:
   ``mask`` is the true occlusion mask (N, H, W, 1), or None for real
   occlusions (AR photos) where it is unknown.
   """
+
   name: str
-  masked: np.ndarray               # (N, H, W, 3) float32 in [-1, 1]
-  mask: np.ndarray | None          # (N, H, W, 1) float32 {0, 1}
-  category: np.ndarray | None      # (N,) indices into masks.CATEGORIES
-  coverage: np.ndarray | None      # (N,) fraction of the face region covered
+  masked: np.ndarray  # (N, H, W, 3) float32 in [-1, 1]
+  mask: np.ndarray | None  # (N, H, W, 1) float32 {0, 1}
+  category: np.ndarray | None  # (N,) indices into masks.CATEGORIES
+  coverage: np.ndarray | None  # (N,) fraction of the face region covered
 
 
 @dataclasses.dataclass
 class VerificationSet:
   name: str
-  clean: np.ndarray                # (N, H, W, 3) float32 in [-1, 1]
-  labels: np.ndarray               # (N,)
+  clean: np.ndarray  # (N, H, W, 3) float32 in [-1, 1]
+  labels: np.ndarray  # (N,)
   pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # a, b, same, fold
-  views: dict[str, OccludedView]   # condition -> occluded copy of ``clean``
-  identities: str = ""             # which identities these are (goes into table titles)
+  views: dict[str, OccludedView]  # condition -> occluded copy of ``clean``
+  identities: str = ""  # which identities these are (goes into table titles)
 
   @property
   def num_pairs(self) -> int:
@@ -78,16 +83,20 @@ class VerificationSet:
 @dataclasses.dataclass
 class IdentificationSet:
   name: str
-  gallery: np.ndarray              # (G, H, W, 3) clean faces
-  gallery_labels: np.ndarray       # (G,)
-  probe_labels: dict[str, np.ndarray]   # subset -> (P,)
+  gallery: np.ndarray  # (G, H, W, 3) clean faces
+  gallery_labels: np.ndarray  # (G,)
+  probe_labels: dict[str, np.ndarray]  # subset -> (P,)
   probes: dict[str, OccludedView]  # subset ('AR1 sunglasses', ...) -> occluded probes
-  undetected: int = 0              # faces the landmark detector missed (default layout)
-  identities: str = ""             # which identities these are (goes into table titles)
+  undetected: int = 0  # faces the landmark detector missed (default layout)
+  identities: str = ""  # which identities these are (goes into table titles)
 
 
-def _occlude(record: dict[str, Any], rng: np.random.Generator, condition: str,
-             mask_config: masks_lib.MaskConfig) -> tuple[np.ndarray, np.ndarray, int, float]:
+def _occlude(
+    record: dict[str, Any],
+    rng: np.random.Generator,
+    condition: str,
+    mask_config: masks_lib.MaskConfig,
+) -> tuple[np.ndarray, np.ndarray, int, float]:
   image = np.asarray(record["image"])
   if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
     raise ValueError(f"record image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
@@ -99,30 +108,47 @@ def _occlude(record: dict[str, Any], rng: np.random.Generator, condition: str,
   if condition in masks_lib.AR_OCCLUSIONS:
     occ = masks_lib.synthesize_ar_occlusion(rng, lm, h, w, condition)
   else:
-    occ = masks_lib.synthesize_occlusion(rng, lm, region, mask_config,
-                                         None if condition == MIXTURE else condition)
-  return (to_unit_range(masks_lib.composite(image, occ)), occ.mask[..., None],
-          masks_lib.CATEGORIES.index(occ.category), masks_lib.coverage(occ.mask, region))
+    occ = masks_lib.synthesize_occlusion(
+        rng, lm, region, mask_config, None if condition == MIXTURE else condition
+    )
+  return (
+      to_unit_range(masks_lib.composite(image, occ)),
+      occ.mask[..., None],
+      masks_lib.CATEGORIES.index(occ.category),
+      masks_lib.coverage(occ.mask, region),
+  )
 
 
-def occlude_records(records: Sequence[dict[str, Any]], condition: str, seed: int,
-                    mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
-                    indices: Sequence[int] | None = None) -> OccludedView:
+def occlude_records(
+    records: Sequence[dict[str, Any]],
+    condition: str,
+    seed: int,
+    mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
+    indices: Sequence[int] | None = None,
+) -> OccludedView:
   """Occludes every record under ``condition`` (a category, 'mixture',
   'sunglasses' or 'scarf'), deterministically from ``seed`` and the record's
   index (``indices[j]``, default ``j``)."""
   if condition not in _CONDITION_KEYS:
-    raise ValueError(f"unknown occlusion condition {condition!r}; choose from "
-                     f"{sorted(_CONDITION_KEYS)}")
+    raise ValueError(
+        f"unknown occlusion condition {condition!r}; choose from " f"{sorted(_CONDITION_KEYS)}"
+    )
   key = _CONDITION_KEYS[condition]
   idx = range(len(records)) if indices is None else indices
-  out = [_occlude(r, np.random.default_rng([seed, int(i), key]), condition, mask_config)
-         for r, i in zip(records, idx)]
+  out = [
+      _occlude(r, np.random.default_rng([seed, int(i), key]), condition, mask_config)
+      for r, i in zip(records, idx)
+  ]
   if not out:
     raise ValueError(f"no records to occlude for condition {condition!r}")
   masked, mask, cat, cov = zip(*out)
-  return OccludedView(condition, np.stack(masked), np.stack(mask).astype(np.float32),
-                      np.array(cat, np.int32), np.array(cov, np.float32))
+  return OccludedView(
+      condition,
+      np.stack(masked),
+      np.stack(mask).astype(np.float32),
+      np.array(cat, np.int32),
+      np.array(cov, np.float32),
+  )
 
 
 def _records(source: Any, max_records: int | None) -> list[dict[str, Any]]:
@@ -130,11 +156,15 @@ def _records(source: Any, max_records: int | None) -> list[dict[str, Any]]:
   return [source[i] for i in range(n)]
 
 
-def synthetic_verification_set(source: Any, num_pairs: int = 6000, seed: int = 1234,
-                               mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
-                               conditions: Sequence[str] = (MIXTURE,) + masks_lib.CATEGORIES,
-                               max_records: int | None = None,
-                               name: str = "synthetic") -> VerificationSet:
+def synthetic_verification_set(
+    source: Any,
+    num_pairs: int = 6000,
+    seed: int = 1234,
+    mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
+    conditions: Sequence[str] = (MIXTURE,) + masks_lib.CATEGORIES,
+    max_records: int | None = None,
+    name: str = "synthetic",
+) -> VerificationSet:
   """Verification on every face of ``source`` (e.g. the held-out test split)."""
   records = _records(source, max_records)
   labels = np.array([int(r["identity"]) for r in records])
@@ -144,15 +174,18 @@ def synthetic_verification_set(source: Any, num_pairs: int = 6000, seed: int = 1
   return VerificationSet(name, clean, labels, pairs, views)
 
 
-def lfw_verification_set(lfw: rd.LFW, seed: int = 1234,
-                         mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
-                         conditions: Sequence[str] = (MIXTURE,) + masks_lib.CATEGORIES
-                         ) -> VerificationSet:
+def lfw_verification_set(
+    lfw: rd.LFW,
+    seed: int = 1234,
+    mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
+    conditions: Sequence[str] = (MIXTURE,) + masks_lib.CATEGORIES,
+) -> VerificationSet:
   """LFW view 2: the images of pairs.txt (loaded once each), its pairs and folds."""
   if not lfw.pairs:
     raise ValueError(f"{lfw!r} has no pairs: pass pairs_file= (pairs.txt)")
-  used = sorted({lfw.index_of(p.path_a) for p in lfw.pairs}
-                | {lfw.index_of(p.path_b) for p in lfw.pairs})
+  used = sorted(
+      {lfw.index_of(p.path_a) for p in lfw.pairs} | {lfw.index_of(p.path_b) for p in lfw.pairs}
+  )
   pos = {i: k for k, i in enumerate(used)}
   records = [lfw[i] for i in used]
   a = np.array([pos[lfw.index_of(p.path_a)] for p in lfw.pairs])
@@ -165,10 +198,14 @@ def lfw_verification_set(lfw: rd.LFW, seed: int = 1234,
   return VerificationSet("lfw", clean, labels, (a, b, same, fold), views)
 
 
-def synthetic_identification_set(source: Any, seed: int = 1234, gallery_per_identity: int = 1,
-                                 max_records: int | None = None,
-                                 probes_per_identity: int | None = None,
-                                 name: str = "synthetic") -> IdentificationSet:
+def synthetic_identification_set(
+    source: Any,
+    seed: int = 1234,
+    gallery_per_identity: int = 1,
+    max_records: int | None = None,
+    probes_per_identity: int | None = None,
+    name: str = "synthetic",
+) -> IdentificationSet:
   """AR-style identification on a labelled source (see the module docstring).
 
   ``probes_per_identity`` caps the probes of an identity per subset (AR has 6
@@ -186,8 +223,10 @@ def synthetic_identification_set(source: Any, seed: int = 1234, gallery_per_iden
     elif probes_per_identity is None or k < gallery_per_identity + probes_per_identity:
       probe_idx.append(i)
   if not probe_idx:
-    raise ValueError(f"{len(records)} records with gallery_per_identity="
-                     f"{gallery_per_identity} leave no probes")
+    raise ValueError(
+        f"{len(records)} records with gallery_per_identity="
+        f"{gallery_per_identity} leave no probes"
+    )
   gallery = np.stack([to_unit_range(np.asarray(records[i]["image"])) for i in gallery_idx])
   probe_records = [records[i] for i in probe_idx]
   probes, probe_labels = {}, {}
@@ -197,9 +236,13 @@ def synthetic_identification_set(source: Any, seed: int = 1234, gallery_per_iden
   return IdentificationSet(name, gallery, labels[gallery_idx], probe_labels, probes)
 
 
-def ar_identification_set(root: str, resolution: int, landmarks_file: str | None = None,
-                          align_to: np.ndarray | None = None,
-                          detector: rd.Detector | None = None) -> IdentificationSet:
+def ar_identification_set(
+    root: str,
+    resolution: int,
+    landmarks_file: str | None = None,
+    align_to: np.ndarray | None = None,
+    detector: rd.Detector | None = None,
+) -> IdentificationSet:
   """The real AR database (file naming ``m-001-01.bmp``; see ``ARFace``).
 
   Labels are per person across subsets; every probe person needs at least
@@ -207,8 +250,9 @@ def ar_identification_set(root: str, resolution: int, landmarks_file: str | None
   template) every face is aligned by its 5 landmarks (``landmarks_file``,
   else ``detector``), as CelebA's faces are (paper Sec. 4.1).
   """
-  kw = dict(resolution=resolution, landmarks_file=landmarks_file, align_to=align_to,
-            detector=detector)
+  kw = dict(
+      resolution=resolution, landmarks_file=landmarks_file, align_to=align_to, detector=detector
+  )
   gallery_src = rd.ARFace(root, "clean", **kw)
   gallery = np.stack([to_unit_range(gallery_src[i]["image"]) for i in range(len(gallery_src))])
   undetected = len(gallery_src.undetected)
@@ -219,11 +263,14 @@ def ar_identification_set(root: str, resolution: int, landmarks_file: str | None
       raise ValueError(f"{root}: no AR {name} images (indices {rd.AR_SUBSETS[name]})")
     missing = sorted(set(src.labels.tolist()) - set(gallery_src.labels.tolist()))
     if missing:
-      raise ValueError(f"{root}: {name} images of {[src.people[m] for m in missing[:5]]} "
-                       "have no unoccluded gallery image")
+      raise ValueError(
+          f"{root}: {name} images of {[src.people[m] for m in missing[:5]]} "
+          "have no unoccluded gallery image"
+      )
     images = np.stack([to_unit_range(src[i]["image"]) for i in range(len(src))])
     probes[subset] = OccludedView(subset, images, None, None, None)
     probe_labels[subset] = src.labels.astype(np.int64)
     undetected += len(src.undetected)
-  return IdentificationSet("ar", gallery, gallery_src.labels.astype(np.int64), probe_labels,
-                           probes, undetected)
+  return IdentificationSet(
+      "ar", gallery, gallery_src.labels.astype(np.int64), probe_labels, probes, undetected
+  )

@@ -45,6 +45,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from deocc_jax.training import workdir as workdir_lib
+from deocc_jax.utils import files
 
 _DPI = 120
 
@@ -53,15 +54,16 @@ _DPI = 120
 # Atomic writing
 # --------------------------------------------------------------------------- #
 
+
 def _atomic_write(path: Any, write: Callable[[IO[bytes]], None]) -> str:
   """Calls ``write(binary_file)``; the result replaces ``path`` atomically
-  (``workdir.write_atomic``: temporary file + rename locally, one object for
+  (``files.write_atomic``: temporary file + rename locally, one object for
   a URI). Parent folders are created."""
   buf = io.BytesIO()
   write(buf)
   target = workdir_lib.as_path(path)
   target.parent.mkdir(parents=True, exist_ok=True)
-  workdir_lib.write_atomic(target, buf.getvalue())
+  files.write_atomic(target, buf.getvalue())
   return os.fspath(path)
 
 
@@ -83,6 +85,7 @@ def _save_figure(fig: Figure, path: Any) -> str:
 # Tables
 # --------------------------------------------------------------------------- #
 
+
 def _scalar(v: Any) -> Any:
   """numpy scalars -> Python scalars; everything else unchanged."""
   if isinstance(v, np.generic):
@@ -98,16 +101,17 @@ def _check_cell(v: Any, key: str, index: int) -> Any:
   v = _scalar(v)
   if isinstance(v, tuple):
     if len(v) != 2:
-      raise ValueError(f"row {index}, column {key!r}: a tuple cell must be (mean, std), "
-                       f"got {len(v)} elements")
+      raise ValueError(
+          f"row {index}, column {key!r}: a tuple cell must be (mean, std), "
+          f"got {len(v)} elements"
+      )
     return (float(_scalar(v[0])), float(_scalar(v[1])))
   if v is None or isinstance(v, (bool, int, float, str)):
     return v
   raise TypeError(f"row {index}, column {key!r}: unsupported cell type {type(v).__name__}")
 
 
-def _cells(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]
-           ) -> list[list[Any]]:
+def _cells(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> list[list[Any]]:
   """The table as a list of rows of checked cells (in column order)."""
   out = []
   for i, row in enumerate(rows):
@@ -130,8 +134,9 @@ def _md_cell(v: Any, float_format: str) -> str:
   return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]],
-                   float_format: str = "{:.2f}") -> str:
+def markdown_table(
+    rows: list[dict[str, Any]], columns: list[tuple[str, str]], float_format: str = "{:.2f}"
+) -> str:
   """A Markdown (GFM) table; numeric columns are right-aligned."""
   if not columns:
     raise ValueError("columns is empty")
@@ -141,7 +146,8 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]],
   for j in range(len(columns)):
     values = [r[j] for r in cells if r[j] is not None]
     numeric = bool(values) and all(
-        isinstance(v, (int, float, tuple)) and not isinstance(v, bool) for v in values)
+        isinstance(v, (int, float, tuple)) and not isinstance(v, bool) for v in values
+    )
     align.append("---:" if numeric else "---")
   lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
   for r in cells:
@@ -180,8 +186,13 @@ def csv_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str
   return buf.getvalue()
 
 
-def write_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], path_stem: str,
-                title: str | None = None, float_format: str = "{:.2f}") -> tuple[str, str]:
+def write_table(
+    rows: list[dict[str, Any]],
+    columns: list[tuple[str, str]],
+    path_stem: str,
+    title: str | None = None,
+    float_format: str = "{:.2f}",
+) -> tuple[str, str]:
   """Writes ``path_stem.md`` and ``path_stem.csv``; returns (md_path, csv_path).
 
   ``columns`` is a list of (row key, display name). ``title`` becomes a
@@ -201,8 +212,13 @@ def write_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], path
 # Curves
 # --------------------------------------------------------------------------- #
 
-def plot_roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str,
-                    title: str = "", fars_marked: Sequence[float] = (1e-3, 1e-4)) -> str:
+
+def plot_roc_curves(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    path: str,
+    title: str = "",
+    fars_marked: Sequence[float] = (1e-3, 1e-4),
+) -> str:
   """ROC curves (TAR against log-scale FAR) as a PNG.
 
   Each value is (far, tar), far ascending in [0, 1] (e.g. from
@@ -221,8 +237,10 @@ def plot_roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str,
     far = np.asarray(value[0], np.float64)
     tar = np.asarray(value[1], np.float64)
     if far.ndim != 1 or tar.ndim != 1 or far.shape != tar.shape:
-      raise ValueError(f"curve {label!r}: far and tar must be 1-D arrays of the same shape, "
-                       f"got {far.shape} and {tar.shape}")
+      raise ValueError(
+          f"curve {label!r}: far and tar must be 1-D arrays of the same shape, "
+          f"got {far.shape} and {tar.shape}"
+      )
     if far.size == 0:
       raise ValueError(f"curve {label!r}: empty")
     checked[label] = (far, tar)
@@ -238,8 +256,16 @@ def plot_roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str,
   for f in fars_marked:
     if x_min <= f <= 1.0:
       ax.axvline(f, color="gray", linestyle=":", linewidth=1.0)
-      ax.annotate(f"FAR={f:g}", (f, 0.02), xycoords=("data", "axes fraction"),
-                  rotation=90, fontsize=7, color="gray", ha="right", va="bottom")
+      ax.annotate(
+          f"FAR={f:g}",
+          (f, 0.02),
+          xycoords=("data", "axes fraction"),
+          rotation=90,
+          fontsize=7,
+          color="gray",
+          ha="right",
+          va="bottom",
+      )
   ax.set_xscale("log")
   ax.set_xlim(x_min, 1.0)
   ax.set_ylim(0.0, 1.01)
@@ -253,8 +279,9 @@ def plot_roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str,
   return _save_figure(fig, path)
 
 
-def plot_cmc_curves(curves: dict[str, np.ndarray], path: str, title: str = "",
-                    max_rank: int | None = 20) -> str:
+def plot_cmc_curves(
+    curves: dict[str, np.ndarray], path: str, title: str = "", max_rank: int | None = 20
+) -> str:
   """CMC curves (identification rate against rank 1..max_rank) as a PNG.
 
   ``cmc[k - 1]`` is the accuracy at rank ``k``; ``max_rank=None`` plots all.
@@ -288,8 +315,9 @@ def plot_cmc_curves(curves: dict[str, np.ndarray], path: str, title: str = "",
   return _save_figure(fig, path)
 
 
-def plot_grouped_bars(groups: dict[str, dict[str, float]], path: str, title: str = "",
-                      ylabel: str = "") -> str:
+def plot_grouped_bars(
+    groups: dict[str, dict[str, float]], path: str, title: str = "", ylabel: str = ""
+) -> str:
   """Grouped bar chart (the shape of the paper's Fig. 4): one group per outer
   key (e.g. recogniser), one bar per inner key (e.g. input), value labels on top."""
   if not groups:
@@ -301,16 +329,19 @@ def plot_grouped_bars(groups: dict[str, dict[str, float]], path: str, title: str
   ax = fig.add_subplot()
   width = 0.8 / max(len(bars), 1)
   x = np.arange(len(groups))
-  finite = [float(v) for inner in groups.values() for v in inner.values()
-            if np.isfinite(float(v))]
+  finite = [float(v) for inner in groups.values() for v in inner.values() if np.isfinite(float(v))]
   for j, bar in enumerate(bars):
     vals = np.array([float(groups[g].get(bar, np.nan)) for g in groups])
-    rects = ax.bar(x + (j - (len(bars) - 1) / 2) * width, np.nan_to_num(vals), width,
-                   label=bar)
+    rects = ax.bar(x + (j - (len(bars) - 1) / 2) * width, np.nan_to_num(vals), width, label=bar)
     for rect, v in zip(rects, vals):
       if np.isfinite(v):
-        ax.annotate(f"{v:.1f}", (rect.get_x() + rect.get_width() / 2, rect.get_height()),
-                    ha="center", va="bottom", fontsize=6)
+        ax.annotate(
+            f"{v:.1f}",
+            (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=6,
+        )
   ax.set_xticks(x)
   ax.set_xticklabels(list(groups), fontsize=8)
   if finite:
@@ -325,8 +356,9 @@ def plot_grouped_bars(groups: dict[str, dict[str, float]], path: str, title: str
   return _save_figure(fig, path)
 
 
-def plot_loss_curves(series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: str,
-                     title: str = "") -> str:
+def plot_loss_curves(
+    series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: str, title: str = ""
+) -> str:
   """One subplot per metric (outer key), one line per run (inner key: (steps, values)).
 
   Points whose step or value is not finite are skipped.
@@ -344,8 +376,10 @@ def plot_loss_curves(series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
       steps = np.asarray(value[0], np.float64)
       values = np.asarray(value[1], np.float64)
       if steps.ndim != 1 or steps.shape != values.shape:
-        raise ValueError(f"metric {metric!r}, run {label!r}: steps and values must be 1-D "
-                         f"arrays of the same shape, got {steps.shape} and {values.shape}")
+        raise ValueError(
+            f"metric {metric!r}, run {label!r}: steps and values must be 1-D "
+            f"arrays of the same shape, got {steps.shape} and {values.shape}"
+        )
       ok = np.isfinite(steps) & np.isfinite(values)
       if ok.any():
         ax.plot(steps[ok], values[ok], linewidth=1.0, label=str(label))
@@ -364,8 +398,9 @@ def plot_loss_curves(series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
   return _save_figure(fig, path)
 
 
-def read_metric_series(jsonl_path: str, keys: list[str]
-                       ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_metric_series(
+    jsonl_path: str, keys: list[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """Reads a training ``metrics.jsonl``: key -> (steps int64, values float64).
 
   Lines are taken in file order; a key is read from the lines that have it
@@ -393,13 +428,17 @@ def read_metric_series(jsonl_path: str, keys: list[str]
           v = obj[k]
           steps[k].append(int(obj["step"]))
           values[k].append(math.nan if v is None else float(v))
-  return {k: (np.asarray(steps[k], np.int64), np.asarray(values[k], np.float64))
-          for k in keys if steps[k]}
+  return {
+      k: (np.asarray(steps[k], np.int64), np.asarray(values[k], np.float64))
+      for k in keys
+      if steps[k]
+  }
 
 
 # --------------------------------------------------------------------------- #
 # Image grids
 # --------------------------------------------------------------------------- #
+
 
 def _to_rgb_uint8(img: np.ndarray, where: str) -> np.ndarray:
   a = np.asarray(img)
@@ -443,18 +482,19 @@ def image_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
       if hw is None:
         hw = cell.shape[:2]
       elif cell.shape[:2] != hw:
-        raise ValueError(f"cell (row {r}, column {c}) has shape {np.shape(img)}, "
-                         f"expected H, W = {hw} (from cell (row 0, column 0))")
+        raise ValueError(
+            f"cell (row {r}, column {c}) has shape {np.shape(img)}, "
+            f"expected H, W = {hw} (from cell (row 0, column 0))"
+        )
       out_row.append(cell)
     cells.append(out_row)
   h, w = hw
   nrows = len(rows)
-  grid = np.full((nrows * h + (nrows - 1) * pad, ncols * w + (ncols - 1) * pad, 3), 255,
-                 np.uint8)
+  grid = np.full((nrows * h + (nrows - 1) * pad, ncols * w + (ncols - 1) * pad, 3), 255, np.uint8)
   for r, row in enumerate(cells):
     for c, cell in enumerate(row):
       y, x = r * (h + pad), c * (w + pad)
-      grid[y:y + h, x:x + w] = cell
+      grid[y : y + h, x : x + w] = cell
   return grid
 
 
@@ -469,8 +509,9 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> st
   return ""
 
 
-def write_completion_grid(columns: dict[str, np.ndarray], path: str, max_rows: int = 8,
-                          pad: int = 2) -> str:
+def write_completion_grid(
+    columns: dict[str, np.ndarray], path: str, max_rows: int = 8, pad: int = 2
+) -> str:
   """PNG of examples side by side: one row per example, one titled column per entry.
 
   ``columns`` maps title -> batch (N, H, W, C) (or (N, H, W) masks), in
@@ -513,6 +554,7 @@ def write_completion_grid(columns: dict[str, np.ndarray], path: str, max_rows: i
 # --------------------------------------------------------------------------- #
 # JSON
 # --------------------------------------------------------------------------- #
+
 
 def _json_default(obj: Any) -> Any:
   if isinstance(obj, np.generic):

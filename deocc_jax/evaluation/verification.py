@@ -63,8 +63,12 @@ class VerificationResult:
   roc_tar: np.ndarray
 
   def summary(self) -> dict[str, float]:
-    out = {"accuracy": self.accuracy_mean, "accuracy_std": self.accuracy_std,
-           "auc": self.auc, "eer": self.eer}
+    out = {
+        "accuracy": self.accuracy_mean,
+        "accuracy_std": self.accuracy_std,
+        "auc": self.auc,
+        "eer": self.eer,
+    }
     for far, tar in self.tar_at_far.items():
       out[f"tar@far={far:g}"] = tar
     return out
@@ -106,9 +110,13 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
   return float(tars[ok].max()) if ok.any() else 0.0
 
 
-def evaluate_pairs(scores: np.ndarray, same: np.ndarray, folds: np.ndarray | None = None,
-                   num_folds: int = 10, fars: tuple[float, ...] = (1e-3, 1e-4)
-                   ) -> VerificationResult:
+def evaluate_pairs(
+    scores: np.ndarray,
+    same: np.ndarray,
+    folds: np.ndarray | None = None,
+    num_folds: int = 10,
+    fars: tuple[float, ...] = (1e-3, 1e-4),
+) -> VerificationResult:
   """The full LFW-style report for a list of pair scores."""
   scores = np.asarray(scores, np.float64)
   same = np.asarray(same, bool)
@@ -129,10 +137,16 @@ def evaluate_pairs(scores: np.ndarray, same: np.ndarray, folds: np.ndarray | Non
     accs.append(accuracy_at(scores[test], same[test], t))
   far, tar, _ = roc_curve(scores, same)
   return VerificationResult(
-      accuracy_mean=float(np.mean(accs)), accuracy_std=float(np.std(accs)),
-      fold_accuracies=accs, fold_thresholds=thrs, auc=auc_score(far, tar),
-      eer=equal_error_rate(far, tar), tar_at_far={f: tar_at_far(scores, same, f) for f in fars},
-      roc_far=far, roc_tar=tar)
+      accuracy_mean=float(np.mean(accs)),
+      accuracy_std=float(np.std(accs)),
+      fold_accuracies=accs,
+      fold_thresholds=thrs,
+      auc=auc_score(far, tar),
+      eer=equal_error_rate(far, tar),
+      tar_at_far={f: tar_at_far(scores, same, f) for f in fars},
+      roc_far=far,
+      roc_tar=tar,
+  )
 
 
 def paired_difference(acc_a: Sequence[float], acc_b: Sequence[float]) -> dict[str, float]:
@@ -144,12 +158,17 @@ def paired_difference(acc_a: Sequence[float], acc_b: Sequence[float]) -> dict[st
   if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
     raise ValueError(f"fold accuracies must be equal-length 1-D lists, got {a.shape} and {b.shape}")
   d = a - b
-  return {"mean": float(d.mean()), "std": float(d.std()), "positive": int((d > 0).sum()),
-          "folds": int(len(d))}
+  return {
+      "mean": float(d.mean()),
+      "std": float(d.std()),
+      "positive": int((d > 0).sum()),
+      "folds": int(len(d)),
+  }
 
 
-def make_pairs(labels: np.ndarray, num_pairs: int, seed: int = 0, num_folds: int = 10
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def make_pairs(
+    labels: np.ndarray, num_pairs: int, seed: int = 0, num_folds: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """Balanced same / different pairs over a labelled set, LFW-style folds.
 
   Returns (index_a, index_b, same, fold); half the pairs are matched.
@@ -167,15 +186,22 @@ def make_pairs(labels: np.ndarray, num_pairs: int, seed: int = 0, num_folds: int
     f_ids = [i for i in ids.tolist() if fold_of_id[i] == f]
     multi = [i for i in f_ids if len(by_id[i]) >= 2]
     if not multi or len(f_ids) < 2:
-      raise ValueError(f"fold {f} has too few identities ({len(f_ids)}) to form pairs: "
-                       f"{len(ids)} identities for {num_folds} folds; use more identities "
-                       "or fewer folds")
+      raise ValueError(
+          f"fold {f} has too few identities ({len(f_ids)}) to form pairs: "
+          f"{len(ids)} identities for {num_folds} folds; use more identities "
+          "or fewer folds"
+      )
     for _ in range(per_fold):
       i = multi[rng.integers(len(multi))]
       x, y = rng.choice(by_id[i], size=2, replace=False)
-      a.append(x); b.append(y); same.append(True); fold.append(f)
+      a.append(x)
+      b.append(y)
+      same.append(True)
+      fold.append(f)
     for _ in range(per_fold):
       i, j = rng.choice(len(f_ids), size=2, replace=False)
-      a.append(rng.choice(by_id[f_ids[i]])); b.append(rng.choice(by_id[f_ids[j]]))
-      same.append(False); fold.append(f)
+      a.append(rng.choice(by_id[f_ids[i]]))
+      b.append(rng.choice(by_id[f_ids[j]]))
+      same.append(False)
+      fold.append(f)
   return np.array(a), np.array(b), np.array(same), np.array(fold)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 ADVERSARIAL_KINDS = ("gan", "wgan_gp")
-WGAN_GP_LAMBDA = 10.
+WGAN_GP_LAMBDA = 10.0
 
 
 def _check_kind(kind: str) -> None:
@@ -57,9 +57,14 @@ def random_interpolates(real: jax.Array, fake: jax.Array, key: jax.Array) -> jax
   return real + alpha * (fake - real)
 
 
-def gradient_penalty(critic_fn: Callable[[jax.Array], jax.Array], real: jax.Array,
-                     fake: jax.Array, mask: jax.Array | None, key: jax.Array,
-                     norm: float = 1.) -> jax.Array:
+def gradient_penalty(
+    critic_fn: Callable[[jax.Array], jax.Array],
+    real: jax.Array,
+    fake: jax.Array,
+    mask: jax.Array | None,
+    key: jax.Array,
+    norm: float = 1.0,
+) -> jax.Array:
   """DeepFill's ``gradients_penalty`` with mask, on random interpolates.
 
   ``slopes_i = sqrt(sum_{h,w,c} (dD(x_i)/dx)^2 * M_i)``, penalty ``mean_i (slopes_i - norm)^2``

@@ -54,8 +54,9 @@ def spatial_discounting_weights(mask: jax.Array, gamma: float = 0.9) -> jax.Arra
 
   def erode(h: jax.Array) -> jax.Array:
     # 3x3 min-pool; outside the image counts as hole (padding value 1).
-    return jax.lax.reduce_window(h, 1., jax.lax.min, (1, 3, 3, 1), (1, 1, 1, 1),
-                                 ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return jax.lax.reduce_window(
+        h, 1.0, jax.lax.min, (1, 3, 3, 1), (1, 1, 1, 1), ((0, 0), (1, 1), (1, 1), (0, 0))
+    )
 
   def cond(state):
     h, _, it = state
@@ -68,13 +69,19 @@ def spatial_discounting_weights(mask: jax.Array, gamma: float = 0.9) -> jax.Arra
 
   # dist = sum_{k>=0} [pixel in erosion^k(hole)] = Chebyshev distance to known.
   _, dist, _ = jax.lax.while_loop(cond, body, (hole, hole, jnp.int32(1)))
-  return jnp.where(hole > 0, jnp.power(jnp.float32(gamma), dist), 0.)
+  return jnp.where(hole > 0, jnp.power(jnp.float32(gamma), dist), 0.0)
 
 
-def deepfill_reconstruction_loss(target: jax.Array, coarse: jax.Array, refined: jax.Array,
-                                 mask: jax.Array, gamma: float = 0.9, coarse_alpha: float = 1.2,
-                                 l1_alpha: float = 1.2,
-                                 ae_alpha: float = 1.2) -> dict[str, jax.Array]:
+def deepfill_reconstruction_loss(
+    target: jax.Array,
+    coarse: jax.Array,
+    refined: jax.Array,
+    mask: jax.Array,
+    gamma: float = 0.9,
+    coarse_alpha: float = 1.2,
+    l1_alpha: float = 1.2,
+    ae_alpha: float = 1.2,
+) -> dict[str, jax.Array]:
   """DeepFill v1's discounted hole L1 + known-region auto-encoder L1 (see module doc).
 
   Returns a dict with 'l1', 'ae' and 'total' (= l1_alpha * l1 + ae_alpha * ae).
@@ -87,17 +94,18 @@ def deepfill_reconstruction_loss(target: jax.Array, coarse: jax.Array, refined: 
   m = mask.astype(jnp.float32)
   c = y.shape[-1]
   w = spatial_discounting_weights(m, gamma)
-  n_hole = jnp.maximum(jnp.sum((m > 0.5).astype(jnp.float32)) * c, 1.)
-  n_known = jnp.maximum(jnp.sum(1. - m) * c, 1.)
+  n_hole = jnp.maximum(jnp.sum((m > 0.5).astype(jnp.float32)) * c, 1.0)
+  n_known = jnp.maximum(jnp.sum(1.0 - m) * c, 1.0)
   d1 = jnp.abs(y - coarse.astype(jnp.float32))
   d2 = jnp.abs(y - refined.astype(jnp.float32))
   l1 = (coarse_alpha * jnp.sum(d1 * w) + jnp.sum(d2 * w)) / n_hole
-  ae = (coarse_alpha * jnp.sum(d1 * (1. - m)) + jnp.sum(d2 * (1. - m))) / n_known
+  ae = (coarse_alpha * jnp.sum(d1 * (1.0 - m)) + jnp.sum(d2 * (1.0 - m))) / n_known
   return {"l1": l1, "ae": ae, "total": l1_alpha * l1 + ae_alpha * ae}
 
 
-def reconstruction_loss(kind: str, target: jax.Array, coarse: jax.Array, refined: jax.Array,
-                        mask: jax.Array, **kwargs) -> tuple[jax.Array, dict[str, jax.Array]]:
+def reconstruction_loss(
+    kind: str, target: jax.Array, coarse: jax.Array, refined: jax.Array, mask: jax.Array, **kwargs
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Select the reconstruction objective by name: 'l1' (Eq. 7) or 'deepfill'.
 
   Returns ``(total, terms)``.

@@ -1,25 +1,14 @@
-"""Relational distillation losses, paper Sec. 3.3 (Eqs. 10-16) and Sec. 4.2 (Eqs. 17-18).
+"""Relational distillation losses, paper Sec. 3.3 (Eqs. 13-15).
 
 All functions are pure ``(teacher, student, ...) -> scalar`` JAX functions over
 **all** tuples of the batch (paper Sec. 3.4: "we simply use all the tuples"),
 vectorised, jit/grad compatible. The teacher side is always put under
-``stop_gradient``; only the student receives gradients.
+``stop_gradient``; only the student receives gradients. The instance-wise and
+cross-entropy terms and the total loss (Eq. 16) are in
+:mod:`deocc_jax.losses.distillation`.
 
 Terms and their normalisation
 -----------------------------
-* :func:`instance_loss`, Eq. 12: ``mean_b sum_d |t_bd - s_bd|``: ``l1(t_i, s_i)``
-  is the L1 distance between the two vectors (a sum over the embedding
-  dimensions), averaged over the batch (the paper's sum over instances becomes
-  a mean so that the weight does not depend on the batch size). It therefore
-  grows with the dimension ``D`` like an L1 norm does; ``lambda_i`` absorbs that
-  (see ``configs/synthetic.py``).
-* :func:`soft_instance_loss`, Eq. 17/18: ``mean_b sum_d |s_bd - f_{y_b}, d|``,
-  the student embedding pulled to the teacher's (precomputed, offline) centroid
-  of its identity (:func:`identity_centroids`), same scale as Eq. 12. Note:
-  Eq. 17 literally reads ``l1(t_i - f_id, s_i - f_id)``, which is
-  algebraically ``|t_i - s_i|`` i.e. Eq. 12 again; we implement the stated intent (Sec. 4.2: the knowledge of the
-  teacher is "softened" to the identity centroid), i.e. the target of
-  ``s_i`` is ``f_id`` instead of ``t_i``.
 * :func:`distance_loss`, Eq. 13: Euclidean distances over the ``B (B - 1)``
   ordered distinct pairs ``i != j``; each side divided by its own mean distance
   ``mu`` over those pairs; Huber (``delta = 1``, i.e. torch ``smooth_l1_loss``
@@ -94,7 +83,6 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Literal
 
 import jax
 import numpy as np
@@ -105,32 +93,37 @@ from jax.sharding import Mesh, PartitionSpec as P
 HUBER_DELTA = 1.0
 NORMALIZE_EPS = 1e-12  # torch F.normalize's eps, RKD's definition.
 
-InstanceMode = Literal["hard", "soft", "none"]
-CETarget = Literal["labels", "teacher"]
-
 
 # ----------------------------------------------------------------------------
 # Validation helpers
 # ----------------------------------------------------------------------------
 
 
-def _check_embeddings(teacher: jax.Array, student: jax.Array, fn: str, *,
-                      same_dim: bool, min_batch: int = 1) -> None:
+def check_embeddings(
+    teacher: jax.Array, student: jax.Array, fn: str, *, same_dim: bool, min_batch: int = 1
+) -> None:
+  """Raises a ``ValueError`` naming ``fn`` unless both are ``(B, D)`` with one ``B``."""
   for name, x in (("teacher", teacher), ("student", student)):
     if x.ndim != 2:
       raise ValueError(f"{fn}: `{name}` must be a (batch, dim) array, got shape {x.shape}")
   if teacher.shape[0] != student.shape[0]:
-    raise ValueError(f"{fn}: batch mismatch, `teacher` has shape {teacher.shape} and "
-                     f"`student` has shape {student.shape}")
+    raise ValueError(
+        f"{fn}: batch mismatch, `teacher` has shape {teacher.shape} and "
+        f"`student` has shape {student.shape}"
+    )
   if same_dim and teacher.shape[1] != student.shape[1]:
-    raise ValueError(f"{fn}: `teacher` {teacher.shape} and `student` {student.shape} must "
-                     "have the same embedding dimension for an instance-wise loss")
+    raise ValueError(
+        f"{fn}: `teacher` {teacher.shape} and `student` {student.shape} must "
+        "have the same embedding dimension for an instance-wise loss"
+    )
   if teacher.shape[0] < min_batch:
-    raise ValueError(f"{fn}: needs a batch of at least {min_batch}, got `teacher`/`student` "
-                     f"of shape {teacher.shape}/{student.shape}")
+    raise ValueError(
+        f"{fn}: needs a batch of at least {min_batch}, got `teacher`/`student` "
+        f"of shape {teacher.shape}/{student.shape}"
+    )
 
 
-def _compute_dtype(x: jax.Array) -> jnp.dtype:
+def compute_dtype(x: jax.Array) -> jnp.dtype:
   """float32 at least (bf16/f16 embeddings are upcast), float64 kept."""
   return jnp.promote_types(x.dtype, jnp.float32)
 
@@ -145,76 +138,6 @@ def huber(x: jax.Array, delta: float = HUBER_DELTA) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------
-# Instance-wise losses (Eqs. 12, 17, 18)
-# ----------------------------------------------------------------------------
-
-
-def instance_loss(teacher: jax.Array, student: jax.Array) -> jax.Array:
-  """Eq. 12: ``mean_b ||t_b - s_b||_1`` (L1 distance per sample, mean over the batch).
-
-  Args:
-    teacher: ``(B, D)`` teacher embeddings ``t_i`` (no gradient).
-    student: ``(B, D)`` student embeddings ``s_i``.
-  """
-  _check_embeddings(teacher, student, "instance_loss", same_dim=True)
-  dt = _compute_dtype(student)
-  t = lax.stop_gradient(teacher).astype(dt)
-  return jnp.mean(jnp.sum(jnp.abs(t - student.astype(dt)), axis=-1))
-
-
-def identity_centroids(embeddings: jax.Array, labels: jax.Array,
-                       num_classes: int) -> tuple[jax.Array, jax.Array]:
-  """Eq. 18: per-identity mean ``f_id`` of the teacher embeddings.
-
-  Args:
-    embeddings: ``(N, D)`` teacher embeddings of the training images.
-    labels: ``(N,)`` integer identity labels in ``[0, num_classes)``; labels
-      outside that range are ignored (``segment_sum`` semantics).
-    num_classes: number of identities.
-
-  Returns:
-    ``(centroids, counts)``: ``(num_classes, D)`` float centroids (zeros for an
-    identity with no sample) and ``(num_classes,)`` int32 sample counts.
-  """
-  if embeddings.ndim != 2:
-    raise ValueError(f"identity_centroids: `embeddings` must be (N, D), got {embeddings.shape}")
-  if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
-    raise ValueError(f"identity_centroids: `labels` must be ({embeddings.shape[0]},) to match "
-                     f"`embeddings` {embeddings.shape}, got {labels.shape}")
-  if num_classes < 1:
-    raise ValueError(f"identity_centroids: `num_classes` must be >= 1, got {num_classes}")
-  dt = _compute_dtype(embeddings)
-  sums = jax.ops.segment_sum(embeddings.astype(dt), labels, num_segments=num_classes)
-  counts = jax.ops.segment_sum(jnp.ones(labels.shape, jnp.int32), labels,
-                               num_segments=num_classes)
-  centroids = sums / jnp.maximum(counts, 1).astype(dt)[:, None]
-  return centroids, counts
-
-
-def soft_instance_loss(student: jax.Array, labels: jax.Array,
-                       centroids: jax.Array) -> jax.Array:
-  """Eq. 17 (identity-centred, "OUR-Soft"): ``mean_b ||s_b - f_{labels_b}||_1``.
-
-  Args:
-    student: ``(B, D)`` student embeddings.
-    labels: ``(B,)`` integer identity labels.
-    centroids: ``(C, D)`` teacher identity centroids (Eq. 18,
-      :func:`identity_centroids`), precomputed offline; no gradient.
-  """
-  if student.ndim != 2:
-    raise ValueError(f"soft_instance_loss: `student` must be (B, D), got {student.shape}")
-  if labels.ndim != 1 or labels.shape[0] != student.shape[0]:
-    raise ValueError(f"soft_instance_loss: `labels` must be ({student.shape[0]},) to match "
-                     f"`student` {student.shape}, got {labels.shape}")
-  if centroids.ndim != 2 or centroids.shape[1] != student.shape[1]:
-    raise ValueError(f"soft_instance_loss: `centroids` must be (num_classes, {student.shape[1]}) "
-                     f"to match `student` {student.shape}, got {centroids.shape}")
-  dt = _compute_dtype(student)
-  target = jnp.take(lax.stop_gradient(centroids).astype(dt), labels, axis=0)
-  return jnp.mean(jnp.sum(jnp.abs(student.astype(dt) - target), axis=-1))
-
-
-# ----------------------------------------------------------------------------
 # Pairwise distances
 # ----------------------------------------------------------------------------
 
@@ -224,14 +147,15 @@ def _default_zero_tol(dim: int, dtype: jnp.dtype) -> float:
 
 
 def _centred(e: jax.Array, mean: jax.Array | None = None) -> jax.Array:
-  e = e.astype(_compute_dtype(e))
+  e = e.astype(compute_dtype(e))
   if mean is None:
     mean = jnp.mean(e, axis=0, keepdims=True)
   return e - mean
 
 
-def _sq_dists(c_rows: jax.Array, c_all: jax.Array, row_ids: jax.Array,
-              zero_tol: float | None) -> tuple[jax.Array, jax.Array]:
+def _sq_dists(
+    c_rows: jax.Array, c_all: jax.Array, row_ids: jax.Array, zero_tol: float | None
+) -> tuple[jax.Array, jax.Array]:
   """Squared distances ``d2[r, j] = |c_rows[r] - c_all[j]|^2`` via the Gram form.
 
   ``row_ids`` are the global indices of ``c_rows`` (for the diagonal mask).
@@ -273,16 +197,18 @@ def pairwise_distances(embeddings: jax.Array, *, zero_tol: float | None = None) 
 # ----------------------------------------------------------------------------
 
 
-def _distance_rows_sum(d_t: jax.Array, d_s: jax.Array, mu_t: jax.Array,
-                       mu_s: jax.Array) -> jax.Array:
+def _distance_rows_sum(
+    d_t: jax.Array, d_s: jax.Array, mu_t: jax.Array, mu_s: jax.Array
+) -> jax.Array:
   """Sum of Huber(psi_p(s) - psi_p(t)) over the given rows (diagonal entries are 0 - 0)."""
   inv_t = jnp.where(mu_t > 0, 1.0 / jnp.where(mu_t > 0, mu_t, 1.0), 0.0)
   inv_s = jnp.where(mu_s > 0, 1.0 / jnp.where(mu_s > 0, mu_s, 1.0), 0.0)
   return jnp.sum(huber(d_s * inv_s - d_t * inv_t))
 
 
-def distance_loss(teacher: jax.Array, student: jax.Array, *,
-                  zero_tol: float | None = None) -> jax.Array:
+def distance_loss(
+    teacher: jax.Array, student: jax.Array, *, zero_tol: float | None = None
+) -> jax.Array:
   """Eq. 13: pair-wise (distance) relational loss over all ordered pairs ``i != j``.
 
   ``psi_p(e_i, e_j) = |e_i - e_j| / mu`` with ``mu`` the mean distance over the
@@ -295,7 +221,7 @@ def distance_loss(teacher: jax.Array, student: jax.Array, *,
     zero_tol: relative threshold under which a squared distance counts as 0
       (default ``4 sqrt(D) eps``); see the module docstring.
   """
-  _check_embeddings(teacher, student, "distance_loss", same_dim=False, min_batch=2)
+  check_embeddings(teacher, student, "distance_loss", same_dim=False, min_batch=2)
   b = teacher.shape[0]
   ids = jnp.arange(b)
   n_pairs = b * (b - 1)
@@ -399,8 +325,10 @@ def _angle_sweep(d2_t, w_t, d2_s, w_s, start, num_anchors, block_size, with_grad
   na, bp = nb * k, n_i * bi
   # Anchor rows in the `k` role (nb, K, B) and in the `i` role (n_i, nb, K, bi).
   kx = tuple(jnp.pad(m, ((0, na - n), (0, 0))).reshape(nb, k, b) for m in anchor_rows)
-  ix = tuple(jnp.pad(m, ((0, na - n), (0, bp - b))).reshape(nb, k, n_i, bi)
-             .transpose(2, 0, 1, 3) for m in anchor_rows)
+  ix = tuple(
+      jnp.pad(m, ((0, na - n), (0, bp - b))).reshape(nb, k, n_i, bi).transpose(2, 0, 1, 3)
+      for m in anchor_rows
+  )
   dx = tuple(jnp.pad(m, ((0, bp - b), (0, 0))).reshape(n_i, bi, b) for m in (d2_t, d2_s))
   # Zero carries derived from `start` so they have its varying-axes type (under
   # shard_map `start` is per-device).
@@ -409,8 +337,10 @@ def _angle_sweep(d2_t, w_t, d2_s, w_s, start, num_anchors, block_size, with_grad
   def outer(total, xo):
     dt, ds, *xi_i = xo
     if not with_grad:
+
       def inner_value(acc, xi):
         return acc + _angle_tile(dt, ds, *xi, False), None
+
       acc, _ = lax.scan(inner_value, zero, (*xi_i, *kx))
       return total + acc, None
 
@@ -446,13 +376,15 @@ def _angle_core(d2_t, nz_t, d2_s, nz_s, start, num_anchors, block_size):
   is ``O(B^2)``. Only the student side gets gradients (the teacher is
   stop-gradient'ed upstream). Reverse mode only.
   """
-  return _angle_sweep(*_angle_inputs(d2_t, nz_t), *_angle_inputs(d2_s, nz_s), start,
-                      num_anchors, block_size, False)
+  return _angle_sweep(
+      *_angle_inputs(d2_t, nz_t), *_angle_inputs(d2_s, nz_s), start, num_anchors, block_size, False
+  )
 
 
 def _angle_core_fwd(d2_t, nz_t, d2_s, nz_s, start, num_anchors, block_size):
-  loss, grad = _angle_sweep(*_angle_inputs(d2_t, nz_t), *_angle_inputs(d2_s, nz_s), start,
-                            num_anchors, block_size, True)
+  loss, grad = _angle_sweep(
+      *_angle_inputs(d2_t, nz_t), *_angle_inputs(d2_s, nz_s), start, num_anchors, block_size, True
+  )
   return loss, (grad, nz_t, nz_s, start)
 
 
@@ -462,16 +394,27 @@ def _float0_like(x: jax.Array) -> np.ndarray:
 
 def _angle_core_bwd(num_anchors, block_size, res, ct):
   grad, nz_t, nz_s, start = res
-  return (jnp.zeros_like(grad), _float0_like(nz_t), ct * grad, _float0_like(nz_s),
-          _float0_like(start))
+  return (
+      jnp.zeros_like(grad),
+      _float0_like(nz_t),
+      ct * grad,
+      _float0_like(nz_s),
+      _float0_like(start),
+  )
 
 
 _angle_core.defvjp(_angle_core_fwd, _angle_core_bwd)
 
 
-def _angle_sum(d2_t: jax.Array, nz_t: jax.Array, d2_s: jax.Array, nz_s: jax.Array,
-               anchor_start: jax.Array | int, num_anchors: int,
-               block_size: int | None) -> jax.Array:
+def _angle_sum(
+    d2_t: jax.Array,
+    nz_t: jax.Array,
+    d2_s: jax.Array,
+    nz_s: jax.Array,
+    anchor_start: jax.Array | int,
+    num_anchors: int,
+    block_size: int | None,
+) -> jax.Array:
   """Huber sum over all ``(i, k)`` and the anchors ``anchor_start + [0, num_anchors)``."""
   start = jnp.asarray(anchor_start, jnp.int32)
   sym = lambda m: 0.5 * (m + m.T)  # exact symmetry, relied upon by the custom VJP
@@ -479,7 +422,7 @@ def _angle_sum(d2_t: jax.Array, nz_t: jax.Array, d2_s: jax.Array, nz_s: jax.Arra
 
 
 def _angle_count(b: int, include_degenerate: bool) -> int:
-  return b ** 3 if include_degenerate else b * (b - 1) ** 2
+  return b**3 if include_degenerate else b * (b - 1) ** 2
 
 
 def _check_block_size(block_size: int | None, fn: str) -> None:
@@ -487,8 +430,14 @@ def _check_block_size(block_size: int | None, fn: str) -> None:
     raise ValueError(f"{fn}: `block_size` must be a positive int or None, got {block_size!r}")
 
 
-def angle_loss(teacher: jax.Array, student: jax.Array, *, block_size: int | None = None,
-               include_degenerate: bool = True, zero_tol: float | None = None) -> jax.Array:
+def angle_loss(
+    teacher: jax.Array,
+    student: jax.Array,
+    *,
+    block_size: int | None = None,
+    include_degenerate: bool = True,
+    zero_tol: float | None = None,
+) -> jax.Array:
   """Eqs. 14-15: triplet-wise (angle) relational loss over all index triplets.
 
   ``psi_t(e_i, e_j, e_k) = <n(e_i - e_j), n(e_k - e_j)>`` (angle at ``j``), RKD's
@@ -508,7 +457,7 @@ def angle_loss(teacher: jax.Array, student: jax.Array, *, block_size: int | None
       ``k != j`` (``i == k`` included).
     zero_tol: relative zero-distance threshold (module docstring).
   """
-  _check_embeddings(teacher, student, "angle_loss", same_dim=False, min_batch=2)
+  check_embeddings(teacher, student, "angle_loss", same_dim=False, min_batch=2)
   _check_block_size(block_size, "angle_loss")
   b = teacher.shape[0]
   ids = jnp.arange(b)
@@ -525,10 +474,16 @@ def angle_loss(teacher: jax.Array, student: jax.Array, *, block_size: int | None
 # ----------------------------------------------------------------------------
 
 
-def sharded_relational_losses(teacher: jax.Array, student: jax.Array, mesh: Mesh,
-                              axis: str = "data", *, block_size: int | None = None,
-                              include_degenerate: bool = True,
-                              zero_tol: float | None = None) -> dict[str, jax.Array]:
+def sharded_relational_losses(
+    teacher: jax.Array,
+    student: jax.Array,
+    mesh: Mesh,
+    axis: str = "data",
+    *,
+    block_size: int | None = None,
+    include_degenerate: bool = True,
+    zero_tol: float | None = None,
+) -> dict[str, jax.Array]:
   """Distance (Eq. 13) and angle (Eqs. 14-15) losses with the batch split over ``axis``.
 
   Each device all-gathers the embeddings (``B x D``), builds the ``B x B``
@@ -548,15 +503,17 @@ def sharded_relational_losses(teacher: jax.Array, student: jax.Array, mesh: Mesh
     ``{'distance': scalar, 'angle': scalar}``.
   """
   fn = "sharded_relational_losses"
-  _check_embeddings(teacher, student, fn, same_dim=False, min_batch=2)
+  check_embeddings(teacher, student, fn, same_dim=False, min_batch=2)
   _check_block_size(block_size, fn)
   if axis not in mesh.shape:
     raise ValueError(f"{fn}: `axis`={axis!r} is not a mesh axis {tuple(mesh.shape)}")
   n_dev = mesh.shape[axis]
   b = teacher.shape[0]
   if b % n_dev:
-    raise ValueError(f"{fn}: batch {b} of `teacher`/`student` {teacher.shape}/{student.shape} "
-                     f"is not divisible by mesh axis {axis!r} of size {n_dev}")
+    raise ValueError(
+        f"{fn}: batch {b} of `teacher`/`student` {teacher.shape}/{student.shape} "
+        f"is not divisible by mesh axis {axis!r} of size {n_dev}"
+    )
   b_loc = b // n_dev
   n_pairs = b * (b - 1)
 
@@ -569,8 +526,10 @@ def sharded_relational_losses(teacher: jax.Array, student: jax.Array, mesh: Mesh
       c_all = _centred(e_all)
       d2, nz = _sq_dists(c_all, c_all, ids, zero_tol)
       # Rows of the local samples, for the pair-wise loss.
-      d_rows = _safe_sqrt(lax.dynamic_slice_in_dim(d2, start, b_loc, axis=0),
-                          lax.dynamic_slice_in_dim(nz, start, b_loc, axis=0))
+      d_rows = _safe_sqrt(
+          lax.dynamic_slice_in_dim(d2, start, b_loc, axis=0),
+          lax.dynamic_slice_in_dim(nz, start, b_loc, axis=0),
+      )
       mu = lax.psum(jnp.sum(d_rows), axis) / n_pairs
       per_side.append((d2, nz, d_rows, mu))
     (d2_t, nz_t, dr_t, mu_t), (d2_s, nz_s, dr_s, mu_s) = per_side
@@ -578,119 +537,6 @@ def sharded_relational_losses(teacher: jax.Array, student: jax.Array, mesh: Mesh
     ang = lax.psum(_angle_sum(d2_t, nz_t, d2_s, nz_s, start, b_loc, block_size), axis)
     return dist, ang / float(_angle_count(b, include_degenerate))
 
-  f = jax.shard_map(local, mesh=mesh, in_specs=(P(axis, None), P(axis, None)),
-                    out_specs=(P(), P()))
+  f = jax.shard_map(local, mesh=mesh, in_specs=(P(axis, None), P(axis, None)), out_specs=(P(), P()))
   dist, ang = f(teacher, student)
   return {"distance": dist, "angle": ang}
-
-
-# ----------------------------------------------------------------------------
-# Cross-entropy and total loss (Eq. 16)
-# ----------------------------------------------------------------------------
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array | None = None, *,
-                  target: CETarget = "labels", teacher_logits: jax.Array | None = None,
-                  temperature: float = 4.0) -> jax.Array:
-  """Eq. 16's ``L_CE`` (Eq. 10 with cross-entropy).
-
-  * ``target='labels'``: ``mean_b -log softmax(logits)_b[labels_b]``.
-  * ``target='teacher'``: Hinton distillation,
-    ``T^2 mean_b KL(softmax(teacher/T) || softmax(logits/T))`` (the KL differs
-    from the soft cross-entropy by the teacher's entropy, a constant: same
-    gradient).
-
-  Args:
-    logits: ``(B, C)`` student logits.
-    labels: ``(B,)`` int labels (``target='labels'``).
-    target: ``'labels'`` or ``'teacher'``.
-    teacher_logits: ``(B, C)`` teacher logits (``target='teacher'``), no gradient.
-    temperature: ``T`` for ``target='teacher'``.
-  """
-  if logits.ndim != 2:
-    raise ValueError(f"cross_entropy: `logits` must be (B, C), got {logits.shape}")
-  logits = logits.astype(_compute_dtype(logits))
-  if target == "labels":
-    if labels is None or labels.shape != logits.shape[:1]:
-      raise ValueError(f"cross_entropy: `labels` must be ({logits.shape[0]},) for "
-                       f"`logits` {logits.shape}, got "
-                       f"{None if labels is None else labels.shape}")
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=1))
-  if target == "teacher":
-    if teacher_logits is None or teacher_logits.shape != logits.shape:
-      raise ValueError(f"cross_entropy: `teacher_logits` must have the shape of `logits` "
-                       f"{logits.shape}, got "
-                       f"{None if teacher_logits is None else teacher_logits.shape}")
-    if temperature <= 0:
-      raise ValueError(f"cross_entropy: `temperature` must be > 0, got {temperature}")
-    tl = lax.stop_gradient(teacher_logits).astype(logits.dtype) / temperature
-    logp_t = jax.nn.log_softmax(tl, axis=-1)
-    logp_s = jax.nn.log_softmax(logits / temperature, axis=-1)
-    kl = jnp.sum(jnp.exp(logp_t) * (logp_t - logp_s), axis=-1)
-    return temperature ** 2 * jnp.mean(kl)
-  raise ValueError(f"cross_entropy: `target` must be 'labels' or 'teacher', got {target!r}")
-
-
-def total_distillation_loss(
-    teacher: jax.Array,
-    student: jax.Array,
-    logits: jax.Array | None = None,
-    labels: jax.Array | None = None,
-    *,
-    instance_mode: InstanceMode = "hard",
-    centroids: jax.Array | None = None,
-    lambda_i: float = 1.0,
-    lambda_p: float = 1.0,
-    lambda_t: float = 2.0,
-    ce_target: CETarget = "labels",
-    teacher_logits: jax.Array | None = None,
-    temperature: float = 4.0,
-    angle_block_size: int | None = None,
-    zero_tol: float | None = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Eq. 16: ``L = L_CE + lambda_i L_i + lambda_p L_p + lambda_t L_t``.
-
-  Args:
-    teacher: ``(B, Dt)`` teacher embeddings ``t_i``.
-    student: ``(B, Ds)`` student embeddings ``s_i`` (``Ds == Dt`` for the
-      instance term).
-    logits: ``(B, C)`` student logits; ``None`` drops ``L_CE`` (reported as 0).
-    labels: ``(B,)`` identity labels (CE with ``ce_target='labels'`` and the
-      soft instance loss).
-    instance_mode: ``'hard'`` (Eq. 12), ``'soft'`` (Eq. 17, needs
-      ``centroids`` and ``labels``) or ``'none'``.
-    centroids: ``(C, Ds)`` teacher identity centroids (Eq. 18).
-    lambda_i, lambda_p, lambda_t: weights (paper: ``lambda_p = 1``,
-      ``lambda_t = 2``; ``lambda_i`` unspecified, default 1; the instance term
-      is a per-sample L1 *norm*, so it scales with the dimension).
-    ce_target, teacher_logits, temperature: see :func:`cross_entropy`.
-    angle_block_size: ``block_size`` of :func:`angle_loss`.
-
-  Returns:
-    ``(total, terms)`` with ``terms`` = ``{'ce', 'instance', 'distance',
-    'angle'}`` (unweighted; disabled terms are 0).
-  """
-  _check_embeddings(teacher, student, "total_distillation_loss", same_dim=False, min_batch=2)
-  zero = jnp.zeros((), jnp.float32)
-  if logits is not None:
-    ce = cross_entropy(logits, labels, target=ce_target, teacher_logits=teacher_logits,
-                       temperature=temperature)
-  else:
-    ce = zero
-  if instance_mode == "hard":
-    inst = instance_loss(teacher, student)
-  elif instance_mode == "soft":
-    if centroids is None or labels is None:
-      raise ValueError("total_distillation_loss: instance_mode='soft' needs `centroids` "
-                       "and `labels`")
-    inst = soft_instance_loss(student, labels, centroids)
-  elif instance_mode == "none":
-    inst = zero
-  else:
-    raise ValueError("total_distillation_loss: `instance_mode` must be 'hard', 'soft' or "
-                     f"'none', got {instance_mode!r}")
-  dist = distance_loss(teacher, student, zero_tol=zero_tol)
-  ang = angle_loss(teacher, student, block_size=angle_block_size, zero_tol=zero_tol)
-  total = ce + lambda_i * inst + lambda_p * dist + lambda_t * ang
-  return total, {"ce": ce, "instance": inst, "distance": dist, "angle": ang}

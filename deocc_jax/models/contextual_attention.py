@@ -60,11 +60,11 @@ import numpy as np
 class ContextualAttentionOutput(NamedTuple):
   """Result of :func:`contextual_attention_with_details`."""
 
-  output: jax.Array        # (B, H_f, W_f, C), reconstruction from background patches
-  flow: jax.Array          # (B, H_f, W_f, 3), colour-coded attention offsets in [-1, 1]
-  attention: jax.Array     # (B, h_f, w_f, h_b * w_b), masked softmax weights
-  offsets: jax.Array       # (B, h_f, w_f, 2) int32, argmax position minus own position
-  valid: jax.Array         # (B, h_b * w_b) float32, 1 for usable background patches
+  output: jax.Array  # (B, H_f, W_f, C), reconstruction from background patches
+  flow: jax.Array  # (B, H_f, W_f, 3), colour-coded attention offsets in [-1, 1]
+  attention: jax.Array  # (B, h_f, w_f, h_b * w_b), masked softmax weights
+  offsets: jax.Array  # (B, h_f, w_f, 2) int32, argmax position minus own position
+  valid: jax.Array  # (B, h_b * w_b) float32, 1 for usable background patches
 
 
 def align_corners_nearest_indices(in_size: int, out_size: int) -> np.ndarray:
@@ -104,7 +104,7 @@ def _extract_patches_same(x: jax.Array, ksize: int) -> jax.Array:
   xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
   rows = []
   for dy in range(ksize):
-    cols = [xp[:, dy:dy + h, dx:dx + w] for dx in range(ksize)]
+    cols = [xp[:, dy : dy + h, dx : dx + w] for dx in range(ksize)]
     rows.append(jnp.stack(cols, axis=3))
   return jnp.stack(rows, axis=3)
 
@@ -118,7 +118,7 @@ def _fuse_rowmajor(y: jax.Array, k: int) -> jax.Array:
   yp = jnp.pad(y, pad)
   out = jnp.zeros_like(y)
   for d in range(k):
-    out = out + yp[..., d:d + p, d:d + l]
+    out = out + yp[..., d : d + p, d : d + l]
   return out
 
 
@@ -140,12 +140,15 @@ def _raw_patches(b: jax.Array, rate: int, stride: int) -> tuple[jax.Array, int, 
   nh, nw = -(-h // s), -(-w // s)
   pad_h = max((nh - 1) * s + kernel - h, 0)
   pad_w = max((nw - 1) * s + kernel - w, 0)
-  bp = jnp.pad(b, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
-                   (0, 0)))
+  bp = jnp.pad(
+      b, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
+  )
   rows = []
   for ky in range(kernel):
-    cols = [bp[:, ky:ky + (nh - 1) * s + 1:s, kx:kx + (nw - 1) * s + 1:s]
-            for kx in range(kernel)]
+    cols = [
+        bp[:, ky : ky + (nh - 1) * s + 1 : s, kx : kx + (nw - 1) * s + 1 : s]
+        for kx in range(kernel)
+    ]
     rows.append(jnp.stack(cols, axis=3))
   patches = jnp.stack(rows, axis=3)  # (B, nh, nw, k, k, C)
   return patches.reshape(bsz, nh * nw, kernel, kernel, c), nh, nw
@@ -170,21 +173,31 @@ def _overlap_add(patches: jax.Array, out_h: int, out_w: int, rate: int) -> jax.A
       part = jnp.pad(part, ((0, 0), (qy, 1 - qy), (0, 0), (qx, 1 - qx), (0, 0), (0, 0)))
       canvas = canvas + part
   canvas = canvas.reshape(bsz, (h + 1) * r, (w + 1) * r, c)
-  return canvas[:, pad_top:pad_top + out_h, pad_left:pad_left + out_w]
+  return canvas[:, pad_top : pad_top + out_h, pad_left : pad_left + out_w]
 
 
-def _check_inputs(f: jax.Array, b: jax.Array, mask: jax.Array | None, ksize: int, stride: int,
-                  rate: int, fuse_k: int) -> None:
+def _check_inputs(
+    f: jax.Array,
+    b: jax.Array,
+    mask: jax.Array | None,
+    ksize: int,
+    stride: int,
+    rate: int,
+    fuse_k: int,
+) -> None:
   if f.ndim != 4:
     raise ValueError(f"f must be NHWC (rank 4), got shape {f.shape}")
   if b.ndim != 4:
     raise ValueError(f"b must be NHWC (rank 4), got shape {b.shape}")
   if f.shape[0] != b.shape[0] or f.shape[3] != b.shape[3]:
-    raise ValueError(f"f and b must share batch and channel sizes, got shapes f {f.shape}, "
-                     f"b {b.shape}")
+    raise ValueError(
+        f"f and b must share batch and channel sizes, got shapes f {f.shape}, " f"b {b.shape}"
+    )
   if mask is not None and mask.shape != (b.shape[0], b.shape[1], b.shape[2], 1):
-    raise ValueError(f"mask must have shape {(b.shape[0], b.shape[1], b.shape[2], 1)} "
-                     f"(per-sample, like b), got {mask.shape}")
+    raise ValueError(
+        f"mask must have shape {(b.shape[0], b.shape[1], b.shape[2], 1)} "
+        f"(per-sample, like b), got {mask.shape}"
+    )
   if rate < 1 or stride < 1 or ksize < 1 or fuse_k < 1:
     raise ValueError(f"ksize/stride/rate/fuse_k must be >= 1, got {ksize}/{stride}/{rate}/{fuse_k}")
   if stride != 1:
@@ -198,15 +211,17 @@ def _check_inputs(f: jax.Array, b: jax.Array, mask: jax.Array | None, ksize: int
       raise ValueError(f"{name} spatial size must be >= rate={rate}, got shape {shp}")
 
 
-def contextual_attention_with_details(f: jax.Array,
-                                      b: jax.Array,
-                                      mask: jax.Array | None = None,
-                                      ksize: int = 3,
-                                      stride: int = 1,
-                                      rate: int = 2,
-                                      fuse_k: int = 3,
-                                      softmax_scale: float = 10.,
-                                      fuse: bool = True) -> ContextualAttentionOutput:
+def contextual_attention_with_details(
+    f: jax.Array,
+    b: jax.Array,
+    mask: jax.Array | None = None,
+    ksize: int = 3,
+    stride: int = 1,
+    rate: int = 2,
+    fuse_k: int = 3,
+    softmax_scale: float = 10.0,
+    fuse: bool = True,
+) -> ContextualAttentionOutput:
   """Contextual attention returning output, flow and the intermediate attention.
 
   Args:
@@ -237,7 +252,7 @@ def contextual_attention_with_details(f: jax.Array,
   # max(||w||, 1e-4), with a NaN-free gradient for all-zero patches.
   sq = jnp.sum(jnp.square(w), axis=-1, keepdims=True)
   big = sq > 1e-8
-  norm = jnp.where(big, jnp.sqrt(jnp.where(big, sq, 1.)), 1e-4)
+  norm = jnp.where(big, jnp.sqrt(jnp.where(big, sq, 1.0)), 1e-4)
   w_norm = w / norm
   fp = _extract_patches_same(f_d, ksize).reshape(bsz, hf * wf, ksize * ksize * c)
   scores = jnp.einsum("bpk,blk->bpl", fp, w_norm, precision=jax.lax.Precision.HIGHEST)
@@ -251,7 +266,7 @@ def contextual_attention_with_details(f: jax.Array,
   else:
     m_d = resize_nearest_align_corners(mask.astype(jnp.float32), (hb, wb))
     m_win = jnp.sum(_extract_patches_same(m_d, ksize), axis=(3, 4, 5))  # (B, hb, wb)
-    valid = (m_win == 0.).astype(jnp.float32).reshape(bsz, hb * wb)
+    valid = (m_win == 0.0).astype(jnp.float32).reshape(bsz, hb * wb)
   mm = valid[:, None, :]
   scores = scores * mm
   att = jax.nn.softmax(scores * softmax_scale, axis=-1)
@@ -267,27 +282,34 @@ def contextual_attention_with_details(f: jax.Array,
 
   # Reconstruction: transposed conv of the attention map with the raw patches.
   k = 2 * rate
-  pasted = jnp.einsum("bpl,blk->bpk", att, raw_w.reshape(bsz, hb * wb, k * k * c),
-                      precision=jax.lax.Precision.HIGHEST)
+  pasted = jnp.einsum(
+      "bpl,blk->bpk",
+      att,
+      raw_w.reshape(bsz, hb * wb, k * k * c),
+      precision=jax.lax.Precision.HIGHEST,
+  )
   pasted = pasted.reshape(bsz, hf, wf, k, k, c)
-  y = _overlap_add(pasted, hf_raw, wf_raw, rate) / 4.
+  y = _overlap_add(pasted, hf_raw, wf_raw, rate) / 4.0
   return ContextualAttentionOutput(
       output=y.astype(out_dtype),
       flow=flow,
       attention=att.reshape(bsz, hf, wf, hb * wb),
       offsets=offsets,
-      valid=valid)
+      valid=valid,
+  )
 
 
-def contextual_attention(f: jax.Array,
-                         b: jax.Array,
-                         mask: jax.Array | None = None,
-                         ksize: int = 3,
-                         stride: int = 1,
-                         rate: int = 2,
-                         fuse_k: int = 3,
-                         softmax_scale: float = 10.,
-                         fuse: bool = True) -> tuple[jax.Array, jax.Array]:
+def contextual_attention(
+    f: jax.Array,
+    b: jax.Array,
+    mask: jax.Array | None = None,
+    ksize: int = 3,
+    stride: int = 1,
+    rate: int = 2,
+    fuse_k: int = 3,
+    softmax_scale: float = 10.0,
+    fuse: bool = True,
+) -> tuple[jax.Array, jax.Array]:
   """DeepFill v1 contextual attention with per-sample masks (paper Eq. 9).
 
   Args:
@@ -303,16 +325,22 @@ def contextual_attention(f: jax.Array,
     ``(y, flow)``: ``y`` (B, H_f, W_f, C) in ``f.dtype``; ``flow`` (B, H_f, W_f, 3)
     colour image in [-1, 1] of the argmax offsets (no gradient).
   """
-  res = contextual_attention_with_details(f, b, mask, ksize, stride, rate, fuse_k,
-                                          softmax_scale, fuse)
+  res = contextual_attention_with_details(
+      f, b, mask, ksize, stride, rate, fuse_k, softmax_scale, fuse
+  )
   return res.output, res.flow
 
 
 def _color_wheel() -> np.ndarray:
   """Middlebury colour wheel (RY, YG, GC, CB, BM, MR segments), values in [0, 1]."""
-  segments = ((15, (1, 0, 0), (1, 1, 0)), (6, (1, 1, 0), (0, 1, 0)),
-              (4, (0, 1, 0), (0, 1, 1)), (11, (0, 1, 1), (0, 0, 1)),
-              (13, (0, 0, 1), (1, 0, 1)), (6, (1, 0, 1), (1, 0, 0)))
+  segments = (
+      (15, (1, 0, 0), (1, 1, 0)),
+      (6, (1, 1, 0), (0, 1, 0)),
+      (4, (0, 1, 0), (0, 1, 1)),
+      (11, (0, 1, 1), (0, 0, 1)),
+      (13, (0, 0, 1), (1, 0, 1)),
+      (6, (1, 0, 1), (1, 0, 0)),
+  )
   cols = []
   for n, start, end in segments:
     t = np.arange(n, dtype=np.float64)[:, None] / n
@@ -336,11 +364,11 @@ def flow_to_image(flow: jax.Array) -> jax.Array:
   maxrad = jnp.max(rad, axis=(1, 2), keepdims=True)
   rad = rad / (maxrad + 1e-8)
   ang = jnp.arctan2(-v, -u) / math.pi  # [-1, 1]
-  fk = (ang + 1.) / 2. * (ncols - 1)
+  fk = (ang + 1.0) / 2.0 * (ncols - 1)
   k0 = jnp.clip(jnp.floor(fk).astype(jnp.int32), 0, ncols - 1)
   k1 = (k0 + 1) % ncols
   frac = (fk - k0)[..., None]
-  col = (1. - frac) * wheel[k0] + frac * wheel[k1]
+  col = (1.0 - frac) * wheel[k0] + frac * wheel[k1]
   r = rad[..., None]
-  col = jnp.where(r <= 1., 1. - r * (1. - col), col * 0.75)
-  return col * 2. - 1.
+  col = jnp.where(r <= 1.0, 1.0 - r * (1.0 - col), col * 0.75)
+  return col * 2.0 - 1.0

@@ -50,8 +50,9 @@ def hole_boxes(masks: jax.Array) -> jax.Array:
   return jnp.stack([top, left, bottom, right], axis=-1).astype(jnp.int32)
 
 
-def crop_hole_boxes(images: jax.Array, masks: jax.Array, size: int | tuple[int, int],
-                    boxes: jax.Array | None = None) -> jax.Array:
+def crop_hole_boxes(
+    images: jax.Array, masks: jax.Array, size: int | tuple[int, int], boxes: jax.Array | None = None
+) -> jax.Array:
   """Crop each sample's hole bounding box and resize it to ``size`` (bilinear).
 
   Resampling uses half-pixel centres: output pixel ``i`` samples input row
@@ -87,8 +88,15 @@ def crop_hole_boxes(images: jax.Array, masks: jax.Array, size: int | tuple[int, 
     bw = box[3] - box[1]
     scale = jnp.stack([sh / bh, sw / bw])
     translation = -box[:2] * scale
-    return jax.image.scale_and_translate(img.astype(jnp.float32), (sh, sw, c), (0, 1), scale,
-                                         translation, method="linear", antialias=True)
+    return jax.image.scale_and_translate(
+        img.astype(jnp.float32),
+        (sh, sw, c),
+        (0, 1),
+        scale,
+        translation,
+        method="linear",
+        antialias=True,
+    )
 
   out = jax.vmap(one)(images, boxes_f)
   return out.astype(images.dtype)
@@ -101,8 +109,7 @@ def _conv_s2(x: jax.Array, w: jax.Array) -> jax.Array:
   return jax.lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=_NHWC)
 
 
-def conv_s2_transpose_subpixel(dy: jax.Array, w: jax.Array,
-                               x_shape: tuple[int, ...]) -> jax.Array:
+def conv_s2_transpose_subpixel(dy: jax.Array, w: jax.Array, x_shape: tuple[int, ...]) -> jax.Array:
   """Input gradient of the stride-2 SAME conv ``_conv_s2`` without lhs dilation.
 
   ``dx[2q + r] = sum_t dy[q - t] * w[2t + r + p]`` (per spatial axis, ``p`` the
@@ -125,7 +132,7 @@ def conv_s2_transpose_subpixel(dy: jax.Array, w: jax.Array,
     t_max = (k - 1 - r - p) // 2
     n_r = (n_in - r + 1) // 2
     taps = [2 * t + r + p for t in range(t_max, t_min - 1, -1)]  # correlation order
-    lo = t_max                       # dy index q - t_max for j = 0
+    lo = t_max  # dy index q - t_max for j = 0
     hi = (n_r - 1 - t_min) - (n_out - 1)
     return taps, lo, hi, n_r
 
@@ -139,9 +146,10 @@ def conv_s2_transpose_subpixel(dy: jax.Array, w: jax.Array,
         continue
       kern = w[np.asarray(ty)][:, np.asarray(tx)]  # (len ty, len tx, C, O)
       d = jnp.pad(dy, ((0, 0), (max(ly, 0), max(hy, 0)), (max(lx, 0), max(hx, 0)), (0, 0)))
-      d = d[:, max(-ly, 0):d.shape[1] - max(-hy, 0), max(-lx, 0):d.shape[2] - max(-hx, 0)]
-      ph = jax.lax.conv_general_dilated(d, kern, (1, 1), "VALID",
-                                        dimension_numbers=("NHWC", "HWOI", "NHWC"))
+      d = d[:, max(-ly, 0) : d.shape[1] - max(-hy, 0), max(-lx, 0) : d.shape[2] - max(-hx, 0)]
+      ph = jax.lax.conv_general_dilated(
+          d, kern, (1, 1), "VALID", dimension_numbers=("NHWC", "HWOI", "NHWC")
+      )
       out = out.at[:, ry::2, rx::2].set(ph[:, :nry, :nrx])
   return out
 
@@ -182,8 +190,12 @@ class _StridedConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.param("kernel", nn.initializers.xavier_uniform(),
-                   (self.ksize, self.ksize, x.shape[-1], self.features), jnp.float32)
+    k = self.param(
+        "kernel",
+        nn.initializers.xavier_uniform(),
+        (self.ksize, self.ksize, x.shape[-1], self.features),
+        jnp.float32,
+    )
     b = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
     y = conv_s2_fast_grad(x.astype(self.dtype), k.astype(self.dtype))
     return y + b.astype(self.dtype)
@@ -213,29 +225,50 @@ class Critic(nn.Module):
       if self.fast_double_backward:
         h = _StridedConv(self.cnum * m, dtype=self.dtype, name=f"conv{i + 1}")(h)
       else:
-        h = nn.Conv(self.cnum * m, (5, 5), strides=(2, 2), padding="SAME", dtype=self.dtype,
-                    param_dtype=jnp.float32, kernel_init=nn.initializers.xavier_uniform(),
-                    name=f"conv{i + 1}")(h)
+        h = nn.Conv(
+            self.cnum * m,
+            (5, 5),
+            strides=(2, 2),
+            padding="SAME",
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=nn.initializers.xavier_uniform(),
+            name=f"conv{i + 1}",
+        )(h)
       h = nn.leaky_relu(h, negative_slope=0.2)
     h = h.reshape(h.shape[0], -1)
-    out = nn.Dense(1, dtype=self.dtype, param_dtype=jnp.float32,
-                   kernel_init=nn.initializers.xavier_uniform(), name="fc")(h)
+    out = nn.Dense(
+        1,
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.initializers.xavier_uniform(),
+        name="fc",
+    )(h)
     return out[:, 0].astype(jnp.float32)
 
 
-def GlobalCritic(cnum: int = 64, dtype: Dtype = jnp.float32,  # noqa: N802
-                 fast_double_backward: bool = True) -> Critic:
+def GlobalCritic(
+    cnum: int = 64, dtype: Dtype = jnp.float32, fast_double_backward: bool = True  # noqa: N802
+) -> Critic:
   """Whole-image critic (cnum, 2cnum, 4cnum, 4cnum)."""
-  return Critic(cnum=cnum, multipliers=(1, 2, 4, 4), dtype=dtype,
-                fast_double_backward=fast_double_backward)
+  return Critic(
+      cnum=cnum, multipliers=(1, 2, 4, 4), dtype=dtype, fast_double_backward=fast_double_backward
+  )
 
 
-def LocalCritic(cnum: int = 64, dtype: Dtype = jnp.float32,  # noqa: N802
-                multipliers: Sequence[int] = (1, 2, 4, 8),
-                fast_double_backward: bool = True) -> Critic:
+def LocalCritic(
+    cnum: int = 64,
+    dtype: Dtype = jnp.float32,  # noqa: N802
+    multipliers: Sequence[int] = (1, 2, 4, 8),
+    fast_double_backward: bool = True,
+) -> Critic:
   """Hole-patch critic; DeepFill v1's last layer is 8cnum wide."""
-  return Critic(cnum=cnum, multipliers=tuple(multipliers), dtype=dtype,
-                fast_double_backward=fast_double_backward)
+  return Critic(
+      cnum=cnum,
+      multipliers=tuple(multipliers),
+      dtype=dtype,
+      fast_double_backward=fast_double_backward,
+  )
 
 
 class GlobalLocalCritics(nn.Module):
@@ -250,11 +283,18 @@ class GlobalLocalCritics(nn.Module):
   fast_double_backward: bool = True
 
   def setup(self) -> None:
-    self.global_critic = Critic(cnum=self.cnum, multipliers=(1, 2, 4, 4), dtype=self.dtype,
-                                fast_double_backward=self.fast_double_backward)
-    self.local_critic = Critic(cnum=self.cnum, multipliers=tuple(self.local_multipliers),
-                               dtype=self.dtype,
-                               fast_double_backward=self.fast_double_backward)
+    self.global_critic = Critic(
+        cnum=self.cnum,
+        multipliers=(1, 2, 4, 4),
+        dtype=self.dtype,
+        fast_double_backward=self.fast_double_backward,
+    )
+    self.local_critic = Critic(
+        cnum=self.cnum,
+        multipliers=tuple(self.local_multipliers),
+        dtype=self.dtype,
+        fast_double_backward=self.fast_double_backward,
+    )
 
   def __call__(self, images: jax.Array, local_patches: jax.Array) -> tuple[jax.Array, jax.Array]:
     return self.global_critic(images), self.local_critic(local_patches)

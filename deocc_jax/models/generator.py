@@ -38,9 +38,9 @@ Dtype = Any
 class GeneratorOutput(NamedTuple):
   """Outputs of :class:`InpaintGenerator` (all float32)."""
 
-  coarse: jax.Array   # (B, H, W, 3) stage-1 prediction in [-1, 1]
+  coarse: jax.Array  # (B, H, W, 3) stage-1 prediction in [-1, 1]
   refined: jax.Array  # (B, H, W, 3) stage-2 prediction in [-1, 1]
-  flow: jax.Array     # (B, H, W, 3) contextual-attention offsets as colours in [-1, 1]
+  flow: jax.Array  # (B, H, W, 3) contextual-attention offsets as colours in [-1, 1]
 
 
 def check_image_and_mask(x: jax.Array, mask: jax.Array) -> None:
@@ -53,7 +53,8 @@ def check_image_and_mask(x: jax.Array, mask: jax.Array) -> None:
   if h % 4 or w % 4 or h < 8 or w < 8:
     raise ValueError(
         f"InpaintGenerator needs H and W divisible by 4 and >= 8 (two stride-2 "
-        f"downsamplings, contextual attention at 1/4 resolution), got x shape {x.shape}")
+        f"downsamplings, contextual attention at 1/4 resolution), got x shape {x.shape}"
+    )
 
 
 def complete(x: jax.Array, mask: jax.Array, refined: jax.Array) -> jax.Array:
@@ -61,7 +62,7 @@ def complete(x: jax.Array, mask: jax.Array, refined: jax.Array) -> jax.Array:
   chex.assert_rank([x, mask, refined], 4)
   chex.assert_equal_shape([x, refined])
   chex.assert_shape(mask, (*x.shape[:3], 1))
-  return x * (1. - mask) + refined * mask
+  return x * (1.0 - mask) + refined * mask
 
 
 class _Conv(nn.Module):
@@ -76,10 +77,17 @@ class _Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.Conv(self.features, (self.ksize, self.ksize), strides=(self.stride, self.stride),
-                kernel_dilation=(self.rate, self.rate), padding="SAME", dtype=self.dtype,
-                param_dtype=jnp.float32, kernel_init=nn.initializers.xavier_uniform(),
-                name="conv")(x)
+    x = nn.Conv(
+        self.features,
+        (self.ksize, self.ksize),
+        strides=(self.stride, self.stride),
+        kernel_dilation=(self.rate, self.rate),
+        padding="SAME",
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.initializers.xavier_uniform(),
+        name="conv",
+    )(x)
     return x if self.activation is None else self.activation(x)
 
 
@@ -124,7 +132,7 @@ class InpaintGenerator(nn.Module):
     deconv = lambda *a, **k: _Deconv(*a, dtype=self.dtype, **k)  # noqa: E731
     mask = mask.astype(jnp.float32)
     x = x.astype(jnp.float32)
-    xin = x * (1. - mask)
+    xin = x * (1.0 - mask)
     ones = jnp.ones_like(mask)
 
     # Stage 1: coarse network.
@@ -145,10 +153,10 @@ class InpaintGenerator(nn.Module):
     h = deconv(c, name="conv15_upsample")(h)
     h = conv(c // 2, 3, name="conv16")(h)
     h = conv(3, 3, activation=None, name="conv17")(h)
-    coarse = jnp.clip(h.astype(jnp.float32), -1., 1.)
+    coarse = jnp.clip(h.astype(jnp.float32), -1.0, 1.0)
 
     # Stage 2: refinement on the pasted coarse result.
-    xnow = coarse * mask + xin * (1. - mask)
+    xnow = coarse * mask + xin * (1.0 - mask)
     xnow = jnp.concatenate([xnow, ones, ones * mask], axis=-1).astype(self.dtype)
     # dilated-conv ("hallucination") branch
     h = conv(c, 5, name="xconv1")(xnow)
@@ -182,6 +190,6 @@ class InpaintGenerator(nn.Module):
     h = deconv(c, name="allconv15_upsample")(h)
     h = conv(c // 2, 3, name="allconv16")(h)
     h = conv(3, 3, activation=None, name="allconv17")(h)
-    refined = jnp.clip(h.astype(jnp.float32), -1., 1.)
+    refined = jnp.clip(h.astype(jnp.float32), -1.0, 1.0)
     chex.assert_shape([coarse, refined, flow], x.shape)
     return GeneratorOutput(coarse=coarse, refined=refined, flow=flow)

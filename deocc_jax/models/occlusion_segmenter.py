@@ -30,13 +30,15 @@ class _Block(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = partial(nn.Conv, kernel_size=(3, 3), padding="SAME", dtype=self.dtype,
-                   param_dtype=jnp.float32)
+    conv = partial(
+        nn.Conv, kernel_size=(3, 3), padding="SAME", dtype=self.dtype, param_dtype=jnp.float32
+    )
     groups = min(8, self.features)
     for i in range(2):
       x = conv(self.features, name=f"conv{i}")(x)
-      x = nn.GroupNorm(num_groups=groups, dtype=self.dtype, param_dtype=jnp.float32,
-                       name=f"norm{i}")(x)
+      x = nn.GroupNorm(
+          num_groups=groups, dtype=self.dtype, param_dtype=jnp.float32, name=f"norm{i}"
+      )(x)
       x = nn.relu(x)
     return x
 
@@ -58,14 +60,21 @@ class OcclusionSegmenter(nn.Module):
     if x.shape[1] % 4 or x.shape[2] % 4:
       raise ValueError(f"H and W must be divisible by 4, got {x.shape[1:3]}")
     w = self.width
-    down = partial(nn.Conv, kernel_size=(3, 3), strides=(2, 2), padding="SAME",
-                   dtype=self.dtype, param_dtype=jnp.float32)
+    down = partial(
+        nn.Conv,
+        kernel_size=(3, 3),
+        strides=(2, 2),
+        padding="SAME",
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+    )
     x = x.astype(self.dtype)
-    e1 = _Block(w, self.dtype, name="enc1")(x)                       # H
+    e1 = _Block(w, self.dtype, name="enc1")(x)  # H
     e2 = _Block(2 * w, self.dtype, name="enc2")(down(2 * w, name="down1")(e1))  # H/2
     b = _Block(4 * w, self.dtype, name="bottleneck")(down(4 * w, name="down2")(e2))  # H/4
     d2 = _Block(2 * w, self.dtype, name="dec2")(jnp.concatenate([_upsample2(b), e2], -1))
     d1 = _Block(w, self.dtype, name="dec1")(jnp.concatenate([_upsample2(d2), e1], -1))
     logits = nn.Conv(1, (1, 1), dtype=jnp.float32, param_dtype=jnp.float32, name="head")(
-        d1.astype(jnp.float32))
+        d1.astype(jnp.float32)
+    )
     return logits

@@ -51,10 +51,17 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                   kernel_init=_conv_init)
-    norm = partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-                   epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32)
+    conv = partial(
+        nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_conv_init
+    )
+    norm = partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=self.bn_momentum,
+        epsilon=1e-5,
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+    )
     s = self.strides
     y = conv(self.features, (3, 3), (s, s), padding=((1, 1), (1, 1)), name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
@@ -89,48 +96,60 @@ class ResNet18Student(nn.Module):
   bn_momentum: float = 0.9
 
   def stage_widths(self) -> tuple[int, ...]:
-    return tuple(max(1, int(round(64 * self.width * 2 ** i)))
-                 for i in range(len(self.stage_sizes)))
+    return tuple(max(1, int(round(64 * self.width * 2**i))) for i in range(len(self.stage_sizes)))
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     """Returns ``{'features': (B, C), 'embedding': (B, E)[, 'logits': (B, K)]}``."""
     if images.ndim != 4 or images.shape[-1] != 3:
-      raise ValueError(f"ResNet18Student: `images` must be NHWC (B, H, W, 3) in [-1, 1], "
-                       f"got shape {images.shape}")
+      raise ValueError(
+          f"ResNet18Student: `images` must be NHWC (B, H, W, 3) in [-1, 1], "
+          f"got shape {images.shape}"
+      )
     if self.embedding_dim < 1:
       raise ValueError(f"ResNet18Student: `embedding_dim` must be >= 1, got {self.embedding_dim}")
     if self.num_classes is not None and self.num_classes < 1:
-      raise ValueError(f"ResNet18Student: `num_classes` must be >= 1 or None, got "
-                       f"{self.num_classes}")
+      raise ValueError(
+          f"ResNet18Student: `num_classes` must be >= 1 or None, got " f"{self.num_classes}"
+      )
     b = images.shape[0]
     widths = self.stage_widths()
     x = images.astype(self.dtype)
-    conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                   kernel_init=_conv_init)
+    conv = partial(
+        nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_conv_init
+    )
     if self.small_input_stem:
       x = conv(widths[0], (3, 3), padding=((1, 1), (1, 1)), name="stem_conv")(x)
     else:
       x = conv(widths[0], (7, 7), (2, 2), padding=((3, 3), (3, 3)), name="stem_conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
-                     dtype=self.dtype, param_dtype=jnp.float32, name="stem_bn")(x)
+    x = nn.BatchNorm(
+        use_running_average=not train,
+        momentum=self.bn_momentum,
+        epsilon=1e-5,
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+        name="stem_bn",
+    )(x)
     x = nn.relu(x)
     if not self.small_input_stem:
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, (n_blocks, feats) in enumerate(zip(self.stage_sizes, widths)):
       for j in range(n_blocks):
         strides = 2 if (i > 0 and j == 0) else 1
-        x = BasicBlock(feats, strides, dtype=self.dtype, bn_momentum=self.bn_momentum,
-                       name=f"layer{i + 1}_{j}")(x, train)
+        x = BasicBlock(
+            feats, strides, dtype=self.dtype, bn_momentum=self.bn_momentum, name=f"layer{i + 1}_{j}"
+        )(x, train)
     features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     chex.assert_shape(features, (b, widths[-1]))
-    emb = nn.Dense(self.embedding_dim, dtype=self.dtype, param_dtype=jnp.float32,
-                   name="embedding")(features.astype(self.dtype))
+    emb = nn.Dense(self.embedding_dim, dtype=self.dtype, param_dtype=jnp.float32, name="embedding")(
+        features.astype(self.dtype)
+    )
     out = {"features": features, "embedding": emb.astype(jnp.float32)}
     chex.assert_shape(out["embedding"], (b, self.embedding_dim))
     if self.num_classes is not None:
-      logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                        name="classifier")(emb)
+      logits = nn.Dense(
+          self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="classifier"
+      )(emb)
       out["logits"] = logits.astype(jnp.float32)
       chex.assert_shape(out["logits"], (b, self.num_classes))
     return out

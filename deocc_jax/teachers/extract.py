@@ -3,8 +3,9 @@
 Sharded over every device of every host: each host reads its own shard of the
 records (grain ``ShardByJaxProcess``), the per-host batches form one global
 ``jax.Array`` sharded along ``'data'``, the jitted embedding runs on all
-devices, and the results are gathered back with the record indices, so the
-output is in record order whatever the device / host count.
+devices, and the results are gathered back with the record indices
+(``utils.batch_map.map_host_batches``), so the output is in record order
+whatever the device / host count.
 
 Outputs (``write_teacher_outputs``): ``embeddings.npy`` (N, D) float32,
 ``labels.npy`` (N,), ``centroids.npy`` (C, D) — f_id of Eq. 18, the mean
@@ -23,10 +24,9 @@ import grain.python as grain
 import jax
 import numpy as np
 from etils import epath
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from deocc_jax.training import sharding as shard_lib
+from deocc_jax.utils import batch_map
 
 
 class _ReadIndexed(grain.MapTransform):
@@ -41,8 +41,11 @@ class _ReadIndexed(grain.MapTransform):
   def map(self, index):
     i = int(index)
     rec = self.source[min(i, self.n - 1)]
-    return {"image": np.asarray(rec[self.image_key]), "label": np.int32(rec["identity"]),
-            "index": np.int64(i if i < self.n else -1)}
+    return {
+        "image": np.asarray(rec[self.image_key]),
+        "label": np.int32(rec["identity"]),
+        "index": np.int64(i if i < self.n else -1),
+    }
 
 
 class _IndexSource:
@@ -61,40 +64,39 @@ class _IndexSource:
     return f"_IndexSource({self.n})"
 
 
-def extract_embeddings(embed_fn: Callable[[jax.Array], jax.Array], source: Any,
-                       batch_size: int, mesh: Mesh, image_key: str = "image",
-                       worker_count: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def extract_embeddings(
+    embed_fn: Callable[[jax.Array], jax.Array],
+    source: Any,
+    batch_size: int,
+    mesh: Mesh,
+    image_key: str = "image",
+    worker_count: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
   """Embeds every record of ``source``; returns (embeddings, labels) in order.
 
   ``embed_fn(images)`` maps a global (B, H, W, C) batch to (B, D); it is
   jitted here with the batch sharded over ``mesh``. ``batch_size`` is global.
   """
   n = len(source)
-  hosts = jax.process_count()
-  if batch_size % (hosts * len(mesh.local_devices)):
-    raise ValueError(f"batch_size {batch_size} must be divisible by hosts x local devices "
-                     f"= {hosts * len(mesh.local_devices)}")
-  per_host = batch_size // hosts
+  per_host = batch_map.per_host_batch(batch_size, mesh)
   # Pad the index space so every host gets the same number of full batches.
-  padded = -(-n // batch_size) * batch_size
-  sampler = grain.IndexSampler(padded, grain.ShardByJaxProcess(drop_remainder=True),
-                               shuffle=False, num_epochs=1, seed=0)
+  padded = batch_map.round_up(n, batch_size)
+  sampler = grain.IndexSampler(
+      padded, grain.ShardByJaxProcess(drop_remainder=True), shuffle=False, num_epochs=1, seed=0
+  )
 
   loader = grain.DataLoader(
-      data_source=_IndexSource(padded), sampler=sampler,
+      data_source=_IndexSource(padded),
+      sampler=sampler,
       operations=[_ReadIndexed(source, image_key), grain.Batch(per_host, drop_remainder=False)],
-      worker_count=worker_count)
-  rep = shard_lib.replicated(mesh)
-  fn = jax.jit(embed_fn, in_shardings=shard_lib.data_sharding(mesh), out_shardings=rep)
+      worker_count=worker_count,
+  )
+  fn = batch_map.ShardedFn(embed_fn, mesh)
   embs, labels, indices = [], [], []
-  for host_batch in loader:
-    g = shard_lib.host_batch_to_global(host_batch, mesh)
-    e = fn(g["image"])
-    idx = multihost_utils.process_allgather(g["index"], tiled=True)
-    lab = multihost_utils.process_allgather(g["label"], tiled=True)
-    embs.append(np.asarray(jax.device_get(e)))
-    indices.append(np.asarray(idx))
-    labels.append(np.asarray(lab))
+  for e, rest in batch_map.map_host_batches(fn, loader, inputs=("image",)):
+    embs.append(e)
+    indices.append(rest["index"])
+    labels.append(rest["label"])
   emb = np.concatenate(embs)
   idx = np.concatenate(indices)
   lab = np.concatenate(labels)
@@ -106,8 +108,9 @@ def extract_embeddings(embed_fn: Callable[[jax.Array], jax.Array], source: Any,
   return emb.astype(np.float32), lab
 
 
-def identity_centroids_np(embeddings: np.ndarray, labels: np.ndarray,
-                          num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def identity_centroids_np(
+    embeddings: np.ndarray, labels: np.ndarray, num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """Eq. 18: f_id = mean teacher embedding of identity id; (centroids, counts)."""
   labels = np.asarray(labels, np.int64)
   c = int(labels.max()) + 1 if num_classes is None else int(num_classes)
@@ -130,8 +133,13 @@ def _load_npy(path: epath.Path) -> np.ndarray:
   return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
 
 
-def write_teacher_outputs(out_dir: Any, embeddings: np.ndarray, labels: np.ndarray,
-                          metadata: dict[str, Any], num_classes: int | None = None) -> dict:
+def write_teacher_outputs(
+    out_dir: Any,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    metadata: dict[str, Any],
+    num_classes: int | None = None,
+) -> dict:
   """Writes embeddings, labels, centroids (Eq. 18), counts and metadata atomically.
 
   ``out_dir`` is a local path or any ``etils.epath`` URI (``gs://...``).
@@ -143,10 +151,18 @@ def write_teacher_outputs(out_dir: Any, embeddings: np.ndarray, labels: np.ndarr
   if jax.process_index() != 0:
     return {}
   cent, counts = identity_centroids_np(embeddings, labels, num_classes)
-  meta = {**metadata, "num_records": int(len(labels)), "embedding_dim": int(embeddings.shape[1]),
-          "num_classes": int(len(counts))}
-  arrays = {"embeddings.npy": embeddings, "labels.npy": labels, "centroids.npy": cent,
-            "counts.npy": counts}
+  meta = {
+      **metadata,
+      "num_records": int(len(labels)),
+      "embedding_dim": int(embeddings.shape[1]),
+      "num_classes": int(len(counts)),
+  }
+  arrays = {
+      "embeddings.npy": embeddings,
+      "labels.npy": labels,
+      "centroids.npy": cent,
+      "counts.npy": counts,
+  }
   text = json.dumps(meta, indent=2)
   if "://" in os.fspath(out_dir):
     out = epath.Path(out_dir)
@@ -166,6 +182,7 @@ def write_teacher_outputs(out_dir: Any, embeddings: np.ndarray, labels: np.ndarr
     f.write(text)
   if os.path.exists(out_dir):
     import shutil
+
     shutil.rmtree(out_dir)
   os.replace(tmp, out_dir)
   return meta
@@ -178,7 +195,10 @@ def load_teacher_outputs(out_dir: Any) -> dict[str, Any]:
     if not (out / name).exists():
       raise FileNotFoundError(f"teacher outputs incomplete: {out / name} missing")
   meta = json.loads((out / "metadata.json").read_text())
-  return {"embeddings": _load_npy(out / "embeddings.npy"),
-          "labels": _load_npy(out / "labels.npy"),
-          "centroids": _load_npy(out / "centroids.npy"),
-          "counts": _load_npy(out / "counts.npy"), "metadata": meta}
+  return {
+      "embeddings": _load_npy(out / "embeddings.npy"),
+      "labels": _load_npy(out / "labels.npy"),
+      "centroids": _load_npy(out / "centroids.npy"),
+      "counts": _load_npy(out / "counts.npy"),
+      "metadata": meta,
+  }

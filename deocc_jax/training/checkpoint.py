@@ -34,9 +34,9 @@ from typing import Any
 import grain.python as grain
 import jax
 import orbax.checkpoint as ocp
-from etils import epath
 
 from deocc_jax.training import workdir as workdir_lib
+from deocc_jax.utils import files
 
 _PROCESS_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json$")
 
@@ -76,9 +76,15 @@ class Checkpointer:
   touch nothing.
   """
 
-  def __init__(self, directory: Any, max_to_keep: int = 3,
-               best_metric: str | None = None, best_mode: str = "min",
-               async_save: bool = True, writer: bool = True):
+  def __init__(
+      self,
+      directory: Any,
+      max_to_keep: int = 3,
+      best_metric: str | None = None,
+      best_mode: str = "min",
+      async_save: bool = True,
+      writer: bool = True,
+  ):
     if best_mode not in ("min", "max"):
       raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
     self.directory = workdir_lib.as_path(directory)
@@ -91,9 +97,11 @@ class Checkpointer:
         keep_checkpoints_without_metrics=False,
         enable_async_checkpointing=async_save,
         cleanup_tmp_directories=writer,
-        create=writer)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=("state", "extra", "data"))
+        create=writer,
+    )
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "extra", "data")
+    )
     self._unrecorded = False
 
   def latest_step(self) -> int | None:
@@ -125,24 +133,33 @@ class Checkpointer:
     step = self.manager.latest_step()
     if self.best_metric or step is None or jax.process_index() != 0:
       return
-    workdir_lib.write_atomic(self.record_path, json.dumps({"latest": int(step)}) + "\n")
+    files.write_atomic(self.record_path, json.dumps({"latest": int(step)}) + "\n")
 
   # ------------------------------------------------------------------ save
 
-  def save(self, step: int, state: Any, extra: dict[str, Any],
-           metrics: dict[str, float] | None = None, force: bool = False,
-           data_state: bytes | None = None) -> bool:
+  def save(
+      self,
+      step: int,
+      state: Any,
+      extra: dict[str, Any],
+      metrics: dict[str, float] | None = None,
+      force: bool = False,
+      data_state: bytes | None = None,
+  ) -> bool:
     """Saves ``state`` and ``extra``; ``data_state`` (this process's grain
     iterator state) goes to the per-process ``data`` item."""
     if self.best_metric and (metrics is None or self.best_metric not in metrics):
-      raise ValueError(f"checkpoints are ranked by '{self.best_metric}', but save() got "
-                       f"metrics {sorted(metrics or {})}")
+      raise ValueError(
+          f"checkpoints are ranked by '{self.best_metric}', but save() got "
+          f"metrics {sorted(metrics or {})}"
+      )
     self._record()
     items = {"state": ocp.args.StandardSave(state), "extra": ocp.args.JsonSave(extra)}
     if data_state is not None:
       items["data"] = grain.PyGrainCheckpointSave(_Snapshot(data_state))
-    saved = self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics,
-                              force=force)
+    saved = self.manager.save(
+        int(step), args=ocp.args.Composite(**items), metrics=metrics, force=force
+    )
     self._unrecorded = self._unrecorded or bool(saved)
     return saved
 
@@ -156,13 +173,17 @@ class Checkpointer:
     if which == "latest":
       step = self.latest_step()
       recorded = self.recorded_latest()
-      if recorded is not None and recorded not in self.all_steps() and (
-          step is None or step < recorded):
+      if (
+          recorded is not None
+          and recorded not in self.all_steps()
+          and (step is None or step < recorded)
+      ):
         raise UnreadableCheckpointError(
             f"checkpoint step {recorded} (the newest recorded in {self.record_path}) is "
             f"missing from {self.directory}; available steps: {self.all_steps()}. Not "
             f"falling back to an older step: restore one explicitly (--checkpoint=STEP) or "
-            f"delete {self.record_path} to continue from the newest present")
+            f"delete {self.record_path} to continue from the newest present"
+        )
     elif which == "best":
       step = self.best_step()
     else:
@@ -171,21 +192,28 @@ class Checkpointer:
         step = None
     if step is None:
       raise CheckpointNotFoundError(
-          f"no checkpoint {which!r} in {self.directory} (available steps: {self.all_steps()})")
+          f"no checkpoint {which!r} in {self.directory} (available steps: {self.all_steps()})"
+      )
     return step
 
-  def restore(self, abstract_state: Any, which: int | str = "latest"
-              ) -> tuple[int, Any, dict[str, Any]]:
+  def restore(
+      self, abstract_state: Any, which: int | str = "latest"
+  ) -> tuple[int, Any, dict[str, Any]]:
     """(step, state, extra); :class:`UnreadableCheckpointError` if it cannot be read."""
     step = self.resolve(which)
     try:
-      out = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
+      out = self.manager.restore(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()
+          ),
+      )
     except Exception as e:  # noqa: BLE001 -- tensorstore / orbax raise many types
       raise UnreadableCheckpointError(
           f"checkpoint step {step} in {self.directory} cannot be read ({_first_line(e)}); "
           f"other steps available: {self._others(step)}. Restore one explicitly "
-          f"(--checkpoint=STEP) or delete {self.directory / str(step)}") from None
+          f"(--checkpoint=STEP) or delete {self.directory / str(step)}"
+      ) from None
     return step, out.state, dict(out.extra or {})
 
   def iterator_states(self, step: int) -> tuple[int | None, dict[int, bytes]]:
@@ -202,8 +230,9 @@ class Checkpointer:
         counts.add(int(m.group(2)))
         states[int(m.group(1))] = f.read_bytes()
     if len(counts) > 1:
-      raise UnreadableCheckpointError(f"{item} mixes iterator states of {sorted(counts)} "
-                                      f"processes")
+      raise UnreadableCheckpointError(
+          f"{item} mixes iterator states of {sorted(counts)} " f"processes"
+      )
     return (counts.pop() if counts else None), states
 
   def wait(self) -> None:
@@ -219,11 +248,13 @@ class Checkpointer:
 def abstract_like(state: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs of ``state`` carrying the given target shardings."""
   return jax.tree_util.tree_map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
+  )
 
 
-def derive_iterator_state(template: bytes, step: int, per_process_batch: int,
-                          shard_index: int, shard_count: int) -> bytes:
+def derive_iterator_state(
+    template: bytes, step: int, per_process_batch: int, shard_index: int, shard_count: int
+) -> bytes:
   """grain ``DataLoader`` iterator state after ``step`` batches.
 
   ``template``: the state of a *fresh* iterator of this process (it carries
@@ -240,16 +271,19 @@ def derive_iterator_state(template: bytes, step: int, per_process_batch: int,
   g = slots * shard_count
   first = {str(w): shard_index - g + w * shard_count for w in range(slots)}
   if {k: int(v) for k, v in s["last_seen_indices"].items()} != first:
-    raise ValueError("derive_iterator_state needs the state of a fresh iterator of shard "
-                     f"{shard_index} of {shard_count}; got {s['last_seen_indices']}")
+    raise ValueError(
+        "derive_iterator_state needs the state of a fresh iterator of shard "
+        f"{shard_index} of {shard_count}; got {s['last_seen_indices']}"
+    )
   if workers == 0:
     consumed = {"0": step}
     s["last_worker_index"] = -1
   else:
     consumed = {str(w): max(0, -(-(step - w) // workers)) for w in range(workers)}
     s["last_worker_index"] = step % workers - 1
-  s["last_seen_indices"] = {w: int(first[w] + n * per_process_batch * g)
-                            for w, n in consumed.items()}
+  s["last_seen_indices"] = {
+      w: int(first[w] + n * per_process_batch * g) for w, n in consumed.items()
+  }
   return json.dumps(s, indent=4).encode()
 
 

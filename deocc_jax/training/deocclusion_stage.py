@@ -46,8 +46,11 @@ State = dict[str, Any]
 
 
 def generator_from_config(cfg: ConfigDict) -> InpaintGenerator:
-  return InpaintGenerator(cnum=int(cfg.cnum), dtype=jnp.dtype(cfg.get("dtype", "float32")),
-                          use_contextual_attention=bool(cfg.get("contextual_attention", True)))
+  return InpaintGenerator(
+      cnum=int(cfg.cnum),
+      dtype=jnp.dtype(cfg.dtype),
+      use_contextual_attention=bool(cfg.contextual_attention),
+  )
 
 
 class GanParts:
@@ -56,36 +59,46 @@ class GanParts:
 
   def __init__(self, cfg: ConfigDict, resolution: int):
     self.gen = generator_from_config(cfg)
-    self.critics = GlobalLocalCritics(cnum=int(cfg.critic_cnum),
-                                      dtype=jnp.dtype(cfg.get("dtype", "float32")))
+    self.critics = GlobalLocalCritics(cnum=int(cfg.critic_cnum), dtype=jnp.dtype(cfg.dtype))
     self.g_tx = make_optimizer(cfg.g_optimizer, int(cfg.num_steps))
     self.d_tx = make_optimizer(cfg.d_optimizer, int(cfg.num_steps) * int(cfg.n_critic))
     self.kind = str(cfg.adversarial)
     self.recon = str(cfg.reconstruction)
     # DeepFill v1's reconstruction weights (only for reconstruction='deepfill').
-    self.recon_kwargs = {} if self.recon != "deepfill" else dict(
-        gamma=float(cfg.get("discount_gamma", 0.9)),
-        coarse_alpha=float(cfg.get("coarse_alpha", 1.2)),
-        l1_alpha=float(cfg.get("l1_alpha", 1.2)), ae_alpha=float(cfg.get("ae_alpha", 1.2)))
+    self.recon_kwargs = (
+        {}
+        if self.recon != "deepfill"
+        else dict(
+            gamma=float(cfg.discount_gamma),
+            coarse_alpha=float(cfg.coarse_alpha),
+            l1_alpha=float(cfg.l1_alpha),
+            ae_alpha=float(cfg.ae_alpha),
+        )
+    )
     self.lam_adv = float(cfg.lambda_adv)
     self.n_critic = int(cfg.n_critic)
     self.local = int(cfg.local_size)
-    self.gp_lambda = float(cfg.get("gp_lambda", adv.WGAN_GP_LAMBDA))
+    self.gp_lambda = float(cfg.gp_lambda)
     self.resolution = resolution
 
   def init(self, key: jax.Array) -> State:
     r = self.resolution
     kg, kd, kr = jax.random.split(key, 3)
     x = jnp.zeros((1, r, r, 3))
-    m = jnp.zeros((1, r, r, 1)).at[:, r // 4: r // 2, r // 4: r // 2].set(1)
+    m = jnp.zeros((1, r, r, 1)).at[:, r // 4 : r // 2, r // 4 : r // 2].set(1)
     gp = self.gen.init(kg, x, m)["params"]
     dp = self.critics.init(kd, x, jnp.zeros((1, self.local, self.local, 3)))["params"]
-    return {"g": gp, "d": dp, "g_opt": self.g_tx.init(gp), "d_opt": self.d_tx.init(dp),
-            "rng": jax.random.key_data(kr), "step": jnp.zeros((), jnp.int32)}
+    return {
+        "g": gp,
+        "d": dp,
+        "g_opt": self.g_tx.init(gp),
+        "d_opt": self.d_tx.init(dp),
+        "rng": jax.random.key_data(kr),
+        "step": jnp.zeros((), jnp.int32),
+    }
 
   def scores(self, dp, images, masks):
-    return self.critics.apply({"params": dp}, images,
-                              crop_hole_boxes(images, masks, self.local))
+    return self.critics.apply({"params": dp}, images, crop_hole_boxes(images, masks, self.local))
 
   def gradient_penalties(self, p, y, fake, m, k_glob, k_loc):
     """WGAN-GP terms (global, local), each restricted to the hole as in
@@ -93,13 +106,17 @@ class GanParts:
     critic's with ``m`` cropped and resized like the local patches."""
     local = self.local
     gp_g = adv.gradient_penalty(
-        lambda z: self.critics.apply({"params": p}, z, method="global_score"),
-        y, fake, m, k_glob)
+        lambda z: self.critics.apply({"params": p}, z, method="global_score"), y, fake, m, k_glob
+    )
     boxes = hole_boxes(m)
     crop = lambda z: crop_hole_boxes(z, m, local, boxes)  # noqa: E731
     gp_l = adv.gradient_penalty(
         lambda z: self.critics.apply({"params": p}, z, method="local_score"),
-        crop(y), crop(fake), crop(m), k_loc)
+        crop(y),
+        crop(fake),
+        crop(m),
+        k_loc,
+    )
     return gp_g, gp_l
 
   def critic_updates(self, dp, d_opt, y, fake, m, key):
@@ -147,8 +164,9 @@ def hole_l1(completed: jax.Array, clean: jax.Array, m: jax.Array) -> jax.Array:
   return jnp.sum(jnp.abs(completed - clean) * m) / jnp.maximum(jnp.sum(m) * 3, 1.0)
 
 
-def make_fns(cfg: ConfigDict, resolution: int
-             ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
+def make_fns(
+    cfg: ConfigDict, resolution: int
+) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
   """(init_fn, step_fn); batches need 'masked', 'mask', 'clean'."""
   parts = GanParts(cfg, resolution)
 
@@ -158,16 +176,30 @@ def make_fns(cfg: ConfigDict, resolution: int
     out = parts.gen.apply({"params": state["g"]}, x, m)
     fake = jax.lax.stop_gradient(complete(x, m, out.refined))
     dp, d_opt, d_terms, dg_norm = parts.critic_updates(state["d"], state["d_opt"], y, fake, m, k_d)
-    (g_total, (rec, ag, al, comp)), gg = jax.value_and_grad(
-        parts.generator_loss, has_aux=True)(state["g"], dp, x, m, y)
+    (g_total, (rec, ag, al, comp)), gg = jax.value_and_grad(parts.generator_loss, has_aux=True)(
+        state["g"], dp, x, m, y
+    )
     upd, g_opt = parts.g_tx.update(gg, state["g_opt"], state["g"])
-    new = {"g": optax.apply_updates(state["g"], upd), "d": dp, "g_opt": g_opt, "d_opt": d_opt,
-           "rng": jax.random.key_data(key), "step": state["step"] + 1}
-    return new, {"loss/g_total": g_total, "loss/reconstruction": rec,
-                 "loss/g_adv_global": ag, "loss/g_adv_local": al,
-                 "loss/d_global": d_terms[0], "loss/d_local": d_terms[1],
-                 "loss/gradient_penalty": d_terms[2], "metric/hole_l1": hole_l1(comp, y, m),
-                 "grad_norm/g": optax.tree.norm(gg), "grad_norm/d": dg_norm}
+    new = {
+        "g": optax.apply_updates(state["g"], upd),
+        "d": dp,
+        "g_opt": g_opt,
+        "d_opt": d_opt,
+        "rng": jax.random.key_data(key),
+        "step": state["step"] + 1,
+    }
+    return new, {
+        "loss/g_total": g_total,
+        "loss/reconstruction": rec,
+        "loss/g_adv_global": ag,
+        "loss/g_adv_local": al,
+        "loss/d_global": d_terms[0],
+        "loss/d_local": d_terms[1],
+        "loss/gradient_penalty": d_terms[2],
+        "metric/hole_l1": hole_l1(comp, y, m),
+        "grad_norm/g": optax.tree.norm(gg),
+        "grad_norm/d": dg_norm,
+    }
 
   return parts.init, step_fn
 
@@ -179,6 +211,7 @@ def complete_fn(cfg: ConfigDict, g_params: Any) -> Callable[[jax.Array, jax.Arra
   def f(x: jax.Array, m: jax.Array) -> jax.Array:
     out = gen.apply({"params": g_params}, x, m)
     return complete(x, m, out.refined)
+
   return f
 
 
@@ -198,4 +231,5 @@ def sample_grid(cfg: ConfigDict) -> Callable[[State, dict], np.ndarray]:
     rows = [np.concatenate([x[i], coarse[i], comp[i], y[i]], axis=1) for i in range(k)]
     img = np.concatenate(rows, axis=0)
     return np.clip((img + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
   return grid

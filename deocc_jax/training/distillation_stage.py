@@ -16,7 +16,7 @@ student's ``'embedding'`` output and the teacher's (L2-normalised) embedding.
   teachers) and is trained on the teacher's softened class distribution of the
   clean face, ``softmax(teacher_logits / T)``, Hinton's KD with the ``T^2``
   factor that keeps the gradient scale independent of ``T``
-  (:func:`deocc_jax.losses.relational.cross_entropy`). Needs a teacher with a
+  (:func:`deocc_jax.losses.distillation.cross_entropy`). Needs a teacher with a
   classifier (``Teacher.num_classes``); dlib's has none.
 * ``'labels'``: cross-entropy with the data set's identity labels (a head over
   the training identities).
@@ -41,30 +41,39 @@ import optax
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from deocc_jax.losses import relational
+from deocc_jax.losses import distillation, relational
+from deocc_jax.losses.arcface import l2_normalize
 from deocc_jax.models.student import ResNet18Student
-from deocc_jax.teachers.arcface import l2_normalize
 from deocc_jax.training import deocclusion_stage
 from deocc_jax.training.optim import make_optimizer
 
 State = dict[str, Any]
 
 
-def student_from_config(cfg: ConfigDict, embed_dim: int, num_classes: int | None
-                        ) -> ResNet18Student:
-  return ResNet18Student(embedding_dim=embed_dim, num_classes=num_classes,
-                         width=float(cfg.width), small_input_stem=bool(cfg.small_input_stem),
-                         dtype=jnp.dtype(cfg.get("dtype", "float32")))
+def student_from_config(
+    cfg: ConfigDict, embed_dim: int, num_classes: int | None
+) -> ResNet18Student:
+  return ResNet18Student(
+      embedding_dim=embed_dim,
+      num_classes=num_classes,
+      width=float(cfg.width),
+      small_input_stem=bool(cfg.small_input_stem),
+      dtype=jnp.dtype(cfg.dtype),
+  )
 
 
-def head_classes(cfg: ConfigDict, num_labels: int, teacher_num_classes: int | None,
-                 teacher_name: str = "the teacher") -> int | None:
+def head_classes(
+    cfg: ConfigDict,
+    num_labels: int,
+    teacher_num_classes: int | None,
+    teacher_name: str = "the teacher",
+) -> int | None:
   """Outputs of the student's classifier: the teacher's classes for
   ``ce_target='teacher'``, the data set's identities for ``'labels'``, None
   without ``L_CE``. Raises a ValueError naming the config key otherwise."""
-  if not bool(cfg.get("use_ce", True)):
+  if not bool(cfg.use_ce):
     return None
-  ce_target = str(cfg.get("ce_target", "labels"))
+  ce_target = str(cfg.ce_target)
   if ce_target == "labels":
     return int(num_labels)
   if ce_target == "teacher":
@@ -73,17 +82,26 @@ def head_classes(cfg: ConfigDict, num_labels: int, teacher_num_classes: int | No
           f"config.distillation.ce_target='teacher' trains the student on the teacher's class "
           f"outputs, but {teacher_name} has no classifier head (e.g. the dlib teacher); use "
           "ce_target='labels' (cross-entropy with the identity labels) or a teacher with "
-          "logits (converted VGGFace2 / facenet, or the ArcFace teacher trained here)")
+          "logits (converted VGGFace2 / facenet, or the ArcFace teacher trained here)"
+      )
     return int(teacher_num_classes)
-  raise ValueError(f"config.distillation.ce_target must be 'labels' or 'teacher', "
-                   f"got {ce_target!r}")
+  raise ValueError(
+      f"config.distillation.ce_target must be 'labels' or 'teacher', " f"got {ce_target!r}"
+  )
 
 
-def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, teacher_apply: Callable,
-             embed_dim: int, num_classes: int, resolution: int,
-             frozen: dict[str, Any], mesh: Mesh | None = None,
-             teacher_num_classes: int | None = None, teacher_name: str = "the teacher"
-             ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
+def make_fns(
+    cfg: ConfigDict,
+    deocc_cfg: ConfigDict,
+    teacher_apply: Callable,
+    embed_dim: int,
+    num_classes: int,
+    resolution: int,
+    frozen: dict[str, Any],
+    mesh: Mesh | None = None,
+    teacher_num_classes: int | None = None,
+    teacher_name: str = "the teacher",
+) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
   """(init_fn, step_fn). ``frozen`` = {'teacher', 'generator', 'centroids'}.
 
   ``num_classes``: identities of the training labels; ``teacher_num_classes``:
@@ -97,21 +115,26 @@ def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, teacher_apply: Callable,
   if mode == "soft" and frozen.get("centroids") is None:
     raise ValueError("soft instance loss (Eq. 17) needs teacher identity centroids (Eq. 18)")
   ce_target = str(cfg.ce_target)
-  use_ce = bool(cfg.get("use_ce", True))
+  use_ce = bool(cfg.use_ce)
   n_head = head_classes(cfg, num_classes, teacher_num_classes, teacher_name)
   student = student_from_config(cfg, embed_dim, n_head)
   gen = deocclusion_stage.generator_from_config(deocc_cfg)
   tx = make_optimizer(cfg, int(cfg.num_steps))
-  sharded_rel = bool(cfg.get("sharded_relational", False))
-  block = int(cfg.get("angle_block_size", 0)) or None
-  lam = dict(lambda_i=float(cfg.lambda_i), lambda_p=float(cfg.lambda_p),
-             lambda_t=float(cfg.lambda_t))
+  sharded_rel = bool(cfg.sharded_relational)
+  block = int(cfg.angle_block_size) or None
+  lam = dict(
+      lambda_i=float(cfg.lambda_i), lambda_p=float(cfg.lambda_p), lambda_t=float(cfg.lambda_t)
+  )
 
   def init_fn(key: jax.Array) -> State:
     v = student.init(key, jnp.zeros((1, resolution, resolution, 3)), train=False)
-    return {"params": v["params"], "batch_stats": v["batch_stats"],
-            "opt": tx.init(v["params"]), "step": jnp.zeros((), jnp.int32),
-            "frozen": jax.tree_util.tree_map(jnp.asarray, frozen)}
+    return {
+        "params": v["params"],
+        "batch_stats": v["batch_stats"],
+        "opt": tx.init(v["params"]),
+        "step": jnp.zeros((), jnp.int32),
+        "frozen": jax.tree_util.tree_map(jnp.asarray, frozen),
+    }
 
   def step_fn(state: State, batch: dict) -> tuple[State, dict]:
     fz = state["frozen"]
@@ -123,45 +146,80 @@ def make_fns(cfg: ConfigDict, deocc_cfg: ConfigDict, teacher_apply: Callable,
     t_logits = t_out.get("logits")
     if use_ce and ce_target == "teacher":
       if t_logits is None:
-        raise ValueError(f"config.distillation.ce_target='teacher': {teacher_name}'s apply "
-                         "returned no 'logits'")
+        raise ValueError(
+            f"config.distillation.ce_target='teacher': {teacher_name}'s apply "
+            "returned no 'logits'"
+        )
       if t_logits.shape[-1] != n_head:
-        raise ValueError(f"config.distillation.ce_target='teacher': {teacher_name} has "
-                         f"{t_logits.shape[-1]} class outputs, the student's head {n_head}")
+        raise ValueError(
+            f"config.distillation.ce_target='teacher': {teacher_name} has "
+            f"{t_logits.shape[-1]} class outputs, the student's head {n_head}"
+        )
 
     def loss_fn(p):
-      s_out, upd = student.apply({"params": p, "batch_stats": state["batch_stats"]},
-                                 completed, train=True, mutable=["batch_stats"])
+      s_out, upd = student.apply(
+          {"params": p, "batch_stats": state["batch_stats"]},
+          completed,
+          train=True,
+          mutable=["batch_stats"],
+      )
       s_emb = s_out["embedding"].astype(jnp.float32)
       if sharded_rel and mesh is not None:
-        total, terms = relational.total_distillation_loss(
-            t_emb, s_emb, s_out.get("logits"), labels, instance_mode=mode,
-            centroids=fz.get("centroids"), lambda_i=lam["lambda_i"], lambda_p=0.0,
-            lambda_t=0.0, ce_target=ce_target,
+        total, terms = distillation.total_distillation_loss(
+            t_emb,
+            s_emb,
+            s_out.get("logits"),
+            labels,
+            instance_mode=mode,
+            centroids=fz.get("centroids"),
+            lambda_i=lam["lambda_i"],
+            lambda_p=0.0,
+            lambda_t=0.0,
+            ce_target=ce_target,
             teacher_logits=None if t_logits is None else jax.lax.stop_gradient(t_logits),
-            temperature=float(cfg.temperature), angle_block_size=block)
+            temperature=float(cfg.temperature),
+            angle_block_size=block,
+        )
         rel = relational.sharded_relational_losses(t_emb, s_emb, mesh, block_size=block)
         terms = {**terms, **rel}
         total = total + lam["lambda_p"] * rel["distance"] + lam["lambda_t"] * rel["angle"]
       else:
-        total, terms = relational.total_distillation_loss(
-            t_emb, s_emb, s_out.get("logits"), labels, instance_mode=mode,
-            centroids=fz.get("centroids"), **lam, ce_target=ce_target,
+        total, terms = distillation.total_distillation_loss(
+            t_emb,
+            s_emb,
+            s_out.get("logits"),
+            labels,
+            instance_mode=mode,
+            centroids=fz.get("centroids"),
+            **lam,
+            ce_target=ce_target,
             teacher_logits=None if t_logits is None else jax.lax.stop_gradient(t_logits),
-            temperature=float(cfg.temperature), angle_block_size=block)
+            temperature=float(cfg.temperature),
+            angle_block_size=block,
+        )
       return total, (upd["batch_stats"], terms, s_out.get("logits"))
 
     (total, (stats, terms, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"])
+        state["params"]
+    )
     updates, opt = tx.update(grads, state["opt"], state["params"])
-    new = {"params": optax.apply_updates(state["params"], updates), "batch_stats": stats,
-           "opt": opt, "step": state["step"] + 1, "frozen": fz}
-    metrics = {"loss/total": total, **{f"loss/{k}": v for k, v in terms.items()},
-               "grad_norm/student": optax.tree.norm(grads)}
+    new = {
+        "params": optax.apply_updates(state["params"], updates),
+        "batch_stats": stats,
+        "opt": opt,
+        "step": state["step"] + 1,
+        "frozen": fz,
+    }
+    metrics = {
+        "loss/total": total,
+        **{f"loss/{k}": v for k, v in terms.items()},
+        "grad_norm/student": optax.tree.norm(grads),
+    }
     if logits is not None and ce_target == "teacher":
       # top-1 agreement with the teacher's class on the clean face
       metrics["train/teacher_agreement"] = jnp.mean(
-          jnp.argmax(logits, -1) == jnp.argmax(t_logits, -1))
+          jnp.argmax(logits, -1) == jnp.argmax(t_logits, -1)
+      )
     elif logits is not None:
       metrics["train/accuracy"] = jnp.mean(jnp.argmax(logits, -1) == labels)
     return new, metrics
@@ -178,4 +236,5 @@ def embed_fn(cfg: ConfigDict, embed_dim: int, state: State) -> Callable[[jax.Arr
 
   def f(images: jax.Array) -> jax.Array:
     return l2_normalize(student.apply(variables, images, train=False)["embedding"])
+
   return f

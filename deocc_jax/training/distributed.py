@@ -26,7 +26,7 @@ MODES = ("none", "auto", "manual")
 
 
 def initialize(cfg: ConfigDict | None) -> None:
-  mode = "none" if cfg is None else str(cfg.get("mode", "none"))
+  mode = "none" if cfg is None else str(cfg.mode)
   if mode not in MODES:
     raise ValueError(f"config.distributed.mode must be one of {MODES}, got {mode!r}")
   if mode == "none":
@@ -34,26 +34,34 @@ def initialize(cfg: ConfigDict | None) -> None:
   if mode == "auto":
     jax.distributed.initialize()
     return
-  coordinator = cfg.get("coordinator_address", "") or os.environ.get("DEOCC_COORDINATOR", "")
-  num = int(cfg.get("num_processes", -1))
-  pid = int(cfg.get("process_id", -1))
+  coordinator = cfg.coordinator_address or os.environ.get("DEOCC_COORDINATOR", "")
+  num = int(cfg.num_processes)
+  pid = int(cfg.process_id)
   if num < 0:
     num = int(os.environ.get("DEOCC_NUM_PROCESSES", "-1"))
   if pid < 0:
     pid = int(os.environ.get("DEOCC_PROCESS_ID", "-1"))
-  missing = [name for name, v in (("coordinator_address", coordinator),
-                                  ("num_processes", num >= 1), ("process_id", pid >= 0))
-             if not v]
+  missing = [
+      name
+      for name, v in (
+          ("coordinator_address", coordinator),
+          ("num_processes", num >= 1),
+          ("process_id", pid >= 0),
+      )
+      if not v
+  ]
   if missing:
-    raise ValueError("config.distributed.mode='manual' needs "
-                     + ", ".join(f"config.distributed.{m}" for m in missing)
-                     + " (or the DEOCC_* environment variables)")
-  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num,
-                             process_id=pid)
+    raise ValueError(
+        "config.distributed.mode='manual' needs "
+        + ", ".join(f"config.distributed.{m}" for m in missing)
+        + " (or the DEOCC_* environment variables)"
+    )
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num, process_id=pid)
 
 
-def start_job(argv: list[str], config: ConfigDict | None, workdir: str | None,
-              config_optional: bool = False) -> ConfigDict:
+def start_job(
+    argv: list[str], config: ConfigDict | None, workdir: str | None, config_optional: bool = False
+) -> ConfigDict:
   """Start-up shared by the command-line jobs (``main``, ``evaluate``): checks
   ``--config`` / ``--workdir`` and stray arguments, quiets the chatty INFO logs
   of Orbax / grain unless ``--verbosity`` was given, then :func:`initialize`.
@@ -66,6 +74,7 @@ def start_job(argv: list[str], config: ConfigDict | None, workdir: str | None,
   from absl import app, flags, logging
 
   from deocc_jax.training import workdir as workdir_lib
+
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not workdir:
@@ -74,11 +83,10 @@ def start_job(argv: list[str], config: ConfigDict | None, workdir: str | None,
     if not config_optional:
       raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py")
     config = workdir_lib.read_config(workdir)
-    if "distributed" in config:  # process 0's launch settings: run in one process
-      config.distributed.mode = "none"
+    config.distributed.mode = "none"  # process 0's launch settings: run in one process
   elif config_optional:
     workdir_lib.warn_if_different(workdir, config)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  initialize(config.get("distributed"))
+  initialize(config.distributed)
   return config

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
 
-from deocc_jax.teachers.arcface import ArcFaceHead, arcface_loss, l2_normalize
+from deocc_jax.losses.arcface import ArcFaceHead, arcface_loss, l2_normalize
 from deocc_jax.training.optim import make_optimizer
 
 State = dict[str, Any]
@@ -26,14 +26,20 @@ State = dict[str, Any]
 
 def _split(variables: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
   if "params" not in variables:
-    raise ValueError(f"the teacher's variables have no 'params' collection "
-                     f"(collections: {sorted(variables)})")
+    raise ValueError(
+        f"the teacher's variables have no 'params' collection "
+        f"(collections: {sorted(variables)})"
+    )
   return variables["params"], {k: v for k, v in variables.items() if k != "params"}
 
 
-def make_fns(cfg: ConfigDict, teacher: Any, num_classes: int,
-             input_fn: Callable[[Any, dict], jax.Array], frozen: Any = None
-             ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
+def make_fns(
+    cfg: ConfigDict,
+    teacher: Any,
+    num_classes: int,
+    input_fn: Callable[[Any, dict], jax.Array],
+    frozen: Any = None,
+) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
   """(init_fn, step_fn) fine-tuning ``teacher`` (an ``api.Teacher``) with ArcFace.
 
   ``cfg``: optimizer / schedule fields, ``num_steps``, ``arcface_scale``,
@@ -63,12 +69,19 @@ def make_fns(cfg: ConfigDict, teacher: Any, num_classes: int,
 
     (loss, cos), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt = tx.update(grads, state["opt"], state["params"])
-    new = {**state, "params": optax.apply_updates(state["params"], updates), "opt": opt,
-           "step": state["step"] + 1}
+    new = {
+        **state,
+        "params": optax.apply_updates(state["params"], updates),
+        "opt": opt,
+        "step": state["step"] + 1,
+    }
     acc = jnp.mean(jnp.argmax(cos, -1) == batch["identity"])
-    return new, {"loss/arcface": loss, "train/accuracy": acc,
-                 "grad_norm/backbone": optax.tree.norm(grads["backbone"]),
-                 "grad_norm/head": optax.tree.norm(grads["head"])}
+    return new, {
+        "loss/arcface": loss,
+        "train/accuracy": acc,
+        "grad_norm/backbone": optax.tree.norm(grads["backbone"]),
+        "grad_norm/head": optax.tree.norm(grads["head"]),
+    }
 
   return init_fn, step_fn
 
@@ -79,4 +92,5 @@ def embed_fn(teacher: Any, state: State) -> Callable[[jax.Array], jax.Array]:
 
   def f(images: jax.Array) -> jax.Array:
     return l2_normalize(teacher.apply(variables, images)["embedding"].astype(jnp.float32))
+
   return f

@@ -31,9 +31,10 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from deocc_jax.training import checkpoint as ckpt_lib
-from deocc_jax.training import sharding as shard_lib
 from deocc_jax.training import workdir as workdir_lib
 from deocc_jax.training.metrics_writer import MetricWriter
+from deocc_jax.utils import files
+from deocc_jax.utils import sharding as shard_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -46,12 +47,12 @@ class LoopConfig:
   log_every: int = 50
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
-  best_metric: str | None = None       # rank kept checkpoints by this metric
+  best_metric: str | None = None  # rank kept checkpoints by this metric
   best_mode: str = "min"
   async_checkpoints: bool = True
-  fsdp: bool = False                   # shard params / optimizer state over 'data'
-  sample_every: int = 0                # PNG sample grids (0 = never)
-  batch_keys: tuple[str, ...] = ()     # host batch entries sent to devices (() = all)
+  fsdp: bool = False  # shard params / optimizer state over 'data'
+  sample_every: int = 0  # PNG sample grids (0 = never)
+  batch_keys: tuple[str, ...] = ()  # host batch entries sent to devices (() = all)
   progress: bool = True
 
 
@@ -59,12 +60,19 @@ def _finite(metrics: dict[str, float]) -> bool:
   return all(math.isfinite(float(v)) for v in metrics.values())
 
 
-def run(name: str, workdir: Any, init_fn: Callable[[jax.Array], Any],
-        step_fn: Callable[[Any, dict], tuple[Any, dict]], batches: Iterator[dict],
-        key: jax.Array, mesh: Mesh, config: LoopConfig,
-        sample_fn: Callable[[Any, dict], np.ndarray] | None = None,
-        extra_metadata: dict[str, Any] | None = None,
-        log: Callable[[str], None] = print) -> Any:
+def run(
+    name: str,
+    workdir: Any,
+    init_fn: Callable[[jax.Array], Any],
+    step_fn: Callable[[Any, dict], tuple[Any, dict]],
+    batches: Iterator[dict],
+    key: jax.Array,
+    mesh: Mesh,
+    config: LoopConfig,
+    sample_fn: Callable[[Any, dict], np.ndarray] | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> Any:
   """Trains one stage to ``config.num_steps``; returns the final state.
 
   ``batches`` must be a grain iterator (``get_state`` / ``set_state``) of
@@ -78,21 +86,29 @@ def run(name: str, workdir: Any, init_fn: Callable[[jax.Array], Any],
   data_sh = shard_lib.data_sharding(mesh)
   rep = shard_lib.replicated(mesh)
   init_jit = jax.jit(init_fn, out_shardings=shardings)
-  step_jit = jax.jit(step_fn, in_shardings=(shardings, data_sh),
-                     out_shardings=(shardings, rep), donate_argnums=(0,))
+  step_jit = jax.jit(
+      step_fn,
+      in_shardings=(shardings, data_sh),
+      out_shardings=(shardings, rep),
+      donate_argnums=(0,),
+  )
 
-  ckpt = ckpt_lib.Checkpointer(stage_dir / "checkpoints",
-                               max_to_keep=config.keep_checkpoints,
-                               best_metric=config.best_metric, best_mode=config.best_mode,
-                               async_save=config.async_checkpoints)
+  ckpt = ckpt_lib.Checkpointer(
+      stage_dir / "checkpoints",
+      max_to_keep=config.keep_checkpoints,
+      best_metric=config.best_metric,
+      best_mode=config.best_mode,
+      async_save=config.async_checkpoints,
+  )
   start = 0
   global_batch = 0
   if ckpt.latest_step() is not None or ckpt.recorded_latest() is not None:
     start, state, extra = ckpt.restore(ckpt_lib.abstract_like(abstract, shardings))
     if extra.get("stage") != name:
       ckpt.close()
-      raise ValueError(f"{ckpt.directory}: checkpoint belongs to stage "
-                       f"{extra.get('stage')!r}, not {name!r}")
+      raise ValueError(
+          f"{ckpt.directory}: checkpoint belongs to stage " f"{extra.get('stage')!r}, not {name!r}"
+      )
     global_batch = int(extra.get("global_batch_size", 0))
     log(f"[{name}] resumed from step {start} ({ckpt.directory})")
     if start < config.num_steps:  # a finished stage needs no data position
@@ -112,8 +128,13 @@ def run(name: str, workdir: Any, init_fn: Callable[[jax.Array], Any],
       host = {k: host[k] for k in config.batch_keys}
     return shard_lib.host_batch_to_global(host, mesh)
 
-  bar = tqdm(total=config.num_steps, initial=start, desc=name, dynamic_ncols=True,
-             disable=not config.progress or jax.process_index() != 0)
+  bar = tqdm(
+      total=config.num_steps,
+      initial=start,
+      desc=name,
+      dynamic_ncols=True,
+      disable=not config.progress or jax.process_index() != 0,
+  )
   last_good = start if start else None
   t_log, n_log = time.perf_counter(), 0
   examples = global_batch
@@ -122,8 +143,10 @@ def run(name: str, workdir: Any, init_fn: Callable[[jax.Array], Any],
     batch = device_batch(host)
     n_global = int(next(iter(batch.values())).shape[0])
     if examples and n_global != examples:
-      raise ValueError(f"[{name}] global batch is {n_global}, but the checkpointed run "
-                       f"used {examples}: keep the stage's batch_size when resuming")
+      raise ValueError(
+          f"[{name}] global batch is {n_global}, but the checkpointed run "
+          f"used {examples}: keep the stage's batch_size when resuming"
+      )
     examples = n_global
     state, metrics = step_jit(state, batch)
     n_log += 1
@@ -136,10 +159,12 @@ def run(name: str, workdir: Any, init_fn: Callable[[jax.Array], Any],
         bad = sorted(k for k, v in m.items() if not math.isfinite(v))
         ckpt.close()
         writer.close()
-        kept = (f"The last good checkpoint (step {last_good}) in {ckpt.directory} is kept."
-                if last_good is not None else
-                f"No checkpoint was saved before it ({ckpt.directory} is empty; a rerun "
-                f"starts from step 0).")
+        kept = (
+            f"The last good checkpoint (step {last_good}) in {ckpt.directory} is kept."
+            if last_good is not None
+            else f"No checkpoint was saved before it ({ckpt.directory} is empty; a rerun "
+            f"starts from step 0)."
+        )
         raise NonFiniteLossError(f"[{name}] non-finite {bad} at step {done}; stopping. {kept}")
       dt = time.perf_counter() - t_log
       m["perf/step_time_s"] = dt / n_log
@@ -148,26 +173,36 @@ def run(name: str, workdir: Any, init_fn: Callable[[jax.Array], Any],
       bar.set_postfix({k: f"{v:.3g}" for k, v in m.items() if k.startswith("loss")})
       t_log, n_log = time.perf_counter(), 0
       if is_ckpt:
-        ckpt.save(done, state, extra={
-            "stage": name, "global_batch_size": examples,
-            "process_count": jax.process_count(), **(extra_metadata or {})},
+        ckpt.save(
+            done,
+            state,
+            extra={
+                "stage": name,
+                "global_batch_size": examples,
+                "process_count": jax.process_count(),
+                **(extra_metadata or {}),
+            },
             metrics={k: v for k, v in m.items() if not k.startswith("perf/")},
-            data_state=batches.get_state())
+            data_state=batches.get_state(),
+        )
         last_good = done
-    if sample_fn is not None and config.sample_every and (
-        done % config.sample_every == 0 or done == config.num_steps):
+    if (
+        sample_fn is not None
+        and config.sample_every
+        and (done % config.sample_every == 0 or done == config.num_steps)
+    ):
       # Every process joins the gather; process 0 renders from its host batch.
       local_state = multihost_utils.process_allgather(state, tiled=True)
       if jax.process_index() == 0:
         import io
 
         from PIL import Image
+
         grid = sample_fn(local_state, host)
         (stage_dir / "samples").mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         Image.fromarray(grid).save(buf, format="PNG")
-        workdir_lib.write_atomic(stage_dir / "samples" / f"step_{done:07d}.png",
-                                 buf.getvalue())
+        files.write_atomic(stage_dir / "samples" / f"step_{done:07d}.png", buf.getvalue())
         writer.image(done, "samples", grid)
     bar.update(1)
   bar.close()
@@ -178,12 +213,15 @@ def run(name: str, workdir: Any, init_fn: Callable[[jax.Array], Any],
 
 def best_args(section: Any) -> dict[str, Any]:
   """``best_metric`` / ``best_mode`` of a stage's config section (for 'best')."""
-  return {"best_metric": str(section.get("best_metric", "") or "") or None,
-          "best_mode": str(section.get("best_mode", "min"))}
+  return {
+      "best_metric": str(section.best_metric or "") or None,
+      "best_mode": str(section.best_mode),
+  }
 
 
-def restore_data_position(ckpt: ckpt_lib.Checkpointer, step: int, batches: Any,
-                          extra: dict[str, Any]) -> str:
+def restore_data_position(
+    ckpt: ckpt_lib.Checkpointer, step: int, batches: Any, extra: dict[str, Any]
+) -> str:
   """Puts ``batches`` (a grain iterator) at checkpoint ``step``'s position.
 
   The same process count restores every process's own saved state (exact).
@@ -198,28 +236,41 @@ def restore_data_position(ckpt: ckpt_lib.Checkpointer, step: int, batches: Any,
   if saved_count is None and "data_iterator" in extra:  # single-item format (older runs)
     saved_count, states = 1, {0: ckpt_lib.decode_iterator_state(extra["data_iterator"])}
   mine = states.get(index) if saved_count == count else None
-  if mine is not None and (json.loads(mine).get("worker_count")
-                           == json.loads(fresh).get("worker_count")):
+  if mine is not None and (
+      json.loads(mine).get("worker_count") == json.loads(fresh).get("worker_count")
+  ):
     batches.set_state(mine)
     return f"restored process {index}'s iterator state of step {step}"
   global_batch = int(extra.get("global_batch_size", 0))
   if global_batch <= 0:
     raise ckpt_lib.UnreadableCheckpointError(
         f"checkpoint step {step} in {ckpt.directory} has no iterator state for process "
-        f"{index} of {count} and no global batch size to re-derive it from")
+        f"{index} of {count} and no global batch size to re-derive it from"
+    )
   if global_batch % count:
-    raise ValueError(f"the checkpointed global batch {global_batch} does not divide over "
-                     f"{count} processes")
-  batches.set_state(ckpt_lib.derive_iterator_state(fresh, step, global_batch // count,
-                                                   index, count))
-  return (f"re-derived the position of step {step} for process {index} of {count} "
-          f"(checkpoint written by {saved_count} process(es))")
+    raise ValueError(
+        f"the checkpointed global batch {global_batch} does not divide over " f"{count} processes"
+    )
+  batches.set_state(
+      ckpt_lib.derive_iterator_state(fresh, step, global_batch // count, index, count)
+  )
+  return (
+      f"re-derived the position of step {step} for process {index} of {count} "
+      f"(checkpoint written by {saved_count} process(es))"
+  )
 
 
-def restore_state(workdir: Any, name: str, init_fn: Callable[[jax.Array], Any],
-                  key: jax.Array, mesh: Mesh, which: int | str = "latest",
-                  fsdp: bool = False, best_metric: str | None = None,
-                  best_mode: str = "min") -> tuple[int, Any]:
+def restore_state(
+    workdir: Any,
+    name: str,
+    init_fn: Callable[[jax.Array], Any],
+    key: jax.Array,
+    mesh: Mesh,
+    which: int | str = "latest",
+    fsdp: bool = False,
+    best_metric: str | None = None,
+    best_mode: str = "min",
+) -> tuple[int, Any]:
   """Restores a stage's state (any device count) for evaluation / later stages.
 
   ``which``: 'latest', a step, or 'best' (needs the ``best_metric`` the stage
@@ -229,16 +280,19 @@ def restore_state(workdir: Any, name: str, init_fn: Callable[[jax.Array], Any],
   if not directory.is_dir():
     raise ckpt_lib.CheckpointNotFoundError(
         f"stage '{name}' has no checkpoints in {directory}: run that stage first "
-        f"(list it in config.stages) or point --workdir at a run that did")
+        f"(list it in config.stages) or point --workdir at a run that did"
+    )
   abstract = jax.eval_shape(init_fn, key)
   shardings = shard_lib.state_shardings(abstract, mesh, fsdp=fsdp)
   if which == "best" and not best_metric:
     raise ckpt_lib.CheckpointNotFoundError(
         f"no checkpoint 'best' for stage '{name}': it keeps its latest checkpoints; set "
         f"the stage's best_metric (e.g. config.{name}.best_metric) when training to keep "
-        f"the best ones")
-  ckpt = ckpt_lib.Checkpointer(directory, async_save=False, best_metric=best_metric,
-                               best_mode=best_mode, writer=False)
+        f"the best ones"
+    )
+  ckpt = ckpt_lib.Checkpointer(
+      directory, async_save=False, best_metric=best_metric, best_mode=best_mode, writer=False
+  )
   try:
     step, state, _ = ckpt.restore(ckpt_lib.abstract_like(abstract, shardings), which)
   finally:

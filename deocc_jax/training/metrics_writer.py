@@ -24,13 +24,15 @@ import numpy as np
 from etils import epath
 
 from deocc_jax.training import workdir as workdir_lib
+from deocc_jax.utils import files
 
 
 class MetricWriter:
+
   def __init__(self, logdir: Any, enabled: bool | None = None, upload_every_s: float = 60.0):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.logdir = workdir_lib.as_path(logdir)
-    self.remote = workdir_lib.is_remote(self.logdir)
+    self.remote = files.is_remote(self.logdir)
     self.upload_every_s = float(upload_every_s)
     self._tb = None
     self._jsonl = None
@@ -48,6 +50,7 @@ class MetricWriter:
       else:
         local = os.fspath(self.logdir)
       from tensorboardX import SummaryWriter
+
       self._tb = SummaryWriter(local)
       self._jsonl = open(os.path.join(local, "metrics.jsonl"), "a")
 
@@ -57,8 +60,15 @@ class MetricWriter:
     clean = {k: float(v) for k, v in metrics.items()}
     for k, v in clean.items():
       self._tb.add_scalar(k, v, step)
-    self._jsonl.write(json.dumps({"step": int(step), **{k: (v if math.isfinite(v) else str(v))
-                                                        for k, v in clean.items()}}) + "\n")
+    self._jsonl.write(
+        json.dumps(
+            {
+                "step": int(step),
+                **{k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()},
+            }
+        )
+        + "\n"
+    )
     self._jsonl.flush()
     if self.remote and time.monotonic() - self._uploaded >= self.upload_every_s:
       self.flush()
@@ -73,7 +83,7 @@ class MetricWriter:
       src = os.path.join(self._local, name)
       if os.path.isfile(src):
         with open(src, "rb") as f:
-          workdir_lib.write_atomic(self.logdir / name, f.read())
+          files.write_atomic(self.logdir / name, f.read())
     self._uploaded = time.monotonic()
 
   def flush(self) -> None:

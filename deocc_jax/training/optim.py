@@ -18,17 +18,16 @@ def learning_rate(cfg: ConfigDict, num_steps: int) -> optax.Schedule:
     ``decay_every_epochs``);
   * ``cosine``: cosine decay to 0 over ``num_steps`` after ``cfg.warmup_steps``.
   """
-  kind = cfg.get("schedule", "constant")
+  kind = cfg.schedule
   lr = float(cfg.lr)
-  warmup = int(cfg.get("warmup_steps", 0))
+  warmup = int(cfg.warmup_steps)
   if kind == "constant":
     sched = optax.constant_schedule(lr)
   elif kind == "step":
     every = int(cfg.decay_every)
     if every <= 0:
       raise ValueError(f"schedule 'step' needs decay_every > 0, got {every}")
-    sched = optax.exponential_decay(lr, every, float(cfg.get("decay_factor", 0.1)),
-                                    staircase=True)
+    sched = optax.exponential_decay(lr, every, float(cfg.decay_factor), staircase=True)
   elif kind == "cosine":
     sched = optax.cosine_decay_schedule(lr, max(1, num_steps - warmup))
   else:
@@ -38,14 +37,22 @@ def learning_rate(cfg: ConfigDict, num_steps: int) -> optax.Schedule:
   return sched
 
 
+def optimizer_sections(cfg: ConfigDict) -> list[ConfigDict]:
+  """The parts of a stage section that hold optimizer fields (an ``lr``): the
+  section itself and / or its sub-sections (``g_optimizer``, ``optimizer``)."""
+  children = [v for v in cfg.values() if isinstance(v, ConfigDict) and "lr" in v]
+  return ([cfg] if "lr" in cfg else []) + children
+
+
 def _scale_lr_and_decay(cfg: ConfigDict, steps_per_epoch: int, lr_scale: float) -> None:
-  """In place: ``lr`` times ``lr_scale``; ``decay_every_epochs`` / ``warmup_epochs``
-  (> 0) into ``decay_every`` / ``warmup_steps``."""
-  if "lr" in cfg and lr_scale != 1.0:
+  """In place, on an optimizer section: ``lr`` times ``lr_scale``;
+  ``decay_every_epochs`` / ``warmup_epochs`` (> 0) into ``decay_every`` /
+  ``warmup_steps``."""
+  if lr_scale != 1.0:
     cfg.lr = float(cfg.lr) * lr_scale
-  if float(cfg.get("decay_every_epochs", 0) or 0) > 0:
+  if float(cfg.decay_every_epochs) > 0:
     cfg.decay_every = max(1, int(round(float(cfg.decay_every_epochs) * steps_per_epoch)))
-  if float(cfg.get("warmup_epochs", 0) or 0) > 0:
+  if float(cfg.warmup_epochs) > 0:
     cfg.warmup_steps = max(1, int(round(float(cfg.warmup_epochs) * steps_per_epoch)))
 
 
@@ -70,44 +77,43 @@ def resolve_schedule(cfg: ConfigDict, num_examples: int) -> ConfigDict:
   batch = int(out.batch_size)
   if batch <= 0:
     raise ValueError(f"batch_size must be positive, got {batch}")
-  if num_examples < batch and float(out.get("epochs", 0) or 0) > 0:
-    raise ValueError(f"an epoch of {num_examples} examples is shorter than one global "
-                     f"batch of {batch}")
+  if num_examples < batch and float(out.epochs) > 0:
+    raise ValueError(
+        f"an epoch of {num_examples} examples is shorter than one global " f"batch of {batch}"
+    )
   spe = max(1, int(num_examples) // batch)
-  base = int(out.get("base_batch_size", 0) or 0)
+  base = int(out.base_batch_size)
   scale = batch / base if base > 0 else 1.0
   with out.unlocked():
     out.steps_per_epoch = spe
     out.lr_scale = scale
-    if float(out.get("epochs", 0) or 0) > 0:
+    if float(out.epochs) > 0:
       out.num_steps = max(1, int(round(float(out.epochs) * spe)))
-    _scale_lr_and_decay(out, spe, scale)
-    for key in list(out.keys()):
-      child = out[key]
-      if isinstance(child, ConfigDict) and "lr" in child:
-        _scale_lr_and_decay(child, spe, scale)
+    for section in optimizer_sections(out):
+      _scale_lr_and_decay(section, spe, scale)
   return out
 
 
 def make_optimizer(cfg: ConfigDict, num_steps: int) -> optax.GradientTransformation:
   """SGD (momentum, weight decay), Adam or AdamW, with optional grad clipping."""
-  kind = cfg.get("optimizer", "sgd")
+  kind = cfg.optimizer
   sched = learning_rate(cfg, num_steps)
-  wd = float(cfg.get("weight_decay", 0.0))
+  wd = float(cfg.weight_decay)
   if kind == "sgd":
-    tx = optax.chain(optax.add_decayed_weights(wd) if wd else optax.identity(),
-                     optax.sgd(sched, momentum=float(cfg.get("momentum", 0.9)),
-                               nesterov=bool(cfg.get("nesterov", False))))
+    tx = optax.chain(
+        optax.add_decayed_weights(wd) if wd else optax.identity(),
+        optax.sgd(sched, momentum=float(cfg.momentum), nesterov=bool(cfg.nesterov)),
+    )
   elif kind == "adam":
-    tx = optax.chain(optax.add_decayed_weights(wd) if wd else optax.identity(),
-                     optax.adam(sched, b1=float(cfg.get("b1", 0.9)),
-                                b2=float(cfg.get("b2", 0.999))))
+    tx = optax.chain(
+        optax.add_decayed_weights(wd) if wd else optax.identity(),
+        optax.adam(sched, b1=float(cfg.b1), b2=float(cfg.b2)),
+    )
   elif kind == "adamw":
-    tx = optax.adamw(sched, b1=float(cfg.get("b1", 0.9)), b2=float(cfg.get("b2", 0.999)),
-                     weight_decay=wd)
+    tx = optax.adamw(sched, b1=float(cfg.b1), b2=float(cfg.b2), weight_decay=wd)
   else:
     raise ValueError(f"unknown optimizer {kind!r}; choose from {OPTIMIZERS}")
-  clip = float(cfg.get("grad_clip", 0.0))
+  clip = float(cfg.grad_clip)
   if clip > 0:
     tx = optax.chain(optax.clip_by_global_norm(clip), tx)
   return tx

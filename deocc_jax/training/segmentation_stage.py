@@ -34,8 +34,7 @@ THRESHOLD = 0.5
 
 
 def segmenter_from_config(cfg: ConfigDict) -> OcclusionSegmenter:
-  return OcclusionSegmenter(width=int(cfg.get("width", 16)),
-                            dtype=jnp.dtype(cfg.get("dtype", "float32")))
+  return OcclusionSegmenter(width=int(cfg.width), dtype=jnp.dtype(cfg.dtype))
 
 
 def bce_loss(logits: jax.Array, target: jax.Array, pos_weight: float = 1.0) -> jax.Array:
@@ -62,13 +61,14 @@ def binary_iou(pred: jax.Array, true: jax.Array) -> jax.Array:
   return jnp.where(union > 0, inter / jnp.maximum(union, 1), 1.0).astype(jnp.float32)
 
 
-def make_fns(cfg: ConfigDict, resolution: int
-             ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
+def make_fns(
+    cfg: ConfigDict, resolution: int
+) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
   """(init_fn, step_fn) of the segmentation stage; batches need 'masked', 'mask'."""
   model = segmenter_from_config(cfg)
   tx = make_optimizer(cfg.optimizer, int(cfg.num_steps))
-  dice_w = float(cfg.get("dice_weight", 0.0))
-  pos_w = float(cfg.get("pos_weight", 1.0))
+  dice_w = float(cfg.dice_weight)
+  pos_w = float(cfg.pos_weight)
 
   def init_fn(key: jax.Array) -> State:
     params = model.init(key, jnp.zeros((1, resolution, resolution, 3)))["params"]
@@ -84,20 +84,30 @@ def make_fns(cfg: ConfigDict, resolution: int
   def step_fn(state: State, batch: dict) -> tuple[State, dict]:
     x, m = batch["masked"], batch["mask"]
     (total, (bce, dice, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], x, m)
+        state["params"], x, m
+    )
     upd, opt = tx.update(grads, state["opt"], state["params"])
-    new = {"params": optax.apply_updates(state["params"], upd), "opt": opt,
-           "step": state["step"] + 1}
+    new = {
+        "params": optax.apply_updates(state["params"], upd),
+        "opt": opt,
+        "step": state["step"] + 1,
+    }
     pred = (logits > 0.0).astype(jnp.float32)  # sigmoid > 0.5
-    metrics = {"loss/total": total, "loss/bce": bce, "loss/dice": dice,
-               "train/iou": binary_iou(pred, m), "grad_norm/segmenter": optax.tree.norm(grads)}
+    metrics = {
+        "loss/total": total,
+        "loss/bce": bce,
+        "loss/dice": dice,
+        "train/iou": binary_iou(pred, m),
+        "grad_norm/segmenter": optax.tree.norm(grads),
+    }
     return new, metrics
 
   return init_fn, step_fn
 
 
-def predict_mask_fn(cfg: ConfigDict, params: Any, threshold: float = THRESHOLD
-                    ) -> Callable[[jax.Array], jax.Array]:
+def predict_mask_fn(
+    cfg: ConfigDict, params: Any, threshold: float = THRESHOLD
+) -> Callable[[jax.Array], jax.Array]:
   """Frozen segmenter: masked (B, H, W, 3) -> binary mask (B, H, W, 1) float32."""
   model = segmenter_from_config(cfg)
 
@@ -105,11 +115,11 @@ def predict_mask_fn(cfg: ConfigDict, params: Any, threshold: float = THRESHOLD
   def f(x: jax.Array) -> jax.Array:
     prob = jax.nn.sigmoid(model.apply({"params": params}, x))
     return (prob > threshold).astype(jnp.float32)
+
   return f
 
 
-def iou_per_category(pred: np.ndarray, true: np.ndarray, category: np.ndarray
-                     ) -> dict[str, float]:
+def iou_per_category(pred: np.ndarray, true: np.ndarray, category: np.ndarray) -> dict[str, float]:
   """IoU per occluder category, over the union of all pixels of its examples.
 
   ``pred`` / ``true``: (B, H, W[, 1]) binary masks (> 0.5 = occluded);

@@ -1,4 +1,4 @@
-"""The stages of a run, as called by ``deocc_jax.main``.
+"""The training stages' runners and restorers (the table: ``training/registry.py``).
 
 Each stage reads its config section, builds its data stream and its pure
 ``init_fn`` / ``step_fn``, and runs the shared loop (``training/loop.py``)
@@ -14,8 +14,10 @@ under ``<workdir>/<stage>/``; later stages restore what earlier ones wrote.
     joint              end-to-end (Eq. 6): generator and student together (optional)
     segmentation       occlusion-mask predictor for blind de-occlusion
     finetune_arcface   baseline: the ArcFace teacher fine-tuned on completed faces (Table 2)
-    evaluate           the paper's tables (``deocc_jax/evaluation/job.py``)
-    ablation           the Fig. 5 loss ablation (``deocc_jax/evaluation/ablation.py``)
+
+The evaluation stages (``evaluate``: the paper's tables; ``ablation``: Fig. 5)
+live in ``deocc_jax/evaluation/``, above this module, and are run from the
+registry.
 """
 
 from __future__ import annotations
@@ -23,37 +25,33 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
 from absl import flags
 from ml_collections import ConfigDict
 
+from deocc_jax.configs import require
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.data import pipeline as pipe
 from deocc_jax.data import real_datasets as rd
-from deocc_jax.training import loop, sharding
+from deocc_jax.errors import ConfigError
+from deocc_jax.teachers import api, extract
+from deocc_jax.training import (
+    deocclusion_stage,
+    distillation_stage,
+    finetune_stage,
+    joint_stage,
+    loop,
+    optim,
+    registry,
+    segmentation_stage,
+    teacher_stage,
+)
+from deocc_jax.utils import sharding
 
 TEACHER_KINDS = ("arcface", "dlib", "converted")
-STAGE_SEED_OFFSETS = {"teacher": 1, "deocclusion": 2, "distill_hard": 3, "distill_soft": 4,
-                      "joint": 5, "evaluate": 6, "teacher_embeddings": 7,
-                      "segmentation": 8, "finetune_arcface": 9,
-                      "deocclusion_noca": 2}  # same batches as 'deocclusion' (paired)
-
-
-class ConfigError(ValueError):
-  """A config field is missing or has a bad value (names the key)."""
-
-
-def require(config: ConfigDict, key: str) -> Any:
-  """``config.a.b`` by dotted key, with an error naming the missing key."""
-  node = config
-  for part in key.split("."):
-    if not isinstance(node, ConfigDict) or part not in node:
-      raise ConfigError(f"config is missing required field '{key}'")
-    node = node[part]
-  return node
 
 
 # ---------------------------------------------------------------- data
+
 
 def make_source(config: ConfigDict, split: str):
   """The face source of ``config.data`` for a split."""
@@ -61,15 +59,25 @@ def make_source(config: ConfigDict, split: str):
   kind = require(config, "data.source")
   res = int(require(config, "data.resolution"))
   if kind == "synthetic":
-    return pipe.SyntheticSplitSource.create(split, int(d.identities), int(d.images_per_identity),
-                                            res, int(d.seed))
+    return pipe.SyntheticSplitSource.create(
+        split, int(d.identities), int(d.images_per_identity), res, int(d.seed)
+    )
   if kind == "celeba":
     root = str(require(config, "data.root"))
-    return rd.CelebA(root, split, partition=str(d.get("partition", "official")), resolution=res,
-                     seed=int(d.seed), holdout_identities=float(d.get("holdout_identities", 0)))
+    return rd.CelebA(
+        root,
+        split,
+        partition=str(d.partition),
+        resolution=res,
+        seed=int(d.seed),
+        holdout_identities=float(d.holdout_identities),
+    )
   if kind == "folder":
-    return rd.ImageFolder(str(require(config, "data.root")), resolution=res,
-                          landmarks_file=d.get("landmarks_file") or None)
+    return rd.ImageFolder(
+        str(require(config, "data.root")),
+        resolution=res,
+        landmarks_file=str(d.landmarks_file) or None,
+    )
   raise ConfigError(f"config.data.source must be 'synthetic', 'celeba' or 'folder', got {kind!r}")
 
 
@@ -79,33 +87,43 @@ def teacher_source(config: ConfigDict):
   student pool's, so disjoint from every train / validation / test split: the
   VGGFace2 analogue of the paper's setting), else the training split."""
   d = require(config, "data")
-  n = int(d.get("teacher_identities", 0) or 0)
+  n = int(d.teacher_identities)
   if n <= 0:
     return make_source(config, "train")
   if str(d.source) != "synthetic":
-    raise ConfigError("config.data.teacher_identities (a disjoint teacher pool) exists for the "
-                      f"synthetic source only; config.data.source is {d.source!r}")
+    raise ConfigError(
+        "config.data.teacher_identities (a disjoint teacher pool) exists for the "
+        f"synthetic source only; config.data.source is {d.source!r}"
+    )
   return pipe.SyntheticSplitSource.pool(
-      int(d.identities), n, int(d.get("teacher_images_per_identity", 0) or d.images_per_identity),
-      int(d.resolution), int(d.seed))
+      int(d.identities),
+      n,
+      int(d.teacher_images_per_identity or d.images_per_identity),
+      int(d.resolution),
+      int(d.seed),
+  )
 
 
 def mask_config(config: ConfigDict) -> masks_lib.MaskConfig:
   return pipe.mask_config_from_data(require(config, "data"))
 
 
-def make_batches(config: ConfigDict, section: ConfigDict, stage: str, split: str = "train",
-                 source=None):
+def make_batches(
+    config: ConfigDict, section: ConfigDict, stage: str, split: str = "train", source=None
+):
   """A checkpointable grain iterator of host batches, plus its source
   (``source`` replaces ``make_source(config, split)``)."""
   if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
     flags.FLAGS.mark_as_parsed()
   source = make_source(config, split) if source is None else source
   p = require(config, "pipeline")
-  pcfg = pipe.PipelineConfig(batch_size=int(section.batch_size),
-                             seed=int(config.seed) * 1000 + STAGE_SEED_OFFSETS.get(stage, 0),
-                             worker_count=int(p.worker_count), flip=bool(p.flip),
-                             max_shift_px=int(p.max_shift_px))
+  pcfg = pipe.PipelineConfig(
+      batch_size=int(section.batch_size),
+      seed=int(config.seed) * 1000 + registry.get(stage).seed_offset,
+      worker_count=int(p.worker_count),
+      flip=bool(p.flip),
+      max_shift_px=int(p.max_shift_px),
+  )
   return iter(pipe.make_loader(source, pcfg, mask_config(config))), source
 
 
@@ -113,73 +131,95 @@ def resolved(config: ConfigDict, section: ConfigDict | str, source=None) -> Conf
   """A stage section with its schedule in steps (``optim.resolve_schedule``):
   ``epochs`` / ``decay_every_epochs`` over the training source's size and the
   section's global batch, lr scaled from ``base_batch_size``."""
-  from deocc_jax.training import optim
   sec = require(config, section) if isinstance(section, str) else section
-  needs_size = any(float(n.get("epochs", 0) or 0) > 0 or float(n.get("decay_every_epochs", 0) or 0) > 0
-                   or float(n.get("warmup_epochs", 0) or 0) > 0
-                   for n in [sec] + [v for v in sec.values() if isinstance(v, ConfigDict)])
+  needs_size = float(sec.epochs) > 0 or any(
+      float(o.decay_every_epochs) > 0 or float(o.warmup_epochs) > 0
+      for o in optim.optimizer_sections(sec)
+  )
   size = len(source if source is not None else make_source(config, "train")) if needs_size else 0
   return optim.resolve_schedule(sec, size)
 
 
 def loop_config(section: ConfigDict, keys: tuple[str, ...], config: ConfigDict) -> loop.LoopConfig:
   return loop.LoopConfig(
-      num_steps=int(section.num_steps), log_every=int(section.log_every),
+      num_steps=int(section.num_steps),
+      log_every=int(section.log_every),
       checkpoint_every=int(section.checkpoint_every),
-      keep_checkpoints=int(config.checkpoint.keep), async_checkpoints=bool(config.checkpoint.async_save),
-      **loop.best_args(section), fsdp=bool(config.mesh.fsdp), sample_every=int(section.get("sample_every", 0)),
-      batch_keys=keys, progress=bool(config.get("progress", True)))
+      keep_checkpoints=int(config.checkpoint.keep),
+      async_checkpoints=bool(config.checkpoint.async_save),
+      **loop.best_args(section),
+      fsdp=bool(config.mesh.fsdp),
+      sample_every=int(section.sample_every),
+      batch_keys=keys,
+      progress=bool(config.progress),
+  )
 
 
 def make_mesh(config: ConfigDict):
   return sharding.make_mesh(int(config.mesh.num_devices) or None)
 
 
-def _key(config: ConfigDict, stage: str) -> jax.Array:
-  return jax.random.key(int(config.seed) * 1000 + STAGE_SEED_OFFSETS[stage])
-
-
 # -------------------------------------------------------------- teachers
+
 
 def load_teacher(config: ConfigDict, workdir: str, which: int | str = "latest"):
   """The config's teacher; ``which`` selects the checkpoint of one trained here."""
-  from deocc_jax.teachers import api
   t = require(config, "teacher")
   kind = str(t.kind)
   if kind == "arcface":
     src = teacher_source(config)
-    return api.load_teacher("arcface", workdir, teacher_cfg=t,
-                            resolution=int(config.data.resolution), num_classes=src.num_classes,
-                            which=which)
+    return teacher_stage.trained_teacher(
+        workdir, t, int(config.data.resolution), src.num_classes, which
+    )
   if kind == "dlib":
-    return api.load_teacher("dlib", str(t.get("path", "")) or None)
+    return api.load_teacher("dlib", str(t.path) or None)
   if kind == "converted":
     return api.load_teacher("converted", str(require(config, "teacher.path")))
   raise ConfigError(f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', got {kind!r}")
 
 
+def restore_teacher(
+    config: ConfigDict,
+    workdir: str,
+    which: int | str = "latest",
+    stage: str = "teacher",
+    deps: dict[str, Any] | None = None,
+):
+  """(teacher, step) -- step None for a pretrained teacher (registry restorer)."""
+  teacher = load_teacher(config, workdir, which)
+  return teacher, (int(teacher.metadata["step"]) if "step" in teacher.metadata else None)
+
+
 def run_teacher(config: ConfigDict, workdir: str) -> None:
-  from deocc_jax.training import teacher_stage
   t = require(config, "teacher")
   if str(t.kind) not in TEACHER_KINDS:
-    raise ConfigError(f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', "
-                      f"got {t.kind!r}")
+    raise ConfigError(
+        f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', " f"got {t.kind!r}"
+    )
   if str(t.kind) != "arcface":
     print(f"teacher.kind={t.kind!r}: nothing to train (a pretrained teacher is used)")
     return
   batches, source = make_batches(config, t, "teacher", source=teacher_source(config))
   t = resolved(config, t, source)
   init_fn, step_fn = teacher_stage.make_fns(t, source.num_classes, int(config.data.resolution))
-  loop.run("teacher", workdir, init_fn, step_fn, batches, _key(config, "teacher"),
-           make_mesh(config), loop_config(t, ("clean", "identity"), config))
+  loop.run(
+      "teacher",
+      workdir,
+      init_fn,
+      step_fn,
+      batches,
+      registry.stage_key(config, "teacher"),
+      make_mesh(config),
+      loop_config(t, ("clean", "identity"), config),
+  )
 
 
 def run_teacher_embeddings(config: ConfigDict, workdir: str) -> None:
-  from deocc_jax.teachers import extract
   teacher = load_teacher(config, workdir)
   source = make_source(config, "train")
 
   class _Clean:
+
     def __len__(self):
       return len(source)
 
@@ -189,15 +229,21 @@ def run_teacher_embeddings(config: ConfigDict, workdir: str) -> None:
 
   mesh = make_mesh(config)
   bs = int(config.teacher_embeddings.batch_size)
-  emb, labels = extract.extract_embeddings(lambda x: teacher.apply(teacher.params, x)["embedding"],
-                                           _Clean(), bs, mesh)
+  emb, labels = extract.extract_embeddings(
+      lambda x: teacher.apply(teacher.params, x)["embedding"], _Clean(), bs, mesh
+  )
   meta = extract.write_teacher_outputs(
-      os.path.join(workdir, "teacher_embeddings"), emb, labels,
+      os.path.join(workdir, "teacher_embeddings"),
+      emb,
+      labels,
       {"teacher": teacher.name, "split": "train", "data_source": str(config.data.source)},
-      num_classes=source.num_classes)
+      num_classes=source.num_classes,
+  )
   if meta:
-    print(f"teacher embeddings: {meta['num_records']} x {meta['embedding_dim']}, "
-          f"{meta['num_classes']} identity centroids (Eq. 18)")
+    print(
+        f"teacher embeddings: {meta['num_records']} x {meta['embedding_dim']}, "
+        f"{meta['num_classes']} identity centroids (Eq. 18)"
+    )
 
 
 # ----------------------------------------------------------- de-occlusion
@@ -221,48 +267,85 @@ def deocclusion_section(config: ConfigDict, stage: str = "deocclusion") -> Confi
 
 def run_deocclusion(config: ConfigDict, workdir: str, stage: str = "deocclusion") -> None:
   """Trains G (+ critics) under ``<workdir>/<stage>/``."""
-  from deocc_jax.training import deocclusion_stage
   c = deocclusion_section(config, stage)
   batches, source = make_batches(config, c, stage)
   c = resolved(config, c, source)
   init_fn, step_fn = deocclusion_stage.make_fns(c, int(config.data.resolution))
-  loop.run(stage, workdir, init_fn, step_fn, batches, _key(config, stage),
-           make_mesh(config), loop_config(c, ("masked", "mask", "clean"), config),
-           sample_fn=deocclusion_stage.sample_grid(c))
+  loop.run(
+      stage,
+      workdir,
+      init_fn,
+      step_fn,
+      batches,
+      registry.stage_key(config, stage),
+      make_mesh(config),
+      loop_config(c, ("masked", "mask", "clean"), config),
+      sample_fn=deocclusion_stage.sample_grid(c),
+  )
 
 
-def restore_generator(config: ConfigDict, workdir: str, which: int | str = "latest",
-                      with_step: bool = False, stage: str = "deocclusion"):
-  from deocc_jax.training import deocclusion_stage
+def restore_generator(
+    config: ConfigDict,
+    workdir: str,
+    which: int | str = "latest",
+    stage: str = "deocclusion",
+    deps: dict[str, Any] | None = None,
+):
+  """(G's variables, step) of a de-occlusion stage."""
   c = deocclusion_section(config, stage)
   init_fn, _ = deocclusion_stage.make_fns(c, int(config.data.resolution))
-  step, state = loop.restore_state(workdir, stage, init_fn, _key(config, stage),
-                                   make_mesh(config), which, **loop.best_args(c))
-  return (state["g"], step) if with_step else state["g"]
+  step, state = loop.restore_state(
+      workdir,
+      stage,
+      init_fn,
+      registry.stage_key(config, stage),
+      make_mesh(config),
+      which,
+      **loop.best_args(c),
+  )
+  return state["g"], step
 
 
 # ----------------------------------------------------------- segmentation
 
+
 def run_segmentation(config: ConfigDict, workdir: str) -> None:
-  from deocc_jax.training import segmentation_stage
   c = require(config, "segmentation")
   batches, source = make_batches(config, c, "segmentation")
   c = resolved(config, c, source)
   init_fn, step_fn = segmentation_stage.make_fns(c, int(config.data.resolution))
-  loop.run("segmentation", workdir, init_fn, step_fn, batches, _key(config, "segmentation"),
-           make_mesh(config), loop_config(c, ("masked", "mask"), config))
+  loop.run(
+      "segmentation",
+      workdir,
+      init_fn,
+      step_fn,
+      batches,
+      registry.stage_key(config, "segmentation"),
+      make_mesh(config),
+      loop_config(c, ("masked", "mask"), config),
+  )
 
 
-def restore_segmenter(config: ConfigDict, workdir: str, which: int | str = "latest"):
+def restore_segmenter(
+    config: ConfigDict,
+    workdir: str,
+    which: int | str = "latest",
+    stage: str = "segmentation",
+    deps: dict[str, Any] | None = None,
+):
   """(predict_mask_fn, step) of the trained occlusion segmenter."""
-  from deocc_jax.training import segmentation_stage
   c = require(config, "segmentation")
   init_fn, _ = segmentation_stage.make_fns(c, int(config.data.resolution))
-  step, state = loop.restore_state(workdir, "segmentation", init_fn,
-                                   _key(config, "segmentation"), make_mesh(config), which,
-                                   **loop.best_args(c))
-  return segmentation_stage.predict_mask_fn(c, state["params"],
-                                            float(c.get("threshold", 0.5))), step
+  step, state = loop.restore_state(
+      workdir,
+      "segmentation",
+      init_fn,
+      registry.stage_key(config, "segmentation"),
+      make_mesh(config),
+      which,
+      **loop.best_args(c),
+  )
+  return segmentation_stage.predict_mask_fn(c, state["params"], float(c.threshold)), step
 
 
 # ------------------------------------------------- fine-tuned ArcFace baseline
@@ -277,12 +360,13 @@ def _finetune_fns(config: ConfigDict, workdir: str, teacher=None, generator=None
   fine-tuned with ArcFace on completed (or masked) faces; ``embed(state)`` gives
   its embedding function. ``teacher`` / ``generator`` (already restored) are
   loaded when not given."""
-  from deocc_jax.training import deocclusion_stage, finetune_stage, teacher_stage
   f = require(config, "finetune_arcface")
   kind = str(require(config, "teacher.kind"))
   if kind not in FINETUNE_KINDS:
-    raise ConfigError(f"stage 'finetune_arcface' fine-tunes the ArcFace teacher trained here "
-                      f"or a converted teacher; config.teacher.kind is {kind!r}")
+    raise ConfigError(
+        f"stage 'finetune_arcface' fine-tunes the ArcFace teacher trained here "
+        f"or a converted teacher; config.teacher.kind is {kind!r}"
+    )
   cfg = config.teacher.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.update(f.copy_and_resolve_references())
@@ -293,20 +377,24 @@ def _finetune_fns(config: ConfigDict, workdir: str, teacher=None, generator=None
   teacher = teacher or load_teacher(config, workdir)
   inp = str(f.input)
   if inp == "completed":
-    frozen = {"generator": restore_generator(config, workdir) if generator is None
-              else generator}
+    frozen = {
+        "generator": restore_generator(config, workdir)[0] if generator is None else generator
+    }
 
     def input_fn(fz, batch):
       complete = deocclusion_stage.complete_fn(config.deocclusion, fz["generator"])
       return complete(batch["masked"], batch["mask"])
+
   elif inp == "masked":
     frozen = None
 
     def input_fn(fz, batch):
       return batch["masked"]
+
   else:
-    raise ConfigError(f"config.finetune_arcface.input must be 'completed' or 'masked', "
-                      f"got {inp!r}")
+    raise ConfigError(
+        f"config.finetune_arcface.input must be 'completed' or 'masked', " f"got {inp!r}"
+    )
   if kind == "converted":
     init_fn, step_fn = finetune_stage.make_fns(cfg, teacher, num_classes, input_fn, frozen)
     return cfg, init_fn, step_fn, lambda state: finetune_stage.embed_fn(teacher, state)
@@ -314,45 +402,77 @@ def _finetune_fns(config: ConfigDict, workdir: str, teacher=None, generator=None
   init_from = {"params": {"backbone": p["backbone"]}, "batch_stats": p["batch_stats"]}
   if teacher.num_classes == num_classes:  # same identities: keep the teacher's head
     init_from["params"]["head"] = p["head"]
-  init_fn, step_fn = teacher_stage.make_fns(cfg, num_classes, res, init_from=init_from,
-                                            input_fn=input_fn, frozen=frozen)
+  init_fn, step_fn = teacher_stage.make_fns(
+      cfg, num_classes, res, init_from=init_from, input_fn=input_fn, frozen=frozen
+  )
   return cfg, init_fn, step_fn, lambda state: teacher_stage.embed_fn(cfg, state)
 
 
 def run_finetune_arcface(config: ConfigDict, workdir: str) -> None:
   if str(require(config, "teacher.kind")) not in FINETUNE_KINDS:
-    print(f"teacher.kind={config.teacher.kind!r}: the fine-tuned recogniser baseline needs the "
-          "ArcFace teacher trained here or a converted teacher; skipped")
+    print(
+        f"teacher.kind={config.teacher.kind!r}: the fine-tuned recogniser baseline needs the "
+        "ArcFace teacher trained here or a converted teacher; skipped"
+    )
     return
   cfg, init_fn, step_fn, _ = _finetune_fns(config, workdir)
   batches, _ = make_batches(config, cfg, "finetune_arcface")
-  loop.run("finetune_arcface", workdir, init_fn, step_fn, batches,
-           _key(config, "finetune_arcface"), make_mesh(config),
-           loop_config(cfg, ("masked", "mask", "clean", "identity"), config))
+  loop.run(
+      "finetune_arcface",
+      workdir,
+      init_fn,
+      step_fn,
+      batches,
+      registry.stage_key(config, "finetune_arcface"),
+      make_mesh(config),
+      loop_config(cfg, ("masked", "mask", "clean", "identity"), config),
+  )
 
 
-def restore_finetuned_arcface(config: ConfigDict, workdir: str, which: int | str = "latest",
-                              teacher=None, generator=None):
-  """(embed_fn, step) of the fine-tuned recogniser baseline."""
-  cfg, init_fn, _, embed = _finetune_fns(config, workdir, teacher, generator)
-  step, state = loop.restore_state(workdir, "finetune_arcface", init_fn,
-                                   _key(config, "finetune_arcface"), make_mesh(config), which,
-                                   **loop.best_args(cfg))
+def restore_finetuned_arcface(
+    config: ConfigDict,
+    workdir: str,
+    which: int | str = "latest",
+    stage: str = "finetune_arcface",
+    deps: dict[str, Any] | None = None,
+):
+  """(embed_fn, step) of the fine-tuned recogniser baseline; ``deps``: the
+  restored ``teacher`` / ``generator`` when at hand."""
+  deps = deps or {}
+  cfg, init_fn, _, embed = _finetune_fns(
+      config, workdir, deps.get("teacher"), deps.get("generator")
+  )
+  step, state = loop.restore_state(
+      workdir,
+      "finetune_arcface",
+      init_fn,
+      registry.stage_key(config, "finetune_arcface"),
+      make_mesh(config),
+      which,
+      **loop.best_args(cfg),
+  )
   return embed(state), step
 
 
 # ----------------------------------------------------------- distillation
 
-def _distill_fns(config: ConfigDict, workdir: str, stage: str, mesh,
-                 overrides: dict[str, Any] | None = None, teacher=None, generator=None):
+
+def distill_fns(
+    config: ConfigDict,
+    workdir: str,
+    stage: str,
+    mesh,
+    overrides: dict[str, Any] | None = None,
+    teacher=None,
+    generator=None,
+):
   """(config, teacher, source, init_fn, step_fn) of a distillation stage;
   ``overrides`` replace ``config.distillation`` fields (the loss ablation);
   ``teacher`` / ``generator`` (already restored) are loaded when not given."""
-  from deocc_jax.training import distillation_stage
   c = require(config, "distillation").copy_and_resolve_references()
   with c.unlocked():
     if stage in ("distill_hard", "distill_soft"):
-      c.instance = stage[len("distill_"):]
+      c.instance = stage[len("distill_") :]
     c.update(overrides or {})
   teacher = teacher or load_teacher(config, workdir)
   source = make_source(config, "train")
@@ -360,70 +480,112 @@ def _distill_fns(config: ConfigDict, workdir: str, stage: str, mesh,
     with c.unlocked():
       c.epochs = 0
   c = resolved(config, c, source)
-  frozen = {"teacher": teacher.params,
-            "generator": restore_generator(config, workdir) if generator is None else generator}
+  frozen = {
+      "teacher": teacher.params,
+      "generator": restore_generator(config, workdir)[0] if generator is None else generator,
+  }
   if c.instance == "soft":
-    from deocc_jax.teachers import extract
     out = extract.load_teacher_outputs(os.path.join(workdir, "teacher_embeddings"))
     frozen["centroids"] = out["centroids"]
   init_fn, step_fn = distillation_stage.make_fns(
-      c, config.deocclusion, teacher.apply, teacher.embed_dim, source.num_classes,
-      int(config.data.resolution), frozen, mesh, teacher_num_classes=teacher.num_classes,
-      teacher_name=f"teacher '{teacher.name}' (config.teacher.kind={config.teacher.kind!r})")
+      c,
+      config.deocclusion,
+      teacher.apply,
+      teacher.embed_dim,
+      source.num_classes,
+      int(config.data.resolution),
+      frozen,
+      mesh,
+      teacher_num_classes=teacher.num_classes,
+      teacher_name=f"teacher '{teacher.name}' (config.teacher.kind={config.teacher.kind!r})",
+  )
   return c, teacher, source, init_fn, step_fn
 
 
-def run_distill(stage: str):
-  def run(config: ConfigDict, workdir: str) -> None:
-    mesh = make_mesh(config)
-    c, _, _, init_fn, step_fn = _distill_fns(config, workdir, stage, mesh)
-    batches, _ = make_batches(config, c, stage)
-    loop.run(stage, workdir, init_fn, step_fn, batches, _key(config, stage), mesh,
-             loop_config(c, ("masked", "mask", "clean", "identity"), config))
-  return run
+def run_distill(config: ConfigDict, workdir: str, stage: str) -> None:
+  """Trains the student of ``stage`` ('distill_hard' / 'distill_soft')."""
+  mesh = make_mesh(config)
+  c, _, _, init_fn, step_fn = distill_fns(config, workdir, stage, mesh)
+  batches, _ = make_batches(config, c, stage)
+  loop.run(
+      stage,
+      workdir,
+      init_fn,
+      step_fn,
+      batches,
+      registry.stage_key(config, stage),
+      mesh,
+      loop_config(c, ("masked", "mask", "clean", "identity"), config),
+  )
+
+
+def restore_student(
+    config: ConfigDict,
+    workdir: str,
+    which: int | str = "latest",
+    stage: str = "distill_hard",
+    deps: dict[str, Any] | None = None,
+):
+  """(embed_fn, step) of a distilled student; ``deps``: the restored
+  ``teacher`` / ``generator`` when at hand."""
+  deps = deps or {}
+  mesh = make_mesh(config)
+  c, teacher, _, init_fn, _ = distill_fns(
+      config, workdir, stage, mesh, teacher=deps.get("teacher"), generator=deps.get("generator")
+  )
+  step, state = loop.restore_state(
+      workdir, stage, init_fn, registry.stage_key(config, stage), mesh, which, **loop.best_args(c)
+  )
+  return distillation_stage.embed_fn(c, teacher.embed_dim, state), step
 
 
 # ------------------------------------------------------------------ joint
 
+
 def run_joint(config: ConfigDict, workdir: str) -> None:
-  from deocc_jax.training import joint_stage
   j = require(config, "joint")
   mesh = make_mesh(config)
   teacher = load_teacher(config, workdir)
   source = make_source(config, "train")
   frozen = {"teacher": teacher.params}
   if str(j.instance) == "soft":
-    from deocc_jax.teachers import extract
-    frozen["centroids"] = extract.load_teacher_outputs(
-        os.path.join(workdir, "teacher_embeddings"))["centroids"]
+    frozen["centroids"] = extract.load_teacher_outputs(os.path.join(workdir, "teacher_embeddings"))[
+        "centroids"
+    ]
   init_from = None
   if bool(j.init_from_stages):
-    from deocc_jax.training import deocclusion_stage
     d_init, _ = deocclusion_stage.make_fns(config.deocclusion, int(config.data.resolution))
-    _, gan = loop.restore_state(workdir, "deocclusion", d_init, _key(config, "deocclusion"), mesh)
+    _, gan = loop.restore_state(
+        workdir, "deocclusion", d_init, registry.stage_key(config, "deocclusion"), mesh
+    )
     stage = f"distill_{j.instance}"
-    _, _, _, s_init, _ = _distill_fns(config, workdir, stage, mesh)
-    _, st = loop.restore_state(workdir, stage, s_init, _key(config, stage), mesh)
-    init_from = {"g": gan["g"], "d": gan["d"],
-                 "student": {"params": st["params"], "batch_stats": st["batch_stats"]}}
-  init_fn, step_fn = joint_stage.make_fns(j, config.deocclusion, config.distillation,
-                                          teacher.apply, teacher.embed_dim, source.num_classes,
-                                          int(config.data.resolution), frozen, init_from,
-                                          teacher_num_classes=teacher.num_classes)
+    _, _, _, s_init, _ = distill_fns(config, workdir, stage, mesh)
+    _, st = loop.restore_state(workdir, stage, s_init, registry.stage_key(config, stage), mesh)
+    init_from = {
+        "g": gan["g"],
+        "d": gan["d"],
+        "student": {"params": st["params"], "batch_stats": st["batch_stats"]},
+    }
+  init_fn, step_fn = joint_stage.make_fns(
+      j,
+      config.deocclusion,
+      config.distillation,
+      teacher.apply,
+      teacher.embed_dim,
+      source.num_classes,
+      int(config.data.resolution),
+      frozen,
+      init_from,
+      teacher_num_classes=teacher.num_classes,
+  )
   batches, _ = make_batches(config, j, "joint")
-  loop.run("joint", workdir, init_fn, step_fn, batches, _key(config, "joint"), mesh,
-           loop_config(j, ("masked", "mask", "clean", "identity"), config))
-
-
-# -------------------------------------------------------------- evaluate
-
-def run_ablation(config: ConfigDict, workdir: str) -> None:
-  """The Fig. 5 loss ablation (``deocc_jax/evaluation/ablation.py``)."""
-  from deocc_jax.evaluation import ablation
-  ablation.run(config, workdir)
-
-
-def run_evaluate(config: ConfigDict, workdir: str) -> None:
-  """The paper's tables from this run's checkpoints (``deocc_jax/evaluation/job.py``)."""
-  from deocc_jax.evaluation import job
-  job.run(config, workdir)
+  loop.run(
+      "joint",
+      workdir,
+      init_fn,
+      step_fn,
+      batches,
+      registry.stage_key(config, "joint"),
+      mesh,
+      loop_config(j, ("masked", "mask", "clean", "identity"), config),
+  )

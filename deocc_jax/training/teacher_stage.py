@@ -15,24 +15,34 @@ import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
 
+from deocc_jax.losses.arcface import ArcFaceHead, arcface_loss, l2_normalize
 from deocc_jax.models.student import ResNet18Student
-from deocc_jax.teachers.arcface import ArcFaceHead, arcface_loss, l2_normalize
+from deocc_jax.teachers import api
+from deocc_jax.training import loop
 from deocc_jax.training.optim import make_optimizer
+from deocc_jax.utils import sharding
 
 State = dict[str, Any]
 
 
 def backbone_from_config(cfg: ConfigDict, num_classes: int | None = None) -> ResNet18Student:
-  return ResNet18Student(embedding_dim=int(cfg.embed_dim), num_classes=num_classes,
-                         width=float(cfg.width), small_input_stem=bool(cfg.small_input_stem),
-                         dtype=jnp.dtype(cfg.get("dtype", "float32")))
+  return ResNet18Student(
+      embedding_dim=int(cfg.embed_dim),
+      num_classes=num_classes,
+      width=float(cfg.width),
+      small_input_stem=bool(cfg.small_input_stem),
+      dtype=jnp.dtype(cfg.dtype),
+  )
 
 
-def make_fns(cfg: ConfigDict, num_classes: int, resolution: int,
-             init_from: State | None = None,
-             input_fn: Callable[[Any, dict], jax.Array] | None = None,
-             frozen: Any = None
-             ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
+def make_fns(
+    cfg: ConfigDict,
+    num_classes: int,
+    resolution: int,
+    init_from: State | None = None,
+    input_fn: Callable[[Any, dict], jax.Array] | None = None,
+    frozen: Any = None,
+) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
   """(init_fn, step_fn) of ArcFace training; batches need 'clean', 'identity'.
 
   Fine-tuning: ``init_from`` (a trained state's 'params' / 'batch_stats')
@@ -55,19 +65,30 @@ def make_fns(cfg: ConfigDict, num_classes: int, resolution: int,
       v = backbone.init(kb, jnp.zeros((1, resolution, resolution, 3)), train=False)
       hv = head.init(kh, jnp.zeros((1, int(cfg.embed_dim))))
       params, stats = {"backbone": v["params"], "head": hv["params"]}, v["batch_stats"]
-    state = {"params": params, "batch_stats": stats, "opt": tx.init(params),
-             "step": jnp.zeros((), jnp.int32)}
+    state = {
+        "params": params,
+        "batch_stats": stats,
+        "opt": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+    }
     if frozen is not None:
       state["frozen"] = frozen
     return state
 
   def step_fn(state: State, batch: dict) -> tuple[State, dict]:
-    images = batch["clean"] if input_fn is None else jax.lax.stop_gradient(
-        input_fn(state.get("frozen"), batch))
+    images = (
+        batch["clean"]
+        if input_fn is None
+        else jax.lax.stop_gradient(input_fn(state.get("frozen"), batch))
+    )
 
     def loss_fn(p):
-      out, upd = backbone.apply({"params": p["backbone"], "batch_stats": state["batch_stats"]},
-                                images, train=True, mutable=["batch_stats"])
+      out, upd = backbone.apply(
+          {"params": p["backbone"], "batch_stats": state["batch_stats"]},
+          images,
+          train=True,
+          mutable=["batch_stats"],
+      )
       cos = head.apply({"params": p["head"]}, out["embedding"])
       loss = arcface_loss(cos, batch["identity"], scale, margin)
       return loss, (upd["batch_stats"], cos)
@@ -79,9 +100,12 @@ def make_fns(cfg: ConfigDict, num_classes: int, resolution: int,
     new = {"params": params, "batch_stats": stats, "opt": opt, "step": state["step"] + 1}
     if "frozen" in state:
       new["frozen"] = state["frozen"]
-    return new, {"loss/arcface": loss, "train/accuracy": acc,
-                 "grad_norm/backbone": optax.tree.norm(grads["backbone"]),
-                 "grad_norm/head": optax.tree.norm(grads["head"])}
+    return new, {
+        "loss/arcface": loss,
+        "train/accuracy": acc,
+        "grad_norm/backbone": optax.tree.norm(grads["backbone"]),
+        "grad_norm/head": optax.tree.norm(grads["head"]),
+    }
 
   return init_fn, step_fn
 
@@ -94,4 +118,53 @@ def embed_fn(cfg: ConfigDict, state: State) -> Callable[[jax.Array], jax.Array]:
   def f(images: jax.Array) -> jax.Array:
     out = backbone.apply(variables, images, train=False)
     return l2_normalize(out["embedding"].astype(jnp.float32))
+
   return f
+
+
+def trained_teacher(
+    workdir: str,
+    teacher_cfg: ConfigDict,
+    resolution: int,
+    num_classes: int,
+    which: int | str = "latest",
+) -> api.Teacher:
+  """The ArcFace teacher trained by the main job's 'teacher' stage, as a
+  :class:`~deocc_jax.teachers.api.Teacher` (embedding + scaled-cosine logits)."""
+  init_fn, _ = make_fns(teacher_cfg, num_classes, resolution)
+  step, state = loop.restore_state(
+      workdir,
+      "teacher",
+      init_fn,
+      jax.random.key(0),
+      sharding.make_mesh(),
+      which,
+      **loop.best_args(teacher_cfg),
+  )
+  backbone = backbone_from_config(teacher_cfg)
+  head = ArcFaceHead(num_classes)
+  scale = float(teacher_cfg.arcface_scale)
+  params = {
+      "backbone": state["params"]["backbone"],
+      "batch_stats": state["batch_stats"],
+      "head": state["params"]["head"],
+  }
+
+  def apply(p, images):
+    out = backbone.apply(
+        {"params": p["backbone"], "batch_stats": p["batch_stats"]},
+        api.resize_to(images, resolution),
+        train=False,
+    )
+    cos = head.apply({"params": p["head"]}, out["embedding"])
+    return {"embedding": api.l2_normalized(out["embedding"]), "logits": scale * cos}
+
+  return api.Teacher(
+      "arcface",
+      params,
+      apply,
+      int(teacher_cfg.embed_dim),
+      resolution,
+      {"workdir": workdir, "step": int(step), "num_classes": num_classes},
+      num_classes=int(num_classes),
+  )

@@ -36,16 +36,32 @@ from typing import Any, Iterable
 from etils import epath
 from ml_collections import ConfigDict
 
+from deocc_jax.configs import base as base_config
+from deocc_jax.errors import ConfigError
+from deocc_jax.utils.files import is_remote, write_atomic
+
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 
 # Config keys (fnmatch patterns, dotted) a resumed run may change: they
 # neither change array shapes nor the data stream of the steps already taken.
 RESUME_MAY_CHANGE = (
-    "stages", "progress", "distributed.*", "mesh.*", "checkpoint.*", "render.*",
-    "evaluate.*", "ablation.*", "teacher_embeddings.*", "pipeline.worker_count",
-    "*.num_steps", "*.log_every", "*.checkpoint_every", "*.sample_every",
-    "*.best_metric", "*.best_mode",
+    "stages",
+    "progress",
+    "distributed.*",
+    "mesh.*",
+    "checkpoint.*",
+    "render.*",
+    "evaluate.*",
+    "ablation.*",
+    "teacher_embeddings.*",
+    "pipeline.worker_count",
+    "*.num_steps",
+    "*.log_every",
+    "*.checkpoint_every",
+    "*.sample_every",
+    "*.best_metric",
+    "*.best_mode",
 )
 
 
@@ -61,10 +77,6 @@ class ConfigMismatchError(WorkdirError):
   """A resume's config changes shapes / the data of the run in the workdir."""
 
 
-def is_remote(path: Any) -> bool:
-  return "://" in os.fspath(path)
-
-
 def as_path(workdir: Any) -> epath.Path:
   """``--workdir`` as an epath.Path: local paths absolute, URIs untouched."""
   text = os.fspath(workdir)
@@ -75,23 +87,8 @@ def as_path(workdir: Any) -> epath.Path:
   return epath.Path(os.path.abspath(os.path.expanduser(text)))
 
 
-def write_atomic(path: epath.Path, data: str | bytes) -> None:
-  """Writes ``path`` completely or not at all (temporary file + rename
-  locally; object stores write whole objects)."""
-  path = epath.Path(path)
-  raw = data.encode() if isinstance(data, str) else data
-  if is_remote(path):
-    path.write_bytes(raw)
-    return
-  tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
-  with open(os.fspath(tmp), "wb") as f:
-    f.write(raw)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(os.fspath(tmp), os.fspath(path))
-
-
 # ------------------------------------------------------------------ lock
+
 
 def _pid_alive(pid: int) -> bool:
   try:
@@ -113,8 +110,11 @@ class WorkdirLock:
     self.held = False
 
   def _info(self) -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
   def _create(self) -> bool:
     text = json.dumps(self._info())
@@ -145,10 +145,16 @@ class WorkdirLock:
         return self
       holder = self._holder()
       pid, host = holder.get("pid"), holder.get("host", "?")
-      if (isinstance(pid, int) and host == socket.gethostname() and pid != os.getpid()
-          and not _pid_alive(pid)):
-        self.log(f"workdir {self.workdir}: taking over the lock of PID {pid} on {host}, "
-                 f"which is no longer running")
+      if (
+          isinstance(pid, int)
+          and host == socket.gethostname()
+          and pid != os.getpid()
+          and not _pid_alive(pid)
+      ):
+        self.log(
+            f"workdir {self.workdir}: taking over the lock of PID {pid} on {host}, "
+            f"which is no longer running"
+        )
         try:
           self.path.unlink()
         except FileNotFoundError:
@@ -160,9 +166,11 @@ class WorkdirLock:
       raise WorkdirInUseError(
           f"workdir {self.workdir} is in use by PID {pid} on {host} (since "
           f"{holder.get('started', '?')}); wait for that job, use another --workdir, or "
-          f"delete {self.path} if that job is gone")
-    raise WorkdirInUseError(f"cannot lock workdir {self.workdir}: {self.path} keeps "
-                            f"reappearing or is unreadable")
+          f"delete {self.path} if that job is gone"
+      )
+    raise WorkdirInUseError(
+        f"cannot lock workdir {self.workdir}: {self.path} keeps " f"reappearing or is unreadable"
+    )
 
   def release(self) -> None:
     if self.held:
@@ -181,6 +189,7 @@ class WorkdirLock:
 
 
 # ---------------------------------------------------------------- config
+
 
 def config_to_dict(config: ConfigDict) -> dict[str, Any]:
   """The resolved config as plain JSON-able data (tuples become lists)."""
@@ -202,17 +211,34 @@ def _to_config(data: dict[str, Any]) -> ConfigDict:
   return out
 
 
+def _with_base_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+  """``saved`` plus every field of ``defaults`` it lacks (recursively)."""
+  out = dict(saved)
+  for key, value in defaults.items():
+    if key not in out:
+      out[key] = value
+    elif isinstance(value, dict) and isinstance(out[key], dict):
+      out[key] = _with_base_defaults(out[key], value)
+  return out
+
+
 def read_config(workdir: Any) -> ConfigDict:
-  """``<workdir>/config.json`` as a ConfigDict (lists back to tuples)."""
+  """``<workdir>/config.json`` as a ConfigDict (lists back to tuples).
+
+  Fields the run's file lacks (written by an older version) take the base
+  config's defaults (``deocc_jax/configs/base.py``), the values the code used
+  for them then."""
   path = as_path(workdir) / CONFIG_FILE
   if not path.exists():
-    raise FileNotFoundError(f"{path} not found: pass --config (the run's config file and "
-                            f"overrides), or point --workdir at a run started by this version")
+    raise FileNotFoundError(
+        f"{path} not found: pass --config (the run's config file and "
+        f"overrides), or point --workdir at a run started by this version"
+    )
   try:
     data = json.loads(path.read_text())
   except ValueError as e:
     raise WorkdirError(f"{path} is not valid JSON ({e})") from e
-  return _to_config(data)
+  return _to_config(_with_base_defaults(data, config_to_dict(base_config.get_config())))
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -226,14 +252,19 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def config_diff(old: dict[str, Any], new: dict[str, Any],
-                may_change: Iterable[str] = RESUME_MAY_CHANGE) -> list[tuple[str, Any, Any]]:
+def config_diff(
+    old: dict[str, Any], new: dict[str, Any], may_change: Iterable[str] = RESUME_MAY_CHANGE
+) -> list[tuple[str, Any, Any]]:
   """(key, old, new) of the fields present in both that differ, except ``may_change``."""
   import fnmatch
+
   a, b = _flatten(old), _flatten(new)
   pats = tuple(may_change)
-  return [(k, a[k], b[k]) for k in sorted(set(a) & set(b))
-          if a[k] != b[k] and not any(fnmatch.fnmatchcase(k, p) for p in pats)]
+  return [
+      (k, a[k], b[k])
+      for k in sorted(set(a) & set(b))
+      if a[k] != b[k] and not any(fnmatch.fnmatchcase(k, p) for p in pats)
+  ]
 
 
 def differences(workdir: Any, config: ConfigDict) -> str:
@@ -259,17 +290,23 @@ def check_config(workdir: Any, config: ConfigDict) -> None:
     raise ConfigMismatchError(
         f"a resume of {as_path(workdir)} with a config that changes shapes or data: "
         f"{shown}; use the run's config ({as_path(workdir) / CONFIG_FILE}) or another "
-        f"--workdir")
+        f"--workdir"
+    )
 
 
 def warn_if_different(workdir: Any, config: ConfigDict) -> None:
   """For readers (evaluate / infer) given ``--config``: one warning line on
   stderr if it differs from the run's config.json (the given one is used)."""
   import sys
+
   shown = differences(workdir, config)
   if shown:
-    print(f"warning: --config differs from {as_path(workdir) / CONFIG_FILE} (the run's "
-          f"config; omit --config to use it): {shown}", file=sys.stderr, flush=True)
+    print(
+        f"warning: --config differs from {as_path(workdir) / CONFIG_FILE} (the run's "
+        f"config; omit --config to use it): {shown}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def write_config(workdir: Any, config: ConfigDict) -> epath.Path:
@@ -283,6 +320,7 @@ def write_config(workdir: Any, config: ConfigDict) -> epath.Path:
 
 # ------------------------------------------------------------ validation
 
+
 def _walk(config: ConfigDict, prefix: str = ""):
   for k in config.keys():
     v = config[k]
@@ -293,8 +331,7 @@ def _walk(config: ConfigDict, prefix: str = ""):
 
 
 def validate_config(config: ConfigDict) -> None:
-  """Value checks every run needs, naming the key (a ``WorkdirError``)."""
-  from deocc_jax.training.stages import ConfigError
+  """Value checks every run needs, naming the key (a ``ConfigError``)."""
   positive = ("batch_size", "log_every", "checkpoint_every")
   non_negative = ("num_steps", "sample_every", "worker_count", "max_shift_px")
   for key, leaf, v in _walk(config):

@@ -38,6 +38,8 @@ import chex
 import flax.linen as nn
 import jax.numpy as jnp
 
+from deocc_jax.models.resnet_parts import ProjectionShortcut, inference_batch_norm
+
 __all__ = [
     "ARCFACE_INPUT_SIZE",
     "ARCFACE_MEAN",
@@ -61,8 +63,6 @@ IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
     "iresnet200": (6, 26, 60, 6),
 }
 IRESNET_WIDTHS: tuple[int, int, int, int] = (64, 128, 256, 512)
-_BN_EPS = 1e-5
-_BN_MOMENTUM = 0.9  # Flax convention (1 - PyTorch 0.1); unused at inference.
 
 
 def preprocess(rgb_uint8: Any) -> jnp.ndarray:
@@ -72,14 +72,16 @@ def preprocess(rgb_uint8: Any) -> jnp.ndarray:
   return (x - 127.5) / 127.5
 
 
-def _bn(name: str, dtype: Any) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=True, momentum=_BN_MOMENTUM, epsilon=_BN_EPS,
-                      dtype=dtype, name=name)
-
-
 def _conv3x3(features: int, stride: int, dtype: Any, name: str) -> nn.Conv:
-  return nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
-                 use_bias=False, dtype=dtype, name=name)
+  return nn.Conv(
+      features,
+      (3, 3),
+      strides=(stride, stride),
+      padding=((1, 1), (1, 1)),
+      use_bias=False,
+      dtype=dtype,
+      name=name,
+  )
 
 
 class PReLU(nn.Module):
@@ -93,21 +95,6 @@ class PReLU(nn.Module):
     return jnp.where(x >= 0, x, a.astype(self.dtype) * x)
 
 
-class _Downsample(nn.Module):
-  """``nn.Sequential(conv1x1(stride), BN)``: children ``"0"``, ``"1"``."""
-
-  features: int
-  stride: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    s = self.stride
-    x = nn.Conv(self.features, (1, 1), strides=(s, s), padding="VALID", use_bias=False,
-                dtype=self.dtype, name="0")(x)
-    return _bn("1", self.dtype)(x)
-
-
 class IBasicBlock(nn.Module):
   """``bn1 -> conv1 -> bn2 -> prelu -> conv2(stride) -> bn3`` + shortcut."""
 
@@ -119,14 +106,17 @@ class IBasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     d = self.dtype
-    out = _bn("bn1", d)(x)
+    out = inference_batch_norm("bn1", d)(x)
     out = _conv3x3(self.planes, 1, d, "conv1")(out)
-    out = _bn("bn2", d)(out)
+    out = inference_batch_norm("bn2", d)(out)
     out = PReLU(d, name="prelu")(out)
     out = _conv3x3(self.planes, self.stride, d, "conv2")(out)
-    out = _bn("bn3", d)(out)
-    identity = (_Downsample(self.planes, self.stride, d, name="downsample")(x)
-                if self.downsample else x)
+    out = inference_batch_norm("bn3", d)(out)
+    identity = (
+        ProjectionShortcut(self.planes, self.stride, d, name="downsample")(x)
+        if self.downsample
+        else x
+    )
     chex.assert_equal_shape([out, identity])
     return out + identity
 
@@ -141,8 +131,9 @@ class _Layer(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     for i in range(self.blocks):
-      x = IBasicBlock(self.planes, 2 if i == 0 else 1, downsample=i == 0, dtype=self.dtype,
-                      name=str(i))(x)
+      x = IBasicBlock(
+          self.planes, 2 if i == 0 else 1, downsample=i == 0, dtype=self.dtype, name=str(i)
+      )(x)
     return x
 
 
@@ -176,14 +167,14 @@ class IResNet(nn.Module):
     n, d = x.shape[0], self.dtype
     x = x.astype(d)
     x = _conv3x3(int(self.widths[0]), 1, d, "conv1")(x)
-    x = _bn("bn1", d)(x)
+    x = inference_batch_norm("bn1", d)(x)
     x = PReLU(d, name="prelu")(x)
     for i, (blocks, width) in enumerate(zip(self.layers, self.widths)):
       x = _Layer(int(width), int(blocks), d, name=f"layer{i + 1}")(x)
-    x = _bn("bn2", d)(x)
+    x = inference_batch_norm("bn2", d)(x)
     # torch.flatten on NCHW: channel-major order.
     x = jnp.transpose(x, (0, 3, 1, 2)).reshape(n, -1)
     x = nn.Dense(self.num_features, dtype=d, name="fc")(x)
-    x = _bn("features", d)(x)
+    x = inference_batch_norm("features", d)(x)
     chex.assert_shape(x, (n, self.num_features))
     return {"embedding": x.astype(jnp.float32)}

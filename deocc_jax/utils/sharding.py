@@ -36,8 +36,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def fsdp_spec(shape: tuple[int, ...], n: int, min_size: int = 2**14,
-              axis: str = DATA_AXIS) -> P:
+def fsdp_spec(shape: tuple[int, ...], n: int, min_size: int = 2**14, axis: str = DATA_AXIS) -> P:
   """Shards the largest dimension divisible by ``n`` (small arrays replicated)."""
   if int(np.prod(shape, dtype=np.int64)) < min_size or n == 1:
     return P()
@@ -49,8 +48,9 @@ def fsdp_spec(shape: tuple[int, ...], n: int, min_size: int = 2**14,
   return P()
 
 
-def state_shardings(abstract_state: Any, mesh: Mesh, fsdp: bool = False,
-                    axis: str = DATA_AXIS) -> Any:
+def state_shardings(
+    abstract_state: Any, mesh: Mesh, fsdp: bool = False, axis: str = DATA_AXIS
+) -> Any:
   """NamedShardings for a pytree of arrays / ShapeDtypeStructs."""
   n = mesh.shape[axis]
 
@@ -58,11 +58,13 @@ def state_shardings(abstract_state: Any, mesh: Mesh, fsdp: bool = False,
     shape = tuple(getattr(x, "shape", ()))
     spec = fsdp_spec(shape, n, axis=axis) if fsdp else P()
     return NamedSharding(mesh, spec)
+
   return jax.tree_util.tree_map(one, abstract_state)
 
 
-def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh,
-                         axis: str = DATA_AXIS) -> dict[str, jax.Array]:
+def host_batch_to_global(
+    batch: dict[str, np.ndarray], mesh: Mesh, axis: str = DATA_AXIS
+) -> dict[str, jax.Array]:
   """Assembles the global batch from each host's local part.
 
   Every host passes its own ``batch_size / process_count`` examples (numpy);
@@ -76,7 +78,9 @@ def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh,
     if v.ndim == 0:
       raise ValueError(f"batch[{k!r}] is a scalar; every batch entry needs a batch axis")
     if v.shape[0] % n_local:
-      raise ValueError(f"batch[{k!r}] has {v.shape[0]} examples on this host, not "
-                       f"divisible by its {n_local} local devices")
+      raise ValueError(
+          f"batch[{k!r}] has {v.shape[0]} examples on this host, not "
+          f"divisible by its {n_local} local devices"
+      )
     out[k] = jax.make_array_from_process_local_data(sharding, v)
   return out

@@ -1,0 +1,256 @@
+"""The evaluation's tables and plots (Markdown / CSV / PNG under ``results/``),
+from the results of :mod:`deocc_jax.evaluation.evaluator`; the file list is in
+:mod:`deocc_jax.evaluation.job`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from etils import epath
+
+from deocc_jax.evaluation import identification, protocols, report
+from deocc_jax.evaluation.evaluator import CATEGORY_INPUTS, INPUTS, Evaluator
+from deocc_jax.evaluation.models import Models
+
+
+def _pm(s: dict[str, float]) -> tuple[float, float]:
+  return 100 * s["accuracy"], 100 * s["accuracy_std"]
+
+
+def write_verification(
+    res: dict[str, Any], vs: protocols.VerificationSet, models: Models, out_dir: str, plots: bool
+) -> None:
+  name = vs.name
+  mix = res["results"][protocols.MIXTURE]
+  rows = []
+  for r, per in mix.items():
+    for kind, s in per.items():
+      o, b = s["one"], s["both"]
+      rows.append(
+          {
+              "recognizer": models.display(r),
+              "input": INPUTS[kind],
+              "one": _pm(o),
+              "both": _pm(b),
+              "auc": o["auc"],
+              "eer": o["eer"],
+              "tar3": o["tar@far=0.001"],
+              "tar4": o["tar@far=0.0001"],
+          }
+      )
+  head = (
+      f"Verification on {name}: {len(vs.clean)} faces, {vs.num_pairs} pairs in 10 folds; "
+      "occluders from every category (mixture), on the second face of each pair (one) or "
+      "on both; accuracy = mean ± std over folds at the threshold chosen on the other 9. "
+      f"AUC / EER / TAR@FAR with one face masked. Identities: {vs.identities or 'unstated'}."
+  )
+  report.write_table(
+      rows,
+      [
+          ("recognizer", "recognizer"),
+          ("input", "input"),
+          ("one", "acc. % (one masked)"),
+          ("both", "acc. % (both masked)"),
+          ("auc", "AUC"),
+          ("eer", "EER"),
+          ("tar3", "TAR@FAR=1e-3"),
+          ("tar4", "TAR@FAR=1e-4"),
+      ],
+      os.path.join(out_dir, f"verification_{name}"),
+      title=head,
+      float_format="{:.4f}",
+  )
+  # Table 2 / Fig. 4 shape: recogniser x completion method.
+  kinds = [k for k in INPUTS if any(k in per for per in mix.values())]
+  t2 = [
+      {
+          "recognizer": models.display(r),
+          **{k: _pm(per[k]["one"]) if k in per else None for k in kinds},
+      }
+      for r, per in mix.items()
+  ]
+  report.write_table(
+      t2,
+      [("recognizer", "recognizer")] + [(k, INPUTS[k]) for k in kinds],
+      os.path.join(out_dir, f"table2_{name}"),
+      title=f"Accuracy (%) on {name} by input (one face masked; mixture). "
+      f"Identities: {vs.identities or 'unstated'}.",
+  )
+  # Every comparison as a per-fold paired difference (same pairs, same folds).
+  for side in ("one", "both"):
+    prow = [
+        {
+            "a": f"{models.display(c['a'][0])}, {INPUTS[c['a'][1]]}",
+            "b": f"{models.display(c['b'][0])}, {INPUTS[c['b'][1]]}",
+            "diff": (c["mean"], c["std"]),
+            "positive": f"{c['positive']} / {c['folds']}",
+        }
+        for c in res["paired"][side]
+    ]
+    report.write_table(
+        prow,
+        [
+            ("a", "A"),
+            ("b", "B"),
+            ("diff", "A - B (points, mean ± std over folds)"),
+            ("positive", "folds A > B"),
+        ],
+        os.path.join(out_dir, f"paired_{name}_{side}"),
+        title=f"Per-fold paired differences of verification accuracy on {name}, "
+        f"{side} face(s) masked (mixture; same pairs and folds for A and B). "
+        f"Identities: {vs.identities or 'unstated'}.",
+    )
+  # TAR@FAR=1e-3 in Table 2's shape (next to its accuracies).
+  t2t = [
+      {
+          "recognizer": models.display(r),
+          **{k: 100 * per[k]["one"]["tar@far=0.001"] if k in per else None for k in kinds},
+      }
+      for r, per in mix.items()
+  ]
+  report.write_table(
+      t2t,
+      [("recognizer", "recognizer")] + [(k, INPUTS[k]) for k in kinds],
+      os.path.join(out_dir, f"tar_{name}"),
+      title=f"TAR (%) at FAR=1e-3 on {name} by input (one face masked; mixture). "
+      f"Identities: {vs.identities or 'unstated'}.",
+  )
+  for side in ("one", "both"):
+    cat_rows = []
+    for r in models.recognizers:
+      for kind in CATEGORY_INPUTS:
+        row = {"recognizer": models.display(r), "input": INPUTS[kind]}
+        for cond in res["results"]:
+          s = res["results"][cond].get(r, {}).get(kind)
+          row[cond] = _pm(s[side]) if s else None
+        if any(v is not None for k, v in row.items() if k not in ("recognizer", "input")):
+          cat_rows.append(row)
+    conds = list(res["results"])
+    report.write_table(
+        cat_rows,
+        [("recognizer", "recognizer"), ("input", "input")] + [(c, c) for c in conds],
+        os.path.join(out_dir, f"by_category_{name}_{side}"),
+        title=f"Accuracy (%) on {name} per mask category, {side} face(s) masked. "
+        f"Identities: {vs.identities or 'unstated'}.",
+    )
+  if plots:
+    report.plot_roc_curves(
+        res["roc"],
+        os.path.join(out_dir, f"roc_{name}.png"),
+        title=f"ROC on {name} (one face masked, mixture)",
+    )
+    report.plot_grouped_bars(
+        {
+            models.display(r): {
+                INPUTS[k]: per[k]["one"]["accuracy"] * 100 for k in kinds if k in per
+            }
+            for r, per in mix.items()
+        },
+        os.path.join(out_dir, f"accuracy_{name}.png"),
+        title=f"Verification accuracy on {name} (one face masked)",
+        ylabel="accuracy (%)",
+    )
+
+
+def write_identification(
+    res: dict[str, Any], ids: protocols.IdentificationSet, models: Models, out_dir: str, plots: bool
+) -> None:
+  name = ids.name
+  cols, rows = [("recognizer", "recognizer")], []
+  subsets = list(ids.probes)
+  for subset in subsets:
+    for kind in INPUTS:
+      if any(kind in res[r][subset] for r in res):
+        cols.append((f"{subset}|{kind}", f"{subset.split()[0]} {INPUTS[kind]}"))
+  for r in res:
+    row: dict[str, Any] = {"recognizer": models.display(r)}
+    for key, _ in cols[1:]:
+      subset, kind = key.split("|")
+      s = res[r][subset].get(kind)
+      row[key] = 100 * s["rank1"] if s else None
+    rows.append(row)
+  n_probes = {s: len(v) for s, v in ids.probe_labels.items()}
+  report.write_table(
+      rows,
+      cols,
+      os.path.join(out_dir, f"identification_{name}"),
+      title=(
+          f"Rank-1 identification (%) on {name}: gallery {len(ids.gallery)} "
+          f"clean faces of {len(np.unique(ids.gallery_labels))} identities; "
+          f"probes {n_probes}. Identities: {ids.identities or 'unstated'}."
+      ),
+  )
+  curves = {
+      f"{models.display(r)}, {s.split()[0]}, {INPUTS[k]}": np.asarray(v["cmc"])
+      for r in res
+      for s in subsets
+      for k, v in res[r][s].items()
+      if k in ("masked", "completed_predicted", "completed")
+  }
+  report.write_text(
+      f"CMC on {name} (rank-k identification, %). Identities: "
+      f"{ids.identities or 'unstated'}.\n\n" + identification.format_cmc_table(curves) + "\n",
+      os.path.join(out_dir, f"cmc_{name}.md"),
+  )
+  if plots:
+    report.plot_cmc_curves(curves, os.path.join(out_dir, f"cmc_{name}.png"), title=f"CMC on {name}")
+
+
+def write_segmentation(res: dict[str, dict[str, float]], out_dir: str) -> None:
+  rows = [{"set": s, "condition": c, "iou": v} for s, per in res.items() for c, v in per.items()]
+  report.write_table(
+      rows,
+      [("set", "evaluation set"), ("condition", "occlusion condition"), ("iou", "IoU")],
+      os.path.join(out_dir, "segmentation_iou"),
+      title="Occlusion segmenter (blind de-occlusion): IoU of the predicted "
+      "mask with the true mask, over all pixels of each condition",
+      float_format="{:.3f}",
+  )
+
+
+# ------------------------------------------------------------------- plots
+
+
+def write_completion_grid(
+    ev: Evaluator, vs: protocols.VerificationSet, out_dir: str, n: int = 8
+) -> None:
+  view = vs.views[protocols.MIXTURE]
+  cols: dict[str, np.ndarray] = {
+      "clean": vs.clean[:n],
+      "masked": view.masked[:n],
+      "mask": view.mask[:n],
+  }
+  if ev.models.segment is not None:
+    cols["predicted mask"] = ev.predicted_mask(view)[:n]
+  for kind in ("mean_fill", "diffusion_fill", "completed_predicted", "completed", "completed_noca"):
+    if ev.available(view, kind):
+      cols[INPUTS[kind]] = ev.images(view, kind)[:n]
+  scale = max(1, 96 // vs.clean.shape[1])  # nearest-neighbour zoom: small faces stay visible
+  cols = {k: np.repeat(np.repeat(v, scale, axis=1), scale, axis=2) for k, v in cols.items()}
+  report.write_completion_grid(
+      cols, os.path.join(out_dir, f"completions_{vs.name}.png"), max_rows=n
+  )
+
+
+def write_training_curves(workdir: str, out_dir: str) -> None:
+  series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+  wanted = {
+      "teacher": ["loss/arcface"],
+      "deocclusion": ["loss/reconstruction", "loss/d_global"],
+      "distill_hard": ["loss/total"],
+      "distill_soft": ["loss/total"],
+      "finetune_arcface": ["loss/arcface"],
+      "segmentation": ["loss/bce"],
+  }
+  for stage, keys in wanted.items():
+    path = os.path.join(workdir, stage, "logs", "metrics.jsonl")
+    if not epath.Path(path).exists():
+      continue
+    for k, v in report.read_metric_series(path, keys).items():
+      series.setdefault(k, {})[stage] = v
+  if series:
+    report.plot_loss_curves(
+        series, os.path.join(out_dir, "training_losses.png"), title="Training losses per stage"
+    )
