@@ -1,10 +1,13 @@
 """A tiny trained run of every stage (a few steps each), shared by the
 evaluation and inference tests: real checkpoints in the real layout, fast."""
 
-import os
-import sys
+import numpy as np
 
-from deocc_jax.configs import base as synthetic  # noqa: E402  (configs/synthetic.py's body)
+from deocc_jax.configs import base as synthetic  # configs/synthetic.py's body
+from deocc_jax.data import masks as masks_lib
+from deocc_jax.data import pipeline
+
+RESOLUTION = 32  # the tiny run's face size (the base config's)
 
 TINY_STAGES = (
     "teacher",
@@ -46,3 +49,20 @@ def make_tiny_run(workdir):
   c = tiny_config()
   main_lib.run(c, str(workdir))
   return c
+
+
+def held_out_source() -> pipeline.SyntheticSplitSource:
+  """The tiny run's 'test' split (identities no model of the run trained on)."""
+  c = tiny_config()
+  assert int(c.data.resolution) == RESOLUTION
+  return pipeline.SyntheticSplitSource.create(
+      "test", int(c.data.identities), int(c.data.images_per_identity), RESOLUTION, int(c.data.seed)
+  )
+
+
+def occluded(rec, seed=0, category="simple"):
+  """(occluded uint8 image, (H, W) binary mask) of a record, as the evaluation occludes."""
+  occ = masks_lib.synthesize_occlusion(
+      np.random.default_rng(seed), rec["landmarks"], rec["face_region"], category=category
+  )
+  return masks_lib.composite(rec["image"], occ), (occ.mask > 0.5)

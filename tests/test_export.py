@@ -13,17 +13,20 @@ import pytest
 
 from deocc_jax import export as export_lib
 from deocc_jax import inference, serving
-from deocc_jax.data import alignment, masks as masks_lib, pipeline
+from deocc_jax.data import alignment, pipeline
 from deocc_jax.utils import face_geometry as geo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RES = 32
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _tiny_run  # noqa: E402
+
+RES = _tiny_run.RESOLUTION
 KEY = "student_soft"
 
 
 @pytest.fixture(scope="module")
 def source():
-  return pipeline.SyntheticSplitSource.create("test", 200, 4, RES, 0)
+  return _tiny_run.held_out_source()
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +52,6 @@ def exported(tiny_run, fr, tmp_path_factory):
 
 def _faces(source, idx):
   return [source[i]["image"] for i in idx]
-
-
-def _occluded(rec, seed):
-  occ = masks_lib.synthesize_occlusion(
-      np.random.default_rng(seed), rec["landmarks"], rec["face_region"], category="simple"
-  )
-  return masks_lib.composite(rec["image"], occ), (occ.mask > 0.5)
 
 
 # ------------------------------------------------------------------ fast: no run needed
@@ -164,7 +160,7 @@ def test_jax_export_matches_face_recognizer(exported, fr, source):
   folder, _ = exported
   rec = serving.ExportedRecognizer(folder)
   imgs = _faces(source, range(7))
-  occluded, mask = _occluded(source[2], seed=3)
+  occluded, mask = _tiny_run.occluded(source[2], seed=3)
   imgs[2] = occluded
   masks = [None] * 7
   masks[2] = mask
@@ -204,7 +200,7 @@ def test_onnx_parity_with_jax(exported, fr, source):
 
   models = fr.models
   x = np.stack([fr.load_face(im) for im in _faces(source, range(5))])
-  occluded, mask = _occluded(source[4], seed=1)
+  occluded, mask = _tiny_run.occluded(source[4], seed=1)
   x[4] = fr.load_face(occluded)
   m = np.zeros(x.shape[:3] + (1,), np.float32)
   m[4, ..., 0] = mask

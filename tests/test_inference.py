@@ -10,12 +10,15 @@ import pytest
 from PIL import Image
 
 from deocc_jax import inference
-from deocc_jax.data import alignment, masks as masks_lib, pipeline
+from deocc_jax.data import alignment, pipeline
 from deocc_jax.data.dataset_formats import DatasetFormatError
 from deocc_jax.utils import face_geometry as geo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RES = 32
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _tiny_run  # noqa: E402
+
+RES = _tiny_run.RESOLUTION
 KEY = "student_soft"
 
 
@@ -24,7 +27,7 @@ KEY = "student_soft"
 
 @pytest.fixture(scope="module")
 def source():
-  return pipeline.SyntheticSplitSource.create("test", 200, 4, RES, 0)
+  return _tiny_run.held_out_source()
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +65,6 @@ def _save(path, array):
   return str(path)
 
 
-def _occluded(rec, seed=0, category="simple"):
-  """(occluded uint8 image, (H, W) binary mask) as the evaluation's _occlude."""
-  occ = masks_lib.synthesize_occlusion(
-      np.random.default_rng(seed), rec["landmarks"], rec["face_region"], category=category
-  )
-  return masks_lib.composite(rec["image"], occ), (occ.mask > 0.5)
-
-
 def _cos64(a, b):
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
@@ -105,7 +100,7 @@ def test_verify_matches_independent_computation(fr, models, tiny_run, source):
 
 def test_given_mask_is_used_and_predicted_mask_reported(fr, models, source, tmp_path):
   rec = source[2]
-  occluded, mask = _occluded(rec, seed=3)
+  occluded, mask = _tiny_run.occluded(rec, seed=3)
   assert 0.02 < mask.mean() < 0.6
   clean = source[3]["image"]
   v = fr.verify(occluded, clean, mask_a=mask)
@@ -136,7 +131,7 @@ def test_given_mask_is_used_and_predicted_mask_reported(fr, models, source, tmp_
 
 def test_without_generator_faces_are_embedded_as_they_are(light, source):
   assert light.input_kind == "masked"
-  occluded, mask = _occluded(source[4], seed=1)
+  occluded, mask = _tiny_run.occluded(source[4], seed=1)
   p = light.prepare([light.load(occluded, mask=mask)])
   assert p.mask_sources == ("given",)
   np.testing.assert_array_equal(p.completed[0], pipeline.to_unit_range(occluded))
@@ -254,7 +249,7 @@ def test_identify_matches_brute_force(fr, gallery_dir, source, tmp_path):
   npz = tmp_path / "g.npz"
   g = fr.embed_folder(gallery_dir, str(npz))
   probes = [source[ident * 4 + 3]["image"] for ident in (0, 2, 4)]
-  probes.append(_occluded(source[5], seed=7)[0])
+  probes.append(_tiny_run.occluded(source[5], seed=7)[0])
   res = fr.identify(probes, str(npz), top_k=3)
   assert fr.identify(probes, gallery_dir, top_k=3) == res  # folder == its .npz
   p = fr.embed(probes)
@@ -300,8 +295,6 @@ def test_bad_inputs(light, tmp_path, source):
 
 
 def test_missing_calibration(tmp_path):
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import _tiny_run
 
   with pytest.raises(FileNotFoundError, match=r"python -m deocc_jax\.evaluate"):
     inference.FaceRecognizer.from_run(_tiny_run.tiny_config(), str(tmp_path))
@@ -326,7 +319,7 @@ def _cli(*args, workdir):
 
 def test_cli(fr, tiny_run, source, gallery_dir, tmp_path):
   _, workdir = tiny_run
-  occluded, mask = _occluded(source[2], seed=3)
+  occluded, mask = _tiny_run.occluded(source[2], seed=3)
   a = _save(tmp_path / "a.png", occluded)
   b = _save(tmp_path / "b.png", source[3]["image"])
   m = _save(tmp_path / "a_mask.png", (mask * 255).astype(np.uint8))

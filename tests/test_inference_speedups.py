@@ -16,6 +16,8 @@ from deocc_jax.data import alignment
 from deocc_jax.teachers import api
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _tiny_run  # noqa: E402
 
 
 def _rotation(theta: float, scale: float, tx: float, ty: float) -> np.ndarray:
@@ -144,10 +146,8 @@ def test_read_pairs_file(tmp_path):
 def test_from_run_without_config_and_pairs_file_cli(tiny_run, tmp_path):
   """from_run(workdir) reads WORKDIR/config.json; `verify --pairs_file` scores
   every pair in one process, equal to verify() pair by pair."""
-  from deocc_jax.data import pipeline
-
   _, workdir = tiny_run
-  source = pipeline.SyntheticSplitSource.create("test", 200, 4, 32, 0)
+  source = _tiny_run.held_out_source()
   paths = []
   for i in range(5):
     p = tmp_path / f"f{i}.png"
