@@ -136,15 +136,16 @@ def restore_models(
   if "teacher" in wanted:
     rec["teacher"] = lambda x, t=teacher: t.apply(t.params, x)["embedding"]
 
-  completions: dict[str, Any] = {}
-  g = None
-  for stage in ("deocclusion", "deocclusion_noca"):
-    if _has_checkpoints(workdir, stage):
-      params = restore(stage)
-      g = params if stage == "deocclusion" else g
-      completions[stage] = deocclusion_stage.complete_fn(
-          stages.deocclusion_section(config, stage), params
-      )
+  generators = {
+      s.name: restore(s.name)
+      for s in registry.of_role("generator")
+      if _has_checkpoints(workdir, s.name)
+  }
+  completions = {
+      name: deocclusion_stage.complete_fn(stages.deocclusion_section(config, name), params)
+      for name, params in generators.items()
+  }
+  g = generators.get("deocclusion")
   segment = None
   if _has_checkpoints(workdir, "segmentation") and "segmentation" in config:
     segment = restore("segmentation")

@@ -36,7 +36,11 @@ class Stage:
   # (the tables list recognisers in this table's order)
   recognizer: str = ""  # role 'recognizer' / 'teacher': the tables' key ...
   display: str = ""  # ... and display name
-  kwargs: tuple[tuple[str, Any], ...] = ()  # extra runner / restorer arguments
+  kwargs: tuple[tuple[str, Any], ...] = ()  # extra runner arguments
+
+  def __post_init__(self) -> None:
+    if self.role not in ROLES:
+      raise ValueError(f"stage {self.name!r}: role {self.role!r} is not one of {ROLES}")
 
   def run(self, config: ConfigDict, workdir: str) -> None:
     resolve(self.runner)(config, workdir, **dict(self.kwargs))
