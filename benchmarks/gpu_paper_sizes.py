@@ -31,6 +31,7 @@ from ml_collections import ConfigDict
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
+from deocc_jax.configs import base  # noqa: E402
 from deocc_jax.training import deocclusion_stage, distillation_stage  # noqa: E402
 
 PEAKS_TFLOPS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0)}
@@ -59,9 +60,9 @@ def _time(step, state, batch, iters):
   return float(np.median(times)), state
 
 
-def _flops(step, state, batch) -> float | None:
+def _flops(step, state, batch, *frozen) -> float | None:
   try:
-    cost = step.lower(state, batch).compile().cost_analysis()
+    cost = step.lower(state, batch, *frozen).compile().cost_analysis()
     if isinstance(cost, list):
       cost = cost[0]
     return float(cost.get("flops", 0.0)) or None
@@ -83,11 +84,16 @@ def _batch(rng, b: int, px: int, identities: bool) -> dict[str, np.ndarray]:
   return out
 
 
-def _measure(stage: str, init_fn, step_fn, batch, dtype: str, peak, iters: int) -> dict:
-  """Step time, throughput, FLOPs and MFU of one jitted, donating step."""
+def _measure(
+    stage: str, init_fn, step_fn, batch, dtype: str, peak, iters: int, frozen=None
+) -> dict:
+  """Step time, throughput, FLOPs and MFU of one jitted, donating step
+  (``frozen``: the frozen models, the step's third argument as in training)."""
   state = jax.jit(init_fn)(jax.random.key(0))
-  step = jax.jit(step_fn, donate_argnums=(0,))
-  flops = _flops(step, state, batch)
+  jitted = jax.jit(step_fn, donate_argnums=(0,))
+  extra = () if frozen is None else (jax.device_put(frozen),)
+  flops = _flops(jitted, state, batch, *extra)
+  step = lambda s, b: jitted(s, b, *extra)  # noqa: E731
   t, _ = _time(step, state, batch, iters)
   b, px = batch["masked"].shape[:2]
   return {
@@ -102,45 +108,48 @@ def _measure(stage: str, init_fn, step_fn, batch, dtype: str, peak, iters: int) 
   }
 
 
+def _section(name: str, **fields) -> ConfigDict:
+  """A base-config section (every field the stage reads) with ``fields`` set."""
+  c = base.get_config()[name]
+  with c.unlocked():
+    c.update(fields)
+  return c
+
+
 def deocc_config(dtype: str) -> ConfigDict:
-  return ConfigDict(
-      dict(
-          cnum=32,
-          critic_cnum=64,
-          local_size=128,
-          adversarial="gan",
-          reconstruction="l1",
-          lambda_adv=0.001,
-          n_critic=1,
-          num_steps=1000,
-          dtype=dtype,
-          contextual_attention=True,
-          g_optimizer=dict(optimizer="adam", lr=1e-4, schedule="constant"),
-          d_optimizer=dict(optimizer="adam", lr=1e-4, schedule="constant"),
-      )
+  return _section(
+      "deocclusion",
+      cnum=32,
+      critic_cnum=64,
+      local_size=128,
+      adversarial="gan",
+      reconstruction="l1",
+      lambda_adv=0.001,
+      n_critic=1,
+      num_steps=1000,
+      dtype=dtype,
+      contextual_attention=True,
+      g_optimizer=dict(base.optimizer_fields(optimizer="adam", lr=1e-4, schedule="constant")),
+      d_optimizer=dict(base.optimizer_fields(optimizer="adam", lr=1e-4, schedule="constant")),
   )
 
 
 def distill_config(dtype: str) -> ConfigDict:
-  return ConfigDict(
-      dict(
-          instance="hard",
-          width=1.0,
-          small_input_stem=False,
-          use_ce=True,
-          ce_target="labels",
-          temperature=4.0,
-          lambda_i=1.0,
-          lambda_p=1.0,
-          lambda_t=2.0,
-          num_steps=1000,
-          optimizer="sgd",
-          lr=0.1,
-          momentum=0.9,
-          schedule="constant",
-          dtype=dtype,
-          angle_block_size=0,
-      )
+  return _section(
+      "distillation",
+      instance="hard",
+      width=1.0,
+      small_input_stem=False,
+      use_ce=True,
+      ce_target="labels",
+      temperature=4.0,
+      lambda_i=1.0,
+      lambda_p=1.0,
+      lambda_t=2.0,
+      num_steps=1000,
+      **base.optimizer_fields(optimizer="sgd", lr=0.1, momentum=0.9, schedule="constant"),
+      dtype=dtype,
+      angle_block_size=0,
   )
 
 
@@ -197,7 +206,6 @@ def main():
         512,
         8631,
         px,
-        {"teacher": t_params, "generator": g_params},
     )
     rows.append(
         _measure(
@@ -208,6 +216,7 @@ def main():
             dtype,
             peak,
             args.iters,
+            frozen={"teacher": t_params, "generator": g_params},
         )
     )
   lines = [

@@ -1,6 +1,6 @@
 """Evaluation job: ``python -m deocc_jax.evaluate --config=configs/<name>.py --workdir=DIR``.
 
-Restores the run's checkpoints (``--checkpoint=latest|best|STEP`` or per stage,
+Loads the run's trained artefacts (``--checkpoint=latest|best|STEP`` or per stage,
 ``latest,distill_soft=best``) onto however many devices / hosts this job has,
 extracts embeddings sharded over them, and writes the paper's tables, plots
 and the inference calibration to ``--results_dir`` (default

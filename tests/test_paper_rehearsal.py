@@ -16,6 +16,7 @@ from deocc_jax.data import dataset_formats as formats
 from deocc_jax.data import real_datasets as rd
 from deocc_jax.data import rehearsal
 from deocc_jax.evaluation import evaluator
+from deocc_jax.training import artefacts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -153,6 +154,7 @@ def check_rehearsal_outputs(work, outs):
   assert len(rows) == 2 and [r[1] for r in rows] == ["1", "1"], rows
   # Every trained stage of paper_celeba ran, in 2 processes of 4 devices: its
   # checkpoint says so and holds one data-iterator position per process.
+  resolutions = set()
   for stage in (
       "deocclusion",
       "deocclusion_noca",
@@ -172,3 +174,11 @@ def check_rehearsal_outputs(work, outs):
         "process_0-of-2.json",
         "process_1-of-2.json",
     ], stage
+    # ... and its trained artefact of that step, gathered from both processes
+    a = artefacts.read(work, stage)
+    assert a.step == steps[-1] and a.facts["stage"] == stage, stage
+    resolutions.add(a.facts["resolution"])
+    if stage in ("distill_hard", "distill_soft", "finetune_arcface"):
+      assert a.facts["teacher"]["kind"] == "converted", (stage, a.facts["teacher"])
+  assert len(resolutions) == 1, resolutions
+  assert artefacts.read(work, "finetune_arcface").kind == "finetuned"

@@ -67,6 +67,6 @@ def test_bad_config_values_name_the_key(tmp_path):
   c = tiny_config()
   c.stages = ("distill_soft",)
   with pytest.raises(
-      FileNotFoundError, match="stage 'teacher' has no checkpoints .* run that " "stage first"
+      FileNotFoundError, match="stage 'teacher' has no trained artefacts .* run that " "stage first"
   ):
     main_lib.run(c, str(tmp_path / "empty"))  # earlier stages never ran

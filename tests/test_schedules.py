@@ -108,7 +108,7 @@ def test_stage_runners_use_the_resolved_schedule(monkeypatch):
       "make_source",
       lambda config, split: type("S", (), {"__len__": lambda self: N, "num_classes": 10})(),
   )
-  monkeypatch.setattr(stages, "restore_generator", lambda *a, **k: ({}, 0))
+  monkeypatch.setattr(stages, "generator_params", lambda *a, **k: {})
   with pytest.raises(RuntimeError, match="stop"):
     stages.distill_fns(c, "/nonexistent", "distill_hard", None, teacher=_Teacher())
   r = seen["cfg"]

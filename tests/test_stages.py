@@ -39,17 +39,18 @@ def _batch(n=8, seed=0):
   return next(iter(loader)), src
 
 
-def _run_step(init_fn, step_fn, batch, mesh, keys):
+def _run_step(init_fn, step_fn, batch, mesh, keys, frozen=None):
   abstract = jax.eval_shape(init_fn, jax.random.key(0))
   sh = sharding.state_shardings(abstract, mesh)
   state = jax.jit(init_fn, out_shardings=sh)(jax.random.key(0))
   b = sharding.host_batch_to_global({k: batch[k] for k in keys}, mesh)
-  step = jax.jit(
-      step_fn,
-      in_shardings=(sh, sharding.data_sharding(mesh)),
-      out_shardings=(sh, sharding.replicated(mesh)),
-  )
-  new, metrics = step(state, b)
+  args, in_sh = (state, b), (sh, sharding.data_sharding(mesh))
+  if frozen is not None:  # frozen models: the step's third argument, replicated
+    f_sh = sharding.state_shardings(frozen, mesh)
+    args, in_sh = args + (sharding.put_global(frozen, f_sh),), in_sh + (f_sh,)
+  step = jax.jit(step_fn, in_shardings=in_sh, out_shardings=(sh, sharding.replicated(mesh)))
+  new, metrics = step(*args)
+  assert "frozen" not in new  # frozen models are never part of the state
   return jax.device_get(new), {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
@@ -121,10 +122,9 @@ def test_distillation_step_sharded_equals_single_device(instance, sharded_rel):
         16,
         src.num_classes,
         RES,
-        frozen,
         mesh,
     )
-    results.append(_run_step(init_fn, step_fn, batch, mesh, keys))
+    results.append(_run_step(init_fn, step_fn, batch, mesh, keys, frozen))
   _assert_same(*results, tol=2e-5)
 
 
@@ -167,13 +167,12 @@ def test_distillation_ce_on_teacher_outputs_over_teacher_classes():
       16,
       src.num_classes,
       RES,
-      frozen,
       teacher_num_classes=n_teacher,
   )
   state = init_fn(jax.random.key(0))
   assert state["params"]["classifier"]["kernel"].shape[-1] == n_teacher
   b = {k: jnp.asarray(batch[k]) for k in ("masked", "mask", "clean", "identity")}
-  _, metrics = jax.jit(step_fn)(state, b)
+  _, metrics = jax.jit(step_fn)(state, b, frozen)
   # Reference: the student's logits on the completed faces (train-mode BN, as in the step).
   student = distillation_stage.student_from_config(dc, 16, n_teacher)
   complete = deocclusion_stage.complete_fn(c.deocclusion, frozen["generator"])
@@ -211,7 +210,6 @@ def test_distillation_ce_teacher_without_classifier_is_a_clear_error():
         16,
         40,
         RES,
-        {},
         teacher_num_classes=None,
         teacher_name="teacher 'dlib'",
     )

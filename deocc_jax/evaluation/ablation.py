@@ -9,8 +9,9 @@ one student per loss setting.
 
 Every setting trains the distillation stage from the same initialisation on
 the same batches (the ``distill_hard`` seeds) with the run's teacher and
-generator, under ``<workdir>/ablation/<setting>/``, keeping a checkpoint
-every ``config.ablation.eval_every`` steps. Each checkpoint is evaluated on
+generator, under ``<workdir>/ablation/<setting>/``, keeping a checkpoint and
+its trained artefact every ``config.ablation.eval_every`` steps. Each artefact
+is evaluated on
 the held-out identities: verification accuracy (one / both faces masked, G
 completions, mixture of categories) and a **held-out distillation loss**
 -- the Eq. 16 relational terms between the teacher on clean faces and the
@@ -40,8 +41,8 @@ from deocc_jax.evaluation import job, protocols, report, verification
 from deocc_jax.evaluation.evaluator import Evaluator
 from deocc_jax.evaluation.models import Models, restore_models
 from deocc_jax.losses import distillation
-from deocc_jax.training import checkpoint as ckpt_lib
-from deocc_jax.training import distillation_stage, loop, registry, stages
+from deocc_jax.training import artefacts as art
+from deocc_jax.training import loop, registry, stages, trained_models
 
 SETTINGS: dict[str, str] = {
     "ce": "CE",
@@ -130,7 +131,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   if base.complete is None:
     raise FileNotFoundError(
         f"the ablation needs the run's generator: stage 'deocclusion' "
-        f"has no checkpoints in {workdir}"
+        f"has no trained artefacts in {workdir}"
     )
   ev = Evaluator(base, mesh, int(e.batch_size), int(e.diffusion_iters))
   held_src, held = job.held_out_source(config)  # refuses identities the models trained on
@@ -166,8 +167,11 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     run_cfg = copy.deepcopy(config)
     with run_cfg.unlocked():
       run_cfg.checkpoint.keep = max(1, num_steps // int(a.eval_every) + 1)
-    c, teacher, _, init_fn, step_fn = stages.distill_fns(
+    c, teacher, source, init_fn, step_fn, frozen = stages.distill_fns(
         run_cfg, workdir, name, mesh, over, teacher=base.teacher, generator=base.generator
+    )
+    spec = trained_models.student_spec(
+        c, config, teacher, source.num_classes, stages.data_facts(config, workdir)
     )
     batches, _ = stages.make_batches(run_cfg, c, "distill_hard")
     print(f"-- ablation setting {name}: {SETTINGS[name]}", flush=True)
@@ -180,16 +184,12 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
         registry.stage_key(config, "distill_hard"),
         mesh,
         stages.loop_config(c, ("masked", "mask", "clean", "identity"), run_cfg),
+        frozen=frozen,
+        artefact=spec,
     )
-    ck = ckpt_lib.Checkpointer(os.path.join(ab_dir, name, "checkpoints"), async_save=False)
-    steps = ck.all_steps()
-    ck.close()
     curve = []
-    for step in steps:
-      _, state = loop.restore_state(
-          ab_dir, name, init_fn, registry.stage_key(config, "distill_hard"), mesh, step
-      )
-      embed = distillation_stage.embed_fn(c, teacher.embed_dim, state)
+    for step in art.steps(ab_dir, name):
+      embed = trained_models.embedder_from(art.read(ab_dir, name, step))
       s_emb = ev.map(embed, completed, f"ablation/{name}")
       student_clean = ev.map(embed, vs.clean, f"ablation/{name}")
       one = verification.evaluate_pairs(

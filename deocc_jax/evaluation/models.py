@@ -1,13 +1,15 @@
-"""Restoring every trained model of a run for evaluation and inference.
+"""Loading every trained model of a run for evaluation and inference.
 
 ``restore_models(config, workdir, checkpoint)`` returns a :class:`Models`:
 the recognisers (teacher, fine-tuned ArcFace baseline, hard / soft students
--- those whose stages have checkpoints), the frozen generator, the occlusion
-segmenter and the mean training face, all restored onto the config's device
-mesh whatever device count wrote them.
+-- those whose stages wrote artefacts), the frozen generator, the occlusion
+segmenter and the mean training face. Everything comes from the stages'
+trained artefacts (``training/artefacts.py``: variables + facts), never from
+their training checkpoints: no optimizer, no training data; of the config
+only ``teacher`` is read, for a pretrained teacher whose stage did not run.
 
-Checkpoint selection (``--checkpoint`` / ``config.evaluate.checkpoint``):
-``latest``, ``best`` (the stage must keep checkpoints by a metric), a step
+Artefact selection (``--checkpoint`` / ``config.evaluate.checkpoint``):
+``latest``, ``best`` (the stage must rank its checkpoints by a metric), a step
 number, or per stage: ``"latest,distill_soft=best,deocclusion=400"`` (a bare
 first item is the default for the other stages).
 """
@@ -22,8 +24,8 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from deocc_jax.data.pipeline import to_unit_range
-from deocc_jax.training import deocclusion_stage, registry, stages
+from deocc_jax.training import artefacts as art
+from deocc_jax.training import registry, trained_models
 from deocc_jax.training.workdir import as_path
 
 # recogniser key -> (stage whose checkpoint holds it, display name), from the registry
@@ -62,9 +64,8 @@ def parse_checkpoint_spec(spec: str | int) -> dict[str, int | str]:
   return out
 
 
-def _has_checkpoints(workdir: str, stage: str) -> bool:
-  d = as_path(workdir) / stage / "checkpoints"
-  return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+def _has_artefacts(workdir: str, stage: str) -> bool:
+  return art.has(workdir, stage)
 
 
 @dataclasses.dataclass
@@ -78,6 +79,7 @@ class Models:
   steps: dict[str, int]  # stage -> restored step
   teacher: Any  # the api.Teacher (frozen recogniser of clean faces)
   generator: Any  # G's parameters, or None
+  facts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # stage -> facts
   # G without contextual attention (stage 'deocclusion_noca', Table 2's "GA w/o
   # attention"): (masked, mask) -> completed, or None when that stage did not run
   complete_noca: Callable[[jax.Array, jax.Array], jax.Array] | None = None
@@ -87,22 +89,6 @@ class Models:
     if key == "arcface_finetuned" and self.teacher.name != "arcface":
       return f"{self.teacher.name} fine-tuned (ArcFace loss)"  # the converted teacher
     return f"teacher ({self.teacher.name})" if key == "teacher" else name
-
-
-def mean_training_face(
-    config: ConfigDict, max_records: int = 2000
-) -> tuple[np.ndarray, np.ndarray]:
-  """(mean face (H, W, 3) in [-1, 1], mean landmarks (5, 2)) of the training split:
-  the mean-face fill's content and the crop layout inference aligns faces to."""
-  src = stages.make_source(config, "train")
-  n = min(len(src), max_records)
-  total = np.zeros(src[0]["image"].shape, np.float64)
-  lms = np.zeros((5, 2), np.float64)
-  for i in range(n):
-    rec = src[i]
-    total += to_unit_range(np.asarray(rec["image"]))
-    lms += np.asarray(rec["landmarks"], np.float64)
-  return (total / n).astype(np.float32), (lms / n).astype(np.float32)
 
 
 def restore_models(
@@ -118,60 +104,67 @@ def restore_models(
   pick = lambda stage: which.get(stage, which["*"])  # noqa: E731
   if not as_path(workdir).is_dir():
     raise FileNotFoundError(f"workdir {workdir!r} does not exist")
-  res = int(stages.require(config, "data.resolution"))
   wanted = tuple(RECOGNIZERS) if recognizers is None else tuple(recognizers)
   unknown = [r for r in wanted if r not in RECOGNIZERS]
   if unknown:
     raise ValueError(f"unknown recognizer(s) {unknown}; choose from {list(RECOGNIZERS)}")
   steps: dict[str, int] = {}
   rec: dict[str, EmbedFn] = {}
+  arrays: dict[str, np.ndarray] = {}
+  facts: dict[str, dict[str, Any]] = {}
 
   def restore(stage: str, deps: dict[str, Any] | None = None) -> Any:
     out, step = registry.get(stage).restorer()(config, workdir, pick(stage), stage, deps)
     if step is not None:
       steps[stage] = int(step)
+      facts[stage] = art.read_facts(workdir, stage, int(step))
+      if not arrays:
+        arrays.update(art.read_arrays(workdir, stage, int(step)))
     return out
-
-  teacher = restore("teacher")
-  if "teacher" in wanted:
-    rec["teacher"] = lambda x, t=teacher: t.apply(t.params, x)["embedding"]
 
   generators = {
       s.name: restore(s.name)
       for s in registry.of_role("generator")
-      if _has_checkpoints(workdir, s.name)
+      if _has_artefacts(workdir, s.name)
   }
-  completions = {
-      name: deocclusion_stage.complete_fn(stages.deocclusion_section(config, name), params)
-      for name, params in generators.items()
-  }
-  g = generators.get("deocclusion")
-  segment = None
-  if _has_checkpoints(workdir, "segmentation") and "segmentation" in config:
-    segment = restore("segmentation")
+  teacher = restore("teacher")
+  if "teacher" in wanted:
+    rec["teacher"] = lambda x, t=teacher: t.apply(t.params, x)["embedding"]
+  completions = {name: trained_models.generator_from(a) for name, a in generators.items()}
+  g = generators["deocclusion"].variables["params"] if "deocclusion" in generators else None
+  segment = restore("segmentation") if _has_artefacts(workdir, "segmentation") else None
 
   for key in wanted:
     stage = RECOGNIZERS[key][0]
     if key == "teacher":
       continue
-    if not _has_checkpoints(workdir, stage):
+    if not _has_artefacts(workdir, stage):
       if recognizers is not None:
         raise FileNotFoundError(
-            f"recognizer {key!r} needs stage {stage!r}, which has no "
-            f"checkpoints in {os.path.join(workdir, stage)}"
+            f"recognizer {key!r} needs stage {stage!r}, which has no trained artefacts "
+            f"in {os.path.join(workdir, stage, 'artefacts')}"
         )
       continue
-    rec[key] = restore(stage, {"teacher": teacher, "generator": g})
-  mean_face, mean_lm = mean_training_face(config)
+    rec[key] = restore(stage, {"teacher": teacher})
+  if not arrays:
+    raise FileNotFoundError(
+        f"{workdir}: no trained artefact holds the mean training face (no stage that trains "
+        "a model has run there)"
+    )
+  resolutions = {int(f["resolution"]) for f in facts.values() if "resolution" in f}
+  if len(resolutions) > 1:
+    raise ValueError(f"{workdir}: the artefacts disagree on the resolution: {facts}")
+  res = resolutions.pop() if resolutions else int(arrays["mean_face"].shape[0])
   return Models(
       res,
       rec,
       completions.get("deocclusion"),
       segment,
-      mean_face,
-      mean_lm,
+      arrays["mean_face"],
+      arrays["mean_landmarks"],
       steps,
       teacher,
       g,
       complete_noca=completions.get("deocclusion_noca"),
+      facts=facts,
   )

@@ -26,9 +26,10 @@ batch is one global array, and with ``sharded_relational=True`` each device
 computes its block of tuples against the all-gathered batch
 (``relational.sharded_relational_losses``).
 
-Frozen parameters (generator, teacher, centroids) travel in ``state['frozen']``
-so that the step is a pure function of ``(state, batch)`` and a checkpoint
-holds everything needed to resume.
+Frozen parameters (generator, teacher, centroids) are the step's third
+argument, ``step_fn(state, batch, frozen)``: placed on the mesh once by the
+loop, never in the state, so a student's checkpoint and its trained artefact
+hold the student alone (as big_vision's distill trainer does).
 """
 
 from __future__ import annotations
@@ -97,12 +98,12 @@ def make_fns(
     embed_dim: int,
     num_classes: int,
     resolution: int,
-    frozen: dict[str, Any],
     mesh: Mesh | None = None,
     teacher_num_classes: int | None = None,
     teacher_name: str = "the teacher",
 ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
-  """(init_fn, step_fn). ``frozen`` = {'teacher', 'generator', 'centroids'}.
+  """(init_fn, step_fn(state, batch, frozen)); ``frozen`` = {'teacher',
+  'generator', 'centroids'?} is a jit argument, never part of the state.
 
   ``num_classes``: identities of the training labels; ``teacher_num_classes``:
   outputs of the teacher's classifier (``Teacher.num_classes``), the student's
@@ -112,8 +113,6 @@ def make_fns(
   mode = str(cfg.instance)
   if mode not in ("hard", "soft", "none"):
     raise ValueError(f"config.distillation.instance must be 'hard', 'soft' or 'none', got {mode!r}")
-  if mode == "soft" and frozen.get("centroids") is None:
-    raise ValueError("soft instance loss (Eq. 17) needs teacher identity centroids (Eq. 18)")
   ce_target = str(cfg.ce_target)
   use_ce = bool(cfg.use_ce)
   n_head = head_classes(cfg, num_classes, teacher_num_classes, teacher_name)
@@ -133,11 +132,11 @@ def make_fns(
         "batch_stats": v["batch_stats"],
         "opt": tx.init(v["params"]),
         "step": jnp.zeros((), jnp.int32),
-        "frozen": jax.tree_util.tree_map(jnp.asarray, frozen),
     }
 
-  def step_fn(state: State, batch: dict) -> tuple[State, dict]:
-    fz = state["frozen"]
+  def step_fn(state: State, batch: dict, fz: dict[str, Any]) -> tuple[State, dict]:
+    if mode == "soft" and fz.get("centroids") is None:
+      raise ValueError("soft instance loss (Eq. 17) needs teacher identity centroids (Eq. 18)")
     x, m, y, labels = batch["masked"], batch["mask"], batch["clean"], batch["identity"]
     out = gen.apply({"params": fz["generator"]}, x, m)
     completed = jax.lax.stop_gradient(x * (1 - m) + out.refined * m)
@@ -208,7 +207,6 @@ def make_fns(
         "batch_stats": stats,
         "opt": opt,
         "step": state["step"] + 1,
-        "frozen": fz,
     }
     metrics = {
         "loss/total": total,

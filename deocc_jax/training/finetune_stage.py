@@ -38,12 +38,13 @@ def make_fns(
     teacher: Any,
     num_classes: int,
     input_fn: Callable[[Any, dict], jax.Array],
-    frozen: Any = None,
 ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
   """(init_fn, step_fn) fine-tuning ``teacher`` (an ``api.Teacher``) with ArcFace.
 
   ``cfg``: optimizer / schedule fields, ``num_steps``, ``arcface_scale``,
-  ``arcface_margin``. Batches need 'identity' and what ``input_fn`` reads.
+  ``arcface_margin``. Batches need 'identity' and what ``input_fn`` reads;
+  ``step_fn(state, batch, frozen)`` passes ``frozen`` (e.g. G's parameters: a
+  jit argument, not state) to ``input_fn(frozen, batch)``.
   """
   params, fixed = _split(teacher.params)
   head = ArcFaceHead(num_classes=num_classes)
@@ -54,13 +55,10 @@ def make_fns(
   def init_fn(key: jax.Array) -> State:
     hv = head.init(key, jnp.zeros((1, int(teacher.embed_dim))))
     p = {"backbone": params, "head": hv["params"]}
-    state = {"params": p, "fixed": fixed, "opt": tx.init(p), "step": jnp.zeros((), jnp.int32)}
-    if frozen is not None:
-      state["frozen"] = frozen
-    return state
+    return {"params": p, "fixed": fixed, "opt": tx.init(p), "step": jnp.zeros((), jnp.int32)}
 
-  def step_fn(state: State, batch: dict) -> tuple[State, dict]:
-    images = jax.lax.stop_gradient(input_fn(state.get("frozen"), batch))
+  def step_fn(state: State, batch: dict, frozen: Any = None) -> tuple[State, dict]:
+    images = jax.lax.stop_gradient(input_fn(frozen, batch))
 
     def loss_fn(p):
       emb = apply({**state["fixed"], "params": p["backbone"]}, images)["embedding"]

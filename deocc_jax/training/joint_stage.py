@@ -35,11 +35,11 @@ def make_fns(
     embed_dim: int,
     num_classes: int,
     resolution: int,
-    frozen: dict[str, Any],
     init_from: dict[str, Any] | None = None,
     teacher_num_classes: int | None = None,
 ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
-  """(init_fn, step_fn). ``frozen`` = {'teacher', 'centroids'?}; ``init_from``
+  """(init_fn, step_fn(state, batch, frozen)) with ``frozen`` = {'teacher',
+  'centroids'?} (jit arguments, not state); ``init_from``
   optionally {'g', 'd', 'student': {'params', 'batch_stats'}} from earlier stages.
   ``L_CE`` follows ``distill_cfg.ce_target`` as in the distillation stage."""
   parts = GanParts(deocc_cfg, resolution)
@@ -70,12 +70,12 @@ def make_fns(
         "s": sp,
         "s_stats": stats,
         "s_opt": s_tx.init(sp),
-        "frozen": jax.tree_util.tree_map(jnp.asarray, frozen),
     }
 
-  def step_fn(state: State, batch: dict) -> tuple[State, dict]:
+  def step_fn(state: State, batch: dict, fz: dict[str, Any]) -> tuple[State, dict]:
     x, m, y, labels = batch["masked"], batch["mask"], batch["clean"], batch["identity"]
-    fz = state["frozen"]
+    if mode == "soft" and fz.get("centroids") is None:
+      raise ValueError("soft instance loss (Eq. 17) needs teacher identity centroids (Eq. 18)")
     key, k_d = jax.random.split(jax.random.wrap_key_data(state["rng"]))
     out = parts.gen.apply({"params": state["g"]}, x, m)
     fake = jax.lax.stop_gradient(complete(x, m, out.refined))
@@ -120,7 +120,6 @@ def make_fns(
         "s": optax.apply_updates(state["s"], s_upd),
         "s_stats": stats,
         "s_opt": s_opt,
-        "frozen": fz,
     }
     return new, {
         "loss/total": total,

@@ -4,8 +4,13 @@ A stage supplies pure functions::
 
     init_fn(key) -> state                         # a pytree of arrays
     step_fn(state, batch) -> (state, metrics)     # one optimisation step
+    step_fn(state, batch, frozen) -> (state, metrics)   # with frozen models
 
-and a grain iterator of host batches. The loop jit-compiles ``step_fn`` once
+and a grain iterator of host batches. Frozen models (a distillation's
+teacher and generator, the centroids) are jit *arguments*, placed on the mesh
+once, never part of the state or its checkpoints (as big_vision's distill
+trainer does); an ``artefacts.Spec`` names the trained model the loop writes
+beside every checkpoint (``training/artefacts.py``). The loop jit-compiles ``step_fn`` once
 over the device mesh (state replicated or FSDP-sharded, batch sharded along
 ``'data'``, the state buffers donated), resumes from the latest checkpoint in
 its directory (state *and* each process's data-iterator position, so a
@@ -30,6 +35,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm import tqdm
 
+from deocc_jax.training import artefacts as artefacts_lib
 from deocc_jax.training import checkpoint as ckpt_lib
 from deocc_jax.training import workdir as workdir_lib
 from deocc_jax.training.metrics_writer import MetricWriter
@@ -72,12 +78,17 @@ def run(
     sample_fn: Callable[[Any, dict], np.ndarray] | None = None,
     extra_metadata: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    frozen: Any = None,
+    artefact: artefacts_lib.Spec | None = None,
 ) -> Any:
   """Trains one stage to ``config.num_steps``; returns the final state.
 
   ``batches`` must be a grain iterator (``get_state`` / ``set_state``) of
   per-host numpy batches. ``sample_fn(state, device_batch)`` returns an
   (H, W, 3) uint8 grid written to ``<workdir>/<name>/samples/``.
+  ``frozen`` (host arrays) is passed to ``step_fn`` as its third argument,
+  replicated (or FSDP-sharded with ``config.fsdp``); ``artefact`` is written
+  at every checkpoint (and for a finished stage that lacks it).
   """
   stage_dir = workdir_lib.as_path(workdir) / name
   stage_dir.mkdir(parents=True, exist_ok=True)
@@ -86,12 +97,37 @@ def run(
   data_sh = shard_lib.data_sharding(mesh)
   rep = shard_lib.replicated(mesh)
   init_jit = jax.jit(init_fn, out_shardings=shardings)
-  step_jit = jax.jit(
-      step_fn,
-      in_shardings=(shardings, data_sh),
-      out_shardings=(shardings, rep),
-      donate_argnums=(0,),
-  )
+  if frozen is None:
+    step_jit = jax.jit(
+        step_fn,
+        in_shardings=(shardings, data_sh),
+        out_shardings=(shardings, rep),
+        donate_argnums=(0,),
+    )
+  else:
+    frozen_sh = shard_lib.state_shardings(frozen, mesh, fsdp=config.fsdp)
+    frozen_dev = shard_lib.put_global(frozen, frozen_sh)
+    jitted = jax.jit(
+        step_fn,
+        in_shardings=(shardings, data_sh, frozen_sh),
+        out_shardings=(shardings, rep),
+        donate_argnums=(0,),
+    )
+    step_jit = lambda state, batch: jitted(state, batch, frozen_dev)  # noqa: E731
+
+  def write_artefact(step: int, state: Any, metrics: dict[str, float]) -> None:
+    if artefact is not None:
+      artefacts_lib.write(
+          stage_dir.parent,
+          name,
+          step,
+          artefact,
+          state,
+          metrics,
+          keep=config.keep_checkpoints,
+          best_metric=config.best_metric,
+          best_mode=config.best_mode,
+      )
 
   ckpt = ckpt_lib.Checkpointer(
       stage_dir / "checkpoints",
@@ -117,6 +153,9 @@ def run(
     state = init_jit(key)
   if start >= config.num_steps:
     ckpt.close()
+    if artefact is not None and start not in artefacts_lib.steps(stage_dir.parent, name):
+      write_artefact(start, state, {})  # a run trained before artefacts existed
+      log(f"[{name}] wrote the trained artefact of step {start}")
     return state
   writer = MetricWriter(stage_dir / "logs")
 
@@ -185,6 +224,7 @@ def run(
             metrics={k: v for k, v in m.items() if not k.startswith("perf/")},
             data_state=batches.get_state(),
         )
+        write_artefact(done, state, {k: v for k, v in m.items() if not k.startswith("perf/")})
         last_good = done
     if (
         sample_fn is not None

@@ -11,7 +11,8 @@ evaluation stages above it without importing them.
 
 Runner: ``fn(config, workdir, **kwargs)``. Restorer (stages that train a model
 used later): ``fn(config, workdir, which, stage, deps) -> (restored, step)``
-with ``deps`` the models already restored (``teacher``, ``generator``).
+with ``deps`` the models already restored (``teacher``); restorers read the
+stage's trained artefact (``training/trained_models.py``), not its checkpoint.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def resolve(ref: str) -> Callable[..., Any]:
 
 
 _S = "deocc_jax.training.stages"
+_T = "deocc_jax.training.trained_models"
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
@@ -68,7 +70,7 @@ STAGES: dict[str, Stage] = {
             f"{_S}:run_teacher",
             1,
             "teacher",
-            f"{_S}:restore_teacher",
+            f"{_T}:restore_teacher",
             "teacher",
             "teacher",
         ),
@@ -78,7 +80,7 @@ STAGES: dict[str, Stage] = {
             f"{_S}:run_deocclusion",
             2,
             "generator",
-            f"{_S}:restore_generator",
+            f"{_T}:restore_generator",
             kwargs=(("stage", "deocclusion"),),
         ),
         # Table 2's "GA w/o attention": the same batches as 'deocclusion' (paired).
@@ -87,16 +89,16 @@ STAGES: dict[str, Stage] = {
             f"{_S}:run_deocclusion",
             2,
             "generator",
-            f"{_S}:restore_generator",
+            f"{_T}:restore_generator",
             kwargs=(("stage", "deocclusion_noca"),),
         ),
-        Stage("segmentation", f"{_S}:run_segmentation", 8, "segmenter", f"{_S}:restore_segmenter"),
+        Stage("segmentation", f"{_S}:run_segmentation", 8, "segmenter", f"{_T}:restore_segmenter"),
         Stage(
             "finetune_arcface",
             f"{_S}:run_finetune_arcface",
             9,
             "recognizer",
-            f"{_S}:restore_finetuned_arcface",
+            f"{_T}:restore_recognizer",
             "arcface_finetuned",
             "ArcFace fine-tuned",
         ),
@@ -105,7 +107,7 @@ STAGES: dict[str, Stage] = {
             f"{_S}:run_distill",
             3,
             "recognizer",
-            f"{_S}:restore_student",
+            f"{_T}:restore_recognizer",
             "student_hard",
             "student (hard)",
             (("stage", "distill_hard"),),
@@ -115,7 +117,7 @@ STAGES: dict[str, Stage] = {
             f"{_S}:run_distill",
             4,
             "recognizer",
-            f"{_S}:restore_student",
+            f"{_T}:restore_recognizer",
             "student_soft",
             "student (soft)",
             (("stage", "distill_soft"),),

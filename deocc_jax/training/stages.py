@@ -44,7 +44,9 @@ from deocc_jax.training import (
     registry,
     segmentation_stage,
     teacher_stage,
+    trained_models,
 )
+from deocc_jax.training import artefacts as art
 from deocc_jax.utils import sharding
 
 TEACHER_KINDS = ("arcface", "dlib", "converted")
@@ -159,35 +161,27 @@ def make_mesh(config: ConfigDict):
   return sharding.make_mesh(int(config.mesh.num_devices) or None)
 
 
+def data_facts(config: ConfigDict, workdir: str) -> dict[str, Any]:
+  """Mean training face / landmarks, carried by every trained artefact."""
+  return trained_models.data_facts(workdir, lambda: make_source(config, "train"))
+
+
+def generator_params(config: ConfigDict, workdir: str) -> Any:
+  """G's trained parameters (stage 'deocclusion''s artefact): a frozen input."""
+  return trained_models.restore_generator(config, workdir)[0].variables["params"]
+
+
 # -------------------------------------------------------------- teachers
 
 
 def load_teacher(config: ConfigDict, workdir: str, which: int | str = "latest"):
-  """The config's teacher; ``which`` selects the checkpoint of one trained here."""
-  t = require(config, "teacher")
-  kind = str(t.kind)
-  if kind == "arcface":
-    src = teacher_source(config)
-    return teacher_stage.trained_teacher(
-        workdir, t, int(config.data.resolution), src.num_classes, which
-    )
-  if kind == "dlib":
-    return api.load_teacher("dlib", str(t.path) or None)
-  if kind == "converted":
-    return api.load_teacher("converted", str(require(config, "teacher.path")))
-  raise ConfigError(f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', got {kind!r}")
-
-
-def restore_teacher(
-    config: ConfigDict,
-    workdir: str,
-    which: int | str = "latest",
-    stage: str = "teacher",
-    deps: dict[str, Any] | None = None,
-):
-  """(teacher, step) -- step None for a pretrained teacher (registry restorer)."""
-  teacher = load_teacher(config, workdir, which)
-  return teacher, (int(teacher.metadata["step"]) if "step" in teacher.metadata else None)
+  """The config's teacher: the 'teacher' stage's artefact (the ArcFace teacher
+  trained here, or the pretrained one it names), else ``config.teacher``'s
+  pretrained weights."""
+  kind = str(require(config, "teacher.kind"))
+  if kind not in TEACHER_KINDS:
+    raise ConfigError(f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', got {kind!r}")
+  return trained_models.restore_teacher(config, workdir, which)[0]
 
 
 def run_teacher(config: ConfigDict, workdir: str) -> None:
@@ -197,11 +191,15 @@ def run_teacher(config: ConfigDict, workdir: str) -> None:
         f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', " f"got {t.kind!r}"
     )
   if str(t.kind) != "arcface":
+    teacher = api.load_teacher(str(t.kind), str(t.path) or None)
+    art.write(workdir, "teacher", 0, trained_models.pretrained_teacher_spec(config, teacher), {})
     print(f"teacher.kind={t.kind!r}: nothing to train (a pretrained teacher is used)")
     return
   batches, source = make_batches(config, t, "teacher", source=teacher_source(config))
   t = resolved(config, t, source)
-  init_fn, step_fn = teacher_stage.make_fns(t, source.num_classes, int(config.data.resolution))
+  res = int(config.data.resolution)
+  init_fn, step_fn = teacher_stage.make_fns(t, source.num_classes, res)
+  spec = trained_models.arcface_spec(t, source.num_classes, res, data_facts(config, workdir))
   loop.run(
       "teacher",
       workdir,
@@ -211,6 +209,7 @@ def run_teacher(config: ConfigDict, workdir: str) -> None:
       registry.stage_key(config, "teacher"),
       make_mesh(config),
       loop_config(t, ("clean", "identity"), config),
+      artefact=spec,
   )
 
 
@@ -270,7 +269,8 @@ def run_deocclusion(config: ConfigDict, workdir: str, stage: str = "deocclusion"
   c = deocclusion_section(config, stage)
   batches, source = make_batches(config, c, stage)
   c = resolved(config, c, source)
-  init_fn, step_fn = deocclusion_stage.make_fns(c, int(config.data.resolution))
+  res = int(config.data.resolution)
+  init_fn, step_fn = deocclusion_stage.make_fns(c, res)
   loop.run(
       stage,
       workdir,
@@ -281,29 +281,8 @@ def run_deocclusion(config: ConfigDict, workdir: str, stage: str = "deocclusion"
       make_mesh(config),
       loop_config(c, ("masked", "mask", "clean"), config),
       sample_fn=deocclusion_stage.sample_grid(c),
+      artefact=trained_models.generator_spec(c, res, data_facts(config, workdir)),
   )
-
-
-def restore_generator(
-    config: ConfigDict,
-    workdir: str,
-    which: int | str = "latest",
-    stage: str = "deocclusion",
-    deps: dict[str, Any] | None = None,
-):
-  """(G's variables, step) of a de-occlusion stage."""
-  c = deocclusion_section(config, stage)
-  init_fn, _ = deocclusion_stage.make_fns(c, int(config.data.resolution))
-  step, state = loop.restore_state(
-      workdir,
-      stage,
-      init_fn,
-      registry.stage_key(config, stage),
-      make_mesh(config),
-      which,
-      **loop.best_args(c),
-  )
-  return state["g"], step
 
 
 # ----------------------------------------------------------- segmentation
@@ -313,7 +292,8 @@ def run_segmentation(config: ConfigDict, workdir: str) -> None:
   c = require(config, "segmentation")
   batches, source = make_batches(config, c, "segmentation")
   c = resolved(config, c, source)
-  init_fn, step_fn = segmentation_stage.make_fns(c, int(config.data.resolution))
+  res = int(config.data.resolution)
+  init_fn, step_fn = segmentation_stage.make_fns(c, res)
   loop.run(
       "segmentation",
       workdir,
@@ -323,29 +303,8 @@ def run_segmentation(config: ConfigDict, workdir: str) -> None:
       registry.stage_key(config, "segmentation"),
       make_mesh(config),
       loop_config(c, ("masked", "mask"), config),
+      artefact=trained_models.segmenter_spec(c, res, data_facts(config, workdir)),
   )
-
-
-def restore_segmenter(
-    config: ConfigDict,
-    workdir: str,
-    which: int | str = "latest",
-    stage: str = "segmentation",
-    deps: dict[str, Any] | None = None,
-):
-  """(predict_mask_fn, step) of the trained occlusion segmenter."""
-  c = require(config, "segmentation")
-  init_fn, _ = segmentation_stage.make_fns(c, int(config.data.resolution))
-  step, state = loop.restore_state(
-      workdir,
-      "segmentation",
-      init_fn,
-      registry.stage_key(config, "segmentation"),
-      make_mesh(config),
-      which,
-      **loop.best_args(c),
-  )
-  return segmentation_stage.predict_mask_fn(c, state["params"], float(c.threshold)), step
 
 
 # ------------------------------------------------- fine-tuned ArcFace baseline
@@ -353,13 +312,13 @@ def restore_segmenter(
 FINETUNE_KINDS = ("arcface", "converted")
 
 
-def _finetune_fns(config: ConfigDict, workdir: str, teacher=None, generator=None):
-  """(merged config, init_fn, step_fn, embed) of the fine-tuned recogniser baseline
-  (Table 2): the ArcFace teacher trained here (teacher.kind 'arcface') or the
-  converted pretrained teacher (kind 'converted', ``training/finetune_stage.py``)
-  fine-tuned with ArcFace on completed (or masked) faces; ``embed(state)`` gives
-  its embedding function. ``teacher`` / ``generator`` (already restored) are
-  loaded when not given."""
+def finetune_fns(config: ConfigDict, workdir: str, teacher=None, generator=None):
+  """(merged config, init_fn, step_fn, frozen, artefact spec) of the fine-tuned
+  recogniser baseline (Table 2): the ArcFace teacher trained here (teacher.kind
+  'arcface') or the converted pretrained teacher (kind 'converted',
+  ``training/finetune_stage.py``) fine-tuned with ArcFace on completed (or
+  masked) faces. ``teacher`` / ``generator`` (G's parameters, already at
+  hand) are loaded when not given."""
   f = require(config, "finetune_arcface")
   kind = str(require(config, "teacher.kind"))
   if kind not in FINETUNE_KINDS:
@@ -377,9 +336,7 @@ def _finetune_fns(config: ConfigDict, workdir: str, teacher=None, generator=None
   teacher = teacher or load_teacher(config, workdir)
   inp = str(f.input)
   if inp == "completed":
-    frozen = {
-        "generator": restore_generator(config, workdir)[0] if generator is None else generator
-    }
+    frozen = {"generator": generator_params(config, workdir) if generator is None else generator}
 
     def input_fn(fz, batch):
       complete = deocclusion_stage.complete_fn(config.deocclusion, fz["generator"])
@@ -395,17 +352,22 @@ def _finetune_fns(config: ConfigDict, workdir: str, teacher=None, generator=None
     raise ConfigError(
         f"config.finetune_arcface.input must be 'completed' or 'masked', " f"got {inp!r}"
     )
+  arrays = data_facts(config, workdir)
   if kind == "converted":
-    init_fn, step_fn = finetune_stage.make_fns(cfg, teacher, num_classes, input_fn, frozen)
-    return cfg, init_fn, step_fn, lambda state: finetune_stage.embed_fn(teacher, state)
+    init_fn, step_fn = finetune_stage.make_fns(cfg, teacher, num_classes, input_fn)
+    spec = trained_models.finetuned_spec(config, teacher, num_classes, arrays)
+    return cfg, init_fn, step_fn, frozen, spec
   p = teacher.params
   init_from = {"params": {"backbone": p["backbone"]}, "batch_stats": p["batch_stats"]}
   if teacher.num_classes == num_classes:  # same identities: keep the teacher's head
     init_from["params"]["head"] = p["head"]
   init_fn, step_fn = teacher_stage.make_fns(
-      cfg, num_classes, res, init_from=init_from, input_fn=input_fn, frozen=frozen
+      cfg, num_classes, res, init_from=init_from, input_fn=input_fn
   )
-  return cfg, init_fn, step_fn, lambda state: teacher_stage.embed_fn(cfg, state)
+  spec = trained_models.arcface_spec(
+      cfg, num_classes, res, arrays, teacher=trained_models.teacher_identity(config, teacher)
+  )
+  return cfg, init_fn, step_fn, frozen, spec
 
 
 def run_finetune_arcface(config: ConfigDict, workdir: str) -> None:
@@ -415,7 +377,7 @@ def run_finetune_arcface(config: ConfigDict, workdir: str) -> None:
         "ArcFace teacher trained here or a converted teacher; skipped"
     )
     return
-  cfg, init_fn, step_fn, _ = _finetune_fns(config, workdir)
+  cfg, init_fn, step_fn, frozen, spec = finetune_fns(config, workdir)
   batches, _ = make_batches(config, cfg, "finetune_arcface")
   loop.run(
       "finetune_arcface",
@@ -426,32 +388,9 @@ def run_finetune_arcface(config: ConfigDict, workdir: str) -> None:
       registry.stage_key(config, "finetune_arcface"),
       make_mesh(config),
       loop_config(cfg, ("masked", "mask", "clean", "identity"), config),
+      frozen=frozen,
+      artefact=spec,
   )
-
-
-def restore_finetuned_arcface(
-    config: ConfigDict,
-    workdir: str,
-    which: int | str = "latest",
-    stage: str = "finetune_arcface",
-    deps: dict[str, Any] | None = None,
-):
-  """(embed_fn, step) of the fine-tuned recogniser baseline; ``deps``: the
-  restored ``teacher`` / ``generator`` when at hand."""
-  deps = deps or {}
-  cfg, init_fn, _, embed = _finetune_fns(
-      config, workdir, deps.get("teacher"), deps.get("generator")
-  )
-  step, state = loop.restore_state(
-      workdir,
-      "finetune_arcface",
-      init_fn,
-      registry.stage_key(config, "finetune_arcface"),
-      make_mesh(config),
-      which,
-      **loop.best_args(cfg),
-  )
-  return embed(state), step
 
 
 # ----------------------------------------------------------- distillation
@@ -466,9 +405,11 @@ def distill_fns(
     teacher=None,
     generator=None,
 ):
-  """(config, teacher, source, init_fn, step_fn) of a distillation stage;
-  ``overrides`` replace ``config.distillation`` fields (the loss ablation);
-  ``teacher`` / ``generator`` (already restored) are loaded when not given."""
+  """(config, teacher, source, init_fn, step_fn, frozen) of a distillation
+  stage; ``overrides`` replace ``config.distillation`` fields (the loss
+  ablation); ``teacher`` / ``generator`` (G's parameters, already at hand)
+  are loaded when not given. ``frozen`` = {'teacher', 'generator',
+  'centroids'?}: the step's third argument."""
   c = require(config, "distillation").copy_and_resolve_references()
   with c.unlocked():
     if stage in ("distill_hard", "distill_soft"):
@@ -482,7 +423,7 @@ def distill_fns(
   c = resolved(config, c, source)
   frozen = {
       "teacher": teacher.params,
-      "generator": restore_generator(config, workdir)[0] if generator is None else generator,
+      "generator": generator_params(config, workdir) if generator is None else generator,
   }
   if c.instance == "soft":
     out = extract.load_teacher_outputs(os.path.join(workdir, "teacher_embeddings"))
@@ -494,19 +435,21 @@ def distill_fns(
       teacher.embed_dim,
       source.num_classes,
       int(config.data.resolution),
-      frozen,
       mesh,
       teacher_num_classes=teacher.num_classes,
       teacher_name=f"teacher '{teacher.name}' (config.teacher.kind={config.teacher.kind!r})",
   )
-  return c, teacher, source, init_fn, step_fn
+  return c, teacher, source, init_fn, step_fn, frozen
 
 
 def run_distill(config: ConfigDict, workdir: str, stage: str) -> None:
   """Trains the student of ``stage`` ('distill_hard' / 'distill_soft')."""
   mesh = make_mesh(config)
-  c, _, _, init_fn, step_fn = distill_fns(config, workdir, stage, mesh)
+  c, teacher, source, init_fn, step_fn, frozen = distill_fns(config, workdir, stage, mesh)
   batches, _ = make_batches(config, c, stage)
+  spec = trained_models.student_spec(
+      c, config, teacher, source.num_classes, data_facts(config, workdir)
+  )
   loop.run(
       stage,
       workdir,
@@ -516,27 +459,9 @@ def run_distill(config: ConfigDict, workdir: str, stage: str) -> None:
       registry.stage_key(config, stage),
       mesh,
       loop_config(c, ("masked", "mask", "clean", "identity"), config),
+      frozen=frozen,
+      artefact=spec,
   )
-
-
-def restore_student(
-    config: ConfigDict,
-    workdir: str,
-    which: int | str = "latest",
-    stage: str = "distill_hard",
-    deps: dict[str, Any] | None = None,
-):
-  """(embed_fn, step) of a distilled student; ``deps``: the restored
-  ``teacher`` / ``generator`` when at hand."""
-  deps = deps or {}
-  mesh = make_mesh(config)
-  c, teacher, _, init_fn, _ = distill_fns(
-      config, workdir, stage, mesh, teacher=deps.get("teacher"), generator=deps.get("generator")
-  )
-  step, state = loop.restore_state(
-      workdir, stage, init_fn, registry.stage_key(config, stage), mesh, which, **loop.best_args(c)
-  )
-  return distillation_stage.embed_fn(c, teacher.embed_dim, state), step
 
 
 # ------------------------------------------------------------------ joint
@@ -558,14 +483,8 @@ def run_joint(config: ConfigDict, workdir: str) -> None:
     _, gan = loop.restore_state(
         workdir, "deocclusion", d_init, registry.stage_key(config, "deocclusion"), mesh
     )
-    stage = f"distill_{j.instance}"
-    _, _, _, s_init, _ = distill_fns(config, workdir, stage, mesh)
-    _, st = loop.restore_state(workdir, stage, s_init, registry.stage_key(config, stage), mesh)
-    init_from = {
-        "g": gan["g"],
-        "d": gan["d"],
-        "student": {"params": st["params"], "batch_stats": st["batch_stats"]},
-    }
+    student = art.read(workdir, f"distill_{j.instance}").variables
+    init_from = {"g": gan["g"], "d": gan["d"], "student": student}
   init_fn, step_fn = joint_stage.make_fns(
       j,
       config.deocclusion,
@@ -574,7 +493,6 @@ def run_joint(config: ConfigDict, workdir: str) -> None:
       teacher.embed_dim,
       source.num_classes,
       int(config.data.resolution),
-      frozen,
       init_from,
       teacher_num_classes=teacher.num_classes,
   )
@@ -588,4 +506,5 @@ def run_joint(config: ConfigDict, workdir: str) -> None:
       registry.stage_key(config, "joint"),
       mesh,
       loop_config(j, ("masked", "mask", "clean", "identity"), config),
+      frozen=frozen,
   )

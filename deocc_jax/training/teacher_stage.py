@@ -17,10 +17,7 @@ from ml_collections import ConfigDict
 
 from deocc_jax.losses.arcface import ArcFaceHead, arcface_loss, l2_normalize
 from deocc_jax.models.student import ResNet18Student
-from deocc_jax.teachers import api
-from deocc_jax.training import loop
 from deocc_jax.training.optim import make_optimizer
-from deocc_jax.utils import sharding
 
 State = dict[str, Any]
 
@@ -41,14 +38,14 @@ def make_fns(
     resolution: int,
     init_from: State | None = None,
     input_fn: Callable[[Any, dict], jax.Array] | None = None,
-    frozen: Any = None,
 ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
   """(init_fn, step_fn) of ArcFace training; batches need 'clean', 'identity'.
 
   Fine-tuning: ``init_from`` (a trained state's 'params' / 'batch_stats')
-  replaces the random init (without 'head': a new head over ``num_classes``); ``input_fn(frozen, batch)`` gives the training
-  images (default ``batch['clean']``); ``frozen`` is carried in the state
-  (e.g. the generator's parameters) and never updated.
+  replaces the random init (without 'head': a new head over
+  ``num_classes``); ``input_fn(frozen, batch)`` gives the training images
+  (default ``batch['clean']``) from ``step_fn(state, batch, frozen)``'s frozen
+  models (e.g. the generator's parameters: a jit argument, not state).
   """
   backbone = backbone_from_config(cfg)
   head = ArcFaceHead(num_classes=num_classes)
@@ -71,16 +68,10 @@ def make_fns(
         "opt": tx.init(params),
         "step": jnp.zeros((), jnp.int32),
     }
-    if frozen is not None:
-      state["frozen"] = frozen
     return state
 
-  def step_fn(state: State, batch: dict) -> tuple[State, dict]:
-    images = (
-        batch["clean"]
-        if input_fn is None
-        else jax.lax.stop_gradient(input_fn(state.get("frozen"), batch))
-    )
+  def step_fn(state: State, batch: dict, frozen: Any = None) -> tuple[State, dict]:
+    images = batch["clean"] if input_fn is None else jax.lax.stop_gradient(input_fn(frozen, batch))
 
     def loss_fn(p):
       out, upd = backbone.apply(
@@ -98,8 +89,6 @@ def make_fns(
     params = optax.apply_updates(state["params"], updates)
     acc = jnp.mean(jnp.argmax(cos, -1) == batch["identity"])
     new = {"params": params, "batch_stats": stats, "opt": opt, "step": state["step"] + 1}
-    if "frozen" in state:
-      new["frozen"] = state["frozen"]
     return new, {
         "loss/arcface": loss,
         "train/accuracy": acc,
@@ -120,51 +109,3 @@ def embed_fn(cfg: ConfigDict, state: State) -> Callable[[jax.Array], jax.Array]:
     return l2_normalize(out["embedding"].astype(jnp.float32))
 
   return f
-
-
-def trained_teacher(
-    workdir: str,
-    teacher_cfg: ConfigDict,
-    resolution: int,
-    num_classes: int,
-    which: int | str = "latest",
-) -> api.Teacher:
-  """The ArcFace teacher trained by the main job's 'teacher' stage, as a
-  :class:`~deocc_jax.teachers.api.Teacher` (embedding + scaled-cosine logits)."""
-  init_fn, _ = make_fns(teacher_cfg, num_classes, resolution)
-  step, state = loop.restore_state(
-      workdir,
-      "teacher",
-      init_fn,
-      jax.random.key(0),
-      sharding.make_mesh(),
-      which,
-      **loop.best_args(teacher_cfg),
-  )
-  backbone = backbone_from_config(teacher_cfg)
-  head = ArcFaceHead(num_classes)
-  scale = float(teacher_cfg.arcface_scale)
-  params = {
-      "backbone": state["params"]["backbone"],
-      "batch_stats": state["batch_stats"],
-      "head": state["params"]["head"],
-  }
-
-  def apply(p, images):
-    out = backbone.apply(
-        {"params": p["backbone"], "batch_stats": p["batch_stats"]},
-        api.resize_to(images, resolution),
-        train=False,
-    )
-    cos = head.apply({"params": p["head"]}, out["embedding"])
-    return {"embedding": api.l2_normalized(out["embedding"]), "logits": scale * cos}
-
-  return api.Teacher(
-      "arcface",
-      params,
-      apply,
-      int(teacher_cfg.embed_dim),
-      resolution,
-      {"workdir": workdir, "step": int(step), "num_classes": num_classes},
-      num_classes=int(num_classes),
-  )

@@ -84,3 +84,14 @@ def host_batch_to_global(
       )
     out[k] = jax.make_array_from_process_local_data(sharding, v)
   return out
+
+
+def put_global(tree: Any, shardings: Any) -> Any:
+  """Host values (the same on every process, e.g. a frozen teacher's
+  parameters) as global arrays with the given shardings."""
+
+  def one(x, sh):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx])
+
+  return jax.tree_util.tree_map(one, tree, shardings)
