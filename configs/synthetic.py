@@ -15,6 +15,9 @@ Variants (after a colon, several joined by commas):
              identities). Point --workdir at a finished main-job run to reuse
              its teacher and generator (those stages resume and are skipped):
              python -m deocc_jax.main --config=configs/synthetic.py:ablation --workdir=DIR
+  :teacher_study  the teacher-strength study (config.teacher_study): per
+             setting a teacher on a larger disjoint pool / with more capacity,
+             the fine-tuned baseline and the student from it, on the run's G
 """
 
 from __future__ import annotations
@@ -37,7 +40,11 @@ def _ablation(c: ml_collections.ConfigDict) -> None:
   c.stages = ("teacher", "teacher_embeddings", "deocclusion", "ablation")
 
 
-VARIANTS = {"cpu": _cpu, "ablation": _ablation}
+def _teacher_study(c: ml_collections.ConfigDict) -> None:
+  c.stages = ("deocclusion", "teacher_study")
+
+
+VARIANTS = {"cpu": _cpu, "ablation": _ablation, "teacher_study": _teacher_study}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -101,7 +101,7 @@ def test_unknown_variant_names_the_file_and_the_known_ones():
   with pytest.raises(
       flags.IllegalFlagValueError,
       match=r"configs/synthetic.py: unknown config variant\(s\) "
-      r"\['gpu'\]; known: \['ablation', 'cpu'\]",
+      r"\['gpu'\]; known: \['ablation', 'cpu', 'teacher_study'\]",
   ):
     _config_files.load("configs/synthetic.py:cpu,gpu")
 

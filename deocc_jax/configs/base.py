@@ -342,4 +342,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.ablation.eval_every = 100  # checkpoint + held-out evaluation interval
   c.ablation.num_pairs = 6000  # verification pairs of the held-out evaluation
   c.ablation.max_eval_records = 0  # 0 = every held-out face
+
+  # --- the teacher-strength study (stage 'teacher_study';
+  # configs/synthetic.py:teacher_study): per setting an ArcFace teacher on a pool
+  # of that many synthetic identities disjoint from every split (0 = the
+  # students' training split), then the fine-tuned baseline and the hard student
+  # from it; key=value items, every key required
+  c.teacher_study = ml_collections.ConfigDict()
+  c.teacher_study.settings = (
+      "identities=0,images=20,width=0.25,steps=400",  # the default teacher
+      "identities=1600,images=20,width=0.25,steps=800",  # 2x identities, disjoint
+      "identities=1600,images=20,width=0.375,steps=800",  # ... and 1.5x width
+  )
+  c.teacher_study.num_pairs = 6000  # held-out verification pairs (10 folds)
+  c.teacher_study.max_eval_records = 0  # 0 = every held-out face
   return c

@@ -1,0 +1,216 @@
+"""The teacher-strength study (issue 15): does distillation beat fine-tuning
+more as the teacher's data and capacity grow?
+
+The paper's premise (Table 2, Sec. 4.4): a student distilled from a strong,
+general teacher beats fine-tuning that teacher on completed faces. Each
+setting of ``config.teacher_study.settings`` trains its own ArcFace teacher
+(``"identities=2400,images=20,width=0.5,steps=800"``: a pool of that many
+synthetic identities disjoint from every split -- 0 = the students' training
+split -- at that width, for that many steps), then, with the run's generator
+and the same batches for every setting (the stages' own seeds), the
+fine-tuned baseline and the hard-loss student from that teacher, each under
+``<workdir>/teacher_study/<i>/``. All are evaluated on the same held-out
+pairs (G-completed faces, true masks, one face of each pair masked, mixture of
+categories): teacher on masked / completed faces, fine-tuned, student, and
+the per-fold paired difference student - fine-tuned. Writes
+``<workdir>/results/teacher_study.{md,csv,json}``.
+
+Nothing is tuned on the evaluated identities: the settings are fixed in the
+config before the run; the held-out pool is the evaluation's own.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+from etils import epath
+from ml_collections import ConfigDict
+
+from deocc_jax.errors import ConfigError
+from deocc_jax.evaluation import job, protocols, report, verification
+from deocc_jax.evaluation.evaluator import Evaluator
+from deocc_jax.evaluation.models import restore_models
+from deocc_jax.training import artefacts as art
+from deocc_jax.training import stages, trained_models
+
+KEYS = {"identities": int, "images": int, "width": float, "steps": int}
+
+
+def parse_setting(text: str) -> dict[str, Any]:
+  """``"identities=2400,images=20,width=0.5,steps=800"`` -> typed fields
+  (every key required, none unknown)."""
+  out: dict[str, Any] = {}
+  for item in str(text).split(","):
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or key not in KEYS:
+      raise ConfigError(
+          f"config.teacher_study.settings: {text!r}: items are key=value with keys {list(KEYS)}"
+      )
+    try:
+      out[key] = KEYS[key](value)
+    except ValueError:
+      raise ConfigError(
+          f"config.teacher_study.settings: {text!r}: {key}={value!r} is not a {KEYS[key].__name__}"
+      ) from None
+  missing = [k for k in KEYS if k not in out]
+  if missing:
+    raise ConfigError(f"config.teacher_study.settings: {text!r} lacks {missing}")
+  return out
+
+
+def setting_config(config: ConfigDict, s: dict[str, Any]) -> ConfigDict:
+  """The run's config with the setting's teacher (data pool, width, steps)."""
+  c = copy.deepcopy(config)
+  with c.unlocked():
+    c.data.teacher_identities = s["identities"]
+    c.data.teacher_images_per_identity = s["images"] if s["identities"] else 0
+    c.teacher.width = s["width"]
+    c.teacher.num_steps = s["steps"]
+    c.teacher.epochs = 0
+    c.teacher.checkpoint_every = s["steps"]
+  return c
+
+
+def _share_generator(workdir: str, sub: str) -> None:
+  """The run's G artefact (and data facts) in a setting's workdir: the
+  study's stages take their frozen generator from there."""
+  src = art.directory(workdir, "deocclusion")
+  dst = art.directory(sub, "deocclusion")
+  dst.mkdir(parents=True, exist_ok=True)
+  latest = art.file_name(art.select(workdir, "deocclusion"))
+  if not (dst / latest).exists():
+    shutil.copyfile(os.fspath(src / latest), os.fspath(dst / latest))
+  facts = epath.Path(workdir) / trained_models.DATA_FACTS
+  if facts.exists() and not (epath.Path(sub) / trained_models.DATA_FACTS).exists():
+    shutil.copyfile(os.fspath(facts), os.path.join(sub, trained_models.DATA_FACTS))
+
+
+def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
+  t = stages.require(config, "teacher_study")
+  e = stages.require(config, "evaluate")
+  if str(config.teacher.kind) != "arcface":
+    raise ConfigError(
+        "the teacher-strength study trains ArcFace teachers here; config.teacher.kind is "
+        f"{config.teacher.kind!r}"
+    )
+  settings = [parse_setting(s) for s in t.settings]  # validate before any training
+  if not settings:
+    raise ConfigError("config.teacher_study.settings is empty")
+  mesh = stages.make_mesh(config)
+  # The largest teacher pool holds every smaller one (pool ids follow the
+  # student pool's): checking it refuses any identity a study model saw.
+  largest = max(settings, key=lambda s: s["identities"])
+  held_src, held = job.held_out_source(setting_config(config, largest))
+  vs = protocols.synthetic_verification_set(
+      held_src,
+      int(t.num_pairs),
+      int(e.seed),
+      stages.mask_config(config),
+      (protocols.MIXTURE,),
+      int(t.max_eval_records) or None,
+  )
+  vs.identities = held["description"]
+  view = vs.views[protocols.MIXTURE]
+  a_idx, b_idx, same, fold = vs.pairs
+  rows: list[dict[str, Any]] = []
+  for i, s in enumerate(settings):
+    sub = os.path.join(workdir, "teacher_study", str(i))
+    c = setting_config(config, s)
+    with c.unlocked():
+      c.finetune_arcface.input = "completed"
+    _share_generator(workdir, sub)
+    print(f"-- teacher study setting {i}: {t.settings[i]}", flush=True)
+    stages.run_teacher(c, sub)
+    stages.run_finetune_arcface(c, sub)
+    stages.run_distill(c, sub, "distill_hard")
+    models = restore_models(c, sub, recognizers=("teacher", "arcface_finetuned", "student_hard"))
+    ev = Evaluator(models, mesh, int(e.batch_size), int(e.diffusion_iters))
+
+    def one_masked(recognizer: str, kind: str) -> verification.VerificationResult:
+      clean = ev.embed(recognizer, vs.clean, (id(vs), "clean"))
+      occluded = ev.embed_view(recognizer, view, kind)
+      return verification.evaluate_pairs(
+          verification.cosine_scores(clean[a_idx], occluded[b_idx]), same, fold
+      )
+
+    res = {
+        "teacher_masked": one_masked("teacher", "masked"),
+        "teacher_completed": one_masked("teacher", "completed"),
+        "finetuned": one_masked("arcface_finetuned", "completed"),
+        "student": one_masked("student_hard", "completed"),
+    }
+    teacher_art = art.read(sub, "teacher")
+    rows.append(
+        {
+            "setting": t.settings[i],
+            **s,
+            "teacher_train_accuracy": teacher_art.facts["metrics"].get("train/accuracy"),
+            "results": {k: r.summary() for k, r in res.items()},
+            "folds": {k: r.fold_accuracies for k, r in res.items()},
+            "student_minus_finetuned": verification.paired_difference(
+                res["student"].fold_accuracies, res["finetuned"].fold_accuracies
+            ),
+            "finetuned_minus_teacher_completed": verification.paired_difference(
+                res["finetuned"].fold_accuracies, res["teacher_completed"].fold_accuracies
+            ),
+        }
+    )
+  if jax.process_index() == 0:
+    _write(rows, vs, os.path.join(workdir, "results"))
+  return {"settings": rows}
+
+
+def _pm(r: dict[str, Any], key: str) -> tuple[float, float]:
+  return 100 * r["results"][key]["accuracy"], 100 * r["results"][key]["accuracy_std"]
+
+
+def _diff(d: dict[str, Any]) -> str:
+  return f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f} ({d['positive']}/{d['folds']})"
+
+
+def _write(rows: list[dict[str, Any]], vs: protocols.VerificationSet, out_dir: str) -> None:
+  table = [
+      {
+          "setting": r["setting"],
+          "acc": (
+              "n/a"
+              if r["teacher_train_accuracy"] is None
+              else f"{100 * r['teacher_train_accuracy']:.1f}"
+          ),
+          "tm": _pm(r, "teacher_masked"),
+          "tc": _pm(r, "teacher_completed"),
+          "ft": _pm(r, "finetuned"),
+          "st": _pm(r, "student"),
+          "d": _diff(r["student_minus_finetuned"]),
+          "d2": _diff(r["finetuned_minus_teacher_completed"]),
+      }
+      for r in rows
+  ]
+  report.write_table(
+      table,
+      [
+          ("setting", "teacher (pool identities, images, width, steps)"),
+          ("acc", "teacher train acc. % (last log)"),
+          ("tm", "teacher, masked"),
+          ("tc", "teacher, G-completed"),
+          ("ft", "fine-tuned, G-completed"),
+          ("st", "student (hard), G-completed"),
+          ("d", "student - fine-tuned (points; folds +)"),
+          ("d2", "fine-tuned - teacher on completed (points; folds +)"),
+      ],
+      os.path.join(out_dir, "teacher_study"),
+      title=(
+          "Teacher-strength study: verification accuracy (%) with one face of each pair "
+          f"masked (mixture of categories, G with the true mask), {vs.num_pairs} pairs in 10 "
+          "folds, the same pairs for every setting; differences are per-fold paired. "
+          f"Identities: {vs.identities}."
+      ),
+  )
+  report.write_json(rows, os.path.join(out_dir, "teacher_study.json"))
+  print(epath.Path(os.path.join(out_dir, "teacher_study.md")).read_text())
