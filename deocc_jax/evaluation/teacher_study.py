@@ -27,7 +27,6 @@ import shutil
 from typing import Any
 
 import jax
-import numpy as np
 from etils import epath
 from ml_collections import ConfigDict
 

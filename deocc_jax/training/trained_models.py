@@ -12,6 +12,7 @@ restorers (``restore_*``) read the artefact a ``which`` names.
 
 from __future__ import annotations
 
+import io
 from typing import Any, Callable
 
 import numpy as np
@@ -66,8 +67,6 @@ def data_facts(workdir: Any, make_source: Callable[[], Any]) -> dict[str, np.nda
     with path.open("rb") as f, np.load(f, allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
   out = mean_training_face(make_source())
-  import io
-
   buf = io.BytesIO()
   np.savez(buf, **out)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -283,7 +282,13 @@ def restore_teacher(
   return teacher_from(a), (a.step if a.kind == "arcface" else None)
 
 
-def restore_generator(config, workdir, which="latest", stage="deocclusion", deps=None):
+def restore_generator(
+    config: ConfigDict,
+    workdir: str,
+    which: int | str = "latest",
+    stage: str = "deocclusion",
+    deps: dict[str, Any] | None = None,
+) -> tuple[art.Artefact, int]:
   """(artefact, step) of a de-occlusion stage (``generator_from`` completes;
   ``.variables['params']`` are G's parameters, a later stage's frozen input)."""
   a = art.read(workdir, stage, which)
@@ -291,13 +296,25 @@ def restore_generator(config, workdir, which="latest", stage="deocclusion", deps
   return a, a.step
 
 
-def restore_segmenter(config, workdir, which="latest", stage="segmentation", deps=None):
+def restore_segmenter(
+    config: ConfigDict,
+    workdir: str,
+    which: int | str = "latest",
+    stage: str = "segmentation",
+    deps: dict[str, Any] | None = None,
+) -> tuple[Callable[[Any], Any], int]:
   """(predict_mask_fn, step) of the occlusion segmenter."""
   a = art.read(workdir, stage, which)
   return segmenter_from(a), a.step
 
 
-def restore_recognizer(config, workdir, which="latest", stage="distill_hard", deps=None):
+def restore_recognizer(
+    config: ConfigDict,
+    workdir: str,
+    which: int | str = "latest",
+    stage: str = "distill_hard",
+    deps: dict[str, Any] | None = None,
+) -> tuple[Callable[[Any], Any], int]:
   """(embed_fn, step) of a trained recogniser (student, fine-tuned baseline)."""
   a = art.read(workdir, stage, which)
   return embedder_from(a, (deps or {}).get("teacher")), a.step
