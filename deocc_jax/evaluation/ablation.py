@@ -134,16 +134,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
         f"has no trained artefacts in {workdir}"
     )
   ev = Evaluator(base, mesh, int(e.batch_size), int(e.diffusion_iters))
-  held_src, held = job.held_out_source(config)  # refuses identities the models trained on
-  vs = protocols.synthetic_verification_set(
-      held_src,
-      int(a.num_pairs),
-      int(e.seed),
-      stages.mask_config(config),
-      (protocols.MIXTURE,),
-      int(a.max_eval_records) or None,
-  )
-  vs.identities = held["description"]
+  # refuses identities the models trained on
+  vs = job.held_out_mixture_pairs(config, int(a.num_pairs), int(a.max_eval_records))
   view = vs.views[protocols.MIXTURE]
   teacher_clean = ev.embed("teacher", vs.clean, (id(vs), "clean"))
   completed = ev.images(view, "completed")

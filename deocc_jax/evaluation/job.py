@@ -118,6 +118,26 @@ def held_out_source(config: ConfigDict) -> tuple[Any, dict[str, Any]]:
   }
 
 
+def held_out_mixture_pairs(
+    config: ConfigDict, num_pairs: int, max_records: int, checked: ConfigDict | None = None
+) -> protocols.VerificationSet:
+  """Verification pairs of the held-out split, occluded with the mixture of
+  categories (the ablation's and the teacher study's yardstick); the
+  identities are checked against the training data of ``checked`` (default
+  ``config``) and described in ``vs.identities``."""
+  held_src, held = held_out_source(checked if checked is not None else config)
+  vs = protocols.synthetic_verification_set(
+      held_src,
+      int(num_pairs),
+      int(stages.require(config, "evaluate.seed")),
+      stages.mask_config(config),
+      (protocols.MIXTURE,),
+      int(max_records) or None,
+  )
+  vs.identities = held["description"]
+  return vs
+
+
 def _external_identities(name: str, teacher_name: str, undetected: int) -> str:
   aligned = (
       ""

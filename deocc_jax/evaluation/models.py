@@ -64,10 +64,6 @@ def parse_checkpoint_spec(spec: str | int) -> dict[str, int | str]:
   return out
 
 
-def _has_artefacts(workdir: str, stage: str) -> bool:
-  return art.has(workdir, stage)
-
-
 @dataclasses.dataclass
 class Models:
   resolution: int
@@ -79,7 +75,6 @@ class Models:
   steps: dict[str, int]  # stage -> restored step
   teacher: Any  # the api.Teacher (frozen recogniser of clean faces)
   generator: Any  # G's parameters, or None
-  facts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # stage -> facts
   # G without contextual attention (stage 'deocclusion_noca', Table 2's "GA w/o
   # attention"): (masked, mask) -> completed, or None when that stage did not run
   complete_noca: Callable[[jax.Array, jax.Array], jax.Array] | None = None
@@ -123,22 +118,20 @@ def restore_models(
     return out
 
   generators = {
-      s.name: restore(s.name)
-      for s in registry.of_role("generator")
-      if _has_artefacts(workdir, s.name)
+      s.name: restore(s.name) for s in registry.of_role("generator") if art.has(workdir, s.name)
   }
   teacher = restore("teacher")
   if "teacher" in wanted:
     rec["teacher"] = lambda x, t=teacher: t.apply(t.params, x)["embedding"]
   completions = {name: trained_models.generator_from(a) for name, a in generators.items()}
   g = generators["deocclusion"].variables["params"] if "deocclusion" in generators else None
-  segment = restore("segmentation") if _has_artefacts(workdir, "segmentation") else None
+  segment = restore("segmentation") if art.has(workdir, "segmentation") else None
 
   for key in wanted:
     stage = RECOGNIZERS[key][0]
     if key == "teacher":
       continue
-    if not _has_artefacts(workdir, stage):
+    if not art.has(workdir, stage):
       if recognizers is not None:
         raise FileNotFoundError(
             f"recognizer {key!r} needs stage {stage!r}, which has no trained artefacts "
@@ -166,5 +159,4 @@ def restore_models(
       teacher,
       g,
       complete_noca=completions.get("deocclusion_noca"),
-      facts=facts,
   )

@@ -105,16 +105,9 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   # The largest teacher pool holds every smaller one (pool ids follow the
   # student pool's): checking it refuses any identity a study model saw.
   largest = max(settings, key=lambda s: s["identities"])
-  held_src, held = job.held_out_source(setting_config(config, largest))
-  vs = protocols.synthetic_verification_set(
-      held_src,
-      int(t.num_pairs),
-      int(e.seed),
-      stages.mask_config(config),
-      (protocols.MIXTURE,),
-      int(t.max_eval_records) or None,
+  vs = job.held_out_mixture_pairs(
+      config, int(t.num_pairs), int(t.max_eval_records), setting_config(config, largest)
   )
-  vs.identities = held["description"]
   view = vs.views[protocols.MIXTURE]
   a_idx, b_idx, same, fold = vs.pairs
   rows: list[dict[str, Any]] = []

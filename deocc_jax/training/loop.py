@@ -97,23 +97,15 @@ def run(
   data_sh = shard_lib.data_sharding(mesh)
   rep = shard_lib.replicated(mesh)
   init_jit = jax.jit(init_fn, out_shardings=shardings)
-  if frozen is None:
-    step_jit = jax.jit(
-        step_fn,
-        in_shardings=(shardings, data_sh),
-        out_shardings=(shardings, rep),
-        donate_argnums=(0,),
-    )
-  else:
-    frozen_sh = shard_lib.state_shardings(frozen, mesh, fsdp=config.fsdp)
-    frozen_dev = shard_lib.put_global(frozen, frozen_sh)
-    jitted = jax.jit(
-        step_fn,
-        in_shardings=(shardings, data_sh, frozen_sh),
-        out_shardings=(shardings, rep),
-        donate_argnums=(0,),
-    )
-    step_jit = lambda state, batch: jitted(state, batch, frozen_dev)  # noqa: E731
+  frozen_sh = () if frozen is None else (shard_lib.state_shardings(frozen, mesh, fsdp=config.fsdp),)
+  frozen_dev = tuple(shard_lib.put_global(frozen, sh) for sh in frozen_sh)
+  jitted = jax.jit(
+      step_fn,
+      in_shardings=(shardings, data_sh, *frozen_sh),
+      out_shardings=(shardings, rep),
+      donate_argnums=(0,),
+  )
+  step_jit = lambda state, batch: jitted(state, batch, *frozen_dev)  # noqa: E731
 
   def write_artefact(step: int, state: Any, metrics: dict[str, float]) -> None:
     if artefact is not None:
@@ -212,6 +204,7 @@ def run(
       bar.set_postfix({k: f"{v:.3g}" for k, v in m.items() if k.startswith("loss")})
       t_log, n_log = time.perf_counter(), 0
       if is_ckpt:
+        logged = {k: v for k, v in m.items() if not k.startswith("perf/")}
         ckpt.save(
             done,
             state,
@@ -221,10 +214,10 @@ def run(
                 "process_count": jax.process_count(),
                 **(extra_metadata or {}),
             },
-            metrics={k: v for k, v in m.items() if not k.startswith("perf/")},
+            metrics=logged,
             data_state=batches.get_state(),
         )
-        write_artefact(done, state, {k: v for k, v in m.items() if not k.startswith("perf/")})
+        write_artefact(done, state, logged)
         last_good = done
     if (
         sample_fn is not None

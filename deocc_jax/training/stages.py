@@ -178,9 +178,6 @@ def load_teacher(config: ConfigDict, workdir: str, which: int | str = "latest"):
   """The config's teacher: the 'teacher' stage's artefact (the ArcFace teacher
   trained here, or the pretrained one it names), else ``config.teacher``'s
   pretrained weights."""
-  kind = str(require(config, "teacher.kind"))
-  if kind not in TEACHER_KINDS:
-    raise ConfigError(f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', got {kind!r}")
   return trained_models.restore_teacher(config, workdir, which)[0]
 
 

@@ -270,14 +270,11 @@ def restore_teacher(
 ) -> tuple[api.Teacher, int | None]:
   """(teacher, step): the 'teacher' stage's artefact; a pretrained teacher
   without one (its stage not run) comes from ``config.teacher``."""
-  if not art.has(workdir, stage):
-    kind = str(require(config, "teacher.kind"))
-    if kind in PRETRAINED:
-      return api.load_teacher(kind, str(config.teacher.path) or None), None
-    if kind != "arcface":
-      raise ConfigError(
-          f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', got {kind!r}"
-      )
+  kind = str(require(config, "teacher.kind"))
+  if kind != "arcface" and kind not in PRETRAINED:
+    raise ConfigError(f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', got {kind!r}")
+  if not art.has(workdir, stage) and kind in PRETRAINED:
+    return api.load_teacher(kind, str(config.teacher.path) or None), None
   a = art.read(workdir, stage, which)
   return teacher_from(a), (a.step if a.kind == "arcface" else None)
 
