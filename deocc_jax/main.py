@@ -24,6 +24,7 @@ from deocc_jax.errors import ConfigError
 from deocc_jax.training import distributed, registry
 from deocc_jax.training import workdir as workdir_lib
 from deocc_jax.training.workdir import WorkdirError
+from deocc_jax.utils import files
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file.", lock_config=True
@@ -34,27 +35,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs / checkpo
 def stage_table() -> dict[str, Callable[[ConfigDict, str], None]]:
   """Stage name -> runner(config, workdir), from ``training/registry.py``."""
   return {name: stage.run for name, stage in registry.STAGES.items()}
-
-
-def _on_process_0(fn: Callable[[], None]) -> None:
-  """Runs ``fn`` on process 0; if it fails there, every process raises."""
-  import jax
-  import numpy as np
-
-  err: BaseException | None = None
-  if jax.process_index() == 0:
-    try:
-      fn()
-    except Exception as e:  # noqa: BLE001 -- re-raised below, after telling the others
-      err = e
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
-    failed = int(multihost_utils.broadcast_one_to_all(np.int32(err is not None)))
-    if failed and err is None:
-      raise WorkdirError("process 0 could not set up the workdir (see its error)")
-  if err is not None:
-    raise err
 
 
 def run(
@@ -83,7 +63,7 @@ def run(
       lock.release()
       raise
 
-  _on_process_0(setup)
+  files.on_process_0(setup, "set up the workdir", WorkdirError)
   try:
     t_all = time.perf_counter()
     for stage in stages:
@@ -91,6 +71,9 @@ def run(
       print(f"== stage {stage} ==", flush=True)
       t0 = time.perf_counter()
       table[stage](config, str(path))
+      # What process 0 alone wrote in the stage (teacher embeddings, data
+      # facts, artefacts) is there before any process starts the next one.
+      files.on_process_0(lambda: None, f"finish stage {stage}")
       print(f"== stage {stage} done in {time.perf_counter() - t0:.1f} s ==", flush=True)
     print(f"all stages done in {time.perf_counter() - t_all:.1f} s; outputs in {path}")
   finally:

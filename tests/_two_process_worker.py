@@ -2,7 +2,9 @@
 
 argv: port process_id workdir. Trains the de-occlusion stage for 3 steps on
 a multi-process mesh (each process: 2 CPU devices, its own data shard) and
-prints a checksum of the generator parameters.
+prints a checksum of the generator parameters. Then writes an artefact with
+process 0 slow to write (every process must see it on return) and one that
+process 0 fails to write (every process must raise).
 """
 
 import os
@@ -59,3 +61,31 @@ print("CHECKSUM %.10e" % sum(float(np.abs(np.asarray(l, np.float64)).sum()) for 
 print(
     "STEP", int(np.asarray(multihost_utils.process_allgather(state["step"], tiled=True)).ravel()[0])
 )
+
+import time  # noqa: E402
+
+from deocc_jax.training import artefacts  # noqa: E402
+from deocc_jax.utils import files  # noqa: E402
+
+real_write = files.write_atomic
+
+
+def slow_write(path, data):
+  time.sleep(3.0)
+  real_write(path, data)
+
+
+def failing_write(path, data):
+  raise OSError(f"disk full writing {path}")
+
+
+spec = artefacts.Spec("generator", lambda s: {"params": s["g"]}, {"config": {}})
+files.write_atomic = slow_write
+artefacts.write(workdir, "probe", 7, spec, state)
+print("ARTEFACT_STEPS", artefacts.steps(workdir, "probe"), flush=True)
+files.write_atomic = failing_write
+try:
+  artefacts.write(workdir, "probe", 8, spec, state)
+  print("WRITE_ERROR none", flush=True)
+except Exception as e:  # noqa: BLE001 -- reported for the test to check
+  print("WRITE_ERROR", type(e).__name__, "step_0000008.npz" in str(e), flush=True)

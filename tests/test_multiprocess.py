@@ -40,3 +40,8 @@ def test_two_processes_train_three_steps_and_agree(tmp_path):
   assert sums[0] == sums[1], sums
   assert float(sums[0]) > 0
   assert os.path.isdir(tmp_path / "deocclusion" / "checkpoints" / "3")
+  # Process 0 took 3 s to write the artefact: every process returned after it.
+  assert all("ARTEFACT_STEPS [7]" in o for o in outs), [o[-800:] for o in outs]
+  # Process 0 could not write: it raised its own error, the other one naming the file.
+  assert "WRITE_ERROR OSError True" in outs[0], outs[0][-800:]
+  assert "WRITE_ERROR ProcessZeroError True" in outs[1], outs[1][-800:]

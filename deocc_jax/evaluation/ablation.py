@@ -200,8 +200,13 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
               "heldout": losses,
           }
       )
-    train = report.read_metric_series(
-        os.path.join(ab_dir, name, "logs", "metrics.jsonl"), ["loss/total", "loss/ce"]
+    # The training log is process 0's (the metrics writer's); so are the results.
+    train = (
+        report.read_metric_series(
+            os.path.join(ab_dir, name, "logs", "metrics.jsonl"), ["loss/total", "loss/ce"]
+        )
+        if jax.process_index() == 0
+        else {}
     )
     results[name] = {
         "label": SETTINGS[name],

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 from typing import Any
 
 import jax
@@ -36,6 +35,7 @@ from deocc_jax.evaluation.evaluator import Evaluator
 from deocc_jax.evaluation.models import restore_models
 from deocc_jax.training import artefacts as art
 from deocc_jax.training import stages, trained_models
+from deocc_jax.utils import files
 
 KEYS = {"identities": int, "images": int, "width": float, "steps": int}
 
@@ -81,13 +81,17 @@ def _share_generator(workdir: str, sub: str) -> None:
   study's stages take their frozen generator from there."""
   src = art.directory(workdir, "deocclusion")
   dst = art.directory(sub, "deocclusion")
-  dst.mkdir(parents=True, exist_ok=True)
   latest = art.file_name(art.select(workdir, "deocclusion"))
-  if not (dst / latest).exists():
-    shutil.copyfile(os.fspath(src / latest), os.fspath(dst / latest))
   facts = epath.Path(workdir) / trained_models.DATA_FACTS
-  if facts.exists() and not (epath.Path(sub) / trained_models.DATA_FACTS).exists():
-    shutil.copyfile(os.fspath(facts), os.path.join(sub, trained_models.DATA_FACTS))
+
+  def share() -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    if not (dst / latest).exists():
+      files.write_atomic(dst / latest, (src / latest).read_bytes())
+    if facts.exists() and not (epath.Path(sub) / trained_models.DATA_FACTS).exists():
+      files.write_atomic(epath.Path(sub) / trained_models.DATA_FACTS, facts.read_bytes())
+
+  files.on_process_0(share, f"copy the run's generator into {sub}")
 
 
 def run(config: ConfigDict, workdir: str) -> dict[str, Any]:

@@ -20,7 +20,8 @@ the stage ranks by.
 
 Every process joins the gather (``process_allgather``); process 0 writes the
 file atomically (temporary file + rename): on a shared filesystem, as the
-metrics and samples. The artefacts kept are the newest ``keep`` steps plus,
+metrics and samples; every process returns once it is written (or raises if
+process 0 could not write it). The artefacts kept are the newest ``keep`` steps plus,
 for a stage ranked by a metric, the best ``keep`` ones (a superset of the
 checkpoints Orbax keeps). ``which``: 'latest', 'best' or a step.
 """
@@ -159,8 +160,6 @@ def write(
   the step's artefact from process 0; prunes older ones (see module doc)."""
   local = multihost_utils.process_allgather(spec.variables(state), tiled=True)
   path = directory(workdir, stage) / file_name(step)
-  if jax.process_index() != 0:
-    return path
   facts = {
       **spec.facts,
       "kind": spec.kind,
@@ -170,9 +169,15 @@ def write(
       "best_metric": best_metric or "",
       "best_mode": best_mode,
   }
-  path.parent.mkdir(parents=True, exist_ok=True)
-  files.write_atomic(path, encode(local, facts, spec.arrays))
-  _prune(workdir, stage, keep, best_metric, best_mode)
+
+  def write_and_prune() -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files.write_atomic(path, encode(local, facts, spec.arrays))
+    _prune(workdir, stage, keep, best_metric, best_mode)
+
+  # Every process returns only once the file is there: a process that lists
+  # or reads the artefacts next (the ablation's curve) sees the same steps.
+  files.on_process_0(write_and_prune, f"write the artefact {path}")
   return path
 
 
