@@ -7,6 +7,7 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 ORDER = [
     "data_pipeline",
+    "read_threads",
     "synthetic_difficulty",
     "generator_step",
     "bench_relational_losses",

@@ -129,6 +129,20 @@ def test_accuracy_and_rank1_match_brute_force(tiny_run):
   acc = _brute_force_10_fold(_cos64(clean[a], masked[b]), same, fold)
   job_acc = res["verification"]["synthetic"]["results"]["mixture"]["teacher"]["masked"]
   assert acc == pytest.approx(job_acc["one"]["accuracy"], abs=1e-9)
+  # per category (evaluate.by_category='mixture'): the mixture's pairs whose
+  # second face carries an occluder of that category
+  from deocc_jax.data import masks as masks_lib
+
+  for cat in ("simple", "body"):
+    sel = vs.views["mixture"].category[b] == masks_lib.CATEGORIES.index(cat)
+    got = res["verification"]["synthetic"]["results"][cat]["teacher"]["masked"]
+    assert got["num_pairs"] == int(sel.sum()) and 0 < sel.sum() < len(sel)
+    for side, s in (
+        ("one", _cos64(clean[a], masked[b])),
+        ("both", _cos64(masked[a], masked[b])),
+    ):
+      want = _brute_force_10_fold(s[sel], same[sel], fold[sel])
+      assert want == pytest.approx(got[side]["accuracy"], abs=1e-9), (cat, side)
   # TAR at the smallest FAR grid point: brute force over thresholds
   s = _cos64(masked[a], masked[b])
   neg = np.sort(s[~same])
@@ -182,6 +196,27 @@ def test_checkpoint_selection_and_device_counts(tiny_run, tmp_path):
     job.run(_small(config), workdir, "distill_hard=best", str(tmp_path / "d"))
   with pytest.raises(CheckpointNotFoundError, match=r"no checkpoint 3 .*available steps: \[2, 4\]"):
     job.run(_small(config), workdir, "distill_hard=3", str(tmp_path / "d"))
+
+
+def test_category_tables_from_views(tiny_run, tmp_path):
+  """evaluate.by_category='views': every face occluded once more with the
+  category (not the mixture's pairs); the occluders are of that category."""
+  config, workdir = tiny_run
+  c = _small(config, categories=("body",), by_category="views")
+  res = job.run(c, workdir, results_dir=str(tmp_path / "views"))["verification"]["synthetic"]
+  assert set(res["results"]) == {"mixture", "body"}
+  body = res["results"]["body"]["student_hard"]
+  assert set(body) == {"masked", "completed"} and "num_pairs" not in body["masked"]
+  mixed = job.run(
+      _small(config, categories=("body",)), workdir, results_dir=str(tmp_path / "mixture")
+  )["verification"]["synthetic"]["results"]
+  grouped = mixed["body"]["student_hard"]["masked"]
+  assert grouped["num_pairs"] < res["num_pairs"]
+  assert grouped["one"]["accuracy"] != body["masked"]["one"]["accuracy"]
+  with pytest.raises(ConfigError, match="by_category is 'faces'"):
+    job.run(_small(config, by_category="faces"), workdir, results_dir=str(tmp_path / "x"))
+  with pytest.raises(ConfigError, match=r"unknown categories \['scarf'\]"):
+    job.run(_small(config, categories=("scarf",)), workdir, results_dir=str(tmp_path / "x"))
 
 
 def test_bad_requests(tiny_run, tmp_path):

@@ -11,9 +11,16 @@ from deocc_jax.data import masks as mk
 flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags
 
 
-def _loader(seed=0, workers=0, shard=None, batch=8, split="train", epochs=None, flip=True):
+def _loader(
+    seed=0, workers=0, shard=None, batch=8, split="train", epochs=None, flip=True, threads=0
+):
   cfg = pl.PipelineConfig(
-      batch_size=batch, seed=seed, worker_count=workers, num_epochs=epochs, flip=flip
+      batch_size=batch,
+      seed=seed,
+      worker_count=workers,
+      num_epochs=epochs,
+      flip=flip,
+      read_threads=threads,
   )
   loader, src = pl.synthetic_loader(
       split, identities=20, images_per_identity=4, resolution=32, config=cfg, shard_options=shard
@@ -57,6 +64,18 @@ def _examples(batches):
       for b in batches
       for l, c, m in zip(b["identity"], b["clean"], b["masked"])
   )
+
+
+def test_reader_threads_do_not_change_the_stream():
+  """read_threads 0 (the default: the loop's thread reads) and grain's reader
+  threads give the same batches; a negative count is refused."""
+  a = _take(iter(_loader(seed=3, threads=0)[0]), 3)
+  b = _take(iter(_loader(seed=3, threads=4)[0]), 3)
+  for x, y in zip(a, b):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+  with pytest.raises(ValueError, match="read_threads must be >= 0, got -1"):
+    _loader(threads=-1)
 
 
 def test_worker_processes_are_deterministic_and_see_the_same_examples():

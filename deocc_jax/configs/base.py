@@ -112,6 +112,7 @@ def get_config() -> ml_collections.ConfigDict:
   # --- online pair pipeline (grain)
   c.pipeline = ml_collections.ConfigDict()
   c.pipeline.worker_count = 0  # grain worker processes (0 = in-process)
+  c.pipeline.read_threads = 0  # grain reader threads (0: the loop's thread; > 0 slow storage)
   c.pipeline.flip = True  # horizontal flip augmentation
   c.pipeline.max_shift_px = 2  # shift augmentation, pixels
 
@@ -312,6 +313,10 @@ def get_config() -> ml_collections.ConfigDict:
       "completed_noca",
   )  # G without CA: when stage 'deocclusion_noca' ran
   c.evaluate.categories = ("simple", "complex", "body", "hybrid")  # per-category tables
+  # How those tables are made: 'mixture' = the mixture's pairs grouped by the
+  # category of their second face's occluder (no further images / embeddings);
+  # 'views' = every face occluded once more per category (5x the embeddings).
+  c.evaluate.by_category = "mixture"
   c.evaluate.diffusion_iters = 200  # Jacobi sweeps of the diffusion fill
   c.evaluate.identification = True  # AR-style rank-1 / CMC (sunglasses, scarf)
   c.evaluate.gallery_per_identity = 1  # clean gallery faces per identity

@@ -266,6 +266,11 @@ class PipelineConfig:
   seed: int = 0
   worker_count: int = 0  # grain worker processes (0 = in-process)
   worker_buffer_size: int = 2
+  # grain reader threads per process (ReadOptions.num_threads): 0 reads in the
+  # loop's thread -- for in-memory / rendered faces grain's default 16 threads
+  # only poll and take the step's cores (teacher loop 1.11x slower with 16 on
+  # 2 cores: benchmarks/results/read_threads.md); > 0 for slow storage.
+  read_threads: int = 0
   shuffle: bool = True
   num_epochs: int | None = None  # None = infinite
   flip: bool = True
@@ -316,7 +321,15 @@ def make_loader(
       operations=ops,
       worker_count=config.worker_count,
       worker_buffer_size=config.worker_buffer_size,
+      read_options=read_options(config.read_threads),
   )
+
+
+def read_options(threads: int) -> grain.ReadOptions:
+  """grain's reader threads: ``threads`` (0 = none, the caller's thread reads)."""
+  if threads < 0:
+    raise ValueError(f"read_threads must be >= 0, got {threads}")
+  return grain.ReadOptions(num_threads=int(threads), prefetch_buffer_size=64 * (threads > 0))
 
 
 def synthetic_loader(

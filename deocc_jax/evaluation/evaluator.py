@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deocc_jax.data import masks as masks_lib
 from deocc_jax.evaluation import classical_fill, identification, protocols, verification
 from deocc_jax.evaluation.models import Models
 
@@ -145,14 +146,43 @@ class Evaluator:
 
 
 def verification_results(
-    ev: Evaluator, vs: protocols.VerificationSet, inputs: tuple[str, ...]
+    ev: Evaluator,
+    vs: protocols.VerificationSet,
+    inputs: tuple[str, ...],
+    categories: tuple[str, ...] = (),
 ) -> dict[str, Any]:
   """{condition: {recognizer: {input: {'one': summary, 'both': summary}}}} plus ROC data
-  and the paired comparisons on the mixture (:func:`paired_comparisons`, per side)."""
+  and the paired comparisons on the mixture (:func:`paired_comparisons`, per side).
+
+  Conditions: every view of ``vs`` (the mixture, and a category occluding
+  every face when the set has that view), then each of ``categories``
+  without a view of its own, from the mixture's scores: the pairs whose
+  second face's occluder is of that category (both faces masked: the first
+  face's occluder is of any category)."""
   a, b, same, fold = vs.pairs
   out: dict[str, Any] = {}
   roc: dict[str, tuple[np.ndarray, np.ndarray]] = {}
   thresholds: dict[str, dict[str, float]] = {}
+  grouped = [c for c in categories if c not in vs.views]
+  mix_view = vs.views[protocols.MIXTURE]
+  if grouped and mix_view.category is None:
+    raise ValueError(f"{vs.name}: the mixture has no occluder categories to group pairs by")
+  # pair selections of the grouped categories (a category needs same- and
+  # different-identity pairs to be scored; a small set may lack them)
+  groups = {c: mix_view.category[b] == masks_lib.CATEGORIES.index(c) for c in grouped}
+  groups = {c: sel for c, sel in groups.items() if same[sel].any() and (~same[sel]).any()}
+
+  def summaries(one: np.ndarray, both: np.ndarray, sel: Any = slice(None)) -> dict[str, Any]:
+    res_one = verification.evaluate_pairs(one[sel], same[sel], fold[sel])
+    res_both = verification.evaluate_pairs(both[sel], same[sel], fold[sel])
+    return {
+        "one": res_one.summary(),
+        "both": res_both.summary(),
+        "fold_accuracies_one": res_one.fold_accuracies,
+        "fold_accuracies_both": res_both.fold_accuracies,
+        "_roc": (res_one.roc_far, res_one.roc_tar),
+    }
+
   for cond, view in vs.views.items():
     kinds = (
         inputs if cond == protocols.MIXTURE else tuple(k for k in CATEGORY_INPUTS if k in inputs)
@@ -170,18 +200,21 @@ def verification_results(
           probe = ev.embed_view(r, view, kind)
           one = verification.cosine_scores(clean[a], probe[b])
           both = verification.cosine_scores(probe[a], probe[b])
-        res_one = verification.evaluate_pairs(one, same, fold)
-        res_both = verification.evaluate_pairs(both, same, fold)
-        out[cond][r][kind] = {
-            "one": res_one.summary(),
-            "both": res_both.summary(),
-            "fold_accuracies_one": res_one.fold_accuracies,
-            "fold_accuracies_both": res_both.fold_accuracies,
-        }
-        if cond == protocols.MIXTURE:
-          thresholds.setdefault(r, {})[kind] = verification.best_threshold(one, same)[0]
-          if kind in ("clean", "masked", "completed", "completed_predicted"):
-            roc[f"{ev.models.display(r)}, {INPUTS[kind]}"] = (res_one.roc_far, res_one.roc_tar)
+        res = summaries(one, both)
+        roc_curve = res.pop("_roc")
+        out[cond][r][kind] = res
+        if cond != protocols.MIXTURE:
+          continue
+        thresholds.setdefault(r, {})[kind] = verification.best_threshold(one, same)[0]
+        if kind in ("clean", "masked", "completed", "completed_predicted"):
+          roc[f"{ev.models.display(r)}, {INPUTS[kind]}"] = roc_curve
+        if kind in CATEGORY_INPUTS:
+          for c, sel in groups.items():
+            g = summaries(one, both, sel)
+            del g["_roc"]
+            out.setdefault(c, {}).setdefault(r, {})[kind] = {**g, "num_pairs": int(sel.sum())}
+  # the grouped categories after the views, in the order asked for
+  out.update({c: out.pop(c) for c in grouped if c in out})
   mix = out.get(protocols.MIXTURE, {})
   paired = {side: paired_comparisons(mix, side) for side in ("one", "both")}
   return {"results": out, "roc": roc, "thresholds": thresholds, "paired": paired}
@@ -252,13 +285,21 @@ def identification_results(
 
 
 def segmentation_results(
-    ev: Evaluator, views: dict[str, protocols.OccludedView]
+    ev: Evaluator, views: dict[str, protocols.OccludedView], categories: tuple[str, ...] = ()
 ) -> dict[str, float]:
-  """IoU of predicted and true masks over all pixels of each occlusion condition."""
+  """IoU of predicted and true masks over all pixels of each occlusion
+  condition; each of ``categories`` without a view of its own: over the
+  mixture's faces whose occluder is of that category."""
   from deocc_jax.training.segmentation_stage import iou_per_category
 
-  return {
+  out = {
       name: iou_per_category(ev.predicted_mask(v), v.mask, v.category)["mixed"]
       for name, v in views.items()
       if v.mask is not None
   }
+  mix = views.get(protocols.MIXTURE)
+  grouped = [c for c in categories if c not in views]
+  if grouped and mix is not None and mix.mask is not None and mix.category is not None:
+    per = iou_per_category(ev.predicted_mask(mix), mix.mask, mix.category)
+    out.update({c: per[c] for c in grouped if c in per})
+  return out

@@ -39,6 +39,7 @@ import numpy as np
 from etils import epath
 from ml_collections import ConfigDict
 
+from deocc_jax.data import masks as masks_lib
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import protocols, report, tables
 from deocc_jax.evaluation.evaluator import (
@@ -187,7 +188,20 @@ def run(
     epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
   max_records = int(e.max_records) or None
   mask_cfg = stages.mask_config(config)
-  conditions = (protocols.MIXTURE,) + tuple(e.categories)
+  categories = tuple(e.categories)
+  unknown = [c for c in categories if c not in masks_lib.CATEGORIES]
+  if unknown:
+    raise ConfigError(
+        f"config.evaluate.categories has unknown categories {unknown}; choose from "
+        f"{list(masks_lib.CATEGORIES)}"
+    )
+  by_category = str(e.by_category)
+  if by_category not in ("mixture", "views"):
+    raise ConfigError(
+        f"config.evaluate.by_category is {by_category!r}; choose 'mixture' (the mixture's "
+        "pairs grouped by occluder category) or 'views' (every face occluded per category)"
+    )
+  conditions = (protocols.MIXTURE,) + (categories if by_category == "views" else ())
   results: dict[str, Any] = {
       "checkpoint_steps": models.steps,
       "teacher": models.teacher.name,
@@ -230,7 +244,7 @@ def run(
     results["undetected"] = {"lfw": len(lfw.undetected)}
     sets.append(vs)
   for vs in sets:
-    res = verification_results(ev, vs, inputs)
+    res = verification_results(ev, vs, inputs, categories)
     results["verification"][vs.name] = {
         "num_pairs": vs.num_pairs,
         "num_faces": len(vs.clean),
@@ -244,7 +258,9 @@ def run(
           "thresholds": res["thresholds"],
       }
     if models.segment is not None:
-      results.setdefault("segmentation_iou", {})[vs.name] = segmentation_results(ev, vs.views)
+      results.setdefault("segmentation_iou", {})[vs.name] = segmentation_results(
+          ev, vs.views, categories
+      )
     if write:
       tables.write_verification(res, vs, models, out_dir, plots)
       if plots and models.complete is not None:

@@ -117,6 +117,7 @@ def write_verification(
       title=f"TAR (%) at FAR=1e-3 on {name} by input (one face masked; mixture). "
       f"Identities: {vs.identities or 'unstated'}.",
   )
+  grouped = [c for c in res["results"] if c not in vs.views]
   for side in ("one", "both"):
     cat_rows = []
     for r in models.recognizers:
@@ -133,7 +134,14 @@ def write_verification(
         [("recognizer", "recognizer"), ("input", "input")] + [(c, c) for c in conds],
         os.path.join(out_dir, f"by_category_{name}_{side}"),
         title=f"Accuracy (%) on {name} per mask category, {side} face(s) masked. "
-        f"Identities: {vs.identities or 'unstated'}.",
+        + (
+            f"Categories {', '.join(grouped)}: the mixture's pairs whose second face's "
+            "occluder is of that category (a quarter of the pairs each; both masked: the "
+            "first face's occluder of any category). "
+            if grouped
+            else ""
+        )
+        + f"Identities: {vs.identities or 'unstated'}.",
     )
   if plots:
     report.plot_roc_curves(

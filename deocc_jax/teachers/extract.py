@@ -90,6 +90,9 @@ def extract_embeddings(
       sampler=sampler,
       operations=[_ReadIndexed(source, image_key), grain.Batch(per_host, drop_remainder=False)],
       worker_count=worker_count,
+      # the records are read by the map above, in this thread; reader threads
+      # would only poll the index source and contend with the embedding step
+      read_options=grain.ReadOptions(num_threads=0, prefetch_buffer_size=0),
   )
   fn = batch_map.ShardedFn(embed_fn, mesh)
   embs, labels, indices = [], [], []

@@ -123,6 +123,7 @@ def make_batches(
       batch_size=int(section.batch_size),
       seed=int(config.seed) * 1000 + registry.get(stage).seed_offset,
       worker_count=int(p.worker_count),
+      read_threads=int(p.read_threads),
       flip=bool(p.flip),
       max_shift_px=int(p.max_shift_px),
   )
