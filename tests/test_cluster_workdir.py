@@ -120,6 +120,8 @@ def test_config_validation_names_the_key(tmp_path):
 
   with pytest.raises(ConfigError, match=r"config.teacher.batch_size must be >= 1, got -8"):
     main_lib.run(_config(**{"teacher.batch_size": -8}), str(tmp_path), table=_noop_table([]))
+  with pytest.raises(ConfigError, match=r"config.pipeline.read_threads must be >= 0, got -1"):
+    main_lib.run(_config(**{"pipeline.read_threads": -1}), str(tmp_path), table=_noop_table([]))
   with pytest.raises(ConfigError, match=r"config.stages has unknown stage\(s\) \['nope'\]"):
     main_lib.run(_config(stages=("nope",)), str(tmp_path), table=_noop_table([]))
   assert not (tmp_path / "config.json").exists()

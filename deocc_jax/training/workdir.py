@@ -56,6 +56,7 @@ RESUME_MAY_CHANGE = (
     "ablation.*",
     "teacher_embeddings.*",
     "pipeline.worker_count",
+    "pipeline.read_threads",
     "*.num_steps",
     "*.log_every",
     "*.checkpoint_every",
@@ -333,7 +334,7 @@ def _walk(config: ConfigDict, prefix: str = ""):
 def validate_config(config: ConfigDict) -> None:
   """Value checks every run needs, naming the key (a ``ConfigError``)."""
   positive = ("batch_size", "log_every", "checkpoint_every")
-  non_negative = ("num_steps", "sample_every", "worker_count", "max_shift_px")
+  non_negative = ("num_steps", "sample_every", "worker_count", "read_threads", "max_shift_px")
   for key, leaf, v in _walk(config):
     if leaf in positive + non_negative:
       if isinstance(v, bool) or not isinstance(v, int):
