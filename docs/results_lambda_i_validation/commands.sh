@@ -1,0 +1,11 @@
+#!/bin/bash
+# (workdirs: copies of the fresh-clone run of e21bac8 -- data, teacher, teacher_embeddings, deocclusion)
+# lambda_i on the VALIDATION identities (evaluate.split=val), the run's teacher and G (fresh-clone run of e21bac8)
+cd /work/main
+.venv/bin/python -m deocc_jax.main --config=configs/synthetic.py:ablation --workdir=/work/lam/a \
+  --config.evaluate.split=validation --config.ablation.eval_every=200 \
+  "--config.ablation.settings=('ce_pair_angle','ce_pair_angle_hard')" > /work/lam/a.log 2>&1
+.venv/bin/python -m deocc_jax.main --config=configs/synthetic.py:ablation --workdir=/work/lam/b \
+  --config.evaluate.split=validation --config.ablation.eval_every=200 --config.distillation.lambda_i=0.001 \
+  "--config.ablation.settings=('ce_pair_angle_hard',)" > /work/lam/b.log 2>&1
+echo done > /work/lam/done
