@@ -1,6 +1,6 @@
 #!/bin/bash
 # (workdirs: copies of the fresh-clone run of e21bac8 -- data, teacher, teacher_embeddings, deocclusion)
-# lambda_i on the VALIDATION identities (evaluate.split=val), the run's teacher and G (fresh-clone run of e21bac8)
+# lambda_i on the VALIDATION identities (evaluate.split=validation), the run's teacher and G (fresh-clone run of e21bac8)
 cd /work/main
 .venv/bin/python -m deocc_jax.main --config=configs/synthetic.py:ablation --workdir=/work/lam/a \
   --config.evaluate.split=validation --config.ablation.eval_every=200 \
