@@ -122,6 +122,18 @@ def test_config_validation_names_the_key(tmp_path):
     main_lib.run(_config(**{"teacher.batch_size": -8}), str(tmp_path), table=_noop_table([]))
   with pytest.raises(ConfigError, match=r"config.pipeline.read_threads must be >= 0, got -1"):
     main_lib.run(_config(**{"pipeline.read_threads": -1}), str(tmp_path), table=_noop_table([]))
+  # the held-out split of an evaluating stage, before any stage runs
+  ran = []
+  table = {"noop": lambda c, w: ran.append("noop"), "ablation": lambda c, w: ran.append("abl")}
+  bad = _config(stages=("noop", "ablation"), **{"evaluate.split": "val"})
+  with pytest.raises(
+      ConfigError, match=r"config.evaluate.split is 'val'; .*\['validation', 'test'\]"
+  ):
+    main_lib.run(bad, str(tmp_path), table=table)
+  assert ran == []
+  bad.evaluate.split = "validation"
+  main_lib.run(bad, str(tmp_path / "ok"), table=table)
+  assert ran == ["noop", "abl"]
   with pytest.raises(ConfigError, match=r"config.stages has unknown stage\(s\) \['nope'\]"):
     main_lib.run(_config(stages=("nope",)), str(tmp_path), table=_noop_table([]))
   assert not (tmp_path / "config.json").exists()

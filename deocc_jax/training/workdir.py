@@ -37,6 +37,7 @@ from etils import epath
 from ml_collections import ConfigDict
 
 from deocc_jax.configs import base as base_config
+from deocc_jax.configs import require
 from deocc_jax.errors import ConfigError
 from deocc_jax.utils.files import is_remote, write_atomic
 
@@ -342,3 +343,28 @@ def validate_config(config: ConfigDict) -> None:
       low = 1 if leaf in positive else 0
       if v < low:
         raise ConfigError(f"config.{key} must be {'>= 1' if low else '>= 0'}, got {v}")
+  _validate_held_out_split(config)
+
+
+# the stages that evaluate on config.evaluate.split's held-out identities
+EVALUATING_STAGES = ("evaluate", "ablation", "teacher_study")
+
+
+def _validate_held_out_split(config: ConfigDict) -> None:
+  """The synthetic source's held-out split is checked before any stage runs
+  (a typo would otherwise fail only when the evaluation reaches it)."""
+  if not set(require(config, "stages")) & set(EVALUATING_STAGES):
+    return
+  if not bool(require(config, "evaluate.held_out")):
+    return
+  if str(require(config, "data.source")) != "synthetic":
+    return
+  from deocc_jax.data.pipeline import SPLITS
+
+  held_out = tuple(x for x in SPLITS if x != "train")
+  split = str(require(config, "evaluate.split"))
+  if split not in held_out:
+    raise ConfigError(
+        f"config.evaluate.split is {split!r}; the synthetic source's held-out splits are "
+        f"{list(held_out)}"
+    )
