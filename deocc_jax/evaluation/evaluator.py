@@ -172,16 +172,17 @@ def verification_results(
   groups = {c: mix_view.category[b] == masks_lib.CATEGORIES.index(c) for c in grouped}
   groups = {c: sel for c, sel in groups.items() if same[sel].any() and (~same[sel]).any()}
 
-  def summaries(one: np.ndarray, both: np.ndarray, sel: Any = slice(None)) -> dict[str, Any]:
+  def evaluate(one: np.ndarray, both: np.ndarray, sel: Any = slice(None)):
+    """(summaries, ROC of 'one') of the pairs ``sel``."""
     res_one = verification.evaluate_pairs(one[sel], same[sel], fold[sel])
     res_both = verification.evaluate_pairs(both[sel], same[sel], fold[sel])
-    return {
+    summary = {
         "one": res_one.summary(),
         "both": res_both.summary(),
         "fold_accuracies_one": res_one.fold_accuracies,
         "fold_accuracies_both": res_both.fold_accuracies,
-        "_roc": (res_one.roc_far, res_one.roc_tar),
     }
+    return summary, (res_one.roc_far, res_one.roc_tar)
 
   for cond, view in vs.views.items():
     kinds = (
@@ -200,9 +201,7 @@ def verification_results(
           probe = ev.embed_view(r, view, kind)
           one = verification.cosine_scores(clean[a], probe[b])
           both = verification.cosine_scores(probe[a], probe[b])
-        res = summaries(one, both)
-        roc_curve = res.pop("_roc")
-        out[cond][r][kind] = res
+        out[cond][r][kind], roc_curve = evaluate(one, both)
         if cond != protocols.MIXTURE:
           continue
         thresholds.setdefault(r, {})[kind] = verification.best_threshold(one, same)[0]
@@ -210,8 +209,7 @@ def verification_results(
           roc[f"{ev.models.display(r)}, {INPUTS[kind]}"] = roc_curve
         if kind in CATEGORY_INPUTS:
           for c, sel in groups.items():
-            g = summaries(one, both, sel)
-            del g["_roc"]
+            g, _ = evaluate(one, both, sel)
             out.setdefault(c, {}).setdefault(r, {})[kind] = {**g, "num_pairs": int(sel.sum())}
   # the grouped categories after the views, in the order asked for
   out.update({c: out.pop(c) for c in grouped if c in out})
@@ -292,14 +290,12 @@ def segmentation_results(
   mixture's faces whose occluder is of that category."""
   from deocc_jax.training.segmentation_stage import iou_per_category
 
-  out = {
-      name: iou_per_category(ev.predicted_mask(v), v.mask, v.category)["mixed"]
+  per = {
+      name: iou_per_category(ev.predicted_mask(v), v.mask, v.category)
       for name, v in views.items()
       if v.mask is not None
   }
-  mix = views.get(protocols.MIXTURE)
-  grouped = [c for c in categories if c not in views]
-  if grouped and mix is not None and mix.mask is not None and mix.category is not None:
-    per = iou_per_category(ev.predicted_mask(mix), mix.mask, mix.category)
-    out.update({c: per[c] for c in grouped if c in per})
+  out = {name: p["mixed"] for name, p in per.items()}
+  mix = per.get(protocols.MIXTURE, {})
+  out.update({c: mix[c] for c in categories if c not in views and c in mix})
   return out

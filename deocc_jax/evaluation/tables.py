@@ -117,7 +117,12 @@ def write_verification(
       title=f"TAR (%) at FAR=1e-3 on {name} by input (one face masked; mixture). "
       f"Identities: {vs.identities or 'unstated'}.",
   )
-  grouped = [c for c in res["results"] if c not in vs.views]
+  # categories read off the mixture's pairs (evaluate.by_category='mixture'): their pair counts
+  grouped = {
+      c: next(s["num_pairs"] for per in rs.values() for s in per.values())
+      for c, rs in res["results"].items()
+      if c not in vs.views and rs
+  }
   for side in ("one", "both"):
     cat_rows = []
     for r in models.recognizers:
@@ -135,9 +140,10 @@ def write_verification(
         os.path.join(out_dir, f"by_category_{name}_{side}"),
         title=f"Accuracy (%) on {name} per mask category, {side} face(s) masked. "
         + (
-            f"Categories {', '.join(grouped)}: the mixture's pairs whose second face's "
-            "occluder is of that category (a quarter of the pairs each; both masked: the "
-            "first face's occluder of any category). "
+            "Categories "
+            + ", ".join(f"{c} ({n} pairs)" for c, n in grouped.items())
+            + ": the mixture's pairs whose second face's occluder is of that category "
+            "(both masked: the first face's occluder of any category). "
             if grouped
             else ""
         )

@@ -26,6 +26,7 @@ import numpy as np
 from etils import epath
 from jax.sharding import Mesh
 
+from deocc_jax.data import pipeline as pipe
 from deocc_jax.utils import batch_map
 
 
@@ -92,7 +93,7 @@ def extract_embeddings(
       worker_count=worker_count,
       # the records are read by the map above, in this thread; reader threads
       # would only poll the index source and contend with the embedding step
-      read_options=grain.ReadOptions(num_threads=0, prefetch_buffer_size=0),
+      read_options=pipe.read_options(0),
   )
   fn = batch_map.ShardedFn(embed_fn, mesh)
   embs, labels, indices = [], [], []
