@@ -8,10 +8,12 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import teacher_study
+from deocc_jax.teachers import extract
 from deocc_jax.training import artefacts as art
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -43,8 +45,10 @@ def test_study_trains_each_setting_and_writes_the_paired_table(tiny_run, tmp_pat
       "identities=30,images=4,width=0.375,steps=2",
   )
   c.teacher_study.num_pairs = 200
+  c.teacher_study.students = ("distill_hard", "distill_soft")
   out = teacher_study.run(c, str(work))["settings"]
   assert [r["identities"] for r in out] == [0, 30]
+  centroids = []
   for i, r in enumerate(out):
     sub = work / "teacher_study" / str(i)
     teacher = art.read(sub, "teacher")
@@ -53,19 +57,36 @@ def test_study_trains_each_setting_and_writes_the_paired_table(tiny_run, tmp_pat
     assert teacher.facts["num_classes"] == (
         30 if i else art.read(workdir, "teacher").facts["num_classes"]
     )
-    assert art.read(sub, "distill_hard").facts["teacher"]["embed_dim"] == 128
+    for stage in ("distill_hard", "distill_soft"):
+      assert art.read(sub, stage).facts["teacher"]["embed_dim"] == 128
     assert art.read(sub, "finetune_arcface").step == 4
-    for k in ("teacher_masked", "teacher_completed", "finetuned", "student"):
+    # the soft student's identity centres (Eq. 18): this setting's teacher's
+    # embeddings of the students' training identities
+    centroids.append(extract.load_teacher_outputs(str(sub / "teacher_embeddings"))["centroids"])
+    assert centroids[-1].shape == (art.read(workdir, "teacher").facts["num_classes"], 128)
+    names = ("teacher_masked", "teacher_completed", "finetuned", "student_hard", "student_soft")
+    for k in names:
       assert 0.0 <= r["results"][k]["accuracy"] <= 1.0 and len(r["folds"][k]) == 10
-    d = r["student_minus_finetuned"]
-    diffs = [a - b for a, b in zip(r["folds"]["student"], r["folds"]["finetuned"])]
-    assert d["mean"] == pytest.approx(sum(diffs) / 10) and d["positive"] == sum(
-        x > 0 for x in diffs
-    )
-  # different teachers, different students (the settings are not one model)
-  assert out[0]["folds"]["student"] != out[1]["folds"]["student"]
+    for k in ("student_hard", "student_soft"):
+      d = r["students_minus_finetuned"][k]
+      diffs = [a - b for a, b in zip(r["folds"][k], r["folds"]["finetuned"])]
+      assert d["mean"] == pytest.approx(sum(diffs) / 10) and d["positive"] == sum(
+          x > 0 for x in diffs
+      )
+  # different teachers, different centres and students (the settings are not one model)
+  assert not np.allclose(centroids[0], centroids[1])
+  assert out[0]["folds"]["student_soft"] != out[1]["folds"]["student_soft"]
   with open(work / "results" / "teacher_study.csv") as f:
     rows = list(csv.DictReader(f))
   assert [r["teacher (pool identities, images, width, steps)"] for r in rows] == list(
       c.teacher_study.settings
   )
+  assert "student (soft) - fine-tuned (points; folds +)" in rows[0]
+
+
+def test_study_refuses_unknown_students(tiny_run, tmp_path):
+  config, _ = tiny_run
+  c = copy.deepcopy(config)
+  c.teacher_study.students = ("distill_hard", "distill_medium")
+  with pytest.raises(ConfigError, match="teacher_study.students.*distill_medium"):
+    teacher_study.run(c, str(tmp_path))

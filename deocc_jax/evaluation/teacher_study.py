@@ -8,11 +8,12 @@ setting of ``config.teacher_study.settings`` trains its own ArcFace teacher
 synthetic identities disjoint from every split -- 0 = the students' training
 split -- at that width, for that many steps), then, with the run's generator
 and the same batches for every setting (the stages' own seeds), the
-fine-tuned baseline and the hard-loss student from that teacher, each under
+fine-tuned baseline and the students of ``config.teacher_study.students``
+('distill_hard' Eq. 12, 'distill_soft' Eq. 17) from that teacher, each under
 ``<workdir>/teacher_study/<i>/``. All are evaluated on the same held-out
 pairs (G-completed faces, true masks, one face of each pair masked, mixture of
-categories): teacher on masked / completed faces, fine-tuned, student, and
-the per-fold paired difference student - fine-tuned. Writes
+categories): teacher on masked / completed faces, fine-tuned, each student,
+and the per-fold paired difference student - fine-tuned. Writes
 ``<workdir>/results/teacher_study.{md,csv,json}``.
 
 Nothing is tuned on the evaluated identities: the settings are fixed in the
@@ -38,6 +39,7 @@ from deocc_jax.training import stages, trained_models
 from deocc_jax.utils import files
 
 KEYS = {"identities": int, "images": int, "width": float, "steps": int}
+STUDENTS = ("distill_hard", "distill_soft")
 
 
 def parse_setting(text: str) -> dict[str, Any]:
@@ -105,6 +107,12 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   settings = [parse_setting(s) for s in t.settings]  # validate before any training
   if not settings:
     raise ConfigError("config.teacher_study.settings is empty")
+  students = tuple(str(s) for s in t.students)
+  if not students or len(set(students)) != len(students) or set(students) - set(STUDENTS):
+    raise ConfigError(
+        f"config.teacher_study.students: {students!r}: one or both of {list(STUDENTS)}, "
+        "each once"
+    )
   mesh = stages.make_mesh(config)
   # The largest teacher pool holds every smaller one (pool ids follow the
   # student pool's): checking it refuses any identity a study model saw.
@@ -124,8 +132,12 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     print(f"-- teacher study setting {i}: {t.settings[i]}", flush=True)
     stages.run_teacher(c, sub)
     stages.run_finetune_arcface(c, sub)
-    stages.run_distill(c, sub, "distill_hard")
-    models = restore_models(c, sub, recognizers=("teacher", "arcface_finetuned", "student_hard"))
+    if "distill_soft" in students:  # Eq. 17's identity centres of this teacher
+      stages.run_teacher_embeddings(c, sub)
+    for stage in students:
+      stages.run_distill(c, sub, stage)
+    recognizers = ("teacher", "arcface_finetuned") + tuple(_recognizer(st) for st in students)
+    models = restore_models(c, sub, recognizers=recognizers)
     ev = Evaluator(models, mesh, int(e.batch_size), int(e.diffusion_iters))
 
     def one_masked(recognizer: str, kind: str) -> verification.VerificationResult:
@@ -139,7 +151,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
         "teacher_masked": one_masked("teacher", "masked"),
         "teacher_completed": one_masked("teacher", "completed"),
         "finetuned": one_masked("arcface_finetuned", "completed"),
-        "student": one_masked("student_hard", "completed"),
+        **{_recognizer(st): one_masked(_recognizer(st), "completed") for st in students},
     }
     teacher_art = art.read(sub, "teacher")
     rows.append(
@@ -149,17 +161,25 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
             "teacher_train_accuracy": teacher_art.facts["metrics"].get("train/accuracy"),
             "results": {k: r.summary() for k, r in res.items()},
             "folds": {k: r.fold_accuracies for k, r in res.items()},
-            "student_minus_finetuned": verification.paired_difference(
-                res["student"].fold_accuracies, res["finetuned"].fold_accuracies
-            ),
+            "students_minus_finetuned": {
+                _recognizer(st): verification.paired_difference(
+                    res[_recognizer(st)].fold_accuracies, res["finetuned"].fold_accuracies
+                )
+                for st in students
+            },
             "finetuned_minus_teacher_completed": verification.paired_difference(
                 res["finetuned"].fold_accuracies, res["teacher_completed"].fold_accuracies
             ),
         }
     )
   if jax.process_index() == 0:
-    _write(rows, vs, os.path.join(workdir, "results"))
+    _write(rows, students, vs, os.path.join(workdir, "results"))
   return {"settings": rows}
+
+
+def _recognizer(stage: str) -> str:
+  """'distill_soft' -> 'student_soft' (the recogniser's name)."""
+  return "student_" + stage[len("distill_") :]
 
 
 def _pm(r: dict[str, Any], key: str) -> tuple[float, float]:
@@ -170,7 +190,13 @@ def _diff(d: dict[str, Any]) -> str:
   return f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f} ({d['positive']}/{d['folds']})"
 
 
-def _write(rows: list[dict[str, Any]], vs: protocols.VerificationSet, out_dir: str) -> None:
+def _write(
+    rows: list[dict[str, Any]],
+    students: tuple[str, ...],
+    vs: protocols.VerificationSet,
+    out_dir: str,
+) -> None:
+  names = [_recognizer(st) for st in students]
   table = [
       {
           "setting": r["setting"],
@@ -182,12 +208,13 @@ def _write(rows: list[dict[str, Any]], vs: protocols.VerificationSet, out_dir: s
           "tm": _pm(r, "teacher_masked"),
           "tc": _pm(r, "teacher_completed"),
           "ft": _pm(r, "finetuned"),
-          "st": _pm(r, "student"),
-          "d": _diff(r["student_minus_finetuned"]),
+          **{n: _pm(r, n) for n in names},
+          **{"d_" + n: _diff(r["students_minus_finetuned"][n]) for n in names},
           "d2": _diff(r["finetuned_minus_teacher_completed"]),
       }
       for r in rows
   ]
+  kinds = [n[len("student_") :] for n in names]
   report.write_table(
       table,
       [
@@ -196,8 +223,11 @@ def _write(rows: list[dict[str, Any]], vs: protocols.VerificationSet, out_dir: s
           ("tm", "teacher, masked"),
           ("tc", "teacher, G-completed"),
           ("ft", "fine-tuned, G-completed"),
-          ("st", "student (hard), G-completed"),
-          ("d", "student - fine-tuned (points; folds +)"),
+          *[(n, f"student ({k}), G-completed") for n, k in zip(names, kinds)],
+          *[
+              ("d_" + n, f"student ({k}) - fine-tuned (points; folds +)")
+              for n, k in zip(names, kinds)
+          ],
           ("d2", "fine-tuned - teacher on completed (points; folds +)"),
       ],
       os.path.join(out_dir, "teacher_study"),
