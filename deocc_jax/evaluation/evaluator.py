@@ -172,7 +172,9 @@ def verification_results(
   groups = {c: mix_view.category[b] == masks_lib.CATEGORIES.index(c) for c in grouped}
   groups = {c: sel for c, sel in groups.items() if same[sel].any() and (~same[sel]).any()}
 
-  def evaluate(one: np.ndarray, both: np.ndarray, sel: Any = slice(None)):
+  def evaluate(
+      one: np.ndarray, both: np.ndarray, sel: Any = slice(None)
+  ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
     """(summaries, ROC of 'one') of the pairs ``sel``."""
     res_one = verification.evaluate_pairs(one[sel], same[sel], fold[sel])
     res_both = verification.evaluate_pairs(both[sel], same[sel], fold[sel])

@@ -35,7 +35,7 @@ from deocc_jax.evaluation import job, protocols, report, verification
 from deocc_jax.evaluation.evaluator import Evaluator
 from deocc_jax.evaluation.models import restore_models
 from deocc_jax.training import artefacts as art
-from deocc_jax.training import stages, trained_models
+from deocc_jax.training import registry, stages, trained_models
 from deocc_jax.utils import files
 
 KEYS = {"identities": int, "images": int, "width": float, "steps": int}
@@ -113,6 +113,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
         f"config.teacher_study.students: {students!r}: one or both of {list(STUDENTS)}, "
         "each once"
     )
+  # recogniser key (the results' and tables' name) -> its display name, from the registry
+  student_names = {registry.get(st).recognizer: registry.get(st).display for st in students}
   mesh = stages.make_mesh(config)
   # The largest teacher pool holds every smaller one (pool ids follow the
   # student pool's): checking it refuses any identity a study model saw.
@@ -136,8 +138,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       stages.run_teacher_embeddings(c, sub)
     for stage in students:
       stages.run_distill(c, sub, stage)
-    recognizers = ("teacher", "arcface_finetuned") + tuple(_recognizer(st) for st in students)
-    models = restore_models(c, sub, recognizers=recognizers)
+    models = restore_models(c, sub, recognizers=("teacher", "arcface_finetuned", *student_names))
     ev = Evaluator(models, mesh, int(e.batch_size), int(e.diffusion_iters))
 
     def one_masked(recognizer: str, kind: str) -> verification.VerificationResult:
@@ -151,7 +152,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
         "teacher_masked": one_masked("teacher", "masked"),
         "teacher_completed": one_masked("teacher", "completed"),
         "finetuned": one_masked("arcface_finetuned", "completed"),
-        **{_recognizer(st): one_masked(_recognizer(st), "completed") for st in students},
+        **{n: one_masked(n, "completed") for n in student_names},
     }
     teacher_art = art.read(sub, "teacher")
     rows.append(
@@ -162,10 +163,10 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
             "results": {k: r.summary() for k, r in res.items()},
             "folds": {k: r.fold_accuracies for k, r in res.items()},
             "students_minus_finetuned": {
-                _recognizer(st): verification.paired_difference(
-                    res[_recognizer(st)].fold_accuracies, res["finetuned"].fold_accuracies
+                n: verification.paired_difference(
+                    res[n].fold_accuracies, res["finetuned"].fold_accuracies
                 )
-                for st in students
+                for n in student_names
             },
             "finetuned_minus_teacher_completed": verification.paired_difference(
                 res["finetuned"].fold_accuracies, res["teacher_completed"].fold_accuracies
@@ -173,13 +174,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
         }
     )
   if jax.process_index() == 0:
-    _write(rows, students, vs, os.path.join(workdir, "results"))
+    _write(rows, student_names, vs, os.path.join(workdir, "results"))
   return {"settings": rows}
-
-
-def _recognizer(stage: str) -> str:
-  """'distill_soft' -> 'student_soft' (the recogniser's name)."""
-  return "student_" + stage[len("distill_") :]
 
 
 def _pm(r: dict[str, Any], key: str) -> tuple[float, float]:
@@ -192,11 +188,10 @@ def _diff(d: dict[str, Any]) -> str:
 
 def _write(
     rows: list[dict[str, Any]],
-    students: tuple[str, ...],
+    student_names: dict[str, str],
     vs: protocols.VerificationSet,
     out_dir: str,
 ) -> None:
-  names = [_recognizer(st) for st in students]
   table = [
       {
           "setting": r["setting"],
@@ -208,13 +203,12 @@ def _write(
           "tm": _pm(r, "teacher_masked"),
           "tc": _pm(r, "teacher_completed"),
           "ft": _pm(r, "finetuned"),
-          **{n: _pm(r, n) for n in names},
-          **{"d_" + n: _diff(r["students_minus_finetuned"][n]) for n in names},
+          **{n: _pm(r, n) for n in student_names},
+          **{"d_" + n: _diff(r["students_minus_finetuned"][n]) for n in student_names},
           "d2": _diff(r["finetuned_minus_teacher_completed"]),
       }
       for r in rows
   ]
-  kinds = [n[len("student_") :] for n in names]
   report.write_table(
       table,
       [
@@ -223,11 +217,8 @@ def _write(
           ("tm", "teacher, masked"),
           ("tc", "teacher, G-completed"),
           ("ft", "fine-tuned, G-completed"),
-          *[(n, f"student ({k}), G-completed") for n, k in zip(names, kinds)],
-          *[
-              ("d_" + n, f"student ({k}) - fine-tuned (points; folds +)")
-              for n, k in zip(names, kinds)
-          ],
+          *[(n, f"{d}, G-completed") for n, d in student_names.items()],
+          *[("d_" + n, f"{d} - fine-tuned (points; folds +)") for n, d in student_names.items()],
           ("d2", "fine-tuned - teacher on completed (points; folds +)"),
       ],
       os.path.join(out_dir, "teacher_study"),
