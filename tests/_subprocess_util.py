@@ -16,6 +16,25 @@ import time
 from typing import Sequence
 
 
+def die_with_parent() -> None:
+  """``preexec_fn`` for a test's child process: the kernel kills the child
+  (SIGKILL) when the process that started it dies, so a killed pytest (or a
+  crashed xdist worker) leaves no training process behind (Linux prctl
+  PR_SET_PDEATHSIG; elsewhere a no-op)."""
+  import ctypes
+  import signal
+  import sys
+
+  if sys.platform.startswith("linux"):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+
+def popen(cmd: Sequence[str], **kwargs) -> subprocess.Popen:
+  """``subprocess.Popen`` whose child dies with this process (``die_with_parent``)."""
+  return subprocess.Popen(list(cmd), preexec_fn=die_with_parent, **kwargs)
+
+
 def free_port() -> int:
   """A free TCP port on 127.0.0.1 (the jax.distributed coordinator's)."""
   with socket.socket() as s:
@@ -57,8 +76,7 @@ def run_processes(
   paths = [os.path.join(log_dir, f"process_{i}.log") for i in range(len(cmds))]
   files = [open(p, "w") for p in paths]
   procs = [
-      subprocess.Popen(list(c), stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-      for c, f in zip(cmds, files)
+      popen(c, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd) for c, f in zip(cmds, files)
   ]
   cpu = [0.0] * len(procs)
   deadline = time.monotonic() + timeout

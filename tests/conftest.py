@@ -5,6 +5,21 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# One persistent XLA compilation cache for the whole test run: the xdist
+# workers and every process a test starts (the multi-process jobs, the CLIs)
+# read it through the environment, so a program compiled once is loaded, not
+# recompiled, by the next process that needs it. It lives in the clone
+# (.cache/, git-ignored): a fresh clone starts empty, a local re-run is warm.
+# DEOCC_TEST_JAX_CACHE=<dir> moves it, DEOCC_TEST_JAX_CACHE= (empty) turns it off.
+_CACHE = os.environ.get(
+    "DEOCC_TEST_JAX_CACHE",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "jax"),
+)
+if _CACHE:
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 
 import json  # noqa: E402
 

@@ -22,6 +22,7 @@ from deocc_jax.utils import sharding
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import _subprocess_util as sp  # noqa: E402
 import test_training_loop as toy  # noqa: E402
 
 
@@ -139,7 +140,7 @@ def test_user_errors_become_one_line_and_exit_2(capsys):
 
 def _cli(module, *args, cwd=ROOT):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  return subprocess.Popen(
+  return sp.popen(
       [sys.executable, "-m", module, *args],
       cwd=cwd,
       env=env,
@@ -207,7 +208,7 @@ def test_unreadable_checkpoint_through_the_cli_helper_is_one_line(tmp_path):
       " jax.random.key(0), sharding.make_mesh()))"
   )
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  proc = subprocess.Popen(
+  proc = sp.popen(
       [sys.executable, "-c", code],
       cwd=ROOT,
       env=env,

@@ -19,6 +19,7 @@ from absl import flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import _subprocess_util as sp  # noqa: E402
 import _multihost_worker as worker  # noqa: E402
 
 STEPS, KILL_AT = 6, 4
@@ -38,7 +39,7 @@ def _start(workdir, out, nproc, stall_after=0):
   procs = []
   for i in range(nproc):
     with open(os.path.join(out, f"log{i}.txt"), "w") as log:
-      p = subprocess.Popen(
+      p = sp.popen(
           [
               sys.executable,
               os.path.join(HERE, "_multihost_worker.py"),
