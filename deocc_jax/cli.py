@@ -21,11 +21,19 @@ EXIT_USER_ERROR = 2
 
 def user_errors() -> tuple[type[BaseException], ...]:
   """The exception types reported as one line + exit status 2."""
+  from deocc_jax.conversion.mtcnn_weights import MTCNNWeightsError
   from deocc_jax.errors import ConfigError
   from deocc_jax.training.checkpoint import CheckpointError
   from deocc_jax.training.workdir import WorkdirError
 
-  return (ConfigError, WorkdirError, CheckpointError, FileNotFoundError, app.UsageError)
+  return (
+      ConfigError,
+      WorkdirError,
+      CheckpointError,
+      FileNotFoundError,
+      MTCNNWeightsError,  # no facenet-pytorch / a missing or unreadable converted .npz
+      app.UsageError,
+  )
 
 
 def fail(message: Any, hard_exit: bool = False) -> NoReturn:
@@ -64,12 +72,62 @@ def _explain_parse_error(argv: Sequence[str], e: BaseException) -> str:
   return text
 
 
+# absl's help flags (``--help``, ``-?``, ``--helpshort``, ``--helpfull``, ``--helpxml``).
+_HELP_ARG = re.compile(r"--?(help|helpshort|helpfull|helpxml|\?)(=(true|t|1|yes|y))?", re.I)
+
+
+def help_requested(argv: Sequence[str]) -> bool:
+  """Whether ``argv`` (program name first) asks for one of absl's help texts."""
+  for arg in argv[1:]:
+    if arg == "--":
+      return False
+    if _HELP_ARG.fullmatch(arg):
+      return True
+  return False
+
+
+def resolve_config_args(argv: Sequence[str]) -> list[str]:
+  """``argv`` with each ``--config`` value passed through
+  :func:`deocc_jax.configs.experiments.resolve`: ``configs/NAME.py`` or ``NAME``
+  of a packaged experiment loads the packaged file where no such file exists
+  (an installed wheel has no ``configs/`` folder); overrides such as
+  ``--config.data.resolution=64`` are left alone."""
+  from deocc_jax.configs import experiments
+
+  out, i = list(argv[:1]), 1
+  while i < len(argv):
+    arg = argv[i]
+    m = re.fullmatch(r"(--?config)=(.*)", arg, re.S)
+    if arg == "--":
+      out += argv[i:]
+      break
+    if m:
+      out.append(f"{m.group(1)}={experiments.resolve(m.group(2))}")
+    elif arg in ("--config", "-config") and i + 1 < len(argv):
+      out += [arg, experiments.resolve(argv[i + 1])]
+      i += 1
+    else:
+      out.append(arg)
+    i += 1
+  return out
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """``app.run``'s ``flags_parser``: a parse error is one line, exit 2."""
+  """``app.run``'s ``flags_parser``: a parse error is one line, exit 2; a
+  requested help text exits 0 (absl's own help flags exit with status 1)."""
+  resolved = resolve_config_args(argv)
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(resolved)
+  except SystemExit as e:
+    if e.code == 1 and help_requested(argv):
+      sys.exit(0)
+    raise
   except Exception as e:  # noqa: BLE001 -- config_flags raises Key/Attribute/Value errors
-    fail(_explain_parse_error(argv, e))
+    message = _explain_parse_error(argv, e)
+    for given, used in zip(argv, resolved):  # name the file as the user gave it
+      if given != used:
+        message = message.replace(used.split("=", 1)[-1], given.split("=", 1)[-1])
+    fail(message)
 
 
 def config_value(holder: Any, name: str = "config") -> Any:
@@ -84,7 +142,12 @@ def config_value(holder: Any, name: str = "config") -> Any:
     text = " ".join(str(e).split())
     m = re.search(r"Attempted \[[^\]]*\]: (\S+) \[Errno 2\]", text)
     if m:
-      fail(f"--{name}: config file not found: {m.group(1)}")
+      from deocc_jax.configs import experiments
+
+      fail(
+          f"--{name}: config file not found: {m.group(1)} (packaged configs: "
+          f"{', '.join(experiments.NAMES)}, e.g. --{name}=synthetic)"
+      )
     fail(f"--{name}: cannot load the config file ({text})")
 
 

@@ -15,9 +15,10 @@ Usage::
     python -m deocc_jax.convert --arch mtcnn --out mtcnn.npz   # the MTCNN detector
 
 The weights file is the user's own (nothing is downloaded): a torch state dict
-(``.pt`` / ``.pth``; needs torch, ``pip install 'deocc-jax[convert]'``) or the
-latin1 pickle of numpy arrays the VGGFace2-pytorch port distributes, or for the
-ArcFace IResNets an insightface ``.onnx`` model (needs onnx; ``--arch iresnet``
+(``.pt`` / ``.pth``; read without torch, with ``torch.load`` where torch is
+installed) or the latin1 pickle of numpy arrays the VGGFace2-pytorch port
+distributes, or for the ArcFace IResNets an insightface ``.onnx`` model (needs
+onnx: ``pip install -e '.[convert]'`` in the repository; ``--arch iresnet``
 reads the depth and widths from the graph, ``--arch iresnet50`` / ``iresnet100``
 also checks them; :mod:`deocc_jax.conversion.onnx_arcface`). The classifier size
 is read from the file (``logits.weight`` / ``fc.weight``); a facenet-pytorch

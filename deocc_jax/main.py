@@ -1,5 +1,10 @@
 """Entry point: ``python -m deocc_jax.main --config=configs/<name>.py --workdir=DIR``.
 
+``--config`` is a config file, or a packaged experiment by name
+(``--config=synthetic:cpu``; ``configs/<name>.py`` finds the packaged file when
+no such file exists, e.g. from a wheel install:
+:mod:`deocc_jax.configs.experiments`).
+
 Runs the stages listed in ``config.stages`` in order (the table:
 ``deocc_jax/training/registry.py``). Any config field can be overridden on the
 command line (``--config.data.resolution=32``). Re-running with the same

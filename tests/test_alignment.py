@@ -22,7 +22,7 @@ def _require_dlib():
   try:
     import dlib
   except ImportError as e:
-    pytest.fail(f"dlib is required for this test (pip install deocc-jax[test]): {e}")
+    pytest.fail(f"dlib is required for this test (pip install -e '.[test]'): {e}")
   return dlib
 
 
@@ -207,7 +207,7 @@ def test_detect_landmarks_errors(monkeypatch):
   with pytest.raises(ValueError, match="uint8"):
     al.detect_landmarks_dlib(np.zeros((50, 50, 3), np.float32))
   monkeypatch.setitem(sys.modules, "dlib", None)
-  with pytest.raises(ImportError, match=r"pip install deocc-jax\[dlib\]"):
+  with pytest.raises(ImportError, match=r"pip install -e '\.\[dlib\]'"):
     al.detect_landmarks_dlib(np.zeros((50, 50, 3), np.uint8))
 
 

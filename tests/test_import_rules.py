@@ -6,11 +6,11 @@ no module over 600 lines.
 Layers, bottom to top (a module may import its own layer and those below):
 
   0  utils, errors, configs           no deocc_jax imports but each other
-  1  data, models, losses, detection, conversion
+  1  data, models, losses, detection, conversion, baselines
   2  teachers
   3  training                         the stages and their loop
   4  evaluation, inference            load what training wrote
-  5  export, serving, cli, the commands (main, evaluate, infer, convert)
+  5  export, serving, http_server, cli, the commands (main, evaluate, infer, convert)
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ LAYERS = {
     "losses": 1,
     "detection": 1,
     "conversion": 1,
+    "baselines": 1,
     "teachers": 2,
     "training": 3,
     "evaluation": 4,
     "inference": 4,
     "export": 5,
     "serving": 5,
+    "http_server": 5,
     "cli": 5,
     "main": 5,
     "evaluate": 5,
@@ -123,8 +125,9 @@ def test_lower_layers_import_no_upper_one():
 
 
 def test_serving_imports_only_numpy_helpers_of_the_package():
-  """deocc_jax.serving runs exported artifacts without Flax or the configs."""
-  allowed = {"deocc_jax.utils", "deocc_jax.utils.face_geometry"}
+  """deocc_jax.serving runs exported artifacts without Flax or the configs
+  (face_warp: the numpy + Pillow warp inference shares with serving)."""
+  allowed = {"deocc_jax.utils", "deocc_jax.utils.face_geometry", "deocc_jax.utils.face_warp"}
   assert {t for t, _, _ in IMPORTS["deocc_jax.serving"]} <= allowed
 
 

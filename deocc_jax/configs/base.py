@@ -331,7 +331,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.align_real_faces = True  # LFW / AR aligned by 5 landmarks onto the mean
   # training landmarks (paper Sec. 4.1); False: crop
   c.evaluate.landmark_detector = ""  # where a set has no landmarks file: 'dlib',
-  # 'package.module:fn' (image -> (5, 2)), '' = none
+  # 'mtcnn' (facenet-pytorch's weights), 'mtcnn:FILE.npz' (converted with
+  # python -m deocc_jax.convert --arch mtcnn), 'package.module:fn' (image -> (5, 2)), '' = none
   # (the set's default layout; counted in the titles)
 
   # --- the Fig. 5 loss ablation (stage 'ablation'; configs/synthetic.py:ablation)

@@ -140,7 +140,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.ar_root = ""  # the paper's Table 1: the AR folder
   c.evaluate.lfw_landmarks = ""  # optional 5-point files (CelebA row format);
   c.evaluate.ar_landmarks = ""  # without one, faces are detected:
-  c.evaluate.landmark_detector = "dlib"  # pip install deocc-jax[dlib]
+  c.evaluate.landmark_detector = "dlib"  # pip install -e '.[dlib]' (in the repository)
 
   # Fig. 5: one student per loss setting, evaluated on the held-out identities.
   c.ablation.epochs = 24  # steps = 24 x (train images // distillation batch)

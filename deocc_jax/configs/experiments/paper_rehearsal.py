@@ -1,0 +1,85 @@
+"""Rehearsal of the paper's path before renting a cluster (minutes on a CPU).
+
+    python -m deocc_jax.main --config=configs/paper_rehearsal.py --workdir=DIR
+
+Stage ``rehearsal_data`` (``deocc_jax/data/rehearsal.py``) writes a miniature
+CelebA (img_align_celeba/ + identity_CelebA.txt + list_landmarks_align_celeba.txt
++ list_eval_partition.txt), LFW (per-person folders + pairs.txt, 10 folds) and
+AR (``m-001-01.bmp`` naming) in their native formats from synthetic identities,
+and a VGGFace2 ResNet-50 PyTorch state dict (published layout, 8,631 classes,
+random weights; needs torch) converted with ``deocc_jax.convert``. Then every
+stage of ``configs/paper_celeba.py`` runs on them unchanged -- the same code,
+the published teacher, the 6:1 image split with held-out identities, the
+epoch schedules resolved from the data size, the fine-tuned teacher baseline,
+the evaluation on the held-out identities, LFW and AR, and the Fig. 5
+ablation -- with step counts, batches and the widths of the networks trained
+here shrunk. Two processes:
+
+    launch/two_process_cpu.sh configs/paper_rehearsal.py DIR
+"""
+
+import ml_collections
+
+from deocc_jax.configs import paper
+
+BATCH = 8  # global batches: one face per device of an 8-device job
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = paper.get_config()
+  c.stages = ("rehearsal_data",) + tuple(c.stages)
+  c.progress = False
+
+  c.rehearsal = ml_collections.ConfigDict()
+  c.rehearsal.root = ""  # '' = <workdir>/rehearsal_data
+  c.rehearsal.celeba_identities = 36  # 20 held out (2 per verification fold) + 16 trained
+  c.rehearsal.images_per_identity = 2  # a matched pair per held-out identity
+  c.rehearsal.lfw_folds = 10  # pairs.txt: 10 folds x (1 matched + 1 mismatched)
+  c.rehearsal.ar_people = 3
+  c.rehearsal.face_resolution = 178  # CelebA's aligned crop width
+  c.rehearsal.seed = 0
+
+  c.data.resolution = 128  # the paper: 256
+  c.data.holdout_identities = 20  # the paper config: 1,000
+  c.pipeline.worker_count = 0
+  c.pipeline.max_shift_px = 2
+  c.checkpoint.keep = 1
+  c.teacher_embeddings.batch_size = 16
+
+  # Tiny step counts (epochs = 0: num_steps as given; the epoch path is
+  # resolved all the same: decay points, lr scaled from base_batch_size).
+  for name in ("deocclusion", "segmentation", "distillation", "finetune_arcface"):
+    s = c[name]
+    s.epochs = 0
+    s.num_steps = 2
+    s.batch_size = BATCH
+    s.log_every = 1
+    s.checkpoint_every = 2
+  c.deocclusion.sample_every = 2
+  c.deocclusion.local_size = 64  # half the face, as 128 of 256 px
+  # Networks trained here at a quarter width (CPU minutes; XLA:CPU conv
+  # gradients are slow): same code, the paper's widths are config values.
+  # The teacher is the published VGGFace2 ResNet-50, whole.
+  c.deocclusion.cnum = 8  # paper: 32
+  c.deocclusion.n_critic = 2  # DeepFill: 5 (a lax.scan: same compile for any count)
+  c.deocclusion.critic_cnum = 16  # DeepFill: 64
+  c.distillation.width = 0.25  # paper: the full ResNet-18
+  c.segmentation.width = 8
+  c.distillation.angle_block_size = 4  # the blocked angle loss, blocks of 4 anchors
+  c.finetune_arcface.num_steps = 1  # the VGGFace2 ResNet-50's gradient: the costliest step
+  c.finetune_arcface.checkpoint_every = 1
+  c.finetune_arcface.warmup_steps = 0
+
+  c.evaluate.batch_size = 8
+  c.evaluate.num_pairs = 20  # 10 folds x (1 + 1) on the 20 held-out identities
+  c.evaluate.categories = ()  # per-category tables: the mixture column only
+  c.evaluate.diffusion_iters = 20
+  c.evaluate.probes_per_identity = 1
+  c.evaluate.landmark_detector = ""  # the miniature ships landmark files
+
+  c.ablation.settings = ("ce", "ce_pair_angle_soft")
+  c.ablation.epochs = 0
+  c.ablation.num_steps = 1
+  c.ablation.eval_every = 1
+  c.ablation.num_pairs = 20
+  return c

@@ -1,0 +1,51 @@
+"""The embedded default: synthetic identity faces, sized for a 2-core CPU.
+
+Runs the whole method in sequence -- teacher (ArcFace), de-occlusion
+(generator + critics), the occlusion segmenter (blind de-occlusion),
+distillation (hard and soft students), the fine-tuned ArcFace baseline --
+then writes the paper's tables on held-out identities (``results/``). Every
+field and its default: ``deocc_jax/configs/base.py``.
+
+Run:       python -m deocc_jax.main --config=configs/synthetic.py --workdir=DIR
+Override:  --config.data.resolution=64 --config.distillation.num_steps=2000
+Variants (after a colon, several joined by commas):
+  :cpu       a laptop / CI CPU: the default, smaller still
+  :ablation  the loss ablation of Fig. 5 (one student per loss setting, each
+             evaluated every ``ablation.eval_every`` steps on held-out
+             identities). Point --workdir at a finished main-job run to reuse
+             its teacher and generator (those stages resume and are skipped):
+             python -m deocc_jax.main --config=configs/synthetic.py:ablation --workdir=DIR
+  :teacher_study  the teacher-strength study (config.teacher_study): per
+             setting a teacher on a larger disjoint pool / with more capacity,
+             the fine-tuned baseline and the student from it, on the run's G
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from deocc_jax import configs
+from deocc_jax.configs import base
+
+
+def _cpu(c: ml_collections.ConfigDict) -> None:
+  c.data.identities = 300
+  c.teacher.num_steps = 300
+  c.deocclusion.num_steps = 200
+  c.distillation.num_steps = 200
+  c.evaluate.num_pairs = 2000
+
+
+def _ablation(c: ml_collections.ConfigDict) -> None:
+  c.stages = ("teacher", "teacher_embeddings", "deocclusion", "ablation")
+
+
+def _teacher_study(c: ml_collections.ConfigDict) -> None:
+  c.stages = ("deocclusion", "teacher_study")
+
+
+VARIANTS = {"cpu": _cpu, "ablation": _ablation, "teacher_study": _teacher_study}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return configs.apply_variants(base.get_config(), arg, VARIANTS, "configs/synthetic.py")
