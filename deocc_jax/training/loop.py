@@ -18,7 +18,9 @@ killed run continues exactly on the same process count; see
 :func:`restore_data_position` for another count), logs every term,
 gradient norms, examples/s and step time, writes PNG sample grids, saves
 checkpoints, and stops with a clear error on a non-finite loss while keeping
-the last good checkpoint.
+the last good checkpoint. On SIGTERM (a scheduler's preemption) every process
+agrees on a step, saves it and raises :class:`preemption.Preempted` (exit
+status 143); rerunning the command resumes there (``training/preemption.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from tqdm import tqdm
 
 from deocc_jax.training import artefacts as artefacts_lib
 from deocc_jax.training import checkpoint as ckpt_lib
+from deocc_jax.training import preemption
 from deocc_jax.training import workdir as workdir_lib
 from deocc_jax.training.metrics_writer import MetricWriter
 from deocc_jax.utils import files
@@ -159,6 +162,21 @@ def run(
       host = {k: host[k] for k in config.batch_keys}
     return shard_lib.host_batch_to_global(host, mesh)
 
+  def write_sample(done: int, state: Any, host: dict) -> None:
+    # Every process joins the gather; process 0 renders from its host batch.
+    local_state = multihost_utils.process_allgather(state, tiled=True)
+    if jax.process_index() == 0:
+      import io
+
+      from PIL import Image
+
+      grid = sample_fn(local_state, host)
+      (stage_dir / "samples").mkdir(parents=True, exist_ok=True)
+      buf = io.BytesIO()
+      Image.fromarray(grid).save(buf, format="PNG")
+      files.write_atomic(stage_dir / "samples" / f"step_{done:07d}.png", buf.getvalue())
+      writer.image(done, "samples", grid)
+
   bar = tqdm(
       total=config.num_steps,
       initial=start,
@@ -169,78 +187,87 @@ def run(
   last_good = start if start else None
   t_log, n_log = time.perf_counter(), 0
   examples = global_batch
-  for step in range(start, config.num_steps):
-    host = next(batches)
-    batch = device_batch(host)
-    n_global = int(next(iter(batch.values())).shape[0])
-    if examples and n_global != examples:
-      raise ValueError(
-          f"[{name}] global batch is {n_global}, but the checkpointed run "
-          f"used {examples}: keep the stage's batch_size when resuming"
-      )
-    examples = n_global
-    state, metrics = step_jit(state, batch)
-    n_log += 1
-    done = step + 1
-    is_log = done % config.log_every == 0 or done == config.num_steps
-    is_ckpt = done % config.checkpoint_every == 0 or done == config.num_steps
-    if is_log or is_ckpt:
-      m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      if not _finite(m):
-        bad = sorted(k for k, v in m.items() if not math.isfinite(v))
-        ckpt.close()
-        writer.close()
-        kept = (
-            f"The last good checkpoint (step {last_good}) in {ckpt.directory} is kept."
-            if last_good is not None
-            else f"No checkpoint was saved before it ({ckpt.directory} is empty; a rerun "
-            f"starts from step 0)."
+  done = start
+  with preemption.Watch(log) as watch:  # SIGTERM: an agreed step, saved, then exit
+    stop = watch.stop_at_entry(start)
+    for step in range(start, config.num_steps) if not stop else ():
+      host = next(batches)
+      batch = device_batch(host)
+      n_global = int(next(iter(batch.values())).shape[0])
+      if examples and n_global != examples:
+        raise ValueError(
+            f"[{name}] global batch is {n_global}, but the checkpointed run "
+            f"used {examples}: keep the stage's batch_size when resuming"
         )
-        raise NonFiniteLossError(f"[{name}] non-finite {bad} at step {done}; stopping. {kept}")
-      dt = time.perf_counter() - t_log
-      m["perf/step_time_s"] = dt / n_log
-      m["perf/examples_per_s"] = examples * n_log / max(dt, 1e-9)
-      writer.scalars(done, m)
-      bar.set_postfix({k: f"{v:.3g}" for k, v in m.items() if k.startswith("loss")})
-      t_log, n_log = time.perf_counter(), 0
-      if is_ckpt:
-        logged = {k: v for k, v in m.items() if not k.startswith("perf/")}
-        ckpt.save(
-            done,
-            state,
-            extra={
-                "stage": name,
-                "global_batch_size": examples,
-                "process_count": jax.process_count(),
-                **(extra_metadata or {}),
-            },
-            metrics=logged,
-            data_state=batches.get_state(),
-        )
-        write_artefact(done, state, logged)
-        last_good = done
-    if (
-        sample_fn is not None
-        and config.sample_every
-        and (done % config.sample_every == 0 or done == config.num_steps)
-    ):
-      # Every process joins the gather; process 0 renders from its host batch.
-      local_state = multihost_utils.process_allgather(state, tiled=True)
-      if jax.process_index() == 0:
-        import io
-
-        from PIL import Image
-
-        grid = sample_fn(local_state, host)
-        (stage_dir / "samples").mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        Image.fromarray(grid).save(buf, format="PNG")
-        files.write_atomic(stage_dir / "samples" / f"step_{done:07d}.png", buf.getvalue())
-        writer.image(done, "samples", grid)
-    bar.update(1)
-  bar.close()
-  ckpt.close()
-  writer.close()
+      examples = n_global
+      state, metrics = step_jit(state, batch)
+      n_log += 1
+      done = step + 1
+      stop = watch.reached(done)
+      is_log = stop or done % config.log_every == 0 or done == config.num_steps
+      is_ckpt = stop or done % config.checkpoint_every == 0 or done == config.num_steps
+      if is_log or is_ckpt:
+        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not _finite(m):
+          bad = sorted(k for k, v in m.items() if not math.isfinite(v))
+          ckpt.close()
+          writer.close()
+          kept = (
+              f"The last good checkpoint (step {last_good}) in {ckpt.directory} is kept."
+              if last_good is not None
+              else f"No checkpoint was saved before it ({ckpt.directory} is empty; a rerun "
+              f"starts from step 0)."
+          )
+          raise NonFiniteLossError(f"[{name}] non-finite {bad} at step {done}; stopping. {kept}")
+        dt = time.perf_counter() - t_log
+        m["perf/step_time_s"] = dt / n_log
+        m["perf/examples_per_s"] = examples * n_log / max(dt, 1e-9)
+        writer.scalars(done, m)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in m.items() if k.startswith("loss")})
+        t_log, n_log = time.perf_counter(), 0
+        if is_ckpt:
+          logged = {k: v for k, v in m.items() if not k.startswith("perf/")}
+          ckpt.save(
+              done,
+              state,
+              extra={
+                  "stage": name,
+                  "global_batch_size": examples,
+                  "process_count": jax.process_count(),
+                  **(extra_metadata or {}),
+              },
+              metrics=logged,
+              data_state=batches.get_state(),
+              force=stop,
+          )
+          write_artefact(done, state, logged)
+          last_good = done
+      if stop:
+        break
+      if (
+          sample_fn is not None
+          and config.sample_every
+          and (done % config.sample_every == 0 or done == config.num_steps)
+      ):
+        write_sample(done, state, host)
+      bar.update(1)
+    bar.close()
+    ckpt.close()  # waits until the last save is written
+    writer.close()
+    # A single process's SIGTERM after the final step's check: the stage is saved.
+    stop = stop or watch.late()
+  if stop:
+    saved = (
+        f"checkpoint saved in {ckpt.directory}"
+        if done
+        else "nothing to save (no step taken yet; a rerun starts the stage afresh)"
+    )
+    message = (
+        f"[{name}] preempted at step {done}, {saved}; exiting with status "
+        f"{preemption.EXIT_STATUS} (rerun the same command to resume)"
+    )
+    log(message)
+    raise preemption.Preempted(name, done, message)
   return state
 
 
