@@ -49,9 +49,7 @@ class MetricWriter:
         local = self._local
       else:
         local = os.fspath(self.logdir)
-      from tensorboardX import SummaryWriter
-
-      self._tb = SummaryWriter(local)
+      self._tb = _summary_writer_class()(local)
       self._jsonl = open(os.path.join(local, "metrics.jsonl"), "a")
 
   def scalars(self, step: int, metrics: dict[str, Any]) -> None:
@@ -106,3 +104,25 @@ class MetricWriter:
 def read_jsonl(path: Any) -> list[dict[str, Any]]:
   text = epath.Path(path).read_text()
   return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _summary_writer_class():
+  """tensorboardX's ``SummaryWriter``, imported without PyTorch.
+
+  tensorboardX imports torch whenever it is installed (only to accept torch
+  tensors, which this writer never passes): seconds of start-up in every
+  training process. Unless torch is already loaded, the import sees torch as
+  absent; torch stays importable afterwards.
+  """
+  import sys
+
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter
+  sys.modules["torch"] = None  # `import torch` raises ImportError meanwhile
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
