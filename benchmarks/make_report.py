@@ -13,6 +13,7 @@ ORDER = [
     "bench_relational_losses",
     "bench_student_step",
     "stage_throughput",
+    "scale_model",
     "gpu_paper_sizes",
 ]
 
@@ -41,7 +42,7 @@ def main():
         "",
         "Not measured yet: no accelerator was available to the sessions so far. "
         "`python benchmarks/gpu_paper_sizes.py` is the prepared one-command script "
-        "(de-occlusion and distillation steps at 256 / 224 px, fp32 and bf16, MFU).",
+        "(every step of the paper config at the :gpu8 per-device batch, as configured and fp32, MFU).",
         "",
     ]
   with open(os.path.join(os.path.dirname(HERE), "BENCHMARKS.md"), "w") as f:
