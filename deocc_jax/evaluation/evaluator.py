@@ -1,25 +1,29 @@
-"""The evaluation's numbers: every input image and embedding of an evaluation set.
+"""The evaluation's numbers: every embedding of an evaluation set, batch by batch.
 
-:class:`Evaluator` computes, once per evaluation set and sharded over all
-devices and hosts, the input images (masked; completed by G with the true or
-the segmenter's predicted mask; mean-face and diffusion fills) and every
-recogniser's embeddings of them; the ``*_results`` functions turn them into
-the verification (10 folds, per-fold paired differences), identification and
-segmentation results that :mod:`deocc_jax.evaluation.tables` writes.
+:class:`Evaluator` makes, in one pass over a set's faces sharded over all
+devices and hosts, every input of a batch (masked; completed by G with the
+true or the segmenter's predicted mask; mean-face and diffusion fills) and
+every recogniser's embeddings of them, and keeps only the embeddings (so the
+host memory does not grow with the number of faces or of inputs); the
+``*_results`` functions turn them into the verification (10 folds, per-fold
+paired differences), identification and segmentation results that
+:mod:`deocc_jax.evaluation.tables` writes.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from deocc_jax.data import masks as masks_lib
-from deocc_jax.evaluation import classical_fill, identification, protocols, verification
+from deocc_jax.evaluation import classical_fill, identification, protocols, streaming, verification
 from deocc_jax.evaluation.models import Models
+from deocc_jax.utils import batch_map
 
 # input key -> display name. 'completed' uses the true mask, 'completed_predicted'
 # the occlusion segmenter's (blind de-occlusion); fills use the true mask when known.
@@ -39,24 +43,42 @@ INPUTS = {
 CATEGORY_INPUTS = ("masked", "completed_predicted", "completed")
 
 
-class _Arrays:
-  """An indexable source over in-memory arrays for the sharded extractor."""
+# the completion grid's columns after clean / masked / mask / predicted mask
+GRID_KINDS = ("mean_fill", "diffusion_fill", "completed_predicted", "completed", "completed_noca")
 
-  def __init__(self, images: np.ndarray):
-    self.images = images
 
-  def __len__(self) -> int:
-    return len(self.images)
+def iou_from_counts(inter: np.ndarray, union: np.ndarray, category: np.ndarray) -> dict[str, float]:
+  """``segmentation_stage.iou_per_category`` from per-face intersection / union
+  pixel counts: IoU over the union of all pixels of each category's faces
+  (1.0 where both masks are empty), plus 'mixed' over every face."""
+  category = np.asarray(category).reshape(-1)
 
-  def __getitem__(self, i: int) -> dict[str, Any]:
-    return {"image": self.images[i], "identity": np.int32(0)}
+  def iou(sel: np.ndarray) -> float:
+    i, u = int(inter[sel].sum()), int(union[sel].sum())
+    return float(i / u) if u else 1.0
 
-  def __repr__(self) -> str:
-    return f"_Arrays({self.images.shape})"
+  out = {
+      name: iou(category == c)
+      for c, name in enumerate(masks_lib.CATEGORIES)
+      if (category == c).any()
+  }
+  out["mixed"] = iou(np.ones(len(category), bool))
+  return out
 
 
 class Evaluator:
-  """Input images and embeddings on demand, cached, sharded over the mesh."""
+  """Embeddings of every input of an evaluation set, made batch by batch.
+
+  One pass over a set's faces reads a batch of records (or rows of in-memory
+  arrays), occludes them, predicts their masks, fills them with every method
+  asked for and embeds every input with every recogniser, sharded over all
+  devices and hosts; it keeps only the embeddings (N, D), small per-face
+  vectors (the segmenter's intersection / union pixel counts, occluder
+  categories) and the first faces of a completion grid, so host memory does
+  not grow with the number of faces or of inputs. Every batch has the global
+  ``batch_size`` rows (the last padded with its last face), so a face's
+  numbers do not depend on how many faces the set has.
+  """
 
   def __init__(self, models: Models, mesh, batch_size: int, diffusion_iters: int):
     self.models = models
@@ -64,12 +86,14 @@ class Evaluator:
     n_dev = jax.process_count() * len(mesh.local_devices)
     self.batch_size = max(n_dev, -(-int(batch_size) // n_dev) * n_dev)
     self.diffusion_iters = int(diffusion_iters)
-    self._images: dict[tuple[int, str], np.ndarray] = {}
+    # (id(faces or view), input kind, recogniser) -> (N, D) embeddings
     self._embeddings: dict[tuple[int, str, str], np.ndarray] = {}
-    self._pred_mask: dict[int, np.ndarray] = {}
+    self._seg: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(view) -> (inter, union) (N,)
+    self._grid: dict[int, dict[str, np.ndarray]] = {}  # id(view) -> column -> first faces
+    self._sharded: dict[str, batch_map.ShardedFn] = {}
     self.timings: dict[str, float] = {}
     # (masked ++ mask) 4-channel batch -> filled faces; one function object per
-    # kind so the sharded extractor compiles each once.
+    # kind so each compiles once.
     mean = jnp.asarray(models.mean_face)
     iters = self.diffusion_iters
     self._fills: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -84,62 +108,266 @@ class Evaluator:
       complete_noca = models.complete_noca
       self._fills["completed_noca"] = lambda z: complete_noca(z[..., :3], z[..., 3:])
 
-  def map(self, fn: Callable[[jax.Array], jax.Array], images: np.ndarray, what: str) -> np.ndarray:
-    from deocc_jax.teachers import extract
+  # ------------------------------------------------------------ batches
 
+  def _fn(self, name: str) -> batch_map.ShardedFn:
+    """The sharded function ``name`` ('segment', a fill kind, 'embed/<recogniser>')."""
+    if name not in self._sharded:
+      if name == "segment":
+        fn = self.models.segment
+      elif name.startswith("embed/"):
+        fn = self.models.recognizers[name[len("embed/") :]]
+      else:
+        fn = self._fills[name]
+      self._sharded[name] = batch_map.ShardedFn(fn, self.mesh)
+    return self._sharded[name]
+
+  def _apply(self, fn: batch_map.ShardedFn, rows: np.ndarray, what: str) -> np.ndarray:
+    """``fn`` on the global batch of every host's ``rows``: the global result, float32."""
     t0 = time.perf_counter()
-    out, _ = extract.extract_embeddings(fn, _Arrays(images), self.batch_size, self.mesh)
+    batch = fn.assemble({"x": rows})
+    out = np.asarray(jax.device_get(fn(batch["x"]))).astype(np.float32)
     self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - t0
     return out
 
-  def predicted_mask(self, view: protocols.OccludedView) -> np.ndarray:
-    if self.models.segment is None:
-      raise ValueError(
-          "no occlusion segmenter in this run (stage 'segmentation'): needed "
-          "for blind de-occlusion of faces without a known mask"
-      )
-    if id(view) not in self._pred_mask:
-      self._pred_mask[id(view)] = self.map(self.models.segment, view.masked, "segment")
-    return self._pred_mask[id(view)]
+  def _host(self, x: np.ndarray) -> np.ndarray:
+    """This host's rows of a global batch."""
+    per = self.batch_size // jax.process_count()
+    return x[jax.process_index() * per : (jax.process_index() + 1) * per]
 
-  def available(self, view: protocols.OccludedView, kind: str) -> bool:
+  @staticmethod
+  def _gather(x: np.ndarray) -> np.ndarray:
+    """Every host's rows -> the global batch's (the same on every host)."""
+    if jax.process_count() == 1:
+      return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(np.asarray(x), tiled=True))
+
+  def _batches(self, faces: Any) -> Iterator[tuple[int, int, Any]]:
+    """(first face, faces in the batch, this host's batch context) of each
+    global batch, padded to ``batch_size`` with the last face."""
+    n, b = len(faces), self.batch_size
+    per = b // jax.process_count()
+    h = jax.process_index()
+    for s in range(0, n, b):
+      rows = np.minimum(np.arange(s, s + b), n - 1)[h * per : (h + 1) * per]
+      yield s, min(b, n - s), faces.read(rows)
+
+  def map(self, fn: Callable[[jax.Array], jax.Array], images: np.ndarray, what: str) -> np.ndarray:
+    """``fn`` over every row of ``images`` (in memory), batch by batch."""
+    faces, sharded = streaming.ArrayFaces(images), batch_map.ShardedFn(fn, self.mesh)
+    out = [self._apply(sharded, faces.clean(ctx), what)[:k] for _, k, ctx in self._batches(faces)]
+    return np.concatenate(out)
+
+  # --------------------------------------------------------------- pass
+
+  def _stream(
+      self,
+      faces: Any,
+      clean_tag: tuple[int, str] | None,
+      jobs: list[tuple[Any, tuple[str, ...]]],
+      seg: bool = False,
+      grid_of: Any = None,
+      grid_rows: int = 0,
+      images_of: tuple[Any, str] | None = None,
+      recognizers: tuple[str, ...] | None = None,
+  ) -> np.ndarray | None:
+    """One pass over ``faces``: embeds the clean faces (under ``clean_tag``)
+    and every (view, kind) of ``jobs`` with ``recognizers`` (default all)
+    where not done yet; with ``seg``, the segmenter's counts of every view
+    with a true mask; the first ``grid_rows`` faces of every grid column of
+    view ``grid_of``. Returns the images of ``images_of`` (view, kind), if asked."""
+    recs = tuple(self.models.recognizers) if recognizers is None else recognizers
+    segment = self.models.segment is not None
+    todo_clean = (
+        [] if clean_tag is None else [r for r in recs if (*clean_tag, r) not in self._embeddings]
+    )
+    todo = []
+    for view, kinds in jobs:
+      emb = {k: [r for r in recs if (id(view), k, r) not in self._embeddings] for k in kinds}
+      emb = {k: rs for k, rs in emb.items() if rs}
+      want_seg = seg and segment and streaming.has_mask(view) and id(view) not in self._seg
+      want_grid = view is grid_of and grid_rows > 0 and id(view) not in self._grid
+      want_images = images_of is not None and images_of[0] is view
+      want_cat = isinstance(view, streaming.SourceView) and view.category is None
+      if emb or want_seg or want_grid or want_images or want_cat:
+        todo.append((view, streaming.as_view(view), emb, want_seg, want_grid))
+    if not todo_clean and not todo:
+      return None
+    acc: dict[Any, list[np.ndarray]] = {}
+    grids: dict[int, dict[str, list[np.ndarray]]] = {}
+    add = lambda key, x: acc.setdefault(key, []).append(x)  # noqa: E731
+    for s, k, ctx in self._batches(faces):
+      in_grid = s < grid_rows
+      clean = faces.clean(ctx) if todo_clean or (in_grid and any(t[4] for t in todo)) else None
+      for r in todo_clean:
+        add((*clean_tag, r), self._apply(self._fn(f"embed/{r}"), clean, f"embed/{r}")[:k])
+      for view, av, emb, want_seg, want_grid in todo:
+        masked, mask, cat, cov = av.batch(ctx)
+        if cat is not None:
+          add((id(view), "category"), self._gather(cat)[:k])
+          add((id(view), "coverage"), self._gather(cov)[:k])
+        gridding = want_grid and in_grid
+        kinds = list(emb)
+        if images_of is not None and images_of[0] is view and images_of[1] not in kinds:
+          kinds.append(images_of[1])
+        if gridding:
+          kinds += [g for g in GRID_KINDS if g not in kinds and self.available(view, g)]
+        needs_pred = any(
+            kd != "masked" and (kd == "completed_predicted" or mask is None) for kd in kinds
+        )
+        pred = None
+        if segment and (want_seg or needs_pred or gridding):
+          pred = self._host(self._apply(self._fn("segment"), masked, "segment"))
+        if want_seg and mask is not None:
+          p = (pred > 0.5).reshape(len(pred), -1)
+          t = (np.asarray(mask) > 0.5).reshape(len(mask), -1)
+          add((id(view), "inter"), self._gather(np.sum(p & t, axis=1, dtype=np.int64))[:k])
+          add((id(view), "union"), self._gather(np.sum(p | t, axis=1, dtype=np.int64))[:k])
+        cols: dict[str, np.ndarray] = {}
+        if gridding:
+          cols = {"clean": clean, "masked": masked, "mask": mask}
+          if pred is not None:
+            cols["predicted mask"] = pred
+        for kind in kinds:
+          if kind == "masked":
+            imgs = masked
+          else:
+            m = pred if (kind == "completed_predicted" or mask is None) else mask
+            both = np.concatenate([masked, m.astype(np.float32)], axis=-1)
+            imgs = self._host(self._apply(self._fn(kind), both, kind))
+          if gridding and kind in GRID_KINDS:
+            cols[INPUTS[kind]] = imgs
+          if images_of is not None and images_of[0] is view and images_of[1] == kind:
+            add("images", self._gather(imgs)[:k])
+          for r in emb.get(kind, ()):
+            add((id(view), kind, r), self._apply(self._fn(f"embed/{r}"), imgs, f"embed/{r}")[:k])
+        for col, x in cols.items():
+          if x is None:
+            continue
+          grids.setdefault(id(view), {}).setdefault(col, []).append(
+              self._gather(x)[: min(k, grid_rows - s)]
+          )
+    out = {key: np.concatenate(v) for key, v in acc.items()}
+    for view, _, emb, want_seg, want_grid in todo:
+      for kind, rs in emb.items():
+        for r in rs:
+          self._embeddings[(id(view), kind, r)] = out[(id(view), kind, r)]
+      if want_seg and (id(view), "inter") in out:
+        self._seg[id(view)] = (out[(id(view), "inter")], out[(id(view), "union")])
+      if want_grid:
+        got = grids[id(view)]
+        order = ["clean", "masked", "mask", "predicted mask"] + [INPUTS[g] for g in GRID_KINDS]
+        self._grid[id(view)] = {c: np.concatenate(got[c]) for c in order if c in got}
+      if isinstance(view, streaming.SourceView):
+        view.category, view.coverage = out[(id(view), "category")], out[(id(view), "coverage")]
+    for r in todo_clean:
+      self._embeddings[(*clean_tag, r)] = out[(*clean_tag, r)]
+    return out.get("images")
+
+  def stream_verification(self, vs: Any, inputs: tuple[str, ...], grid_rows: int = 0) -> None:
+    """Everything :func:`verification_results` reads of ``vs``, in one pass over
+    its faces (``grid_rows``: the first faces of the mixture's completion grid)."""
+    jobs = []
+    for cond, view in vs.views.items():
+      kinds = inputs if cond == protocols.MIXTURE else CATEGORY_INPUTS
+      kinds = tuple(k for k in kinds if k in inputs and k != "clean" and self.available(view, k))
+      jobs.append((view, kinds))
+    grid_of = vs.views.get(protocols.MIXTURE) if grid_rows else None
+    self._stream(streaming.as_faces(vs.clean), (id(vs), "clean"), jobs, True, grid_of, grid_rows)
+
+  def stream_identification(self, ids: Any, inputs: tuple[str, ...]) -> None:
+    """Everything :func:`identification_results` reads of ``ids``: one pass over
+    the gallery, one over each set of probe faces."""
+    self._stream(streaming.as_faces(ids.gallery), (id(ids), "gallery"), [])
+    groups: dict[int, tuple[Any, list[tuple[Any, tuple[str, ...]]]]] = {}
+    for view in ids.probes.values():
+      kinds = tuple(k for k in inputs if k != "clean" and self.available(view, k))
+      faces = (
+          view.faces if isinstance(view, streaming.SourceView) else streaming.ArrayView(view).faces
+      )
+      groups.setdefault(id(faces), (faces, []))[1].append((view, kinds))
+    for faces, jobs in groups.values():
+      self._stream(faces, None, jobs, True)
+
+  # ---------------------------------------------------------- accessors
+
+  def _faces_of(self, view: Any) -> Any:
+    return view.faces if isinstance(view, streaming.SourceView) else streaming.ArrayView(view).faces
+
+  def available(self, view: Any, kind: str) -> bool:
     """Whether ``kind`` can be computed for ``view`` with the models at hand."""
     if kind in ("clean", "masked"):
       return True
-    if (kind == "completed_predicted" or view.mask is None) and self.models.segment is None:
+    known = streaming.has_mask(view)
+    if (kind == "completed_predicted" or not known) and self.models.segment is None:
       return False  # needs the segmenter's mask
     if kind in ("completed", "completed_predicted") and self.models.complete is None:
       return False
     if kind == "completed_noca" and self.models.complete_noca is None:
       return False
-    return not (kind in ("completed", "completed_noca") and view.mask is None)
+    return not (kind in ("completed", "completed_noca") and not known)
 
-  def images(self, view: protocols.OccludedView, kind: str) -> np.ndarray:
-    key = (id(view), kind)
-    if key in self._images:
-      return self._images[key]
-    if kind == "masked":
+  def _check_segmenter(self) -> None:
+    if self.models.segment is None:
+      raise ValueError(
+          "no occlusion segmenter in this run (stage 'segmentation'): needed "
+          "for blind de-occlusion of faces without a known mask"
+      )
+
+  def predicted_mask(self, view: Any) -> np.ndarray:
+    """The segmenter's masks of every face of an in-memory ``view`` (not kept)."""
+    self._check_segmenter()
+    return self.map(self.models.segment, view.masked, "segment")
+
+  def images(self, view: Any, kind: str) -> np.ndarray:
+    """Every face of ``view`` as input ``kind`` (computed again, not kept)."""
+    if kind not in INPUTS or kind == "clean":
+      raise ValueError(f"unknown input {kind!r}; choose from {[k for k in INPUTS if k != 'clean']}")
+    if kind == "masked" and not isinstance(view, streaming.SourceView):
       return view.masked
-    mask = view.mask
-    if kind == "completed_predicted" or mask is None:
-      mask = self.predicted_mask(view)
-    both = np.concatenate([view.masked, mask.astype(np.float32)], axis=-1)
-    if kind not in self._fills:
-      raise ValueError(f"unknown input {kind!r}; choose from {list(INPUTS)}")
-    out = self.map(self._fills[kind], both, kind)
-    self._images[key] = out
-    return out
+    if kind != "masked" and kind not in self._fills:
+      raise ValueError(f"input {kind!r} needs a model this run has not trained")
+    if kind != "masked" and (kind == "completed_predicted" or not streaming.has_mask(view)):
+      self._check_segmenter()
+    return self._stream(self._faces_of(view), None, [(view, ())], images_of=(view, kind))
 
-  def embed(self, recognizer: str, images: np.ndarray, tag: tuple[int, str]) -> np.ndarray:
+  def segmentation_counts(self, view: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-face (intersection, union) pixel counts of the predicted and true masks."""
+    self._check_segmenter()
+    if id(view) not in self._seg:
+      self._stream(self._faces_of(view), None, [(view, ())], seg=True)
+    return self._seg[id(view)]
+
+  def grid(self, vs: Any, rows: int = 8) -> dict[str, np.ndarray]:
+    """The completion grid's columns (clean, masked, mask, predicted mask, every
+    fill available) of the first ``rows`` faces of ``vs``'s mixture."""
+    view = vs.views[protocols.MIXTURE]
+    if id(view) not in self._grid:
+      faces = streaming.as_faces(vs.clean)
+      self._stream(faces, None, [(view, ())], grid_of=view, grid_rows=rows)
+    return self._grid[id(view)]
+
+  def embed(self, recognizer: str, images: Any, tag: tuple[int, str]) -> np.ndarray:
+    """Embeddings of clean faces (an array or a face set), kept under ``tag``."""
     key = (*tag, recognizer)
     if key not in self._embeddings:
-      self._embeddings[key] = self.map(
-          self.models.recognizers[recognizer], images, f"embed/{recognizer}"
-      )
+      self._stream(streaming.as_faces(images), tag, [])  # every recogniser at once
     return self._embeddings[key]
 
-  def embed_view(self, recognizer: str, view: protocols.OccludedView, kind: str) -> np.ndarray:
-    return self.embed(recognizer, self.images(view, kind), (id(view), kind))
+  def embed_view(self, recognizer: str, view: Any, kind: str) -> np.ndarray:
+    key = (id(view), kind, recognizer)
+    if key not in self._embeddings:
+      if kind not in INPUTS or kind == "clean":
+        raise ValueError(f"unknown input {kind!r}; choose from {list(INPUTS)}")
+      self._stream(self._faces_of(view), None, [(view, (kind,))])  # one fill, every recogniser
+    return self._embeddings[key]
+
+  def kept_arrays(self) -> dict[str, np.ndarray]:
+    """Every array this evaluator keeps (for the memory test)."""
+    out = {f"embedding {k}": v for k, v in self._embeddings.items()}
+    out.update({f"seg {k}/{i}": v for k, per in self._seg.items() for i, v in enumerate(per)})
+    out.update({f"grid {k}/{c}": v for k, per in self._grid.items() for c, v in per.items()})
+    return out
 
 
 # ------------------------------------------------------------ verification
@@ -159,6 +387,7 @@ def verification_results(
   without a view of its own, from the mixture's scores: the pairs whose
   second face's occluder is of that category (both faces masked: the first
   face's occluder is of any category)."""
+  ev.stream_verification(vs, inputs)  # one pass: every embedding below
   a, b, same, fold = vs.pairs
   out: dict[str, Any] = {}
   roc: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -266,6 +495,7 @@ def paired_comparisons(mix: dict[str, dict[str, Any]], side: str = "one") -> lis
 def identification_results(
     ev: Evaluator, ids: protocols.IdentificationSet, inputs: tuple[str, ...]
 ) -> dict[str, Any]:
+  ev.stream_identification(ids, inputs)  # every embedding below
   out: dict[str, Any] = {}
   for r in ev.models.recognizers:
     gallery = ev.embed(r, ids.gallery, (id(ids), "gallery"))
@@ -290,12 +520,10 @@ def segmentation_results(
   """IoU of predicted and true masks over all pixels of each occlusion
   condition; each of ``categories`` without a view of its own: over the
   mixture's faces whose occluder is of that category."""
-  from deocc_jax.training.segmentation_stage import iou_per_category
-
   per = {
-      name: iou_per_category(ev.predicted_mask(v), v.mask, v.category)
+      name: iou_from_counts(*ev.segmentation_counts(v), v.category)
       for name, v in views.items()
-      if v.mask is not None
+      if streaming.has_mask(v)
   }
   out = {name: p["mixed"] for name, p in per.items()}
   mix = per.get(protocols.MIXTURE, {})

@@ -3,10 +3,12 @@
 ``run(config, workdir)`` (stage ``evaluate`` of the main job, and
 ``python -m deocc_jax.evaluate``) restores every model of the run
 (:mod:`deocc_jax.evaluation.models`), builds the seeded evaluation sets
-(:mod:`deocc_jax.evaluation.protocols`), computes every input image --
-masked, completed by G with the true or the segmenter's predicted mask,
-mean-face fill, diffusion fill -- and every embedding sharded over all
-devices and hosts, and writes under ``<results_dir>`` (default
+(the held-out ones read batch by batch, :mod:`deocc_jax.evaluation.streaming`;
+LFW / AR by :mod:`deocc_jax.evaluation.protocols`), computes every input
+image of a batch -- masked, completed by G with the true or the segmenter's
+predicted mask, mean-face fill, diffusion fill -- and its embeddings sharded
+over all devices and hosts, keeping only the embeddings (host memory does
+not grow with the number of faces), and writes under ``<results_dir>`` (default
 ``<workdir>/results``; a local path or any ``etils.epath`` URI such as
 ``gs://...``). The training source's evaluation split must share no
 identity with the split the models trained on (:func:`held_out_source`
@@ -41,7 +43,7 @@ from ml_collections import ConfigDict
 
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.errors import ConfigError
-from deocc_jax.evaluation import protocols, report, tables
+from deocc_jax.evaluation import protocols, report, streaming, tables
 from deocc_jax.evaluation.evaluator import (
     INPUTS,
     Evaluator,
@@ -211,7 +213,7 @@ def run(
   sets = []
   if held_src is not None:  # the training source's held-out identities
     results["held_out"] = held
-    vs = protocols.synthetic_verification_set(
+    vs = streaming.verification_set(  # faces read and occluded batch by batch
         held_src,
         int(e.num_pairs),
         int(e.seed),
@@ -243,11 +245,13 @@ def run(
     vs.identities = _external_identities("LFW", models.teacher.name, len(lfw.undetected))
     results["undetected"] = {"lfw": len(lfw.undetected)}
     sets.append(vs)
+  grid_rows = 8 if plots and models.complete is not None else 0
   for vs in sets:
+    ev.stream_verification(vs, inputs, grid_rows)  # one pass over the faces (every host)
     res = verification_results(ev, vs, inputs, categories)
     results["verification"][vs.name] = {
         "num_pairs": vs.num_pairs,
-        "num_faces": len(vs.clean),
+        "num_faces": len(vs.labels),
         "results": res["results"],
         "paired": res["paired"],
     }
@@ -263,11 +267,11 @@ def run(
       )
     if write:
       tables.write_verification(res, vs, models, out_dir, plots)
-      if plots and models.complete is not None:
-        tables.write_completion_grid(ev, vs, out_dir)
+      if grid_rows:
+        tables.write_completion_grid(ev, vs, out_dir, grid_rows)
   id_sets = []
   if bool(e.identification) and bool(e.held_out):
-    ids = protocols.synthetic_identification_set(
+    ids = streaming.identification_set(
         held_src,
         int(e.seed),
         int(e.gallery_per_identity),

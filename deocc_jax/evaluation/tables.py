@@ -230,18 +230,10 @@ def write_segmentation(res: dict[str, dict[str, float]], out_dir: str) -> None:
 def write_completion_grid(
     ev: Evaluator, vs: protocols.VerificationSet, out_dir: str, n: int = 8
 ) -> None:
-  view = vs.views[protocols.MIXTURE]
-  cols: dict[str, np.ndarray] = {
-      "clean": vs.clean[:n],
-      "masked": view.masked[:n],
-      "mask": view.mask[:n],
-  }
-  if ev.models.segment is not None:
-    cols["predicted mask"] = ev.predicted_mask(view)[:n]
-  for kind in ("mean_fill", "diffusion_fill", "completed_predicted", "completed", "completed_noca"):
-    if ev.available(view, kind):
-      cols[INPUTS[kind]] = ev.images(view, kind)[:n]
-  scale = max(1, 96 // vs.clean.shape[1])  # nearest-neighbour zoom: small faces stay visible
+  """The first ``n`` faces of the mixture: clean, masked, masks, every fill
+  (kept by the evaluator's pass; no other face is held)."""
+  cols = dict(ev.grid(vs, n))
+  scale = max(1, 96 // cols["clean"].shape[1])  # nearest-neighbour zoom: small faces stay visible
   cols = {k: np.repeat(np.repeat(v, scale, axis=1), scale, axis=2) for k, v in cols.items()}
   report.write_completion_grid(
       cols, os.path.join(out_dir, f"completions_{vs.name}.png"), max_rows=n
