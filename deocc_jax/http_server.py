@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import inspect
 import io
 import json
 import socket
@@ -443,14 +442,7 @@ def load_recognizer(
     missing = [p for p in providers if p not in have]
     if missing:
       raise ValueError(f"onnxruntime providers {missing} not available (available: {have})")
-    # serving gains a ``providers`` argument separately; until then it runs CPU only.
-    if "providers" in inspect.signature(serving.ExportedRecognizer).parameters:
-      kwargs["providers"] = list(providers)
-    elif list(providers) != ["CPUExecutionProvider"]:
-      raise ValueError(
-          "this deocc_jax.serving.ExportedRecognizer takes no providers argument "
-          "(it runs onnxruntime on CPUExecutionProvider only)"
-      )
+    kwargs["providers"] = list(providers)
   return serving.ExportedRecognizer(
       folder, runtime=runtime, max_batch=max_batch, threshold=threshold, **kwargs
   )

@@ -11,18 +11,21 @@ StableHLO artifacts) or ``onnxruntime`` (``runtime='onnx'``)::
 
 Images are uint8 (H, W, 3) RGB ((H, W) gray and (H, W, 4) RGBA accepted).
 Without landmarks an image must be an aligned square face crop like the
-training faces (resized to R x R with Pillow's bilinear filter, which
-antialiases when shrinking; an R x R crop is used as it is). With (5, 2)
+training faces, at least R x R and not blank (resized to R x R). With (5, 2)
 landmarks (x, y pixels: left eye, right eye, nose, left mouth, right mouth)
 the face is warped by the least-squares similarity onto the export's
-template (the training crop's mean landmarks). Optional masks (occluded
+template (the training crop's mean landmarks); its eyes must be at least
+``face_warp.MIN_EYE_DISTANCE`` (8) pixels apart. The warp is
+``deocc_jax.utils.face_warp``'s, the one ``infer`` uses (bilinear on float
+channels, box pre-filtered when shrinking more than 2x), so an image gives the
+same aligned face here as in :class:`deocc_jax.inference.FaceRecognizer`. Optional masks (occluded
 pixels, (H, W) of the image, > 0.5 or > 127 for uint8) are warped the same
 way; a face with a mask is completed by G with it, a face without one with
 the segmenter's predicted mask (``input_kind`` 'completed_predicted'), as
-:class:`deocc_jax.inference.FaceRecognizer` does. The only other part of
-``deocc_jax`` this module imports is the numpy-only
-``deocc_jax.utils.face_geometry`` (Flax, ml_collections and the configs stay
-unloaded).
+:class:`deocc_jax.inference.FaceRecognizer` does. The only other parts of
+``deocc_jax`` this module imports are ``deocc_jax.utils.face_geometry``
+(numpy) and ``deocc_jax.utils.face_warp`` (numpy + Pillow): Flax,
+ml_collections and the configs stay unloaded.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ from deocc_jax.utils.face_geometry import (
     estimate_similarity,
     resize_matrix,
 )
+from deocc_jax.utils.face_warp import check_aligned_crop, check_face_size, warp_face, warp_mask
 
 __all__ = ["ExportedRecognizer"]
 
 FORMAT = "deocc-jax-export/1"
+WAYS_OUT = "give the face's 5 landmarks (landmarks=) or crop the face square yourself"
 
 
 class ExportedRecognizer:
@@ -51,14 +56,20 @@ class ExportedRecognizer:
 
   Args:
     folder: the output folder of ``python -m deocc_jax.export``.
-    runtime: 'jax' (``jax.export`` artifacts) or 'onnx' (onnxruntime, CPU).
+    runtime: 'jax' (``jax.export`` artifacts) or 'onnx' (onnxruntime).
     max_batch: largest batch run at once (batches are padded to powers of two
       up to it, so few shapes are compiled).
     threshold: overrides the exported (calibrated) threshold.
+    providers: onnxruntime execution providers for runtime 'onnx' (default: CPU).
   """
 
   def __init__(
-      self, folder: str, runtime: str = "jax", max_batch: int = 64, threshold: float | None = None
+      self,
+      folder: str,
+      runtime: str = "jax",
+      max_batch: int = 64,
+      threshold: float | None = None,
+      providers: Sequence[str] | None = None,
   ):
     self.folder = os.fspath(folder)
     path = os.path.join(self.folder, "metadata.json")
@@ -75,6 +86,9 @@ class ExportedRecognizer:
       raise ValueError(f"runtime must be 'jax' or 'onnx', got {runtime!r}")
     self.metadata = meta
     self.runtime = runtime
+    if providers and runtime != "onnx":
+      raise ValueError("providers (onnxruntime execution providers) need runtime='onnx'")
+    self.providers = list(providers) if providers else ["CPUExecutionProvider"]
     pre = meta["preprocessing"]
     self.resolution = int(pre["resolution"])
     self.template_landmarks = np.asarray(pre["template_landmarks"], np.float64)
@@ -113,7 +127,7 @@ class ExportedRecognizer:
         raise FileNotFoundError(f"{path} not found" + (f" (export failed: {err})" if err else ""))
       opts = ort.SessionOptions()
       opts.log_severity_level = 3
-      sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+      sess = ort.InferenceSession(path, opts, providers=self.providers)
       names = [i.name for i in sess.get_inputs()]
 
       def fn(*args: np.ndarray) -> Any:
@@ -202,26 +216,13 @@ class ExportedRecognizer:
       if h != w:
         raise ValueError(
             f"{name} is {w}x{h}, not square: without landmarks an image must be "
-            f"an aligned square face crop"
+            f"an aligned square face crop; {WAYS_OUT}"
         )
       return resize_matrix(h, r)
     lm = np.asarray(landmarks, np.float64)
     if lm.shape != (5, 2) or not np.isfinite(lm).all():
       raise ValueError(f"{name}: landmarks must be finite (5, 2) (x, y) pixels, got {lm.shape}")
     return estimate_similarity(self.template_landmarks, lm)
-
-  def _warp(self, img: np.ndarray, m: np.ndarray, resample: int) -> np.ndarray:
-    """Pillow affine warp of ``img`` ((H, W) or (H, W, 3) uint8) onto the R x R crop."""
-    from PIL import Image
-
-    r = self.resolution
-    a, b, c = m[0]
-    d, e, f = m[1]
-    # Pillow samples output pixel (x, y) at (x + 0.5, y + 0.5); our maps use centres at integers.
-    data = (a, b, c + 0.5 - 0.5 * (a + b), d, e, f + 0.5 - 0.5 * (d + e))
-    return np.asarray(
-        Image.fromarray(img).transform((r, r), Image.Transform.AFFINE, data, resample=resample)
-    )
 
   def preprocess(
       self,
@@ -230,20 +231,17 @@ class ExportedRecognizer:
       mask: np.ndarray | None = None,
       name: str = "image",
   ) -> tuple[np.ndarray, np.ndarray | None]:
-    """uint8 image -> ((R, R, 3) float32 face in [-1, 1], (R, R, 1) mask or None)."""
-    from PIL import Image
+    """uint8 image -> ((R, R, 3) float32 face in [-1, 1], (R, R, 1) mask or None).
 
+    The warp is ``face_warp.warp_face`` / ``warp_mask``, the one ``infer`` uses."""
     img = as_rgb_uint8(image, name)
-    r = self.resolution
     h, w = img.shape[:2]
     m = self.crop_transform(img.shape, landmarks, name)
-    if landmarks is None and h == r:
-      face = img
-    elif landmarks is None:
-      face = np.asarray(Image.fromarray(img).resize((r, r), Image.Resampling.BILINEAR))
+    if landmarks is None:
+      check_aligned_crop(img, self.resolution, name, WAYS_OUT)
     else:
-      face = self._warp(img, m, Image.Resampling.BILINEAR)
-    x = face.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
+      check_face_size(landmarks, name, self.resolution)
+    x = warp_face(img, m, self.resolution)
     aligned_mask = None
     if mask is not None:
       mk = np.asarray(mask)
@@ -255,14 +253,7 @@ class ExportedRecognizer:
             f"have its image's size"
         )
       binary = (mk > 127) if np.asarray(mask).dtype == np.uint8 else (mk > 0.5)
-      binary = binary.astype(np.uint8) * 255
-      if landmarks is None and h == r:
-        warped = binary
-      elif landmarks is None:
-        warped = np.asarray(Image.fromarray(binary).resize((r, r), Image.Resampling.BILINEAR))
-      else:
-        warped = self._warp(binary, m, Image.Resampling.BILINEAR)
-      aligned_mask = (warped > 127).astype(np.float32)[..., None]
+      aligned_mask = warp_mask(binary, m, self.resolution)
     return x, aligned_mask
 
   def embed(

@@ -182,3 +182,34 @@ def test_bad_images_and_no_face(det):
   assert len(det.detect(np.full((60, 80, 3), 128, np.uint8))) == 0
   with pytest.raises(ValueError, match="MTCNN found no face"):
     M.detect_landmarks_mtcnn(np.full((60, 80, 3), 128, np.uint8))
+
+
+def test_pnet_compiles_once_per_padded_size(det, small_photos):
+  """Photos of 5 nearby sizes share P-Net's padded shapes: fewer compilations
+  than pyramid level shapes, and the same detections as exact shapes."""
+  from PIL import Image
+
+  sizes = sorted({M.padded_size(n, 32) for n in range(1, 3000)})
+  assert len(sizes) == 17 and sizes[:4] == [32, 64, 96, 128]
+  assert all(M.padded_size(n, 32) >= n for n in range(1, 3000))
+  assert max(M.padded_size(n, 32) / n for n in range(129, 3000)) < 1.4
+  fresh = M.MTCNN(det.params)
+  exact = M.MTCNN(det.params, bucket=0)
+  img = small_photos["obama"]
+  levels = set()
+  for k, side in enumerate((300, 290, 277, 262, 251)):
+    s = side / max(img.shape[:2])
+    im = np.asarray(Image.fromarray(img).resize((round(img.shape[1] * s), round(img.shape[0] * s))))
+    got = fresh.detect(im)
+    h, w = im.shape[:2]
+    scale = 12.0 / fresh.min_face_size
+    while min(h, w) * scale >= 12:
+      levels.add((int(h * scale + 1), int(w * scale + 1)))
+      scale *= fresh.factor
+    if k == 0:
+      ref = exact.detect(im)
+      np.testing.assert_allclose(got.boxes, ref.boxes, atol=1e-3)
+      np.testing.assert_allclose(got.landmarks, ref.landmarks, atol=1e-3)
+  compiled = fresh._pnet_valid._cache_size()
+  padded = {(M.padded_size(h, 32), M.padded_size(w, 32)) for h, w in levels}
+  assert compiled == len(padded) < len(levels) // 2, (compiled, len(padded), len(levels))

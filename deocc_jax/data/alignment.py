@@ -59,6 +59,7 @@ from deocc_jax.data.dlib_chip import (
     extract_dlib_chip,
 )
 from deocc_jax.utils.face_geometry import apply_transform, estimate_similarity
+from deocc_jax.utils import face_warp
 
 __all__ = [
     "CANONICAL_ORDER",
@@ -245,83 +246,9 @@ def warp_affine(
   return out[..., 0] if squeeze else out
 
 
-def _pil_warp_channel(img: Any, m: np.ndarray, size: tuple[int, int], fill: Any) -> Any:
-  """PIL AFFINE bilinear warp of one PIL image with this module's pixel convention.
-
-  PIL maps the output pixel centre (x + 0.5, y + 0.5) to continuous input
-  coordinates whose pixel j has its centre at j + 0.5; here pixel (x, y) maps
-  to ``m @ [x, y, 1]`` in index coordinates, hence the offset
-  ``c = t + 0.5 - A @ (0.5, 0.5)``.
-  """
-  from PIL import Image
-
-  a = m[:, :2]
-  c = m[:, 2] + 0.5 - a @ np.array([0.5, 0.5])
-  data = (a[0, 0], a[0, 1], c[0], a[1, 0], a[1, 1], c[1])
-  return img.transform(
-      size, Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR, fillcolor=fill
-  )
-
-
-def warp_affine_pil(
-    image: np.ndarray,
-    m: np.ndarray,
-    out_size: tuple[int, int],
-    border_value: float = 0.0,
-    antialias: bool = True,
-) -> np.ndarray:
-  """``warp_affine`` with PIL: same map and output, ~50x faster on photos.
-
-  When the map shrinks by ``s = sqrt|det A| > 2`` and ``antialias``, the sampled
-  region is first box-averaged by ``k = floor(s)`` (``Image.reduce``,
-  the reduction behind ``Image.resize(reducing_gap=...)``), so the bilinear
-  step shrinks by ``s / k`` in [1, 2) (no aliasing of fine detail). Channels
-  are warped one by one as 32-bit float images (PIL mode 'F': no 8-bit
-  rounding; without the reduction the result equals ``warp_affine``'s to float32
-  precision).
-
-  Args:
-    image: (H, W) or (H, W, C) array.
-    m: (2, 3) map from output pixel coordinates to input coordinates.
-    out_size: (height, width) of the output.
-    border_value: value outside the input image.
-    antialias: box pre-filter for strong down-scaling.
-
-  Returns:
-    float32 array (out_h, out_w[, C]).
-  """
-  from PIL import Image
-
-  img, m, (oh, ow) = _warp_args(image, m, out_size)
-  h, w = img.shape[:2]
-  scale = math.sqrt(abs(np.linalg.det(m[:, :2])))
-  k = int(scale) if (antialias and scale > 2.0) else 1
-  # Only the sampled region (plus a margin) is handed to PIL: copying a whole
-  # photo into a PIL image costs more than the warp itself.
-  corners = apply_transform(
-      m, np.array([[0, 0], [ow - 1, 0], [0, oh - 1], [ow - 1, oh - 1]], np.float64)
-  )
-  margin = 2.0 * k + 2.0
-  x0 = int(min(max(math.floor(corners[:, 0].min() - margin), 0), w - 1))
-  y0 = int(min(max(math.floor(corners[:, 1].min() - margin), 0), h - 1))
-  x1 = int(max(min(math.ceil(corners[:, 0].max() + margin), w), x0 + 1))
-  y1 = int(max(min(math.ceil(corners[:, 1].max() + margin), h), y0 + 1))
-  img = np.ascontiguousarray(img[y0:y1, x0:x1])
-  h, w = img.shape[:2]
-  m = m.copy()
-  m[:, 2] -= (x0, y0)
-  if k > 1:
-    # reduced pixel v covers input pixels [k v, k v + k): centre k v + (k - 1) / 2
-    m = np.concatenate([m[:, :2] / k, ((m[:, 2] - (k - 1) / 2.0) / k)[:, None]], 1)
-  chans = img[..., None] if img.ndim == 2 else img
-  outs = []
-  for ch in range(chans.shape[2]):
-    pil = Image.fromarray(np.ascontiguousarray(chans[..., ch], np.float32))  # mode F
-    if k > 1:
-      pil = pil.reduce(k)
-    outs.append(np.asarray(_pil_warp_channel(pil, m, (ow, oh), float(border_value)), np.float32))
-  out = np.stack(outs, axis=-1)
-  return out[..., 0] if img.ndim == 2 else out
+# The PIL warp (box pre-filter, then bilinear AFFINE per float channel) lives in
+# utils/face_warp.py, shared with inference and serving: one warp everywhere.
+warp_affine_pil = face_warp.warp_affine_pil
 
 
 def warp_affine_jax(

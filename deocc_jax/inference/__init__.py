@@ -64,7 +64,14 @@ decoding, so decompression bombs cost nothing), :class:`NoFaceError` (a
 file of a folder). Inference runs in one process (the models' mesh spans its
 local devices; ``deocc_jax.utils.batch_map`` runs the batches).
 
-Modules: ``recognizer`` (:class:`FaceRecognizer`), ``images`` (reading
+Input checks (shared with serving, ``deocc_jax.utils.face_warp``): a face
+needs at least 8 pixels between its eye centres (``0.15 R`` for models under
+54 px); an image without landmarks (``align='none'``) must be square, at
+least R x R and not blank. ``locate`` (:func:`locate`, :func:`locate_all`)
+reads, detects and checks before any model loads.
+
+Modules: ``recognizer`` (:class:`FaceRecognizer`), ``locate`` (reading,
+detection and the checks), ``images`` (reading
 images and masks, size checks, folders), ``input_files`` (landmarks and
 pairs files), ``gallery`` (:class:`Gallery`, :class:`Match`), ``results``
 (:class:`Face`, :class:`Prepared`, :class:`Verification`, :class:`PairScore`)
@@ -89,7 +96,16 @@ from deocc_jax.inference.input_files import (
     read_landmarks_file,
     read_pairs_file,
 )
-from deocc_jax.inference.recognizer import ALIGN_MODES, INPUT_KINDS, FaceRecognizer
+from deocc_jax.inference.locate import (
+    ALIGN_MODES,
+    WAYS_OUT,
+    DetectedFace,
+    Located,
+    detect_faces,
+    locate,
+    locate_all,
+)
+from deocc_jax.inference.recognizer import INPUT_KINDS, FaceRecognizer
 from deocc_jax.inference.results import Face, PairScore, Prepared, Verification
 
 __all__ = [
@@ -115,4 +131,10 @@ __all__ = [
     "PairScore",
     "read_pairs_file",
     "list_images",
+    "WAYS_OUT",
+    "DetectedFace",
+    "Located",
+    "detect_faces",
+    "locate",
+    "locate_all",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 import zipfile
@@ -33,6 +34,8 @@ class Gallery:
   recognizer: str = ""
   input_kind: str = ""
   source: str = ""  # where it came from (folder or .npz)
+  # the restored step of each model that embedded it ({} when not recorded)
+  checkpoint_steps: dict[str, int] = dataclasses.field(default_factory=dict)
 
   def identities(self) -> tuple[str, ...]:
     """Identity key per image: the label, or the path for images at the root."""
@@ -56,6 +59,7 @@ class Gallery:
             skipped_errors=np.array([e for _, e in self.skipped], dtype=str).reshape(-1),
             recognizer=np.array(self.recognizer),
             input_kind=np.array(self.input_kind),
+            checkpoint_steps=np.array(json.dumps(dict(sorted(self.checkpoint_steps.items())))),
         )
       os.replace(tmp, out_path)
     except BaseException:
@@ -98,4 +102,16 @@ class Gallery:
         str(data.get("recognizer", "")),
         str(data.get("input_kind", "")),
         path,
+        _steps(data, path),
     )
+
+
+def _steps(data: dict[str, np.ndarray], path: str) -> dict[str, int]:
+  """The ``checkpoint_steps`` of a gallery file ({} for files written before they were recorded)."""
+  if "checkpoint_steps" not in data:
+    return {}
+  try:
+    steps = json.loads(str(data["checkpoint_steps"]))
+    return {str(k): int(v) for k, v in steps.items()}
+  except (ValueError, TypeError, AttributeError) as e:
+    raise DatasetFormatError(f"{path}: unreadable checkpoint_steps ({e})") from e

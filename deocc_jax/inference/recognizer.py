@@ -13,30 +13,29 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from etils import epath
 
-from deocc_jax.data import alignment
 from deocc_jax.data.dataset_formats import IMAGE_EXTENSIONS
+from deocc_jax.data.dlib_chip import dlib_chip_matrix, extract_dlib_chip
 from deocc_jax.inference.calibration import calibrated_threshold, read_calibration
 from deocc_jax.inference.gallery import Gallery, Match
 from deocc_jax.inference.images import (
     ImageErrors,
     ImageLike,
     MaskLike,
-    NoFaceError,
     label_of,
     list_images,
     name_of,
-    read_face_image,
     read_mask,
     size_text,
 )
-from deocc_jax.inference.input_files import Pair, lookup_landmarks
+from deocc_jax.inference.input_files import Pair
+from deocc_jax.inference.locate import ALIGN_MODES, Located, locate
 from deocc_jax.inference.results import Face, PairScore, Prepared, Verification
 from deocc_jax.utils.face_geometry import aligned_faces, cosine, estimate_similarity, resize_matrix
+from deocc_jax.utils.face_warp import warp_face, warp_mask
 
 __all__ = ["FaceRecognizer", "INPUT_KINDS", "ALIGN_MODES", "MASK_SOURCES"]
 
 INPUT_KINDS = ("completed_predicted", "completed", "masked", "clean")
-ALIGN_MODES = ("none", "landmarks", "dlib", "mtcnn")
 MASK_SOURCES = ("given", "predicted", "none")
 
 
@@ -56,10 +55,15 @@ class FaceRecognizer:
     batch_size: largest batch run at once.
 
   ``landmarks_table`` (default None): from :func:`read_landmarks_file`; image
-  files found in it are aligned by its landmarks.
+  files found in it are aligned by its landmarks. ``located`` (default None):
+  from ``locate.locate_all``, image files already read and detected.
   """
 
   landmarks_table: dict[str, np.ndarray] | None = None
+  located: dict[str, Located | Exception] | None = None
+  template: str = ""  # 'dlib': dlib's chip protocol (pretrained.from_teacher)
+  # (sources, Prepared) of the last verify_pairs call (for --save_completions)
+  last_prepared: tuple[tuple[str, ...], Prepared] | None = None
 
   def __init__(
       self,
@@ -175,6 +179,11 @@ class FaceRecognizer:
     fr.calibration = cal
     return fr
 
+  def checkpoint_steps(self) -> dict[str, int]:
+    """The restored step of each model this recogniser runs ({} when not from a run)."""
+    steps = getattr(self.models, "steps", None) or {}
+    return {str(k): int(v) for k, v in sorted(steps.items())}
+
   def with_threshold(self, threshold: float) -> FaceRecognizer:
     """A copy deciding with another threshold (models shared, nothing recompiled)."""
     t = float(threshold)
@@ -186,61 +195,32 @@ class FaceRecognizer:
 
   # ---------------------------------------------------------------- loading
 
-  def _transform(
-      self, img: np.ndarray, name: str, landmarks: np.ndarray | None, align: str | None
-  ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(crop -> image map, landmarks used) for one image."""
-    r = self.resolution
-    if align is None:
-      align = "none" if landmarks is None else "landmarks"
-    if align not in ALIGN_MODES:
-      raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
-    if align == "none":
-      if landmarks is not None:
-        raise ValueError(f"{name}: landmarks given with align='none'; use align='landmarks'")
-      h, w = img.shape[:2]
-      if h != w:
-        raise ValueError(
-            f"{name} is {size_text(img.shape)}, not square: with align='none' an "
-            f"image must be an aligned square face crop (it is resized to "
-            f"{r}x{r}); use align='dlib' or give landmarks"
-        )
-      return resize_matrix(h, r), None
-    if align in ("dlib", "mtcnn"):
-      if landmarks is not None:
-        raise ValueError(f"{name}: landmarks given with align={align!r}; use align='landmarks'")
-      if align == "dlib":
-        detect = alignment.detect_landmarks_dlib
-      else:  # weights load (or fail: MTCNNWeightsError) before detection
-        from deocc_jax.detection import mtcnn
-
-        detect = mtcnn.default_detector().detect
-      try:
-        faces = detect(img)
-        if align == "mtcnn":
-          if len(faces) == 0:
-            raise ValueError(f"MTCNN found no face in the {img.shape[1]}x{img.shape[0]} image")
-          faces = faces.landmarks.astype(np.float64)
-      except ValueError as e:
-        raise NoFaceError(f"{name}: no face found ({e})") from e
-      # the largest face: biggest landmark extent
-      extent = [
-          np.ptp(f[:, 0]) * np.ptp(f[:, 1]) + np.ptp(f[:, 0]) + np.ptp(f[:, 1]) for f in faces
-      ]
-      landmarks = faces[int(np.argmax(extent))]
-    else:
-      if landmarks is None:
-        raise ValueError(f"{name}: align='landmarks' needs landmarks")
-    lm = np.asarray(landmarks, np.float64)
-    if lm.shape != (5, 2) or not np.isfinite(lm).all():
-      raise ValueError(
-          f"{name}: landmarks must be finite (5, 2) (x, y) pixels, got " f"shape {lm.shape}"
-      )
+  def _transform(self, lm: np.ndarray | None, shape: Sequence[int], name: str) -> np.ndarray:
+    """The crop -> image map of a located face (``lm`` None: an aligned crop)."""
+    if lm is None:
+      return resize_matrix(int(shape[0]), self.resolution)
     try:
-      m = estimate_similarity(self.template_landmarks, lm)
+      return estimate_similarity(self.template_landmarks, lm)
     except ValueError as e:
       raise ValueError(f"{name}: cannot align to these landmarks ({e})") from e
-    return m, lm
+
+  def locate(
+      self,
+      image: ImageLike,
+      landmarks: np.ndarray | None = None,
+      align: str | None = None,
+      name: str | None = None,
+  ) -> Located:
+    """The image's pixels and the landmarks to align it by (``locate.locate``);
+    a path found in ``located`` (from ``locate.locate_all``) is not read again."""
+    src = name or name_of(image, "image")
+    if landmarks is None and self.located and isinstance(image, (str, os.PathLike)):
+      hit = self.located.get(os.fspath(image))
+      if isinstance(hit, Exception):
+        raise hit
+      if hit is not None:
+        return hit
+    return locate(image, src, self.resolution, align, landmarks, self.landmarks_table)
 
   def load(
       self,
@@ -252,23 +232,20 @@ class FaceRecognizer:
   ) -> Face:
     """Reads and aligns one face (and its mask, warped the same way)."""
     src = name or name_of(image, "image")
-    img = read_face_image(image, src)
-    if (
-        landmarks is None
-        and self.landmarks_table is not None
-        and isinstance(image, (str, os.PathLike))
-    ):
-      listed = lookup_landmarks(self.landmarks_table, os.fspath(image))
-      if listed is not None:  # the landmarks file wins over detection
-        landmarks, align = listed, "landmarks"
-    m, lm = self._transform(img, src, landmarks, align)
-    r = self.resolution
-    face = alignment.warp_affine_pil(img, m, (r, r), antialias=True)
-    face = (face * np.float32(2.0 / 255.0) - np.float32(1.0)).astype(np.float32)
+    found = self.locate(image, landmarks, align, src)
+    img = found.image
+    if self.template == "dlib" and found.landmarks is not None:  # dlib's own chip
+      fit = self._transform(found.landmarks, img.shape, src)
+      size = (self.resolution, self.resolution)
+      face = extract_dlib_chip(img, fit, size) * np.float32(2.0 / 255.0) - np.float32(1.0)
+      face, m = face.astype(np.float32), dlib_chip_matrix(fit, size)
+    else:
+      m = self._transform(found.landmarks, img.shape, src)
+      face = warp_face(img, m, self.resolution)
     aligned_mask = None
     if mask is not None:
       aligned_mask = self.load_mask(mask, img.shape[:2], src, m)
-    return Face(face, aligned_mask, src, tuple(img.shape[:2]), m, lm)
+    return Face(face, aligned_mask, src, tuple(img.shape[:2]), m, found.landmarks)
 
   def load_face(
       self, image: ImageLike, landmarks: np.ndarray | None = None, align: str | None = None
@@ -298,10 +275,7 @@ class FaceRecognizer:
       if h != w:
         raise ValueError(f"image {source_name} is {w}x{h}, not square: pass its transform")
       transform = resize_matrix(h, self.resolution)
-    binary = (raw > 0.5).astype(np.float32)
-    r = self.resolution
-    warped = alignment.warp_affine_pil(binary, transform, (r, r), antialias=True)
-    return (warped > 0.5).astype(np.float32)[..., None]
+    return warp_mask(raw, transform, self.resolution)
 
   def load_many(
       self,
@@ -427,43 +401,46 @@ class FaceRecognizer:
     )
 
   def verify_pairs(
-      self, pairs: Sequence[Pair | tuple[str, ...]], align: str | None = None, chunk: int = 256
+      self, pairs: Sequence[Pair | tuple[str, ...]], align: str | None = None, chunk: int = 0
   ) -> list[PairScore]:
     """:meth:`verify` for many pairs in one pass: every distinct (image, mask)
-    is loaded and embedded once, in batches of ``chunk`` pairs.
+    is loaded, completed and embedded once (batched); ``chunk`` is unused
+    (kept for callers that passed it).
 
     Errors name the image and, for :class:`Pair` items, the pairs-file line.
     """
+    del chunk
     items = [p if isinstance(p, Pair) else Pair(*p) for p in pairs]
+    keys: dict[tuple[str, str | None], int] = {}
+    faces: list[Face] = []
+    for p in items:
+      for img, mask in ((p.image_a, p.mask_a), (p.image_b, p.mask_b)):
+        if (img, mask) not in keys:
+          try:
+            faces.append(self.load(img, mask, align=align))
+          except (FileNotFoundError, ValueError) as e:
+            if p.line and type(e) in (FileNotFoundError, ValueError):
+              raise type(e)(f"pairs line {p.line}: {e}") from e
+            raise  # subclasses (undecodable file, no face) already name the file
+          keys[(img, mask)] = len(faces) - 1
+    if not faces:
+      return []
+    prepared = self.prepare(faces)
+    self.last_prepared = (tuple(f.source for f in faces), prepared)
+    emb = self.embed_prepared(prepared.completed)
     out: list[PairScore] = []
-    for start in range(0, len(items), max(1, int(chunk))):
-      part = items[start : start + max(1, int(chunk))]
-      keys: dict[tuple[str, str | None], int] = {}
-      faces: list[Face] = []
-      for p in part:
-        for img, mask in ((p.image_a, p.mask_a), (p.image_b, p.mask_b)):
-          if (img, mask) not in keys:
-            try:
-              faces.append(self.load(img, mask, align=align))
-            except (FileNotFoundError, ValueError) as e:
-              if p.line and type(e) in (FileNotFoundError, ValueError):
-                raise type(e)(f"pairs line {p.line}: {e}") from e
-              raise  # subclasses (undecodable file, no face) already name the file
-            keys[(img, mask)] = len(faces) - 1
-      prepared = self.prepare(faces)
-      emb = self.embed_prepared(prepared.completed)
-      for p in part:
-        i, j = keys[(p.image_a, p.mask_a)], keys[(p.image_b, p.mask_b)]
-        score = float(self.cosine(emb[i], emb[j]))
-        out.append(
-            PairScore(
-                score,
-                self.threshold,
-                bool(score >= self.threshold),
-                (prepared.mask_sources[i], prepared.mask_sources[j]),
-                (float(np.mean(prepared.masks[i] > 0.5)), float(np.mean(prepared.masks[j] > 0.5))),
-            )
-        )
+    for p in items:
+      i, j = keys[(p.image_a, p.mask_a)], keys[(p.image_b, p.mask_b)]
+      score = float(self.cosine(emb[i], emb[j]))
+      out.append(
+          PairScore(
+              score,
+              self.threshold,
+              bool(score >= self.threshold),
+              (prepared.mask_sources[i], prepared.mask_sources[j]),
+              (float(np.mean(prepared.masks[i] > 0.5)), float(np.mean(prepared.masks[j] > 0.5))),
+          )
+      )
     return out
 
   def gallery_from_folder(
@@ -509,6 +486,7 @@ class FaceRecognizer:
         self.name,
         self.input_kind,
         folder,
+        self.checkpoint_steps(),
     )
 
   def embed_folder(
@@ -537,6 +515,14 @@ class FaceRecognizer:
           f"gallery {g.source or '(in memory)'} was embedded by recognizer "
           f"{g.recognizer!r}, not {self.name!r}: embeddings of different "
           f"recognizers are not comparable; re-embed it"
+      )
+    mine = self.checkpoint_steps()
+    if g.checkpoint_steps and mine and g.checkpoint_steps != mine:
+      raise ValueError(
+          f"gallery {g.source or '(in memory)'} was embedded with checkpoint steps "
+          f"{_steps_text(g.checkpoint_steps)}, the probes with {_steps_text(mine)}: embeddings "
+          f"of different checkpoints are not comparable; re-embed the gallery or pick its "
+          f"steps with --checkpoint"
       )
     if len(g.embeddings) == 0:
       raise ValueError(f"gallery {g.source or '(in memory)'} is empty")
@@ -573,3 +559,7 @@ class FaceRecognizer:
       order = np.lexsort((np.arange(len(ids)), -row))[:k]  # score desc, label asc
       out.append([Match(str(ids[j]), float(row[j])) for j in order])
     return out
+
+
+def _steps_text(steps: dict[str, int]) -> str:
+  return ", ".join(f"{k}={v}" for k, v in sorted(steps.items()))
