@@ -1,11 +1,11 @@
 """PyTorch reference architectures for the conversion tests (random weights only).
 
-Written for these tests from the published architecture descriptions; the module
-names (hence the state-dict keys) follow the layouts the pretrained files use:
-
-* :class:`TorchInceptionResnetV1`: timesler/facenet-pytorch ``InceptionResnetV1``
-  (``20180402-114759-vggface2.pt``), evaluated as ``classify=True`` (logits) and
-  ``classify=False`` (L2-normalised embedding) at once.
+* :func:`TorchInceptionResnetV1`: facenet-pytorch's own ``InceptionResnetV1``
+  class (installed by the tests' set-up; ``20180402-114759-vggface2.pt``'s
+  layout), evaluated as ``classify=True`` (logits) and ``classify=False``
+  (L2-normalised embedding) at once.
+* Written for these tests from the published architecture description, the
+  module names (hence the state-dict keys) following the pretrained files:
 * :class:`TorchVGGFace2ResNet`: cydonia999/VGGFace2-pytorch ``resnet50`` /
   ``senet50`` (Caffe ports): stride on the bottleneck's first 1x1 conv, ceil-mode
   max-pool, SE gate ``conv4``/``conv5`` with bias, 7x7 average pool, ``fc``.
@@ -25,141 +25,25 @@ from torch.nn import functional as F
 
 
 # --------------------------------------------------------------------------- facenet
-class TBasicConv2d(nn.Module):
-  """conv (no bias) + BN(eps 1e-3) + ReLU."""
+def TorchInceptionResnetV1(num_classes: int = 8631) -> nn.Module:
+  """facenet-pytorch's own ``InceptionResnetV1`` (the installed class, not a
+  re-implementation) with a ``logits`` head of ``num_classes``; ``forward``
+  returns (L2-normalised embedding, logits), the two outputs facenet gives
+  with ``classify=False`` and ``classify=True``."""
+  from _facenet_pytorch import facenet_pytorch
 
-  def __init__(
-      self, cin: int, cout: int, k: int | tuple[int, int], s: int = 1, p: int | tuple[int, int] = 0
-  ) -> None:
-    super().__init__()
-    self.conv = nn.Conv2d(cin, cout, kernel_size=k, stride=s, padding=p, bias=False)
-    self.bn = nn.BatchNorm2d(cout, eps=1e-3, momentum=0.1, affine=True)
-    self.relu = nn.ReLU()
+  base = facenet_pytorch().InceptionResnetV1
 
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    return self.relu(self.bn(self.conv(x)))
+  class WithLogits(base):
 
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+      self.classify = False
+      emb = super().forward(x)
+      self.classify = True
+      logits = super().forward(x)
+      return emb, logits
 
-def _seq(*specs: tuple) -> nn.Sequential:
-  return nn.Sequential(*[TBasicConv2d(*s) for s in specs])
-
-
-class TBlock35(nn.Module):
-
-  def __init__(self, scale: float) -> None:
-    super().__init__()
-    self.scale = scale
-    self.branch0 = TBasicConv2d(256, 32, 1)
-    self.branch1 = _seq((256, 32, 1), (32, 32, 3, 1, 1))
-    self.branch2 = _seq((256, 32, 1), (32, 32, 3, 1, 1), (32, 32, 3, 1, 1))
-    self.conv2d = nn.Conv2d(96, 256, kernel_size=1)
-
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    out = torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
-    return F.relu(self.conv2d(out) * self.scale + x)
-
-
-class TBlock17(nn.Module):
-
-  def __init__(self, scale: float) -> None:
-    super().__init__()
-    self.scale = scale
-    self.branch0 = TBasicConv2d(896, 128, 1)
-    self.branch1 = _seq((896, 128, 1), (128, 128, (1, 7), 1, (0, 3)), (128, 128, (7, 1), 1, (3, 0)))
-    self.conv2d = nn.Conv2d(256, 896, kernel_size=1)
-
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    out = torch.cat([self.branch0(x), self.branch1(x)], 1)
-    return F.relu(self.conv2d(out) * self.scale + x)
-
-
-class TBlock8(nn.Module):
-
-  def __init__(self, scale: float = 1.0, no_relu: bool = False) -> None:
-    super().__init__()
-    self.scale, self.no_relu = scale, no_relu
-    self.branch0 = TBasicConv2d(1792, 192, 1)
-    self.branch1 = _seq(
-        (1792, 192, 1), (192, 192, (1, 3), 1, (0, 1)), (192, 192, (3, 1), 1, (1, 0))
-    )
-    self.conv2d = nn.Conv2d(384, 1792, kernel_size=1)
-
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    out = torch.cat([self.branch0(x), self.branch1(x)], 1)
-    out = self.conv2d(out) * self.scale + x
-    return out if self.no_relu else F.relu(out)
-
-
-class TMixed6a(nn.Module):
-
-  def __init__(self) -> None:
-    super().__init__()
-    self.branch0 = TBasicConv2d(256, 384, 3, 2)
-    self.branch1 = _seq((256, 192, 1), (192, 192, 3, 1, 1), (192, 256, 3, 2))
-    self.branch2 = nn.MaxPool2d(3, stride=2)
-
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
-
-
-class TMixed7a(nn.Module):
-
-  def __init__(self) -> None:
-    super().__init__()
-    self.branch0 = _seq((896, 256, 1), (256, 384, 3, 2))
-    self.branch1 = _seq((896, 256, 1), (256, 256, 3, 2))
-    self.branch2 = _seq((896, 256, 1), (256, 256, 3, 1, 1), (256, 256, 3, 2))
-    self.branch3 = nn.MaxPool2d(3, stride=2)
-
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
-
-
-class TorchInceptionResnetV1(nn.Module):
-  """facenet-pytorch InceptionResnetV1 with a ``logits`` head; returns (embedding, logits)."""
-
-  def __init__(self, num_classes: int = 8631) -> None:
-    super().__init__()
-    self.conv2d_1a = TBasicConv2d(3, 32, 3, 2)
-    self.conv2d_2a = TBasicConv2d(32, 32, 3, 1)
-    self.conv2d_2b = TBasicConv2d(32, 64, 3, 1, 1)
-    self.maxpool_3a = nn.MaxPool2d(3, stride=2)
-    self.conv2d_3b = TBasicConv2d(64, 80, 1)
-    self.conv2d_4a = TBasicConv2d(80, 192, 3)
-    self.conv2d_4b = TBasicConv2d(192, 256, 3, 2)
-    self.repeat_1 = nn.Sequential(*[TBlock35(0.17) for _ in range(5)])
-    self.mixed_6a = TMixed6a()
-    self.repeat_2 = nn.Sequential(*[TBlock17(0.10) for _ in range(10)])
-    self.mixed_7a = TMixed7a()
-    self.repeat_3 = nn.Sequential(*[TBlock8(0.20) for _ in range(5)])
-    self.block8 = TBlock8(no_relu=True)
-    self.avgpool_1a = nn.AdaptiveAvgPool2d(1)
-    self.dropout = nn.Dropout(0.6)
-    self.last_linear = nn.Linear(1792, 512, bias=False)
-    self.last_bn = nn.BatchNorm1d(512, eps=1e-3, momentum=0.1, affine=True)
-    self.logits = nn.Linear(512, num_classes)
-
-  def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    for name in (
-        "conv2d_1a",
-        "conv2d_2a",
-        "conv2d_2b",
-        "maxpool_3a",
-        "conv2d_3b",
-        "conv2d_4a",
-        "conv2d_4b",
-        "repeat_1",
-        "mixed_6a",
-        "repeat_2",
-        "mixed_7a",
-        "repeat_3",
-        "block8",
-        "avgpool_1a",
-        "dropout",
-    ):
-      x = getattr(self, name)(x)
-    x = self.last_bn(self.last_linear(x.view(x.shape[0], -1)))
-    return F.normalize(x, p=2, dim=1), self.logits(x)
+  return WithLogits(classify=True, num_classes=num_classes)
 
 
 # --------------------------------------------------------------------------- vggface2
