@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from deocc_jax.data.pipeline import flip_horizontal, shift_image
+from deocc_jax.data.pipeline import augment
 
 
 def prepare_example(
@@ -38,15 +38,7 @@ def prepare_example(
     if dense.shape != (68, 2):
       raise ValueError(f"record landmarks68 must be (68, 2), got {dense.shape}")
   region = element.get("face_region")
-  if flip and rng.random() < 0.5:
-    image, lm, region = flip_horizontal(image, lm, region)
-    if dense is not None:
-      dense = flip_horizontal(image, dense)[1]
-  if max_shift_px > 0:
-    dx, dy = rng.integers(-max_shift_px, max_shift_px + 1, size=2)
-    image, lm, region = shift_image(image, lm, int(dx), int(dy), region)
-    if dense is not None:
-      dense = dense + np.array([dx, dy], np.float32)
+  image, lm, region, dense = augment(image, lm, region, dense, rng, flip, max_shift_px)
   out = {"image": image, "landmarks": lm, "identity": np.int32(element.get("identity", 0))}
   if dense is not None:
     out["landmarks68"] = dense

@@ -186,6 +186,30 @@ class MaskedPairTransform(grain.RandomMapTransform):
     return make_masked_pair(element, rng, self.mask_config, self.flip, self.max_shift_px)
 
 
+def augment(
+    image: np.ndarray,
+    lm: np.ndarray,
+    region: np.ndarray | None,
+    dense: np.ndarray | None,
+    rng: np.random.Generator,
+    flip: bool,
+    max_shift_px: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+  """Random horizontal flip, then a shift of up to ``max_shift_px`` (the pair
+  stream's augmentation; the same draws from ``rng`` for the host and device
+  occluder paths): (image, 5 landmarks, face region, 68 landmarks or None)."""
+  if flip and rng.random() < 0.5:
+    image, lm, region = flip_horizontal(image, lm, region)
+    if dense is not None:
+      dense = flip_horizontal(image, dense)[1]
+  if max_shift_px > 0:
+    dx, dy = rng.integers(-max_shift_px, max_shift_px + 1, size=2)
+    image, lm, region = shift_image(image, lm, int(dx), int(dy), region)
+    if dense is not None:
+      dense = dense + np.array([dx, dy], np.float32)
+  return image, lm, region, dense
+
+
 def make_masked_pair(
     element: dict[str, Any],
     rng: np.random.Generator,
@@ -212,15 +236,7 @@ def make_masked_pair(
   region = element.get("face_region")
   if region is None:
     region = masks_lib.face_region_from_landmarks(lm, *image.shape[:2])
-  if flip and rng.random() < 0.5:
-    image, lm, region = flip_horizontal(image, lm, region)
-    if dense is not None:
-      dense = flip_horizontal(image, dense)[1]
-  if max_shift_px > 0:
-    dx, dy = rng.integers(-max_shift_px, max_shift_px + 1, size=2)
-    image, lm, region = shift_image(image, lm, int(dx), int(dy), region)
-    if dense is not None:
-      dense = dense + np.array([dx, dy], np.float32)
+  image, lm, region, dense = augment(image, lm, region, dense, rng, flip, max_shift_px)
   occ = masks_lib.synthesize_occlusion(
       rng, lm, region, mask_config, category, dense_landmarks=dense
   )

@@ -198,6 +198,28 @@ def lfw_verification_set(
   return VerificationSet("lfw", clean, labels, (a, b, same, fold), views)
 
 
+def gallery_probe_split(
+    labels: np.ndarray, gallery_per_identity: int, probes_per_identity: int | None
+) -> tuple[list[int], list[int]]:
+  """(gallery, probe) indices: each identity's first ``gallery_per_identity``
+  records form the gallery, the next ``probes_per_identity`` (default: all the
+  rest) its probes."""
+  seen: dict[int, int] = {}
+  gallery_idx, probe_idx = [], []
+  for i, y in enumerate(np.asarray(labels).tolist()):
+    k = seen.get(y, 0)
+    seen[y] = k + 1
+    if k < gallery_per_identity:
+      gallery_idx.append(i)
+    elif probes_per_identity is None or k < gallery_per_identity + probes_per_identity:
+      probe_idx.append(i)
+  if not probe_idx:
+    raise ValueError(
+        f"{len(labels)} records with gallery_per_identity={gallery_per_identity} leave no probes"
+    )
+  return gallery_idx, probe_idx
+
+
 def synthetic_identification_set(
     source: Any,
     seed: int = 1234,
@@ -213,20 +235,7 @@ def synthetic_identification_set(
   """
   records = _records(source, max_records)
   labels = np.array([int(r["identity"]) for r in records])
-  seen: dict[int, int] = {}
-  gallery_idx, probe_idx = [], []
-  for i, y in enumerate(labels.tolist()):
-    k = seen.get(y, 0)
-    seen[y] = k + 1
-    if k < gallery_per_identity:
-      gallery_idx.append(i)
-    elif probes_per_identity is None or k < gallery_per_identity + probes_per_identity:
-      probe_idx.append(i)
-  if not probe_idx:
-    raise ValueError(
-        f"{len(records)} records with gallery_per_identity="
-        f"{gallery_per_identity} leave no probes"
-    )
+  gallery_idx, probe_idx = gallery_probe_split(labels, gallery_per_identity, probes_per_identity)
   gallery = np.stack([to_unit_range(np.asarray(records[i]["image"])) for i in gallery_idx])
   probe_records = [records[i] for i in probe_idx]
   probes, probe_labels = {}, {}

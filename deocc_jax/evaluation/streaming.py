@@ -198,19 +198,9 @@ def identification_set(
   """:func:`protocols.synthetic_identification_set`, read on demand."""
   n = _count(source, max_records)
   labels = source_labels(source, n)
-  seen: dict[int, int] = {}
-  gallery_idx, probe_idx = [], []
-  for i, y in enumerate(labels.tolist()):
-    k = seen.get(y, 0)
-    seen[y] = k + 1
-    if k < gallery_per_identity:
-      gallery_idx.append(i)
-    elif probes_per_identity is None or k < gallery_per_identity + probes_per_identity:
-      probe_idx.append(i)
-  if not probe_idx:
-    raise ValueError(
-        f"{n} records with gallery_per_identity={gallery_per_identity} leave no probes"
-    )
+  gallery_idx, probe_idx = protocols.gallery_probe_split(
+      labels, gallery_per_identity, probes_per_identity
+  )
   gallery = SourceFaces(source, gallery_idx, labels[gallery_idx])
   probe_faces = SourceFaces(source, probe_idx, labels[probe_idx])
   probes, probe_labels = {}, {}
