@@ -26,7 +26,7 @@ import _common  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DURATION = re.compile(r"^([\d.]+)s (call|setup|teardown)\s+(\S+)$", re.M)
-SUMMARY = re.compile(r"^=+ (.*(?:passed|failed).*) in ([\d.]+)s", re.M)
+SUMMARY = re.compile(r"^(?:=+ )?(\d+ (?:passed|failed).*?) in ([\d.]+)s", re.M)
 
 
 def main() -> None:

@@ -213,7 +213,7 @@ def test_infer_reads_config_json_and_reports_restored_steps(tiny_run, tmp_path):
       == []
   )
   img = tmp_path / "a.png"
-  Image.fromarray(np.full((32, 32, 3), 100, np.uint8)).save(img)
+  Image.fromarray(np.linspace(0, 255, 32 * 32 * 3).reshape(32, 32, 3).astype(np.uint8)).save(img)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   proc = subprocess.run(
       [
