@@ -41,7 +41,8 @@ template), ``--checkpoint`` (latest | best | STEP | per stage),
 ``python -m deocc_jax.evaluate``), ``--input_kind`` (auto |
 completed_predicted | completed | masked | clean), ``--align`` (none: images
 are aligned square face crops; dlib / mtcnn: detect with dlib's HOG detector
-/ MTCNN and align), ``--landmarks=FILE`` (``PATH x1 y1 ... x5 y5`` lines,
+/ MTCNN and align; ``--mtcnn_weights=FILE.npz``: MTCNN on converted weights),
+``--landmarks=FILE`` (``PATH x1 y1 ... x5 y5`` lines,
 CelebA order: listed images are aligned by them, the others per ``--align``).
 
 Every input image is read, detected and checked once, before any model
@@ -121,6 +122,13 @@ _ALIGN = flags.DEFINE_enum(
     "none: images are aligned square face crops; dlib / mtcnn: "
     "detect (dlib HOG / MTCNN) + align.",
 )
+_MTCNN_WEIGHTS = flags.DEFINE_string(
+    "mtcnn_weights",
+    None,
+    "--align=mtcnn (and detect): MTCNN weights to use instead of the "
+    "facenet-pytorch wheel's: a .npz written by 'python -m deocc_jax.convert "
+    "--arch mtcnn' or facenet-pytorch's pnet/rnet/onet .pt directory.",
+)
 _LANDMARKS = flags.DEFINE_string(
     "landmarks",
     None,
@@ -184,6 +192,9 @@ def _check_usage(argv: list[str]) -> tuple[str, list[str]]:
         allowed if isinstance(allowed, tuple) else (allowed,)
     ):
       raise app.UsageError(f"--{name} does not apply to '{cmd}'")
+  if _MTCNN_WEIGHTS.value and _ALIGN.value != "mtcnn":
+    if cmd != "detect" or flags.FLAGS["align"].present:
+      raise app.UsageError("--mtcnn_weights needs --align=mtcnn")
   if cmd == "detect":
     if not args:
       raise app.UsageError("detect needs at least one image")
@@ -259,6 +270,13 @@ def _input_images(cmd: str, args: list[str], pairs: Any) -> list[str]:
   return list(args) + gallery
 
 
+def _align() -> str:
+  """The align spec the library takes: --align, or 'mtcnn:FILE' with --mtcnn_weights."""
+  if _MTCNN_WEIGHTS.value and _ALIGN.value == "mtcnn":
+    return f"mtcnn:{_MTCNN_WEIGHTS.value}"
+  return _ALIGN.value
+
+
 def preflight(cmd: str, args: list[str], pairs: Any, resolution: int) -> dict[str, Any]:
   """Reads, detects and checks every input image once, before any model loads:
   the first unusable one raises (one line, exit 2), folders' per --skip_errors.
@@ -267,7 +285,7 @@ def preflight(cmd: str, args: list[str], pairs: Any, resolution: int) -> dict[st
 
   table = inference.read_landmarks_file(_LANDMARKS.value) if _LANDMARKS.value else None
   paths = _input_images(cmd, args, pairs)
-  located = inference.locate_all(paths, resolution, _ALIGN.value, table, progress=_progress)
+  located = inference.locate_all(paths, resolution, _align(), table, progress=_progress)
   folder = _FOLDER.value if cmd == "embed" else None
   if cmd == "identify" and os.path.isdir(_GALLERY.value):
     folder = _GALLERY.value
@@ -355,7 +373,9 @@ def run_detect(images: list[str]) -> dict[str, Any]:
   from deocc_jax.inference.images import read_face_image
 
   _require_exists(images, "image file")
-  align = _ALIGN.value if _ALIGN.value in ("mtcnn", "dlib") else "mtcnn"
+  align = _align() if _ALIGN.value in ("mtcnn", "dlib") else "mtcnn"
+  if _MTCNN_WEIGHTS.value:
+    align = f"mtcnn:{_MTCNN_WEIGHTS.value}"
   out = []
   for path in _progress(images, "detecting"):
     img = read_face_image(path, path)
@@ -373,6 +393,10 @@ def run_detect(images: list[str]) -> dict[str, Any]:
 
 def run_command(cmd: str, args: list[str]) -> dict[str, Any]:
   """Runs one command; returns the JSON-ready result."""
+  if _MTCNN_WEIGHTS.value:  # read (or refuse, naming the file) before any image
+    from deocc_jax.detection import mtcnn
+
+    mtcnn.default_detector(_MTCNN_WEIGHTS.value)
   import time
   from deocc_jax import inference
 
@@ -430,7 +454,7 @@ def run_command(cmd: str, args: list[str]) -> dict[str, Any]:
   }
   if pairs is not None:
     t0 = time.perf_counter()
-    scores = fr.verify_pairs(pairs, align=_ALIGN.value)
+    scores = fr.verify_pairs(pairs, align=_align())
     seconds = time.perf_counter() - t0
     saved = []
     if _SAVE_COMPLETIONS.value and fr.last_prepared is not None:
@@ -452,7 +476,7 @@ def run_command(cmd: str, args: list[str]) -> dict[str, Any]:
         **({"saved": saved} if saved else {}),
     }
   if cmd == "verify":
-    v = fr.verify(args[0], args[1], _MASK_A.value, _MASK_B.value, align=_ALIGN.value)
+    v = fr.verify(args[0], args[1], _MASK_A.value, _MASK_B.value, align=_align())
     saved = []
     if _SAVE_COMPLETIONS.value:
       import numpy as np
@@ -475,9 +499,7 @@ def run_command(cmd: str, args: list[str]) -> dict[str, Any]:
 
       g = cli_support.embed_all_faces(fr, _FOLDER.value, _OUT.value, located)
     else:
-      g = fr.embed_folder(
-          _FOLDER.value, _OUT.value, align=_ALIGN.value, skip_errors=_SKIP_ERRORS.value
-      )
+      g = fr.embed_folder(_FOLDER.value, _OUT.value, align=_align(), skip_errors=_SKIP_ERRORS.value)
     return {
         **head,
         "out": _OUT.value,
@@ -488,8 +510,8 @@ def run_command(cmd: str, args: list[str]) -> dict[str, Any]:
         "skipped": [{"path": p, "error": e} for p, e in g.skipped],
         "embedded": [[p, lab] for p, lab in zip(g.paths, g.labels)],
     }
-  gallery = fr.load_gallery(_GALLERY.value, align=_ALIGN.value, skip_errors=_SKIP_ERRORS.value)
-  matches = fr.identify(args, gallery, top_k=_TOP_K.value, align=_ALIGN.value)
+  gallery = fr.load_gallery(_GALLERY.value, align=_align(), skip_errors=_SKIP_ERRORS.value)
+  matches = fr.identify(args, gallery, top_k=_TOP_K.value, align=_align())
   return {
       **head,
       "gallery": _GALLERY.value,

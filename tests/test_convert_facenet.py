@@ -9,6 +9,7 @@ and compared with PyTorch on random 160 x 160 images.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -253,3 +254,95 @@ def test_missing_weights_file(
   )
   assert rc == 2
   assert f"{missing}: no such weights file" in capsys.readouterr().err
+
+
+def _similarity_lstsq(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+  """(2, 3) least-squares similarity src -> dst (an independent float64 solve)."""
+  rows, rhs = [], []
+  for (x, y), (u, v) in zip(src, dst):
+    rows += [[x, -y, 1.0, 0.0], [y, x, 0.0, 1.0]]
+    rhs += [u, v]
+  a, b, tx, ty = np.linalg.lstsq(np.asarray(rows), np.asarray(rhs), rcond=None)[0]
+  return np.array([[a, -b, tx], [b, a, ty]])
+
+
+@pytest.mark.slow
+def test_infer_with_the_converted_teacher_matches_torch_on_real_photos(
+    facenet_case: dict[str, Any],
+    converted: tuple[Path, subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+) -> None:
+  """``deocc-infer verify --teacher_kind=converted``: the photo aligned on the
+  facenet template (checked against an independent warp), embedded as the PyTorch
+  model embeds that crop, and the CLI's score is the cosine of the two."""
+  from PIL import Image
+
+  import _photos
+  from deocc_jax.data import alignment
+  from deocc_jax.inference import pretrained
+
+  out_dir, proc = converted
+  assert proc.returncode == 0, proc.stderr
+  pics = _photos.face_photos()
+  names = ("obama", "biden")
+  for n in names:
+    Image.fromarray(pics[n]).save(tmp_path / f"{n}.png")
+  fr = pretrained.from_teacher("converted", str(out_dir), threshold=0.5)
+  assert fr.resolution == SIZE and fr.template == "facenet"
+  faces = [fr.load(str(tmp_path / f"{n}.png"), align="dlib") for n in names]
+  tpl = alignment.get_template("facenet").points
+  for n, f in zip(names, faces):
+    # geometry: the crop's map sends the facenet template onto the least-squares
+    # similarity fit of the landmarks (an independent float64 solve)
+    inv = _similarity_lstsq(tpl, f.landmarks)  # crop -> image
+    m = np.linalg.inv(np.vstack([inv, [0, 0, 1]]))[:2]
+    want_pts = tpl @ inv[:, :2].T + inv[:, 2]
+    got_pts = tpl @ f.transform[:, :2].T + f.transform[:, 2]
+    assert np.abs(got_pts - want_pts).max() < 1e-6, (n, got_pts, want_pts)
+    # pixels: RGB as in the photo (a PIL bicubic warp of the box-shrunk photo)
+    k = max(1, int(1.0 / np.hypot(m[0, 0], m[1, 0])))
+    m = _similarity_lstsq(f.landmarks / k, tpl)
+    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+    ref = (
+        Image.fromarray(pics[n])
+        .reduce(k)
+        .transform(
+            (SIZE, SIZE), Image.Transform.AFFINE, tuple(inv.ravel()), Image.Resampling.BICUBIC
+        )
+    )
+    got = (f.face.astype(np.float64) + 1.0) * 127.5
+    diff = np.abs(got - np.asarray(ref, np.float64))[16:-16, 16:-16]
+    assert diff.mean() < 6.0, (n, diff.mean())
+  x = np.stack([f.face for f in faces])
+  emb = fr.embed_prepared(x)
+  torch.manual_seed(0)
+  model = TorchInceptionResnetV1(8631).eval()
+  model.load_state_dict(facenet_case["state"])
+  with torch.no_grad():  # the [-1, 1] face as facenet-pytorch standardises uint8 pixels
+    want, _ = model(nhwc_to_nchw(((x + 1.0) * 127.5 - 127.5) / 128.0))
+  np.testing.assert_allclose(emb, want.numpy(), atol=TOL)
+  cos = float(np.dot(emb[0], emb[1]) / np.linalg.norm(emb[0]) / np.linalg.norm(emb[1]))
+  cmd = [
+      sys.executable,
+      "-m",
+      "deocc_jax.infer",
+      "verify",
+      "obama.png",
+      "biden.png",
+      "--teacher_kind=converted",
+      f"--teacher_path={out_dir}",
+      "--threshold=0.5",
+      "--align=dlib",
+  ]
+  r = subprocess.run(
+      cmd,
+      cwd=tmp_path,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = json.loads(r.stdout)
+  assert out["recognizer"].startswith("converted:") and out["checkpoint_steps"] == {}
+  assert out["score"] == pytest.approx(cos, abs=1e-5) and out["same"] == (cos >= 0.5)

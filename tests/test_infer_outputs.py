@@ -16,6 +16,7 @@ from deocc_jax import inference
 from deocc_jax.data import alignment
 import importlib
 
+from deocc_jax.conversion import mtcnn_weights
 from deocc_jax.inference import cli_support, outputs
 
 locate = importlib.import_module("deocc_jax.inference.locate")  # the module (the package
@@ -81,6 +82,35 @@ def test_detect_cli_json_csv_and_compilation_cache(photos, tmp_path):
   assert len(rows) == len(faces) and rows[0]["image"] == "g/group.png"
   assert float(rows[0]["box_x1"]) == pytest.approx(faces[0]["box"][0])
   assert float(rows[1]["lm5_y"]) == pytest.approx(faces[1]["landmarks"][4][1])
+  # A converted MTCNN .npz (python -m deocc_jax.convert --arch mtcnn) finds the same faces.
+  npz = tmp_path / "mtcnn.npz"
+  mtcnn_weights.convert_mtcnn(npz)
+  r = subprocess.run(
+      cmd + ["--align=mtcnn", f"--mtcnn_weights={npz}"],
+      cwd=d,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert json.loads(r.stdout)["images"] == out["images"]
+  r = subprocess.run(
+      cmd + ["--mtcnn_weights=nowhere.npz"], cwd=d, env=env, capture_output=True, text=True
+  )
+  assert r.returncode == 2 and "nowhere.npz" in r.stderr and r.stdout == "", r.stderr[-3000:]
+
+
+def test_align_specs_name_the_mtcnn_weights():
+  assert locate.align_mode("mtcnn") == ("mtcnn", None)
+  assert locate.align_mode("mtcnn:w/m.npz") == ("mtcnn", "w/m.npz")
+  assert locate.align_mode("dlib") == ("dlib", None)
+  for bad in ("dlib:x.npz", "mtcnn:", "hog"):
+    with pytest.raises(ValueError, match="align must be one of"):
+      locate.align_mode(bad)
+  img = np.zeros((64, 64, 3), np.uint8)
+  with pytest.raises(mtcnn_weights.MTCNNWeightsError, match="missing.npz"):
+    locate.detect_faces(img, "mtcnn:missing.npz")
 
 
 def test_csv_rows_of_each_command():

@@ -28,12 +28,13 @@ __all__ = [
     "WAYS_OUT",
     "Located",
     "DetectedFace",
+    "align_mode",
     "detect_faces",
     "locate",
     "locate_all",
 ]
 
-ALIGN_MODES = ("none", "landmarks", "dlib", "mtcnn")
+ALIGN_MODES = ("none", "landmarks", "dlib", "mtcnn")  # and 'mtcnn:FILE' (converted weights)
 # Every other way to give a face, named when an image is not an aligned crop.
 WAYS_OUT = (
     "detect and align the face (align='mtcnn' or 'dlib'; infer: --align=mtcnn / --align=dlib), "
@@ -68,17 +69,29 @@ class Located:
   faces: tuple[DetectedFace, ...] = ()  # every face detected, largest first
 
 
+def align_mode(align: str) -> tuple[str, str | None]:
+  """(mode, MTCNN weights file or None) of an align spec: one of ``ALIGN_MODES``,
+  or ``'mtcnn:FILE'`` for MTCNN on a converted ``.npz`` (or a facenet-pytorch
+  ``.pt``) instead of the facenet-pytorch wheel's weights."""
+  mode, sep, weights = str(align).partition(":")
+  if mode not in ALIGN_MODES or (sep and (mode != "mtcnn" or not weights)):
+    raise ValueError(f"align must be one of {ALIGN_MODES} or 'mtcnn:FILE', got {align!r}")
+  return mode, (weights or None)
+
+
 def detect_faces(img: np.ndarray, align: str) -> list[DetectedFace]:
-  """Every face dlib ('dlib') or MTCNN ('mtcnn') finds, largest first (may be empty)."""
-  if align == "mtcnn":  # weights load (or fail: MTCNNWeightsError) before detection
+  """Every face dlib ('dlib') or MTCNN ('mtcnn', 'mtcnn:FILE') finds, largest
+  first (may be empty)."""
+  mode, weights = align_mode(align)
+  if mode == "mtcnn":  # weights load (or fail: MTCNNWeightsError) before detection
     from deocc_jax.detection import mtcnn
 
-    d = mtcnn.default_detector().detect(img)
+    d = mtcnn.default_detector(weights).detect(img)
     faces = [
         DetectedFace(tuple(map(float, d.boxes[i])), d.landmarks[i].astype(np.float64), float(p))
         for i, p in enumerate(d.scores)
     ]
-  elif align == "dlib":
+  elif mode == "dlib":
     from deocc_jax.data import alignment
 
     try:
@@ -121,20 +134,19 @@ def locate(
       landmarks, align = listed, "landmarks"
   if align is None:
     align = "none" if landmarks is None else "landmarks"
-  if align not in ALIGN_MODES:
-    raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
-  if align == "none":
+  mode = align_mode(align)[0]
+  if mode == "none":
     if landmarks is not None:
       raise ValueError(f"{name}: landmarks given with align='none'; use align='landmarks'")
     check_aligned_crop(img, resolution, name, WAYS_OUT)
     return Located(img, None)
   faces: list[DetectedFace] = []
-  if align in ("dlib", "mtcnn"):
+  if mode in ("dlib", "mtcnn"):
     if landmarks is not None:
       raise ValueError(f"{name}: landmarks given with align={align!r}; use align='landmarks'")
     faces = detect_faces(img, align)
     if not faces:
-      who = "MTCNN" if align == "mtcnn" else "dlib's frontal face detector"
+      who = "MTCNN" if mode == "mtcnn" else "dlib's frontal face detector"
       raise NoFaceError(
           f"{name}: no face found ({who} found no face in the "
           f"{img.shape[1]}x{img.shape[0]} image)"
