@@ -16,14 +16,18 @@ reads, a ``data:image/...;base64,`` prefix allowed, EXIF orientation applied):
   pixels, > 127 in gray) -> ``{"score", "threshold", "same"}``;
 * ``POST /embed`` ``{"image"}`` (+ ``landmarks``, ``mask``) ->
   ``{"embedding": [D floats], "dim": D}`` (L2-normalised);
-* ``POST /detect`` -> 501: the export has no face detector
-  (:mod:`deocc_jax.serving` has none, and the project's MTCNN,
-  :mod:`deocc_jax.detection.mtcnn`, needs Flax); send aligned square crops or
-  landmarks instead;
+* ``POST /detect`` ``{"image"}`` -> ``{"width", "height", "faces": [{"box",
+  "landmarks", "score", "eye_distance"}]}``, largest face first, with
+  ``--detector=mtcnn`` (or ``mtcnn:FILE.npz``, converted weights) or
+  ``--detector=dlib``; without a detector 501 (the export has none, and
+  :mod:`deocc_jax.serving` loads no Flax);
 * ``GET /healthz`` -> ``{"status": "ok", ...}`` with the export's metadata.
 
 Without landmarks an image must be an aligned square face crop (see
-:mod:`deocc_jax.serving`). Every error is ``{"error": message, "status": code}``:
+:mod:`deocc_jax.serving`), unless the server has a detector: then the largest
+face it finds is aligned (a photo in, no landmarks needed; ``"aligned": true``
+in the request sends a crop as it is), and an image with no face is a 400.
+The detector loads Flax only when asked for. Every error is ``{"error": message, "status": code}``:
 400 malformed JSON / bad base64 / undecodable image / missing, unknown or
 wrong-typed field / an image serving refuses (not square without landmarks,
 blank, eyes too close), 404
@@ -35,9 +39,6 @@ Content-Length, 413 body over ``--max_body`` bytes or image over
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import io
 import json
 import socket
 import sys
@@ -51,98 +52,25 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from deocc_jax import serving
+from deocc_jax.http_requests import MAX_PIXELS, RequestError, decode_image, field, landmarks_field
 
-__all__ = ["RequestError", "Service", "make_server", "main"]
+__all__ = ["RequestError", "Service", "load_detector", "make_server", "main"]
 
 MAX_BODY = 10 * 2**20  # bytes of one request body
-MAX_PIXELS = 4096 * 4096  # decoded pixels of one image
 DRAIN_LIMIT = 64 * 2**20  # an oversized body up to this is read (and dropped) after the 413
 NO_DETECTOR = (
-    "face detection is not available: the export has no detector "
-    "(deocc_jax.serving has none, and the project's MTCNN, deocc_jax.detection.mtcnn, "
-    "needs Flax, which deocc-serve does not load); send aligned square face crops, "
+    "face detection is not available: this server was started without a detector "
+    "(deocc-serve --detector=mtcnn or --detector=dlib; the export has none, and "
+    "deocc_jax.serving loads no Flax); send aligned square face crops, "
     "or 5 landmarks per image, to /verify and /embed"
 )
+DETECTORS = ("mtcnn", "mtcnn:FILE.npz", "dlib")
 ROUTES = {"/healthz": "GET", "/verify": "POST", "/embed": "POST", "/detect": "POST"}
 FIELDS = {
-    "/verify": ("image_a", "image_b", "landmarks_a", "landmarks_b", "mask_a", "mask_b"),
-    "/embed": ("image", "landmarks", "mask"),
+    "/verify": ("image_a", "image_b", "landmarks_a", "landmarks_b", "mask_a", "mask_b", "aligned"),
+    "/embed": ("image", "landmarks", "mask", "aligned"),
+    "/detect": ("image",),
 }
-
-
-class RequestError(Exception):
-  """A client error: HTTP ``status`` with a one-line ``message``."""
-
-  def __init__(self, status: int, message: str):
-    super().__init__(message)
-    self.status = int(status)
-    self.message = " ".join(str(message).split())
-
-
-# ------------------------------------------------------------------ request fields
-
-
-def _field(body: dict[str, Any], name: str, required: bool = True) -> Any:
-  if name not in body or body[name] is None:
-    if required:
-      raise RequestError(400, f"missing field {name!r}")
-    return None
-  return body[name]
-
-
-def _bytes_of(value: Any, name: str) -> bytes:
-  """The bytes of a base64 string field (standard alphabet, optional data: URL prefix)."""
-  if not isinstance(value, str):
-    raise RequestError(400, f"field {name!r} must be a base64 string, got {type(value).__name__}")
-  text = "".join(value.split())  # line-wrapped base64 is fine
-  if text.startswith("data:"):
-    head, sep, text = text.partition(",")
-    if not sep or not head.endswith(";base64"):
-      raise RequestError(400, f"field {name!r}: a data: URL must be ';base64,' encoded")
-  try:
-    data = base64.b64decode(text, validate=True)
-  except (binascii.Error, ValueError) as e:
-    raise RequestError(400, f"field {name!r} is not valid base64: {e}") from None
-  if not data:
-    raise RequestError(400, f"field {name!r} is empty")
-  return data
-
-
-def decode_image(
-    value: Any, name: str, max_pixels: int = MAX_PIXELS, mode: str = "RGB"
-) -> np.ndarray:
-  """A base64 image field as a uint8 array ((H, W, 3) for 'RGB', (H, W) for 'L')."""
-  from PIL import Image, ImageOps, UnidentifiedImageError
-
-  data = _bytes_of(value, name)
-  try:
-    with Image.open(io.BytesIO(data)) as img:
-      w, h = img.size
-      if w * h > max_pixels:
-        raise RequestError(413, f"field {name!r}: image is {w}x{h}, over {max_pixels} pixels")
-      img.load()
-      img = ImageOps.exif_transpose(img)
-      return np.asarray(img.convert(mode), np.uint8)
-  except RequestError:
-    raise
-  except Image.DecompressionBombError as e:
-    raise RequestError(413, f"field {name!r}: {e}") from None
-  except UnidentifiedImageError:
-    raise RequestError(400, f"field {name!r} is not a decodable image (unknown format)") from None
-  except Exception as e:  # noqa: BLE001 -- any decoder failure is the client's image
-    raise RequestError(400, f"field {name!r} is not a decodable image: {type(e).__name__}: {e}")
-
-
-def _landmarks(value: Any, name: str) -> np.ndarray | None:
-  if value is None:
-    return None
-  try:
-    lm = np.asarray(value, np.float64)
-  except (TypeError, ValueError):
-    lm = None
-  if lm is None or lm.shape != (5, 2) or not np.isfinite(lm).all():
-    raise RequestError(400, f"field {name!r} must be 5 [x, y] pairs of finite numbers")
-  return lm
 
 
 # ------------------------------------------------------------------ the service
@@ -162,15 +90,34 @@ class Service:
       recognizer: serving.ExportedRecognizer,
       max_pixels: int = MAX_PIXELS,
       concurrency: int = 1,
+      detector: Callable[[np.ndarray], list[Any]] | None = None,
   ):
     self.rec = recognizer
     self.max_pixels = int(max_pixels)
+    self.detector = detector
     self._slots = threading.BoundedSemaphore(max(1, int(concurrency)))
 
+  def _detect(self, image: np.ndarray) -> list[Any]:
+    with self._slots:
+      try:
+        return self.detector(image)
+      except ValueError as e:
+        raise RequestError(400, str(e)) from None
+
   def _face(self, body: dict[str, Any], suffix: str) -> tuple[np.ndarray, Any, Any]:
-    image = decode_image(_field(body, "image" + suffix), "image" + suffix, self.max_pixels)
-    lm = _landmarks(body.get("landmarks" + suffix), "landmarks" + suffix)
-    mask = _field(body, "mask" + suffix, required=False)
+    name = "image" + suffix
+    image = decode_image(field(body, name), name, self.max_pixels)
+    lm = landmarks_field(body.get("landmarks" + suffix), "landmarks" + suffix)
+    aligned = body.get("aligned", False)
+    if not isinstance(aligned, bool):
+      raise RequestError(400, f"field 'aligned' must be true or false, got {aligned!r}")
+    if lm is None and self.detector is not None and not aligned:
+      faces = self._detect(image)
+      if not faces:
+        h, w = image.shape[:2]
+        raise RequestError(400, f"{name}: no face found in the {w}x{h} image")
+      lm = faces[0].landmarks  # the largest face
+    mask = field(body, "mask" + suffix, required=False)
     if mask is not None:
       mask = decode_image(mask, "mask" + suffix, self.max_pixels, mode="L")
     return image, lm, mask
@@ -183,10 +130,17 @@ class Service:
       except ValueError as e:
         raise RequestError(400, str(e)) from None
 
+  def detect(self, body: dict[str, Any]) -> dict[str, Any]:
+    image = decode_image(field(body, "image"), "image", self.max_pixels)
+    faces = self._detect(image)
+    h, w = image.shape[:2]
+    return {"width": int(w), "height": int(h), "faces": [f.to_dict() for f in faces]}
+
   def healthz(self) -> dict[str, Any]:
     meta = self.rec.metadata
     return {
         "status": "ok",
+        "detector": getattr(self.detector, "spec", None),
         "format": meta.get("format"),
         "recognizer": meta.get("recognizer"),
         "input_kind": self.rec.input_kind,
@@ -223,7 +177,7 @@ class Service:
         raise RequestError(405, f"{path} takes {ROUTES[path]}, not {method}")
       if path == "/healthz":
         return 200, self.healthz()
-      if path == "/detect":
+      if path == "/detect" and self.detector is None:
         return 501, {"error": NO_DETECTOR, "status": 501}
       try:
         req = json.loads(body or b"")
@@ -236,7 +190,7 @@ class Service:
       unknown = sorted(set(req) - set(FIELDS[path]))
       if unknown:  # e.g. a misspelt 'landmark' would otherwise be ignored silently
         raise RequestError(400, f"unknown field(s) {unknown} (fields: {', '.join(FIELDS[path])})")
-      return 200, (self.verify if path == "/verify" else self.embed)(req)
+      return 200, {"/verify": self.verify, "/embed": self.embed, "/detect": self.detect}[path](req)
     except RequestError as e:
       return e.status, {"error": e.message, "status": e.status}
     except Exception as e:  # noqa: BLE001 -- a fault of the server: 500 with its name, logged
@@ -424,6 +378,27 @@ def _warm_up(rec: serving.ExportedRecognizer) -> None:
     rec.embed([face], masks=[mask])
 
 
+def load_detector(spec: str) -> Callable[[np.ndarray], list[Any]]:
+  """The face detector ``spec`` names ('mtcnn', 'mtcnn:FILE.npz' or 'dlib'), loaded and
+  warmed up: image -> faces (``deocc_jax.inference.DetectedFace``), largest first.
+  Imports the detector (Flax for MTCNN) only here."""
+  from deocc_jax.inference.locate import align_mode, detect_faces
+
+  try:
+    mode = align_mode(spec)[0]
+  except ValueError:
+    mode = ""
+  if mode not in ("mtcnn", "dlib"):
+    raise ValueError(f"--detector must be one of {', '.join(DETECTORS)}, got {spec!r}")
+
+  def detect(image: np.ndarray) -> list[Any]:
+    return detect_faces(image, spec)
+
+  detect(np.full((160, 160, 3), 127, np.uint8))  # loads the weights, compiles / warms up
+  detect.spec = spec  # type: ignore[attr-defined]
+  return detect
+
+
 def load_recognizer(
     folder: str,
     runtime: str = "jax",
@@ -458,12 +433,14 @@ def make_server(
     request_timeout: float = 30.0,
     quiet: bool = False,
     warm_up: bool = True,
+    detector: Callable[[np.ndarray], list[Any]] | None = None,
 ) -> ThreadingHTTPServer:
   """A bound (not yet serving) server; ``server.server_address`` has the port. Run
-  ``serve_forever()`` (in a thread for tests), then ``shutdown()`` and ``server_close()``."""
+  ``serve_forever()`` (in a thread for tests), then ``shutdown()`` and ``server_close()``.
+  ``detector``: :func:`load_detector`'s (enables /detect and photos without landmarks)."""
   if warm_up:
     _warm_up(recognizer)
-  service = Service(recognizer, max_pixels=max_pixels, concurrency=concurrency)
+  service = Service(recognizer, max_pixels=max_pixels, concurrency=concurrency, detector=detector)
   return _Server((host, int(port)), service, max_body, request_timeout, quiet)
 
 
@@ -514,6 +491,13 @@ def _parser() -> argparse.ArgumentParser:
       default=MAX_PIXELS,
       help=f"largest decoded image in pixels (413 above; default {MAX_PIXELS})",
   )
+  p.add_argument(
+      "--detector",
+      default=None,
+      help="face detector for /detect and for photos sent without landmarks: mtcnn "
+      "(facenet-pytorch's weights), mtcnn:FILE.npz (converted: python -m deocc_jax.convert "
+      "--arch mtcnn) or dlib (pip install -e '.[dlib]'); loads Flax. Default: none (501)",
+  )
   p.add_argument("--concurrency", type=int, default=1, help="recogniser calls at once (default 1)")
   p.add_argument("--max_batch", type=int, default=64, help="serving's largest batch")
   p.add_argument(
@@ -546,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   try:
     rec = load_recognizer(args.export_dir, args.runtime, providers, args.threshold, args.max_batch)
+    detector = load_detector(args.detector) if args.detector else None
     server = make_server(
         rec,
         args.host,
@@ -556,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         request_timeout=args.timeout,
         quiet=args.quiet,
         warm_up=not args.no_warmup,
+        detector=detector,
     )
   except KeyError as e:
     print(f"error: {args.export_dir}/metadata.json lacks the key {e}", file=sys.stderr, flush=True)

@@ -255,7 +255,7 @@ def test_bad_input_gets_4xx_json(server):
 
 def test_detect_is_501_naming_what_is_missing(server):
   status, _, out = _call(server, "POST", "/detect", {"image": _b64(_img(1))})
-  assert status == 501 and "MTCNN" in out["error"] and "Flax" in out["error"]
+  assert status == 501 and "--detector=mtcnn" in out["error"] and "Flax" in out["error"]
   assert _call(server, "GET", "/detect")[0] == 405
 
 
@@ -379,6 +379,56 @@ def test_command_serves_without_flax_and_stops_on_sigterm(folder, ref):
     if proc.poll() is None:
       proc.kill()
       proc.wait()
+
+
+# ------------------------------------------------------------------ photos: --detector
+
+
+def test_detector_finds_faces_and_aligns_photos_without_landmarks(folder, ref):
+  """--detector=mtcnn: /detect gives infer's faces; /verify and /embed of photos sent
+  without landmarks align the largest face as serving does with its landmarks."""
+  import _photos
+  from deocc_jax import inference
+
+  pics = _photos.face_photos()
+  a, b = pics["obama"], pics["biden"]
+  srv = _start(
+      serving.ExportedRecognizer(folder),
+      max_body=8 * 2**20,
+      max_pixels=4096 * 4096,
+      detector=http_server.load_detector("mtcnn"),
+  )
+  port = srv.server_address[1]
+  try:
+    status, _, out = _call(port, "POST", "/detect", {"image": _b64(a)})
+    want = inference.detect_faces(a, "mtcnn")
+    assert status == 200 and (out["width"], out["height"]) == (a.shape[1], a.shape[0])
+    assert out["faces"] == [f.to_dict() for f in want] and len(want) >= 1
+    status, _, out = _call(port, "POST", "/verify", {"image_a": _b64(a), "image_b": _b64(b)})
+    lm_b = inference.detect_faces(b, "mtcnn")[0].landmarks
+    exp = ref.verify(a, b, landmarks_a=want[0].landmarks, landmarks_b=lm_b)
+    assert status == 200 and out["score"] == pytest.approx(exp["score"], abs=1e-6), out
+    status, _, out = _call(port, "POST", "/embed", {"image": _b64(b)})
+    e = ref.embed([b], landmarks=[lm_b])[0]
+    assert status == 200 and np.allclose(out["embedding"], e, atol=1e-6)
+    crop = _img(5)  # an aligned crop: sent as it is with "aligned": true
+    status, _, out = _call(port, "POST", "/embed", {"image": _b64(crop), "aligned": True})
+    assert status == 200 and np.allclose(out["embedding"], ref.embed([crop])[0], atol=1e-6)
+    noise = _img(6, (200, 200, 3))
+    status, _, out = _call(port, "POST", "/embed", {"image": _b64(noise)})
+    assert status == 400 and "image: no face found in the 200x200 image" in out["error"]
+    status, _, out = _call(port, "POST", "/embed", {"image": _b64(crop), "aligned": "yes"})
+    assert status == 400 and "'aligned' must be true or false" in out["error"]
+    assert _call(port, "GET", "/healthz")[2]["detector"] == "mtcnn"
+  finally:
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_unknown_detector_is_refused():
+  for bad in ("hog", "none", "dlib:x.npz"):
+    with pytest.raises(ValueError, match=f"--detector must be one of .*got '{bad}'"):
+      http_server.load_detector(bad)
 
 
 # ------------------------------------------------------------------ the tiny run's export

@@ -41,6 +41,7 @@ LAYERS = {
     "export": 5,
     "serving": 5,
     "http_server": 5,
+    "http_requests": 5,
     "cli": 5,
     "main": 5,
     "evaluate": 5,
