@@ -35,14 +35,14 @@ def compilation_cache_dir() -> str | None:
 
 def enable_compilation_cache() -> str | None:
   """Points JAX's persistent compilation cache at :func:`compilation_cache_dir`
-  (compilations over 0.2 s are kept: a warm CLI call skips them)."""
+  (every compilation is kept: a warm CLI call compiles nothing)."""
   path = compilation_cache_dir()
   if path:
     import jax
 
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   return path
 
