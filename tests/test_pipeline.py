@@ -173,3 +173,16 @@ def test_every_category_appears_in_the_stream():
   loader, _ = _loader(batch=16)
   cats = np.concatenate([b["category"] for b in _take(iter(loader), 4)])
   assert set(cats.tolist()) == set(range(len(mk.CATEGORIES)))
+
+
+def test_shift_replicates_the_border_as_clipped_indexing():
+  """The slice-based shift equals out[y, x] = image[clip(y - dy), clip(x - dx)]."""
+  rng = np.random.default_rng(3)
+  img = rng.integers(0, 256, (9, 7, 3), np.uint8)
+  lm = rng.uniform(0, 7, (5, 2)).astype(np.float32)
+  for dx, dy in [(0, 0), (2, -3), (-1, 4), (6, 0), (0, -8), (12, 11), (-12, -11)]:
+    rows = np.clip(np.arange(9) - dy, 0, 8)
+    cols = np.clip(np.arange(7) - dx, 0, 6)
+    got, got_lm, _ = pl.shift_image(img, lm, dx, dy)
+    np.testing.assert_array_equal(got, img[rows][:, cols], err_msg=f"{dx}, {dy}")
+    np.testing.assert_allclose(got_lm, lm + np.array([dx, dy]))

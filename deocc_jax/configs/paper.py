@@ -57,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   # 1,000 (split 'heldout') are never trained on
   c.data.resolution = 256
   c.data.photometric = True  # occluders harmonised with the photo
+  c.data.occluders = "device"  # drawn on the accelerators: the host would starve them
   c.pipeline.worker_count = 16
   c.pipeline.max_shift_px = 8
 

@@ -15,13 +15,17 @@ occluder each epoch (grain seeds a record's RNG from the sampler's global
 index), so the stream never repeats a masked pair, yet the same seed gives
 the same batches. Sharding across hosts uses grain's ``ShardByJaxProcess``;
 the iterator state (``get_state``/``set_state``) goes into checkpoints.
+
+With ``data.occluders='device'`` the host streams clean augmented faces
+instead (``device_occluders_stream``: same sampler, same augmentation draws)
+and the occluders are drawn on the accelerator beside the training step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import grain.python as grain
 import numpy as np
@@ -150,10 +154,9 @@ def flip_horizontal(image: np.ndarray, landmarks: np.ndarray, region: np.ndarray
 def shift_image(
     image: np.ndarray, landmarks: np.ndarray, dx: int, dy: int, region: np.ndarray | None = None
 ):
-  """Translates by whole pixels, replicating the border."""
+  """Translates by whole pixels, replicating the border (``out[y, x] =
+  image[clip(y - dy), clip(x - dx)]``, by slices: a 256 px face in ~0.05 ms)."""
   h, w = image.shape[:2]
-  rows = np.clip(np.arange(h) - dy, 0, h - 1)
-  cols = np.clip(np.arange(w) - dx, 0, w - 1)
   lm = landmarks + np.array([dx, dy], np.float32)
   out_region = None
   if region is not None:
@@ -161,7 +164,25 @@ def shift_image(
     ys, xs = slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0))
     ys0, xs0 = slice(max(-dy, 0), h + min(-dy, 0)), slice(max(-dx, 0), w + min(-dx, 0))
     out_region[ys, xs] = region[ys0, xs0]
-  return image[rows][:, cols], lm, out_region
+  return _shift_edge(_shift_edge(image, dy, 0), dx, 1), lm, out_region
+
+
+def _shift_edge(a: np.ndarray, d: int, axis: int) -> np.ndarray:
+  """``a`` moved by ``d`` along ``axis`` (0 or 1), the vacated part filled with
+  the nearest edge row / column."""
+  n = a.shape[axis]
+  if d == 0:
+    return a
+  d = max(-n, min(n, int(d)))
+  out = np.empty_like(a)
+  at = lambda lo, hi: (slice(lo, hi),) if axis == 0 else (slice(None), slice(lo, hi))  # noqa: E731
+  if d > 0:
+    out[at(d, n)] = a[at(0, n - d)]
+    out[at(0, d)] = a[at(0, 1)]
+  else:
+    out[at(0, n + d)] = a[at(-d, n)]
+    out[at(n + d, n)] = a[at(n - 1, n)]
+  return out
 
 
 def to_unit_range(x: np.ndarray) -> np.ndarray:
@@ -299,6 +320,8 @@ def make_loader(
     config: PipelineConfig,
     mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
     shard_options: grain.ShardOptions | None = None,
+    transform: grain.RandomMapTransform | None = None,
+    batch_fn: Callable[[Sequence[Any]], Any] | None = None,
 ) -> grain.DataLoader:
   """A grain DataLoader of masked-pair batches for this host.
 
@@ -307,6 +330,10 @@ def make_loader(
     config: batch size (global), seed, workers, epochs, augmentation.
     mask_config: occluder categories / coverage.
     shard_options: defaults to ``ShardByJaxProcess`` (this host's shard).
+    transform: replaces the record transform (default
+      ``MaskedPairTransform(mask_config, ...)``; the device occluders' clean
+      stream: ``device_occluders_stream.make_loader``).
+    batch_fn: grain's batching function (default: stack every entry).
   """
   if shard_options is None:
     shard_options = grain.ShardByJaxProcess(drop_remainder=True)
@@ -327,10 +354,9 @@ def make_loader(
       num_epochs=config.num_epochs,
       seed=config.seed,
   )
-  ops = [
-      MaskedPairTransform(mask_config, config.flip, config.max_shift_px),
-      grain.Batch(per_host, drop_remainder=config.drop_remainder),
-  ]
+  if transform is None:
+    transform = MaskedPairTransform(mask_config, config.flip, config.max_shift_px)
+  ops = [transform, grain.Batch(per_host, drop_remainder=config.drop_remainder, batch_fn=batch_fn)]
   return grain.DataLoader(
       data_source=source,
       sampler=sampler,

@@ -21,6 +21,11 @@ checkpoints, and stops with a clear error on a non-finite loss while keeping
 the last good checkpoint. On SIGTERM (a scheduler's preemption) every process
 agrees on a step, saves it and raises :class:`preemption.Preempted` (exit
 status 143); rerunning the command resumes there (``training/preemption.py``).
+
+A batch stream may carry its device half (:class:`PreparedBatches`, e.g. the
+occluders drawn on the accelerator): ``prepare.fn(batch, step, args)``, jitted
+once, runs on each sharded global batch right before the step; it depends on
+the batch and the step only, so a resumed run stays bitwise.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from tqdm import tqdm
 
 from deocc_jax.training import artefacts as artefacts_lib
@@ -65,6 +70,95 @@ class LoopConfig:
   progress: bool = True
 
 
+@dataclasses.dataclass(frozen=True)
+class Prepare:
+  """The device half of a batch stream, run right beside the jitted step.
+
+  ``fn(batch, step, args) -> batch``: ``batch`` the sharded global host batch,
+  ``step`` the step's index (int32 scalar), ``args`` a pytree (e.g. the
+  occluder bank) placed on the mesh once, replicated, and passed as a jit
+  argument (not a constant folded into the program).
+  """
+
+  fn: Callable[[dict, jax.Array, Any], dict]
+  args: Any = None
+
+
+class PreparedBatches:
+  """A grain iterator of host batches with its device half ``prepare``
+  (``get_state`` / ``set_state`` are the iterator's: checkpoints unchanged)."""
+
+  def __init__(self, batches: Iterator[dict], prepare: Prepare):
+    self.batches = batches
+    self.prepare = prepare
+
+  def __iter__(self) -> "PreparedBatches":
+    return self
+
+  def __next__(self) -> dict:
+    return next(self.batches)
+
+  def get_state(self) -> Any:
+    return self.batches.get_state()
+
+  def set_state(self, state: Any) -> None:
+    self.batches.set_state(state)
+
+
+def _select(fn: Callable[..., dict], keys: tuple[str, ...], name: str) -> Callable[..., dict]:
+  """``fn`` keeping only ``keys`` of its batch (() = all): XLA drops the rest."""
+
+  def selected(*args):
+    out = fn(*args)
+    if not keys:
+      return out
+    missing = [k for k in keys if k not in out]
+    if missing:
+      raise KeyError(f"[{name}] prepared batch lacks {missing}; it has {sorted(out)}")
+    return {k: out[k] for k in keys}
+
+  return selected
+
+
+def batch_on_device(
+    name: str, mesh: Mesh, config: "LoopConfig", prepare: Prepare | None
+) -> Callable[[dict, int], dict]:
+  """``(host batch, step) -> global device batch``: the host batch's
+  ``batch_keys`` sharded along 'data'; with ``prepare``, the whole host batch
+  sharded, then ``prepare.fn`` (jitted once) and its ``batch_keys``."""
+  data_sh = shard_lib.data_sharding(mesh)
+  rep = shard_lib.replicated(mesh)
+  if prepare is None:
+
+    def plain(host: dict, step: int) -> dict:
+      if config.batch_keys:
+        missing = [k for k in config.batch_keys if k not in host]
+        if missing:
+          raise KeyError(f"[{name}] batch lacks {missing}; it has {sorted(host)}")
+        host = {k: host[k] for k in config.batch_keys}
+      return shard_lib.host_batch_to_global(host, mesh)
+
+    return plain
+  args = shard_lib.put_global(prepare.args, jax.tree_util.tree_map(lambda _: rep, prepare.args))
+  jitted = jax.jit(
+      _select(prepare.fn, config.batch_keys, name),
+      in_shardings=(data_sh, rep, rep),
+      out_shardings=data_sh,
+  )
+
+  def prepared(host: dict, step: int) -> dict:
+    s = shard_lib.put_global(np.int32(step), rep)
+    return jitted(shard_lib.host_batch_to_global(host, mesh), s, args)
+
+  return prepared
+
+
+def host_local(batch: dict, sharding: NamedSharding) -> dict:
+  """This process's examples of a global batch, as numpy (for sample grids)."""
+  local = multihost_utils.global_array_to_host_local_array(batch, sharding.mesh, sharding.spec)
+  return {k: np.asarray(v) for k, v in local.items()}
+
+
 def _finite(metrics: dict[str, float]) -> bool:
   return all(math.isfinite(float(v)) for v in metrics.values())
 
@@ -91,7 +185,10 @@ def run(
   (H, W, 3) uint8 grid written to ``<workdir>/<name>/samples/``.
   ``frozen`` (host arrays) is passed to ``step_fn`` as its third argument,
   replicated (or FSDP-sharded with ``config.fsdp``); ``artefact`` is written
-  at every checkpoint (and for a finished stage that lacks it).
+  at every checkpoint (and for a finished stage that lacks it). When
+  ``batches`` carries ``prepare`` (:class:`PreparedBatches`) each batch is
+  completed on the device by it first (``sample_fn`` then gets this
+  process's part of the completed batch).
   """
   stage_dir = workdir_lib.as_path(workdir) / name
   stage_dir.mkdir(parents=True, exist_ok=True)
@@ -153,14 +250,8 @@ def run(
       log(f"[{name}] wrote the trained artefact of step {start}")
     return state
   writer = MetricWriter(stage_dir / "logs")
-
-  def device_batch(host: dict) -> dict:
-    if config.batch_keys:
-      missing = [k for k in config.batch_keys if k not in host]
-      if missing:
-        raise KeyError(f"[{name}] batch lacks {missing}; it has {sorted(host)}")
-      host = {k: host[k] for k in config.batch_keys}
-    return shard_lib.host_batch_to_global(host, mesh)
+  prepare = getattr(batches, "prepare", None)
+  device_batch = batch_on_device(name, mesh, config, prepare)
 
   def write_sample(done: int, state: Any, host: dict) -> None:
     # Every process joins the gather; process 0 renders from its host batch.
@@ -192,7 +283,7 @@ def run(
     stop = watch.stop_at_entry(start)
     for step in range(start, config.num_steps) if not stop else ():
       host = next(batches)
-      batch = device_batch(host)
+      batch = device_batch(host, step)
       n_global = int(next(iter(batch.values())).shape[0])
       if examples and n_global != examples:
         raise ValueError(
@@ -249,7 +340,7 @@ def run(
           and config.sample_every
           and (done % config.sample_every == 0 or done == config.num_steps)
       ):
-        write_sample(done, state, host)
+        write_sample(done, state, host if prepare is None else host_local(batch, data_sh))
       bar.update(1)
     bar.close()
     ckpt.close()  # waits until the last save is written

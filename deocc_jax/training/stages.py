@@ -40,6 +40,7 @@ from deocc_jax.training import (
     finetune_stage,
     joint_stage,
     loop,
+    occluder_stream,
     optim,
     registry,
     segmentation_stage,
@@ -114,7 +115,9 @@ def make_batches(
     config: ConfigDict, section: ConfigDict, stage: str, split: str = "train", source=None
 ):
   """A checkpointable grain iterator of host batches, plus its source
-  (``source`` replaces ``make_source(config, split)``)."""
+  (``source`` replaces ``make_source(config, split)``). With
+  ``config.data.occluders='device'`` the iterator carries its device half
+  (``training/occluder_stream.py``): the loop draws the occluders there."""
   if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
     flags.FLAGS.mark_as_parsed()
   source = make_source(config, split) if source is None else source
@@ -127,6 +130,8 @@ def make_batches(
       flip=bool(p.flip),
       max_shift_px=int(p.max_shift_px),
   )
+  if occluder_stream.mode(config) == "device":
+    return occluder_stream.device_batches(config, source, pcfg, stage), source
   return iter(pipe.make_loader(source, pcfg, mask_config(config))), source
 
 

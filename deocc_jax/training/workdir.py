@@ -332,6 +332,17 @@ def _walk(config: ConfigDict, prefix: str = ""):
       yield f"{prefix}{k}", k, v
 
 
+OCCLUDER_MODES = ("host", "device")  # config.data.occluders (training/occluder_stream.py)
+
+
+def occluder_mode(config: ConfigDict) -> str:
+  """``config.data.occluders``, checked."""
+  value = require(config, "data.occluders")
+  if value not in OCCLUDER_MODES:
+    raise ConfigError(f"config.data.occluders must be 'host' or 'device', got {value!r}")
+  return str(value)
+
+
 def validate_config(config: ConfigDict) -> None:
   """Value checks every run needs, naming the key (a ``ConfigError``)."""
   positive = ("batch_size", "log_every", "checkpoint_every")
@@ -344,6 +355,8 @@ def validate_config(config: ConfigDict) -> None:
       if v < low:
         raise ConfigError(f"config.{key} must be {'>= 1' if low else '>= 0'}, got {v}")
   _validate_held_out_split(config)
+  if "data" in config and "occluders" in config.data:  # before any stage, not at its start
+    occluder_mode(config)
 
 
 # the stages that evaluate on config.evaluate.split's held-out identities
