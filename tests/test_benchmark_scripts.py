@@ -6,6 +6,7 @@ its table with every field, its projections following from its measurements.
 (The GPU script had stopped running once the code read every field from the
 base config; nothing ran it on CPU.)"""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -58,13 +59,27 @@ def test_gpu_paper_sizes_runs_at_toy_sizes(tmp_path):
 
 
 def test_scale_model_smoke(tmp_path):
+  # in this process (its imports are shared with the --merge check below)
+  spec = importlib.util.spec_from_file_location(
+      "scale_model", os.path.join(ROOT, "benchmarks", "scale_model.py")
+  )
+  scale_model = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(scale_model)
   out = tmp_path / "scale"
-  _run(["benchmarks/scale_model.py", "--smoke", f"--out={out}"])
+  scale_model.main(["--smoke", f"--out={out}"])
   payload = json.loads(out.with_suffix(".json").read_text())
   rows = payload["stages"]
   assert {(r["stage"], r["accelerator"]) for r in rows} == {
       (s, a) for s in ("teacher_embeddings", "segmentation") for a in ("H200", "TPU v5e")
   }
+  host = payload["host"]
+  for kind in ("masked", "device", "clean"):  # each kind's cost is the sum of its measured parts
+    parts = {k: v for k, v in host[kind].items() if k != "host_ms_per_example"}
+    assert len(parts) == 3 and all(v >= 0 for v in parts.values()), (kind, parts)
+    assert abs(sum(parts.values()) - host[kind]["host_ms_per_example"]) < 1e-9 * sum(parts.values())
+  # occluders drawn on the device leave the host decode, flip / shift and batching only
+  assert host["device"]["host_ms_per_example"] < host["masked"]["host_ms_per_example"]
+  assert payload["occluders"] == {"H200": "device", "TPU v5e": "device"}  # the paper configs
   for r in rows:
     assert all(k in r for k in FIELDS), r
     assert r["px"] == payload["px"] == 32
@@ -72,12 +87,25 @@ def test_scale_model_smoke(tmp_path):
       assert r[k] > 0, (r["stage"], k, r[k])
     peak = {"H200": 989e12 if r["bf16"] else 494e12, "TPU v5e": 197e12}[r["accelerator"]]
     assert r["peak_flops"] == peak
+    # the path the config sets: masked pairs with device occluders add their FLOPs to the step's
+    teacher = r["stage"] == "teacher_embeddings"
+    assert r["host_kind"] == ("clean" if teacher else "device")
+    occ = r["occluder_flops_per_example"]
+    assert (occ == 0) if teacher else (0 < occ < 0.05 * r["step_flops_per_example"]), r
+    assert r["flops_per_example"] == r["step_flops_per_example"] + occ
     assert abs(r["projected_examples_per_s"] - 0.4 * peak / r["flops_per_example"]) < 1e-9 * (
         r["projected_examples_per_s"]
     )
+    assert r["host_ms_per_example"] == host[r["host_kind"]]["host_ms_per_example"]
     cores = r["projected_examples_per_s"] * r["host_ms_per_example"] / 1e3
     assert abs(r["cores_per_accelerator"] - cores) < 1e-9 * cores
-    # the host cost is the sum of its measured parts
+    # ... and the same row with host occluders: the step alone, the masked pair's host cost
+    before = 0.4 * peak / r["step_flops_per_example"] * r["host_ms_with_host_occluders"] / 1e3
+    assert (
+        r["host_ms_with_host_occluders"]
+        == host["clean" if teacher else "masked"]["host_ms_per_example"]
+    )
+    assert abs(r["cores_with_host_occluders"] - before) < 1e-9 * before
     detail = r["host_detail_ms"]
     assert abs(sum(detail.values()) - r["host_ms_per_example"]) < 1e-9 * r["host_ms_per_example"]
     assert r["device_memory_bytes"] == (
@@ -89,10 +117,30 @@ def test_scale_model_smoke(tmp_path):
   by = {(r["stage"], r["accelerator"]): r for r in rows}
   # the ResNet-50 teacher sees 224 px whatever the data's size: ~8 GFLOP per face
   assert 5e9 < by[("teacher_embeddings", "H200")]["flops_per_example"] < 12e9
-  # masked pairs cost the host more than clean faces
-  assert (
-      by[("segmentation", "H200")]["host_ms_per_example"]
-      > by[("teacher_embeddings", "H200")]["host_ms_per_example"]
-  )
+  seg, teach = by[("segmentation", "H200")], by[("teacher_embeddings", "H200")]
+  # masked pairs cost the host more than clean faces; device occluders need fewer cores
+  assert seg["host_ms_with_host_occluders"] > teach["host_ms_per_example"]
+  assert seg["cores_per_accelerator"] < seg["cores_with_host_occluders"]
+  assert teach["cores_per_accelerator"] == teach["cores_with_host_occluders"]
   md = out.with_suffix(".md").read_text()
-  assert md.count("| segmentation |") == 2 and "cores / accelerator" in md
+  assert md.count("| segmentation |") == 2 and "cores with host occluders" in md
+  assert "| segmentation | H200 (gpu8) | 32 | 1 | float32 | device |" in md
+
+  # --merge re-projects earlier rows with another host measurement (--host)
+  other = dict(payload, host=json.loads(json.dumps(host)))
+  for kind in ("masked", "device"):
+    other["host"][kind]["host_ms_per_example"] *= 3
+  (tmp_path / "host.json").write_text(json.dumps(other))
+  merged = scale_model.merge(
+      [str(out.with_suffix(".json"))],
+      str(tmp_path / "merged"),
+      str(tmp_path / "host.json"),
+      "results",
+  )
+  assert merged["host_from"] == "host.json" and merged["host_all_runs"][0]["file"] == "host.json"
+  for r in merged["stages"]:
+    r0 = by[(r["stage"], r["accelerator"])]
+    assert r["flops_per_example"] == r0["flops_per_example"]  # not counted twice
+    for k in ("cores_per_accelerator", "cores_with_host_occluders"):
+      x = 1 if r["stage"] == "teacher_embeddings" else 3
+      assert abs(r[k] - x * r0[k]) < 1e-9 * r[k], (r["stage"], k)
