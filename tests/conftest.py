@@ -50,3 +50,27 @@ def tiny_run(tmp_path_factory):
       job.run(config, str(workdir))
       json.loads(done.read_text())  # written completely
   return _tiny_run.tiny_config(), str(workdir)
+
+
+# The two longest tests (minutes each, measured in benchmarks/results/ci_timing.md)
+# start at once, one per xdist worker: left in file order they began late and
+# ran on one worker while the other idled, making the run's tail.
+LONGEST_FIRST = (
+    "test_paper_rehearsal.py::test_paper_rehearsal_two_processes",
+    "test_end_to_end.py::test_student_beats_teacher_on_masked_faces",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+  """Puts the longest tests at the heads of the first chunks xdist's 'load'
+  scheduler sends to its workers (chunks of len(items) // workers // 4)."""
+  workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+  if workers < 2:
+    return
+  longest = [i for n in LONGEST_FIRST for i in items if i.nodeid.endswith(n)]
+  rest = [i for i in items if i not in longest]
+  chunk = max(len(items) // workers // 4, 2)
+  for k, item in enumerate(longest[:workers]):
+    rest.insert(min(k * chunk, len(rest)), item)
+  rest += longest[workers:]
+  items[:] = rest
