@@ -1,58 +1,46 @@
 """Real face photos for the dlib parity tests.
 
-The four test photos of the ``face_recognition==1.3.0`` source distribution,
-fetched from PyPI with pip on first use and cached under
-``~/.cache/deocc_jax/``; never committed.
+The four test photos of the ``face_recognition==1.3.0`` source distribution.
+README command (b) (and ``.ci/run``) downloads that sdist with pip into
+``<repository>/.cache/sdist/`` at install time; the tests only read it (nothing
+is downloaded at test time) and extract the photos next to it, never committed.
+``DEOCC_TEST_PHOTOS_SDIST=<file>`` points elsewhere.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
 import pytest
 
 PHOTOS = ("obama", "obama2", "obama3", "biden")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SDIST = "face_recognition-1.3.0.tar.gz"
+FETCH = ".venv/bin/pip download --no-deps --no-binary :all: face_recognition==1.3.0 -d .cache/sdist"
+
+
+def sdist_path() -> pathlib.Path:
+  """Where the face_recognition sdist is read from."""
+  given = os.environ.get("DEOCC_TEST_PHOTOS_SDIST")
+  return pathlib.Path(given) if given else ROOT / ".cache" / "sdist" / SDIST
 
 
 def face_photos() -> dict[str, np.ndarray]:
-  """The 4 test photos of face_recognition==1.3.0 (sdist from PyPI, cached)."""
+  """The 4 test photos of face_recognition==1.3.0 (from its sdist, installed by README command (b))."""
   from PIL import Image
 
-  cache = pathlib.Path(os.path.expanduser("~/.cache/deocc_jax"))
-  img_dir = cache / "face_recognition-1.3.0-test_images"
+  sdist = sdist_path()
+  img_dir = sdist.parent.parent / "face_recognition-1.3.0-test_images"
   paths = {n: img_dir / f"{n}.jpg" for n in PHOTOS}
   if not all(p.is_file() for p in paths.values()):
-    sdist_dir = cache / "sdist"
-    sdist = sdist_dir / "face_recognition-1.3.0.tar.gz"
     if not sdist.is_file():
-      sdist_dir.mkdir(parents=True, exist_ok=True)
-      proc = subprocess.run(
-          [
-              sys.executable,
-              "-m",
-              "pip",
-              "download",
-              "--no-deps",
-              "--no-binary",
-              ":all:",
-              "face_recognition==1.3.0",
-              "-d",
-              str(sdist_dir),
-          ],
-          capture_output=True,
-          text=True,
-          timeout=600,
+      pytest.fail(
+          f"the real test photos come from {sdist}, which is missing: README command (b) "
+          f"fetches it at install time; run `{FETCH}` in the repository"
       )
-      if proc.returncode != 0 or not sdist.is_file():
-        pytest.fail(
-            "could not fetch the face_recognition==1.3.0 sdist from PyPI "
-            f"(needed for the real test photos): {proc.stderr[-2000:]}"
-        )
     img_dir.mkdir(parents=True, exist_ok=True)
     with tarfile.open(sdist) as tf:
       for n, p in paths.items():
