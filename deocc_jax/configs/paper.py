@@ -141,7 +141,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.ar_root = ""  # the paper's Table 1: the AR folder
   c.evaluate.lfw_landmarks = ""  # optional 5-point files (CelebA row format);
   c.evaluate.ar_landmarks = ""  # without one, faces are detected:
-  c.evaluate.landmark_detector = "dlib"  # pip install -e '.[dlib]' (in the repository)
+  # LFW / AR without landmark files: MTCNN (facenet-pytorch's weights, or
+  # 'mtcnn:FILE.npz' converted), which finds masked faces dlib's HOG misses (on
+  # face-masked real photos 0.94 vs 0.19: benchmarks/results/masked_real_photos.md);
+  # 'dlib' gives CelebA's five points from its 68-point predictor.
+  c.evaluate.landmark_detector = "mtcnn"
 
   # Fig. 5: one student per loss setting, evaluated on the held-out identities.
   c.ablation.epochs = 24  # steps = 24 x (train images // distillation batch)

@@ -96,11 +96,22 @@ def largest_face(faces: np.ndarray) -> np.ndarray:
   return faces[int(np.argmax(span))]
 
 
+def detect_celeba5_dlib(image: np.ndarray) -> np.ndarray:
+  """The widest face's five CelebA points from dlib's HOG detector and 68-point predictor."""
+  from deocc_jax.data import dense_landmarks
+
+  faces = alignment.detect_landmarks68_dlib(image)
+  return largest_face(np.stack([dense_landmarks.canonical5_from_68(f) for f in faces]))
+
+
 def make_detector(spec: str | Detector | None) -> Detector | None:
   """A landmark detector from a config value.
 
-  ``''`` / ``'none'``: no detector; ``'dlib'``: dlib's HOG detector and 5-point
-  predictor (``pip install -e '.[dlib]'``; the widest face); ``'mtcnn'``: MTCNN on
+  ``''`` / ``'none'``: no detector; ``'dlib'``: dlib's HOG detector and its
+  68-point predictor, reduced to CelebA's five points (eye centres, nose tip,
+  mouth corners: ``dense_landmarks.canonical5_from_68``; dlib's own 5-point
+  predictor marks eye corners and the nose base, not CelebA's points)
+  (``pip install -e '.[dlib]'``; the widest face); ``'mtcnn'``: MTCNN on
   the installed facenet-pytorch wheel's weights, ``'mtcnn:PATH'`` on a converted
   ``.npz`` (``python -m deocc_jax.convert --arch mtcnn --out FILE.npz``) or a
   pnet/rnet/onet.pt folder (the widest face); ``'pkg.mod:fn'``:
@@ -113,7 +124,7 @@ def make_detector(spec: str | Detector | None) -> Detector | None:
   if spec in ("", "none"):
     return None
   if spec == "dlib":
-    return lambda image: largest_face(alignment.detect_landmarks_dlib(image))
+    return detect_celeba5_dlib
   if spec == "mtcnn" or spec.startswith("mtcnn:"):
     from deocc_jax.detection import mtcnn
 
