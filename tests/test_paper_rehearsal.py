@@ -112,6 +112,7 @@ def check_rehearsal_outputs(work, outs):
       "identification_celeba.md",
       "verification_lfw.md",
       "table2_lfw.md",
+      "table2_best_threshold_lfw.md",
       "by_category_lfw_one.md",
       "identification_ar.md",
       "ablation.md",

@@ -43,6 +43,21 @@ def test_ten_fold_accuracy_matches_brute_force():
   assert r.accuracy_std == pytest.approx(np.std(accs))
 
 
+def test_best_threshold_accuracy_over_all_pairs_is_reported_beside_the_cv_one():
+  """The paper's LFW figure: the one threshold with the highest accuracy over all
+  pairs, scored on them (a brute-force loop over every threshold)."""
+  s, y = _data(500, 5)
+  r = v.evaluate_pairs(s, y, np.arange(len(s)) % 10)
+  bt, bacc = _brute_best(s, y)
+  assert r.accuracy_best_threshold == pytest.approx(bacc, abs=1e-12)
+  assert r.best_threshold == pytest.approx(bt)
+  summ = r.summary()
+  assert summ["accuracy_best_threshold"] == r.accuracy_best_threshold
+  assert summ["accuracy"] == r.accuracy_mean != r.accuracy_best_threshold
+  # no fold does better than the best single threshold does on all pairs at once
+  assert bacc >= min(r.fold_accuracies)
+
+
 def test_roc_auc_eer_tar_against_brute_force():
   s, y = _data(400, 3)
   pos, neg = s[y], s[~y]

@@ -19,12 +19,15 @@ identities it uses.
     verification_<set>.md/.csv          recogniser x input, mixture of categories
                                         (Fig. 4 / Table 2 shape; one / both faces masked,
                                         10-fold accuracy, AUC, EER, TAR@FAR 1e-3 / 1e-4)
-    table2_<set>.md/.csv                recogniser x completion method (accuracy, one masked)
+    table2_<set>.md/.csv                recogniser x completion method (accuracy, one masked,
+                                        10-fold cross-validated)
+    table2_best_threshold_<set>.md/.csv the same at the best threshold over all pairs (the
+                                        paper's LFW protocol)
     by_category_<set>_{one,both}.md/.csv  accuracy per mask category
     identification_<set>.md/.csv        rank-1 on AR1 (sunglasses) / AR2 (scarf) per input
                                         (Table 1 shape) and cmc_<set>.md
     segmentation_iou.md/.csv            occlusion segmenter IoU per category
-    roc_<set>.png, cmc_<set>.png, accuracy_<set>.png, completions_<set>.png,
+    roc_<set>.png, cmc_<set>.png, accuracy_<set>.png (and _best_threshold_), completions_<set>.png,
     training_losses.png                 plots
     calibration.json                    thresholds per recogniser / input (for inference)
     results.json                        everything above as numbers
