@@ -231,6 +231,19 @@ def bench_verify(photo_a: str, photo_b: str, env: dict[str, str], reps: int) -> 
   return rows
 
 
+def bench_floor(reps: int) -> dict:
+  """Wall seconds of a bare ``python -c 'import jax'`` (median of ``reps``): the
+  part of every CLI call no change to this package can remove."""
+  import subprocess
+
+  times = []
+  for _ in range(max(reps, 3)):
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import jax"], check=True)
+    times.append(time.perf_counter() - t)
+  return {"import_jax_s": times, "import_jax_median_s": _common.median(times)}
+
+
 def make_folder(photos: dict[str, str], dest: str, copies: int, max_side: int) -> int:
   """``copies`` of each photo under ``dest/<identity>/``, downscaled to ``max_side``."""
   from PIL import Image
@@ -347,7 +360,9 @@ def bench_folder(folder: str, n_images: int, env: dict[str, str], reps: int) -> 
   return out
 
 
-def photo_lines(verify: list[dict] | None, folder: dict | None, photos: dict) -> list[str]:
+def photo_lines(
+    verify: list[dict] | None, folder: dict | None, photos: dict, floor: dict | None = None
+) -> list[str]:
   lines = []
   if verify:
     lines += [
@@ -372,6 +387,15 @@ def photo_lines(verify: list[dict] | None, folder: dict | None, photos: dict) ->
           f"{'met' if r['target_met'] else 'NOT met'} | {r['in_process_median_s']:.3f} | "
           f"{r['score']:.3f} ({str(r['same']).lower()}) |"
       )
+    if floor:
+      lines += [
+          "",
+          f"The floor of any CLI call here: the interpreter and `import jax` alone take "
+          f"{floor['import_jax_median_s']:.2f} s (median of {len(floor['import_jax_s'])}), "
+          "before an image is read; detection of two full-size photos and the embedding "
+          "come on top. A resident process (in process above, or `deocc-serve "
+          "--detector=...` over an export) pays only the per-pair column.",
+      ]
   if folder:
     dlib_own = {r["kind"]: r["faces_per_s"] for r in folder["rows"] if r["what"].startswith("dlib")}
     lines += [
@@ -413,12 +437,13 @@ def main() -> None:
   warp = bench_warp(args.reps) if "warp" in sections else []
   emb = bench_iresnet50(args.batches) if "embed" in sections else None
   pipe = bench_pipeline(args.workdir, args.pairs) if args.workdir else None
-  verify = folder = None
+  verify = folder = floor = None
   photos = _photo_paths() if sections & {"verify", "folder"} else {}
   with tempfile.TemporaryDirectory() as tmp:
     env = dict(os.environ, DEOCC_JAX_CACHE_DIR=os.path.join(tmp, "jax_cache"))
     if "verify" in sections:
       verify = bench_verify(photos["obama"], photos["obama2"], env, args.photo_reps)
+      floor = bench_floor(args.photo_reps)
     if "folder" in sections:
       d = os.path.join(tmp, "photos")
       n = make_folder(photos, d, args.copies, args.max_side)
@@ -465,7 +490,7 @@ def main() -> None:
         f"{pipe['input_kind']}, {pipe['resolution']} px): read + align + complete + "
         f"embed | {pipe['faces']} | {pipe['seconds']:.1f} | {pipe['faces_per_s']:.1f} |"
     )
-  lines += photo_lines(verify, folder, photos)
+  lines += photo_lines(verify, folder, photos, floor)
   lines += [
       "",
       "Compilation excluded where not said otherwise (one warm-up call). Both warps "
@@ -482,6 +507,7 @@ def main() -> None:
           "iresnet50_embed": emb,
           "pipeline": pipe,
           "verify": verify,
+          "import_floor": floor,
           "folder": folder,
       },
       "\n".join(lines),
