@@ -95,6 +95,7 @@ class _Stall:
 
   def __init__(self, it, after: int):
     self.it, self.after, self.drawn = it, after, 0
+    self.prepare = getattr(it, "prepare", None)  # the device half (data.occluders='device')
 
   def __iter__(self):
     return self

@@ -29,6 +29,7 @@ class _Paced:
 
   def __init__(self, it, pace: float):
     self.it, self.pace = it, pace
+    self.prepare = getattr(it, "prepare", None)  # the device half (data.occluders='device')
 
   def __iter__(self):
     return self
