@@ -270,11 +270,13 @@ def _input_images(cmd: str, args: list[str], pairs: Any) -> list[str]:
   return list(args) + gallery
 
 
-def _align() -> str:
-  """The align spec the library takes: --align, or 'mtcnn:FILE' with --mtcnn_weights."""
-  if _MTCNN_WEIGHTS.value and _ALIGN.value == "mtcnn":
+def _align(align: str | None = None) -> str:
+  """The align spec the library takes: ``align`` (default --align), or
+  'mtcnn:FILE' for MTCNN with --mtcnn_weights."""
+  align = _ALIGN.value if align is None else align
+  if _MTCNN_WEIGHTS.value and align == "mtcnn":
     return f"mtcnn:{_MTCNN_WEIGHTS.value}"
-  return _ALIGN.value
+  return align
 
 
 def preflight(cmd: str, args: list[str], pairs: Any, resolution: int) -> dict[str, Any]:
@@ -373,9 +375,7 @@ def run_detect(images: list[str]) -> dict[str, Any]:
   from deocc_jax.inference.images import read_face_image
 
   _require_exists(images, "image file")
-  align = _align() if _ALIGN.value in ("mtcnn", "dlib") else "mtcnn"
-  if _MTCNN_WEIGHTS.value:
-    align = f"mtcnn:{_MTCNN_WEIGHTS.value}"
+  align = _align(_ALIGN.value if _ALIGN.value in ("mtcnn", "dlib") else "mtcnn")
   out = []
   for path in _progress(images, "detecting"):
     img = read_face_image(path, path)

@@ -53,7 +53,13 @@ def test_detect_cli_json_csv_and_compilation_cache(photos, tmp_path):
   d, pics = photos
   env = dict(os.environ, JAX_PLATFORMS="cpu", DEOCC_JAX_CACHE_DIR=str(tmp_path / "cache"))
   cmd = [sys.executable, "-m", "deocc_jax.infer", "detect", "g/group.png", "noise.png"]
-  r = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True, timeout=600)
+
+  def run(*extra):
+    return subprocess.run(
+        cmd + list(extra), cwd=d, env=env, capture_output=True, text=True, timeout=600
+    )
+
+  r = run()
   assert r.returncode == 0, r.stderr[-3000:]
   out = json.loads(r.stdout)
   assert out["detector"] == "mtcnn" and [im["image"] for im in out["images"]] == [
@@ -74,9 +80,7 @@ def test_detect_cli_json_csv_and_compilation_cache(photos, tmp_path):
     assert 0.9 < f["score"] <= 1.0 and f["eye_distance"] > 20
   assert abs(faces[0]["landmarks"][0][0] - faces[1]["landmarks"][0][0]) > 150  # two people
   assert os.listdir(tmp_path / "cache")  # the persistent compilation cache was written
-  r = subprocess.run(
-      cmd + ["--format=csv"], cwd=d, env=env, capture_output=True, text=True, timeout=600
-  )
+  r = run("--format=csv")
   assert r.returncode == 0, r.stderr[-3000:]
   rows = list(csv.DictReader(io.StringIO(r.stdout)))
   assert len(rows) == len(faces) and rows[0]["image"] == "g/group.png"
@@ -85,19 +89,10 @@ def test_detect_cli_json_csv_and_compilation_cache(photos, tmp_path):
   # A converted MTCNN .npz (python -m deocc_jax.convert --arch mtcnn) finds the same faces.
   npz = tmp_path / "mtcnn.npz"
   mtcnn_weights.convert_mtcnn(npz)
-  r = subprocess.run(
-      cmd + ["--align=mtcnn", f"--mtcnn_weights={npz}"],
-      cwd=d,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
+  r = run("--align=mtcnn", f"--mtcnn_weights={npz}")
   assert r.returncode == 0, r.stderr[-3000:]
   assert json.loads(r.stdout)["images"] == out["images"]
-  r = subprocess.run(
-      cmd + ["--mtcnn_weights=nowhere.npz"], cwd=d, env=env, capture_output=True, text=True
-  )
+  r = run("--mtcnn_weights=nowhere.npz")
   assert r.returncode == 2 and "nowhere.npz" in r.stderr and r.stdout == "", r.stderr[-3000:]
 
 

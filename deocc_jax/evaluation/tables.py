@@ -19,6 +19,13 @@ def _pm(s: dict[str, float]) -> tuple[float, float]:
   return 100 * s["accuracy"], 100 * s["accuracy_std"]
 
 
+def _by_input(mix: dict[str, Any], kinds: list[str], value: Any) -> dict[str, dict[str, Any]]:
+  """Table 2's grid: {recogniser: {input kind: value(one-masked summary) or None}}."""
+  return {
+      r: {k: value(per[k]["one"]) if k in per else None for k in kinds} for r, per in mix.items()
+  }
+
+
 def write_verification(
     res: dict[str, Any], vs: protocols.VerificationSet, models: Models, out_dir: str, plots: bool
 ) -> None:
@@ -64,34 +71,26 @@ def write_verification(
   )
   # Table 2 / Fig. 4 shape: recogniser x completion method.
   kinds = [k for k in INPUTS if any(k in per for per in mix.values())]
-  t2 = [
-      {
-          "recognizer": models.display(r),
-          **{k: _pm(per[k]["one"]) if k in per else None for k in kinds},
-      }
-      for r, per in mix.items()
-  ]
+  grid_columns = [("recognizer", "recognizer")] + [(k, INPUTS[k]) for k in kinds]
+
+  def grid_rows(value: Any) -> list[dict[str, Any]]:
+    return [
+        {"recognizer": models.display(r), **cells}
+        for r, cells in _by_input(mix, kinds, value).items()
+    ]
+
   report.write_table(
-      t2,
-      [("recognizer", "recognizer")] + [(k, INPUTS[k]) for k in kinds],
+      grid_rows(_pm),
+      grid_columns,
       os.path.join(out_dir, f"table2_{name}"),
       title=f"Accuracy (%) on {name} by input (one face masked; mixture): 10-fold "
       "cross-validated (each fold at the threshold chosen on the other 9), mean ± std. "
       f"Identities: {vs.identities or 'unstated'}.",
   )
   # The paper's LFW accuracy: the single best threshold over all pairs (Sec. 4.2).
-  t2b = [
-      {
-          "recognizer": models.display(r),
-          **{
-              k: 100 * per[k]["one"]["accuracy_best_threshold"] if k in per else None for k in kinds
-          },
-      }
-      for r, per in mix.items()
-  ]
   report.write_table(
-      t2b,
-      [("recognizer", "recognizer")] + [(k, INPUTS[k]) for k in kinds],
+      grid_rows(lambda o: 100 * o["accuracy_best_threshold"]),
+      grid_columns,
       os.path.join(out_dir, f"table2_best_threshold_{name}"),
       title=f"Accuracy (%) on {name} by input (one face masked; mixture) at the one "
       f"threshold with the highest accuracy over all {vs.num_pairs} pairs, scored on "
@@ -123,16 +122,9 @@ def write_verification(
         f"Identities: {vs.identities or 'unstated'}.",
     )
   # TAR@FAR=1e-3 in Table 2's shape (next to its accuracies).
-  t2t = [
-      {
-          "recognizer": models.display(r),
-          **{k: 100 * per[k]["one"]["tar@far=0.001"] if k in per else None for k in kinds},
-      }
-      for r, per in mix.items()
-  ]
   report.write_table(
-      t2t,
-      [("recognizer", "recognizer")] + [(k, INPUTS[k]) for k in kinds],
+      grid_rows(lambda o: 100 * o["tar@far=0.001"]),
+      grid_columns,
       os.path.join(out_dir, f"tar_{name}"),
       title=f"TAR (%) at FAR=1e-3 on {name} by input (one face masked; mixture). "
       f"Identities: {vs.identities or 'unstated'}.",
@@ -175,28 +167,19 @@ def write_verification(
         os.path.join(out_dir, f"roc_{name}.png"),
         title=f"ROC on {name} (one face masked, mixture)",
     )
-    report.plot_grouped_bars(
-        {
-            models.display(r): {
-                INPUTS[k]: per[k]["one"]["accuracy"] * 100 for k in kinds if k in per
-            }
-            for r, per in mix.items()
-        },
-        os.path.join(out_dir, f"accuracy_{name}.png"),
-        title=f"Verification accuracy on {name} (one face masked), 10-fold cross-validated",
-        ylabel="accuracy (%)",
-    )
-    report.plot_grouped_bars(
-        {
-            models.display(r): {
-                INPUTS[k]: per[k]["one"]["accuracy_best_threshold"] * 100 for k in kinds if k in per
-            }
-            for r, per in mix.items()
-        },
-        os.path.join(out_dir, f"accuracy_best_threshold_{name}.png"),
-        title=f"Verification accuracy on {name} (one face masked), best threshold over all pairs",
-        ylabel="accuracy (%)",
-    )
+    for key, suffix, how in (
+        ("accuracy", "", "10-fold cross-validated"),
+        ("accuracy_best_threshold", "_best_threshold", "best threshold over all pairs"),
+    ):
+      report.plot_grouped_bars(
+          {
+              models.display(r): {INPUTS[k]: 100 * v for k, v in cells.items() if v is not None}
+              for r, cells in _by_input(mix, kinds, lambda o, key=key: o[key]).items()
+          },
+          os.path.join(out_dir, f"accuracy{suffix}_{name}.png"),
+          title=f"Verification accuracy on {name} (one face masked), {how}",
+          ylabel="accuracy (%)",
+      )
 
 
 def write_identification(
