@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from deocc_jax.configs import base as synthetic  # configs/synthetic.py's body
+from deocc_jax.data import real_datasets as rd
 from deocc_jax.evaluation import evaluator as ev_lib
 from deocc_jax.evaluation import identification, protocols, streaming, verification
 from deocc_jax.evaluation.models import Models
@@ -228,3 +229,67 @@ def test_streamed_sets_match_the_protocols_sets(setup):
   wrong = streaming.SourceFaces(source, [0, 1], np.array([0, 5]))
   with pytest.raises(ValueError, match=r"identities \[0, 0\], not the labels \[0, 5\]"):
     wrong.read(np.arange(2))
+
+
+def _detector(calls: list):
+  """A stand-in landmark detector: fixed points where the fixtures' faces sit,
+  every call counted; on LFW the second face it sees is "missed"."""
+  lm = rd.DEFAULT_RELATIVE_LANDMARKS * 100 + 10
+
+  def detect(image):
+    calls.append(image.tobytes()[:64])
+    if image.shape[0] == 250 and len(calls) == 2:  # the second face read: no face found
+      raise ValueError("no face")
+    return (lm * np.array([image.shape[1], image.shape[0]]) / 120)[None]
+
+  return detect
+
+
+def test_lfw_and_ar_are_streamed_like_the_held_out_set(setup, tmp_path):
+  """LFW's pair images and the AR photos are read batch by batch: the sets hold
+  no image array, each face is detected once, ``undetected`` is complete before
+  the first batch, and the tables equal those of the protocols' in-memory sets
+  (every face loaded at once) through the same evaluator."""
+  from _real_fixtures import make_ar, make_lfw  # noqa: PLC0415
+
+  mesh = setup[3]
+  models = _models()
+  template = rd.DEFAULT_RELATIVE_LANDMARKS * RES
+  root, pairs = make_lfw(tmp_path)
+  calls: list = []
+  kw = dict(resolution=RES, align_to=template, detector=_detector(calls))
+  lfw = rd.LFW(str(root), str(pairs), **kw)
+  vs = streaming.lfw_verification_set(lfw, SEED, conditions=CONDITIONS)
+  n = len(vs.labels)
+  assert len(calls) == n and len(lfw.undetected) == 1  # found before any batch is read
+  assert not [a.shape for a in _faces_arrays(vs) if a.ndim >= 3]
+  ref_lfw = rd.LFW(str(root), str(pairs), resolution=RES, align_to=template)
+  ref_lfw.landmarks = list(lfw.landmarks)  # the same points, found by the reference's own reads
+  arr = protocols.lfw_verification_set(ref_lfw, SEED, conditions=CONDITIONS)
+  for x, y in zip(vs.pairs, arr.pairs):
+    np.testing.assert_array_equal(x, y)
+  ctx = vs.clean.read(np.arange(n))
+  np.testing.assert_array_equal(vs.clean.clean(ctx), arr.clean)
+  for c in CONDITIONS:
+    masked, mask, _, _ = vs.views[c].batch(ctx)
+    np.testing.assert_array_equal(masked, arr.views[c].masked)
+    np.testing.assert_array_equal(mask, arr.views[c].mask)
+  res = ev_lib.verification_results(ev_lib.Evaluator(models, mesh, 8, 2), vs, INPUTS, ())
+  want = ev_lib.verification_results(ev_lib.Evaluator(models, mesh, 8, 2), arr, INPUTS, ())
+  assert res["results"] == want["results"] and res["paired"] == want["paired"]
+  assert len(calls) == n  # reading every face again detected nothing again
+
+  ar_root = make_ar(tmp_path)
+  calls.clear()
+  ids = streaming.ar_identification_set(str(ar_root), RES, None, template, _detector(calls))
+  assert len(calls) == len(ids.gallery) + sum(len(v.faces) for v in ids.probes.values())
+  assert not [a.shape for a in _faces_arrays(ids) if a.ndim >= 3]
+  ref = protocols.ar_identification_set(str(ar_root), RES, None, template, _detector([]))
+  assert ids.undetected == ref.undetected
+  np.testing.assert_array_equal(ids.gallery_labels, ref.gallery_labels)
+  got = ev_lib.identification_results(ev_lib.Evaluator(models, mesh, 8, 2), ids, INPUTS)
+  want = ev_lib.identification_results(ev_lib.Evaluator(models, mesh, 8, 2), ref, INPUTS)
+  assert got == want and set(got["teacher"]["AR2 scarf"]) == set(INPUTS) - {"clean", "completed"}
+  for subset, view in ids.probes.items():
+    assert not streaming.has_mask(view) and view.category is None
+    np.testing.assert_array_equal(ids.probe_labels[subset], ref.probe_labels[subset])

@@ -212,22 +212,41 @@ class _ImageRecords:
         [l, t], np.float32
     )
 
+  def _locate(self, index: int, image: np.ndarray) -> np.ndarray:
+    """The landmarks face ``index`` is aligned by: its file's, else the
+    detector's (kept, so a face is detected once), else the default layout
+    (the face is listed in ``undetected``)."""
+    lm = self.landmarks[index]
+    if lm is None and self.detector is not None and self.paths[index] not in self.undetected:
+      try:
+        lm = largest_face(self.detector(image))
+        self.landmarks[index] = lm = np.asarray(lm)
+      except ValueError:  # no face found
+        lm = None
+    if lm is None:
+      self.undetected.add(self.paths[index])
+      lm = self._default_landmarks(image)
+    return lm
+
+  def locate(self, indices: Iterable[int] | None = None) -> None:
+    """Finds the landmarks of faces ``indices`` (default all) now, keeping only
+    the points, so ``undetected`` is complete before any face is read for use
+    (an evaluation reads its faces batch by batch, each host only its own)."""
+    if self.align_to is None or self.detector is None:
+      return
+    for i in range(len(self)) if indices is None else indices:
+      i = int(i)
+      if self.landmarks[i] is None and self.paths[i] not in self.undetected:
+        self._locate(i, read_image(self.paths[i]))
+
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
     if not 0 <= index < len(self):
       raise IndexError(f"record {index} out of range [0, {len(self)})")
     path = self.paths[index]
     image = read_image(path)
-    lm = self.landmarks[index]
     if self.align_to is not None:
-      if lm is None and self.detector is not None:
-        try:
-          lm = largest_face(self.detector(image))
-        except ValueError:  # no face found
-          lm = None
-      if lm is None:
-        self.undetected.add(path)
-        lm = self._default_landmarks(image)
+      lm = self._locate(index, image)
       img, lm_out = align_to_template(
           image, np.asarray(lm, np.float64), self.align_to, self.resolution
       )
@@ -237,7 +256,7 @@ class _ImageRecords:
           "identity": np.int32(self.labels[index]),
           "path": path,
       }
-    img, lm_out = crop_and_resize(image, lm, self.crop, self.resolution)
+    img, lm_out = crop_and_resize(image, self.landmarks[index], self.crop, self.resolution)
     if lm_out is None:
       lm_out = DEFAULT_RELATIVE_LANDMARKS * self.resolution
     return {

@@ -244,7 +244,7 @@ def run(
         landmarks_file=str(e.lfw_landmarks) or None,
         **real_kw,
     )
-    vs = protocols.lfw_verification_set(lfw, int(e.seed), mask_cfg, conditions)
+    vs = streaming.lfw_verification_set(lfw, int(e.seed), mask_cfg, conditions)
     vs.identities = _external_identities("LFW", models.teacher.name, len(lfw.undetected))
     results["undetected"] = {"lfw": len(lfw.undetected)}
     sets.append(vs)
@@ -285,7 +285,7 @@ def run(
     ids.identities = results["held_out"]["description"]
     id_sets.append(ids)
   if str(e.ar_root):
-    ids = protocols.ar_identification_set(
+    ids = streaming.ar_identification_set(
         str(e.ar_root), models.resolution, str(e.ar_landmarks) or None, **real_kw
     )
     ids.identities = _external_identities("AR", models.teacher.name, ids.undetected)

@@ -9,7 +9,10 @@ occluded copies exactly as :mod:`protocols` does (the occluder of record ``i``
 from ``rng([seed, i, k_condition])``: the same pixels bit for bit), embeds
 them and keeps only the embeddings and small per-face vectors.
 
-Array-backed views (``protocols.OccludedView``, e.g. the real AR photos) go
+The real sets are read the same way: LFW's pair images
+(:func:`lfw_verification_set`) and the AR photos (:func:`ar_identification_set`,
+whose probes are occluded already). Their landmarks are found once, up front,
+keeping only the points. Array-backed views (``protocols.OccludedView``) go
 through the same batch loop by :class:`ArrayFaces` / :class:`ArrayView`.
 """
 
@@ -21,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from deocc_jax.data import masks as masks_lib
+from deocc_jax.data import real_datasets as rd
 from deocc_jax.data.pipeline import SyntheticSplitSource, to_unit_range
 from deocc_jax.evaluation import protocols, verification
 
@@ -69,9 +73,12 @@ class SourceView:
   category: np.ndarray | None = None
   coverage: np.ndarray | None = None
   has_mask: bool = True  # the true occlusion mask is known
+  occludes: bool = True  # False: the faces are occluded already (AR photos)
 
-  def batch(self, ctx: tuple[np.ndarray, list[dict[str, Any]]]) -> tuple[np.ndarray, ...]:
+  def batch(self, ctx: tuple[np.ndarray, list[dict[str, Any]]]) -> tuple[np.ndarray | None, ...]:
     """(masked, mask, category, coverage) of a batch context of ``faces``."""
+    if not self.occludes:
+      return self.faces.clean(ctx), None, None, None
     idx, records = ctx
     v = protocols.occlude_records(records, self.name, self.seed, self.mask_config, indices=idx)
     return v.masked, v.mask, v.category, v.coverage
@@ -208,3 +215,69 @@ def identification_set(
     probes[subset] = SourceView(kind, probe_faces, seed, masks_lib.MaskConfig())
     probe_labels[subset] = labels[probe_idx]
   return StreamedIdentificationSet(name, gallery, labels[gallery_idx], probe_labels, probes)
+
+
+def lfw_verification_set(
+    lfw: rd.LFW,
+    seed: int = 1234,
+    mask_config: masks_lib.MaskConfig = masks_lib.MaskConfig(),
+    conditions: Sequence[str] = (protocols.MIXTURE,) + masks_lib.CATEGORIES,
+) -> StreamedVerificationSet:
+  """:func:`protocols.lfw_verification_set` (LFW view 2: the images of
+  pairs.txt, its pairs and folds), read on demand."""
+  if not lfw.pairs:
+    raise ValueError(f"{lfw!r} has no pairs: pass pairs_file= (pairs.txt)")
+  used = sorted(
+      {lfw.index_of(p.path_a) for p in lfw.pairs} | {lfw.index_of(p.path_b) for p in lfw.pairs}
+  )
+  pos = {i: k for k, i in enumerate(used)}
+  a = np.array([pos[lfw.index_of(p.path_a)] for p in lfw.pairs])
+  b = np.array([pos[lfw.index_of(p.path_b)] for p in lfw.pairs])
+  same = np.array([bool(p.same) for p in lfw.pairs])
+  fold = np.array([int(p.fold) for p in lfw.pairs])
+  lfw.locate(used)
+  labels = np.asarray(lfw.labels)[used].astype(np.int64)
+  faces = SourceFaces(lfw, used, labels)
+  views = {c: SourceView(c, faces, seed, mask_config) for c in conditions}
+  return StreamedVerificationSet("lfw", faces, labels, (a, b, same, fold), views)
+
+
+def _photos(src: rd.ARFace) -> SourceFaces:
+  src.locate()
+  labels = np.asarray(src.labels).astype(np.int64)
+  return SourceFaces(src, np.arange(len(src)), labels)
+
+
+def ar_identification_set(
+    root: str,
+    resolution: int,
+    landmarks_file: str | None = None,
+    align_to: np.ndarray | None = None,
+    detector: rd.Detector | None = None,
+) -> StreamedIdentificationSet:
+  """:func:`protocols.ar_identification_set` (gallery: the unoccluded photos;
+  probes: the sunglasses and scarf photos as they are), read on demand."""
+  kw = dict(
+      resolution=resolution, landmarks_file=landmarks_file, align_to=align_to, detector=detector
+  )
+  gallery_src = rd.ARFace(root, "clean", **kw)
+  gallery = _photos(gallery_src)
+  undetected = len(gallery_src.undetected)
+  probes, probe_labels = {}, {}
+  for subset, name in (("AR1 sunglasses", "sunglasses"), ("AR2 scarf", "scarf")):
+    src = rd.ARFace(root, name, **kw)
+    if not len(src):
+      raise ValueError(f"{root}: no AR {name} images (indices {rd.AR_SUBSETS[name]})")
+    missing = sorted(set(src.labels.tolist()) - set(gallery_src.labels.tolist()))
+    if missing:
+      raise ValueError(
+          f"{root}: {name} images of {[src.people[m] for m in missing[:5]]} "
+          "have no unoccluded gallery image"
+      )
+    faces = _photos(src)
+    probes[subset] = SourceView(
+        subset, faces, 0, masks_lib.MaskConfig(), has_mask=False, occludes=False
+    )
+    probe_labels[subset] = faces.labels
+    undetected += len(src.undetected)
+  return StreamedIdentificationSet("ar", gallery, gallery.labels, probe_labels, probes, undetected)
