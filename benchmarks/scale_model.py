@@ -57,6 +57,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import paper_steps  # noqa: E402
 
+from deocc_jax.data import decoded_faces  # noqa: E402
 from deocc_jax.data import device_occluders_host as occ_host  # noqa: E402
 from deocc_jax.data import device_occluders_stream as occ_stream  # noqa: E402
 from deocc_jax.data import pipeline as pipe  # noqa: E402
@@ -74,6 +75,7 @@ ACCELERATORS = {
 SMOKE_STAGES = ("teacher_embeddings", "segmentation")
 CLEAN_STAGES = ("teacher_embeddings",)  # read clean faces: no occluder on either path
 KINDS = ("masked", "device", "clean")
+DECODED_KEYS = ("decoded_read_ms", "host_ms_decoded")  # the record read decoded instead
 # bench_device_occluders' measurement (photos, 256 px, batch 16): the fallback
 # for the device half's FLOPs (``--occluder-flops results``), scaled by area
 OCCLUDER_RESULTS = os.path.join(_common.RESULTS, "device_occluders.json")
@@ -106,8 +108,11 @@ def host_cost(config, px: int, examples: int, batch: int = 16) -> dict[str, dict
   collate = {"masked": _stack, "device": occ_stream.batch_examples, "clean": _stack}
   with tempfile.TemporaryDirectory() as tmp:
     source = rd.CelebA(celeba_miniature(tmp), "all", resolution=px)
-    source[0]  # warm-up: imports, caches
-    t = {k: 0.0 for k in ("decode", "mask", "augment", "clean")}
+    decoded = decoded_faces.DecodedFaces(
+        decoded_faces.write(source, os.path.join(tmp, "decoded"), {})
+    )
+    source[0], decoded[0]  # warm-up: imports, caches
+    t = {k: 0.0 for k in ("decode", "read_decoded", "mask", "augment", "clean")}
     t.update({f"collate_{k}": 0.0 for k in KINDS})
     items: dict[str, list] = {k: [] for k in KINDS}
     wall = time.perf_counter()
@@ -123,6 +128,8 @@ def host_cost(config, px: int, examples: int, batch: int = 16) -> dict[str, dict
           {"clean": pipe.to_unit_range(rec["image"]), "identity": rec["identity"]}
       )
       t4 = time.thread_time()
+      decoded[i % len(source)]
+      t["read_decoded"] += time.thread_time() - t4
       t["decode"] += t1 - t0
       t["mask"] += t2 - t1
       t["augment"] += t3 - t2
@@ -147,6 +154,8 @@ def host_cost(config, px: int, examples: int, batch: int = 16) -> dict[str, dict
         name: ms[part],
         "collate_ms": ms[f"collate_{kind}"],
         "host_ms_per_example": ms["decode"] + ms[part] + ms[f"collate_{kind}"],
+        "decoded_read_ms": ms["read_decoded"],
+        "host_ms_decoded": ms["read_decoded"] + ms[part] + ms[f"collate_{kind}"],
     }
   out["meta"] = {
       "examples": examples,
@@ -294,11 +303,16 @@ def host_columns(row: dict, host: dict, occluders: str, occ: dict | None) -> dic
       flops_per_example=step + extra,
       projected_examples_per_s=MFU * row["peak_flops"] / (step + extra),
       host_ms_per_example=h["host_ms_per_example"],
-      host_detail_ms={k: v for k, v in h.items() if k != "host_ms_per_example"},
+      host_detail_ms={
+          k: v for k, v in h.items() if k not in DECODED_KEYS + ("host_ms_per_example",)
+      },
       projected_examples_per_s_with_host_occluders=MFU * row["peak_flops"] / step,
       host_ms_with_host_occluders=hh["host_ms_per_example"],
   )
   row["cores_per_accelerator"] = row["projected_examples_per_s"] * row["host_ms_per_example"] / 1e3
+  if "host_ms_decoded" in h:  # the same records read decoded (data/decoded_faces.py)
+    row["host_ms_decoded_records"] = h["host_ms_decoded"]
+    row["cores_with_decoded_records"] = row["projected_examples_per_s"] * h["host_ms_decoded"] / 1e3
   row["cores_with_host_occluders"] = (
       row["projected_examples_per_s_with_host_occluders"] * row["host_ms_with_host_occluders"] / 1e3
   )
@@ -329,6 +343,7 @@ def markdown(payload: dict) -> str:
   rows = payload["stages"]
   host = payload["host"]
   hm = payload.get("host_machine", m)
+  decoded = all("cores_with_decoded_records" in r for r in rows)
   lines = [
       "# Scale model: the paper config on accelerators",
       f"Machine: {m['cpu']}, {m['cores']} cores, load at start {m['loadavg_at_start']}, "
@@ -356,14 +371,15 @@ def markdown(payload: dict) -> str:
       "stream's batching (device occluders), or float conversion and batching (clean faces, "
       "teacher_embeddings). Projected: 40% MFU of the peak (H200 989 TFLOP/s bf16 / 494 "
       "TF32; TPU v5e 197); cores = projected examples/s x host seconds per example. Occluder "
-      f"path (`config.data.occluders`): {paths}; the last column is the same row with "
-      "host occluders (the step's FLOPs alone, the masked pair's host cost).",
+      f"path (`config.data.occluders`): {paths}; 'with host occluders': the same row with "
+      "host occluders (the step's FLOPs alone, the masked pair's host cost)"
+      + ("; 'with decoded records': the config's path reading decoded faces." if decoded else "."),
       "",
       "| stage | accelerator (variant) | px | batch / device | dtype | host path | GFLOP / "
       "example (step + occluders) | memory / device (GiB, XLA:CPU) | projected examples/s "
       "| host ms / example (1 core) | cores / accelerator | host ms with host occluders "
-      "| cores with host occluders |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+      "| cores with host occluders |" + (" cores with decoded records |" if decoded else ""),
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if decoded else ""),
   ]
   for r in rows:
     gflop = f"{r['step_flops_per_example'] / 1e9:.1f}"
@@ -375,6 +391,7 @@ def markdown(payload: dict) -> str:
         f"{_gib(r['device_memory_bytes'])} | {r['projected_examples_per_s']:,.0f} | "
         f"{r['host_ms_per_example']:.1f} | {_cores(r['cores_per_accelerator'])} | "
         f"{r['host_ms_with_host_occluders']:.1f} | {_cores(r['cores_with_host_occluders'])} |"
+        + (f" {_cores(r['cores_with_decoded_records'])} |" if decoded else "")
     )
   hm_, hd, hc = host["masked"], host["device"], host["clean"]
   lines += [
@@ -388,6 +405,15 @@ def markdown(payload: dict) -> str:
       f"{hd['host_ms_per_example']:.2f}; clean face = {hc['decode_resize_ms']:.2f} + "
       f"{hc['convert_ms']:.2f} + {hc['collate_ms']:.2f} = {hc['host_ms_per_example']:.2f}.",
   ]
+  if decoded:
+    lines.append(
+        f"Decoded records (`deocc-prepare`, `config.data.decoded_root`; "
+        "`data/decoded_faces.py`: the same faces, already cropped and resized, raw uint8 in "
+        f"array_record): reading one costs {hc['decoded_read_ms']:.3f} ms instead of the "
+        f"{hc['decode_resize_ms']:.2f} ms JPEG decode + resize, so a clean face costs "
+        f"{hc['host_ms_decoded']:.2f} ms and a face for device occluders "
+        f"{hd['host_ms_decoded']:.2f} ms (last column)."
+    )
   occ = payload.get("occluder_flops", [])
   if occ:
     lines.append(

@@ -22,6 +22,7 @@ EXIT_USER_ERROR = 2
 def user_errors() -> tuple[type[BaseException], ...]:
   """The exception types reported as one line + exit status 2."""
   from deocc_jax.conversion.mtcnn_weights import MTCNNWeightsError
+  from deocc_jax.data.dataset_formats import DatasetFormatError
   from deocc_jax.errors import ConfigError
   from deocc_jax.training.checkpoint import CheckpointError
   from deocc_jax.training.workdir import WorkdirError
@@ -31,6 +32,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
       WorkdirError,
       CheckpointError,
       FileNotFoundError,
+      DatasetFormatError,  # a data file at fault, named
       MTCNNWeightsError,  # no facenet-pytorch / a missing or unreadable converted .npz
       app.UsageError,
   )

@@ -74,9 +74,14 @@ def test_scale_model_smoke(tmp_path):
   }
   host = payload["host"]
   for kind in ("masked", "device", "clean"):  # each kind's cost is the sum of its measured parts
-    parts = {k: v for k, v in host[kind].items() if k != "host_ms_per_example"}
-    assert len(parts) == 3 and all(v >= 0 for v in parts.values()), (kind, parts)
-    assert abs(sum(parts.values()) - host[kind]["host_ms_per_example"]) < 1e-9 * sum(parts.values())
+    h = host[kind]
+    parts = {k: v for k, v in h.items() if k not in ("host_ms_per_example", "host_ms_decoded")}
+    assert len(parts) == 4 and all(v >= 0 for v in parts.values()), (kind, parts)
+    jpeg = sum(v for k, v in parts.items() if k != "decoded_read_ms")
+    assert abs(jpeg - h["host_ms_per_example"]) < 1e-9 * jpeg
+    # the same record read decoded (data/decoded_faces.py) in place of decode + resize
+    decoded = jpeg - h["decode_resize_ms"] + h["decoded_read_ms"]
+    assert abs(decoded - h["host_ms_decoded"]) < 1e-9 * decoded
   # occluders drawn on the device leave the host decode, flip / shift and batching only
   assert host["device"]["host_ms_per_example"] < host["masked"]["host_ms_per_example"]
   assert payload["occluders"] == {"H200": "device", "TPU v5e": "device"}  # the paper configs
@@ -106,6 +111,8 @@ def test_scale_model_smoke(tmp_path):
         == host["clean" if teacher else "masked"]["host_ms_per_example"]
     )
     assert abs(r["cores_with_host_occluders"] - before) < 1e-9 * before
+    dec = r["projected_examples_per_s"] * host[r["host_kind"]]["host_ms_decoded"] / 1e3
+    assert abs(r["cores_with_decoded_records"] - dec) < 1e-9 * dec
     detail = r["host_detail_ms"]
     assert abs(sum(detail.values()) - r["host_ms_per_example"]) < 1e-9 * r["host_ms_per_example"]
     assert r["device_memory_bytes"] == (
@@ -124,6 +131,7 @@ def test_scale_model_smoke(tmp_path):
   assert teach["cores_per_accelerator"] == teach["cores_with_host_occluders"]
   md = out.with_suffix(".md").read_text()
   assert md.count("| segmentation |") == 2 and "cores with host occluders" in md
+  assert "cores with decoded records |" in md and "Decoded records (`deocc-prepare`" in md
   assert "| segmentation | H200 (gpu8) | 32 | 1 | float32 | device |" in md
 
   # --merge re-projects earlier rows with another host measurement (--host)

@@ -47,6 +47,7 @@ LAYERS = {
     "evaluate": 5,
     "infer": 5,
     "convert": 5,
+    "prepare": 5,
     "__init__": 5,
 }
 MAX_LINES = 600

@@ -85,6 +85,9 @@ def get_config() -> ml_collections.ConfigDict:
   # | 'random_6_1' (the paper's 6:1 image split)
   c.data.root = ""  # data folder for real sources
   c.data.landmarks_file = ""  # folder: optional 5-point file (CelebA row format)
+  # a folder of decoded faces (<decoded_root>/<split>/, written by deocc-prepare
+  # for this config): the same records, read without JPEG decoding / resizing
+  c.data.decoded_root = ""
   c.data.identities = 1000  # synthetic identities (80/10/10 train/val/test)
   c.data.images_per_identity = 20  # images rendered per identity
   c.data.resolution = 32  # face side in pixels (32..256); CPU-sized

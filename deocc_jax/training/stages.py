@@ -29,6 +29,7 @@ from absl import flags
 from ml_collections import ConfigDict
 
 from deocc_jax.configs import require
+from deocc_jax.data import decoded_faces
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.data import pipeline as pipe
 from deocc_jax.data import real_datasets as rd
@@ -56,11 +57,39 @@ TEACHER_KINDS = ("arcface", "dlib", "converted")
 # ---------------------------------------------------------------- data
 
 
-def make_source(config: ConfigDict, split: str):
-  """The face source of ``config.data`` for a split."""
+def describe_source(config: ConfigDict, split: str) -> dict[str, Any]:
+  """What a split's records are made from: the fields of ``config.data`` that
+  change them (decoded faces are checked against it)."""
+  d = require(config, "data")
+  kind = str(require(config, "data.source"))
+  out: dict[str, Any] = {
+      "data_source": kind,
+      "split": split,
+      "resolution": int(require(config, "data.resolution")),
+  }
+  if kind == "synthetic":
+    out.update(identities=int(d.identities), images_per_identity=int(d.images_per_identity))
+    out.update(seed=int(d.seed))
+  elif kind == "celeba":
+    out.update(root=os.path.abspath(str(d.root)), partition=str(d.partition), seed=int(d.seed))
+    out.update(holdout_identities=float(d.holdout_identities))
+  elif kind == "folder":
+    out.update(root=os.path.abspath(str(d.root)), landmarks_file=str(d.landmarks_file))
+  return out
+
+
+def make_source(config: ConfigDict, split: str, decoded: bool = True):
+  """The face source of ``config.data`` for a split: with
+  ``config.data.decoded_root`` (and ``decoded``), its decoded faces
+  (``data/decoded_faces.py``), checked to be made from the same data."""
   d = require(config, "data")
   kind = require(config, "data.source")
   res = int(require(config, "data.resolution"))
+  root = str(d.decoded_root)
+  if decoded and root:
+    return decoded_faces.DecodedFaces(
+        os.path.join(root, split), expect=describe_source(config, split)
+    )
   if kind == "synthetic":
     return pipe.SyntheticSplitSource.create(
         split, int(d.identities), int(d.images_per_identity), res, int(d.seed)
