@@ -103,13 +103,12 @@ def get_config() -> ml_collections.ConfigDict:
   # this CPU-sized default: it makes occluder synthesis several times slower
   # (~30 ms per 64 px example), which dominated the teacher stage's time.
   c.data.photometric = False
-  # where occluders are drawn: 'host' (numpy, in the grain stream) | 'device'
-  # (jax, beside the training step on the accelerator; training/occluder_stream.py;
-  # the paper configs). On a 2-core CPU at 32 px 'device' is not slower (~0.8x the
-  # host path's time per pair batch, ~0.5-0.6x per teacher batch; 3.4-4x slower at
-  # 128 px with photometric: benchmarks/results/occluder_paths_step.md); this
-  # default stays 'host' as long as the published tables of the embedded default do.
-  c.data.occluders = "host"
+  # where occluders are drawn: 'device' (jax, beside the training step on the
+  # accelerators, from a bank rendered once per stage; training/occluder_stream.py)
+  # | 'host' (numpy, in the grain stream). On a 2-core CPU at 32 px 'device' takes
+  # ~0.8x the host path's time per pair batch (3.4-4x more at 128 px with
+  # photometric: benchmarks/results/occluder_paths_step.md).
+  c.data.occluders = "device"
   # A teacher pool (the VGGFace2 analogue): > 0 trains the ArcFace teacher on
   # this many further synthetic identities, disjoint from every split above
   # (0 = the teacher trains on the 'train' split, like the students).
