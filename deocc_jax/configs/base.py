@@ -148,6 +148,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.teacher = ml_collections.ConfigDict()
   c.teacher.kind = "arcface"  # 'arcface' (trained here) | 'dlib' | 'converted'
   c.teacher.path = ""  # dlib .dat file or converted-teacher dir
+  # how a pretrained teacher sees the training faces: 'auto' = its own input
+  # protocol (VGGFace2's 224 crop, facenet's 160, insightface's 112 template,
+  # dlib's 150 chip), warped from the training crop by the mean training
+  # landmarks (teachers/api.py:in_frame); 'resize' = the whole crop resized
+  c.teacher.input_protocol = "auto"
   c.teacher.width = 0.25  # ResNet-18 width multiplier
   c.teacher.small_input_stem = True  # 3x3 stride-1 stem for small faces
   c.teacher.embed_dim = 128  # embedding size

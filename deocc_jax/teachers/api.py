@@ -88,6 +88,110 @@ def resize_to(images: jax.Array, size: int) -> jax.Array:
   )
 
 
+# The crop each pretrained teacher was trained on (``data/alignment.py``'s
+# templates): VGGFace2's loose box resized to 256 then centre-cropped to 224,
+# facenet's 160 px crop, insightface's 112 px five-point template, dlib's
+# 150 px chip.
+PROTOCOLS = {
+    "dlib": "dlib",
+    "inception_resnet_v1": "facenet",
+    "vggface2_resnet50": "vggface2",
+    "vggface2_senet50": "vggface2",
+    "iresnet": "arcface",
+    "iresnet18": "arcface",
+    "iresnet34": "arcface",
+    "iresnet50": "arcface",
+    "iresnet100": "arcface",
+}
+
+
+def protocol_of(teacher: Teacher) -> str:
+  """The alignment template of a pretrained teacher's own input protocol."""
+  name = str(teacher.metadata.get("architecture", teacher.name))
+  if name not in PROTOCOLS:
+    raise ValueError(
+        f"teacher {teacher.name!r} (architecture {name!r}) has no known input protocol; "
+        f"known: {sorted(PROTOCOLS)} (or config.teacher.input_protocol='resize')"
+    )
+  return PROTOCOLS[name]
+
+
+def frame_to_protocol(
+    frame_landmarks: np.ndarray, frame_size: int, template: str, size: int | None = None
+) -> np.ndarray:
+  """(2, 3) float64 map from the teacher's crop pixels to the pixels of a
+  ``size`` x ``size`` image of the frame (default ``frame_size``) whose mean
+  five landmarks are ``frame_landmarks`` (at ``frame_size``): the similarity
+  that puts the template's points on the frame's (least squares), with dlib's
+  chip convention for the 'dlib' template."""
+  from deocc_jax.data import alignment  # noqa: PLC0415
+  from deocc_jax.data.dlib_chip import dlib_chip_matrix  # noqa: PLC0415
+  from deocc_jax.utils.face_geometry import estimate_similarity  # noqa: PLC0415
+
+  tpl = alignment.get_template(template)
+  lm = np.asarray(frame_landmarks, np.float64).reshape(5, 2)
+  lm = lm * (float(size or frame_size) / float(frame_size))
+  m = estimate_similarity(tpl.points, lm)
+  return dlib_chip_matrix(m, tpl.size) if tpl.dlib_chip else m
+
+
+def warp_batch(images: jax.Array, m: np.ndarray, size: int) -> jax.Array:
+  """(B, H, W, C) -> (B, size, size, C): output pixel (x, y) samples the input
+  at ``m @ (x, y, 1)`` (bilinear, edges replicated). A map that shrinks by
+  more than 1.25x first resizes the input (antialiased) so the bilinear step
+  does not alias."""
+  m = np.asarray(m, np.float64)
+  h, w = int(images.shape[1]), int(images.shape[2])
+  scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+  if scale > 1.25:
+    nh, nw = max(1, round(h / scale)), max(1, round(w / scale))
+    images = jax.image.resize(
+        images, (images.shape[0], nh, nw, images.shape[3]), "linear", antialias=True
+    )
+    # resize's half-pixel centres: x_small = (x + 0.5) * nw / w - 0.5
+    k = np.diag([nw / w, nh / h])
+    m = np.concatenate([k @ m[:, :2], (k @ (m[:, 2] + 0.5) - 0.5)[:, None]], axis=1)
+  ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+  sx = jnp.asarray(m[0, 0] * xs + m[0, 1] * ys + m[0, 2], jnp.float32)
+  sy = jnp.asarray(m[1, 0] * xs + m[1, 1] * ys + m[1, 2], jnp.float32)
+
+  def one(channel):  # (H, W)
+    return jax.scipy.ndimage.map_coordinates(channel, [sy, sx], order=1, mode="nearest")
+
+  per_channel = jax.vmap(jax.vmap(one, in_axes=-1, out_axes=-1))
+  return per_channel(images.astype(jnp.float32))
+
+
+def in_frame(
+    teacher: Teacher, frame_landmarks: np.ndarray, frame_size: int, template: str | None = None
+) -> Teacher:
+  """``teacher`` reading faces of a training frame (faces aligned so their
+  mean five landmarks are ``frame_landmarks`` at ``frame_size`` px): each
+  input is warped from the frame to the teacher's own crop (``template``,
+  default :func:`protocol_of`) before the teacher's preprocessing, so it sees
+  faces at the scale and place it was trained on, not the whole frame resized."""
+  template = template or protocol_of(teacher)
+  from deocc_jax.data import alignment  # noqa: PLC0415
+
+  size = int(alignment.get_template(template).size[0])
+  frame = np.asarray(frame_landmarks, np.float64).reshape(5, 2)
+  inner = teacher.apply
+
+  def apply(params, images):
+    m = frame_to_protocol(frame, frame_size, template, int(images.shape[1]))
+    return inner(params, warp_batch(images, m, size))
+
+  meta = dict(
+      teacher.metadata,
+      input_protocol={
+          "template": template,
+          "frame_landmarks": frame.tolist(),
+          "frame_size": int(frame_size),
+      },
+  )
+  return dataclasses.replace(teacher, apply=apply, metadata=meta)
+
+
 def dlib_teacher(path: str | None = None) -> Teacher:
   """dlib's face-recognition ResNet (from the PyPI package face-recognition-models)."""
   from deocc_jax.teachers.dlib_resnet import load_dlib_resnet

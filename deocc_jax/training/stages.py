@@ -224,8 +224,12 @@ def run_teacher(config: ConfigDict, workdir: str) -> None:
     )
   if str(t.kind) != "arcface":
     teacher = api.load_teacher(str(t.kind), str(t.path) or None)
+    teacher = trained_models.pretrained_in_frame(
+        config, teacher, lambda: data_facts(config, workdir)
+    )
     art.write(workdir, "teacher", 0, trained_models.pretrained_teacher_spec(config, teacher), {})
-    print(f"teacher.kind={t.kind!r}: nothing to train (a pretrained teacher is used)")
+    how = teacher.metadata.get("input_protocol", {}).get("template", "the whole crop resized")
+    print(f"teacher.kind={t.kind!r}: nothing to train (a pretrained teacher, input: {how})")
     return
   batches, source = make_batches(config, t, "teacher", source=teacher_source(config))
   t = resolved(config, t, source)

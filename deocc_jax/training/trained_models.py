@@ -79,13 +79,16 @@ def _section(cfg: ConfigDict) -> dict[str, Any]:
 
 
 def teacher_identity(config: ConfigDict, teacher: api.Teacher) -> dict[str, Any]:
-  """Which teacher a model learnt from (recorded in its artefact)."""
+  """Which teacher a model learnt from (recorded in its artefact), with the
+  input protocol it reads the training frame by (:func:`pretrained_in_frame`)."""
   out = {
       "kind": str(config.teacher.kind),
       "name": teacher.name,
       "path": str(config.teacher.path),
       "embed_dim": int(teacher.embed_dim),
   }
+  if "input_protocol" in teacher.metadata:
+    out["input_protocol"] = teacher.metadata["input_protocol"]
   if "step" in teacher.metadata:
     out["step"] = int(teacher.metadata["step"])
   return out
@@ -190,10 +193,31 @@ def _expect(a: art.Artefact, *kinds: str) -> None:
 
 
 def pretrained_teacher(identity: dict[str, Any]) -> api.Teacher:
+  """The pretrained teacher an artefact names, reading the frame it was used in."""
   kind = str(identity["kind"])
   if kind not in PRETRAINED:
     raise ValueError(f"teacher kind {kind!r} is not a pretrained one {PRETRAINED}")
-  return api.load_teacher(kind, str(identity.get("path") or "") or None)
+  teacher = api.load_teacher(kind, str(identity.get("path") or "") or None)
+  p = identity.get("input_protocol")
+  if p:
+    teacher = api.in_frame(
+        teacher, np.asarray(p["frame_landmarks"]), p["frame_size"], p["template"]
+    )
+  return teacher
+
+
+def pretrained_in_frame(
+    config: ConfigDict, teacher: api.Teacher, facts: Callable[[], dict[str, np.ndarray]]
+) -> api.Teacher:
+  """A pretrained teacher as the run uses it: ``config.teacher.input_protocol``
+  'auto' warps each training-frame face (mean landmarks from ``facts()``, the
+  run's data facts) to the teacher's own crop; 'resize' resizes the frame."""
+  mode = str(require(config, "teacher.input_protocol"))
+  if mode == "resize":
+    return teacher
+  if mode != "auto":
+    raise ConfigError(f"config.teacher.input_protocol must be 'auto' or 'resize', got {mode!r}")
+  return api.in_frame(teacher, facts()["mean_landmarks"], int(config.data.resolution))
 
 
 def teacher_from(a: art.Artefact) -> api.Teacher:
@@ -274,7 +298,17 @@ def restore_teacher(
   if kind != "arcface" and kind not in PRETRAINED:
     raise ConfigError(f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', got {kind!r}")
   if not art.has(workdir, stage) and kind in PRETRAINED:
-    return api.load_teacher(kind, str(config.teacher.path) or None), None
+    teacher = api.load_teacher(kind, str(config.teacher.path) or None)
+    if str(require(config, "teacher.input_protocol")) != "resize":
+      facts = epath.Path(workdir) / DATA_FACTS
+      if not facts.exists():
+        raise ConfigError(
+            f"the pretrained teacher reads training-frame faces by its own input protocol "
+            f"(config.teacher.input_protocol='auto'), which needs the run's mean landmarks: "
+            f"{facts} is missing; run stage 'teacher' first (or set input_protocol='resize')"
+        )
+      teacher = pretrained_in_frame(config, teacher, lambda: data_facts(workdir, None))
+    return teacher, None
   a = art.read(workdir, stage, which)
   return teacher_from(a), (a.step if a.kind == "arcface" else None)
 
