@@ -85,7 +85,8 @@ def batch_digest(batch) -> str:
   import numpy as np
 
   h = hashlib.sha1()
-  for k in ("masked", "identity"):
+  # the host half: masked pairs (host occluders) or the clean faces the device occludes
+  for k in ("masked" if "masked" in batch else "image", "identity"):
     h.update(np.ascontiguousarray(batch[k]).tobytes())
   return h.hexdigest()
 

@@ -12,13 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from deocc_jax import prepare
 from deocc_jax.configs import base
 from deocc_jax.data import decoded_faces, rehearsal
 from deocc_jax.data import real_datasets as rd
 from deocc_jax.data.dataset_formats import DatasetFormatError
 from deocc_jax.data.synthetic_faces import SyntheticFaces
 from deocc_jax.evaluation import job
+from deocc_jax.training import decode_splits as prepare
 from deocc_jax.training import stages
 
 RES = 40

@@ -226,3 +226,36 @@ def test_bad_inputs_name_the_shape(bank):
   with pytest.raises(ValueError, match="mixes records"):
     a = {"image": img[0], "landmarks": np.zeros((5, 2)), "identity": 0}
     host_lib.stack_batch([a, dict(a, face_region=np.zeros((32, 32), np.uint8))])
+
+
+_BANK_DIGEST = """
+import hashlib, sys
+import numpy as np
+from deocc_jax.data import device_occluders_bank as bank_lib
+hb = bank_lib.build_bank(bank_lib.masks_lib.MaskConfig(), bank_lib.BankSizes(grid=64), 0)
+h = hashlib.sha256()
+for name in sorted(vars(hb)):  # every array (and the kind names); not the config object
+  value = getattr(hb, name)
+  if isinstance(value, (np.ndarray, tuple)):
+    h.update(name.encode() + np.ascontiguousarray(value).tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_the_bank_is_the_same_in_every_process():
+  """Every process of a job renders the bank itself, and a resumed job renders it
+  again: it must not depend on the process (Python's string hash seed decided
+  which entry a re-draw replaced, so processes occluded with different banks)."""
+  import os  # noqa: PLC0415
+  import subprocess  # noqa: PLC0415
+  import sys  # noqa: PLC0415
+
+  digests = set()
+  for seed in ("1", "2", "3"):
+    env = dict(os.environ, PYTHONHASHSEED=seed, JAX_PLATFORMS="cpu")
+    r = subprocess.run(
+        [sys.executable, "-c", _BANK_DIGEST], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    digests.add(r.stdout.strip())
+  assert len(digests) == 1, digests

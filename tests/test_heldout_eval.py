@@ -27,6 +27,7 @@ def _config(root, holdout=10):
   c.data.root = root
   c.data.resolution = 32
   c.data.holdout_identities = holdout
+  c.data.tuning_identities = 5  # the paper config: 500
   return c
 
 
@@ -38,8 +39,10 @@ def test_paper_config_evaluates_identities_no_model_trained_on(celeba_root):
   c = _config(celeba_root)
   train = stages.make_source(c, "train")  # what every training stage reads
   evald = stages.make_source(c, str(c.evaluate.split))
-  assert len(_names(evald)) == 10 and 15 <= len(_names(train)) <= 20
-  assert not _names(train) & _names(evald)
+  tuning = stages.make_source(c, "tuning")  # where lambda_sweep chooses lambda_i and T
+  assert len(_names(evald)) == 10 and len(_names(tuning)) == 5
+  assert 10 <= len(_names(train)) <= 15
+  assert not _names(train) & _names(evald) and not _names(tuning) & (_names(train) | _names(evald))
   src, info = job.held_out_source(c)
   assert _names(src) == _names(evald)
   n = len(_names(train))

@@ -117,6 +117,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.holdout_identities = 0  # CelebA: identities kept out of every training
   # stage (fraction < 1 or count), split 'heldout';
   # the synthetic splits are identity-disjoint already
+  c.data.tuning_identities = 0  # CelebA: a second pool kept out of training,
+  # split 'tuning', where lambda_sweep chooses lambda_i and T
 
   # --- online pair pipeline (grain)
   c.pipeline = ml_collections.ConfigDict()
@@ -363,6 +365,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.ablation.eval_every = 100  # checkpoint + held-out evaluation interval
   c.ablation.num_pairs = 6000  # verification pairs of the held-out evaluation
   c.ablation.max_eval_records = 0  # 0 = every held-out face
+
+  # --- lambda_i and T chosen on identities set apart for it (stage 'lambda_sweep',
+  # evaluation/lambda_sweep.py): one student per (lambda_i, T), scored on
+  # config.evaluate.split, which must not be the tables' ('heldout' / 'test')
+  c.lambda_sweep = ml_collections.ConfigDict()
+  c.lambda_sweep.lambda_i = (0.0003, 0.001, 0.003)
+  c.lambda_sweep.temperature = (1.0,)  # label CE here: T has no effect
+  c.lambda_sweep.instance = "soft"  # the instance term's form: 'hard' | 'soft'
+  c.lambda_sweep.num_steps = 400  # distillation steps per setting
+  c.lambda_sweep.eval_every = 400  # the rule reads the last step
+  c.lambda_sweep.num_pairs = 6000
+  c.lambda_sweep.max_eval_records = 0  # 0 = every face of the split
 
   # --- the teacher-strength study (stage 'teacher_study';
   # configs/synthetic.py:teacher_study): per setting an ArcFace teacher on a pool

@@ -165,7 +165,7 @@ def _stratified(draw, n: int, keys: tuple[str, ...], key_of) -> list[dict]:
     elif key_of(e) not in {key_of(x) for x in out}:
       # replace an entry of the most frequent key
       ks = [key_of(x) for x in out]
-      common = max(set(ks), key=ks.count)
+      common = max(sorted(set(ks)), key=ks.count)  # sorted: not the hash seed's order
       out[ks.index(common)] = e
   return out
 

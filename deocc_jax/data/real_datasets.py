@@ -278,7 +278,7 @@ class CelebA(_ImageRecords):
 
   Args:
     root: folder holding ``img_align_celeba/`` and the three annotation files.
-    split: 'train' | 'validation' | 'test' | 'all' | 'heldout'.
+    split: 'train' | 'validation' | 'test' | 'all' | 'heldout' | 'tuning'.
     partition: 'official' (``list_eval_partition.txt``: 0 train, 1 val,
       2 test) or 'random_6_1' (the paper: a random 6:1 train/validation split
       of all images; 'test' is then empty).
@@ -288,6 +288,10 @@ class CelebA(_ImageRecords):
       partitioning (a fraction in (0, 1) of all identities, or a count >= 1),
       drawn with ``seed``; their images are the split 'heldout'. The
       evaluation's tables use only these (no trained model saw them).
+    tuning_identities: a second seeded pool (fraction or count of the
+      identities not held out), likewise removed from every split: the split
+      'tuning', where hyperparameters are chosen (``lambda_sweep``) without
+      touching the held-out identities of the tables.
   """
 
   def __init__(
@@ -299,6 +303,7 @@ class CelebA(_ImageRecords):
       seed: int = 0,
       crop: tuple[float, float, float, float] | None = (0, 20, 178, 198),
       holdout_identities: float = 0,
+      tuning_identities: float = 0,
   ):
     img_dir = os.path.join(root, "img_align_celeba")
     if not os.path.isdir(img_dir):
@@ -307,16 +312,22 @@ class CelebA(_ImageRecords):
     lms = parse_landmarks_file(os.path.join(root, "list_landmarks_align_celeba.txt"))
     files = sorted(ids)
     held = heldout_identity_set(sorted(set(ids.values())), holdout_identities, seed)
+    rest = sorted(set(ids.values()) - held)
+    tuning = heldout_identity_set(
+        rest, tuning_identities, seed, salt=0x7E5E, name="tuning_identities"
+    )
     self.heldout_identities = held
-    if split == "heldout":
-      if not held:
+    self.tuning_identities = tuning
+    if split in ("heldout", "tuning"):
+      pool, field = (held, "holdout") if split == "heldout" else (tuning, "tuning")
+      if not pool:
         raise ValueError(
-            "split 'heldout' needs holdout_identities > 0 " "(config.data.holdout_identities)"
+            f"split {split!r} needs {field}_identities > 0 (config.data.{field}_identities)"
         )
-      files = [f for f in files if ids[f] in held]
+      files = [f for f in files if ids[f] in pool]
       partition = "none"
     else:
-      files = [f for f in files if ids[f] not in held]
+      files = [f for f in files if ids[f] not in held and ids[f] not in tuning]
     if partition == "none":
       pass
     elif partition == "official":
@@ -357,21 +368,24 @@ class CelebA(_ImageRecords):
     )
 
 
-def heldout_identity_set(identities: Sequence[Any], holdout: float, seed: int) -> set[Any]:
+def heldout_identity_set(
+    identities: Sequence[Any],
+    holdout: float,
+    seed: int,
+    salt: int = 0x4E1D,
+    name: str = "holdout_identities",
+) -> set[Any]:
   """A seeded subset of ``identities``: a fraction (0 < holdout < 1) or a count."""
   holdout = float(holdout)
   n = len(identities)
   if holdout < 0 or (holdout >= 1 and holdout != int(holdout)):
-    raise ValueError(
-        f"holdout_identities must be a fraction in [0, 1) or a whole count, " f"got {holdout}"
-    )
+    raise ValueError(f"{name} must be a fraction in [0, 1) or a whole count, got {holdout}")
   k = int(round(holdout * n)) if holdout < 1 else int(holdout)
   if holdout > 0 and not 0 < k < n:
     raise ValueError(
-        f"holdout_identities={holdout} holds out {k} of {n} identities; "
-        "need at least 1 and fewer than all"
+        f"{name}={holdout} holds out {k} of {n} identities; " "need at least 1 and fewer than all"
     )
-  perm = np.random.default_rng([int(seed), 0x4E1D]).permutation(n)
+  perm = np.random.default_rng([int(seed), int(salt)]).permutation(n)
   return {identities[i] for i in perm[:k]}
 
 

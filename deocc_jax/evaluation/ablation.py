@@ -28,6 +28,7 @@ Run: ``python -m deocc_jax.main --config=configs/synthetic.py:ablation --workdir
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from typing import Any
 
@@ -119,104 +120,157 @@ def paired_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
   return rows
 
 
-def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
-  a = stages.require(config, "ablation")
+@dataclasses.dataclass
+class Yardstick:
+  """What every student of a study is scored with: the run's models, the
+  evaluator, the held-out set and its G completions, the teacher on its clean
+  faces, the held-out loss batches' order and lambdas, the mesh."""
+
+  base: Models
+  ev: Evaluator
+  vs: Any
+  completed: np.ndarray
+  teacher_clean: np.ndarray
+  order: np.ndarray
+  lambdas: dict[str, float]
+  mesh: Any
+
+
+def yardstick(config: ConfigDict, workdir: str, num_pairs: int, max_records: int) -> Yardstick:
+  """The run's teacher and G, and the pairs of ``config.evaluate.split`` (checked
+  to share no identity with training) occluded with the mixture, completed by G."""
   d = stages.require(config, "distillation")
   e = stages.require(config, "evaluate")
-  settings = [str(s) for s in a.settings]
-  for s in settings:
-    setting_overrides(s, d)  # validate every name before any training
   mesh = stages.make_mesh(config)
   base: Models = restore_models(config, workdir, str(e.checkpoint), recognizers=("teacher",))
   if base.complete is None:
     raise FileNotFoundError(
-        f"the ablation needs the run's generator: stage 'deocclusion' "
+        f"the study needs the run's generator: stage 'deocclusion' "
         f"has no trained artefacts in {workdir}"
     )
   ev = Evaluator(base, mesh, int(e.batch_size), int(e.diffusion_iters))
   # refuses identities the models trained on
-  vs = job.held_out_mixture_pairs(config, int(a.num_pairs), int(a.max_eval_records))
+  vs = job.held_out_mixture_pairs(config, num_pairs, max_records)
   view = vs.views[protocols.MIXTURE]
-  teacher_clean = ev.embed("teacher", vs.clean, (id(vs), "clean"))
-  completed = ev.images(view, "completed")
-  a_idx, b_idx, same, fold = vs.pairs
-  lambdas = {
-      "lambda_i": float(d.lambda_i),
-      "lambda_p": float(d.lambda_p),
-      "lambda_t": float(d.lambda_t),
-  }
-  # A fixed order for the held-out loss batches (mixes identities like training).
-  order = np.random.default_rng(int(e.seed)).permutation(len(vs.clean))
+  lambdas = {k: float(d[k]) for k in ("lambda_i", "lambda_p", "lambda_t")}
+  return Yardstick(
+      base,
+      ev,
+      vs,
+      ev.images(view, "completed"),
+      ev.embed("teacher", vs.clean, (id(vs), "clean")),
+      # a fixed order for the held-out loss batches (mixes identities like training)
+      np.random.default_rng(int(e.seed)).permutation(len(vs.clean)),
+      lambdas,
+      mesh,
+  )
 
+
+def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
+  a = stages.require(config, "ablation")
+  d = stages.require(config, "distillation")
+  settings = [str(s) for s in a.settings]
+  for s in settings:
+    setting_overrides(s, d)  # validate every name before any training
+  y = yardstick(config, workdir, int(a.num_pairs), int(a.max_eval_records))
   num_steps = ablation_steps(config)
-  ab_dir = os.path.join(workdir, "ablation")
   results: dict[str, Any] = {}
   for name in settings:
-    over = setting_overrides(name, d)
-    over["num_steps"] = num_steps
-    over["checkpoint_every"] = int(a.eval_every)
-    over["log_every"] = min(int(d.log_every), int(a.eval_every))
-    run_cfg = copy.deepcopy(config)
-    with run_cfg.unlocked():
-      run_cfg.checkpoint.keep = max(1, num_steps // int(a.eval_every) + 1)
-    c, teacher, source, init_fn, step_fn, frozen = stages.distill_fns(
-        run_cfg, workdir, name, mesh, over, teacher=base.teacher, generator=base.generator
-    )
-    spec = trained_models.student_spec(
-        c, config, teacher, source.num_classes, stages.data_facts(config, workdir)
-    )
-    batches, _ = stages.make_batches(run_cfg, c, "distill_hard")
     print(f"-- ablation setting {name}: {SETTINGS[name]}", flush=True)
-    loop.run(
-        name,
-        ab_dir,
-        init_fn,
-        step_fn,
-        batches,
-        registry.stage_key(config, "distill_hard"),
-        mesh,
-        stages.loop_config(c, ("masked", "mask", "clean", "identity"), run_cfg),
-        frozen=frozen,
-        artefact=spec,
-    )
-    curve = []
-    for step in art.steps(ab_dir, name):
-      embed = trained_models.embedder_from(art.read(ab_dir, name, step))
-      s_emb = ev.map(embed, completed, f"ablation/{name}")
-      student_clean = ev.map(embed, vs.clean, f"ablation/{name}")
-      one = verification.evaluate_pairs(
-          verification.cosine_scores(student_clean[a_idx], s_emb[b_idx]), same, fold
-      )
-      both = verification.evaluate_pairs(
-          verification.cosine_scores(s_emb[a_idx], s_emb[b_idx]), same, fold
-      )
-      losses = heldout_losses(teacher_clean[order], s_emb[order], int(d.batch_size), lambdas)
-      curve.append(
-          {
-              "step": int(step),
-              "one": one.summary(),
-              "both": both.summary(),
-              "fold_accuracies_one": one.fold_accuracies,
-              "heldout": losses,
-          }
-      )
-    # The training log is process 0's (the metrics writer's); so are the results.
-    train = (
-        report.read_metric_series(
-            os.path.join(ab_dir, name, "logs", "metrics.jsonl"), ["loss/total", "loss/ce"]
+    results[name] = {"label": SETTINGS[name]}
+    results[name].update(
+        train_and_score(
+            config,
+            workdir,
+            y,
+            os.path.join(workdir, "ablation"),
+            name,
+            setting_overrides(name, d),
+            num_steps,
+            int(a.eval_every),
         )
-        if jax.process_index() == 0
-        else {}
     )
-    results[name] = {
-        "label": SETTINGS[name],
-        "overrides": over,
-        "curve": curve,
-        "train": {k: [v[0].tolist(), v[1].tolist()] for k, v in train.items()},
-    }
   if jax.process_index() == 0:
-    _write(results, vs, os.path.join(workdir, "results"))
+    _write(results, y.vs, os.path.join(workdir, "results"))
   return results
+
+
+def train_and_score(
+    config: ConfigDict,
+    workdir: str,
+    y: Yardstick,
+    out_dir: str,
+    name: str,
+    over: dict[str, Any],
+    num_steps: int,
+    eval_every: int,
+) -> dict[str, Any]:
+  """Trains one student (``config.distillation`` with ``over``) on the
+  ``distill_hard`` batches from its initialisation under ``out_dir/name``,
+  keeping an artefact every ``eval_every`` steps, and scores each on the
+  held-out set: {'overrides', 'curve', 'train'}."""
+  d = stages.require(config, "distillation")
+  over = dict(over)
+  over["num_steps"] = num_steps
+  over["checkpoint_every"] = eval_every
+  over["log_every"] = min(int(d.log_every), eval_every)
+  run_cfg = copy.deepcopy(config)
+  with run_cfg.unlocked():
+    run_cfg.checkpoint.keep = max(1, num_steps // eval_every + 1)
+  c, teacher, source, init_fn, step_fn, frozen = stages.distill_fns(
+      run_cfg, workdir, name, y.mesh, over, teacher=y.base.teacher, generator=y.base.generator
+  )
+  spec = trained_models.student_spec(
+      c, config, teacher, source.num_classes, stages.data_facts(config, workdir)
+  )
+  batches, _ = stages.make_batches(run_cfg, c, "distill_hard")
+  loop.run(
+      name,
+      out_dir,
+      init_fn,
+      step_fn,
+      batches,
+      registry.stage_key(config, "distill_hard"),
+      y.mesh,
+      stages.loop_config(c, ("masked", "mask", "clean", "identity"), run_cfg),
+      frozen=frozen,
+      artefact=spec,
+  )
+  a_idx, b_idx, same, fold = y.vs.pairs
+  curve = []
+  for step in art.steps(out_dir, name):
+    embed = trained_models.embedder_from(art.read(out_dir, name, step))
+    s_emb = y.ev.map(embed, y.completed, f"{os.path.basename(out_dir)}/{name}")
+    student_clean = y.ev.map(embed, y.vs.clean, f"{os.path.basename(out_dir)}/{name}")
+    one = verification.evaluate_pairs(
+        verification.cosine_scores(student_clean[a_idx], s_emb[b_idx]), same, fold
+    )
+    both = verification.evaluate_pairs(
+        verification.cosine_scores(s_emb[a_idx], s_emb[b_idx]), same, fold
+    )
+    losses = heldout_losses(y.teacher_clean[y.order], s_emb[y.order], int(d.batch_size), y.lambdas)
+    curve.append(
+        {
+            "step": int(step),
+            "one": one.summary(),
+            "both": both.summary(),
+            "fold_accuracies_one": one.fold_accuracies,
+            "heldout": losses,
+        }
+    )
+  # The training log is process 0's (the metrics writer's); so are the results.
+  train = (
+      report.read_metric_series(
+          os.path.join(out_dir, name, "logs", "metrics.jsonl"), ["loss/total", "loss/ce"]
+      )
+      if jax.process_index() == 0
+      else {}
+  )
+  return {
+      "overrides": over,
+      "curve": curve,
+      "train": {k: [v[0].tolist(), v[1].tolist()] for k, v in train.items()},
+  }
 
 
 def _write(results: dict[str, Any], vs: protocols.VerificationSet, out_dir: str) -> None:

@@ -125,6 +125,7 @@ STAGES: dict[str, Stage] = {
         Stage("joint", f"{_S}:run_joint", 5),
         Stage("evaluate", "deocc_jax.evaluation.job:run", 6),
         Stage("ablation", "deocc_jax.evaluation.ablation:run"),
+        Stage("lambda_sweep", "deocc_jax.evaluation.lambda_sweep:run"),
         Stage("teacher_study", "deocc_jax.evaluation.teacher_study:run"),
     )
 }

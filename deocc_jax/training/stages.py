@@ -73,6 +73,7 @@ def describe_source(config: ConfigDict, split: str) -> dict[str, Any]:
   elif kind == "celeba":
     out.update(root=os.path.abspath(str(d.root)), partition=str(d.partition), seed=int(d.seed))
     out.update(holdout_identities=float(d.holdout_identities))
+    out.update(tuning_identities=float(d.tuning_identities))
   elif kind == "folder":
     out.update(root=os.path.abspath(str(d.root)), landmarks_file=str(d.landmarks_file))
   return out
@@ -103,6 +104,7 @@ def make_source(config: ConfigDict, split: str, decoded: bool = True):
         resolution=res,
         seed=int(d.seed),
         holdout_identities=float(d.holdout_identities),
+        tuning_identities=float(d.tuning_identities),
     )
   if kind == "folder":
     return rd.ImageFolder(
@@ -213,7 +215,8 @@ def load_teacher(config: ConfigDict, workdir: str, which: int | str = "latest"):
   """The config's teacher: the 'teacher' stage's artefact (the ArcFace teacher
   trained here, or the pretrained one it names), else ``config.teacher``'s
   pretrained weights."""
-  return trained_models.restore_teacher(config, workdir, which)[0]
+  facts = lambda: data_facts(config, workdir)  # noqa: E731
+  return trained_models.restore_teacher(config, workdir, which, facts=facts)[0]
 
 
 def run_teacher(config: ConfigDict, workdir: str) -> None:

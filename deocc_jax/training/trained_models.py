@@ -291,21 +291,26 @@ def restore_teacher(
     which: int | str = "latest",
     stage: str = "teacher",
     deps: dict[str, Any] | None = None,
+    facts: Callable[[], dict[str, np.ndarray]] | None = None,
 ) -> tuple[api.Teacher, int | None]:
   """(teacher, step): the 'teacher' stage's artefact; a pretrained teacher
-  without one (its stage not run) comes from ``config.teacher``."""
+  without one (its stage not run) comes from ``config.teacher``, reading the
+  frame of the run's data facts (``facts()`` computes them where the workdir
+  has none yet)."""
   kind = str(require(config, "teacher.kind"))
   if kind != "arcface" and kind not in PRETRAINED:
     raise ConfigError(f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', got {kind!r}")
   if not art.has(workdir, stage) and kind in PRETRAINED:
     teacher = api.load_teacher(kind, str(config.teacher.path) or None)
     if str(require(config, "teacher.input_protocol")) != "resize":
-      facts = epath.Path(workdir) / DATA_FACTS
-      if not facts.exists():
+      path = epath.Path(workdir) / DATA_FACTS
+      if facts is not None:
+        return pretrained_in_frame(config, teacher, facts), None
+      if not path.exists():
         raise ConfigError(
             f"the pretrained teacher reads training-frame faces by its own input protocol "
             f"(config.teacher.input_protocol='auto'), which needs the run's mean landmarks: "
-            f"{facts} is missing; run stage 'teacher' first (or set input_protocol='resize')"
+            f"{path} is missing; run a training stage first (or set input_protocol='resize')"
         )
       teacher = pretrained_in_frame(config, teacher, lambda: data_facts(workdir, None))
     return teacher, None

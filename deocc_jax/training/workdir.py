@@ -360,7 +360,7 @@ def validate_config(config: ConfigDict) -> None:
 
 
 # the stages that evaluate on config.evaluate.split's held-out identities
-EVALUATING_STAGES = ("evaluate", "ablation", "teacher_study")
+EVALUATING_STAGES = ("evaluate", "ablation", "teacher_study", "lambda_sweep")
 
 
 def _validate_held_out_split(config: ConfigDict) -> None:

@@ -16,6 +16,9 @@ follow from the training split's size and the global batch.
             --config=configs/paper_celeba.py:gpu8
   :tpu_pod  a TPU-VM pod slice (multi-host, jax.distributed auto-detect);
             launch on every worker with launch/tpu_pod.sh
+  :lambda_sweep  lambda_i and T chosen on the 500 tuning identities (stage
+            lambda_sweep, same workdir: the teacher and G are reused); combine
+            with a hardware variant: --config=configs/paper_celeba.py:gpu8,lambda_sweep
 """
 
 from __future__ import annotations
@@ -48,7 +51,18 @@ def _tpu_pod(c: ml_collections.ConfigDict) -> None:
   c.checkpoint.async_save = True
 
 
-VARIANTS = {"gpu8": _gpu8, "tpu_pod": _tpu_pod}
+def _lambda_sweep(c: ml_collections.ConfigDict) -> None:
+  """lambda_i and T chosen on the 500 tuning identities (the run's teacher and G;
+  the choice goes to the main run as --config.distillation.lambda_i / temperature)."""
+  c.stages = ("teacher", "teacher_embeddings", "deocclusion", "lambda_sweep")
+  c.evaluate.split = "tuning"
+  c.lambda_sweep.lambda_i = (0.005, 0.02, 0.08)  # around 1/sqrt(2048)
+  c.lambda_sweep.temperature = (1.0, 2.0, 4.0)  # 1: the paper's text read literally
+  c.lambda_sweep.num_steps = 24 * (paper.CELEBA_TRAIN_IMAGES_APPROX // 128)  # 24 epochs
+  c.lambda_sweep.eval_every = c.lambda_sweep.num_steps
+
+
+VARIANTS = {"gpu8": _gpu8, "tpu_pod": _tpu_pod, "lambda_sweep": _lambda_sweep}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

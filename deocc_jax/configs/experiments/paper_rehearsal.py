@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.data.resolution = 128  # the paper: 256
   c.data.holdout_identities = 20  # the paper config: 1,000
+  c.data.tuning_identities = 0  # the paper config: 500 (16 identities train here)
   c.pipeline.worker_count = 0
   c.pipeline.max_shift_px = 2
   c.checkpoint.keep = 1
