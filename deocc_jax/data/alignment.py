@@ -252,11 +252,17 @@ warp_affine_pil = face_warp.warp_affine_pil
 
 
 def warp_affine_jax(
-    image: Any, m: Any, out_size: tuple[int, int], border_value: float = 0.0
+    image: Any,
+    m: Any,
+    out_size: tuple[int, int],
+    border_value: float = 0.0,
+    mode: str = "constant",
 ) -> Any:
   """jax version of ``warp_affine`` (no pyramid), differentiable in the image.
 
-  ``image`` (H, W, C), ``m`` (2, 3) output->input map; returns (oh, ow, C) float32.
+  ``image`` (H, W, C), ``m`` (2, 3) output->input map; returns (oh, ow, C)
+  float32. ``mode``: outside the image, 'constant' (``border_value``) or
+  'nearest' (edges replicated).
   """
   import jax
   import jax.numpy as jnp
@@ -272,7 +278,7 @@ def warp_affine_jax(
 
   def sample(channel):
     return jax.scipy.ndimage.map_coordinates(
-        channel, [sy, sx], order=1, mode="constant", cval=border_value
+        channel, [sy, sx], order=1, mode=mode, cval=border_value
     )
 
   return jnp.stack([sample(img[..., c]) for c in range(img.shape[-1])], axis=-1)

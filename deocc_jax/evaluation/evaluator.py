@@ -188,7 +188,7 @@ class Evaluator:
       want_seg = seg and segment and streaming.has_mask(view) and id(view) not in self._seg
       want_grid = view is grid_of and grid_rows > 0 and id(view) not in self._grid
       want_images = images_of is not None and images_of[0] is view
-      want_cat = isinstance(view, streaming.SourceView) and view.occludes and view.category is None
+      want_cat = isinstance(view, streaming.SourceView) and view.has_mask and view.category is None
       if emb or want_seg or want_grid or want_images or want_cat:
         todo.append((view, streaming.as_view(view), emb, want_seg, want_grid))
     if not todo_clean and not todo:
@@ -258,7 +258,7 @@ class Evaluator:
         got = grids[id(view)]
         order = ["clean", "masked", "mask", "predicted mask"] + [INPUTS[g] for g in GRID_KINDS]
         self._grid[id(view)] = {c: np.concatenate(got[c]) for c in order if c in got}
-      if isinstance(view, streaming.SourceView) and view.occludes:
+      if isinstance(view, streaming.SourceView) and view.has_mask:
         view.category, view.coverage = out[(id(view), "category")], out[(id(view), "coverage")]
     for r in todo_clean:
       self._embeddings[(*clean_tag, r)] = out[(*clean_tag, r)]

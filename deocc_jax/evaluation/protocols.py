@@ -174,6 +174,22 @@ def synthetic_verification_set(
   return VerificationSet(name, clean, labels, pairs, views)
 
 
+def lfw_pairs(lfw: rd.LFW) -> tuple[list[int], tuple[np.ndarray, ...]]:
+  """(the LFW indices of the images pairs.txt uses, sorted; (a, b, same, fold)
+  with a / b positions in that list)."""
+  if not lfw.pairs:
+    raise ValueError(f"{lfw!r} has no pairs: pass pairs_file= (pairs.txt)")
+  used = sorted(
+      {lfw.index_of(p.path_a) for p in lfw.pairs} | {lfw.index_of(p.path_b) for p in lfw.pairs}
+  )
+  pos = {i: k for k, i in enumerate(used)}
+  a = np.array([pos[lfw.index_of(p.path_a)] for p in lfw.pairs])
+  b = np.array([pos[lfw.index_of(p.path_b)] for p in lfw.pairs])
+  same = np.array([bool(p.same) for p in lfw.pairs])
+  fold = np.array([int(p.fold) for p in lfw.pairs])
+  return used, (a, b, same, fold)
+
+
 def lfw_verification_set(
     lfw: rd.LFW,
     seed: int = 1234,
@@ -181,21 +197,12 @@ def lfw_verification_set(
     conditions: Sequence[str] = (MIXTURE,) + masks_lib.CATEGORIES,
 ) -> VerificationSet:
   """LFW view 2: the images of pairs.txt (loaded once each), its pairs and folds."""
-  if not lfw.pairs:
-    raise ValueError(f"{lfw!r} has no pairs: pass pairs_file= (pairs.txt)")
-  used = sorted(
-      {lfw.index_of(p.path_a) for p in lfw.pairs} | {lfw.index_of(p.path_b) for p in lfw.pairs}
-  )
-  pos = {i: k for k, i in enumerate(used)}
+  used, pairs = lfw_pairs(lfw)
   records = [lfw[i] for i in used]
-  a = np.array([pos[lfw.index_of(p.path_a)] for p in lfw.pairs])
-  b = np.array([pos[lfw.index_of(p.path_b)] for p in lfw.pairs])
-  same = np.array([bool(p.same) for p in lfw.pairs])
-  fold = np.array([int(p.fold) for p in lfw.pairs])
   clean = np.stack([to_unit_range(np.asarray(r["image"])) for r in records])
   labels = np.array([int(r["identity"]) for r in records])
   views = {c: occlude_records(records, c, seed, mask_config, indices=used) for c in conditions}
-  return VerificationSet("lfw", clean, labels, (a, b, same, fold), views)
+  return VerificationSet("lfw", clean, labels, pairs, views)
 
 
 def gallery_probe_split(
@@ -259,23 +266,11 @@ def ar_identification_set(
   template) every face is aligned by its 5 landmarks (``landmarks_file``,
   else ``detector``), as CelebA's faces are (paper Sec. 4.1).
   """
-  kw = dict(
-      resolution=resolution, landmarks_file=landmarks_file, align_to=align_to, detector=detector
-  )
-  gallery_src = rd.ARFace(root, "clean", **kw)
+  gallery_src, probe_srcs = ar_sources(root, resolution, landmarks_file, align_to, detector)
   gallery = np.stack([to_unit_range(gallery_src[i]["image"]) for i in range(len(gallery_src))])
   undetected = len(gallery_src.undetected)
   probes, probe_labels = {}, {}
-  for subset, name in (("AR1 sunglasses", "sunglasses"), ("AR2 scarf", "scarf")):
-    src = rd.ARFace(root, name, **kw)
-    if not len(src):
-      raise ValueError(f"{root}: no AR {name} images (indices {rd.AR_SUBSETS[name]})")
-    missing = sorted(set(src.labels.tolist()) - set(gallery_src.labels.tolist()))
-    if missing:
-      raise ValueError(
-          f"{root}: {name} images of {[src.people[m] for m in missing[:5]]} "
-          "have no unoccluded gallery image"
-      )
+  for subset, src in probe_srcs.items():
     images = np.stack([to_unit_range(src[i]["image"]) for i in range(len(src))])
     probes[subset] = OccludedView(subset, images, None, None, None)
     probe_labels[subset] = src.labels.astype(np.int64)
@@ -283,3 +278,31 @@ def ar_identification_set(
   return IdentificationSet(
       "ar", gallery, gallery_src.labels.astype(np.int64), probe_labels, probes, undetected
   )
+
+
+def ar_sources(
+    root: str,
+    resolution: int,
+    landmarks_file: str | None = None,
+    align_to: np.ndarray | None = None,
+    detector: rd.Detector | None = None,
+) -> tuple[rd.ARFace, dict[str, rd.ARFace]]:
+  """(the unoccluded AR photos, {'AR1 sunglasses' / 'AR2 scarf': their photos}),
+  checked: each subset has images, each probe person a gallery image."""
+  kw = dict(
+      resolution=resolution, landmarks_file=landmarks_file, align_to=align_to, detector=detector
+  )
+  gallery = rd.ARFace(root, "clean", **kw)
+  probes = {}
+  for subset, name in (("AR1 sunglasses", "sunglasses"), ("AR2 scarf", "scarf")):
+    src = rd.ARFace(root, name, **kw)
+    if not len(src):
+      raise ValueError(f"{root}: no AR {name} images (indices {rd.AR_SUBSETS[name]})")
+    missing = sorted(set(src.labels.tolist()) - set(gallery.labels.tolist()))
+    if missing:
+      raise ValueError(
+          f"{root}: {name} images of {[src.people[m] for m in missing[:5]]} "
+          "have no unoccluded gallery image"
+      )
+    probes[subset] = src
+  return gallery, probes

@@ -72,12 +72,11 @@ class SourceView:
   mask_config: masks_lib.MaskConfig
   category: np.ndarray | None = None
   coverage: np.ndarray | None = None
-  has_mask: bool = True  # the true occlusion mask is known
-  occludes: bool = True  # False: the faces are occluded already (AR photos)
+  has_mask: bool = True  # we occlude the faces (False: occluded already, AR photos)
 
   def batch(self, ctx: tuple[np.ndarray, list[dict[str, Any]]]) -> tuple[np.ndarray | None, ...]:
     """(masked, mask, category, coverage) of a batch context of ``faces``."""
-    if not self.occludes:
+    if not self.has_mask:
       return self.faces.clean(ctx), None, None, None
     idx, records = ctx
     v = protocols.occlude_records(records, self.name, self.seed, self.mask_config, indices=idx)
@@ -225,21 +224,12 @@ def lfw_verification_set(
 ) -> StreamedVerificationSet:
   """:func:`protocols.lfw_verification_set` (LFW view 2: the images of
   pairs.txt, its pairs and folds), read on demand."""
-  if not lfw.pairs:
-    raise ValueError(f"{lfw!r} has no pairs: pass pairs_file= (pairs.txt)")
-  used = sorted(
-      {lfw.index_of(p.path_a) for p in lfw.pairs} | {lfw.index_of(p.path_b) for p in lfw.pairs}
-  )
-  pos = {i: k for k, i in enumerate(used)}
-  a = np.array([pos[lfw.index_of(p.path_a)] for p in lfw.pairs])
-  b = np.array([pos[lfw.index_of(p.path_b)] for p in lfw.pairs])
-  same = np.array([bool(p.same) for p in lfw.pairs])
-  fold = np.array([int(p.fold) for p in lfw.pairs])
+  used, pairs = protocols.lfw_pairs(lfw)
   lfw.locate(used)
   labels = np.asarray(lfw.labels)[used].astype(np.int64)
   faces = SourceFaces(lfw, used, labels)
   views = {c: SourceView(c, faces, seed, mask_config) for c in conditions}
-  return StreamedVerificationSet("lfw", faces, labels, (a, b, same, fold), views)
+  return StreamedVerificationSet("lfw", faces, labels, pairs, views)
 
 
 def _photos(src: rd.ARFace) -> SourceFaces:
@@ -257,27 +247,15 @@ def ar_identification_set(
 ) -> StreamedIdentificationSet:
   """:func:`protocols.ar_identification_set` (gallery: the unoccluded photos;
   probes: the sunglasses and scarf photos as they are), read on demand."""
-  kw = dict(
-      resolution=resolution, landmarks_file=landmarks_file, align_to=align_to, detector=detector
+  gallery_src, probe_srcs = protocols.ar_sources(
+      root, resolution, landmarks_file, align_to, detector
   )
-  gallery_src = rd.ARFace(root, "clean", **kw)
   gallery = _photos(gallery_src)
   undetected = len(gallery_src.undetected)
   probes, probe_labels = {}, {}
-  for subset, name in (("AR1 sunglasses", "sunglasses"), ("AR2 scarf", "scarf")):
-    src = rd.ARFace(root, name, **kw)
-    if not len(src):
-      raise ValueError(f"{root}: no AR {name} images (indices {rd.AR_SUBSETS[name]})")
-    missing = sorted(set(src.labels.tolist()) - set(gallery_src.labels.tolist()))
-    if missing:
-      raise ValueError(
-          f"{root}: {name} images of {[src.people[m] for m in missing[:5]]} "
-          "have no unoccluded gallery image"
-      )
+  for subset, src in probe_srcs.items():
     faces = _photos(src)
-    probes[subset] = SourceView(
-        subset, faces, 0, masks_lib.MaskConfig(), has_mask=False, occludes=False
-    )
+    probes[subset] = SourceView(subset, faces, 0, masks_lib.MaskConfig(), has_mask=False)
     probe_labels[subset] = faces.labels
     undetected += len(src.undetected)
   return StreamedIdentificationSet("ar", gallery, gallery.labels, probe_labels, probes, undetected)

@@ -38,7 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deocc_jax.data import alignment
+from deocc_jax.data.dlib_chip import dlib_chip_matrix
 from deocc_jax.losses.arcface import l2_normalize
+from deocc_jax.utils.face_geometry import estimate_similarity
 
 KINDS = ("dlib", "converted")  # pretrained; 'arcface' is trained by the main job
 
@@ -124,10 +127,6 @@ def frame_to_protocol(
   five landmarks are ``frame_landmarks`` (at ``frame_size``): the similarity
   that puts the template's points on the frame's (least squares), with dlib's
   chip convention for the 'dlib' template."""
-  from deocc_jax.data import alignment  # noqa: PLC0415
-  from deocc_jax.data.dlib_chip import dlib_chip_matrix  # noqa: PLC0415
-  from deocc_jax.utils.face_geometry import estimate_similarity  # noqa: PLC0415
-
   tpl = alignment.get_template(template)
   lm = np.asarray(frame_landmarks, np.float64).reshape(5, 2)
   lm = lm * (float(size or frame_size) / float(frame_size))
@@ -151,15 +150,8 @@ def warp_batch(images: jax.Array, m: np.ndarray, size: int) -> jax.Array:
     # resize's half-pixel centres: x_small = (x + 0.5) * nw / w - 0.5
     k = np.diag([nw / w, nh / h])
     m = np.concatenate([k @ m[:, :2], (k @ (m[:, 2] + 0.5) - 0.5)[:, None]], axis=1)
-  ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-  sx = jnp.asarray(m[0, 0] * xs + m[0, 1] * ys + m[0, 2], jnp.float32)
-  sy = jnp.asarray(m[1, 0] * xs + m[1, 1] * ys + m[1, 2], jnp.float32)
-
-  def one(channel):  # (H, W)
-    return jax.scipy.ndimage.map_coordinates(channel, [sy, sx], order=1, mode="nearest")
-
-  per_channel = jax.vmap(jax.vmap(one, in_axes=-1, out_axes=-1))
-  return per_channel(images.astype(jnp.float32))
+  warp = lambda image: alignment.warp_affine_jax(image, m, (size, size), mode="nearest")  # noqa: E731
+  return jax.vmap(warp)(images)
 
 
 def in_frame(
@@ -171,8 +163,6 @@ def in_frame(
   default :func:`protocol_of`) before the teacher's preprocessing, so it sees
   faces at the scale and place it was trained on, not the whole frame resized."""
   template = template or protocol_of(teacher)
-  from deocc_jax.data import alignment  # noqa: PLC0415
-
   size = int(alignment.get_template(template).size[0])
   frame = np.asarray(frame_landmarks, np.float64).reshape(5, 2)
   inner = teacher.apply

@@ -302,18 +302,18 @@ def restore_teacher(
     raise ConfigError(f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', got {kind!r}")
   if not art.has(workdir, stage) and kind in PRETRAINED:
     teacher = api.load_teacher(kind, str(config.teacher.path) or None)
-    if str(require(config, "teacher.input_protocol")) != "resize":
+
+    def written_facts() -> dict[str, np.ndarray]:
       path = epath.Path(workdir) / DATA_FACTS
-      if facts is not None:
-        return pretrained_in_frame(config, teacher, facts), None
       if not path.exists():
         raise ConfigError(
             f"the pretrained teacher reads training-frame faces by its own input protocol "
             f"(config.teacher.input_protocol='auto'), which needs the run's mean landmarks: "
             f"{path} is missing; run a training stage first (or set input_protocol='resize')"
         )
-      teacher = pretrained_in_frame(config, teacher, lambda: data_facts(workdir, None))
-    return teacher, None
+      return data_facts(workdir, None)
+
+    return pretrained_in_frame(config, teacher, facts or written_facts), None
   a = art.read(workdir, stage, which)
   return teacher_from(a), (a.step if a.kind == "arcface" else None)
 
