@@ -126,7 +126,9 @@ def main() -> None:
       int(sys.argv[6]),
       sys.argv[7],
   )
-  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4 " + os.environ.get(
+      "DEOCC_TEST_XLA_COMPILE_FLAGS", ""
+  )
   os.environ["JAX_PLATFORMS"] = "cpu"
   import jax
 

@@ -45,10 +45,16 @@ def free_port() -> int:
 def cpu_env(local_devices: int) -> dict[str, str]:
   """This environment with ``local_devices`` fake CPU devices per process."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(
-      XLA_FLAGS=f"--xla_force_host_platform_device_count={local_devices}", JAX_PLATFORMS="cpu"
-  )
+  env.update(XLA_FLAGS=xla_flags(local_devices), JAX_PLATFORMS="cpu")
   return env
+
+
+def xla_flags(local_devices: int) -> str:
+  """XLA_FLAGS of a test's child process: ``local_devices`` fake CPU devices
+  and the test run's compile flags (``DEOCC_TEST_XLA_COMPILE_FLAGS``, set in
+  tests/conftest.py)."""
+  extra = os.environ.get("DEOCC_TEST_XLA_COMPILE_FLAGS", "")
+  return f"--xla_force_host_platform_device_count={local_devices} {extra}".strip()
 
 
 @dataclasses.dataclass

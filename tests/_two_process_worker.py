@@ -10,7 +10,9 @@ process 0 fails to write (every process must raise).
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 " + os.environ.get(
+    "DEOCC_TEST_XLA_COMPILE_FLAGS", ""
+)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402

@@ -20,11 +20,11 @@ def test_student_beats_teacher_on_masked_faces(tmp_path):
   c.stages = ("teacher", "deocclusion", "distill_hard", "evaluate")
   c.progress = False
   c.data.identities = 300
-  c.teacher.num_steps = 250
-  c.deocclusion.num_steps = 150
+  c.teacher.num_steps = 150
+  c.deocclusion.num_steps = 80
   c.deocclusion.sample_every = 0
-  c.distillation.num_steps = 250
-  c.evaluate.num_pairs = 2000
+  c.distillation.num_steps = 150
+  c.evaluate.num_pairs = 1000
   c.evaluate.categories = ()  # the mixture table is what this test reads
   c.evaluate.inputs = ("clean", "masked", "completed")
   c.evaluate.identification = False
