@@ -160,7 +160,7 @@ def test_bfloat16_compute(model_and_params, apply_fn):
   assert out16.refined.dtype == jnp.float32
   assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a: a.dtype == jnp.float32, params))
   err = float(jnp.max(jnp.abs(out16.refined - out32.refined)))
-  assert err < 0.1, err
+  assert err < 0.01, err  # outputs in [-1, 1]; measured 0.0031 (bf16's step: 2^-8)
 
 
 # ---------------------------------------------------------------------------
@@ -274,7 +274,8 @@ def _load_torch_twin():
   import importlib.util
   import pathlib
 
-  torch = pytest.importorskip("torch")
+  import torch  # the test extra installs it: missing, this fails
+
   path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_generator_step.py"
   spec = importlib.util.spec_from_file_location("bench_generator_step", path)
   mod = importlib.util.module_from_spec(spec)

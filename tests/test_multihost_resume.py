@@ -95,6 +95,18 @@ def _max_diff(a, b):
   return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a)
 
 
+def _committed(ckpt) -> bool:
+  """Orbax finished the checkpoint: its commit marker is written and its
+  metadata carries the commit time (the last things an async save writes)."""
+  meta = ckpt / "_CHECKPOINT_METADATA"
+  if not ((ckpt / "commit_success.txt").is_file() and meta.is_file()):
+    return False
+  try:
+    return "commit_timestamp_nsecs" in json.loads(meta.read_text())
+  except json.JSONDecodeError:  # being written
+    return False
+
+
 @pytest.mark.slow
 def test_sigkilled_two_process_job_resumes_exactly_and_onto_one_process(tmp_path):
   t0 = time.perf_counter()
@@ -105,13 +117,12 @@ def test_sigkilled_two_process_job_resumes_exactly_and_onto_one_process(tmp_path
   lines = ["", ""]
   # Both processes drew KILL_AT batches (the step-4 checkpoint was handed to
   # Orbax) and block on the next one; wait for Orbax to commit it, then kill.
-  while time.time() < deadline and not (ckpt.is_dir() and all("STALLED" in l for l in lines)):
+  while time.time() < deadline and not (_committed(ckpt) and all("STALLED" in l for l in lines)):
     for p in killed:
       assert p.poll() is None, _output(p)[-4000:]
-    time.sleep(0.5)
+    time.sleep(0.5)  # polling; the condition is the committed checkpoint
     lines = [_output(p) for p in killed]
-  assert ckpt.is_dir() and all("STALLED" in l for l in lines), lines
-  time.sleep(1.0)  # let the background commit finish its bookkeeping
+  assert _committed(ckpt) and all("STALLED" in l for l in lines), lines
   for p in killed:
     p.send_signal(signal.SIGKILL)
   for p in killed:

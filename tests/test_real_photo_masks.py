@@ -33,7 +33,10 @@ def photos():
   return out
 
 
-def _assert_face_mask_placement(occ, dense, five):
+def _assert_face_mask_placement(occ, dense, five, top_slack=0.0, chin_slack=0.0):
+  """The mask covers the nose tip and mouth corners, never the eyes, starts
+  below the lower lids and reaches under the chin; the slacks (fractions of
+  the face height) loosen the last two for an approximate placement."""
   m = occ.mask
   for p in five[2:]:  # nose tip, both mouth corners
     x, y = np.round(p).astype(int)
@@ -50,9 +53,9 @@ def _assert_face_mask_placement(occ, dense, five):
   depth = (np.stack([gx, gy], -1) - dense[27]) @ ax.ey
   across = np.abs((np.stack([gx, gy], -1) - dense[27]) @ ax.ex)
   body = (occ.alpha >= 0.5) & (across < 0.8 * ax.iod)
-  assert depth[body].min() > ax.eye_low, occ.kind
+  assert depth[body].min() > ax.eye_low - top_slack * ax.height, occ.kind
   # and it reaches under the chin
-  assert depth[body].max() > (dense[8] - dense[27]) @ ax.ey
+  assert depth[body].max() > (dense[8] - dense[27]) @ ax.ey - chin_slack * ax.height, occ.kind
 
 
 @pytest.mark.parametrize("kind", fmg.FACE_MASK_KINDS)
@@ -68,12 +71,19 @@ def test_face_masks_fit_real_faces(photos, kind):
 
 
 def test_five_point_fallback_also_fits_real_faces(photos):
+  """Without 68 points the mask is placed from 5 (``dense_from_5``'s
+  approximation); it is judged against the face's real 68 points and the
+  five points derived from them, not against that approximation. Measured on
+  these photos: the nose tip and mouth corners always covered, no eye pixel,
+  the top at most 0.6% of the face height above the lower lids, the bottom at
+  most 4.3% short of the real chin (a long chin the mean face does not have)."""
   for name, (img, dense, five, region) in photos.items():
     d5 = alignment.detect_landmarks_dlib(img)[0]  # dlib's 5-point predictor only
-    approx = dl.dense_from_5(d5)
     for kind in fmg.FACE_MASK_KINDS:
-      occ = mk.face_mask_occlusion(np.random.default_rng(1), d5, region, kind=kind)
-      _assert_face_mask_placement(occ, approx, d5)
+      for seed in range(3):
+        rng = np.random.default_rng([seed, fmg.FACE_MASK_KINDS.index(kind)])
+        occ = mk.face_mask_occlusion(rng, d5, region, kind=kind)
+        _assert_face_mask_placement(occ, dense, five, top_slack=0.01, chin_slack=0.06)
 
 
 @pytest.mark.parametrize("category", mk.CATEGORIES)

@@ -157,9 +157,11 @@ def test_shapes_no_head_and_bf16():
   obf = mbf.apply(v, x)
   assert obf["embedding"].dtype == jnp.float32
   assert jax.tree.leaves(v["params"])[0].dtype == jnp.float32
-  np.testing.assert_allclose(
-      np.asarray(obf["embedding"]), np.asarray(out["embedding"]), rtol=0.1, atol=0.1
-  )
+  # bf16 keeps 8 mantissa bits (relative step 2^-8 = 0.4%): measured here max
+  # |diff| 0.011 on embeddings up to 3.1 (0.4%); bound 1% of the largest value
+  ref = np.asarray(out["embedding"])
+  err = np.abs(np.asarray(obf["embedding"]) - ref).max()
+  assert err <= 0.01 * np.abs(ref).max(), (err, np.abs(ref).max())
 
 
 def test_bad_input_raises():

@@ -9,6 +9,11 @@
 * :class:`TorchVGGFace2ResNet`: cydonia999/VGGFace2-pytorch ``resnet50`` /
   ``senet50`` (Caffe ports): stride on the bottleneck's first 1x1 conv, ceil-mode
   max-pool, SE gate ``conv4``/``conv5`` with bias, 7x7 average pool, ``fc``.
+* Written from this project's architecture descriptions, to check its own
+  networks' forward passes: :class:`TorchCritic` (DeepFill v1's critics: 5x5
+  stride-2 TF-SAME convs, leaky ReLU 0.2, dense) and
+  :class:`TorchOcclusionSegmenter` (the 3-scale U-Net with GroupNorm), each
+  loaded from the flax parameters by :func:`load_flax_`.
 
 :func:`randomise_` draws every parameter *and* BatchNorm running statistic at
 random so BatchNorm conversion is really exercised.
@@ -118,6 +123,101 @@ class TorchVGGFace2ResNet(nn.Module):
     x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
     pooled = self.avgpool(x).view(x.size(0), -1)
     return pooled, self.fc(pooled)
+
+
+# ------------------------------------------------------------ this project's nets
+def _same_pad(x: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+  """TF / flax 'SAME' padding of an NCHW tensor (the extra pixel after)."""
+  pads = []
+  for size in (x.shape[3], x.shape[2]):  # F.pad lists the last dim first
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)
+    pads += [total // 2, total - total // 2]
+  return F.pad(x, pads)
+
+
+class TorchCritic(nn.Module):
+  """5x5 stride-2 SAME convs + leaky ReLU (0.2), flattened in NHWC order, one logit."""
+
+  def __init__(self, in_ch: int, cnum: int, multipliers: Sequence[int], spatial: int):
+    super().__init__()
+    chans = [in_ch] + [cnum * m for m in multipliers]
+    self.convs = nn.ModuleList(nn.Conv2d(a, b, 5, stride=2) for a, b in zip(chans, chans[1:]))
+    side = spatial // 2 ** len(multipliers)
+    self.fc = nn.Linear(side * side * chans[-1], 1)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    for conv in self.convs:
+      x = F.leaky_relu(conv(_same_pad(x, 5, 2)), 0.2)
+    return self.fc(x.permute(0, 2, 3, 1).flatten(1))[:, 0]
+
+
+class _TorchBlock(nn.Module):
+
+  def __init__(self, cin: int, features: int, eps: float):
+    super().__init__()
+    self.conv0 = nn.Conv2d(cin, features, 3)
+    self.norm0 = nn.GroupNorm(min(8, features), features, eps=eps)
+    self.conv1 = nn.Conv2d(features, features, 3)
+    self.norm1 = nn.GroupNorm(min(8, features), features, eps=eps)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    x = F.relu(self.norm0(self.conv0(_same_pad(x, 3, 1))))
+    return F.relu(self.norm1(self.conv1(_same_pad(x, 3, 1))))
+
+
+class TorchOcclusionSegmenter(nn.Module):
+  """Encoder (w, 2w, 4w; stride-2 3x3 SAME convs between), nearest x2 upsampling
+  with skip concatenation, 1x1 head. ``eps``: GroupNorm's (flax: 1e-6)."""
+
+  def __init__(self, width: int, eps: float = 1e-6):
+    super().__init__()
+    w = width
+    self.enc1 = _TorchBlock(3, w, eps)
+    self.down1 = nn.Conv2d(w, 2 * w, 3, stride=2)
+    self.enc2 = _TorchBlock(2 * w, 2 * w, eps)
+    self.down2 = nn.Conv2d(2 * w, 4 * w, 3, stride=2)
+    self.bottleneck = _TorchBlock(4 * w, 4 * w, eps)
+    self.dec2 = _TorchBlock(6 * w, 2 * w, eps)
+    self.dec1 = _TorchBlock(3 * w, w, eps)
+    self.head = nn.Conv2d(w, 1, 1)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
+    e1 = self.enc1(x)
+    e2 = self.enc2(self.down1(_same_pad(e1, 3, 2)))
+    b = self.bottleneck(self.down2(_same_pad(e2, 3, 2)))
+    d2 = self.dec2(torch.cat([up(b), e2], 1))
+    d1 = self.dec1(torch.cat([up(d2), e1], 1))
+    return self.head(d1)
+
+
+@torch.no_grad()
+def load_flax_(model: nn.Module, params: dict, names: dict[str, str]) -> nn.Module:
+  """Copies flax parameters into ``model`` (float64): ``names`` maps each torch
+  module path to its flax path ('/'-joined); conv kernels HWIO -> OIHW, dense
+  kernels (in, out) -> (out, in), GroupNorm scale -> weight. Every torch
+  parameter must be set."""
+  model = model.double()
+  done = set()
+  for tname, fname in names.items():
+    node = params
+    for part in fname.split("/"):
+      node = node[part]
+    mod = model.get_submodule(tname)
+    if isinstance(mod, nn.Conv2d):
+      w = np.asarray(node["kernel"], np.float64).transpose(3, 2, 0, 1)
+    elif isinstance(mod, nn.Linear):
+      w = np.asarray(node["kernel"], np.float64).T
+    else:  # GroupNorm
+      w = np.asarray(node["scale"], np.float64)
+    assert tuple(mod.weight.shape) == w.shape, (tname, tuple(mod.weight.shape), w.shape)
+    mod.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+    mod.bias.copy_(torch.from_numpy(np.asarray(node["bias"], np.float64)))
+    done |= {f"{tname}.weight", f"{tname}.bias"}
+  missing = {n for n, _ in model.named_parameters()} - done
+  assert not missing, f"torch parameters not loaded: {sorted(missing)}"
+  return model.eval()
 
 
 # --------------------------------------------------------------------------- helpers

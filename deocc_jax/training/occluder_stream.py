@@ -89,10 +89,15 @@ def prepare(batch: dict, step: jax.Array, args: tuple) -> dict:
 
 
 def device_batches(
-    config: ConfigDict, source: pipe.FaceSource, pcfg: pipe.PipelineConfig, stage: str
+    config: ConfigDict,
+    source: pipe.FaceSource,
+    pcfg: pipe.PipelineConfig,
+    stage: str,
+    shard_options=None,
 ) -> loop.PreparedBatches:
-  """The clean-face stream of a stage with its device half (occluders)."""
-  batches = iter(stream.make_loader(source, pcfg))
+  """The clean-face stream of a stage with its device half (occluders);
+  ``shard_options`` (a ``grain.ShardOptions``) default: this process's shard."""
+  batches = iter(stream.make_loader(source, pcfg, shard_options))
   seed, salt = np.uint32(int(pcfg.seed)), np.uint32(stage_salt(stage))
   half = loop.Prepare(prepare, (build_bank(config), seed, salt))
   return loop.PreparedBatches(batches, half)

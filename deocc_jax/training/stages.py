@@ -143,10 +143,16 @@ def mask_config(config: ConfigDict) -> masks_lib.MaskConfig:
 
 
 def make_batches(
-    config: ConfigDict, section: ConfigDict, stage: str, split: str = "train", source=None
+    config: ConfigDict,
+    section: ConfigDict,
+    stage: str,
+    split: str = "train",
+    source=None,
+    shard_options=None,
 ):
   """A checkpointable grain iterator of host batches, plus its source
-  (``source`` replaces ``make_source(config, split)``). With
+  (``source`` replaces ``make_source(config, split)``; ``shard_options``, a
+  ``grain.ShardOptions``, replaces this process's shard). With
   ``config.data.occluders='device'`` the iterator carries its device half
   (``training/occluder_stream.py``): the loop draws the occluders there."""
   if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
@@ -162,8 +168,8 @@ def make_batches(
       max_shift_px=int(p.max_shift_px),
   )
   if occluder_stream.mode(config) == "device":
-    return occluder_stream.device_batches(config, source, pcfg, stage), source
-  return iter(pipe.make_loader(source, pcfg, mask_config(config))), source
+    return occluder_stream.device_batches(config, source, pcfg, stage, shard_options), source
+  return iter(pipe.make_loader(source, pcfg, mask_config(config), shard_options)), source
 
 
 def resolved(config: ConfigDict, section: ConfigDict | str, source=None) -> ConfigDict:
