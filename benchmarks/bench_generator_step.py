@@ -180,8 +180,6 @@ def _torch_modules():
   import torch.nn as tnn
   import torch.nn.functional as F
 
-  from deocc_jax.models.contextual_attention import align_corners_nearest_indices
-
   def conv(cin, cout, k, s=1, r=1):
     # TF 'SAME' for these configs: stride-1 odd kernels are symmetric; the
     # stride-2 3x3 conv on even sizes pads (0, 1) - done in Conv.forward.
@@ -210,7 +208,14 @@ def _torch_modules():
       return x
 
   def down_idx(n_in, n_out, device=None):
-    return torch.as_tensor(align_corners_nearest_indices(n_in, n_out))
+    # TF1 resize_nearest_neighbor(align_corners=True), written from its kernel
+    # (not imported from the code under test): source index of output i is
+    # roundf(i * float32(n_in - 1) / float32(n_out - 1)), halves away from 0.
+    scale = np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(n_in)
+    idx = [
+        min(int(np.floor(np.float32(i) * scale + np.float32(0.5))), n_in - 1) for i in range(n_out)
+    ]
+    return torch.as_tensor(idx)
 
   def contextual_attention(f, b, mask, rate=2, ksize=3, scale=10.0):
     bs, c, hf_raw, wf_raw = f.shape
