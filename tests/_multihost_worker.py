@@ -126,9 +126,9 @@ def main() -> None:
       int(sys.argv[6]),
       sys.argv[7],
   )
-  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4 " + os.environ.get(
-      "DEOCC_TEST_XLA_COMPILE_FLAGS", ""
-  )
+  from _subprocess_util import xla_flags
+
+  os.environ["XLA_FLAGS"] = xla_flags(4)
   os.environ["JAX_PLATFORMS"] = "cpu"
   import jax
 

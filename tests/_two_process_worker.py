@@ -28,9 +28,9 @@ def job_config():
 
 
 def main() -> None:
-  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 " + os.environ.get(
-      "DEOCC_TEST_XLA_COMPILE_FLAGS", ""
-  )
+  from _subprocess_util import xla_flags
+
+  os.environ["XLA_FLAGS"] = xla_flags(2)
   os.environ["JAX_PLATFORMS"] = "cpu"
   import jax
 

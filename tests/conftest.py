@@ -5,14 +5,16 @@ import os
 # Tests compile at XLA:CPU backend optimisation level 1 without LLVM's
 # expensive passes: their programs are compiled far more often than they run
 # (a few steps each), and this cuts compile time by ~30% with the same step
-# time (benchmarks/results/ci_timing.md). Every process a test starts gets
-# the same flags (tests/_subprocess_util.py:cpu_env), so processes agree.
+# time (docs/experiments/2026-12-03-ci-time.md). Every process a test starts
+# gets the same flags (tests/_subprocess_util.py:xla_flags), so processes agree.
 # DEOCC_TEST_XLA_COMPILE_FLAGS= (empty) compiles as users do.
-_COMPILE_FLAGS = os.environ.setdefault(
+os.environ.setdefault(
     "DEOCC_TEST_XLA_COMPILE_FLAGS",
     "--xla_backend_optimization_level=1 --xla_llvm_disable_expensive_passes=true",
 )
-os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {_COMPILE_FLAGS}")
+from _subprocess_util import xla_flags  # noqa: E402  (reads the variable above)
+
+os.environ.setdefault("XLA_FLAGS", xla_flags(8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # One persistent XLA compilation cache for the whole test run: the xdist
