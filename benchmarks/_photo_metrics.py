@@ -2,7 +2,7 @@
 
 Scores are similarities (higher: more alike); a pair is accepted when
 ``score >= threshold``. Checked against brute-force loops in
-``tests/test_photo_benchmarks.py``.
+``tests/project/test_photo_benchmarks.py``.
 """
 
 from __future__ import annotations

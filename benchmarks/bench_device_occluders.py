@@ -41,7 +41,7 @@ from PIL import Image  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+sys.path.insert(0, os.path.dirname(HERE))  # the repository root: tests.helpers
 
 import _common  # noqa: E402
 
@@ -63,7 +63,7 @@ def synthetic_records(px: int, n: int) -> list[dict]:
 def photo_records(px: int) -> list[dict]:
   """The real photos cropped to px x px around the face, with 68 landmarks."""
   try:
-    from _photos import face_photos
+    from tests.helpers.photos import face_photos
 
     from deocc_jax.data import alignment
     from deocc_jax.data import dense_landmarks as dl

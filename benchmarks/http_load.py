@@ -7,7 +7,7 @@ latency, throughput, 5xx count and the server's memory.
 Starts ``python -m deocc_jax.http_server EXPORT --port=0 --quiet`` as a
 subprocess on 127.0.0.1 (``--export``: an existing export folder;
 ``--workdir``: a trained and evaluated run, exported first without ONNX;
-neither: the toy export of ``tests/_http_toy_export.py``), then ``--clients``
+neither: the toy export of ``tests/helpers/http_toy_export.py``), then ``--clients``
 threads send ``--requests`` requests in all over keep-alive connections, a
 fixed seeded mix: valid /verify and /embed (aligned crops, larger square crops,
 photos with landmarks, masks), /healthz, and bad requests of every class
@@ -177,13 +177,13 @@ def main() -> None:
     folder, source = os.path.join(tmp, "model"), f"--workdir={args.workdir} (exported, no ONNX)"
     export_lib.export_run(args.workdir, folder, onnx=False)
   elif folder is None:
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    import _http_toy_export
+    sys.path.insert(0, ROOT)  # the repository root: tests.helpers
+    from tests.helpers import http_toy_export as _http_toy_export
 
     folder = _http_toy_export.write_toy_export(
         os.path.join(tmp, "toy"), onnx=args.runtime == "onnx"
     )
-    source = "the toy export (tests/_http_toy_export.py)"
+    source = "the toy export (tests/helpers/http_toy_export.py)"
   with open(os.path.join(folder, "metadata.json")) as f:
     meta = json.load(f)
   res = int(meta["preprocessing"]["resolution"])

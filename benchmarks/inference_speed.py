@@ -15,7 +15,7 @@ Writes benchmarks/results/inference_speed.{md,json}:
   faces/s of the whole ``FaceRecognizer.verify_pairs`` pipeline (read PNG,
   align, segment, complete with G, embed) of that run, compilation excluded;
 * verify: ``infer verify A B --recognizer=dlib --align=mtcnn|dlib`` on two
-  real photos (``tests/_photos.py``): the CLI as a subprocess (first call on a
+  real photos (``tests/helpers/photos.py``): the CLI as a subprocess (first call on a
   fresh persistent compilation cache, then the median of ``--photo-reps``
   warm calls; target < 2 s) and ``FaceRecognizer.verify`` in process;
 * folder: faces/s of ``infer embed --folder --recognizer=dlib`` (both
@@ -152,8 +152,8 @@ def bench_pipeline(workdir: str, pairs: int) -> dict:
 def _photo_paths() -> dict[str, str]:
   """{name: file} of the real photos: face_recognition 1.3.0's test photos (as the
   tests fetch them) and matplotlib's grace_hopper.jpg (when installed)."""
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tests"))
-  from _photos import PHOTOS, face_photos
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.helpers
+  from tests.helpers.photos import PHOTOS, face_photos
 
   face_photos()  # fetched and cached on first use
   d = os.path.expanduser("~/.cache/deocc_jax/face_recognition-1.3.0-test_images")
@@ -496,7 +496,7 @@ def main() -> None:
       "Compilation excluded where not said otherwise (one warm-up call). Both warps "
       "sample the same map bilinearly in float; they differ only by the anti-aliasing "
       "filter when shrinking more than 2x (binomial pyramid vs box reduction); without it "
-      "they agree to float32 precision (tests/test_inference_speedups.py). The machine is "
+      "they agree to float32 precision (tests/inference/test_speedups.py). The machine is "
       "shared: absolute times vary with its load, the ratios less so.",
   ]
   _common.write(

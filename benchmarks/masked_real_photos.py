@@ -7,7 +7,7 @@ Usage::
         [--teacher converted:DIR[:THRESHOLD] ...] [--folder DIR] [--out NAME]
 
 Photos: the four test photos of face_recognition 1.3.0's sdist (fetched by
-pip on first use, as the tests do: ``tests/_photos.py``) and the real face
+pip on first use, as the tests do: ``tests/helpers/photos.py``) and the real face
 photos installed packages ship (matplotlib's ``sample_data/grace_hopper.jpg``),
 downscaled to ``--max-side``; or ``--folder DIR`` (one subfolder per
 identity: your own photos). Ground truth: dlib's 68-point landmarks on the
@@ -54,7 +54,7 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, ROOT)  # the repository root: tests.helpers
 
 import _photo_metrics as pm  # noqa: E402
 from _common import RESULTS, machine  # noqa: E402
@@ -101,7 +101,7 @@ def occlude(img, dense, five, region, condition, seed):
 def default_photos() -> dict[str, tuple[str, np.ndarray]]:
   """{name: (identity, RGB)}: face_recognition 1.3.0's 4 test photos (as the
   tests fetch them) and the real face photos installed packages ship."""
-  from _photos import face_photos
+  from tests.helpers.photos import face_photos
 
   out = {n: (n.rstrip("0123456789"), img) for n, img in face_photos().items()}
   for name, identity, path in SHIPPED_PHOTOS:
@@ -390,7 +390,7 @@ def main(argv=None):
   photos = load_photos(raw, args.max_side)
   sheets = None
   if not args.folder:
-    from _photos import PHOTOS
+    from tests.helpers.photos import PHOTOS
 
     sheets = contact_sheets({n: p for n, p in photos.items() if n in PHOTOS})
     print("contact sheets:", sheets, flush=True)

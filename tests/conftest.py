@@ -6,13 +6,13 @@ import os
 # expensive passes: their programs are compiled far more often than they run
 # (a few steps each), and this cuts compile time by ~30% with the same step
 # time (docs/experiments/2026-12-03-ci-time.md). Every process a test starts
-# gets the same flags (tests/_subprocess_util.py:xla_flags), so processes agree.
+# gets the same flags (tests/helpers/subprocess_util.py:xla_flags), so processes agree.
 # DEOCC_TEST_XLA_COMPILE_FLAGS= (empty) compiles as users do.
 os.environ.setdefault(
     "DEOCC_TEST_XLA_COMPILE_FLAGS",
     "--xla_backend_optimization_level=1 --xla_llvm_disable_expensive_passes=true",
 )
-from _subprocess_util import xla_flags  # noqa: E402  (reads the variable above)
+from tests.helpers.subprocess_util import xla_flags  # noqa: E402  (reads the variable above)
 
 os.environ.setdefault("XLA_FLAGS", xla_flags(8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -43,11 +43,9 @@ def tiny_run(tmp_path_factory):
   """(config, workdir) of a tiny trained run of every stage, evaluated once
   (``results/`` written). Built once per test session, shared by the xdist
   workers through a file lock. Read-only for tests: copy before writing."""
-  import sys
   from filelock import FileLock
 
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import _tiny_run
+  from tests.helpers import tiny_run as tiny_run_lib
 
   root = tmp_path_factory.getbasetemp()
   if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -58,10 +56,46 @@ def tiny_run(tmp_path_factory):
     if not done.exists():
       from deocc_jax.evaluation import job
 
-      config = _tiny_run.make_tiny_run(workdir)
+      config = tiny_run_lib.make_tiny_run(workdir)
       job.run(config, str(workdir))
       json.loads(done.read_text())  # written completely
-  return _tiny_run.tiny_config(), str(workdir)
+  return tiny_run_lib.tiny_config(), str(workdir)
+
+
+@pytest.fixture
+def tiny_config():
+  """The tests' config builder, ``tiny_config(**overrides)``
+  (tests/helpers/configs.py: the synthetic default at test size)."""
+  from tests.helpers import configs
+
+  return configs.tiny_config
+
+
+@pytest.fixture
+def fake_gcs(monkeypatch):
+  """``gs://`` served by fsspec's in-memory filesystem (through epath's real
+  gs:// code path), so no byte may reach the local disk."""
+  import sys
+
+  import fsspec
+  from etils.epath import backend
+  from fsspec.implementations.memory import MemoryFileSystem
+
+  class FakeGCS(MemoryFileSystem):
+    protocol = ("gs", "gcs")
+    store = {}
+    pseudo_dirs = [""]
+
+  fsspec.register_implementation("gs", FakeGCS, clobber=True)
+  fsspec.register_implementation("gcs", FakeGCS, clobber=True)
+  monkeypatch.setattr(fsspec.config, "conf", {})
+  backend.fsspec_backend._get_filesystem.cache_clear()  # epath caches the gs filesystem
+  yield FakeGCS()
+  registry = sys.modules["fsspec.registry"]._registry
+  registry.pop("gs", None)
+  registry.pop("gcs", None)
+  FakeGCS.store.clear()
+  backend.fsspec_backend._get_filesystem.cache_clear()
 
 
 # The two longest tests (minutes each, measured in benchmarks/results/ci_timing.md)

@@ -1,0 +1,1 @@
+"""deocc-jax's tests, laid out like the package (tests/<package>/test_<module>.py)."""

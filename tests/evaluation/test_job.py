@@ -1,0 +1,387 @@
+"""The evaluation job on a tiny trained run: tables, brute-force checks,
+checkpoint selection, device counts, the CLI and the loss ablation."""
+
+import copy
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from deocc_jax.errors import ConfigError
+from deocc_jax.evaluation import ablation, evaluator, job, protocols
+from deocc_jax.evaluation.models import parse_checkpoint_spec, restore_models
+from deocc_jax.training import stages
+from deocc_jax.training.checkpoint import CheckpointNotFoundError
+
+from tests.helpers import paths
+
+ROOT = str(paths.ROOT)
+from tests.helpers import tiny_run as tiny_run_lib  # noqa: E402
+
+
+def _results(workdir):
+  with open(os.path.join(workdir, "results", "results.json")) as f:
+    return json.load(f)
+
+
+def _brute_force_10_fold(scores, same, fold):
+  """LFW accuracy with an explicit loop over every candidate threshold."""
+  accs = []
+  for f in np.unique(fold):
+    tr, te = fold != f, fold == f
+    best_t, best_acc = None, -1.0
+    for t in sorted(set(scores[tr].tolist())) + [np.inf]:
+      acc = np.mean([(s >= t) == y for s, y in zip(scores[tr], same[tr])])
+      if acc > best_acc:
+        best_t, best_acc = t, acc
+    accs.append(np.mean([(s >= best_t) == y for s, y in zip(scores[te], same[te])]))
+  return float(np.mean(accs))
+
+
+def _cos64(a, b):
+  a = np.asarray(a, np.float64)
+  b = np.asarray(b, np.float64)
+  return np.array([x @ y / np.linalg.norm(x) / np.linalg.norm(y) for x, y in zip(a, b)])
+
+
+def test_tables_and_plots_written(tiny_run):
+  _, workdir = tiny_run
+  out = os.path.join(workdir, "results")
+  for stem in (
+      "verification_synthetic",
+      "table2_synthetic",
+      "table2_best_threshold_synthetic",
+      "by_category_synthetic_one",
+      "by_category_synthetic_both",
+      "identification_synthetic",
+      "segmentation_iou",
+  ):
+    assert os.path.getsize(os.path.join(out, stem + ".md")) > 100, stem
+    assert os.path.getsize(os.path.join(out, stem + ".csv")) > 50, stem
+  for png in (
+      "roc_synthetic",
+      "cmc_synthetic",
+      "accuracy_synthetic",
+      "accuracy_best_threshold_synthetic",
+      "completions_synthetic",
+      "training_losses",
+  ):
+    with open(os.path.join(out, png + ".png"), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n", png
+  res = _results(workdir)
+  mix = res["verification"]["synthetic"]["results"]["mixture"]
+  assert set(mix) == {"teacher", "arcface_finetuned", "student_hard", "student_soft"}
+  # the tiny run trains no 'deocclusion_noca' stage, so "G without CA" is absent
+  ran_inputs = set(evaluator.INPUTS) - {"completed_noca"}
+  assert set(mix["student_soft"]) == ran_inputs
+  # the Table 2 CSV holds exactly the results' numbers
+  with open(os.path.join(out, "table2_synthetic.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [r["recognizer"] for r in rows] == [
+      "teacher (arcface)",
+      "ArcFace fine-tuned",
+      "student (hard)",
+      "student (soft)",
+  ]
+  got = float(rows[2]["G, true mask"])
+  assert got == pytest.approx(100 * mix["student_hard"]["completed"]["one"]["accuracy"], abs=1e-9)
+  # ... and the paper's best-threshold accuracy its own table, named in its title
+  with open(os.path.join(out, "table2_best_threshold_synthetic.csv")) as f:
+    best = list(csv.DictReader(f))
+  one = mix["student_hard"]["completed"]["one"]
+  assert float(best[2]["G, true mask"]) == pytest.approx(
+      100 * one["accuracy_best_threshold"], abs=1e-9
+  )
+  title = open(os.path.join(out, "table2_best_threshold_synthetic.md")).read()
+  assert "highest accuracy over all 200 pairs" in title and "not cross-validated" in title
+  assert "10-fold cross-validated" in open(os.path.join(out, "table2_synthetic.md")).read()
+  # per category: only the category inputs, every category present
+  cats = res["verification"]["synthetic"]["results"]
+  assert set(cats) == {"mixture", "simple", "complex", "body", "hybrid"}
+  assert set(cats["body"]["teacher"]) == set(evaluator.CATEGORY_INPUTS)
+  # identification: rank-1 == cmc[0], cmc monotone to 1
+  ident = res["identification"]["synthetic"]["student_soft"]["AR2 scarf"]["completed"]
+  cmc = np.array(ident["cmc"])
+  assert ident["rank1"] == cmc[0] and np.all(np.diff(cmc) >= 0) and cmc[-1] == 1.0
+  seg = res["segmentation_iou"]["synthetic"]
+  assert set(seg) == {"mixture", "simple", "complex", "body", "hybrid"}
+  assert all(0.0 <= v <= 1.0 for v in seg.values())
+  cal = json.load(open(os.path.join(out, "calibration.json")))
+  assert cal["resolution"] == 32 and np.array(cal["mean_landmarks"]).shape == (5, 2)
+  assert set(cal["thresholds"]["student_soft"]) == ran_inputs
+
+
+def test_accuracy_and_rank1_match_brute_force(tiny_run):
+  """Independent embeddings (the teacher applied directly, unsharded), then
+  float64 loops: 10-fold accuracy and rank-1 equal the job's numbers."""
+  config, workdir = tiny_run
+  res = _results(workdir)
+  models = restore_models(config, workdir, recognizers=("teacher",))
+  embed = lambda x: np.concatenate(
+      [
+          np.asarray(models.recognizers["teacher"](x[i : i + 40]))  # noqa
+          for i in range(0, len(x), 40)
+      ]
+  )
+  e = config.evaluate
+  vs = protocols.synthetic_verification_set(
+      stages.make_source(config, "test"),
+      e.num_pairs,
+      e.seed,
+      stages.mask_config(config),
+      ("mixture",),
+  )
+  a, b, same, fold = vs.pairs
+  clean, masked = embed(vs.clean), embed(vs.views["mixture"].masked)
+  acc = _brute_force_10_fold(_cos64(clean[a], masked[b]), same, fold)
+  job_acc = res["verification"]["synthetic"]["results"]["mixture"]["teacher"]["masked"]
+  assert acc == pytest.approx(job_acc["one"]["accuracy"], abs=1e-9)
+  # per category (evaluate.by_category='mixture'): the mixture's pairs whose
+  # second face carries an occluder of that category
+  from deocc_jax.data import masks as masks_lib
+
+  for cat in ("simple", "body"):
+    sel = vs.views["mixture"].category[b] == masks_lib.CATEGORIES.index(cat)
+    got = res["verification"]["synthetic"]["results"][cat]["teacher"]["masked"]
+    assert got["num_pairs"] == int(sel.sum()) and 0 < sel.sum() < len(sel)
+    for side, s in (
+        ("one", _cos64(clean[a], masked[b])),
+        ("both", _cos64(masked[a], masked[b])),
+    ):
+      want = _brute_force_10_fold(s[sel], same[sel], fold[sel])
+      assert want == pytest.approx(got[side]["accuracy"], abs=1e-9), (cat, side)
+  # TAR at the smallest FAR grid point: brute force over thresholds
+  s = _cos64(masked[a], masked[b])
+  neg = np.sort(s[~same])
+  far = 1.0 / len(neg)  # one false accept allowed
+  tars = [np.mean(s[same] >= t) for t in np.unique(s) if np.mean(neg >= t) <= far]
+  from deocc_jax.evaluation import verification
+
+  assert verification.tar_at_far(s, same, far) == pytest.approx(max(tars), abs=1e-12)
+
+  ids = protocols.synthetic_identification_set(stages.make_source(config, "test"), e.seed)
+  g = embed(ids.gallery)
+  p = embed(ids.probes["AR1 sunglasses"].masked)
+  correct = 0
+  for k in range(len(p)):
+    best = max(range(len(g)), key=lambda j: (_cos64(p[k : k + 1], g[j : j + 1])[0], -j))
+    correct += ids.gallery_labels[best] == ids.probe_labels["AR1 sunglasses"][k]
+  rank1 = res["identification"]["synthetic"]["teacher"]["AR1 sunglasses"]["masked"]["rank1"]
+  assert correct / len(p) == pytest.approx(rank1, abs=1e-12)
+
+
+def _small(config, **kw):
+  c = copy.deepcopy(config)
+  c.evaluate.recognizers = ("student_hard",)
+  c.evaluate.inputs = ("masked", "completed")
+  c.evaluate.categories = ()
+  c.evaluate.identification = False
+  c.evaluate.plots = False
+  for k, v in kw.items():
+    c.evaluate[k] = v
+  return c
+
+
+def test_checkpoint_selection_and_device_counts(tiny_run, tmp_path):
+  config, workdir = tiny_run
+  full = job.run(_small(config), workdir, results_dir=str(tmp_path / "a"))
+  c1 = _small(config)
+  c1.mesh.num_devices = 1
+  one_dev = job.run(c1, workdir, results_dir=str(tmp_path / "b"))
+  r8 = full["verification"]["synthetic"]["results"]["mixture"]["student_hard"]
+  r1 = one_dev["verification"]["synthetic"]["results"]["mixture"]["student_hard"]
+  for kind in ("masked", "completed"):
+    assert r8[kind]["one"]["accuracy"] == pytest.approx(r1[kind]["one"]["accuracy"], abs=1e-9)
+    assert r8[kind]["one"]["auc"] == pytest.approx(r1[kind]["one"]["auc"], abs=1e-5)
+  assert full["checkpoint_steps"]["distill_hard"] == 4
+  early = job.run(_small(config), workdir, "latest,distill_hard=2", str(tmp_path / "c"))
+  assert early["checkpoint_steps"]["distill_hard"] == 2
+  assert early["checkpoint_steps"]["deocclusion"] == 4
+  re = early["verification"]["synthetic"]["results"]["mixture"]["student_hard"]
+  assert re["completed"]["one"]["auc"] != r8["completed"]["one"]["auc"]
+  with pytest.raises(CheckpointNotFoundError, match="no checkpoint 'best'"):
+    job.run(_small(config), workdir, "distill_hard=best", str(tmp_path / "d"))
+  with pytest.raises(CheckpointNotFoundError, match=r"no checkpoint 3 .*available steps: \[2, 4\]"):
+    job.run(_small(config), workdir, "distill_hard=3", str(tmp_path / "d"))
+
+
+def test_category_tables_from_views(tiny_run, tmp_path):
+  """evaluate.by_category='views': every face occluded once more with the
+  category (not the mixture's pairs); the occluders are of that category."""
+  config, workdir = tiny_run
+  c = _small(config, categories=("body",), by_category="views")
+  res = job.run(c, workdir, results_dir=str(tmp_path / "views"))["verification"]["synthetic"]
+  assert set(res["results"]) == {"mixture", "body"}
+  body = res["results"]["body"]["student_hard"]
+  assert set(body) == {"masked", "completed"} and "num_pairs" not in body["masked"]
+  mixed = job.run(
+      _small(config, categories=("body",)), workdir, results_dir=str(tmp_path / "mixture")
+  )["verification"]["synthetic"]["results"]
+  grouped = mixed["body"]["student_hard"]["masked"]
+  assert grouped["num_pairs"] < res["num_pairs"]
+  assert grouped["one"]["accuracy"] != body["masked"]["one"]["accuracy"]
+  with pytest.raises(ConfigError, match="by_category is 'faces'"):
+    job.run(_small(config, by_category="faces"), workdir, results_dir=str(tmp_path / "x"))
+  with pytest.raises(ConfigError, match=r"unknown categories \['scarf'\]"):
+    job.run(_small(config, categories=("scarf",)), workdir, results_dir=str(tmp_path / "x"))
+
+
+def test_bad_requests(tiny_run, tmp_path):
+  config, workdir = tiny_run
+  with pytest.raises(ValueError, match="unknown stage 'distil_hard'"):
+    parse_checkpoint_spec("distil_hard=best")
+  with pytest.raises(ValueError, match="'newest'"):
+    parse_checkpoint_spec("newest")
+  assert parse_checkpoint_spec("best,teacher=3") == {"*": "best", "teacher": 3}
+  with pytest.raises(ConfigError, match="unknown input.*'inpainted'"):
+    job.run(_small(config, inputs=("inpainted",)), workdir, results_dir=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    job.run(_small(config), str(tmp_path / "nowhere"))
+  partial = tmp_path / "partial"
+  shutil.copytree(workdir, partial, ignore=shutil.ignore_patterns("distill_soft", "results"))
+  with pytest.raises(FileNotFoundError, match="'student_soft' needs stage 'distill_soft'"):
+    job.run(_small(config, recognizers=("student_soft",)), str(partial))
+
+
+@pytest.mark.slow
+def test_evaluate_cli_on_one_device(tiny_run, tmp_path):
+  """``python -m deocc_jax.evaluate`` in a fresh process with one CPU device
+  restores the checkpoints written on 8 and reproduces the numbers."""
+  config, workdir = tiny_run
+  cfg = tmp_path / "tiny_cfg.py"
+  cfg.write_text(
+      "from tests.helpers import tiny_run as tiny_run_lib\n\n\n"
+      "def get_config():\n  return tiny_run_lib.tiny_config()\n"
+  )
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  out = tmp_path / "cli"
+  proc = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "deocc_jax.evaluate",
+          f"--config={cfg}",
+          f"--workdir={workdir}",
+          f"--results_dir={out}",
+          "--config.evaluate.plots=False",
+          "--config.evaluate.identification=False",
+          "--config.evaluate.categories=()",
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "evaluation results in" in proc.stdout
+  cli = json.loads((out / "results.json").read_text())["verification"]["synthetic"]["results"]
+  ref = _results(workdir)["verification"]["synthetic"]["results"]
+  for r in ("teacher", "student_soft"):
+    for kind in ("masked", "completed", "diffusion_fill"):
+      assert cli["mixture"][r][kind]["one"]["accuracy"] == pytest.approx(
+          ref["mixture"][r][kind]["one"]["accuracy"], abs=1e-9
+      ), (r, kind)
+
+
+def test_ablation_settings_table():
+  d = stages.require(tiny_run_lib.tiny_config(), "distillation")
+  assert ablation.setting_overrides("ce", d) == {
+      "use_ce": True,
+      "instance": "none",
+      "lambda_p": 0.0,
+      "lambda_t": 0.0,
+      "lambda_i": 0.0,
+  }
+  assert ablation.setting_overrides("ce_pair", d)["lambda_p"] == 1.0
+  assert ablation.setting_overrides("ce_pair", d)["lambda_t"] == 0.0
+  soft = ablation.setting_overrides("ce_pair_angle_soft", d)
+  assert (soft["instance"], soft["lambda_t"], soft["lambda_i"]) == ("soft", 2.0, d.lambda_i)
+  assert d.lambda_i > 0
+  with pytest.raises(ConfigError, match="unknown setting 'ce_only'"):
+    ablation.setting_overrides("ce_only", d)
+
+
+def test_heldout_losses_match_direct_batches():
+  from deocc_jax.losses import distillation
+
+  rng = np.random.default_rng(0)
+  t = rng.normal(size=(40, 8)).astype(np.float32)
+  s = rng.normal(size=(40, 8)).astype(np.float32)
+  lam = {"lambda_i": 1.0, "lambda_p": 1.0, "lambda_t": 2.0}
+  got = ablation.heldout_losses(t, s, 16, lam)  # 2 full batches, the rest dropped
+  parts = [
+      distillation.total_distillation_loss(
+          t[i : i + 16], s[i : i + 16], instance_mode="hard", **lam
+      )
+      for i in (0, 16)
+  ]
+  assert got["total"] == pytest.approx(np.mean([float(p[0]) for p in parts]), rel=1e-6)
+  assert got["angle"] == pytest.approx(np.mean([float(p[1]["angle"]) for p in parts]), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_ablation_runner_trains_and_evaluates_each_setting(tiny_run, tmp_path):
+  config, workdir = tiny_run
+  work = tmp_path / "run"
+  shutil.copytree(workdir, work, ignore=shutil.ignore_patterns("results"))
+  c = copy.deepcopy(config)
+  c.ablation.settings = ("ce", "ce_pair_angle_soft")
+  c.ablation.num_steps = 4
+  c.ablation.eval_every = 2
+  c.ablation.num_pairs = 200
+  res = ablation.run(c, str(work))
+  assert list(res) == ["ce", "ce_pair_angle_soft"]
+  for name, r in res.items():
+    assert [p["step"] for p in r["curve"]] == [2, 4], name
+    assert all(0.0 <= p["one"]["accuracy"] <= 1.0 for p in r["curve"])
+    assert len(r["train"]["loss/total"][0]) >= 2
+  # CE-only training has no relational terms in its loss; soft has all of them
+  assert res["ce"]["overrides"]["lambda_t"] == 0.0
+  assert res["ce"]["curve"][0]["heldout"] != res["ce_pair_angle_soft"]["curve"][0]["heldout"]
+  with open(work / "results" / "ablation.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["loss setting"] for r in rows] == ["CE", "CE + pair + angle + soft instance"]
+  assert float(rows[1]["acc. % (one masked)"]) == pytest.approx(
+      100 * res["ce_pair_angle_soft"]["curve"][-1]["one"]["accuracy"], abs=1e-9
+  )
+  assert (work / "results" / "ablation_losses.png").exists()
+  assert (work / "ablation" / "ce" / "checkpoints").is_dir()
+
+
+def test_real_lfw_and_ar_tables(tiny_run, tmp_path):
+  """The same job on real-format LFW (pairs.txt) and AR folders: LFW gets the
+  verification tables; AR's real occlusions (no true mask) get the blind
+  pipeline only (segmenter mask for G and the fills)."""
+  from tests.helpers.real_fixtures import make_ar, make_lfw
+
+  config, workdir = tiny_run
+  lfw_root, pairs = make_lfw(tmp_path)
+  c = _small(
+      config,
+      lfw_root=str(lfw_root),
+      lfw_pairs=str(pairs),
+      ar_root=str(make_ar(tmp_path)),
+      inputs=("masked", "mean_fill", "completed_predicted", "completed"),
+      identification=True,
+  )
+  c.evaluate.held_out = False  # only the real sets
+  res = job.run(c, workdir, results_dir=str(tmp_path / "out"))
+  lfw = res["verification"]["lfw"]
+  assert lfw["num_pairs"] == 8 and lfw["num_faces"] == 7  # the images pairs.txt uses
+  assert set(lfw["results"]["mixture"]["student_hard"]) == {
+      "masked",
+      "mean_fill",
+      "completed_predicted",
+      "completed",
+  }
+  ar = res["identification"]["ar"]["student_hard"]
+  assert set(ar) == {"AR1 sunglasses", "AR2 scarf"}
+  assert set(ar["AR2 scarf"]) == {"masked", "mean_fill", "completed_predicted"}  # no true mask
+  for name in ("verification_lfw.md", "table2_lfw.csv", "identification_ar.md"):
+    assert (tmp_path / "out" / name).exists(), name

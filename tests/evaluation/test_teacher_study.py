@@ -1,0 +1,89 @@
+"""The teacher-strength study (evaluation/teacher_study.py): settings parse with
+clear errors; on the tiny run each setting trains its own teacher, fine-tuned
+baseline and student on the run's G and writes the paired table."""
+
+import copy
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+from deocc_jax.errors import ConfigError
+from deocc_jax.evaluation import teacher_study
+from deocc_jax.teachers import extract
+from deocc_jax.training import artefacts as art
+
+from tests.helpers import tiny_run as tiny_run_lib  # noqa: E402
+
+
+def test_settings_parse_and_name_what_is_wrong():
+  s = teacher_study.parse_setting("identities=2400,images=20,width=0.5,steps=800")
+  assert s == {"identities": 2400, "images": 20, "width": 0.5, "steps": 800}
+  with pytest.raises(ConfigError, match=r"lacks \['steps'\]"):
+    teacher_study.parse_setting("identities=1,images=2,width=0.5")
+  with pytest.raises(ConfigError, match="keys"):
+    teacher_study.parse_setting("identities=1,imgs=2,width=0.5,steps=3")
+  with pytest.raises(ConfigError, match="width='wide' is not a float"):
+    teacher_study.parse_setting("identities=1,images=2,width=wide,steps=3")
+  c = teacher_study.setting_config(tiny_run_lib.tiny_config(), s)
+  assert (c.data.teacher_identities, c.data.teacher_images_per_identity) == (2400, 20)
+  assert (c.teacher.width, c.teacher.num_steps, c.teacher.epochs) == (0.5, 800, 0)
+
+
+@pytest.mark.slow
+def test_study_trains_each_setting_and_writes_the_paired_table(tiny_run, tmp_path):
+  config, workdir = tiny_run
+  work = tmp_path / "run"
+  shutil.copytree(workdir, work, ignore=shutil.ignore_patterns("results"))
+  c = copy.deepcopy(config)
+  c.teacher_study.settings = (
+      "identities=0,images=4,width=0.25,steps=2",
+      "identities=30,images=4,width=0.375,steps=2",
+  )
+  c.teacher_study.num_pairs = 200
+  c.teacher_study.students = ("distill_hard", "distill_soft")
+  out = teacher_study.run(c, str(work))["settings"]
+  assert [r["identities"] for r in out] == [0, 30]
+  centroids = []
+  for i, r in enumerate(out):
+    sub = work / "teacher_study" / str(i)
+    teacher = art.read(sub, "teacher")
+    assert teacher.step == 2 and teacher.facts["config"]["width"] == [0.25, 0.375][i]
+    # the pool's identities are the teacher's classes; 0: the training split's
+    assert teacher.facts["num_classes"] == (
+        30 if i else art.read(workdir, "teacher").facts["num_classes"]
+    )
+    for stage in ("distill_hard", "distill_soft"):
+      assert art.read(sub, stage).facts["teacher"]["embed_dim"] == int(c.teacher.embed_dim)
+    assert art.read(sub, "finetune_arcface").step == 4
+    # the soft student's identity centres (Eq. 18): this setting's teacher's
+    # embeddings of the students' training identities
+    centroids.append(extract.load_teacher_outputs(str(sub / "teacher_embeddings"))["centroids"])
+    assert centroids[-1].shape == (art.read(workdir, "teacher").facts["num_classes"], 128)
+    names = ("teacher_masked", "teacher_completed", "finetuned", "student_hard", "student_soft")
+    for k in names:
+      assert 0.0 <= r["results"][k]["accuracy"] <= 1.0 and len(r["folds"][k]) == 10
+    for k in ("student_hard", "student_soft"):
+      d = r["students_minus_finetuned"][k]
+      diffs = [a - b for a, b in zip(r["folds"][k], r["folds"]["finetuned"])]
+      assert d["mean"] == pytest.approx(sum(diffs) / 10) and d["positive"] == sum(
+          x > 0 for x in diffs
+      )
+  # different teachers, different centres and students (the settings are not one model)
+  assert not np.allclose(centroids[0], centroids[1])
+  assert out[0]["folds"]["student_soft"] != out[1]["folds"]["student_soft"]
+  with open(work / "results" / "teacher_study.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["teacher (pool identities, images, width, steps)"] for r in rows] == list(
+      c.teacher_study.settings
+  )
+  assert "student (soft) - fine-tuned (points; folds +)" in rows[0]
+
+
+def test_study_refuses_unknown_students(tiny_run, tmp_path):
+  config, _ = tiny_run
+  c = copy.deepcopy(config)
+  c.teacher_study.students = ("distill_hard", "distill_medium")
+  with pytest.raises(ConfigError, match="teacher_study.students.*distill_medium"):
+    teacher_study.run(c, str(tmp_path))

@@ -1,0 +1,1 @@
+"""The repository as a whole: docs, packaging, formatting, import rules, benchmarks' scripts."""
