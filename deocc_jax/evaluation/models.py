@@ -81,8 +81,8 @@ class Models:
 
   def display(self, key: str) -> str:
     name = RECOGNIZERS[key][1]
-    if key == "arcface_finetuned" and self.teacher.name != "arcface":
-      return f"{self.teacher.name} fine-tuned (ArcFace loss)"  # the converted teacher
+    if key == "teacher_finetuned":
+      return f"teacher ({self.teacher.name}) fine-tuned"
     return f"teacher ({self.teacher.name})" if key == "teacher" else name
 
 

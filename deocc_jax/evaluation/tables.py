@@ -261,7 +261,9 @@ def write_training_curves(workdir: str, out_dir: str) -> None:
       "deocclusion": ["loss/reconstruction", "loss/d_global"],
       "distill_hard": ["loss/total"],
       "distill_soft": ["loss/total"],
+      "pretrain_arcface": ["loss/arcface"],
       "finetune_arcface": ["loss/arcface"],
+      "finetune_teacher": ["loss/arcface"],
       "segmentation": ["loss/bce"],
   }
   for stage, keys in wanted.items():

@@ -1,4 +1,4 @@
-"""The teacher-strength study (issue 15): does distillation beat fine-tuning
+"""The teacher-strength study: does distillation beat fine-tuning
 more as the teacher's data and capacity grow?
 
 The paper's premise (Table 2, Sec. 4.4): a student distilled from a strong,
@@ -8,12 +8,12 @@ setting of ``config.teacher_study.settings`` trains its own ArcFace teacher
 synthetic identities disjoint from every split -- 0 = the students' training
 split -- at that width, for that many steps), then, with the run's generator
 and the same batches for every setting (the stages' own seeds), the
-fine-tuned baseline and the students of ``config.teacher_study.students``
+teacher fine-tuned (stage 'finetune_teacher') and the students of ``config.teacher_study.students``
 ('distill_hard' Eq. 12, 'distill_soft' Eq. 17) from that teacher, each under
 ``<workdir>/teacher_study/<i>/``. All are evaluated on the same held-out
 pairs (G-completed faces, true masks, one face of each pair masked, mixture of
 categories): teacher on masked / completed faces, fine-tuned, each student,
-and the per-fold paired difference student - fine-tuned. Writes
+and the per-fold paired difference student - teacher fine-tuned. Writes
 ``<workdir>/results/teacher_study.{md,csv,json}``.
 
 Nothing is tuned on the evaluated identities: the settings are fixed in the
@@ -35,7 +35,7 @@ from deocc_jax.evaluation import job, protocols, report, verification
 from deocc_jax.evaluation.evaluator import Evaluator
 from deocc_jax.evaluation.models import restore_models
 from deocc_jax.training import artefacts as art
-from deocc_jax.training import registry, stages, trained_models
+from deocc_jax.training import baseline_stages, registry, stages, trained_models
 from deocc_jax.utils import files
 
 KEYS = {"identities": int, "images": int, "width": float, "steps": int}
@@ -133,12 +133,12 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     _share_generator(workdir, sub)
     print(f"-- teacher study setting {i}: {t.settings[i]}", flush=True)
     stages.run_teacher(c, sub)
-    stages.run_finetune_arcface(c, sub)
+    baseline_stages.run_finetune(c, sub, "finetune_teacher")
     if "distill_soft" in students:  # Eq. 17's identity centres of this teacher
       stages.run_teacher_embeddings(c, sub)
     for stage in students:
       stages.run_distill(c, sub, stage)
-    models = restore_models(c, sub, recognizers=("teacher", "arcface_finetuned", *student_names))
+    models = restore_models(c, sub, recognizers=("teacher", "teacher_finetuned", *student_names))
     ev = Evaluator(models, mesh, int(e.batch_size), int(e.diffusion_iters))
 
     def one_masked(recognizer: str, kind: str) -> verification.VerificationResult:
@@ -151,7 +151,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     res = {
         "teacher_masked": one_masked("teacher", "masked"),
         "teacher_completed": one_masked("teacher", "completed"),
-        "finetuned": one_masked("arcface_finetuned", "completed"),
+        "finetuned": one_masked("teacher_finetuned", "completed"),
         **{n: one_masked(n, "completed") for n in student_names},
     }
     teacher_art = art.read(sub, "teacher")
@@ -216,10 +216,13 @@ def _write(
           ("acc", "teacher train acc. % (last log)"),
           ("tm", "teacher, masked"),
           ("tc", "teacher, G-completed"),
-          ("ft", "fine-tuned, G-completed"),
+          ("ft", "teacher fine-tuned, G-completed"),
           *[(n, f"{d}, G-completed") for n, d in student_names.items()],
-          *[("d_" + n, f"{d} - fine-tuned (points; folds +)") for n, d in student_names.items()],
-          ("d2", "fine-tuned - teacher on completed (points; folds +)"),
+          *[
+              ("d_" + n, f"{d} - teacher fine-tuned (points; folds +)")
+              for n, d in student_names.items()
+          ],
+          ("d2", "teacher fine-tuned - teacher on completed (points; folds +)"),
       ],
       os.path.join(out_dir, "teacher_study"),
       title=(

@@ -60,6 +60,7 @@ def resolve(ref: str) -> Callable[..., Any]:
 
 _S = "deocc_jax.training.stages"
 _T = "deocc_jax.training.trained_models"
+_B = "deocc_jax.training.baseline_stages"
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
@@ -93,14 +94,38 @@ STAGES: dict[str, Stage] = {
             kwargs=(("stage", "deocclusion_noca"),),
         ),
         Stage("segmentation", f"{_S}:run_segmentation", 8, "segmenter", f"{_T}:restore_segmenter"),
+        # The paper's baseline (Table 2): a student-sized ArcFace pretrained on
+        # clean faces, then fine-tuned on completed faces; and the teacher
+        # fine-tuned the same way, an extra row.
+        Stage(
+            "pretrain_arcface",
+            f"{_B}:run_pretrain_arcface",
+            10,
+            "recognizer",
+            f"{_T}:restore_recognizer",
+            "arcface_pretrained",
+            "student-sized ArcFace (clean faces only)",
+        ),
         Stage(
             "finetune_arcface",
-            f"{_S}:run_finetune_arcface",
-            9,
+            f"{_B}:run_finetune",
+            11,
             "recognizer",
             f"{_T}:restore_recognizer",
             "arcface_finetuned",
-            "ArcFace fine-tuned",
+            "student-sized ArcFace fine-tuned",
+            (("stage", "finetune_arcface"),),
+        ),
+        # offset 9: the stage 'finetune_arcface' had when it fine-tuned the teacher
+        Stage(
+            "finetune_teacher",
+            f"{_B}:run_finetune",
+            9,
+            "recognizer",
+            f"{_T}:restore_recognizer",
+            "teacher_finetuned",
+            "teacher fine-tuned",
+            (("stage", "finetune_teacher"),),
         ),
         Stage(
             "distill_hard",

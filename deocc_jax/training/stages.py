@@ -13,9 +13,9 @@ under ``<workdir>/<stage>/``; later stages restore what earlier ones wrote.
     distill_soft       stage 2: student with the soft instance loss (Eq. 17)
     joint              end-to-end (Eq. 6): generator and student together (optional)
     segmentation       occlusion-mask predictor for blind de-occlusion
-    finetune_arcface   baseline: the ArcFace teacher fine-tuned on completed faces (Table 2)
 
-The evaluation stages (``evaluate``: the paper's tables; ``ablation``: Fig. 5)
+The fine-tuned baselines (``pretrain_arcface``, ``finetune_arcface``,
+``finetune_teacher``) run from ``training/baseline_stages.py``. The evaluation stages (``evaluate``: the paper's tables; ``ablation``: Fig. 5)
 live in ``deocc_jax/evaluation/``, above this module, and are run from the
 registry.
 """
@@ -38,7 +38,6 @@ from deocc_jax.teachers import api, extract
 from deocc_jax.training import (
     deocclusion_stage,
     distillation_stage,
-    finetune_stage,
     joint_stage,
     loop,
     occluder_stream,
@@ -349,92 +348,6 @@ def run_segmentation(config: ConfigDict, workdir: str) -> None:
       make_mesh(config),
       loop_config(c, ("masked", "mask"), config),
       artefact=trained_models.segmenter_spec(c, res, data_facts(config, workdir)),
-  )
-
-
-# ------------------------------------------------- fine-tuned ArcFace baseline
-
-FINETUNE_KINDS = ("arcface", "converted")
-
-
-def finetune_fns(config: ConfigDict, workdir: str, teacher=None, generator=None):
-  """(merged config, init_fn, step_fn, frozen, artefact spec) of the fine-tuned
-  recogniser baseline (Table 2): the ArcFace teacher trained here (teacher.kind
-  'arcface') or the converted pretrained teacher (kind 'converted',
-  ``training/finetune_stage.py``) fine-tuned with ArcFace on completed (or
-  masked) faces. ``teacher`` / ``generator`` (G's parameters, already at
-  hand) are loaded when not given."""
-  f = require(config, "finetune_arcface")
-  kind = str(require(config, "teacher.kind"))
-  if kind not in FINETUNE_KINDS:
-    raise ConfigError(
-        f"stage 'finetune_arcface' fine-tunes the ArcFace teacher trained here "
-        f"or a converted teacher; config.teacher.kind is {kind!r}"
-    )
-  cfg = config.teacher.copy_and_resolve_references()
-  with cfg.unlocked():
-    cfg.update(f.copy_and_resolve_references())
-  res = int(config.data.resolution)
-  source = make_source(config, "train")
-  num_classes = source.num_classes
-  cfg = resolved(config, cfg, source)
-  teacher = teacher or load_teacher(config, workdir)
-  inp = str(f.input)
-  if inp == "completed":
-    frozen = {"generator": generator_params(config, workdir) if generator is None else generator}
-
-    def input_fn(fz, batch):
-      complete = deocclusion_stage.complete_fn(config.deocclusion, fz["generator"])
-      return complete(batch["masked"], batch["mask"])
-
-  elif inp == "masked":
-    frozen = None
-
-    def input_fn(fz, batch):
-      return batch["masked"]
-
-  else:
-    raise ConfigError(
-        f"config.finetune_arcface.input must be 'completed' or 'masked', " f"got {inp!r}"
-    )
-  arrays = data_facts(config, workdir)
-  if kind == "converted":
-    init_fn, step_fn = finetune_stage.make_fns(cfg, teacher, num_classes, input_fn)
-    spec = trained_models.finetuned_spec(config, teacher, num_classes, arrays)
-    return cfg, init_fn, step_fn, frozen, spec
-  p = teacher.params
-  init_from = {"params": {"backbone": p["backbone"]}, "batch_stats": p["batch_stats"]}
-  if teacher.num_classes == num_classes:  # same identities: keep the teacher's head
-    init_from["params"]["head"] = p["head"]
-  init_fn, step_fn = teacher_stage.make_fns(
-      cfg, num_classes, res, init_from=init_from, input_fn=input_fn
-  )
-  spec = trained_models.arcface_spec(
-      cfg, num_classes, res, arrays, teacher=trained_models.teacher_identity(config, teacher)
-  )
-  return cfg, init_fn, step_fn, frozen, spec
-
-
-def run_finetune_arcface(config: ConfigDict, workdir: str) -> None:
-  if str(require(config, "teacher.kind")) not in FINETUNE_KINDS:
-    print(
-        f"teacher.kind={config.teacher.kind!r}: the fine-tuned recogniser baseline needs the "
-        "ArcFace teacher trained here or a converted teacher; skipped"
-    )
-    return
-  cfg, init_fn, step_fn, frozen, spec = finetune_fns(config, workdir)
-  batches, _ = make_batches(config, cfg, "finetune_arcface")
-  loop.run(
-      "finetune_arcface",
-      workdir,
-      init_fn,
-      step_fn,
-      batches,
-      registry.stage_key(config, "finetune_arcface"),
-      make_mesh(config),
-      loop_config(cfg, ("masked", "mask", "clean", "identity"), config),
-      frozen=frozen,
-      artefact=spec,
   )
 
 

@@ -143,14 +143,19 @@ def segmenter_spec(cfg: ConfigDict, resolution: int, arrays: dict[str, np.ndarra
 
 
 def finetuned_spec(
-    config: ConfigDict, teacher: api.Teacher, num_classes: int, arrays: dict[str, np.ndarray]
+    config: ConfigDict,
+    identity: dict[str, Any],
+    teacher: api.Teacher,
+    num_classes: int,
+    arrays: dict[str, np.ndarray],
 ) -> art.Spec:
-  """A fine-tuned pretrained (converted) teacher: its variables, trained."""
+  """A fine-tuned pretrained (converted) network: its variables, trained;
+  ``identity`` names the network it started from (rebuilt when restored)."""
   return art.Spec(
       "finetuned",
       lambda s: {**s["fixed"], "params": s["params"]["backbone"]},
       {
-          "teacher": teacher_identity(config, teacher),
+          "teacher": identity,
           "num_classes": int(num_classes),
           "resolution": int(config.data.resolution),
           "embed_dim": int(teacher.embed_dim),
@@ -207,16 +212,19 @@ def pretrained_teacher(identity: dict[str, Any]) -> api.Teacher:
 
 
 def pretrained_in_frame(
-    config: ConfigDict, teacher: api.Teacher, facts: Callable[[], dict[str, np.ndarray]]
+    config: ConfigDict,
+    teacher: api.Teacher,
+    facts: Callable[[], dict[str, np.ndarray]],
+    field: str = "teacher.input_protocol",
 ) -> api.Teacher:
-  """A pretrained teacher as the run uses it: ``config.teacher.input_protocol``
+  """A pretrained network as the run uses it: its input protocol (``config.<field>``)
   'auto' warps each training-frame face (mean landmarks from ``facts()``, the
-  run's data facts) to the teacher's own crop; 'resize' resizes the frame."""
-  mode = str(require(config, "teacher.input_protocol"))
+  run's data facts) to the network's own crop; 'resize' resizes the frame."""
+  mode = str(require(config, field))
   if mode == "resize":
     return teacher
   if mode != "auto":
-    raise ConfigError(f"config.teacher.input_protocol must be 'auto' or 'resize', got {mode!r}")
+    raise ConfigError(f"config.{field} must be 'auto' or 'resize', got {mode!r}")
   return api.in_frame(teacher, facts()["mean_landmarks"], int(config.data.resolution))
 
 

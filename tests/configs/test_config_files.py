@@ -81,6 +81,7 @@ def test_variants_change_only_their_fields_of_the_base():
   assert changed == {
       ("data", "identities"),
       ("teacher", "num_steps"),
+      ("pretrain_arcface", "num_steps"),  # the teacher's recipe, as the teacher
       ("deocclusion", "num_steps"),
       ("distillation", "num_steps"),
       ("evaluate", "num_pairs"),
@@ -89,6 +90,9 @@ def test_variants_change_only_their_fields_of_the_base():
   both = config_files.load("configs/synthetic.py:cpu,ablation")
   assert both.stages == ("teacher", "teacher_embeddings", "deocclusion", "ablation")
   assert both.data.identities == 300
+  full = config_files.load("configs/synthetic.py:all_baselines").stages
+  assert full[full.index("finetune_arcface") + 1] == "finetune_teacher"
+  assert set(full) - set(base["stages"]) == {"finetune_teacher"}
   paper = config_files.load("configs/paper_celeba.py")
   pod = config_files.load("configs/paper_celeba.py:tpu_pod")
   assert (paper.distributed.mode, pod.distributed.mode) != ("auto", "auto")
@@ -102,7 +106,7 @@ def test_unknown_variant_names_the_file_and_the_known_ones():
   with pytest.raises(
       flags.IllegalFlagValueError,
       match=r"configs/synthetic.py: unknown config variant\(s\) "
-      r"\['gpu'\]; known: \['ablation', 'cpu', 'teacher_study'\]",
+      r"\['gpu'\]; known: \['ablation', 'all_baselines', 'cpu', 'teacher_study'\]",
   ):
     config_files.load("configs/synthetic.py:cpu,gpu")
 

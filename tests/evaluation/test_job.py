@@ -75,7 +75,13 @@ def test_tables_and_plots_written(tiny_run):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n", png
   res = _results(workdir)
   mix = res["verification"]["synthetic"]["results"]["mixture"]
-  assert set(mix) == {"teacher", "arcface_finetuned", "student_hard", "student_soft"}
+  assert set(mix) == {
+      "teacher",
+      "arcface_pretrained",
+      "arcface_finetuned",
+      "student_hard",
+      "student_soft",
+  }
   # the tiny run trains no 'deocclusion_noca' stage, so "G without CA" is absent
   ran_inputs = set(evaluator.INPUTS) - {"completed_noca"}
   assert set(mix["student_soft"]) == ran_inputs
@@ -84,17 +90,18 @@ def test_tables_and_plots_written(tiny_run):
     rows = list(csv.DictReader(f))
   assert [r["recognizer"] for r in rows] == [
       "teacher (arcface)",
-      "ArcFace fine-tuned",
+      "student-sized ArcFace (clean faces only)",
+      "student-sized ArcFace fine-tuned",
       "student (hard)",
       "student (soft)",
   ]
-  got = float(rows[2]["G, true mask"])
+  got = float(rows[3]["G, true mask"])
   assert got == pytest.approx(100 * mix["student_hard"]["completed"]["one"]["accuracy"], abs=1e-9)
   # ... and the paper's best-threshold accuracy its own table, named in its title
   with open(os.path.join(out, "table2_best_threshold_synthetic.csv")) as f:
     best = list(csv.DictReader(f))
   one = mix["student_hard"]["completed"]["one"]
-  assert float(best[2]["G, true mask"]) == pytest.approx(
+  assert float(best[3]["G, true mask"]) == pytest.approx(
       100 * one["accuracy_best_threshold"], abs=1e-9
   )
   title = open(os.path.join(out, "table2_best_threshold_synthetic.md")).read()

@@ -56,11 +56,15 @@ def test_study_trains_each_setting_and_writes_the_paired_table(tiny_run, tmp_pat
     )
     for stage in ("distill_hard", "distill_soft"):
       assert art.read(sub, stage).facts["teacher"]["embed_dim"] == int(c.teacher.embed_dim)
-    assert art.read(sub, "finetune_arcface").step == 4
+    assert art.read(sub, "finetune_teacher").step == 4  # the teacher of this setting, fine-tuned
+    assert art.read(sub, "finetune_teacher").facts["teacher"]["step"] == 2
     # the soft student's identity centres (Eq. 18): this setting's teacher's
     # embeddings of the students' training identities
     centroids.append(extract.load_teacher_outputs(str(sub / "teacher_embeddings"))["centroids"])
-    assert centroids[-1].shape == (art.read(workdir, "teacher").facts["num_classes"], 128)
+    assert centroids[-1].shape == (
+        art.read(workdir, "teacher").facts["num_classes"],
+        int(c.teacher.embed_dim),
+    )
     names = ("teacher_masked", "teacher_completed", "finetuned", "student_hard", "student_soft")
     for k in names:
       assert 0.0 <= r["results"][k]["accuracy"] <= 1.0 and len(r["folds"][k]) == 10
@@ -78,7 +82,7 @@ def test_study_trains_each_setting_and_writes_the_paired_table(tiny_run, tmp_pat
   assert [r["teacher (pool identities, images, width, steps)"] for r in rows] == list(
       c.teacher_study.settings
   )
-  assert "student (soft) - fine-tuned (points; folds +)" in rows[0]
+  assert "student (soft) - teacher fine-tuned (points; folds +)" in rows[0]
 
 
 def test_study_refuses_unknown_students(tiny_run, tmp_path):

@@ -25,7 +25,7 @@ def tiny_config(**overrides: Any) -> ml_collections.ConfigDict:
   40 identities x 4 images at 32 px; narrow models (teacher and student ResNet-18
   at width 1/8 with 16-d embeddings, generator and critics at 4 channels); no
   warm-up (the first update is a real one); synchronous checkpoints; no progress
-  bar. ``overrides``: a top-level field -> value, or a section -> dict of its
+  bar; the student-sized ArcFace baseline at the student's size. ``overrides``: a top-level field -> value, or a section -> dict of its
   fields (merged, nested), e.g. ``tiny_config(stages=("noop",),
   data={"identities": 200})``. An unknown field is an error.
   """
@@ -36,6 +36,7 @@ def tiny_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.teacher.width, c.teacher.embed_dim = 0.125, 16
   c.deocclusion.cnum, c.deocclusion.critic_cnum, c.deocclusion.local_size = 4, 4, 16
   c.distillation.width = 0.125
-  c.teacher.warmup_steps = c.distillation.warmup_steps = 0
+  c.pretrain_arcface.width, c.pretrain_arcface.embed_dim = 0.125, 16  # the student's size
+  c.teacher.warmup_steps = c.distillation.warmup_steps = c.pretrain_arcface.warmup_steps = 0
   _merge(c, overrides, "")
   return c

@@ -16,9 +16,17 @@ TINY_STAGES = (
     "segmentation",
     "distill_hard",
     "distill_soft",
+    "pretrain_arcface",
     "finetune_arcface",
 )
-TRAINED = ("teacher", "deocclusion", "segmentation", "distillation", "finetune_arcface")
+TRAINED = (
+    "teacher",
+    "deocclusion",
+    "segmentation",
+    "distillation",
+    "pretrain_arcface",
+    "finetune_arcface",
+)
 
 
 def tiny_config(stages=TINY_STAGES):

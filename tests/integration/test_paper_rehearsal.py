@@ -132,7 +132,7 @@ def check_rehearsal_outputs(work, outs):
     for kind in r.values():
       assert len(kind["fold_accuracies_one"]) == 10
   t2 = (res / "table2_lfw.md").read_text()
-  assert "fine-tuned" in t2 and "student (soft)" in t2
+  assert "student-sized ArcFace fine-tuned" in t2 and "student (soft)" in t2
   # AR: Table 1 shape: rank-1 on AR1 (sunglasses) / AR2 (scarf) per recogniser and input.
   ar = results["identification"]["ar"]
   assert set(ar["teacher"]) == {"AR1 sunglasses", "AR2 scarf"}
@@ -183,4 +183,9 @@ def check_rehearsal_outputs(work, outs):
     if stage in ("distill_hard", "distill_soft", "finetune_arcface"):
       assert a.facts["teacher"]["kind"] == "converted", (stage, a.facts["teacher"])
   assert len(resolutions) == 1, resolutions
-  assert artefacts.read(work, "finetune_arcface").kind == "finetuned"
+  baseline = artefacts.read(work, "finetune_arcface")
+  assert baseline.kind == "finetuned"  # the converted network the config names, fine-tuned
+  # the miniature's one converted network (the teacher's) is the baseline's start too
+  assert (
+      baseline.facts["teacher"]["path"] == artefacts.read(work, "teacher").facts["teacher"]["path"]
+  )

@@ -140,7 +140,7 @@ def test_evaluation_loads_artefacts_alone(tiny_run, tmp_path, monkeypatch):
   from deocc_jax.evaluation.models import restore_models
 
   config, workdir = tiny_run
-  for stage in TRAINED + ("finetune_arcface",):
+  for stage in TRAINED + ("pretrain_arcface", "finetune_arcface"):
     a = art.read(workdir, stage)
     assert a.step == 4 and a.facts["resolution"] == tiny_run_lib.RESOLUTION, stage
     assert a.arrays["mean_face"].shape == (tiny_run_lib.RESOLUTION,) * 2 + (3,)
@@ -159,7 +159,10 @@ def test_evaluation_loads_artefacts_alone(tiny_run, tmp_path, monkeypatch):
       bare,
       ignore=shutil.ignore_patterns("checkpoints", "checkpoints_latest.json", "results", "*.npz"),
   )
-  for stage in TRAINED + ("finetune_arcface",):  # the artefacts themselves come back
+  for stage in TRAINED + (
+      "pretrain_arcface",
+      "finetune_arcface",
+  ):  # the artefacts themselves come back
     shutil.copytree(art.directory(workdir, stage), art.directory(bare, stage), dirs_exist_ok=True)
   assert not (bare / trained_models.DATA_FACTS).exists()
   assert not list(bare.glob("*/checkpoints"))

@@ -2,7 +2,8 @@
 
 Runs the whole method in sequence -- teacher (ArcFace), de-occlusion
 (generator + critics), the occlusion segmenter (blind de-occlusion),
-distillation (hard and soft students), the fine-tuned ArcFace baseline --
+distillation (hard and soft students), the paper's baseline (a student-sized
+ArcFace pretrained on clean faces, fine-tuned on completed faces) --
 then writes the paper's tables on held-out identities (``results/``). Every
 field and its default: ``deocc_jax/configs/base.py``.
 
@@ -15,6 +16,9 @@ Variants (after a colon, several joined by commas):
              identities). Point --workdir at a finished main-job run to reuse
              its teacher and generator (those stages resume and are skipped):
              python -m deocc_jax.main --config=configs/synthetic.py:ablation --workdir=DIR
+  :all_baselines  adds stage 'finetune_teacher': the teacher fine-tuned on
+             completed faces, an extra row beside the paper's baseline
+             (a student-sized ArcFace pretrained on clean faces, fine-tuned)
   :teacher_study  the teacher-strength study (config.teacher_study): per
              setting a teacher on a larger disjoint pool / with more capacity,
              the fine-tuned baseline and the student from it, on the run's G
@@ -31,6 +35,7 @@ from deocc_jax.configs import base
 def _cpu(c: ml_collections.ConfigDict) -> None:
   c.data.identities = 300
   c.teacher.num_steps = 300
+  c.pretrain_arcface.num_steps = 300  # the teacher's recipe
   c.deocclusion.num_steps = 200
   c.distillation.num_steps = 200
   c.evaluate.num_pairs = 2000
@@ -44,7 +49,18 @@ def _teacher_study(c: ml_collections.ConfigDict) -> None:
   c.stages = ("deocclusion", "teacher_study")
 
 
-VARIANTS = {"cpu": _cpu, "ablation": _ablation, "teacher_study": _teacher_study}
+def _all_baselines(c: ml_collections.ConfigDict) -> None:
+  stages = list(c.stages)
+  stages.insert(stages.index("finetune_arcface") + 1, "finetune_teacher")
+  c.stages = tuple(stages)
+
+
+VARIANTS = {
+    "cpu": _cpu,
+    "ablation": _ablation,
+    "teacher_study": _teacher_study,
+    "all_baselines": _all_baselines,
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
