@@ -116,7 +116,6 @@ STAGES: dict[str, Stage] = {
             "student-sized ArcFace fine-tuned",
             (("stage", "finetune_arcface"),),
         ),
-        # offset 9: the stage 'finetune_arcface' had when it fine-tuned the teacher
         Stage(
             "finetune_teacher",
             f"{_B}:run_finetune",

@@ -146,7 +146,13 @@ def test_bfloat16_compute_dtype(
   emb = np.asarray(out["embedding"])
   cos = np.sum(emb * facenet_case["emb"], axis=1)  # both unit length
   print(f"\n[facenet bfloat16] cosine to float32 torch embedding: {cos}")
-  assert np.all(cos > 0.9)
+  # measured 0.9988 and 0.9990 (bf16 convolutions through the 160 px network,
+  # random weights); the bound leaves 4x that distance (1 - cos)
+  assert np.all(cos > 0.995)
+  # ... and it discriminates: each is nearer its own image's float32
+  # embedding than the other image's
+  other = np.sum(emb * facenet_case["emb"][::-1], axis=1)
+  assert np.all(cos > other), (cos, other)
 
 
 def test_read_weights_variants(tmp_path: Path) -> None:

@@ -186,6 +186,5 @@ def check_rehearsal_outputs(work, outs):
   baseline = artefacts.read(work, "finetune_arcface")
   assert baseline.kind == "finetuned"  # the converted network the config names, fine-tuned
   # the miniature's one converted network (the teacher's) is the baseline's start too
-  assert (
-      baseline.facts["teacher"]["path"] == artefacts.read(work, "teacher").facts["teacher"]["path"]
-  )
+  teacher_path = artefacts.read(work, "distill_hard").facts["teacher"]["path"]
+  assert teacher_path and baseline.facts["teacher"]["path"] == teacher_path
