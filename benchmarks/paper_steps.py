@@ -44,6 +44,7 @@ from deocc_jax.configs import paper
 from deocc_jax.conversion import checkpoint as ckpt
 from deocc_jax.teachers import api
 from deocc_jax.training import (
+    baseline_stages,
     deocclusion_stage,
     distillation_stage,
     finetune_stage,
@@ -289,7 +290,7 @@ def build_step(config: ConfigDict, stage: str, px: int, batch_size: int) -> Step
 
   if stage == "finetune_arcface":  # training/baseline_stages.finetune_fns, kind 'converted'
     cfg = config.teacher.copy_and_resolve_references()
-    own = ("init", "path", "input_protocol")  # baseline_stages.FINETUNE_OWN: not the recipe
+    own = baseline_stages.FINETUNE_OWN  # the fields choosing the network, not the recipe
     with cfg.unlocked():
       cfg.update({k: v for k, v in config.finetune_arcface.items() if k not in own})
     cfg = _resolve(cfg)

@@ -96,10 +96,7 @@ def finetune_start(config: ConfigDict, workdir: str, stage: str, teacher=None):
         lambda: stages.data_facts(config, workdir),
         field="finetune_arcface.input_protocol",
     )
-    ident = {"kind": "converted", "name": network.name, "path": str(f.path)}
-    ident["embed_dim"] = int(network.embed_dim)
-    if "input_protocol" in network.metadata:
-      ident["input_protocol"] = network.metadata["input_protocol"]
+    ident = trained_models.network_identity("converted", str(f.path), network)
     return "converted", network, config.teacher, ident
   raise ConfigError(f"config.finetune_arcface.init must be one of {FINETUNE_INITS}, got {init!r}")
 

@@ -79,14 +79,14 @@ def _section(cfg: ConfigDict) -> dict[str, Any]:
 
 
 def teacher_identity(config: ConfigDict, teacher: api.Teacher) -> dict[str, Any]:
-  """Which teacher a model learnt from (recorded in its artefact), with the
-  input protocol it reads the training frame by (:func:`pretrained_in_frame`)."""
-  out = {
-      "kind": str(config.teacher.kind),
-      "name": teacher.name,
-      "path": str(config.teacher.path),
-      "embed_dim": int(teacher.embed_dim),
-  }
+  """Which teacher a model learnt from (recorded in its artefact)."""
+  return network_identity(str(config.teacher.kind), str(config.teacher.path), teacher)
+
+
+def network_identity(kind: str, path: str, teacher: api.Teacher) -> dict[str, Any]:
+  """A network's kind, name, weights path and embedding size, with the input
+  protocol it reads the training frame by (:func:`pretrained_in_frame`)."""
+  out = {"kind": kind, "name": teacher.name, "path": path, "embed_dim": int(teacher.embed_dim)}
   if "input_protocol" in teacher.metadata:
     out["input_protocol"] = teacher.metadata["input_protocol"]
   if "step" in teacher.metadata:

@@ -8,8 +8,6 @@ import pytest
 
 from deocc_jax.training import loop
 from deocc_jax.utils import sharding
-
-
 from tests.helpers import toy_training as toy
 
 
