@@ -84,9 +84,27 @@ def test_variants_change_only_their_fields_of_the_base():
       ("pretrain_arcface", "num_steps"),  # the teacher's recipe, as the teacher
       ("deocclusion", "num_steps"),
       ("distillation", "num_steps"),
+      ("finetune_arcface", "num_steps"),
       ("evaluate", "num_pairs"),
   }
   assert cpu["data"]["identities"] == 300 and base["data"]["identities"] == 1000
+  # :full (the README's tables) lengthens the schedule, nothing else; the
+  # default is shorter at every trained stage it changes.
+  full_cfg = config_files.load("configs/synthetic.py:full").to_dict()
+  lengthened = {
+      (s, k): (base[s][k], full_cfg[s][k])
+      for s in base
+      if isinstance(base[s], dict)
+      for k in base[s]
+      if base[s][k] != full_cfg[s][k]
+  }
+  assert lengthened == {
+      ("teacher", "num_steps"): (300, 400),
+      ("pretrain_arcface", "num_steps"): (300, 400),
+      ("deocclusion", "num_steps"): (200, 400),
+      ("distillation", "num_steps"): (200, 400),
+      ("finetune_arcface", "num_steps"): (100, 200),
+  }
   both = config_files.load("configs/synthetic.py:cpu,ablation")
   assert both.stages == ("teacher", "teacher_embeddings", "deocclusion", "ablation")
   assert both.data.identities == 300
@@ -106,7 +124,7 @@ def test_unknown_variant_names_the_file_and_the_known_ones():
   with pytest.raises(
       flags.IllegalFlagValueError,
       match=r"configs/synthetic.py: unknown config variant\(s\) "
-      r"\['gpu'\]; known: \['ablation', 'all_baselines', 'cpu', 'teacher_study'\]",
+      r"\['gpu'\]; known: \['ablation', 'all_baselines', 'cpu', 'full', 'teacher_study'\]",
   ):
     config_files.load("configs/synthetic.py:cpu,gpu")
 

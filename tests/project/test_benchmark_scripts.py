@@ -153,3 +153,40 @@ def test_scale_model_smoke(tmp_path):
     for k in ("cores_per_accelerator", "cores_with_host_occluders"):
       x = 1 if r["stage"] == "teacher_embeddings" else 3
       assert abs(r[k] - x * r0[k]) < 1e-9 * r[k], (r["stage"], k)
+
+
+def test_seed_spread_report_over_workdirs(tmp_path):
+  """``benchmarks/seed_spread.py report`` reads each workdir's results and seed
+  and writes the per-seed and over-seed table of every key comparison."""
+  import numpy as np
+
+  from deocc_jax.evaluation import seed_spread
+
+  rng = np.random.default_rng(0)
+  recs = {r for pair in seed_spread.KEY_COMPARISONS for r, _ in pair}
+  kinds = {k for pair in seed_spread.KEY_COMPARISONS for _, k in pair}
+  workdirs = []
+  for seed in (0, 1, 2):
+    w = tmp_path / f"seed{seed}"
+    (w / "results").mkdir(parents=True)
+    mix = {r: {k: {"fold_accuracies_one": rng.random(10).tolist()} for k in kinds} for r in recs}
+    results = {"verification": {"synthetic": {"results": {"mixture": mix}}}}
+    (w / "results" / "results.json").write_text(json.dumps(results))
+    (w / "config.json").write_text(json.dumps({"seed": seed}))
+    workdirs.append(str(w))
+  out = tmp_path / "spread"
+  spec = importlib.util.spec_from_file_location(
+      "seed_spread_script", os.path.join(ROOT, "benchmarks", "seed_spread.py")
+  )
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  script.main(["report", "--workdirs", *workdirs, f"--out={out}"])
+  payload = json.loads(out.with_suffix(".json").read_text())
+  assert payload["seeds"] == [0, 1, 2]
+  assert [(r["a"], r["b"]) for r in payload["rows"]] == [
+      (list(a), list(b)) for a, b in seed_spread.KEY_COMPARISONS
+  ]
+  assert all(len(r["runs"]) == 3 for r in payload["rows"])
+  table = out.with_suffix(".md").read_text()
+  assert "| seed 0 | seed 1 | seed 2 | over seeds | seeds won |" in table
+  assert len([l for l in table.splitlines() if l.startswith("| student_")]) == 5
