@@ -346,6 +346,32 @@ def get_config() -> ml_collections.ConfigDict:
   c.finetune_arcface.log_every = 50
   c.finetune_arcface.checkpoint_every = 200
 
+  # --- AR's distillation pass (paper Sec. 4.1; Table 1's OUR row), stage
+  # 'distill_ar': a trained student distilled further on AR's real occlusions,
+  # completed by G with the segmenter's predicted mask; the teacher sees an
+  # unoccluded AR face of the same subject drawn at random. Reads AR from
+  # config.evaluate.ar_root (aligned as the evaluation aligns it); AR's rank-1
+  # probes are then the occluded images it does not train on.
+  c.distill_ar = ml_collections.ConfigDict()
+  c.distill_ar.init = "distill_soft"  # the student it starts from: 'distill_soft' | 'distill_hard'
+  c.distill_ar.train_images = (8, 9, 10, 11, 12, 13)  # AR session 1: sunglasses, scarf
+  c.distill_ar.teacher_images = (1, 2, 3, 4, 5, 6, 7)  # AR session 1: unoccluded
+  c.distill_ar.batch_size = 32
+  c.distill_ar.num_steps = 200
+  c.distill_ar.epochs = 0  # 0 = use num_steps
+  c.distill_ar.decay_every_epochs = 0
+  c.distill_ar.base_batch_size = 0
+  c.distill_ar.optimizer = "sgd"
+  c.distill_ar.lr = 0.01  # a tenth of the students' own
+  c.distill_ar.momentum = 0.9
+  c.distill_ar.weight_decay = 5e-4
+  c.distill_ar.schedule = "cosine"
+  c.distill_ar.warmup_steps = 0
+  c.distill_ar.log_every = 50
+  c.distill_ar.checkpoint_every = 200
+  _add_missing(c.distill_ar, optimizer_fields())
+  _add_missing(c.distill_ar, LOOP_FIELDS)
+
   # --- evaluation (deocc_jax/evaluation/job.py; also python -m deocc_jax.evaluate)
   c.evaluate = ml_collections.ConfigDict()
   c.evaluate.checkpoint = "latest"  # 'latest' | 'best' | step | 'latest,distill_soft=best'
@@ -357,7 +383,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.max_records = 0  # 0 = every face of the split
   c.evaluate.recognizers = ()  # () = every trained one; else names from
   # teacher, arcface_pretrained, arcface_finetuned, teacher_finetuned,
-  # student_hard, student_soft
+  # student_hard, student_soft, student_ar
   c.evaluate.inputs = (
       "clean",
       "masked",

@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
       "segmentation",
       "distill_hard",
       "distill_soft",
+      "distill_ar",  # Table 1's OUR row: the soft student distilled on AR (Sec. 4.1)
       "finetune_arcface",
       "finetune_teacher",
       "evaluate",

@@ -144,6 +144,34 @@ def held_out_mixture_pairs(
   return vs
 
 
+def _ar_pass(workdir: str, models: Any) -> dict[str, Any]:
+  """The AR image indices the restored 'distill_ar' student trained on (its
+  artefact's facts) and the probes left to AR's identification; {} without it."""
+  if "student_ar" not in models.recognizers:
+    return {}
+  from deocc_jax.data import ar_distillation
+  from deocc_jax.training import artefacts as art
+
+  ar = art.read_facts(workdir, "distill_ar", models.steps["distill_ar"])["ar"]
+  probes = [
+      i
+      for s in ("sunglasses", "scarf")
+      for i in ar_distillation.probe_indices(s, ar["train_images"])
+  ]
+  return {**ar, "probe_images": sorted(probes)}
+
+
+def _ranges(indices: Any) -> str:
+  """[8, 9, 10, 12] -> '8-10, 12'."""
+  xs, out = sorted(int(i) for i in indices), []
+  for x in xs:
+    if out and x == out[-1][1] + 1:
+      out[-1][1] = x
+    else:
+      out.append([x, x])
+  return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in out)
+
+
 def _external_identities(name: str, teacher_name: str, undetected: int) -> str:
   aligned = (
       ""
@@ -285,10 +313,23 @@ def run(
     ids.identities = results["held_out"]["description"]
     id_sets.append(ids)
   if str(e.ar_root):
+    ar_pass = _ar_pass(workdir, models)
     ids = streaming.ar_identification_set(
-        str(e.ar_root), models.resolution, str(e.ar_landmarks) or None, **real_kw
+        str(e.ar_root),
+        models.resolution,
+        str(e.ar_landmarks) or None,
+        **real_kw,
+        exclude=ar_pass.get("train_images", ()),
     )
     ids.identities = _external_identities("AR", models.teacher.name, ids.undetected)
+    if ar_pass:
+      ids.distilled_on_set = "student_ar"
+      ids.identities += (
+          f"; probes: AR images {_ranges(ar_pass['probe_images'])} of each subject, never "
+          f"trained on; the student distilled on AR trained on images "
+          f"{_ranges(ar_pass['train_images'])}, its teacher shown images "
+          f"{_ranges(ar_pass['teacher_images'])}; the other students' rows are zero-shot"
+      )
     results.setdefault("undetected", {})["ar"] = ids.undetected
     id_sets.append(ids)
   for ids in id_sets:

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from deocc_jax.data import ar_distillation
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.data import real_datasets as rd
 from deocc_jax.data.pipeline import to_unit_range
@@ -286,18 +287,22 @@ def ar_sources(
     landmarks_file: str | None = None,
     align_to: np.ndarray | None = None,
     detector: rd.Detector | None = None,
+    exclude: Sequence[int] = (),
 ) -> tuple[rd.ARFace, dict[str, rd.ARFace]]:
   """(the unoccluded AR photos, {'AR1 sunglasses' / 'AR2 scarf': their photos}),
-  checked: each subset has images, each probe person a gallery image."""
+  checked: each subset has images, each probe person a gallery image.
+  ``exclude``: AR image indices no probe may be (those AR's distillation pass
+  trained on)."""
   kw = dict(
       resolution=resolution, landmarks_file=landmarks_file, align_to=align_to, detector=detector
   )
   gallery = rd.ARFace(root, "clean", **kw)
   probes = {}
   for subset, name in (("AR1 sunglasses", "sunglasses"), ("AR2 scarf", "scarf")):
-    src = rd.ARFace(root, name, **kw)
+    indices = ar_distillation.probe_indices(name, exclude)
+    src = rd.ARFace(root, indices, **kw)
     if not len(src):
-      raise ValueError(f"{root}: no AR {name} images (indices {rd.AR_SUBSETS[name]})")
+      raise ValueError(f"{root}: no AR {name} images (indices {indices})")
     missing = sorted(set(src.labels.tolist()) - set(gallery.labels.tolist()))
     if missing:
       raise ValueError(

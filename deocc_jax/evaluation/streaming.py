@@ -156,6 +156,9 @@ class StreamedIdentificationSet:
   probes: dict[str, SourceView]
   undetected: int = 0
   identities: str = ""
+  # AR: the recogniser distilled on this set's own subjects (its other rows
+  # are zero-shot there), '' for none
+  distilled_on_set: str = ""
 
 
 def source_labels(source: Any, n: int) -> np.ndarray:
@@ -244,11 +247,13 @@ def ar_identification_set(
     landmarks_file: str | None = None,
     align_to: np.ndarray | None = None,
     detector: rd.Detector | None = None,
+    exclude: Sequence[int] = (),
 ) -> StreamedIdentificationSet:
   """:func:`protocols.ar_identification_set` (gallery: the unoccluded photos;
-  probes: the sunglasses and scarf photos as they are), read on demand."""
+  probes: the sunglasses and scarf photos as they are, none of ``exclude``),
+  read on demand."""
   gallery_src, probe_srcs = protocols.ar_sources(
-      root, resolution, landmarks_file, align_to, detector
+      root, resolution, landmarks_file, align_to, detector, exclude
   )
   gallery = _photos(gallery_src)
   undetected = len(gallery_src.undetected)

@@ -182,6 +182,16 @@ def write_verification(
       )
 
 
+def _identification_name(models: Models, r: str, ids: protocols.IdentificationSet) -> str:
+  """The row's name; where a student was distilled on the set's own subjects
+  (AR's distillation pass), the other students are labelled zero-shot."""
+  name = models.display(r)
+  distilled = getattr(ids, "distilled_on_set", "")
+  if distilled and r != distilled and r.startswith("student"):
+    return f"{name}, zero-shot"
+  return name
+
+
 def write_identification(
     res: dict[str, Any], ids: protocols.IdentificationSet, models: Models, out_dir: str, plots: bool
 ) -> None:
@@ -193,7 +203,7 @@ def write_identification(
       if any(kind in res[r][subset] for r in res):
         cols.append((f"{subset}|{kind}", f"{subset.split()[0]} {INPUTS[kind]}"))
   for r in res:
-    row: dict[str, Any] = {"recognizer": models.display(r)}
+    row: dict[str, Any] = {"recognizer": _identification_name(models, r, ids)}
     for key, _ in cols[1:]:
       subset, kind = key.split("|")
       s = res[r][subset].get(kind)

@@ -146,6 +146,16 @@ STAGES: dict[str, Stage] = {
             "student (soft)",
             (("stage", "distill_soft"),),
         ),
+        # Table 1's OUR row: a student distilled further on AR (paper Sec. 4.1).
+        Stage(
+            "distill_ar",
+            "deocc_jax.training.ar_distillation_stage:run",
+            12,
+            "recognizer",
+            f"{_T}:restore_recognizer",
+            "student_ar",
+            "student distilled on AR",
+        ),
         Stage("joint", f"{_S}:run_joint", 5),
         Stage("evaluate", "deocc_jax.evaluation.job:run", 6),
         Stage("ablation", "deocc_jax.evaluation.ablation:run"),

@@ -357,6 +357,27 @@ def validate_config(config: ConfigDict) -> None:
   _validate_held_out_split(config)
   if "data" in config and "occluders" in config.data:  # before any stage, not at its start
     occluder_mode(config)
+  _validate_ar_pass(config)
+
+
+def _validate_ar_pass(config: ConfigDict) -> None:
+  """Stage 'distill_ar' reads AR: checked before any stage trains."""
+  stages = tuple(require(config, "stages"))
+  if "distill_ar" not in stages:
+    return
+  # (stage 'rehearsal_data' writes a miniature AR and points ar_root at it)
+  if not str(require(config, "evaluate.ar_root")) and "rehearsal_data" not in stages:
+    raise ConfigError(
+        "stage 'distill_ar' (AR's distillation pass, Table 1's OUR row) needs the AR "
+        "folder: set config.evaluate.ar_root, or drop 'distill_ar' from config.stages"
+    )
+  from deocc_jax.data import ar_distillation
+
+  a = require(config, "distill_ar")
+  try:
+    ar_distillation.check_split(tuple(a.train_images), tuple(a.teacher_images))
+  except ValueError as e:
+    raise ConfigError(f"config.{e}") from e
 
 
 # the stages that evaluate on config.evaluate.split's held-out identities

@@ -126,7 +126,7 @@ def check_rehearsal_outputs(work, outs):
   lfw = results["verification"]["lfw"]
   assert lfw["num_pairs"] == 20
   rec = lfw["results"]["mixture"]
-  assert {"teacher", "arcface_finetuned", "student_hard", "student_soft"} <= set(rec)
+  assert {"teacher", "arcface_finetuned", "student_hard", "student_soft", "student_ar"} <= set(rec)
   assert {"masked", "completed", "completed_predicted"} <= set(rec["student_soft"])
   for r in rec.values():
     for kind in r.values():
@@ -140,18 +140,29 @@ def check_rehearsal_outputs(work, outs):
     assert 0.0 <= ar["student_soft"][subset]["masked"]["rank1"] <= 1.0
     assert "completed_predicted" in ar["student_soft"][subset]
   assert results["undetected"] == {"lfw": 0, "ar": 0}  # aligned from the landmark files
-  # The written tables: 4 recognisers x every input (Table 2 / Fig. 4 shape on
-  # CelebA's held-out identities and LFW), 4 x (AR1, AR2) x every input AR
+  # The written tables: 5 recognisers x every input (Table 2 / Fig. 4 shape on
+  # CelebA's held-out identities and LFW), 5 x (AR1, AR2) x every input AR
   # allows (Table 1 shape: no true masks, so no 'G, true mask'), 2 ablation rows.
   inputs = list(evaluator.INPUTS.values())
   for name in ("table2_celeba.md", "table2_lfw.md"):
     head, rows = _md_table(res / name)
-    assert head == ["recognizer"] + inputs and len(rows) == 4, (name, head, rows)
+    assert head == ["recognizer"] + inputs and len(rows) == 5, (name, head, rows)
     assert all(re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d", c) for r in rows for c in r[1:]), rows
   head, rows = _md_table(res / "identification_ar.md")
   ar_inputs = [k for k in inputs if k not in ("clean", "G, true mask", "G without CA, true mask")]
   assert head == ["recognizer"] + [f"{s} {k}" for s in ("AR1", "AR2") for k in ar_inputs], head
-  assert len(rows) == 4 and all(0 <= float(c) <= 100 for r in rows for c in r[1:]), rows
+  assert len(rows) == 5 and all(0 <= float(c) <= 100 for r in rows for c in r[1:]), rows
+  # Table 1's OUR row distilled on AR (session 1), beside the zero-shot students,
+  # all probed on the images it never trained on (session 2)
+  names = [r[0] for r in rows]
+  assert "student distilled on AR" in names, names
+  assert {"student (hard), zero-shot", "student (soft), zero-shot"} <= set(names), names
+  ar_text = (res / "identification_ar.md").read_text()
+  assert "probes: AR images 21-26 of each subject, never trained on" in ar_text
+  assert "trained on images 8-13" in ar_text
+  assert "probes {'AR1 sunglasses': 3, 'AR2 scarf': 3}" in ar_text  # image 21 / 24 of 3 people
+  ar_pass = artefacts.read(work, "distill_ar").facts["ar"]
+  assert (ar_pass["train_faces"], ar_pass["teacher_faces"]) == (6, 3)  # 8 + 11, and 1, x 3 people
   head, rows = _md_table(res / "ablation.md")
   assert len(rows) == 2 and [r[1] for r in rows] == ["1", "1"], rows
   # Every trained stage of paper_celeba ran, in 2 processes of 4 devices: its
@@ -163,6 +174,7 @@ def check_rehearsal_outputs(work, outs):
       "segmentation",
       "distill_hard",
       "distill_soft",
+      "distill_ar",
       "finetune_arcface",
   ):
     steps = sorted(
@@ -180,7 +192,7 @@ def check_rehearsal_outputs(work, outs):
     a = artefacts.read(work, stage)
     assert a.step == steps[-1] and a.facts["stage"] == stage, stage
     resolutions.add(a.facts["resolution"])
-    if stage in ("distill_hard", "distill_soft", "finetune_arcface"):
+    if stage in ("distill_hard", "distill_soft", "distill_ar", "finetune_arcface"):
       assert a.facts["teacher"]["kind"] == "converted", (stage, a.facts["teacher"])
   assert len(resolutions) == 1, resolutions
   baseline = artefacts.read(work, "finetune_arcface")

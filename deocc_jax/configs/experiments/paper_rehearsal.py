@@ -70,6 +70,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.distillation.width = 0.25  # paper: the full ResNet-18
   c.segmentation.width = 8
   c.distillation.angle_block_size = 4  # the blocked angle loss, blocks of 4 anchors
+  c.distill_ar.num_steps = 1  # AR's distillation pass on the miniature AR's session 1
+  c.distill_ar.batch_size = BATCH
+  c.distill_ar.log_every = 1
+  c.distill_ar.checkpoint_every = 1
   c.finetune_arcface.num_steps = 1  # the VGGFace2 ResNet-50's gradient: the costliest step
   c.finetune_arcface.checkpoint_every = 1
   c.finetune_arcface.warmup_steps = 0
