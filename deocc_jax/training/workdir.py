@@ -376,8 +376,11 @@ def _validate_ar_pass(config: ConfigDict) -> None:
   a = require(config, "distill_ar")
   try:
     ar_distillation.check_split(tuple(a.train_images), tuple(a.teacher_images))
+    for subset in ("sunglasses", "scarf"):  # AR's rank-1 probes need images left
+      ar_distillation.probe_indices(subset, tuple(a.train_images))
   except ValueError as e:
-    raise ConfigError(f"config.{e}") from e
+    msg = str(e)
+    raise ConfigError(f"config.{msg}" if msg.startswith("distill_ar.") else msg) from e
 
 
 # the stages that evaluate on config.evaluate.split's held-out identities

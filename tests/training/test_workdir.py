@@ -213,3 +213,25 @@ def test_infer_reads_config_json_and_reports_restored_steps(tiny_run, tmp_path):
   assert "warning" not in proc.stderr
   results = json.loads(open(os.path.join(workdir, "results", "results.json")).read())
   assert results["checkpoint_steps"]["distill_soft"] == 4
+
+
+def test_a_run_with_the_ar_pass_needs_the_ar_folder_before_any_stage():
+  from deocc_jax.errors import ConfigError
+
+  c = tiny_config()
+  c.stages = ("teacher", "distill_ar")
+  with pytest.raises(ConfigError, match=r"stage 'distill_ar' .* set config.evaluate.ar_root"):
+    wd.validate_config(c)
+  c.stages = ("rehearsal_data", "teacher", "distill_ar")  # writes its own AR, then points at it
+  wd.validate_config(c)
+  c.evaluate.ar_root = "/data/AR"
+  c.stages = ("distill_ar",)
+  wd.validate_config(c)
+  c.distill_ar.train_images = (1, 8)  # 1 is unoccluded
+  with pytest.raises(ConfigError, match=r"config.distill_ar.train_images must be occluded"):
+    wd.validate_config(c)
+  c.distill_ar.train_images = tuple(range(8, 14)) + tuple(range(21, 27))
+  with pytest.raises(ConfigError, match=r"no sunglasses probe is left"):
+    wd.validate_config(c)
+  c.stages = ("teacher",)
+  wd.validate_config(c)  # the pass is not run: nothing to check
