@@ -195,8 +195,49 @@ def check_rehearsal_outputs(work, outs):
     if stage in ("distill_hard", "distill_soft", "distill_ar", "finetune_arcface"):
       assert a.facts["teacher"]["kind"] == "converted", (stage, a.facts["teacher"])
   assert len(resolutions) == 1, resolutions
+  check_rehearsal_values(work, results)
   baseline = artefacts.read(work, "finetune_arcface")
   assert baseline.kind == "finetuned"  # the converted network the config names, fine-tuned
   # the miniature's one converted network (the teacher's) is the baseline's start too
   teacher_path = artefacts.read(work, "distill_hard").facts["teacher"]["path"]
   assert teacher_path and baseline.facts["teacher"]["path"] == teacher_path
+
+
+def check_rehearsal_values(work, results):
+  """Values, not only shapes: each written table cell is the mean ± std of the
+  fold accuracies results.json holds; the teacher's identity centres (Eq. 18)
+  are the means of its written embeddings; the AR pass's student sits a small
+  step from the soft student it started from (another student is far)."""
+  import jax
+
+  mix = results["verification"]["lfw"]["results"]["mixture"]
+  expected = set()
+  for per in mix.values():
+    cells = []
+    for kind in evaluator.INPUTS:
+      acc = 100 * np.asarray(per[kind]["fold_accuracies_one"], np.float64)
+      cells.append(f"{acc.mean():.2f} ± {acc.std():.2f}")
+    expected.add(tuple(cells))
+  _, rows = _md_table(work / "results" / "table2_lfw.md")
+  assert {tuple(r[1:]) for r in rows} == expected, (rows, expected)
+  out = work / "teacher_embeddings"
+  emb, labels = np.load(out / "embeddings.npy"), np.load(out / "labels.npy")
+  centroids, counts = np.load(out / "centroids.npy"), np.load(out / "counts.npy")
+  assert len(emb) == len(labels) == counts.sum() > 0
+  for c in np.unique(labels):
+    np.testing.assert_allclose(
+        centroids[c], emb[labels == c].astype(np.float64).mean(0), rtol=1e-5, atol=1e-6
+    )
+    assert counts[c] == (labels == c).sum()
+
+  def flat(stage):
+    v = artefacts.read(work, stage).variables["params"]
+    return {k: np.asarray(x) for k, x in jax.tree_util.tree_leaves_with_path(v)}
+
+  ar, soft, hard = flat("distill_ar"), flat("distill_soft"), flat("distill_hard")
+  assert set(ar) < set(soft)  # without the L_CE head
+  kernels = [k for k in ar if ar[k].ndim == 4]
+  scale = {k: np.abs(soft[k]).mean() for k in kernels}
+  moved = max(np.abs(ar[k] - soft[k]).mean() / scale[k] for k in kernels)
+  far = min(np.abs(hard[k] - soft[k]).mean() / scale[k] for k in kernels)
+  assert 0 < moved < far / 5, (moved, far)  # measured: 0.08 and 1.39
