@@ -115,6 +115,7 @@ def section(config: ConfigDict, start: art.Artefact) -> ConfigDict:
 
 
 def run(config: ConfigDict, workdir: str) -> None:
+  """Stage 'distill_ar': ``distill_ar.init``'s student, distilled on AR."""
   a = require(config, "distill_ar")
   init = str(a.init)
   if init not in STARTS:
@@ -132,12 +133,12 @@ def run(config: ConfigDict, workdir: str) -> None:
   c = stages.resolved(config, section(config, start), pairs)
   frozen = {"teacher": teacher.params, "generator": stages.generator_params(config, workdir)}
   if str(c.instance) == "soft":  # Eq. 18 over the AR subjects' unoccluded faces
-    params = _host(teacher.params)
-    embed = jax.jit(lambda x: teacher.apply(params, x)["embedding"])
+    params = _host(teacher.params)  # an argument of the program, not a constant in it
+    embed = jax.jit(lambda p, x: teacher.apply(p, x)["embedding"])
     faces = np.concatenate([pairs.clean[p] for p in sorted(pairs.clean)])
     labels = np.concatenate([np.full(len(pairs.clean[p]), p) for p in sorted(pairs.clean)])
     frozen["centroids"] = extract.identity_centroids_np(
-        _in_batches(embed, faces), labels, pairs.num_classes
+        _in_batches(lambda x: embed(params, x), faces), labels, pairs.num_classes
     )[0]
   init_fn, step_fn = distillation_stage.make_fns(
       c,
