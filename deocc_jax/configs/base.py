@@ -163,7 +163,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.teacher.arcface_scale = 30.0  # ArcFace s
   c.teacher.arcface_margin = 0.3  # ArcFace m (radians)
   c.teacher.batch_size = 64
-  c.teacher.num_steps = 300  # the default fits 20 min on 2 cores; :full runs 400
+  c.teacher.num_steps = 150  # the default fits 20 min on 2 cores; :full runs 400
   # Schedule from epochs (training/optim.py resolve_schedule): epochs > 0 sets
   # num_steps = epochs x (train examples // batch_size); decay_every_epochs > 0
   # sets decay_every; base_batch_size > 0 scales lr by batch_size / base_batch_size.
@@ -203,7 +203,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.deocclusion.ae_alpha = 1.2  # 'deepfill': known-region L1 weight
   c.deocclusion.discount_gamma = 0.9  # 'deepfill': spatial discounting gamma
   c.deocclusion.batch_size = 32
-  c.deocclusion.num_steps = 200  # :full 400
+  c.deocclusion.num_steps = 100  # :full 400
   c.deocclusion.epochs = 0  # 0 = use num_steps (see c.teacher.epochs)
   c.deocclusion.base_batch_size = 0  # > 0: scale g/d_optimizer lr linearly
   c.deocclusion.log_every = 50
@@ -248,7 +248,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.distillation.sharded_relational = False  # shard_map tuple blocks per device
   c.distillation.angle_block_size = 0  # anchors per block (0 = direct)
   c.distillation.batch_size = 64
-  c.distillation.num_steps = 200  # :full 400
+  c.distillation.num_steps = 100  # :full 400
   c.distillation.epochs = 0  # 0 = use num_steps (see c.teacher.epochs)
   c.distillation.decay_every_epochs = 0  # schedule 'step': decay every this many epochs
   c.distillation.base_batch_size = 0  # > 0: lr was chosen for this global batch
@@ -283,7 +283,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.segmentation.pos_weight = 1.0  # BCE weight of occluded pixels
   c.segmentation.threshold = 0.5  # probability above which a pixel is occluded
   c.segmentation.batch_size = 32
-  c.segmentation.num_steps = 300
+  c.segmentation.num_steps = 150  # :full 300
   c.segmentation.epochs = 0  # 0 = use num_steps
   c.segmentation.base_batch_size = 0  # > 0: scale optimizer.lr linearly
   c.segmentation.dtype = "float32"
@@ -306,7 +306,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.pretrain_arcface.arcface_scale = 30.0
   c.pretrain_arcface.arcface_margin = 0.3
   c.pretrain_arcface.batch_size = 64
-  c.pretrain_arcface.num_steps = 300  # the teacher's recipe (:full 400)
+  c.pretrain_arcface.num_steps = 150  # the teacher's recipe (:full 400)
   c.pretrain_arcface.epochs = 0  # 0 = use num_steps
   c.pretrain_arcface.decay_every_epochs = 0
   c.pretrain_arcface.base_batch_size = 0
@@ -335,7 +335,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.finetune_arcface.input_protocol = "auto"  # init='converted': as teacher.input_protocol
   c.finetune_arcface.input = "completed"  # 'completed' (by G) | 'masked'
   c.finetune_arcface.batch_size = 64
-  c.finetune_arcface.num_steps = 100  # half the students' steps (:full 200)
+  c.finetune_arcface.num_steps = 50  # half the students' steps (:full 200)
   c.finetune_arcface.epochs = 0  # 0 = use num_steps
   c.finetune_arcface.decay_every_epochs = 0
   c.finetune_arcface.base_batch_size = 0
@@ -377,7 +377,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.checkpoint = "latest"  # 'latest' | 'best' | step | 'latest,distill_soft=best'
   c.evaluate.held_out = True  # the protocols on config.data's held-out identities
   c.evaluate.split = "test"  # ... of this split
-  c.evaluate.num_pairs = 6000  # LFW-sized: 10 folds x (300 + 300)
+  c.evaluate.num_pairs = 3000  # 10 folds x (150 + 150); :full 6,000 (LFW-sized)
   c.evaluate.seed = 1234  # fixed occluders / pairs of the evaluation sets
   c.evaluate.batch_size = 256  # global batch of the sharded extraction
   c.evaluate.max_records = 0  # 0 = every face of the split

@@ -88,8 +88,8 @@ def test_variants_change_only_their_fields_of_the_base():
       ("evaluate", "num_pairs"),
   }
   assert cpu["data"]["identities"] == 300 and base["data"]["identities"] == 1000
-  # :full (the README's tables) lengthens the schedule, nothing else; the
-  # default is shorter at every trained stage it changes.
+  # :full (the README's tables) lengthens the schedule and the evaluation,
+  # nothing else.
   full_cfg = config_files.load("configs/synthetic.py:full").to_dict()
   lengthened = {
       (s, k): (base[s][k], full_cfg[s][k])
@@ -99,11 +99,13 @@ def test_variants_change_only_their_fields_of_the_base():
       if base[s][k] != full_cfg[s][k]
   }
   assert lengthened == {
-      ("teacher", "num_steps"): (300, 400),
-      ("pretrain_arcface", "num_steps"): (300, 400),
-      ("deocclusion", "num_steps"): (200, 400),
-      ("distillation", "num_steps"): (200, 400),
-      ("finetune_arcface", "num_steps"): (100, 200),
+      ("teacher", "num_steps"): (150, 400),
+      ("pretrain_arcface", "num_steps"): (150, 400),
+      ("deocclusion", "num_steps"): (100, 400),
+      ("segmentation", "num_steps"): (150, 300),
+      ("distillation", "num_steps"): (100, 400),
+      ("finetune_arcface", "num_steps"): (50, 200),
+      ("evaluate", "num_pairs"): (3000, 6000),
   }
   both = config_files.load("configs/synthetic.py:cpu,ablation")
   assert both.stages == ("teacher", "teacher_embeddings", "deocclusion", "ablation")

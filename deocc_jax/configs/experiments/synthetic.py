@@ -7,17 +7,18 @@ ArcFace pretrained on clean faces, fine-tuned on completed faces) --
 then writes the paper's tables on held-out identities (``results/``). Every
 field and its default: ``deocc_jax/configs/base.py``.
 
-The default's schedule (teacher 300 steps, G 200, students 200, the
-baseline 300 + 100) fits README command (a) in 20 minutes on 2 CPU cores;
-``:full`` doubles G and the students (the README's tables).
+The default's schedule (teacher 150 steps, G 100, segmenter 150, students
+100, the baseline 150 + 50; 3,000 evaluation pairs) fits README command (a)
+in 20 minutes on 2 CPU cores; ``:full`` is the README's tables.
 
 Run:       python -m deocc_jax.main --config=configs/synthetic.py --workdir=DIR
 Override:  --config.data.resolution=64 --config.distillation.num_steps=2000
 Variants (after a colon, several joined by commas):
   :full      the full comparison of the README's tables: teacher and the
              baseline's pretraining 400 steps, G and the students 400, the
-             baseline's fine-tuning 200 (about 26 min on 2 cores); with
-             :all_baselines for the 'teacher fine-tuned' row
+             segmenter 300, the baseline's fine-tuning 200, 6,000 evaluation
+             pairs (30-50 min on 2 cores); with :all_baselines for the
+             'teacher fine-tuned' row
   :cpu       a laptop / CI CPU: the default, smaller still
   :ablation  the loss ablation of Fig. 5 (one student per loss setting, each
              evaluated every ``ablation.eval_every`` steps on held-out
@@ -44,17 +45,19 @@ def _full(c: ml_collections.ConfigDict) -> None:
   c.teacher.num_steps = 400
   c.pretrain_arcface.num_steps = 400  # the teacher's recipe
   c.deocclusion.num_steps = 400
+  c.segmentation.num_steps = 300
   c.distillation.num_steps = 400
   c.finetune_arcface.num_steps = 200  # half the students' steps
+  c.evaluate.num_pairs = 6000  # LFW-sized: 10 folds x (300 + 300)
 
 
 def _cpu(c: ml_collections.ConfigDict) -> None:
   c.data.identities = 300
-  c.teacher.num_steps = 200
-  c.pretrain_arcface.num_steps = 200  # the teacher's recipe
-  c.deocclusion.num_steps = 100
-  c.distillation.num_steps = 100
-  c.finetune_arcface.num_steps = 50  # half the students' steps
+  c.teacher.num_steps = 100
+  c.pretrain_arcface.num_steps = 100  # the teacher's recipe
+  c.deocclusion.num_steps = 50
+  c.distillation.num_steps = 50
+  c.finetune_arcface.num_steps = 25  # half the students' steps
   c.evaluate.num_pairs = 2000
 
 
