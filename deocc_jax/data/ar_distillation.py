@@ -33,8 +33,8 @@ def probe_indices(subset: str, train_images: Sequence[int]) -> tuple[int, ...]:
   left = tuple(i for i in rd.AR_SUBSETS[subset] if i not in set(int(t) for t in train_images))
   if not left:
     raise ValueError(
-        f"the AR distillation pass trains on every {subset} image "
-        f"(distill_ar.train_images={tuple(train_images)}): no {subset} probe is left; "
+        f"config.distill_ar.train_images={tuple(train_images)} trains on every AR "
+        f"{subset} image: no {subset} probe is left; "
         f"train on one session's images (e.g. 8-13) and probe the other's"
     )
   return left
@@ -46,13 +46,14 @@ def check_split(train_images: Sequence[int], teacher_images: Sequence[int]) -> N
   bad = sorted(set(int(i) for i in train_images) - set(OCCLUDED))
   if bad or not train_images:
     raise ValueError(
-        f"distill_ar.train_images must be occluded AR images {OCCLUDED}; got {tuple(train_images)}"
+        f"config.distill_ar.train_images must be occluded AR images {OCCLUDED}; "
+        f"got {tuple(train_images)}"
     )
   clean = set(rd.AR_SUBSETS["clean"])
   bad = sorted(set(int(i) for i in teacher_images) - clean)
   if bad or not teacher_images:
     raise ValueError(
-        f"distill_ar.teacher_images must be unoccluded AR images {tuple(sorted(clean))}; "
+        f"config.distill_ar.teacher_images must be unoccluded AR images {tuple(sorted(clean))}; "
         f"got {tuple(teacher_images)}"
     )
 

@@ -14,6 +14,7 @@ so AR's rank-1 probes (the other session) stay unseen.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -59,7 +60,9 @@ def _host(tree: Any) -> Any:
   )
 
 
-def ar_pairs(config: ConfigDict, workdir: str, segment) -> tuple[ar_lib.ARPairs, dict]:
+def ar_pairs(
+    config: ConfigDict, mean_landmarks: np.ndarray, segment
+) -> tuple[ar_lib.ARPairs, dict]:
   """The pass's training faces (aligned as the evaluation aligns AR), their
   predicted masks, each subject's unoccluded faces, and facts for the artefact."""
   a, e = require(config, "distill_ar"), require(config, "evaluate")
@@ -74,7 +77,7 @@ def ar_pairs(config: ConfigDict, workdir: str, segment) -> tuple[ar_lib.ARPairs,
   kw = dict(
       resolution=int(config.data.resolution),
       landmarks_file=str(e.ar_landmarks) or None,
-      align_to=stages.data_facts(config, workdir)["mean_landmarks"] if align else None,
+      align_to=mean_landmarks if align else None,
       detector=rd.make_detector(str(e.landmark_detector)) if align else None,
   )
   occ_src = rd.ARFace(root, train_images, **kw)
@@ -129,7 +132,8 @@ def run(config: ConfigDict, workdir: str) -> None:
   mesh = stages.make_mesh(config)
   teacher = stages.load_teacher(config, workdir)
   segment = trained_models.restore_segmenter(config, workdir)[0]
-  pairs, ar_facts = ar_pairs(config, workdir, segment)
+  facts = stages.data_facts(config, workdir)  # read once: alignment and the artefact
+  pairs, ar_facts = ar_pairs(config, facts["mean_landmarks"], segment)
   c = stages.resolved(config, section(config, start), pairs)
   frozen = {"teacher": teacher.params, "generator": stages.generator_params(config, workdir)}
   if str(c.instance) == "soft":  # Eq. 18 over the AR subjects' unoccluded faces
@@ -166,12 +170,8 @@ def run(config: ConfigDict, workdir: str) -> None:
       seed=int(config.seed) * 1000 + registry.get(STAGE).seed_offset,
   )
   batches = iter(pipe.make_loader(pairs, pcfg, transform=ar_lib.UnmaskedPartner(pairs.clean)))
-  spec = trained_models.student_spec(
-      c, config, teacher, pairs.num_classes, stages.data_facts(config, workdir)
-  )
-  spec = art.Spec(
-      spec.kind, spec.variables, {**spec.facts, "init": init, "ar": ar_facts}, spec.arrays
-  )
+  spec = trained_models.student_spec(c, config, teacher, pairs.num_classes, facts)
+  spec = dataclasses.replace(spec, facts={**spec.facts, "init": init, "ar": ar_facts})
   loop.run(
       STAGE,
       workdir,

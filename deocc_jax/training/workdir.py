@@ -379,8 +379,7 @@ def _validate_ar_pass(config: ConfigDict) -> None:
     for subset in ("sunglasses", "scarf"):  # AR's rank-1 probes need images left
       ar_distillation.probe_indices(subset, tuple(a.train_images))
   except ValueError as e:
-    msg = str(e)
-    raise ConfigError(f"config.{msg}" if msg.startswith("distill_ar.") else msg) from e
+    raise ConfigError(str(e)) from e
 
 
 # the stages that evaluate on config.evaluate.split's held-out identities
