@@ -12,6 +12,10 @@ Usage::
         --weights w600k_r50.onnx --out teachers/arcface_r50   # insightface ArcFace (ONNX)
     python -m deocc_jax.convert --arch iresnet50 \
         --weights backbone.pth --out teachers/arcface_r50     # arcface_torch state dict
+    python -m deocc_jax.convert --arch vggface_vgg16 \\
+        --weights vgg_face_dag.pth --out teachers/vggface      # VGGFace (VGG-16)
+    python -m deocc_jax.convert --arch sphereface20 \\
+        --weights sphere20a_20171020.pth --out teachers/sphereface  # SphereFace-20
     python -m deocc_jax.convert --arch mtcnn --out mtcnn.npz   # the MTCNN detector
 
 The weights file is the user's own (nothing is downloaded): a torch state dict
@@ -21,7 +25,8 @@ distributes, or for the ArcFace IResNets an insightface ``.onnx`` model (needs
 onnx: ``pip install -e '.[convert]'`` in the repository; ``--arch iresnet``
 reads the depth and widths from the graph, ``--arch iresnet50`` / ``iresnet100``
 also checks them; :mod:`deocc_jax.conversion.onnx_arcface`). The classifier size
-is read from the file (``logits.weight`` / ``fc.weight``); a facenet-pytorch
+is read from the file (``logits.weight`` / ``fc.weight`` / ``fc8.weight`` rows,
+the columns of SphereFace's ``fc6.weight``); a facenet-pytorch
 ``classify=False`` state dict without ``logits.*`` keys converts to a teacher
 without a classifier (``num_classes`` null, no ``logits`` output). Every tensor
 must map onto the architecture; otherwise the command exits with status 2 and one
@@ -35,7 +40,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Any, Mapping, NoReturn, Sequence
 
 import jax.numpy as jnp
 
@@ -58,13 +63,14 @@ from deocc_jax.conversion.torch_weights import (
 __all__ = ["convert", "build_parser", "main"]
 
 
-def _consistent_rows(tensors: dict, prefix: str) -> int | None:
-  """Rows of ``prefix.weight`` when ``prefix.bias`` (if any) agrees; else None
-  (the published size is expected and the strict check lists the mismatch)."""
+def _consistent_rows(tensors: dict, prefix: str, axis: int = 0) -> int | None:
+  """Classes of ``prefix.weight`` (its size along ``axis``: rows of an
+  ``nn.Linear``) when ``prefix.bias`` (if any) agrees; else None (the published
+  size is expected and the strict check lists the mismatch)."""
   w, b = tensors.get(f"{prefix}.weight"), tensors.get(f"{prefix}.bias")
-  if w is None or w.ndim != 2 or (b is not None and tuple(b.shape) != (w.shape[0],)):
+  if w is None or w.ndim != 2 or (b is not None and tuple(b.shape) != (w.shape[axis],)):
     return None
-  return int(w.shape[0])
+  return int(w.shape[axis])
 
 
 def convert(
@@ -74,6 +80,7 @@ def convert(
     *,
     num_classes: int | None = None,
     overwrite: bool = False,
+    arch_config: Mapping[str, Any] | None = None,
 ) -> Path:
   """Convert ``weights`` for architecture ``arch`` and write the teacher to ``out``.
 
@@ -82,8 +89,13 @@ def convert(
     weights: the PyTorch-layout weights file.
     out: destination directory (written atomically).
     num_classes: classifier size; default: the file's (``logits.weight`` /
-      ``fc.weight`` rows), none when the file has no classifier keys.
+      ``fc.weight`` / ``fc8.weight`` rows, SphereFace ``fc6.weight`` columns),
+      none when the file has no classifier keys.
     overwrite: replace an existing ``out``.
+    arch_config: hyper-parameters of ``arch`` other than the published ones
+      (VGGFace ``widths`` / ``fc_features``, SphereFace ``widths`` /
+      ``num_features``, IResNet ``layers`` / ``widths`` / ``num_features`` for a
+      state dict); default the published model (an ONNX graph: read from it).
 
   Returns:
     The absolute output directory.
@@ -96,32 +108,38 @@ def convert(
   if Path(out).exists() and not overwrite:
     raise FileExistsError(f"{Path(out).absolute()} already exists (use --overwrite to replace it)")
   mean = std = None
-  arch_config = None
   if os.fspath(weights).lower().endswith(".onnx"):
     if not arch.startswith("iresnet"):
       raise ValueError(
           f"{weights}: ONNX models convert with --arch iresnet (insightface "
           f"ArcFace), not {arch!r}"
       )
+    if arch_config is not None:
+      raise ValueError(f"{weights}: an ONNX model's arch_config is read from its graph")
     from deocc_jax.conversion.onnx_arcface import read_arcface_onnx
 
     graph = read_arcface_onnx(weights)
     tensors, fmt = graph.tensors, "onnx"
     arch_config, mean, std = graph.arch_config, graph.mean, graph.std
   else:
-    if arch == "iresnet":
+    if arch == "iresnet" and arch_config is None:
       raise ValueError(
           f"{weights}: --arch iresnet (layout from the graph) needs an .onnx "
           "model; name the depth (--arch iresnet50 / iresnet100) for a state dict"
       )
     tensors, fmt = read_weights_file(weights)
   spec = teacher_spec(arch, arch_config)
+  file_classes = (
+      None
+      if spec.classifier is None
+      else _consistent_rows(tensors, spec.classifier, spec.classifier_classes_axis)
+  )
   if num_classes is not None:
     n_classes = int(num_classes)
   elif spec.classifier is None:
     n_classes = None
-  elif _consistent_rows(tensors, spec.classifier) is not None:  # the file's own head size
-    n_classes = _consistent_rows(tensors, spec.classifier)
+  elif file_classes is not None:  # the file's own head size
+    n_classes = file_classes
   elif not any(k.startswith(spec.classifier + ".") for k in tensors):
     n_classes = None  # saved without the classifier (facenet-pytorch classify=False)
   else:

@@ -17,7 +17,10 @@ Supported architectures (:func:`teacher_spec`): ``inception_resnet_v1``
 (facenet-pytorch, VGGFace2), ``vggface2_resnet50`` and ``vggface2_senet50``
 (cydonia999/VGGFace2-pytorch), ``iresnet18`` .. ``iresnet200`` and ``iresnet``
 (insightface's ArcFace backbones; ``iresnet`` = depth / widths read from the
-ONNX graph, recorded in the metadata's ``arch_config``).
+ONNX graph, recorded in the metadata's ``arch_config``), ``vggface_vgg16`` (VGGFace,
+Samuel Albanie's ``vgg_face_dag.py`` port) and ``sphereface20`` (clcarwin/
+sphereface_pytorch ``sphere20a``), whose widths are an ``arch_config`` too (the
+published ones by default).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ import orbax.checkpoint as ocp
 
 from deocc_jax.models import inception_resnet_v1 as _irv1
 from deocc_jax.models import iresnet as _ir
+from deocc_jax.models import sphereface as _sphere
+from deocc_jax.models import vgg_face as _vggface
 from deocc_jax.models import vggface2_resnet as _vgg
 
 __all__ = [
@@ -64,6 +69,8 @@ ARCHITECTURES: tuple[str, ...] = (
     "vggface2_senet50",
     *_ir.IRESNET_LAYERS,
     "iresnet",
+    "vggface_vgg16",
+    "sphereface20",
 )
 METADATA_FILENAME = "metadata.json"
 VARIABLES_DIRNAME = "variables"
@@ -104,8 +111,11 @@ class TeacherSpec:
     preprocess: ``rgb_uint8 -> network input``.
     classifier: PyTorch module name of the classifier head (its ``.weight`` is
       ``(num_classes, D)``), None if the architecture has none.
+    classifier_classes_axis: axis of ``<classifier>.weight`` that counts the
+      classes: 0 (``nn.Linear``), 1 (SphereFace's ``AngleLinear``, ``(D, num_classes)``).
     arch_config: architecture hyper-parameters recorded in the metadata
-      (IResNet: ``layers``, ``widths``, ``num_features``); None otherwise.
+      (IResNet: ``layers``, ``widths``, ``num_features``; VGGFace: ``widths``,
+      ``fc_features``; SphereFace: ``widths``, ``num_features``); None otherwise.
   """
 
   name: str
@@ -120,6 +130,7 @@ class TeacherSpec:
   build: Callable[[int | None, Any], nn.Module]
   preprocess: Callable[[Any], jnp.ndarray]
   classifier: str | None = None
+  classifier_classes_axis: int = 0
   arch_config: dict[str, Any] | None = None
 
 
@@ -174,13 +185,104 @@ def _iresnet_spec(architecture: str, arch_config: Mapping[str, Any] | None) -> T
   )
 
 
+def _widths_config(
+    architecture: str,
+    arch_config: Mapping[str, Any] | None,
+    defaults: Mapping[str, Any],
+) -> dict[str, Any]:
+  """``defaults`` (``widths`` list + one int field) overridden by ``arch_config``,
+  checked: the same keys, as many widths, positive integers."""
+  cfg = dict(defaults)
+  if arch_config is not None:
+    unknown = sorted(set(arch_config) - set(defaults))
+    if unknown:
+      raise ValueError(
+          f"{architecture}: unknown arch_config keys {unknown} (known: {sorted(defaults)})"
+      )
+    cfg.update(arch_config)
+  out = {k: [int(v) for v in cfg[k]] if k == "widths" else int(cfg[k]) for k in defaults}
+  sizes = out["widths"] + [v for k, v in out.items() if k != "widths"]
+  if len(out["widths"]) != len(defaults["widths"]) or min(sizes) < 1:
+    raise ValueError(
+        f"{architecture}: arch_config {out} needs {len(defaults['widths'])} positive widths "
+        "and a positive size"
+    )
+  return out
+
+
+def _vggface_spec(architecture: str, arch_config: Mapping[str, Any] | None) -> TeacherSpec:
+  cfg = _widths_config(
+      architecture,
+      arch_config,
+      {"widths": list(_vggface.VGGFACE_WIDTHS), "fc_features": _vggface.VGGFACE_FC_FEATURES},
+  )
+  return TeacherSpec(
+      name=architecture,
+      input_size=(_vggface.VGGFACE_INPUT_SIZE, _vggface.VGGFACE_INPUT_SIZE),
+      colour_order="RGB",
+      mean=_vggface.VGGFACE_MEAN_RGB,
+      std=_vggface.VGGFACE_STD,
+      embedding_size=cfg["fc_features"],
+      embedding_l2_normalised=False,
+      default_num_classes=_vggface.VGGFACE_NUM_CLASSES,
+      reference="Samuel Albanie's MatConvNet port of the Oxford VGG Face model, "
+      "vgg_face_dag.py (vgg_face_dag.pth)",
+      build=lambda num_classes, dtype: _vggface.VGGFace(
+          widths=tuple(cfg["widths"]),
+          fc_features=cfg["fc_features"],
+          num_classes=num_classes,
+          dtype=dtype,
+      ),
+      preprocess=_vggface.preprocess,
+      classifier="fc8",
+      arch_config=cfg,
+  )
+
+
+def _sphereface_spec(architecture: str, arch_config: Mapping[str, Any] | None) -> TeacherSpec:
+  cfg = _widths_config(
+      architecture,
+      arch_config,
+      {
+          "widths": list(_sphere.SPHEREFACE_WIDTHS),
+          "num_features": _sphere.SPHEREFACE_EMBEDDING_SIZE,
+      },
+  )
+  return TeacherSpec(
+      name=architecture,
+      input_size=_sphere.SPHEREFACE_INPUT_SIZE,
+      colour_order="BGR",
+      mean=_sphere.SPHEREFACE_MEAN,
+      std=_sphere.SPHEREFACE_STD,
+      embedding_size=cfg["num_features"],
+      embedding_l2_normalised=False,
+      default_num_classes=_sphere.SPHEREFACE_NUM_CLASSES,
+      reference="clcarwin/sphereface_pytorch net_sphere.py sphere20a (sphere20a_20171020.pth)",
+      build=lambda num_classes, dtype: _sphere.SphereFace20(
+          widths=tuple(cfg["widths"]),
+          num_features=cfg["num_features"],
+          num_classes=num_classes,
+          dtype=dtype,
+      ),
+      preprocess=_sphere.preprocess,
+      classifier="fc6",
+      classifier_classes_axis=1,
+      arch_config=cfg,
+  )
+
+
 def teacher_spec(architecture: str, arch_config: Mapping[str, Any] | None = None) -> TeacherSpec:
   """The :class:`TeacherSpec` of ``architecture``; ``ValueError`` if unknown.
 
-  ``arch_config``: the metadata's ``arch_config`` (IResNet depth / widths), if any.
+  ``arch_config``: the metadata's ``arch_config`` (IResNet depth / widths,
+  VGGFace / SphereFace widths), if any.
   """
   if architecture in _ir.IRESNET_LAYERS or architecture == "iresnet":
     return _iresnet_spec(architecture, arch_config)
+  if architecture == "vggface_vgg16":
+    return _vggface_spec(architecture, arch_config)
+  if architecture == "sphereface20":
+    return _sphereface_spec(architecture, arch_config)
   if architecture == "inception_resnet_v1":
     return TeacherSpec(
         name=architecture,

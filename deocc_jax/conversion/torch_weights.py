@@ -24,11 +24,16 @@ Flax leaf          PyTorch leaf           transform
 =================  =====================  =======================================
 params kernel 4-D  weight (O, I, kh, kw)  transpose to (kh, kw, I, O)
 params kernel 2-D  weight (O, I)          transpose to (I, O)
+params weight 2-D  weight (I, O)          as is (SphereFace's ``AngleLinear``)
 params bias        bias                   as is
-params scale       weight (BatchNorm)     as is
+params scale       weight (C,)            as is (BatchNorm scale, PReLU slopes)
 batch_stats mean   running_mean           as is
 batch_stats var    running_var            as is
 =================  =====================  =======================================
+
+A Flax model that flattens a feature map for a linear layer transposes it to
+NCHW first (PyTorch's ``view(N, -1)`` order), so that layer's weight maps like
+any other (no row permutation here).
 
 BatchNorm ``num_batches_tracked`` buffers are accepted and ignored. Every other
 difference is refused: :class:`WeightsMismatchError` lists all missing keys,
@@ -257,6 +262,8 @@ def torch_layout(abstract_variables: Mapping[str, Any]) -> dict[str, TorchKeySpe
       kind, tname, tshape = "conv", "weight", (shape[3], shape[2], shape[0], shape[1])
     elif collection == "params" and leaf_name == "kernel" and len(shape) == 2:
       kind, tname, tshape = "linear", "weight", (shape[1], shape[0])
+    elif collection == "params" and leaf_name == "weight" and len(shape) == 2:
+      kind, tname, tshape = "copy", "weight", shape  # AngleLinear: stored (in, out)
     elif collection == "params" and leaf_name in ("bias", "scale"):
       kind, tname, tshape = "copy", "bias" if leaf_name == "bias" else "weight", shape
     elif collection == "batch_stats" and leaf_name in ("mean", "var"):

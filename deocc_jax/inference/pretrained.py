@@ -31,7 +31,8 @@ TEMPLATE_OF = {
     "inception_resnet_v1": "facenet",
     "vggface2_resnet50": "vggface2",
     "vggface2_senet50": "vggface2",
-}  # every other converted architecture (iresnet*) is insightface's ArcFace
+    "vggface_vgg16": "vggface2",
+}  # every other converted architecture (iresnet*, sphereface20) is insightface's ArcFace
 
 
 @dataclasses.dataclass(frozen=True)

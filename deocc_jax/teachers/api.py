@@ -105,6 +105,12 @@ PROTOCOLS = {
     "iresnet34": "arcface",
     "iresnet50": "arcface",
     "iresnet100": "arcface",
+    "iresnet200": "arcface",
+    # VGGFace (Parkhi et al.) used loose detector boxes; the VGGFace2 crop is the
+    # nearest template. SphereFace's 96 x 112 crop is the ArcFace template's
+    # central 96 columns (the model cuts them from a 112 x 112 input).
+    "vggface_vgg16": "vggface2",
+    "sphereface20": "arcface",
 }
 
 

@@ -461,3 +461,118 @@ def deepfill_twin():
       return self.fc(x.flatten(1))[:, 0]
 
   return torch, F, Generator, Critic
+
+
+# ============================================================================
+# VGGFace (VGG-16) and SphereFace-20, written for tests/conversion from the
+# published PyTorch ports, the module names (hence the state-dict keys)
+# following the pretrained files:
+# * :class:`TorchVGGFace`: Samuel Albanie's ``vgg_face_dag.py``
+#   (``vgg_face_dag.pth``): conv1_1 .. conv5_3 + ReLU, 2x2 max-pools, fc6 on the
+#   NCHW flatten, relu6, dropout6, fc7, relu7, dropout7, fc8;
+# * :class:`TorchSphere20a`: clcarwin/sphereface_pytorch ``net_sphere.py``
+#   ``sphere20a`` with its ``AngleLinear`` (weight stored (in, out)).
+# Both take the widths as arguments (defaults: the published ones) so the tests
+# can build a narrow net with the same keys.
+# ============================================================================
+class TorchVGGFace(nn.Module):
+  """``Vgg_face_dag``; ``forward`` returns (relu7 output, fc8 logits)."""
+
+  def __init__(
+      self,
+      widths: Sequence[int] = (64, 128, 256, 512, 512),
+      fc_features: int = 4096,
+      num_classes: int = 2622,
+  ) -> None:
+    super().__init__()
+    self.blocks: list[list[str]] = []
+    cin = 3
+    for b, (width, convs) in enumerate(zip(widths, (2, 2, 3, 3, 3)), start=1):
+      names = []
+      for c in range(1, convs + 1):
+        setattr(self, f"conv{b}_{c}", nn.Conv2d(cin, width, kernel_size=[3, 3], padding=(1, 1)))
+        names.append(f"conv{b}_{c}")
+        cin = width
+      setattr(self, f"pool{b}", nn.MaxPool2d(kernel_size=[2, 2], stride=[2, 2], padding=0))
+      self.blocks.append(names)
+    self.fc6 = nn.Linear(cin * 7 * 7, fc_features)
+    self.relu6 = nn.ReLU(inplace=True)
+    self.dropout6 = nn.Dropout(p=0.5)
+    self.fc7 = nn.Linear(fc_features, fc_features)
+    self.relu7 = nn.ReLU(inplace=True)
+    self.dropout7 = nn.Dropout(p=0.5)
+    self.fc8 = nn.Linear(fc_features, num_classes)
+
+  def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    for b, names in enumerate(self.blocks, start=1):
+      for name in names:
+        x = F.relu(getattr(self, name)(x))
+      x = getattr(self, f"pool{b}")(x)
+    x = x.view(x.size(0), -1)
+    x = self.dropout6(self.relu6(self.fc6(x)))
+    emb = self.relu7(self.fc7(x))
+    return emb.clone(), self.fc8(self.dropout7(emb))
+
+
+class TorchAngleLinear(nn.Module):
+  """net_sphere.py's ``AngleLinear`` (m = 4, phiflag=True); ``forward`` returns
+  ``(cos_theta * |x|, phi_theta * |x|)``."""
+
+  def __init__(self, in_features: int, out_features: int, m: int = 4) -> None:
+    super().__init__()
+    self.in_features, self.out_features, self.m = in_features, out_features, m
+    self.weight = nn.Parameter(torch.empty(in_features, out_features))
+    self.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+    self.mlambda = [
+        lambda x: x**0,
+        lambda x: x**1,
+        lambda x: 2 * x**2 - 1,
+        lambda x: 4 * x**3 - 3 * x,
+        lambda x: 8 * x**4 - 8 * x**2 + 1,
+        lambda x: 16 * x**5 - 20 * x**3 + 5 * x,
+    ]
+
+  def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    ww = self.weight.renorm(2, 1, 1e-5).mul(1e5)
+    xlen = x.pow(2).sum(1).pow(0.5)
+    wlen = ww.pow(2).sum(0).pow(0.5)
+    cos_theta = x.mm(ww) / xlen.view(-1, 1) / wlen.view(1, -1)
+    cos_theta = cos_theta.clamp(-1, 1)
+    cos_m_theta = self.mlambda[self.m](cos_theta)
+    k = (self.m * cos_theta.acos() / 3.14159265).floor()
+    phi_theta = (-1.0) ** k * cos_m_theta - 2 * k
+    return cos_theta * xlen.view(-1, 1), phi_theta * xlen.view(-1, 1)
+
+
+class TorchSphere20a(nn.Module):
+  """``sphere20a``; ``forward`` returns (fc5 embedding, AngleLinear's first output)."""
+
+  UNITS = (1, 2, 4, 1)
+
+  def __init__(
+      self,
+      widths: Sequence[int] = (64, 128, 256, 512),
+      num_features: int = 512,
+      classnum: int = 10574,
+  ) -> None:
+    super().__init__()
+    cin = 3
+    for s, (width, units) in enumerate(zip(widths, self.UNITS), start=1):
+      for j in range(1, 2 * units + 2):
+        stride = 2 if j == 1 else 1
+        setattr(self, f"conv{s}_{j}", nn.Conv2d(cin if j == 1 else width, width, 3, stride, 1))
+        setattr(self, f"relu{s}_{j}", nn.PReLU(width))
+      cin = width
+    self.fc5 = nn.Linear(cin * 7 * 6, num_features)
+    self.fc6 = TorchAngleLinear(num_features, classnum)
+
+  def _unit(self, x: torch.Tensor, s: int, j: int) -> torch.Tensor:
+    return getattr(self, f"relu{s}_{j}")(getattr(self, f"conv{s}_{j}")(x))
+
+  def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    for s, units in enumerate(self.UNITS, start=1):
+      x = self._unit(x, s, 1)
+      for u in range(units):
+        x = x + self._unit(self._unit(x, s, 2 * u + 2), s, 2 * u + 3)
+    emb = self.fc5(x.view(x.size(0), -1))
+    return emb, self.fc6(emb)[0]

@@ -81,8 +81,25 @@ def _identity_teacher(name: str) -> api.Teacher:
   )
 
 
+def test_every_convertible_architecture_has_an_input_protocol():
+  """config.teacher.input_protocol='auto' works for whatever the converter writes."""
+  from deocc_jax.conversion import checkpoint
+
+  missing = [a for a in checkpoint.ARCHITECTURES if a not in api.PROTOCOLS]
+  assert not missing, missing
+  assert api.PROTOCOLS["sphereface20"] == "arcface"  # its crop: ArcFace's central 96 columns
+
+
 @pytest.mark.parametrize(
-    "architecture", ["vggface2_resnet50", "inception_resnet_v1", "iresnet50", "dlib"]
+    "architecture",
+    [
+        "vggface2_resnet50",
+        "inception_resnet_v1",
+        "iresnet50",
+        "dlib",
+        "vggface_vgg16",
+        "sphereface20",
+    ],
 )
 def test_each_protocol_crop_equals_the_reference_crop_of_the_photo(photos, architecture):
   """What the network sees: the frame crop warped to the teacher's crop equals
