@@ -3,14 +3,17 @@
 import os
 
 # Tests compile at XLA:CPU backend optimisation level 1 without LLVM's
-# expensive passes: their programs are compiled far more often than they run
-# (a few steps each), and this cuts compile time by ~30% with the same step
-# time (docs/experiments/2026-12-03-ci-time.md). Every process a test starts
+# expensive passes, with XLA's older loop emitters for fusions instead of the
+# MLIR fusion emitters: their programs are compiled far more often than they
+# run (a few steps each). The first two cut compile time by ~30% with the same
+# step time; the third another ~22% on compile-bound tests, training steps
+# within +-10% (docs/experiments/2026-12-03-ci-time.md). Every process a test starts
 # gets the same flags (tests/helpers/subprocess_util.py:xla_flags), so processes agree.
 # DEOCC_TEST_XLA_COMPILE_FLAGS= (empty) compiles as users do.
 os.environ.setdefault(
     "DEOCC_TEST_XLA_COMPILE_FLAGS",
-    "--xla_backend_optimization_level=1 --xla_llvm_disable_expensive_passes=true",
+    "--xla_backend_optimization_level=1 --xla_llvm_disable_expensive_passes=true"
+    " --xla_cpu_use_fusion_emitters=false",
 )
 from tests.helpers.subprocess_util import xla_flags  # noqa: E402  (reads the variable above)
 
