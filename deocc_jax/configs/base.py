@@ -383,7 +383,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.max_records = 0  # 0 = every face of the split
   c.evaluate.recognizers = ()  # () = every trained one; else names from
   # teacher, arcface_pretrained, arcface_finetuned, teacher_finetuned,
-  # student_hard, student_soft, student_ar
+  # student_hard, student_soft, student_ar, pretrained_<architecture>
+  # Pretrained recognisers as published, one row each (Table 1's VGGFace /
+  # SphereFace rows): 'dlib' or directories of python -m deocc_jax.convert.
+  c.evaluate.pretrained_recognizers = ()
   c.evaluate.inputs = (
       "clean",
       "masked",

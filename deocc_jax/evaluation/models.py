@@ -24,12 +24,25 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from deocc_jax.configs import require
+from deocc_jax.errors import ConfigError
+from deocc_jax.teachers import api
 from deocc_jax.training import artefacts as art
 from deocc_jax.training import registry, trained_models
 from deocc_jax.training.workdir import as_path
 
 # recogniser key -> (stage whose checkpoint holds it, display name), from the registry
 RECOGNIZERS = {k: (s.name, s.display) for k, s in registry.recognizers().items()}
+# Pretrained recognisers used as they are (config.evaluate.pretrained_recognizers):
+# architecture -> the tables' name. Key of the row: 'pretrained_<architecture>'.
+PRETRAINED_NAMES = {
+    "dlib": "dlib ResNet",
+    "vggface_vgg16": "VGGFace (VGG-16)",
+    "sphereface20": "SphereFace-20",
+    "vggface2_resnet50": "VGGFace2 ResNet-50",
+    "vggface2_senet50": "VGGFace2 SE-ResNet-50",
+    "inception_resnet_v1": "FaceNet InceptionResnetV1",
+}
 # the stages whose checkpoints hold a model evaluation restores
 STAGES = tuple(s.name for s in registry.STAGES.values() if s.restore)
 
@@ -78,12 +91,50 @@ class Models:
   # G without contextual attention (stage 'deocclusion_noca', Table 2's "GA w/o
   # attention"): (masked, mask) -> completed, or None when that stage did not run
   complete_noca: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+  # rows of pretrained recognisers used as they are: key -> display name
+  pretrained: dict[str, str] = dataclasses.field(default_factory=dict)
 
   def display(self, key: str) -> str:
+    if key in self.pretrained:
+      return self.pretrained[key]
     name = RECOGNIZERS[key][1]
     if key == "teacher_finetuned":
       return f"teacher ({self.teacher.name}) fine-tuned"
     return f"teacher ({self.teacher.name})" if key == "teacher" else name
+
+
+def pretrained_recognizers(config: ConfigDict) -> dict[str, tuple[str, str]]:
+  """``config.evaluate.pretrained_recognizers`` -> {row key: (entry, display name)}.
+
+  Each entry is ``'dlib'`` (ships on PyPI) or the directory of a teacher
+  converted with ``python -m deocc_jax.convert`` (VGGFace, SphereFace, VGGFace2,
+  FaceNet, ArcFace IResNets): a row of every table, the network used as
+  published (not trained or fine-tuned here), fed each face through its own
+  input protocol. The key is ``pretrained_<architecture>``; two entries of one
+  architecture are refused."""
+  from deocc_jax.conversion import checkpoint as converted
+
+  out: dict[str, tuple[str, str]] = {}
+  for entry in tuple(require(config, "evaluate.pretrained_recognizers")):
+    entry = str(entry)
+    if entry == "dlib":
+      arch = "dlib"
+    else:
+      if not as_path(entry).is_dir():
+        raise ConfigError(
+            f"config.evaluate.pretrained_recognizers: {entry!r} is neither 'dlib' nor a "
+            "directory written by python -m deocc_jax.convert"
+        )
+      arch = str(converted.load_metadata(entry)["architecture"])
+    key = f"pretrained_{arch}"
+    if key in out:
+      raise ConfigError(
+          f"config.evaluate.pretrained_recognizers: {out[key][0]!r} and {entry!r} are both "
+          f"{arch!r}; one row per architecture"
+      )
+    name = PRETRAINED_NAMES.get(arch, f"ArcFace {arch}" if arch.startswith("iresnet") else arch)
+    out[key] = (entry, f"{name}, pretrained")
+  return out
 
 
 def restore_models(
@@ -99,10 +150,12 @@ def restore_models(
   pick = lambda stage: which.get(stage, which["*"])  # noqa: E731
   if not as_path(workdir).is_dir():
     raise FileNotFoundError(f"workdir {workdir!r} does not exist")
-  wanted = tuple(RECOGNIZERS) if recognizers is None else tuple(recognizers)
-  unknown = [r for r in wanted if r not in RECOGNIZERS]
+  extra = pretrained_recognizers(config)
+  known = list(RECOGNIZERS) + list(extra)
+  wanted = tuple(known) if recognizers is None else tuple(recognizers)
+  unknown = [r for r in wanted if r not in known]
   if unknown:
-    raise ValueError(f"unknown recognizer(s) {unknown}; choose from {list(RECOGNIZERS)}")
+    raise ValueError(f"unknown recognizer(s) {unknown}; choose from {known}")
   steps: dict[str, int] = {}
   rec: dict[str, EmbedFn] = {}
   arrays: dict[str, np.ndarray] = {}
@@ -128,9 +181,9 @@ def restore_models(
   segment = restore("segmentation") if art.has(workdir, "segmentation") else None
 
   for key in wanted:
-    stage = RECOGNIZERS[key][0]
-    if key == "teacher":
+    if key == "teacher" or key in extra:
       continue
+    stage = RECOGNIZERS[key][0]
     if not art.has(workdir, stage):
       if recognizers is not None:
         raise FileNotFoundError(
@@ -148,6 +201,16 @@ def restore_models(
   if len(resolutions) > 1:
     raise ValueError(f"{workdir}: the artefacts disagree on the resolution: {facts}")
   res = resolutions.pop() if resolutions else int(arrays["mean_face"].shape[0])
+  shown = {}
+  for key in wanted:
+    if key in extra:
+      entry, shown[key] = extra[key]
+      net = api.load_teacher(
+          "dlib" if entry == "dlib" else "converted", None if entry == "dlib" else entry
+      )
+      net = api.in_frame(net, np.asarray(arrays["mean_landmarks"]), res)  # its own crop
+      rec[key] = lambda x, t=net: t.apply(t.params, x)["embedding"]
+  rec = {k: rec[k] for k in wanted if k in rec}  # the tables' row order
   return Models(
       res,
       rec,
@@ -159,4 +222,5 @@ def restore_models(
       teacher,
       g,
       complete_noca=completions.get("deocclusion_noca"),
+      pretrained=shown,
   )

@@ -138,14 +138,14 @@ class FaceRecognizer:
     ``thresholds[recognizer][input_kind]`` of ``<workdir>/results/calibration.json``
     unless ``threshold`` is given.
     """
-    from deocc_jax.evaluation.models import RECOGNIZERS, restore_models
+    from deocc_jax.evaluation.models import RECOGNIZERS, pretrained_recognizers, restore_models
     from deocc_jax.training import stages
 
     if workdir is None and isinstance(config, (str, os.PathLike, epath.Path)):
       config, workdir = None, config  # from_run(workdir)
     if workdir is None:
       raise ValueError("from_run needs the run's workdir")
-    if recognizer not in RECOGNIZERS:
+    if recognizer not in RECOGNIZERS and not recognizer.startswith("pretrained_"):
       raise ValueError(f"unknown recognizer {recognizer!r}; choose from {list(RECOGNIZERS)}")
     workdir = os.fspath(workdir)
     if not epath.Path(workdir).is_dir():
@@ -154,6 +154,9 @@ class FaceRecognizer:
       from deocc_jax.training import workdir as workdir_lib
 
       config = workdir_lib.read_config(workdir)
+    known = list(RECOGNIZERS) + list(pretrained_recognizers(config))
+    if recognizer not in known:
+      raise ValueError(f"unknown recognizer {recognizer!r}; choose from {known}")
     cal = None
     if threshold is None:
       cal = read_calibration(workdir)  # fail before the slow restore
