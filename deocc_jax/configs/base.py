@@ -387,6 +387,15 @@ def get_config() -> ml_collections.ConfigDict:
   # Pretrained recognisers as published, one row each (Table 1's VGGFace /
   # SphereFace rows): 'dlib' or directories of python -m deocc_jax.convert.
   c.evaluate.pretrained_recognizers = ()
+  # Table 1's classical rows (deocc_jax/evaluation/classical_rows.py): linear
+  # maps fitted on clean faces of the training split, keys classical_<name>.
+  c.evaluate.classical = ml_collections.ConfigDict()
+  c.evaluate.classical.recognizers = ()  # any of 'pca', 'lpp', 'gpca'
+  c.evaluate.classical.fit_faces = 1000  # the first faces of the training split
+  c.evaluate.classical.dims = 100  # embedding size of each
+  c.evaluate.classical.lpp_pca_dims = 150  # LPP's PCA step (>= dims)
+  c.evaluate.classical.neighbours = 5  # LPP's k-nearest-neighbour graph
+  c.evaluate.classical.gabor_stride = 4  # GW+PCA: Gabor magnitudes every 4 px
   c.evaluate.inputs = (
       "clean",
       "masked",

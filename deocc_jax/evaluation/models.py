@@ -26,9 +26,10 @@ from ml_collections import ConfigDict
 
 from deocc_jax.configs import require
 from deocc_jax.errors import ConfigError
+from deocc_jax.evaluation import classical_rows
 from deocc_jax.teachers import api
 from deocc_jax.training import artefacts as art
-from deocc_jax.training import registry, trained_models
+from deocc_jax.training import registry, stages, trained_models
 from deocc_jax.training.workdir import as_path
 
 # recogniser key -> (stage whose checkpoint holds it, display name), from the registry
@@ -91,7 +92,7 @@ class Models:
   # G without contextual attention (stage 'deocclusion_noca', Table 2's "GA w/o
   # attention"): (masked, mask) -> completed, or None when that stage did not run
   complete_noca: Callable[[jax.Array, jax.Array], jax.Array] | None = None
-  # rows of pretrained recognisers used as they are: key -> display name
+  # rows of pretrained and classical recognisers: key -> display name
   pretrained: dict[str, str] = dataclasses.field(default_factory=dict)
 
   def display(self, key: str) -> str:
@@ -151,11 +152,17 @@ def restore_models(
   if not as_path(workdir).is_dir():
     raise FileNotFoundError(f"workdir {workdir!r} does not exist")
   extra = pretrained_recognizers(config)
-  known = list(RECOGNIZERS) + list(extra)
+  classical_keys = classical_rows.keys(config)
+  known = list(RECOGNIZERS) + list(extra) + classical_keys
   wanted = tuple(known) if recognizers is None else tuple(recognizers)
   unknown = [r for r in wanted if r not in known]
   if unknown:
     raise ValueError(f"unknown recognizer(s) {unknown}; choose from {known}")
+  classical = classical_rows.fit(
+      config,
+      lambda: stages.make_source(config, "train"),
+      tuple(k for k in wanted if k in classical_keys),
+  )
   steps: dict[str, int] = {}
   rec: dict[str, EmbedFn] = {}
   arrays: dict[str, np.ndarray] = {}
@@ -181,7 +188,7 @@ def restore_models(
   segment = restore("segmentation") if art.has(workdir, "segmentation") else None
 
   for key in wanted:
-    if key == "teacher" or key in extra:
+    if key == "teacher" or key in extra or key in classical:
       continue
     stage = RECOGNIZERS[key][0]
     if not art.has(workdir, stage):
@@ -210,6 +217,8 @@ def restore_models(
       )
       net = api.in_frame(net, np.asarray(arrays["mean_landmarks"]), res)  # its own crop
       rec[key] = lambda x, t=net: t.apply(t.params, x)["embedding"]
+    elif key in classical:
+      shown[key], rec[key] = classical[key]
   rec = {k: rec[k] for k in wanted if k in rec}  # the tables' row order
   return Models(
       res,

@@ -138,6 +138,7 @@ class FaceRecognizer:
     ``thresholds[recognizer][input_kind]`` of ``<workdir>/results/calibration.json``
     unless ``threshold`` is given.
     """
+    from deocc_jax.evaluation import classical_rows
     from deocc_jax.evaluation.models import RECOGNIZERS, pretrained_recognizers, restore_models
     from deocc_jax.training import stages
 
@@ -145,7 +146,7 @@ class FaceRecognizer:
       config, workdir = None, config  # from_run(workdir)
     if workdir is None:
       raise ValueError("from_run needs the run's workdir")
-    if recognizer not in RECOGNIZERS and not recognizer.startswith("pretrained_"):
+    if recognizer not in RECOGNIZERS and not recognizer.startswith(("pretrained_", "classical_")):
       raise ValueError(f"unknown recognizer {recognizer!r}; choose from {list(RECOGNIZERS)}")
     workdir = os.fspath(workdir)
     if not epath.Path(workdir).is_dir():
@@ -154,7 +155,7 @@ class FaceRecognizer:
       from deocc_jax.training import workdir as workdir_lib
 
       config = workdir_lib.read_config(workdir)
-    known = list(RECOGNIZERS) + list(pretrained_recognizers(config))
+    known = list(RECOGNIZERS) + list(pretrained_recognizers(config)) + classical_rows.keys(config)
     if recognizer not in known:
       raise ValueError(f"unknown recognizer {recognizer!r}; choose from {known}")
     cal = None

@@ -1,4 +1,5 @@
-"""Pretrained recognisers as rows of the tables (config.evaluate.pretrained_recognizers):
+"""Pretrained and classical recognisers as rows of the tables (config.evaluate.pretrained_recognizers,
+config.evaluate.classical):
 Table 1's VGGFace / SphereFace rows, used as published, beside the run's own models."""
 
 from __future__ import annotations
@@ -98,3 +99,44 @@ def test_bad_entries_are_named(tiny_run, sphereface, tmp_path):
   # without the entry the row does not exist
   m = models_lib.restore_models(_config(config), workdir, recognizers=("student_hard",))
   assert list(m.recognizers) == ["student_hard"] and not m.pretrained
+
+
+def test_classical_rows_against_a_float64_numpy_pca(tiny_run, tmp_path):
+  """Eigenfaces fitted on the run's training faces: the row's cosine scores
+  equal those of a float64 numpy PCA (SVD) of the same faces' luminance (the
+  scores do not depend on each component's sign); LPP and GW+PCA are rows too."""
+  from deocc_jax.training import stages
+
+  config, workdir = tiny_run
+  c = _config(config)
+  c.evaluate.classical.recognizers = ("pca", "lpp", "gpca")
+  c.evaluate.classical.fit_faces, c.evaluate.classical.dims = 60, 8
+  c.evaluate.classical.lpp_pca_dims = 20
+  models = models_lib.restore_models(c, workdir)
+  assert list(models.recognizers)[-3:] == ["classical_pca", "classical_lpp", "classical_gpca"]
+  assert models.display("classical_pca") == "PCA (eigenfaces), fitted on 60 training faces"
+  source = stages.make_source(c, "train")
+  luma = np.array([0.299, 0.587, 0.114])
+  gray = lambda img: (np.asarray(img, np.float64) / 127.5 - 1.0) @ luma  # noqa: E731
+  x = np.stack([gray(source[i]["image"]).ravel() for i in range(60)])
+  mean = x.mean(0)
+  _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+  probes = np.random.default_rng(1).uniform(-1, 1, (5, models.resolution, models.resolution, 3))
+  ref = ((probes @ luma).reshape(5, -1) - mean) @ vt[:8].T
+  ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+  got = np.asarray(models.recognizers["classical_pca"](jnp.asarray(probes, jnp.float32)))
+  np.testing.assert_allclose(got @ got.T, ref @ ref.T, atol=1e-4)
+  for key in ("classical_lpp", "classical_gpca"):
+    e = np.asarray(models.recognizers[key](jnp.asarray(probes, jnp.float32)))
+    assert e.shape == (5, 8) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5), key
+  res = job.run(c, workdir, results_dir=str(tmp_path / "r"))
+  assert {"classical_pca", "classical_lpp", "classical_gpca"} <= set(
+      res["verification"]["synthetic"]["results"]["mixture"]
+  )
+  assert (
+      "| LPP (Laplacianfaces), fitted on 60 training faces |"
+      in (tmp_path / "r" / "table2_synthetic.md").read_text()
+  )
+  c.evaluate.classical.recognizers = ("eigenfaces",)
+  with pytest.raises(ConfigError, match="unknown \\['eigenfaces'\\]"):
+    models_lib.restore_models(c, workdir)
