@@ -19,10 +19,12 @@ def test_student_beats_teacher_on_masked_faces(tmp_path):
   c.stages = ("teacher", "deocclusion", "distill_hard", "evaluate")
   c.progress = False
   c.data.identities = 300
-  c.teacher.num_steps = 150
-  c.deocclusion.num_steps = 80
+  # Measured at these lengths (XLA flags of the tests): margins +10.0 and +7.7
+  # points over seeds 0 and 1, the teacher at 84.0 / 87.9 on clean faces.
+  c.teacher.num_steps = 100
+  c.deocclusion.num_steps = 60
   c.deocclusion.sample_every = 0
-  c.distillation.num_steps = 150
+  c.distillation.num_steps = 100
   c.evaluate.num_pairs = 1000
   c.evaluate.categories = ()  # the mixture table is what this test reads
   c.evaluate.inputs = ("clean", "masked", "completed")
