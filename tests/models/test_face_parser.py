@@ -20,7 +20,7 @@ from deocc_jax.models.face_parser import (
     parsing_loss,
     parsing_step,
 )
-from tests.helpers.torch_reference_completion import (
+from tests.helpers.torch_reference import (
     TorchFaceParser,
     load_flax_params_,
     nhwc_to_torch,

@@ -21,7 +21,7 @@ from deocc_jax.models.gfc import (
     max_unpool,
     noise_fill,
 )
-from tests.helpers.torch_reference_completion import (
+from tests.helpers.torch_reference import (
     TorchGFC,
     load_flax_params_,
     nhwc_to_torch,

@@ -13,7 +13,7 @@ import torch
 from deocc_jax.models.completion_baselines import make_idgan_fns
 from deocc_jax.models.generator import complete
 from deocc_jax.models.idgan import IDGANGenerator
-from tests.helpers.torch_reference_completion import (
+from tests.helpers.torch_reference import (
     TorchIDGAN,
     load_flax_params_,
     nhwc_to_torch,

@@ -101,5 +101,7 @@ def test_rows_are_named_after_their_networks():
 
   m = eval_models.Models.__new__(eval_models.Models)
   object.__setattr__(m, "teacher", _T())
+  object.__setattr__(m, "pretrained", {"pretrained_sphereface20": "SphereFace-20, pretrained"})
   assert m.display("teacher_finetuned") == "teacher (vggface2_resnet50) fine-tuned"
   assert m.display("arcface_finetuned") == "student-sized ArcFace fine-tuned"
+  assert m.display("pretrained_sphereface20") == "SphereFace-20, pretrained"
