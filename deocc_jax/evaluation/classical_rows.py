@@ -37,7 +37,7 @@ NAMES = {"pca": "PCA (eigenfaces)", "lpp": "LPP (Laplacianfaces)", "gpca": "GW+P
 EmbedFn = Callable[[jax.Array], jax.Array]
 
 
-def training_faces(source, n: int) -> np.ndarray:
+def training_faces(source, n: int) -> jax.Array:
   """(n, H, W) luminance in [-1, 1] of the first ``n`` faces of ``source``."""
   n = min(int(n), len(source))
   if n < 2:
@@ -46,7 +46,7 @@ def training_faces(source, n: int) -> np.ndarray:
         "at least 2 are needed to fit the classical recognisers"
     )
   faces = np.stack([to_unit_range(np.asarray(source[i]["image"])) for i in range(n)])
-  return np.asarray(gabor.luminance(jnp.asarray(faces)))
+  return gabor.luminance(jnp.asarray(faces))
 
 
 def _normalised(fn: Callable[[jax.Array], jax.Array]) -> EmbedFn:
@@ -76,7 +76,7 @@ def fit(
   if not wanted:
     return {}
   c = require(config, "evaluate.classical")
-  gray = jnp.asarray(training_faces(make_source(), int(c.fit_faces)))
+  gray = training_faces(make_source(), int(c.fit_faces))
   n, dims = gray.shape[0], int(c.dims)
   if not 1 <= dims < n:
     raise ConfigError(

@@ -138,6 +138,17 @@ def pretrained_recognizers(config: ConfigDict) -> dict[str, tuple[str, str]]:
   return out
 
 
+def known_recognizers(
+    config: ConfigDict, pretrained: dict[str, tuple[str, str]] | None = None
+) -> list[str]:
+  """Every recogniser key a run's config can restore, in the tables' order: the
+  trained ones, then its pretrained and classical rows (``pretrained``: the
+  config's :func:`pretrained_recognizers`, when already read)."""
+  if pretrained is None:
+    pretrained = pretrained_recognizers(config)
+  return list(RECOGNIZERS) + list(pretrained) + classical_rows.keys(config)
+
+
 def restore_models(
     config: ConfigDict,
     workdir: str,
@@ -153,7 +164,7 @@ def restore_models(
     raise FileNotFoundError(f"workdir {workdir!r} does not exist")
   extra = pretrained_recognizers(config)
   classical_keys = classical_rows.keys(config)
-  known = list(RECOGNIZERS) + list(extra) + classical_keys
+  known = known_recognizers(config, extra)
   wanted = tuple(known) if recognizers is None else tuple(recognizers)
   unknown = [r for r in wanted if r not in known]
   if unknown:
@@ -212,9 +223,7 @@ def restore_models(
   for key in wanted:
     if key in extra:
       entry, shown[key] = extra[key]
-      net = api.load_teacher(
-          "dlib" if entry == "dlib" else "converted", None if entry == "dlib" else entry
-      )
+      net = api.load_teacher("dlib") if entry == "dlib" else api.load_teacher("converted", entry)
       net = api.in_frame(net, np.asarray(arrays["mean_landmarks"]), res)  # its own crop
       rec[key] = lambda x, t=net: t.apply(t.params, x)["embedding"]
     elif key in classical:

@@ -138,16 +138,13 @@ class FaceRecognizer:
     ``thresholds[recognizer][input_kind]`` of ``<workdir>/results/calibration.json``
     unless ``threshold`` is given.
     """
-    from deocc_jax.evaluation import classical_rows
-    from deocc_jax.evaluation.models import RECOGNIZERS, pretrained_recognizers, restore_models
+    from deocc_jax.evaluation.models import known_recognizers, restore_models
     from deocc_jax.training import stages
 
     if workdir is None and isinstance(config, (str, os.PathLike, epath.Path)):
       config, workdir = None, config  # from_run(workdir)
     if workdir is None:
       raise ValueError("from_run needs the run's workdir")
-    if recognizer not in RECOGNIZERS and not recognizer.startswith(("pretrained_", "classical_")):
-      raise ValueError(f"unknown recognizer {recognizer!r}; choose from {list(RECOGNIZERS)}")
     workdir = os.fspath(workdir)
     if not epath.Path(workdir).is_dir():
       raise FileNotFoundError(f"workdir {workdir!r} does not exist")
@@ -155,7 +152,7 @@ class FaceRecognizer:
       from deocc_jax.training import workdir as workdir_lib
 
       config = workdir_lib.read_config(workdir)
-    known = list(RECOGNIZERS) + list(pretrained_recognizers(config)) + classical_rows.keys(config)
+    known = known_recognizers(config)
     if recognizer not in known:
       raise ValueError(f"unknown recognizer {recognizer!r}; choose from {known}")
     cal = None
