@@ -44,7 +44,7 @@ def _models():
   import jax.numpy as jnp
   import numpy as np
 
-  from deocc_jax.evaluation.models import Models
+  from deocc_jax.runs.models import Models
 
   def recognizer(seed):
     w = jnp.asarray(np.random.default_rng(seed).normal(size=(32 * 32 * 3, 128)), jnp.float32)
@@ -105,15 +105,15 @@ def child(design: str, faces: int, batch: int, diffusion_iters: int) -> dict:
   from deocc_jax.data import pipeline
   from deocc_jax.evaluation import evaluator as ev_lib
   from deocc_jax.evaluation import protocols, streaming
-  from deocc_jax.training import stages
+  from deocc_jax.runs import factories
 
   config = synthetic.get_config()
-  mesh = stages.make_mesh(config)
+  mesh = factories.make_mesh(config)
   models = _models()
   # the held-out ('test') split of 1,280 identities x 2 images: 256 faces
   source = pipeline.SyntheticSplitSource.create("test", 1280, 2, RES, 0)
   assert len(source) >= faces, (len(source), faces)
-  mask_cfg = stages.mask_config(config)
+  mask_cfg = factories.mask_config(config)
   rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   t0 = time.perf_counter()
   if design == "streaming":

@@ -47,7 +47,7 @@ def main() -> None:
 
   from deocc_jax import export as export_lib
   from deocc_jax import inference, serving
-  from deocc_jax.training import workdir as workdir_lib
+  from deocc_jax.runs import workdir as workdir_lib
 
   info = _common.machine()
   fr = inference.FaceRecognizer.from_run(

@@ -38,6 +38,7 @@ import _common  # noqa: E402
 from absl import flags  # noqa: E402
 
 from deocc_jax.configs import base  # noqa: E402
+from deocc_jax.runs import factories
 from deocc_jax.training import loop, occluder_stream, stages  # noqa: E402
 
 PAIR_KEYS = ("masked", "mask", "clean", "identity")
@@ -63,7 +64,7 @@ def _time(c, stage: str, keys: tuple[str, ...], n: int) -> dict:
   t = time.perf_counter()
   it, _ = stages.make_batches(c, c[stage], stage)
   setup_s = time.perf_counter() - t
-  mesh = stages.make_mesh(c)
+  mesh = factories.make_mesh(c)
   to_dev = loop.batch_on_device(
       "bench", mesh, loop.LoopConfig(num_steps=1, batch_keys=keys), getattr(it, "prepare", None)
   )

@@ -42,6 +42,7 @@ from ml_collections import ConfigDict
 
 from deocc_jax.configs import paper
 from deocc_jax.conversion import checkpoint as ckpt
+from deocc_jax.runs import builders
 from deocc_jax.teachers import api
 from deocc_jax.training import (
     baseline_stages,
@@ -298,7 +299,7 @@ def build_step(config: ConfigDict, stage: str, px: int, batch_size: int) -> Step
       raise ValueError("finetune_arcface: the scale model follows input='completed'")
 
     def input_fn(fz, batch):
-      complete = deocclusion_stage.complete_fn(deocc, fz["generator"])
+      complete = builders.complete_fn(deocc, fz["generator"])
       return complete(batch["masked"], batch["mask"])
 
     def make(tp):

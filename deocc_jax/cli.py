@@ -23,9 +23,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
   """The exception types reported as one line + exit status 2."""
   from deocc_jax.conversion.mtcnn_weights import MTCNNWeightsError
   from deocc_jax.data.dataset_formats import DatasetFormatError
-  from deocc_jax.errors import ConfigError
-  from deocc_jax.training.checkpoint import CheckpointError
-  from deocc_jax.training.workdir import WorkdirError
+  from deocc_jax.errors import CheckpointError, ConfigError
+  from deocc_jax.runs.workdir import WorkdirError
 
   return (
       ConfigError,

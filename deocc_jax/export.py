@@ -176,7 +176,7 @@ def export_run(
   ONNX models (no jax2onnx / onnxruntime needed).
   """
   from deocc_jax import inference
-  from deocc_jax.training import workdir as workdir_lib
+  from deocc_jax.runs import workdir as workdir_lib
 
   _check_out(out, overwrite)
   workdir = os.fspath(workdir)

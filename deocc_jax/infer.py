@@ -343,7 +343,7 @@ def _run_recognizer(cmd: str, args: list[str], pairs: Any) -> tuple[Any, dict[st
   """(FaceRecognizer of the run, located inputs, the run's data source); inputs
   are checked before the models load."""
   from deocc_jax import cli, inference
-  from deocc_jax.training import workdir as workdir_lib
+  from deocc_jax.runs import workdir as workdir_lib
 
   config = cli.config_value(_CONFIG)
   if config is None:  # the run's own config (written when training started)
@@ -406,6 +406,7 @@ def run_command(cmd: str, args: list[str]) -> dict[str, Any]:
 
     mtcnn.default_detector(_MTCNN_WEIGHTS.value)
   import time
+
   from deocc_jax import inference
 
   if cmd == "detect":
@@ -436,8 +437,8 @@ def run_command(cmd: str, args: list[str]) -> dict[str, Any]:
     _require_exists([_GALLERY.value], "gallery")
   kind = pretrained_kind()
   if kind:
-    from deocc_jax.inference import pretrained
     from deocc_jax.data import alignment
+    from deocc_jax.inference import pretrained
 
     if kind == "converted" and not os.path.isdir(_TEACHER_PATH.value):
       raise FileNotFoundError(f"converted recogniser folder not found: {_TEACHER_PATH.value}")

@@ -26,9 +26,9 @@ from ml_collections import ConfigDict, config_flags
 from deocc_jax import cli
 from deocc_jax.configs import require
 from deocc_jax.errors import ConfigError
+from deocc_jax.runs import workdir as workdir_lib
+from deocc_jax.runs.workdir import WorkdirError
 from deocc_jax.training import distributed, registry
-from deocc_jax.training import workdir as workdir_lib
-from deocc_jax.training.workdir import WorkdirError
 from deocc_jax.utils import files
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -88,6 +88,7 @@ def run(
 def main(argv) -> None:
   import signal
   import sys
+
   # A scheduler's SIGTERM (preemption, scancel) unwinds normally: the workdir
   # lock is released, so the requeued job (on any host) can take the workdir.
   signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -21,8 +21,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from deocc_jax import cli
+from deocc_jax.runs import workdir as workdir_lib
 from deocc_jax.training import decode_splits
-from deocc_jax.training import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file.", lock_config=True

@@ -387,7 +387,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Pretrained recognisers as published, one row each (Table 1's VGGFace /
   # SphereFace rows): 'dlib' or directories of python -m deocc_jax.convert.
   c.evaluate.pretrained_recognizers = ()
-  # Table 1's classical rows (deocc_jax/evaluation/classical_rows.py): linear
+  # Table 1's classical rows (deocc_jax/runs/classical_rows.py): linear
   # maps fitted on clean faces of the training split, keys classical_<name>.
   c.evaluate.classical = ml_collections.ConfigDict()
   c.evaluate.classical.recognizers = ()  # any of 'pca', 'lpp', 'gpca'

@@ -5,7 +5,7 @@ resizing (about 1.6 of 1.9 ms per 256 px face on one core); reading the same
 face already decoded from array_record is a copy (about 0.1 ms).
 :func:`write` converts a face source once (per split, at the training
 resolution); :class:`DecodedFaces` reads it back as the same records, bit for
-bit. ``training.stages.make_source`` returns it when
+bit. ``runs.factories.make_source`` returns it when
 ``config.data.decoded_root`` is set (``deocc-prepare`` writes that folder).
 
 A split's folder:

@@ -40,10 +40,11 @@ from ml_collections import ConfigDict
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import job, protocols, report, verification
 from deocc_jax.evaluation.evaluator import Evaluator
-from deocc_jax.evaluation.models import Models, restore_models
 from deocc_jax.losses import distillation
-from deocc_jax.training import artefacts as art
-from deocc_jax.training import loop, registry, stages, trained_models
+from deocc_jax.runs import artefacts as art
+from deocc_jax.runs import factories, trained_models
+from deocc_jax.runs.models import Models, restore_models
+from deocc_jax.training import loop, registry, stages
 
 SETTINGS: dict[str, str] = {
     "ce": "CE",
@@ -94,7 +95,7 @@ def ablation_steps(config: ConfigDict) -> int:
   epochs = float(a.epochs)
   if epochs <= 0:
     return int(a.num_steps)
-  size = len(stages.make_source(config, "train"))
+  size = len(factories.make_source(config, "train"))
   batch = int(stages.require(config, "distillation.batch_size"))
   return max(1, int(round(epochs * (size // batch))))
 
@@ -141,7 +142,7 @@ def yardstick(config: ConfigDict, workdir: str, num_pairs: int, max_records: int
   to share no identity with training) occluded with the mixture, completed by G."""
   d = stages.require(config, "distillation")
   e = stages.require(config, "evaluate")
-  mesh = stages.make_mesh(config)
+  mesh = factories.make_mesh(config)
   base: Models = restore_models(config, workdir, str(e.checkpoint), recognizers=("teacher",))
   if base.complete is None:
     raise FileNotFoundError(
@@ -221,7 +222,7 @@ def train_and_score(
       run_cfg, workdir, name, y.mesh, over, teacher=y.base.teacher, generator=y.base.generator
   )
   spec = trained_models.student_spec(
-      c, config, teacher, source.num_classes, stages.data_facts(config, workdir)
+      c, config, teacher, source.num_classes, factories.data_facts(config, workdir)
   )
   batches, _ = stages.make_batches(run_cfg, c, "distill_hard")
   loop.run(

@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.evaluation import classical_fill, identification, protocols, streaming, verification
-from deocc_jax.evaluation.models import Models
+from deocc_jax.runs.models import Models
 from deocc_jax.utils import batch_map
 
 # input key -> display name. 'completed' uses the true mask, 'completed_predicted'

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from deocc_jax.utils.face_geometry import identity_scores
+
 
 def _normalise(x: np.ndarray, name: str) -> np.ndarray:
   x = np.asarray(x, np.float64)
@@ -49,17 +51,6 @@ def _check(gallery_emb, gallery_labels, probe_emb, probe_labels):
         f"{missing[:10].tolist()}{' ...' if len(missing) > 10 else ''}"
     )
   return g, gl, p, pl
-
-
-def identity_scores(gallery_emb, gallery_labels, probe_emb) -> tuple[np.ndarray, np.ndarray]:
-  """(identities (C,) sorted ascending, scores (P, C)): best cosine per identity."""
-  g = _normalise(gallery_emb, "gallery_emb")
-  p = _normalise(probe_emb, "probe_emb")
-  ids, inv = np.unique(np.asarray(gallery_labels).reshape(-1), return_inverse=True)
-  sims = p @ g.T  # (P, G)
-  scores = np.full((len(p), len(ids)), -np.inf)
-  np.maximum.at(scores.T, inv, sims.T)
-  return ids, scores
 
 
 def probe_ranks(gallery_emb, gallery_labels, probe_emb, probe_labels) -> np.ndarray:

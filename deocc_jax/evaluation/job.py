@@ -2,7 +2,7 @@
 
 ``run(config, workdir)`` (stage ``evaluate`` of the main job, and
 ``python -m deocc_jax.evaluate``) restores every model of the run
-(:mod:`deocc_jax.evaluation.models`), builds the seeded evaluation sets
+(:mod:`deocc_jax.runs.models`), builds the seeded evaluation sets
 (the held-out ones read batch by batch, :mod:`deocc_jax.evaluation.streaming`;
 LFW / AR by :mod:`deocc_jax.evaluation.protocols`), computes every input
 image of a batch -- masked, completed by G with the true or the segmenter's
@@ -54,7 +54,8 @@ from deocc_jax.evaluation.evaluator import (
     segmentation_results,
     verification_results,
 )
-from deocc_jax.evaluation.models import restore_models
+from deocc_jax.runs import factories
+from deocc_jax.runs.models import restore_models
 from deocc_jax.training import stages
 
 # ------------------------------------------------------- held-out identities
@@ -85,15 +86,15 @@ def held_out_source(config: ConfigDict) -> tuple[Any, dict[str, Any]]:
   'shared', 'description'})."""
   split = str(stages.require(config, "evaluate.split"))
   kind = str(config.data.source)
-  trained = identity_keys(stages.make_source(config, "train"))
+  trained = identity_keys(factories.make_source(config, "train"))
   pool = 0
   if (
       str(config.teacher.kind) == "arcface" and int(config.data.teacher_identities) > 0
   ):  # the teacher's own pool
-    pool_ids = identity_keys(stages.teacher_source(config))
+    pool_ids = identity_keys(factories.teacher_source(config))
     pool = len(pool_ids)
     trained |= pool_ids
-  src = stages.make_source(config, split)
+  src = factories.make_source(config, split)
   held = identity_keys(src)
   shared = sorted(trained & held)
   if shared:
@@ -136,7 +137,7 @@ def held_out_mixture_pairs(
       held_src,
       int(num_pairs),
       int(stages.require(config, "evaluate.seed")),
-      stages.mask_config(config),
+      factories.mask_config(config),
       (protocols.MIXTURE,),
       int(max_records) or None,
   )
@@ -150,7 +151,7 @@ def _ar_pass(workdir: str, models: Any) -> dict[str, Any]:
   if "student_ar" not in models.recognizers:
     return {}
   from deocc_jax.data import ar_distillation
-  from deocc_jax.training import artefacts as art
+  from deocc_jax.runs import artefacts as art
 
   ar = art.read_facts(workdir, "distill_ar", models.steps["distill_ar"])["ar"]
   probes = [
@@ -212,7 +213,7 @@ def run(
     raise ConfigError(
         f"config.evaluate.inputs has unknown input(s) {bad}; " f"choose from {list(INPUTS)}"
     )
-  mesh = stages.make_mesh(config)
+  mesh = factories.make_mesh(config)
   ev = Evaluator(models, mesh, int(e.batch_size), int(e.diffusion_iters))
   out_dir = results_dir or os.path.join(workdir, "results")
   plots = bool(e.plots)
@@ -220,7 +221,7 @@ def run(
   if write:
     epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
   max_records = int(e.max_records) or None
-  mask_cfg = stages.mask_config(config)
+  mask_cfg = factories.mask_config(config)
   categories = tuple(e.categories)
   unknown = [c for c in categories if c not in masks_lib.CATEGORIES]
   if unknown:

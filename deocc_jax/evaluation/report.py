@@ -44,7 +44,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from deocc_jax.training import workdir as workdir_lib
+from deocc_jax.runs import workdir as workdir_lib
 from deocc_jax.utils import files
 
 _DPI = 120

@@ -12,7 +12,7 @@ from etils import epath
 
 from deocc_jax.evaluation import identification, protocols, report
 from deocc_jax.evaluation.evaluator import CATEGORY_INPUTS, INPUTS, Evaluator
-from deocc_jax.evaluation.models import Models
+from deocc_jax.runs.models import Models
 
 
 def _pm(s: dict[str, float]) -> tuple[float, float]:

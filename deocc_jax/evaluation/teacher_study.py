@@ -33,9 +33,10 @@ from ml_collections import ConfigDict
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import job, protocols, report, verification
 from deocc_jax.evaluation.evaluator import Evaluator
-from deocc_jax.evaluation.models import restore_models
-from deocc_jax.training import artefacts as art
-from deocc_jax.training import baseline_stages, registry, stages, trained_models
+from deocc_jax.runs import artefacts as art
+from deocc_jax.runs import factories, kinds, trained_models
+from deocc_jax.runs.models import restore_models
+from deocc_jax.training import baseline_stages, stages
 from deocc_jax.utils import files
 
 KEYS = {"identities": int, "images": int, "width": float, "steps": int}
@@ -113,9 +114,9 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
         f"config.teacher_study.students: {students!r}: one or both of {list(STUDENTS)}, "
         "each once"
     )
-  # recogniser key (the results' and tables' name) -> its display name, from the registry
-  student_names = {registry.get(st).recognizer: registry.get(st).display for st in students}
-  mesh = stages.make_mesh(config)
+  # recogniser key (the results' and tables' name) -> its display name (runs/kinds.py)
+  student_names = {kinds.get(st).recognizer: kinds.get(st).display for st in students}
+  mesh = factories.make_mesh(config)
   # The largest teacher pool holds every smaller one (pool ids follow the
   # student pool's): checking it refuses any identity a study model saw.
   largest = max(settings, key=lambda s: s["identities"])

@@ -30,7 +30,13 @@ from deocc_jax.inference.images import (
 from deocc_jax.inference.input_files import Pair
 from deocc_jax.inference.locate import ALIGN_MODES, Located, locate
 from deocc_jax.inference.results import Face, PairScore, Prepared, Verification
-from deocc_jax.utils.face_geometry import aligned_faces, cosine, estimate_similarity, resize_matrix
+from deocc_jax.utils.face_geometry import (
+    aligned_faces,
+    cosine,
+    estimate_similarity,
+    identity_scores,
+    resize_matrix,
+)
 from deocc_jax.utils.face_warp import warp_face, warp_mask
 
 __all__ = ["FaceRecognizer", "INPUT_KINDS", "ALIGN_MODES", "MASK_SOURCES"]
@@ -90,7 +96,7 @@ class FaceRecognizer:
     self.template_landmarks = tpl
     self.input_kind = self.resolve_input_kind(input_kind, complete is not None, segment is not None)
     self.name = str(name)
-    self.models: Any = None  # evaluation.models.Models when built by from_run
+    self.models: Any = None  # runs.models.Models when built by from_run
     self.calibration: dict[str, Any] | None = None
     from deocc_jax.utils.batch_map import BucketedBatchMap  # jax: imported when needed
 
@@ -138,8 +144,8 @@ class FaceRecognizer:
     ``thresholds[recognizer][input_kind]`` of ``<workdir>/results/calibration.json``
     unless ``threshold`` is given.
     """
-    from deocc_jax.evaluation.models import known_recognizers, restore_models
-    from deocc_jax.training import stages
+    from deocc_jax.runs import factories
+    from deocc_jax.runs.models import known_recognizers, restore_models
 
     if workdir is None and isinstance(config, (str, os.PathLike, epath.Path)):
       config, workdir = None, config  # from_run(workdir)
@@ -149,7 +155,7 @@ class FaceRecognizer:
     if not epath.Path(workdir).is_dir():
       raise FileNotFoundError(f"workdir {workdir!r} does not exist")
     if config is None:
-      from deocc_jax.training import workdir as workdir_lib
+      from deocc_jax.runs import workdir as workdir_lib
 
       config = workdir_lib.read_config(workdir)
     known = known_recognizers(config)
@@ -173,7 +179,7 @@ class FaceRecognizer:
         models.segment,
         name=recognizer,
         input_kind=kind,
-        mesh=stages.make_mesh(config),
+        mesh=factories.make_mesh(config),
         batch_size=batch_size,
     )
     fr.models = models
@@ -551,9 +557,7 @@ class FaceRecognizer:
           f"gallery {g.source or '(in memory)'} has {g.embeddings.shape[1]}-d "
           f"embeddings, this recognizer {p.shape[1]}-d: re-embed it"
       )
-    from deocc_jax.evaluation import identification
-
-    ids, scores = identification.identity_scores(g.embeddings, np.array(g.identities()), p)
+    ids, scores = identity_scores(g.embeddings, np.array(g.identities()), p)
     k = min(int(top_k), len(ids))
     out = []
     for row in scores:

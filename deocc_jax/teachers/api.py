@@ -20,7 +20,7 @@ with cross-entropy, ``config.distillation.ce_target='teacher'``):
     from deocc_jax.teachers import api
     t = api.load_teacher("dlib")                           # ships on PyPI
     t = api.load_teacher("converted", path="ckpt/vggface2")  # python -m deocc_jax.convert
-    # the ArcFace teacher trained by the main job: training.stages.load_teacher(config, workdir)
+    # the ArcFace teacher trained by the main job: runs.factories.load_teacher(config, workdir)
     emb = t.embed(images)          # (B, D) numpy, images (B, H, W, 3) uint8 or [-1, 1]
 
 Images should be aligned to the teacher's canonical crop
@@ -232,7 +232,7 @@ def converted_teacher(path: str) -> Teacher:
 def load_teacher(kind: str, path: str | None = None) -> Teacher:
   """Loads a pretrained teacher by kind: 'dlib', 'converted' (path = converter
   output dir). The ArcFace teacher trained by the main job comes from its run
-  (``deocc_jax.training.stages.load_teacher(config, workdir)``)."""
+  (``deocc_jax.runs.factories.load_teacher(config, workdir)``)."""
   if kind == "dlib":
     return dlib_teacher(path)
   if kind == "converted":
@@ -245,7 +245,7 @@ def load_teacher(kind: str, path: str | None = None) -> Teacher:
   if kind == "arcface":
     raise ValueError(
         "the 'arcface' teacher is trained by the main job: load it from its run "
-        "(deocc_jax.training.stages.load_teacher(config, workdir), or "
+        "(deocc_jax.runs.factories.load_teacher(config, workdir), or "
         "deocc_jax.inference.FaceRecognizer.from_run(workdir=...))"
     )
   raise ValueError(f"unknown teacher kind {kind!r}; choose from {KINDS}")

@@ -27,9 +27,10 @@ from deocc_jax.data import pipeline as pipe
 from deocc_jax.data import real_datasets as rd
 from deocc_jax.data.pipeline import to_unit_range
 from deocc_jax.errors import ConfigError
+from deocc_jax.runs import artefacts as art
+from deocc_jax.runs import factories, trained_models
 from deocc_jax.teachers import extract
-from deocc_jax.training import artefacts as art
-from deocc_jax.training import distillation_stage, loop, registry, stages, trained_models
+from deocc_jax.training import distillation_stage, loop, registry, stages
 
 STAGE = "distill_ar"
 STARTS = ("distill_soft", "distill_hard")
@@ -129,13 +130,13 @@ def run(config: ConfigDict, workdir: str) -> None:
         f"which has not run in {workdir}"
     )
   start = art.read(workdir, init)
-  mesh = stages.make_mesh(config)
-  teacher = stages.load_teacher(config, workdir)
+  mesh = factories.make_mesh(config)
+  teacher = factories.load_teacher(config, workdir)
   segment = trained_models.restore_segmenter(config, workdir)[0]
-  facts = stages.data_facts(config, workdir)  # read once: alignment and the artefact
+  facts = factories.data_facts(config, workdir)  # read once: alignment and the artefact
   pairs, ar_facts = ar_pairs(config, facts["mean_landmarks"], segment)
   c = stages.resolved(config, section(config, start), pairs)
-  frozen = {"teacher": teacher.params, "generator": stages.generator_params(config, workdir)}
+  frozen = {"teacher": teacher.params, "generator": factories.generator_params(config, workdir)}
   if str(c.instance) == "soft":  # Eq. 18 over the AR subjects' unoccluded faces
     params = _host(teacher.params)  # an argument of the program, not a constant in it
     embed = jax.jit(lambda p, x: teacher.apply(p, x)["embedding"])

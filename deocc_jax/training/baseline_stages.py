@@ -17,17 +17,16 @@ from ml_collections import ConfigDict
 
 from deocc_jax.configs import require
 from deocc_jax.errors import ConfigError
+from deocc_jax.runs import artefacts as art
+from deocc_jax.runs import builders, factories, trained_models
 from deocc_jax.teachers import api
 from deocc_jax.training import (
-    deocclusion_stage,
     finetune_stage,
     loop,
     registry,
     stages,
     teacher_stage,
-    trained_models,
 )
-from deocc_jax.training import artefacts as art
 
 FINETUNE_KINDS = ("arcface", "converted")
 FINETUNE_STAGES = ("finetune_arcface", "finetune_teacher")
@@ -51,10 +50,10 @@ def run_pretrain_arcface(config: ConfigDict, workdir: str) -> None:
       step_fn,
       batches,
       registry.stage_key(config, "pretrain_arcface"),
-      stages.make_mesh(config),
+      factories.make_mesh(config),
       stages.loop_config(p, ("clean", "identity"), config),
       artefact=trained_models.arcface_spec(
-          p, source.num_classes, res, stages.data_facts(config, workdir)
+          p, source.num_classes, res, factories.data_facts(config, workdir)
       ),
   )
 
@@ -74,7 +73,7 @@ def finetune_start(config: ConfigDict, workdir: str, stage: str, teacher=None):
           f"stage 'finetune_teacher' fine-tunes the ArcFace teacher trained here or a "
           f"converted teacher; config.teacher.kind is {kind!r}"
       )
-    teacher = teacher or stages.load_teacher(config, workdir)
+    teacher = teacher or factories.load_teacher(config, workdir)
     return kind, teacher, config.teacher, trained_models.teacher_identity(config, teacher)
   if stage != "finetune_arcface":
     raise ConfigError(f"unknown fine-tuning stage {stage!r}; choose from {FINETUNE_STAGES}")
@@ -93,7 +92,7 @@ def finetune_start(config: ConfigDict, workdir: str, stage: str, teacher=None):
     network = trained_models.pretrained_in_frame(
         config,
         network,
-        lambda: stages.data_facts(config, workdir),
+        lambda: factories.data_facts(config, workdir),
         field="finetune_arcface.input_protocol",
     )
     ident = trained_models.network_identity("converted", str(f.path), network)
@@ -115,17 +114,17 @@ def finetune_fns(
   with cfg.unlocked():
     cfg.update({k: v for k, v in f.copy_and_resolve_references().items() if k not in FINETUNE_OWN})
   res = int(config.data.resolution)
-  source = stages.make_source(config, "train")
+  source = factories.make_source(config, "train")
   num_classes = source.num_classes
   cfg = stages.resolved(config, cfg, source)
   inp = str(f.input)
   if inp == "completed":
     frozen = {
-        "generator": stages.generator_params(config, workdir) if generator is None else generator
+        "generator": factories.generator_params(config, workdir) if generator is None else generator
     }
 
     def input_fn(fz, batch):
-      complete = deocclusion_stage.complete_fn(config.deocclusion, fz["generator"])
+      complete = builders.complete_fn(config.deocclusion, fz["generator"])
       return complete(batch["masked"], batch["mask"])
 
   elif inp == "masked":
@@ -138,7 +137,7 @@ def finetune_fns(
     raise ConfigError(
         f"config.finetune_arcface.input must be 'completed' or 'masked', " f"got {inp!r}"
     )
-  arrays = stages.data_facts(config, workdir)
+  arrays = factories.data_facts(config, workdir)
   if kind == "converted":
     init_fn, step_fn = finetune_stage.make_fns(cfg, network, num_classes, input_fn)
     spec = trained_models.finetuned_spec(config, ident, network, num_classes, arrays)
@@ -171,7 +170,7 @@ def run_finetune(config: ConfigDict, workdir: str, stage: str = "finetune_arcfac
       step_fn,
       batches,
       registry.stage_key(config, stage),
-      stages.make_mesh(config),
+      factories.make_mesh(config),
       stages.loop_config(cfg, ("masked", "mask", "clean", "identity"), config),
       frozen=frozen,
       artefact=spec,

@@ -35,22 +35,11 @@ import grain.python as grain
 import jax
 import orbax.checkpoint as ocp
 
-from deocc_jax.training import workdir as workdir_lib
+from deocc_jax.errors import CheckpointNotFoundError, UnreadableCheckpointError
+from deocc_jax.runs import workdir as workdir_lib
 from deocc_jax.utils import files
 
 _PROCESS_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json$")
-
-
-class CheckpointError(Exception):
-  """Base of the checkpoint errors a user can fix (one line, names the step)."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-  """No such checkpoint (step / 'latest' / 'best')."""
-
-
-class UnreadableCheckpointError(CheckpointError, ValueError):
-  """A checkpoint step exists (or should) but cannot be read."""
 
 
 class _Snapshot:

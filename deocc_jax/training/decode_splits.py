@@ -2,7 +2,7 @@
 
 Writes ``out/<split>/`` (``data/decoded_faces.py``) for the splits the config's
 stages read, checked against the config's description of its records
-(``stages.describe_source``), so that ``config.data.decoded_root=out`` reads
+(``factories.describe_source``), so that ``config.data.decoded_root=out`` reads
 the same faces without decoding them again.
 """
 
@@ -16,8 +16,8 @@ from ml_collections import ConfigDict
 from deocc_jax.configs import require
 from deocc_jax.data import decoded_faces
 from deocc_jax.data.dataset_formats import DatasetFormatError
-from deocc_jax.training import stages
-from deocc_jax.training import workdir as workdir_lib
+from deocc_jax.runs import factories
+from deocc_jax.runs import workdir as workdir_lib
 
 
 def splits_read(config: ConfigDict) -> list[str]:
@@ -38,7 +38,7 @@ def prepare(config: ConfigDict, out: str, splits: list[str] | None = None, overw
   done = {}
   for split in splits or splits_read(config):
     target = os.path.join(out, split)
-    want = stages.describe_source(config, split)
+    want = factories.describe_source(config, split)
     if not overwrite and os.path.exists(os.path.join(target, decoded_faces.MANIFEST)):
       try:
         decoded_faces.DecodedFaces(target, expect=want)
@@ -47,7 +47,7 @@ def prepare(config: ConfigDict, out: str, splits: list[str] | None = None, overw
         continue
       except (DatasetFormatError, FileNotFoundError) as e:
         raise DatasetFormatError(f"{e} (or pass --overwrite)") from None
-    source = stages.make_source(config, split, decoded=False)
+    source = factories.make_source(config, split, decoded=False)
     t0, last = time.perf_counter(), [0.0]
 
     def progress(i: int, n: int) -> None:

@@ -39,18 +39,11 @@ from ml_collections import ConfigDict
 from deocc_jax.losses import adversarial as adv
 from deocc_jax.losses.reconstruction import reconstruction_loss
 from deocc_jax.models.critics import GlobalLocalCritics, crop_hole_boxes, hole_boxes
-from deocc_jax.models.generator import InpaintGenerator, complete
+from deocc_jax.models.generator import complete
+from deocc_jax.runs.builders import generator_from_config
 from deocc_jax.training.optim import make_optimizer
 
 State = dict[str, Any]
-
-
-def generator_from_config(cfg: ConfigDict) -> InpaintGenerator:
-  return InpaintGenerator(
-      cnum=int(cfg.cnum),
-      dtype=jnp.dtype(cfg.dtype),
-      use_contextual_attention=bool(cfg.contextual_attention),
-  )
 
 
 class GanParts:
@@ -202,17 +195,6 @@ def make_fns(
     }
 
   return parts.init, step_fn
-
-
-def complete_fn(cfg: ConfigDict, g_params: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """Frozen generator: (masked, mask) -> completed faces ``X*(1-M) + G*M``."""
-  gen = generator_from_config(cfg)
-
-  def f(x: jax.Array, m: jax.Array) -> jax.Array:
-    out = gen.apply({"params": g_params}, x, m)
-    return complete(x, m, out.refined)
-
-  return f
 
 
 def sample_grid(cfg: ConfigDict) -> Callable[[State, dict], np.ndarray]:

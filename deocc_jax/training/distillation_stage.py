@@ -43,24 +43,10 @@ from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
 from deocc_jax.losses import distillation, relational
-from deocc_jax.losses.arcface import l2_normalize
-from deocc_jax.models.student import ResNet18Student
-from deocc_jax.training import deocclusion_stage
+from deocc_jax.runs.builders import generator_from_config, student_from_config
 from deocc_jax.training.optim import make_optimizer
 
 State = dict[str, Any]
-
-
-def student_from_config(
-    cfg: ConfigDict, embed_dim: int, num_classes: int | None
-) -> ResNet18Student:
-  return ResNet18Student(
-      embedding_dim=embed_dim,
-      num_classes=num_classes,
-      width=float(cfg.width),
-      small_input_stem=bool(cfg.small_input_stem),
-      dtype=jnp.dtype(cfg.dtype),
-  )
 
 
 def head_classes(
@@ -117,7 +103,7 @@ def make_fns(
   use_ce = bool(cfg.use_ce)
   n_head = head_classes(cfg, num_classes, teacher_num_classes, teacher_name)
   student = student_from_config(cfg, embed_dim, n_head)
-  gen = deocclusion_stage.generator_from_config(deocc_cfg)
+  gen = generator_from_config(deocc_cfg)
   tx = make_optimizer(cfg, int(cfg.num_steps))
   sharded_rel = bool(cfg.sharded_relational)
   block = int(cfg.angle_block_size) or None
@@ -223,16 +209,3 @@ def make_fns(
     return new, metrics
 
   return init_fn, step_fn
-
-
-def embed_fn(cfg: ConfigDict, embed_dim: int, state: State) -> Callable[[jax.Array], jax.Array]:
-  """L2-normalised student embeddings (inference mode). The classifier is not
-  needed (and not built) for embedding, whatever its size."""
-  student = student_from_config(cfg, embed_dim, None)
-  params = {k: v for k, v in state["params"].items() if k != "classifier"}
-  variables = {"params": params, "batch_stats": state["batch_stats"]}
-
-  def f(images: jax.Array) -> jax.Array:
-    return l2_normalize(student.apply(variables, images, train=False)["embedding"])
-
-  return f

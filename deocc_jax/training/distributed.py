@@ -73,7 +73,7 @@ def start_job(
   """
   from absl import app, flags, logging
 
-  from deocc_jax.training import workdir as workdir_lib
+  from deocc_jax.runs import workdir as workdir_lib
 
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")

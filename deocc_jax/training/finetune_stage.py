@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
 
-from deocc_jax.losses.arcface import ArcFaceHead, arcface_loss, l2_normalize
+from deocc_jax.losses.arcface import ArcFaceHead, arcface_loss
 from deocc_jax.training.optim import make_optimizer
 
 State = dict[str, Any]
@@ -82,13 +82,3 @@ def make_fns(
     }
 
   return init_fn, step_fn
-
-
-def embed_fn(teacher: Any, state: State) -> Callable[[jax.Array], jax.Array]:
-  """L2-normalised embeddings of the fine-tuned teacher (images in [-1, 1])."""
-  variables = {**state["fixed"], "params": state["params"]["backbone"]}
-
-  def f(images: jax.Array) -> jax.Array:
-    return l2_normalize(teacher.apply(variables, images)["embedding"].astype(jnp.float32))
-
-  return f

@@ -20,8 +20,9 @@ from ml_collections import ConfigDict
 
 from deocc_jax.losses import distillation
 from deocc_jax.models.generator import complete
+from deocc_jax.runs.builders import student_from_config
 from deocc_jax.training.deocclusion_stage import GanParts, hole_l1
-from deocc_jax.training.distillation_stage import head_classes, student_from_config
+from deocc_jax.training.distillation_stage import head_classes
 from deocc_jax.training.optim import make_optimizer
 
 State = dict[str, Any]

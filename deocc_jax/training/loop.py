@@ -10,7 +10,7 @@ and a grain iterator of host batches. Frozen models (a distillation's
 teacher and generator, the centroids) are jit *arguments*, placed on the mesh
 once, never part of the state or its checkpoints (as big_vision's distill
 trainer does); an ``artefacts.Spec`` names the trained model the loop writes
-beside every checkpoint (``training/artefacts.py``). The loop jit-compiles ``step_fn`` once
+beside every checkpoint (``runs/artefacts.py``). The loop jit-compiles ``step_fn`` once
 over the device mesh (state replicated or FSDP-sharded, batch sharded along
 ``'data'``, the state buffers donated), resumes from the latest checkpoint in
 its directory (state *and* each process's data-iterator position, so a
@@ -42,10 +42,11 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from tqdm import tqdm
 
-from deocc_jax.training import artefacts as artefacts_lib
+from deocc_jax import errors
+from deocc_jax.runs import artefacts as artefacts_lib
+from deocc_jax.runs import workdir as workdir_lib
 from deocc_jax.training import checkpoint as ckpt_lib
 from deocc_jax.training import preemption
-from deocc_jax.training import workdir as workdir_lib
 from deocc_jax.training.metrics_writer import MetricWriter
 from deocc_jax.utils import files
 from deocc_jax.utils import sharding as shard_lib
@@ -394,7 +395,7 @@ def restore_data_position(
     return f"restored process {index}'s iterator state of step {step}"
   global_batch = int(extra.get("global_batch_size", 0))
   if global_batch <= 0:
-    raise ckpt_lib.UnreadableCheckpointError(
+    raise errors.UnreadableCheckpointError(
         f"checkpoint step {step} in {ckpt.directory} has no iterator state for process "
         f"{index} of {count} and no global batch size to re-derive it from"
     )
@@ -429,14 +430,14 @@ def restore_state(
   """
   directory = workdir_lib.as_path(workdir) / name / "checkpoints"
   if not directory.is_dir():
-    raise ckpt_lib.CheckpointNotFoundError(
+    raise errors.CheckpointNotFoundError(
         f"stage '{name}' has no checkpoints in {directory}: run that stage first "
         f"(list it in config.stages) or point --workdir at a run that did"
     )
   abstract = jax.eval_shape(init_fn, key)
   shardings = shard_lib.state_shardings(abstract, mesh, fsdp=fsdp)
   if which == "best" and not best_metric:
-    raise ckpt_lib.CheckpointNotFoundError(
+    raise errors.CheckpointNotFoundError(
         f"no checkpoint 'best' for stage '{name}': it keeps its latest checkpoints; set "
         f"the stage's best_metric (e.g. config.{name}.best_metric) when training to keep "
         f"the best ones"

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from deocc_jax.training import workdir as workdir_lib
+from deocc_jax.runs import workdir as workdir_lib
 from deocc_jax.utils import files
 
 

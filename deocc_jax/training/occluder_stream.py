@@ -31,7 +31,8 @@ from deocc_jax.data import device_occluders as do
 from deocc_jax.data import device_occluders_bank as bank_lib
 from deocc_jax.data import device_occluders_stream as stream
 from deocc_jax.data import pipeline as pipe
-from deocc_jax.training import loop, workdir
+from deocc_jax.runs import workdir
+from deocc_jax.training import loop
 
 MODES = workdir.OCCLUDER_MODES
 mode = workdir.occluder_mode  # config.data.occluders, checked (ConfigError naming the key)

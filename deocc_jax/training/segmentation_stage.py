@@ -26,15 +26,10 @@ import optax
 from ml_collections import ConfigDict
 
 from deocc_jax.data.masks import CATEGORIES
-from deocc_jax.models.occlusion_segmenter import OcclusionSegmenter
+from deocc_jax.runs.builders import segmenter_from_config
 from deocc_jax.training.optim import make_optimizer
 
 State = dict[str, Any]
-THRESHOLD = 0.5
-
-
-def segmenter_from_config(cfg: ConfigDict) -> OcclusionSegmenter:
-  return OcclusionSegmenter(width=int(cfg.width), dtype=jnp.dtype(cfg.dtype))
 
 
 def bce_loss(logits: jax.Array, target: jax.Array, pos_weight: float = 1.0) -> jax.Array:
@@ -103,20 +98,6 @@ def make_fns(
     return new, metrics
 
   return init_fn, step_fn
-
-
-def predict_mask_fn(
-    cfg: ConfigDict, params: Any, threshold: float = THRESHOLD
-) -> Callable[[jax.Array], jax.Array]:
-  """Frozen segmenter: masked (B, H, W, 3) -> binary mask (B, H, W, 1) float32."""
-  model = segmenter_from_config(cfg)
-
-  @jax.jit
-  def f(x: jax.Array) -> jax.Array:
-    prob = jax.nn.sigmoid(model.apply({"params": params}, x))
-    return (prob > threshold).astype(jnp.float32)
-
-  return f
 
 
 def iou_per_category(pred: np.ndarray, true: np.ndarray, category: np.ndarray) -> dict[str, float]:

@@ -15,21 +15,11 @@ import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
 
-from deocc_jax.losses.arcface import ArcFaceHead, arcface_loss, l2_normalize
-from deocc_jax.models.student import ResNet18Student
+from deocc_jax.losses.arcface import ArcFaceHead, arcface_loss
+from deocc_jax.runs.builders import teacher_backbone
 from deocc_jax.training.optim import make_optimizer
 
 State = dict[str, Any]
-
-
-def backbone_from_config(cfg: ConfigDict, num_classes: int | None = None) -> ResNet18Student:
-  return ResNet18Student(
-      embedding_dim=int(cfg.embed_dim),
-      num_classes=num_classes,
-      width=float(cfg.width),
-      small_input_stem=bool(cfg.small_input_stem),
-      dtype=jnp.dtype(cfg.dtype),
-  )
 
 
 def make_fns(
@@ -47,7 +37,7 @@ def make_fns(
   (default ``batch['clean']``) from ``step_fn(state, batch, frozen)``'s frozen
   models (e.g. the generator's parameters: a jit argument, not state).
   """
-  backbone = backbone_from_config(cfg)
+  backbone = teacher_backbone(cfg)
   head = ArcFaceHead(num_classes=num_classes)
   tx = make_optimizer(cfg, int(cfg.num_steps))
   scale, margin = float(cfg.arcface_scale), float(cfg.arcface_margin)
@@ -97,15 +87,3 @@ def make_fns(
     }
 
   return init_fn, step_fn
-
-
-def embed_fn(cfg: ConfigDict, state: State) -> Callable[[jax.Array], jax.Array]:
-  """L2-normalised teacher embeddings of images in [-1, 1] (inference mode)."""
-  backbone = backbone_from_config(cfg)
-  variables = {"params": state["params"]["backbone"], "batch_stats": state["batch_stats"]}
-
-  def f(images: jax.Array) -> jax.Array:
-    out = backbone.apply(variables, images, train=False)
-    return l2_normalize(out["embedding"].astype(jnp.float32))
-
-  return f

@@ -90,6 +90,23 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return np.sum(a * b, axis=-1) / (na * nb)
 
 
+def identity_scores(gallery_emb, gallery_labels, probe_emb) -> tuple[np.ndarray, np.ndarray]:
+  """(identities (C,) sorted ascending, scores (P, C)): each identity's best
+  cosine similarity (float64) over its gallery embeddings, for each probe."""
+  g = np.asarray(gallery_emb, np.float64)
+  p = np.asarray(probe_emb, np.float64)
+  for x, name in ((g, "gallery_emb"), (p, "probe_emb")):
+    if x.ndim != 2:
+      raise ValueError(f"{name} must be (N, D), got shape {x.shape}")
+  g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+  p = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+  ids, inv = np.unique(np.asarray(gallery_labels).reshape(-1), return_inverse=True)
+  sims = p @ g.T  # (P, G)
+  scores = np.full((len(p), len(ids)), -np.inf)
+  np.maximum.at(scores.T, inv, sims.T)
+  return ids, scores
+
+
 def as_rgb_uint8(image: Any, name: str) -> np.ndarray:
   """A uint8 image array as (H, W, 3) RGB: gray (H, W) / (H, W, 1) repeated, alpha dropped.
 

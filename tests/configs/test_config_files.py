@@ -160,7 +160,7 @@ def test_a_runs_config_json_without_newer_fields_reads_with_the_base_defaults(tm
   import json
 
   from deocc_jax.configs import base
-  from deocc_jax.training import workdir as workdir_lib
+  from deocc_jax.runs import workdir as workdir_lib
 
   old = base.get_config().to_dict()
   old["data"]["resolution"] = 48

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from deocc_jax.configs import base
-from deocc_jax.data import decoded_faces, rehearsal
+from deocc_jax.data import decoded_faces
 from deocc_jax.data import real_datasets as rd
+from deocc_jax.data import rehearsal
 from deocc_jax.data.dataset_formats import DatasetFormatError
 from deocc_jax.data.synthetic_faces import SyntheticFaces
 from deocc_jax.evaluation import job
+from deocc_jax.runs import factories
 from deocc_jax.training import decode_splits as prepare
-from deocc_jax.training import stages
 from tests.helpers import paths
 
 RES = 40
@@ -48,8 +49,8 @@ def test_decoded_records_equal_the_jpeg_records(celeba, tmp_path):
   c = celeba.copy_and_resolve_references()
   c.data.decoded_root = out
   for split in ("train", "heldout"):
-    jpeg = stages.make_source(celeba, split)
-    dec = stages.make_source(c, split)
+    jpeg = factories.make_source(celeba, split)
+    dec = factories.make_source(c, split)
     assert isinstance(jpeg, rd.CelebA) and isinstance(dec, decoded_faces.DecodedFaces)
     assert len(dec) == len(jpeg) > 0 and dec.num_classes == jpeg.num_classes
     assert dec.identity_names == [str(x) for x in jpeg.identity_names]
@@ -76,25 +77,25 @@ def test_mismatched_or_damaged_folders_are_refused_naming_the_fault(celeba, tmp_
   c.data.resolution = 48
   manifest = os.path.join(out, "train", "manifest.json")
   with pytest.raises(DatasetFormatError, match=rf"{manifest}: .*resolution=40.*resolution=48"):
-    stages.make_source(c, "train")
+    factories.make_source(c, "train")
   with pytest.raises(DatasetFormatError, match="resolution=40.*or pass --overwrite"):
     prepare.prepare(c, out, ["train"])
   c.data.resolution = RES
   with pytest.raises(FileNotFoundError, match=r"heldout/manifest.json: no decoded faces"):
-    stages.make_source(c, "heldout")
+    factories.make_source(c, "heldout")
   with open(manifest) as f:
     m = json.load(f)
   m["records"] += 1
   with open(manifest, "w") as f:
     json.dump(m, f)
   with pytest.raises(DatasetFormatError, match="index.npz: .* for the manifest's"):
-    stages.make_source(c, "train")
+    factories.make_source(c, "train")
   m["records"] -= 1
   with open(manifest, "w") as f:
     json.dump(m, f)
   os.remove(os.path.join(out, "train", m["files"][0]))
   with pytest.raises(FileNotFoundError, match="faces-00000-of-00001.array_record: a shard"):
-    stages.make_source(c, "train")
+    factories.make_source(c, "train")
 
 
 def test_a_failed_write_leaves_the_previous_folder(tmp_path):
@@ -152,7 +153,7 @@ def test_the_command_writes_and_refuses_in_one_line(celeba, tmp_path):
   r = command(RES)
   assert r.returncode == 0, r.stderr[-2000:]
   assert f"--config.data.decoded_root={out}" in r.stdout
-  n = len(stages.make_source(celeba, "train"))
+  n = len(factories.make_source(celeba, "train"))
   assert len(decoded_faces.DecodedFaces(os.path.join(out, "train"))) == n
   r = command(48)  # another resolution, same folder: refused, nothing overwritten
   assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-2000:]

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from absl import flags
 
-from tests.helpers.configs import tiny_config  # noqa: E402
-
 from deocc_jax import main as main_lib  # noqa: E402
 from deocc_jax.data import device_occluders_stream as stream  # noqa: E402
 from deocc_jax.data import pipeline as pipe  # noqa: E402
 from deocc_jax.errors import ConfigError  # noqa: E402
+from deocc_jax.runs import factories
 from deocc_jax.training import loop, occluder_stream, segmentation_stage, stages  # noqa: E402
+from tests.helpers.configs import tiny_config  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
 B = 8
@@ -73,7 +73,7 @@ def test_prepared_batch_keeps_the_face_outside_the_mask_and_follows_the_key():
   c = _config(face_mask_prob=0.0, coverage_range=(0.15, 0.25))
   batches, _ = stages.make_batches(c, c.segmentation, "segmentation")
   host = next(batches)
-  mesh = stages.make_mesh(c)
+  mesh = factories.make_mesh(c)
   to_dev = loop.batch_on_device("t", mesh, loop.LoopConfig(num_steps=1), batches.prepare)
   a, again, other = (jax.device_get(to_dev(host, s)) for s in (0, 0, 1))
   want = {"masked", "mask", "clean", "identity", "landmarks", "category", "coverage"}
@@ -119,7 +119,7 @@ def _train_segmentation(workdir, steps):
   stages.run_segmentation(c, str(workdir))
   init_fn, _ = segmentation_stage.make_fns(c.segmentation, 32)
   return loop.restore_state(
-      str(workdir), "segmentation", init_fn, jax.random.key(0), stages.make_mesh(c)
+      str(workdir), "segmentation", init_fn, jax.random.key(0), factories.make_mesh(c)
   )
 
 

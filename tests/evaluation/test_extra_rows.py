@@ -16,7 +16,7 @@ from deocc_jax import convert as convert_cli
 from deocc_jax.data import alignment
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import job
-from deocc_jax.evaluation import models as models_lib
+from deocc_jax.runs import models as models_lib
 from deocc_jax.teachers import api
 from tests.helpers.torch_reference import TorchSphere20a, nhwc_to_nchw, randomise_
 
@@ -105,7 +105,7 @@ def test_classical_rows_against_a_float64_numpy_pca(tiny_run, tmp_path):
   """Eigenfaces fitted on the run's training faces: the row's cosine scores
   equal those of a float64 numpy PCA (SVD) of the same faces' luminance (the
   scores do not depend on each component's sign); LPP and GW+PCA are rows too."""
-  from deocc_jax.training import stages
+  from deocc_jax.runs import factories
 
   config, workdir = tiny_run
   c = _config(config)
@@ -115,7 +115,7 @@ def test_classical_rows_against_a_float64_numpy_pca(tiny_run, tmp_path):
   models = models_lib.restore_models(c, workdir)
   assert list(models.recognizers)[-3:] == ["classical_pca", "classical_lpp", "classical_gpca"]
   assert models.display("classical_pca") == "PCA (eigenfaces), fitted on 60 training faces"
-  source = stages.make_source(c, "train")
+  source = factories.make_source(c, "train")
   luma = np.array([0.299, 0.587, 0.114])
   gray = lambda img: (np.asarray(img, np.float64) / 127.5 - 1.0) @ luma  # noqa: E731
   x = np.stack([gray(source[i]["image"]).ravel() for i in range(60)])

@@ -4,12 +4,11 @@ an evaluation split that shares identities with the training split."""
 
 import pytest
 
+from deocc_jax.configs import paper as paper_celeba  # noqa: E402  (configs/paper_celeba.py's body)
 from deocc_jax.data import rehearsal
 from deocc_jax.data.synthetic_faces import SyntheticFaces
 from deocc_jax.evaluation import job
-from deocc_jax.training import stages
-
-from deocc_jax.configs import paper as paper_celeba  # noqa: E402  (configs/paper_celeba.py's body)
+from deocc_jax.runs import factories
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +33,9 @@ def _names(source):
 
 def test_paper_config_evaluates_identities_no_model_trained_on(celeba_root):
   c = _config(celeba_root)
-  train = stages.make_source(c, "train")  # what every training stage reads
-  evald = stages.make_source(c, str(c.evaluate.split))
-  tuning = stages.make_source(c, "tuning")  # where lambda_sweep chooses lambda_i and T
+  train = factories.make_source(c, "train")  # what every training stage reads
+  evald = factories.make_source(c, str(c.evaluate.split))
+  tuning = factories.make_source(c, "tuning")  # where lambda_sweep chooses lambda_i and T
   assert len(_names(evald)) == 10 and len(_names(tuning)) == 5
   assert 10 <= len(_names(train)) <= 15
   assert not _names(train) & _names(evald) and not _names(tuning) & (_names(train) | _names(evald))

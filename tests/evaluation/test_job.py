@@ -12,12 +12,11 @@ import sys
 import numpy as np
 import pytest
 
-from deocc_jax.errors import ConfigError
+from deocc_jax.errors import CheckpointNotFoundError, ConfigError
 from deocc_jax.evaluation import ablation, evaluator, job, protocols
-from deocc_jax.evaluation.models import parse_checkpoint_spec, restore_models
+from deocc_jax.runs import factories
+from deocc_jax.runs.models import parse_checkpoint_spec, restore_models
 from deocc_jax.training import stages
-from deocc_jax.training.checkpoint import CheckpointNotFoundError
-
 from tests.helpers import paths
 
 ROOT = str(paths.ROOT)
@@ -137,10 +136,10 @@ def test_accuracy_and_rank1_match_brute_force(tiny_run):
   )
   e = config.evaluate
   vs = protocols.synthetic_verification_set(
-      stages.make_source(config, "test"),
+      factories.make_source(config, "test"),
       e.num_pairs,
       e.seed,
-      stages.mask_config(config),
+      factories.mask_config(config),
       ("mixture",),
   )
   a, b, same, fold = vs.pairs
@@ -171,7 +170,7 @@ def test_accuracy_and_rank1_match_brute_force(tiny_run):
 
   assert verification.tar_at_far(s, same, far) == pytest.approx(max(tars), abs=1e-12)
 
-  ids = protocols.synthetic_identification_set(stages.make_source(config, "test"), e.seed)
+  ids = protocols.synthetic_identification_set(factories.make_source(config, "test"), e.seed)
   g = embed(ids.gallery)
   p = embed(ids.probes["AR1 sunglasses"].masked)
   correct = 0

@@ -20,10 +20,9 @@ from deocc_jax.configs import base as synthetic  # configs/synthetic.py's body
 from deocc_jax.data import real_datasets as rd
 from deocc_jax.evaluation import evaluator as ev_lib
 from deocc_jax.evaluation import identification, protocols, streaming, verification
-from deocc_jax.evaluation.models import Models
-from deocc_jax.training import stages
+from deocc_jax.runs import factories
+from deocc_jax.runs.models import Models
 from deocc_jax.training.segmentation_stage import iou_per_category
-
 from tests.helpers import tiny_run as tiny_run_lib  # noqa: E402
 
 RES, DIM, SEED, PAIRS = 32, 16, 7, 120
@@ -59,10 +58,10 @@ def _models() -> Models:
 @pytest.fixture(scope="module")
 def setup():
   source = tiny_run_lib.held_out_source()
-  mask_cfg = stages.mask_config(synthetic.get_config())
+  mask_cfg = factories.mask_config(synthetic.get_config())
   streamed = streaming.verification_set(source, PAIRS, SEED, mask_cfg, CONDITIONS)
   arrays = protocols.synthetic_verification_set(source, PAIRS, SEED, mask_cfg, CONDITIONS)
-  mesh = stages.make_mesh(synthetic.get_config())
+  mesh = factories.make_mesh(synthetic.get_config())
   return source, streamed, arrays, mesh
 
 

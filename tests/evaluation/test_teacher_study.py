@@ -11,9 +11,8 @@ import pytest
 
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import teacher_study
+from deocc_jax.runs import artefacts as art
 from deocc_jax.teachers import extract
-from deocc_jax.training import artefacts as art
-
 from tests.helpers import tiny_run as tiny_run_lib  # noqa: E402
 
 

@@ -136,6 +136,7 @@ def main() -> None:
   from jax.experimental import multihost_utils
 
   from deocc_jax import main as main_lib
+  from deocc_jax.runs import factories
   from deocc_jax.training import loop, stages
 
   flags.FLAGS.mark_as_parsed()
@@ -153,7 +154,7 @@ def main() -> None:
         step_fn,
         _Stall(batches, stall_after),
         jax.random.key(0),
-        stages.make_mesh(config),
+        factories.make_mesh(config),
         stages.loop_config(t, ("masked", "identity"), config),
         log=lambda s: print(s, flush=True),
     )

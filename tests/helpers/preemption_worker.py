@@ -47,8 +47,9 @@ def probe_stage(config, workdir: str) -> None:
   import numpy as np
   from jax.experimental import multihost_utils
 
-  from tests.helpers import multihost_worker as worker
+  from deocc_jax.runs import factories
   from deocc_jax.training import loop, preemption, stages
+  from tests.helpers import multihost_worker as worker
 
   t = config.teacher
   batches, source = stages.make_batches(config, t, "teacher")
@@ -61,7 +62,7 @@ def probe_stage(config, workdir: str) -> None:
         step_fn,
         _Paced(batches, float(os.environ.get("PREEMPT_PACE_S", "0"))),
         jax.random.key(0),
-        stages.make_mesh(config),
+        factories.make_mesh(config),
         stages.loop_config(t, ("masked", "identity"), config),
         log=lambda s: print(s, flush=True),
     )

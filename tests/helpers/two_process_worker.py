@@ -38,7 +38,8 @@ def main() -> None:
   from absl import flags
   from jax.experimental import multihost_utils
 
-  from deocc_jax.training import artefacts, deocclusion_stage, loop, stages
+  from deocc_jax.runs import artefacts, factories
+  from deocc_jax.training import deocclusion_stage, loop, stages
   from deocc_jax.utils import files
 
   flags.FLAGS.mark_as_parsed()
@@ -61,7 +62,7 @@ def main() -> None:
       step_fn,
       batches,
       jax.random.key(0),
-      stages.make_mesh(c),
+      factories.make_mesh(c),
       cfg,
       log=lambda s: None,
   )

@@ -15,7 +15,6 @@ from deocc_jax import export as export_lib
 from deocc_jax import inference, serving
 from deocc_jax.data import alignment, pipeline
 from deocc_jax.utils import face_geometry as geo
-
 from tests.helpers import paths
 
 ROOT = str(paths.ROOT)
@@ -33,7 +32,7 @@ def source():
 @pytest.fixture(scope="module")
 def fr(tiny_run):
   """The run's recogniser, its config read from the run's config.json (as export_run does)."""
-  from deocc_jax.training import workdir as workdir_lib
+  from deocc_jax.runs import workdir as workdir_lib
 
   _, workdir = tiny_run
   return inference.FaceRecognizer.from_run(

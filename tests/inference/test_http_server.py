@@ -19,7 +19,6 @@ import pytest
 from PIL import Image
 
 from deocc_jax import http_server, serving
-
 from tests.helpers import paths
 
 ROOT = str(paths.ROOT)
@@ -388,8 +387,8 @@ def test_command_serves_without_flax_and_stops_on_sigterm(folder, ref):
 def test_detector_finds_faces_and_aligns_photos_without_landmarks(folder, ref):
   """--detector=mtcnn: /detect gives infer's faces; /verify and /embed of photos sent
   without landmarks align the largest face as serving does with its landmarks."""
-  from tests.helpers import photos as photos_lib
   from deocc_jax import inference
+  from tests.helpers import photos as photos_lib
 
   pics = photos_lib.face_photos()
   a, b = pics["obama"], pics["biden"]
@@ -440,8 +439,7 @@ def test_server_over_tiny_run_export(tiny_run, tmp_path_factory):
   """The server over the tiny trained run's real export agrees with serving."""
   from deocc_jax import export as export_lib
   from deocc_jax import inference
-  from deocc_jax.training import workdir as workdir_lib
-
+  from deocc_jax.runs import workdir as workdir_lib
   from tests.helpers import tiny_run as tiny_run_lib
 
   _, workdir = tiny_run

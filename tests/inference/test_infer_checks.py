@@ -12,8 +12,7 @@ from PIL import Image
 
 from deocc_jax import inference
 from deocc_jax.configs import base
-from deocc_jax.training import workdir as workdir_lib
-
+from deocc_jax.runs import workdir as workdir_lib
 from tests.helpers import paths
 
 ROOT = str(paths.ROOT)

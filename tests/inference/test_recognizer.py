@@ -13,7 +13,6 @@ from deocc_jax import inference
 from deocc_jax.data import alignment, pipeline
 from deocc_jax.data.dataset_formats import DatasetFormatError
 from deocc_jax.utils import face_geometry as geo
-
 from tests.helpers import paths
 
 ROOT = str(paths.ROOT)
@@ -40,7 +39,7 @@ def fr(tiny_run):
 @pytest.fixture(scope="module")
 def models(tiny_run):
   """An independent restore of the same models (the reference computations)."""
-  from deocc_jax.evaluation.models import restore_models
+  from deocc_jax.runs.models import restore_models
 
   config, workdir = tiny_run
   return restore_models(config, workdir, recognizers=(KEY,))

@@ -8,7 +8,6 @@ import os
 import re
 import sys
 
-from tests.helpers import subprocess_util as sp
 import numpy as np
 import pytest
 
@@ -16,8 +15,9 @@ from deocc_jax.data import dataset_formats as formats
 from deocc_jax.data import real_datasets as rd
 from deocc_jax.data import rehearsal
 from deocc_jax.evaluation import evaluator
-from deocc_jax.training import artefacts
+from deocc_jax.runs import artefacts
 from tests.helpers import paths
+from tests.helpers import subprocess_util as sp
 
 ROOT = str(paths.ROOT)
 

@@ -8,21 +8,20 @@ weights, five critic updates per generator update, Adam 1e-4 (0.5, 0.9).
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
+from deocc_jax.configs import base as synthetic  # noqa: E402  (configs/synthetic.py's body)
+from deocc_jax.configs import paper as paper_celeba  # noqa: E402  (configs/paper_celeba.py's body)
 from deocc_jax.losses import adversarial as adv
 from deocc_jax.losses.reconstruction import deepfill_reconstruction_loss
 from deocc_jax.models.critics import crop_hole_boxes
+from deocc_jax.runs import builders
 from deocc_jax.training import deocclusion_stage
 from tests.helpers.configs import tiny_config
-
-from deocc_jax.configs import paper as paper_celeba  # noqa: E402  (configs/paper_celeba.py's body)
-from deocc_jax.configs import base as synthetic  # noqa: E402  (configs/synthetic.py's body)
 
 RES, LOCAL = 32, 16
 
@@ -160,7 +159,8 @@ def test_table2_g_without_contextual_attention_stage_and_input():
   are the evaluation input 'completed_noca' when (and only when) it ran."""
   from deocc_jax import main
   from deocc_jax.evaluation import evaluator
-  from deocc_jax.evaluation.models import STAGES, Models
+  from deocc_jax.runs import factories
+  from deocc_jax.runs.models import STAGES, Models
   from deocc_jax.training import stages
 
   assert "deocclusion_noca" in main.stage_table() and "deocclusion_noca" in STAGES
@@ -171,7 +171,7 @@ def test_table2_g_without_contextual_attention_stage_and_input():
   noca = stages.deocclusion_section(config, "deocclusion_noca")
   assert not noca.contextual_attention and config.deocclusion.contextual_attention
   assert (noca.reconstruction, noca.adversarial) == ("deepfill", "wgan_gp")  # same objective
-  gen = deocclusion_stage.generator_from_config(noca)
+  gen = builders.generator_from_config(noca)
   assert not gen.use_contextual_attention
   assert "completed_noca" in synthetic.get_config().evaluate.inputs
   assert evaluator.INPUTS["completed_noca"] == "G without CA, true mask"
@@ -194,7 +194,7 @@ def test_table2_g_without_contextual_attention_stage_and_input():
     mask = np.zeros((1, RES, RES, 1), np.float32)
     masked = np.zeros((1, RES, RES, 3), np.float32)
 
-  mesh = stages.make_mesh(synthetic.get_config())
+  mesh = factories.make_mesh(synthetic.get_config())
   without = evaluator.Evaluator(fake_models(None), mesh, 8, 1)
   assert not without.available(View, "completed_noca")
   with_noca = evaluator.Evaluator(fake_models(lambda x, m: x * 0 + 0.5), mesh, 8, 1)

@@ -8,9 +8,14 @@ Layers, bottom to top (a module may import its own layer and those below):
   0  utils, errors, configs           no deocc_jax imports but each other
   1  data, models, losses, detection, conversion, baselines
   2  teachers
-  3  training                         the stages and their loop
-  4  evaluation, inference            load what training wrote
-  5  export, serving, http_server, cli, the commands (main, evaluate, infer, convert)
+  3  runs                             a trained run: its workdir, artefacts, models
+                                      rebuilt from them, the config's factories
+  4  training, inference              the stages and their loop; using trained models
+  5  evaluation                       the paper's tables (and, for now, the studies)
+  6  export, serving, http_server, cli, the commands (main, evaluate, infer, convert)
+
+Inference and export use a trained run through ``runs`` only: they import
+neither training nor evaluation.
 """
 
 from __future__ import annotations
@@ -36,20 +41,21 @@ LAYERS = {
     "conversion": 1,
     "baselines": 1,
     "teachers": 2,
-    "training": 3,
-    "evaluation": 4,
+    "runs": 3,
+    "training": 4,
     "inference": 4,
-    "export": 5,
-    "serving": 5,
-    "http_server": 5,
-    "http_requests": 5,
-    "cli": 5,
-    "main": 5,
-    "evaluate": 5,
-    "infer": 5,
-    "convert": 5,
-    "prepare": 5,
-    "__init__": 5,
+    "evaluation": 5,
+    "export": 6,
+    "serving": 6,
+    "http_server": 6,
+    "http_requests": 6,
+    "cli": 6,
+    "main": 6,
+    "evaluate": 6,
+    "infer": 6,
+    "convert": 6,
+    "prepare": 6,
+    "__init__": 6,
 }
 MAX_LINES = 600
 
@@ -125,6 +131,19 @@ def test_lower_layers_import_no_upper_one():
             f"{target} (layer {LAYERS[_part(target)]})"
         )
   assert not bad, "\n".join(sorted(bad))
+
+
+@pytest.mark.parametrize("user", ["inference", "export", "infer", "serving", "http_server"])
+def test_inference_and_export_use_trained_runs_not_training_or_evaluation(user):
+  """A trained model reaches inference and export through ``runs`` alone."""
+  bad = [
+      f"{MODULES[name]}:{line}: {name} imports {target}"
+      for name, imports in IMPORTS.items()
+      if _part(name) == user
+      for target, line, _ in imports
+      if _part(target) in ("training", "evaluation")
+  ]
+  assert not bad, "\n".join(bad)
 
 
 def test_serving_imports_only_numpy_helpers_of_the_package():

@@ -152,7 +152,7 @@ def test_unknown_architecture_and_bad_setting_are_refused():
     api.in_frame(t, FRAME, R)
   from deocc_jax.configs import base  # noqa: PLC0415
   from deocc_jax.errors import ConfigError  # noqa: PLC0415
-  from deocc_jax.training import trained_models  # noqa: PLC0415
+  from deocc_jax.runs import trained_models  # noqa: PLC0415
 
   c = base.get_config()
   c.teacher.input_protocol = "centre"

@@ -14,8 +14,8 @@ from deocc_jax.data import rehearsal
 from deocc_jax.data.synthetic_faces import SyntheticFaces
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import streaming
+from deocc_jax.runs import artefacts as art
 from deocc_jax.training import ar_distillation_stage as stage
-from deocc_jax.training import artefacts as art
 
 
 @pytest.fixture(scope="module")

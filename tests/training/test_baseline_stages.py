@@ -9,9 +9,10 @@ import pytest
 
 from deocc_jax import main as main_lib
 from deocc_jax.errors import ConfigError
-from deocc_jax.evaluation import models as eval_models
-from deocc_jax.training import artefacts as art
-from deocc_jax.training import baseline_stages, distillation_stage, registry
+from deocc_jax.runs import artefacts as art
+from deocc_jax.runs import builders, kinds
+from deocc_jax.runs import models as eval_models
+from deocc_jax.training import baseline_stages, registry
 
 TWO_STEPS = {"num_steps": 2, "log_every": 1, "checkpoint_every": 2, "batch_size": 16}
 
@@ -64,7 +65,7 @@ def test_the_pretrained_baseline_has_the_students_architecture(pretrained_run):
   """Same layers, same shapes as the student the distillation trains."""
   c, workdir = pretrained_run
   pretrained = art.read(workdir, "pretrain_arcface").variables["params"]["backbone"]
-  student = distillation_stage.student_from_config(c.distillation, int(c.teacher.embed_dim), None)
+  student = builders.student_from_config(c.distillation, int(c.teacher.embed_dim), None)
   init = lambda key: student.init(key, jnp.zeros((1, 32, 32, 3)), train=False)  # noqa: E731
   shapes = jax.eval_shape(init, jax.random.key(0))["params"]
   assert jax.tree.map(lambda x: tuple(x.shape), shapes) == jax.tree.map(
@@ -86,11 +87,11 @@ def test_bad_init_and_missing_path_name_the_field(pretrained_run, tmp_path):
 
 
 def test_rows_are_named_after_their_networks():
-  rec = registry.recognizers()
-  assert rec["arcface_finetuned"].name == "finetune_arcface"
+  rec = kinds.recognizers()
+  assert rec["arcface_finetuned"].stage == "finetune_arcface"
   assert rec["arcface_finetuned"].display == "student-sized ArcFace fine-tuned"
-  assert rec["teacher_finetuned"].name == "finetune_teacher"
-  assert rec["arcface_pretrained"].name == "pretrain_arcface"
+  assert rec["teacher_finetuned"].stage == "finetune_teacher"
+  assert rec["arcface_pretrained"].stage == "pretrain_arcface"
   baselines = ("pretrain_arcface", "finetune_arcface", "finetune_teacher")
   others = {s.seed_offset for s in registry.STAGES.values() if s.name not in baselines}
   own = [registry.get(n).seed_offset for n in baselines]

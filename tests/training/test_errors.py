@@ -13,11 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-from deocc_jax import cli
+from deocc_jax import cli, errors
 from deocc_jax.training import checkpoint as ckpt_lib
 from deocc_jax.training import loop
 from deocc_jax.utils import sharding
-
 from tests.helpers import paths
 
 ROOT = str(paths.ROOT)
@@ -49,12 +48,12 @@ def test_truncated_checkpoint_is_one_error_naming_step_and_others(tmp_path):
   toy.run(tmp_path, 4, sharding.make_mesh())
   _truncate_state(tmp_path / "toy" / "checkpoints" / "4")
   with pytest.raises(
-      ckpt_lib.UnreadableCheckpointError,
+      errors.UnreadableCheckpointError,
       match=r"checkpoint step 4 in .* cannot be read .*other steps available: " r"\[2\]",
   ):
     _restore(tmp_path)
   # no silent fallback when resuming training either
-  with pytest.raises(ckpt_lib.UnreadableCheckpointError, match="checkpoint step 4"):
+  with pytest.raises(errors.UnreadableCheckpointError, match="checkpoint step 4"):
     toy.run(tmp_path, 6, sharding.make_mesh())
   step, _ = _restore(tmp_path, 2)  # the older step, asked for explicitly
   assert step == 2
@@ -66,14 +65,14 @@ def test_deleted_newest_step_is_not_replaced_by_an_older_one(tmp_path):
   assert record == {"latest": 4}
   shutil.rmtree(tmp_path / "toy" / "checkpoints" / "4")
   with pytest.raises(
-      ckpt_lib.UnreadableCheckpointError,
+      errors.UnreadableCheckpointError,
       match=r"checkpoint step 4 .* is missing .*available steps: \[2\]",
   ):
     _restore(tmp_path)
-  with pytest.raises(ckpt_lib.UnreadableCheckpointError, match=r"step 4 .* missing"):
+  with pytest.raises(errors.UnreadableCheckpointError, match=r"step 4 .* missing"):
     toy.run(tmp_path, 6, sharding.make_mesh())
   assert _restore(tmp_path, 2)[0] == 2
-  with pytest.raises(ckpt_lib.CheckpointNotFoundError, match=r"no checkpoint 7 .*\[2\]"):
+  with pytest.raises(errors.CheckpointNotFoundError, match=r"no checkpoint 7 .*\[2\]"):
     _restore(tmp_path, 7)
 
 
@@ -126,7 +125,7 @@ def test_iterator_state_is_saved_per_process_and_derivable(tmp_path):
 
 def test_user_errors_become_one_line_and_exit_2(capsys):
   def missing():
-    raise ckpt_lib.CheckpointNotFoundError("no checkpoint 9 in /x (available steps: [2, 4])")
+    raise errors.CheckpointNotFoundError("no checkpoint 9 in /x (available steps: [2, 4])")
 
   with pytest.raises(SystemExit) as e:
     cli.run_or_exit(missing, hard_exit=False)

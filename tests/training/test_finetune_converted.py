@@ -11,6 +11,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from deocc_jax.configs import base as base_config
+from deocc_jax.runs import builders
 from deocc_jax.teachers import api
 from deocc_jax.training import finetune_stage
 
@@ -89,11 +90,11 @@ def test_finetune_converted_teacher_step():
   assert int(new["step"]) == 1 and "frozen" not in new and float(frozen["shift"]) == 0.25
   # The baseline's embedding is the fine-tuned network's, L2-normalised.
   x = jnp.asarray(batch["masked"])
-  got = np.asarray(finetune_stage.embed_fn(teacher, new)(x))
+  got = np.asarray(builders.finetuned_embed_fn(teacher, new)(x))
   ref = np.asarray(
       teacher.apply({**new["fixed"], "params": new["params"]["backbone"]}, x)["embedding"],
       np.float64,
   )
   np.testing.assert_allclose(got, ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
-  before = np.asarray(finetune_stage.embed_fn(teacher, state)(x))
+  before = np.asarray(builders.finetuned_embed_fn(teacher, state)(x))
   assert np.abs(got - before).max() > 1e-4

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from absl import flags
 
-from tests.helpers.configs import tiny_config  # noqa: E402
-
 from deocc_jax import main as main_lib  # noqa: E402
 from deocc_jax.errors import ConfigError  # noqa: E402
+from deocc_jax.runs import factories
 from deocc_jax.training import deocclusion_stage, loop, stages  # noqa: E402
+from tests.helpers.configs import tiny_config  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
 
@@ -24,7 +24,7 @@ def _train(workdir, steps):
   stages.run_deocclusion(c, str(workdir))
   init_fn, _ = deocclusion_stage.make_fns(c.deocclusion, 32)
   return loop.restore_state(
-      str(workdir), "deocclusion", init_fn, jax.random.key(0), stages.make_mesh(c)
+      str(workdir), "deocclusion", init_fn, jax.random.key(0), factories.make_mesh(c)
   )
 
 

@@ -7,6 +7,7 @@ import pytest
 from absl import flags
 
 from deocc_jax.data import pipeline as pipe  # noqa: E402
+from deocc_jax.runs import builders
 from deocc_jax.training import deocclusion_stage, distillation_stage, teacher_stage  # noqa: E402
 from deocc_jax.utils import sharding  # noqa: E402
 from tests.helpers.configs import tiny_config
@@ -86,7 +87,7 @@ def test_distillation_step_sharded_equals_single_device(instance, sharded_rel):
   batch, src = _batch()
   t_init, _ = teacher_stage.make_fns(c.teacher, src.num_classes, RES)
   t_state = t_init(jax.random.key(1))
-  t_embed = teacher_stage.embed_fn(c.teacher, t_state)
+  t_embed = builders.teacher_embed_fn(c.teacher, t_state)
   g_init, _ = deocclusion_stage.make_fns(c.deocclusion, RES)
   frozen = {
       "teacher": {"dummy": jnp.zeros(())},
@@ -138,7 +139,7 @@ def test_distillation_ce_on_teacher_outputs_over_teacher_classes():
     }
 
   m0 = jnp.zeros((1, RES, RES, 1)).at[:, 8:16, 8:16].set(1)
-  g_params = deocclusion_stage.generator_from_config(c.deocclusion).init(
+  g_params = builders.generator_from_config(c.deocclusion).init(
       jax.random.key(2), jnp.zeros((1, RES, RES, 3)), m0
   )["params"]
   frozen = {"teacher": {"w": w}, "generator": g_params}
@@ -158,8 +159,8 @@ def test_distillation_ce_on_teacher_outputs_over_teacher_classes():
   b = {k: jnp.asarray(batch[k]) for k in ("masked", "mask", "clean", "identity")}
   _, metrics = jax.jit(step_fn)(state, b, frozen)
   # Reference: the student's logits on the completed faces (train-mode BN, as in the step).
-  student = distillation_stage.student_from_config(dc, 16, n_teacher)
-  complete = deocclusion_stage.complete_fn(c.deocclusion, frozen["generator"])
+  student = builders.student_from_config(dc, 16, n_teacher)
+  complete = builders.complete_fn(c.deocclusion, frozen["generator"])
 
   @jax.jit
   def student_logits(p, stats, x, m):
@@ -178,7 +179,7 @@ def test_distillation_ce_on_teacher_outputs_over_teacher_classes():
   assert float(metrics["loss/ce"]) == pytest.approx(want, rel=1e-4)
   assert 0.0 <= float(metrics["train/teacher_agreement"]) <= 1.0
   # Embedding needs no classifier, whatever its size.
-  emb = distillation_stage.embed_fn(dc, 16, state)(b["clean"])
+  emb = builders.student_embed_fn(dc, 16, state)(b["clean"])
   np.testing.assert_allclose(np.linalg.norm(np.asarray(emb), axis=1), 1.0, rtol=1e-5)
 
 

@@ -12,6 +12,7 @@ from deocc_jax.data import pipeline as pipe
 from deocc_jax.data.synthetic_faces import SyntheticFaces
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import evaluator, job, verification
+from deocc_jax.runs import factories
 from deocc_jax.training import stages, teacher_stage
 from tests.helpers.tiny_run import tiny_config
 
@@ -36,15 +37,15 @@ def test_pool_is_disjoint_and_renders_its_global_identities():
 def test_teacher_source_follows_the_config():
   c = tiny_config()
   c.data.teacher_identities = 0
-  assert repr(stages.teacher_source(c)) == repr(stages.make_source(c, "train"))
+  assert repr(factories.teacher_source(c)) == repr(factories.make_source(c, "train"))
   c.data.teacher_identities = 50
   c.data.teacher_images_per_identity = 2
-  src = stages.teacher_source(c)
+  src = factories.teacher_source(c)
   assert src.num_classes == 50 and len(src) == 100
   assert int(src.identities.min()) == c.data.identities
   c.data.source = "celeba"
   with pytest.raises(ConfigError, match="teacher_identities"):
-    stages.teacher_source(c)
+    factories.teacher_source(c)
 
 
 def test_finetuning_on_other_identities_gets_a_new_head():
@@ -73,16 +74,16 @@ def test_held_out_check_covers_the_teacher_pool(monkeypatch):
   c = tiny_config()
   c.data.teacher_identities = 40
   _, held = job.held_out_source(c)
-  n_train = len(stages.make_source(c, "train").identities)
+  n_train = len(factories.make_source(c, "train").identities)
   assert held["trained_identities"] == n_train + 40
   assert "40 of them the teacher's pool" in held["description"]
   # A teacher pool that holds test identities is refused.
-  test_ids = stages.make_source(c, "test").identities
+  test_ids = factories.make_source(c, "test").identities
   monkeypatch.setattr(
-      stages,
+      factories,
       "teacher_source",
       lambda config: pipe.SyntheticSplitSource(
-          stages.make_source(config, "test").faces, test_ids[:3]
+          factories.make_source(config, "test").faces, test_ids[:3]
       ),
   )
   with pytest.raises(job.HeldOutError, match="shares 3"):

@@ -41,7 +41,7 @@ from etils import epath
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from deocc_jax.training.checkpoint import CheckpointNotFoundError, UnreadableCheckpointError
+from deocc_jax.errors import CheckpointNotFoundError, UnreadableCheckpointError
 from deocc_jax.utils import files
 
 FORMAT = 1

@@ -11,9 +11,8 @@ import sys
 import pytest
 
 from deocc_jax import main as main_lib
-from deocc_jax.training import workdir as wd
+from deocc_jax.runs import workdir as wd
 from deocc_jax.training.metrics_writer import MetricWriter, read_jsonl
-
 from tests.helpers.tiny_run import tiny_config  # noqa: E402
 
 

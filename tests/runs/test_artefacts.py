@@ -1,4 +1,4 @@
-"""Trained artefacts (training/artefacts.py, training/trained_models.py): the
+"""Trained artefacts (runs/artefacts.py, runs/trained_models.py): the
 format, the kept steps, frozen models as jit arguments, and evaluation /
 inference loading artefacts alone (no checkpoints, optimizer or training data)."""
 
@@ -10,11 +10,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from deocc_jax.training import artefacts as art
-from deocc_jax.training import checkpoint as ckpt_lib
-from deocc_jax.training import loop, stages, trained_models
+from deocc_jax import errors
+from deocc_jax.runs import artefacts as art
+from deocc_jax.runs import factories, trained_models
+from deocc_jax.training import loop, stages
 from deocc_jax.utils import sharding
-
 from tests.helpers import tiny_run as tiny_run_lib  # noqa: E402
 
 TRAINED = ("teacher", "deocclusion", "segmentation", "distill_hard", "distill_soft")
@@ -56,16 +56,16 @@ def test_kept_steps_selection_and_clear_errors(tmp_path):
   assert art.select(tmp_path, "s", "best") == 2
   assert float(art.read(tmp_path, "s", "best").variables["params"]["w"][0]) == 2.0
   assert art.read(tmp_path, "s", 4).facts["metrics"] == {"loss": 3.0}
-  with pytest.raises(ckpt_lib.CheckpointNotFoundError, match=r"no checkpoint 3 .*\[2, 4, 5\]"):
+  with pytest.raises(errors.CheckpointNotFoundError, match=r"no checkpoint 3 .*\[2, 4, 5\]"):
     art.read(tmp_path, "s", 3)
-  with pytest.raises(ckpt_lib.CheckpointNotFoundError, match="stage 'other' has no trained"):
+  with pytest.raises(errors.CheckpointNotFoundError, match="stage 'other' has no trained"):
     art.read(tmp_path, "other")
   art.write(tmp_path, "u", 1, _spec(), {"params": {"w": np.zeros(2)}}, {}, 3)
-  with pytest.raises(ckpt_lib.CheckpointNotFoundError, match="no checkpoint 'best'"):
+  with pytest.raises(errors.CheckpointNotFoundError, match="no checkpoint 'best'"):
     art.read(tmp_path, "u", "best")
   path = art.directory(tmp_path, "s") / art.file_name(5)
   path.write_bytes(path.read_bytes()[:100])
-  with pytest.raises(ckpt_lib.UnreadableCheckpointError, match=r"step_0000005\.npz cannot be read"):
+  with pytest.raises(errors.UnreadableCheckpointError, match=r"step_0000005\.npz cannot be read"):
     art.read(tmp_path, "s", "latest")
   with pytest.raises(ValueError, match="artefact kind 'optimizer'"):
     art.Spec("optimizer", lambda s: s, {})
@@ -137,7 +137,7 @@ def test_evaluation_loads_artefacts_alone(tiny_run, tmp_path, monkeypatch):
   """Every trained stage of the tiny run wrote artefacts with their facts;
   with every checkpoint directory and the cached data facts removed, and
   the training data unreachable, restore_models gives the same models."""
-  from deocc_jax.evaluation.models import restore_models
+  from deocc_jax.runs.models import restore_models
 
   config, workdir = tiny_run
   for stage in TRAINED + ("pretrain_arcface", "finetune_arcface"):
@@ -150,7 +150,7 @@ def test_evaluation_loads_artefacts_alone(tiny_run, tmp_path, monkeypatch):
   assert student.facts["config"]["instance"] == "soft"
   assert set(student.variables) == {"params", "batch_stats"}
   teacher = art.read(workdir, "teacher")
-  assert teacher.facts["num_classes"] == stages.teacher_source(config).num_classes
+  assert teacher.facts["num_classes"] == factories.teacher_source(config).num_classes
 
   ref = restore_models(config, workdir)
   bare = tmp_path / "bare"
@@ -170,8 +170,8 @@ def test_evaluation_loads_artefacts_alone(tiny_run, tmp_path, monkeypatch):
   def no_data(*a, **k):
     raise AssertionError("evaluation read the training data")
 
-  monkeypatch.setattr(stages, "make_source", no_data)
-  monkeypatch.setattr(stages, "teacher_source", no_data)
+  monkeypatch.setattr(factories, "make_source", no_data)
+  monkeypatch.setattr(factories, "teacher_source", no_data)
   got = restore_models(config, str(bare))
   assert got.steps == ref.steps and set(got.recognizers) == set(ref.recognizers)
   x = np.random.default_rng(0).uniform(-1, 1, (4,) + ref.mean_face.shape).astype(np.float32)
@@ -194,7 +194,7 @@ def test_a_finished_stage_without_artefacts_writes_them_when_rerun(tiny_run, tmp
   shutil.copytree(workdir, work, ignore=shutil.ignore_patterns("results"))
   before = art.read(work, "segmentation")
   shutil.rmtree(art.directory(work, "segmentation"))
-  with pytest.raises(ckpt_lib.CheckpointNotFoundError, match="rerunning the stage's command"):
+  with pytest.raises(errors.CheckpointNotFoundError, match="rerunning the stage's command"):
     art.read(work, "segmentation")
   stages.run_segmentation(config, str(work))
   after = art.read(work, "segmentation")

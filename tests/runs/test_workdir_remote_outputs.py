@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from deocc_jax import main as main_lib
-
 from tests.helpers.configs import tiny_config
 
 RUN = "gs://bucket/runs/r"
@@ -42,6 +41,7 @@ def test_render_data_writes_sheets_and_stats_to_gs(fake_gcs, tmp_path, monkeypat
 
 def test_rehearsal_data_refuses_a_remote_root(fake_gcs, tmp_path, monkeypatch):
   from ml_collections import ConfigDict
+
   from deocc_jax.data import rehearsal
   from deocc_jax.errors import ConfigError
 

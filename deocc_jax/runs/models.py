@@ -4,7 +4,7 @@
 the recognisers (teacher, fine-tuned ArcFace baseline, hard / soft students
 -- those whose stages wrote artefacts), the frozen generator, the occlusion
 segmenter and the mean training face. Everything comes from the stages'
-trained artefacts (``training/artefacts.py``: variables + facts), never from
+trained artefacts (``runs/artefacts.py``: variables + facts), never from
 their training checkpoints: no optimizer, no training data; of the config
 only ``teacher`` is read, for a pretrained teacher whose stage did not run.
 
@@ -26,14 +26,13 @@ from ml_collections import ConfigDict
 
 from deocc_jax.configs import require
 from deocc_jax.errors import ConfigError
-from deocc_jax.evaluation import classical_rows
+from deocc_jax.runs import artefacts as art
+from deocc_jax.runs import classical_rows, factories, kinds, trained_models
+from deocc_jax.runs.workdir import as_path
 from deocc_jax.teachers import api
-from deocc_jax.training import artefacts as art
-from deocc_jax.training import registry, stages, trained_models
-from deocc_jax.training.workdir import as_path
 
-# recogniser key -> (stage whose checkpoint holds it, display name), from the registry
-RECOGNIZERS = {k: (s.name, s.display) for k, s in registry.recognizers().items()}
+# recogniser key -> (stage whose artefacts hold it, display name), from runs/kinds.py
+RECOGNIZERS = {k: (t.stage, t.display) for k, t in kinds.recognizers().items()}
 # Pretrained recognisers used as they are (config.evaluate.pretrained_recognizers):
 # architecture -> the tables' name. Key of the row: 'pretrained_<architecture>'.
 PRETRAINED_NAMES = {
@@ -45,7 +44,7 @@ PRETRAINED_NAMES = {
     "inception_resnet_v1": "FaceNet InceptionResnetV1",
 }
 # the stages whose checkpoints hold a model evaluation restores
-STAGES = tuple(s.name for s in registry.STAGES.values() if s.restore)
+STAGES = tuple(kinds.TRAINED)
 
 EmbedFn = Callable[[jax.Array], jax.Array]
 
@@ -157,7 +156,7 @@ def restore_models(
 ) -> Models:
   """Restores what ``workdir`` holds; ``recognizers`` (default: all present)
   must all have checkpoints, else an error names the missing stage. Each
-  model comes through its stage's restorer in the registry."""
+  model comes through its stage's restorer (``runs/kinds.py``)."""
   which = parse_checkpoint_spec(checkpoint)
   pick = lambda stage: which.get(stage, which["*"])  # noqa: E731
   if not as_path(workdir).is_dir():
@@ -171,7 +170,7 @@ def restore_models(
     raise ValueError(f"unknown recognizer(s) {unknown}; choose from {known}")
   classical = classical_rows.fit(
       config,
-      lambda: stages.make_source(config, "train"),
+      lambda: factories.make_source(config, "train"),
       tuple(k for k in wanted if k in classical_keys),
   )
   steps: dict[str, int] = {}
@@ -180,7 +179,7 @@ def restore_models(
   facts: dict[str, dict[str, Any]] = {}
 
   def restore(stage: str, deps: dict[str, Any] | None = None) -> Any:
-    out, step = registry.get(stage).restorer()(config, workdir, pick(stage), stage, deps)
+    out, step = kinds.get(stage).restore(config, workdir, pick(stage), stage, deps)
     if step is not None:
       steps[stage] = int(step)
       facts[stage] = art.read_facts(workdir, stage, int(step))
@@ -189,7 +188,7 @@ def restore_models(
     return out
 
   generators = {
-      s.name: restore(s.name) for s in registry.of_role("generator") if art.has(workdir, s.name)
+      t.stage: restore(t.stage) for t in kinds.of_role("generator") if art.has(workdir, t.stage)
   }
   teacher = restore("teacher")
   if "teacher" in wanted:

@@ -1,5 +1,5 @@
 """Trained models as artefacts: what each stage writes, and how a model is
-rebuilt from its artefact alone (``training/artefacts.py``).
+rebuilt from its artefact alone (``runs/artefacts.py``).
 
 ``*_spec(...)`` say what a stage's artefact holds (the training runners pass
 them to the loop); ``teacher_from`` / ``generator_from`` / ``segmenter_from``
@@ -23,15 +23,9 @@ from deocc_jax.configs import require
 from deocc_jax.data.pipeline import to_unit_range
 from deocc_jax.errors import ConfigError
 from deocc_jax.losses.arcface import ArcFaceHead
+from deocc_jax.runs import artefacts as art
+from deocc_jax.runs import builders
 from deocc_jax.teachers import api
-from deocc_jax.training import (
-    deocclusion_stage,
-    distillation_stage,
-    finetune_stage,
-    segmentation_stage,
-    teacher_stage,
-)
-from deocc_jax.training import artefacts as art
 from deocc_jax.utils import files
 
 DATA_FACTS = "training_data_facts.npz"
@@ -235,7 +229,7 @@ def teacher_from(a: art.Artefact) -> api.Teacher:
   if a.kind == "teacher":
     return pretrained_teacher(a.facts["teacher"])
   cfg, res, n = _cfg(a), int(a.facts["resolution"]), int(a.facts["num_classes"])
-  backbone = teacher_stage.backbone_from_config(cfg)
+  backbone = builders.teacher_backbone(cfg)
   head = ArcFaceHead(n)
   scale = float(cfg.arcface_scale)
   v = a.variables
@@ -261,14 +255,14 @@ def teacher_from(a: art.Artefact) -> api.Teacher:
 def generator_from(a: art.Artefact) -> Callable[[Any, Any], Any]:
   """(masked, mask) -> completed faces."""
   _expect(a, "generator")
-  return deocclusion_stage.complete_fn(_cfg(a), a.variables["params"])
+  return builders.complete_fn(_cfg(a), a.variables["params"])
 
 
 def segmenter_from(a: art.Artefact) -> Callable[[Any], Any]:
   """masked -> binary occlusion mask."""
   _expect(a, "segmenter")
   cfg = _cfg(a)
-  return segmentation_stage.predict_mask_fn(cfg, a.variables["params"], float(cfg.threshold))
+  return builders.predict_mask_fn(cfg, a.variables["params"], float(cfg.threshold))
 
 
 def embedder_from(a: art.Artefact, teacher: api.Teacher | None = None) -> Callable[[Any], Any]:
@@ -278,16 +272,18 @@ def embedder_from(a: art.Artefact, teacher: api.Teacher | None = None) -> Callab
   _expect(a, "arcface", "student", "finetuned")
   v = a.variables
   if a.kind == "arcface":
-    return teacher_stage.embed_fn(_cfg(a), {"params": v["params"], "batch_stats": v["batch_stats"]})
+    return builders.teacher_embed_fn(
+        _cfg(a), {"params": v["params"], "batch_stats": v["batch_stats"]}
+    )
   if a.kind == "student":
-    return distillation_stage.embed_fn(
+    return builders.student_embed_fn(
         _cfg(a), int(a.facts["embed_dim"]), {"params": v["params"], "batch_stats": v["batch_stats"]}
     )
   ident = a.facts["teacher"]
   if teacher is None or teacher.name != ident["name"]:
     teacher = pretrained_teacher(ident)
   fixed = {k: x for k, x in v.items() if k != "params"}
-  return finetune_stage.embed_fn(teacher, {"params": {"backbone": v["params"]}, "fixed": fixed})
+  return builders.finetuned_embed_fn(teacher, {"params": {"backbone": v["params"]}, "fixed": fixed})
 
 
 # -------------------------------------------------- the registry's restorers
