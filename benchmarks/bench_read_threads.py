@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 from deocc_jax.configs import base  # noqa: E402
-from deocc_jax.training import stages, teacher_stage  # noqa: E402
+from deocc_jax.training import registry, stage_spec, teacher_stage  # noqa: E402
 
 KEYS = ("clean", "identity")
 
@@ -35,7 +35,7 @@ KEYS = ("clean", "identity")
 def stream_s_per_batch(threads: int, batches: int) -> float:
   c = base.get_config()
   c.pipeline.read_threads = threads
-  it, _ = stages.make_batches(c, c.teacher, "teacher")
+  it, _ = stage_spec.make_batches(c, c.teacher, registry.get("teacher"))
   for _ in range(3):
     next(it)
   t = time.perf_counter()
@@ -47,7 +47,7 @@ def stream_s_per_batch(threads: int, batches: int) -> float:
 def loop_s_per_step(threads: int, steps: int, init_fn, step_fn) -> float:
   c = base.get_config()
   c.pipeline.read_threads = threads
-  it, _ = stages.make_batches(c, c.teacher, "teacher")
+  it, _ = stage_spec.make_batches(c, c.teacher, registry.get("teacher"))
   state = init_fn(jax.random.key(0))
   b = next(it)
   state, m = step_fn(state, {k: b[k] for k in KEYS})
@@ -69,7 +69,7 @@ def main():
   flags.FLAGS.mark_as_parsed()
   info = _common.machine()
   c = base.get_config()
-  _, source = stages.make_batches(c, c.teacher, "teacher")
+  _, source = stage_spec.make_batches(c, c.teacher, registry.get("teacher"))
   init_fn, step_fn = teacher_stage.make_fns(c.teacher, source.num_classes, int(c.data.resolution))
   init_fn, step_fn = jax.jit(init_fn), jax.jit(step_fn)
   threads = (0, 16)

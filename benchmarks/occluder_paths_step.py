@@ -5,7 +5,7 @@ Usage::
     nice -n 10 python benchmarks/occluder_paths_step.py [--batches 15]
 
 For each setting, exactly what a training stage runs on this machine
-(``stages.make_batches`` of the 'deocclusion' stage, the loop's
+(``stage_spec.make_batches`` of the 'deocclusion' stage, the loop's
 ``batch_on_device`` on this process's mesh, XLA's default threads):
 
 * ``data.occluders='host'``: ``next()`` of the grain iterator (render the
@@ -39,7 +39,7 @@ from absl import flags  # noqa: E402
 
 from deocc_jax.configs import base  # noqa: E402
 from deocc_jax.runs import factories
-from deocc_jax.training import loop, occluder_stream, stages  # noqa: E402
+from deocc_jax.training import loop, occluder_stream, registry, stage_spec  # noqa: E402
 
 PAIR_KEYS = ("masked", "mask", "clean", "identity")
 SETTINGS = (  # (stage, keys the step reads, px, batch, photometric, whose settings)
@@ -62,7 +62,7 @@ def _config(stage: str, px: int, batch: int, photometric: bool, occluders: str):
 def _time(c, stage: str, keys: tuple[str, ...], n: int) -> dict:
   """Median seconds per batch: next() and the device part (put + prepare)."""
   t = time.perf_counter()
-  it, _ = stages.make_batches(c, c[stage], stage)
+  it, _ = stage_spec.make_batches(c, c[stage], registry.get(stage))
   setup_s = time.perf_counter() - t
   mesh = factories.make_mesh(c)
   to_dev = loop.batch_on_device(

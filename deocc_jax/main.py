@@ -6,7 +6,7 @@ no such file exists, e.g. from a wheel install:
 :mod:`deocc_jax.configs.experiments`).
 
 Runs the stages listed in ``config.stages`` in order (the table:
-``deocc_jax/training/registry.py``). Any config field can be overridden on the
+:func:`stage_table`). Any config field can be overridden on the
 command line (``--config.data.resolution=32``). Re-running with the same
 ``--workdir`` resumes every stage from its last checkpoint (any process /
 device count). The workdir may be local or a URI (``gs://...``). One job per
@@ -38,8 +38,20 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs / checkpo
 
 
 def stage_table() -> dict[str, Callable[[ConfigDict, str], None]]:
-  """Stage name -> runner(config, workdir), from ``training/registry.py``."""
-  return {name: stage.run for name, stage in registry.STAGES.items()}
+  """Stage name -> runner(config, workdir): the data stages, training's
+  (``training/registry.py``) and the evaluation stages, in run order."""
+  from deocc_jax.data import rehearsal, render
+  from deocc_jax.evaluation import ablation, job, lambda_sweep, teacher_study
+
+  return {
+      "render_data": render.run_stage,
+      "rehearsal_data": rehearsal.run,
+      **registry.RUNNERS,
+      "evaluate": job.run,
+      "ablation": ablation.run,
+      "lambda_sweep": lambda_sweep.run,
+      "teacher_study": teacher_study.run,
+  }
 
 
 def run(

@@ -37,6 +37,7 @@ import numpy as np
 from etils import epath
 from ml_collections import ConfigDict
 
+from deocc_jax.configs import require
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import job, protocols, report, verification
 from deocc_jax.evaluation.evaluator import Evaluator
@@ -44,7 +45,7 @@ from deocc_jax.losses import distillation
 from deocc_jax.runs import artefacts as art
 from deocc_jax.runs import factories, trained_models
 from deocc_jax.runs.models import Models, restore_models
-from deocc_jax.training import loop, registry, stages
+from deocc_jax.training import loop, registry, stage_spec, stages
 
 SETTINGS: dict[str, str] = {
     "ce": "CE",
@@ -91,12 +92,12 @@ def heldout_losses(
 def ablation_steps(config: ConfigDict) -> int:
   """Steps per setting: ``ablation.epochs`` x (training faces // the
   distillation's global batch) when epochs > 0, else ``ablation.num_steps``."""
-  a = stages.require(config, "ablation")
+  a = require(config, "ablation")
   epochs = float(a.epochs)
   if epochs <= 0:
     return int(a.num_steps)
   size = len(factories.make_source(config, "train"))
-  batch = int(stages.require(config, "distillation.batch_size"))
+  batch = int(require(config, "distillation.batch_size"))
   return max(1, int(round(epochs * (size // batch))))
 
 
@@ -140,8 +141,8 @@ class Yardstick:
 def yardstick(config: ConfigDict, workdir: str, num_pairs: int, max_records: int) -> Yardstick:
   """The run's teacher and G, and the pairs of ``config.evaluate.split`` (checked
   to share no identity with training) occluded with the mixture, completed by G."""
-  d = stages.require(config, "distillation")
-  e = stages.require(config, "evaluate")
+  d = require(config, "distillation")
+  e = require(config, "evaluate")
   mesh = factories.make_mesh(config)
   base: Models = restore_models(config, workdir, str(e.checkpoint), recognizers=("teacher",))
   if base.complete is None:
@@ -168,8 +169,8 @@ def yardstick(config: ConfigDict, workdir: str, num_pairs: int, max_records: int
 
 
 def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
-  a = stages.require(config, "ablation")
-  d = stages.require(config, "distillation")
+  a = require(config, "ablation")
+  d = require(config, "distillation")
   settings = [str(s) for s in a.settings]
   for s in settings:
     setting_overrides(s, d)  # validate every name before any training
@@ -210,7 +211,7 @@ def train_and_score(
   ``distill_hard`` batches from its initialisation under ``out_dir/name``,
   keeping an artefact every ``eval_every`` steps, and scores each on the
   held-out set: {'overrides', 'curve', 'train'}."""
-  d = stages.require(config, "distillation")
+  d = require(config, "distillation")
   over = dict(over)
   over["num_steps"] = num_steps
   over["checkpoint_every"] = eval_every
@@ -224,7 +225,7 @@ def train_and_score(
   spec = trained_models.student_spec(
       c, config, teacher, source.num_classes, factories.data_facts(config, workdir)
   )
-  batches, _ = stages.make_batches(run_cfg, c, "distill_hard")
+  batches, _ = stage_spec.make_batches(run_cfg, c, registry.get("distill_hard"))
   loop.run(
       name,
       out_dir,
@@ -233,7 +234,7 @@ def train_and_score(
       batches,
       registry.stage_key(config, "distill_hard"),
       y.mesh,
-      stages.loop_config(c, ("masked", "mask", "clean", "identity"), run_cfg),
+      stage_spec.loop_config(c, ("masked", "mask", "clean", "identity"), run_cfg),
       frozen=frozen,
       artefact=spec,
   )

@@ -44,6 +44,7 @@ import numpy as np
 from etils import epath
 from ml_collections import ConfigDict
 
+from deocc_jax.configs import require
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import protocols, report, streaming, tables
@@ -56,7 +57,6 @@ from deocc_jax.evaluation.evaluator import (
 )
 from deocc_jax.runs import factories
 from deocc_jax.runs.models import restore_models
-from deocc_jax.training import stages
 
 # ------------------------------------------------------- held-out identities
 
@@ -84,7 +84,7 @@ def held_out_source(config: ConfigDict) -> tuple[Any, dict[str, Any]]:
   G, segmenter, students, fine-tuned baseline); raises :class:`HeldOutError`
   otherwise. Returns (source, {'split', 'identities', 'trained_identities',
   'shared', 'description'})."""
-  split = str(stages.require(config, "evaluate.split"))
+  split = str(require(config, "evaluate.split"))
   kind = str(config.data.source)
   trained = identity_keys(factories.make_source(config, "train"))
   pool = 0
@@ -136,7 +136,7 @@ def held_out_mixture_pairs(
   vs = protocols.synthetic_verification_set(
       held_src,
       int(num_pairs),
-      int(stages.require(config, "evaluate.seed")),
+      int(require(config, "evaluate.seed")),
       factories.mask_config(config),
       (protocols.MIXTURE,),
       int(max_records) or None,
@@ -193,7 +193,7 @@ def run(
     config: ConfigDict, workdir: str, checkpoint: str | None = None, results_dir: str | None = None
 ) -> dict[str, Any]:
   """Evaluates the run in ``workdir``; returns the results dict (all hosts)."""
-  e = stages.require(config, "evaluate")
+  e = require(config, "evaluate")
   t_start = time.perf_counter()
   checkpoint = str(checkpoint or e.checkpoint)
   wanted = tuple(e.recognizers) or None
@@ -268,7 +268,7 @@ def run(
   if str(e.lfw_root):
     lfw = rd.LFW(
         str(e.lfw_root),
-        str(stages.require(config, "evaluate.lfw_pairs")),
+        str(require(config, "evaluate.lfw_pairs")),
         resolution=models.resolution,
         landmarks_file=str(e.lfw_landmarks) or None,
         **real_kw,

@@ -31,17 +31,17 @@ from typing import Any
 import jax
 from ml_collections import ConfigDict
 
+from deocc_jax.configs import require
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import ablation, report, verification
-from deocc_jax.training import stages
 
 TABLE_SPLITS = ("heldout", "test")  # the tables' identities: never tuned on
 
 
 def settings(config: ConfigDict) -> list[tuple[str, dict[str, Any]]]:
   """(name, ``config.distillation`` overrides) of every (lambda_i, T)."""
-  s = stages.require(config, "lambda_sweep")
-  d = stages.require(config, "distillation")
+  s = require(config, "lambda_sweep")
+  d = require(config, "distillation")
   instance = str(s.instance)
   if instance not in ("hard", "soft"):
     raise ConfigError(f"config.lambda_sweep.instance must be 'hard' or 'soft', got {instance!r}")
@@ -72,8 +72,8 @@ def choose(results: dict[str, dict[str, Any]]) -> str:
 
 
 def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
-  s = stages.require(config, "lambda_sweep")
-  split = str(stages.require(config, "evaluate.split"))
+  s = require(config, "lambda_sweep")
+  split = str(require(config, "evaluate.split"))
   if split in TABLE_SPLITS:
     raise ConfigError(
         f"config.evaluate.split={split!r} holds the identities the tables report: lambda_i and "

@@ -30,13 +30,14 @@ import jax
 from etils import epath
 from ml_collections import ConfigDict
 
+from deocc_jax.configs import require
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import job, protocols, report, verification
 from deocc_jax.evaluation.evaluator import Evaluator
 from deocc_jax.runs import artefacts as art
 from deocc_jax.runs import factories, kinds, trained_models
 from deocc_jax.runs.models import restore_models
-from deocc_jax.training import baseline_stages, stages
+from deocc_jax.training import baseline_stages, registry, stage_spec, stages
 from deocc_jax.utils import files
 
 KEYS = {"identities": int, "images": int, "width": float, "steps": int}
@@ -98,8 +99,8 @@ def _share_generator(workdir: str, sub: str) -> None:
 
 
 def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
-  t = stages.require(config, "teacher_study")
-  e = stages.require(config, "evaluate")
+  t = require(config, "teacher_study")
+  e = require(config, "evaluate")
   if str(config.teacher.kind) != "arcface":
     raise ConfigError(
         "the teacher-strength study trains ArcFace teachers here; config.teacher.kind is "
@@ -134,11 +135,11 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     _share_generator(workdir, sub)
     print(f"-- teacher study setting {i}: {t.settings[i]}", flush=True)
     stages.run_teacher(c, sub)
-    baseline_stages.run_finetune(c, sub, "finetune_teacher")
+    baseline_stages.run_finetune_teacher(c, sub)
     if "distill_soft" in students:  # Eq. 17's identity centres of this teacher
       stages.run_teacher_embeddings(c, sub)
     for stage in students:
-      stages.run_distill(c, sub, stage)
+      stage_spec.train_stage(c, sub, registry.get(stage))
     models = restore_models(c, sub, recognizers=("teacher", "teacher_finetuned", *student_names))
     ev = Evaluator(models, mesh, int(e.batch_size), int(e.diffusion_iters))
 

@@ -30,9 +30,11 @@ from deocc_jax.errors import ConfigError
 from deocc_jax.runs import artefacts as art
 from deocc_jax.runs import factories, trained_models
 from deocc_jax.teachers import extract
-from deocc_jax.training import distillation_stage, loop, registry, stages
+from deocc_jax.training import distillation_stage
+from deocc_jax.training.stage_spec import Plan, StageSpec, resolved
 
 STAGE = "distill_ar"
+SEED_OFFSET = 12
 STARTS = ("distill_soft", "distill_hard")
 KEYS = ("masked", "mask", "clean", "identity")
 
@@ -118,8 +120,9 @@ def section(config: ConfigDict, start: art.Artefact) -> ConfigDict:
   return c
 
 
-def run(config: ConfigDict, workdir: str) -> None:
-  """Stage 'distill_ar': ``distill_ar.init``'s student, distilled on AR."""
+def plan(config: ConfigDict, workdir: str, source: Any, mesh: Any) -> Plan:
+  """Stage 'distill_ar': ``distill_ar.init``'s student, distilled on AR (its
+  batches: the AR pairs in memory; ``source`` is unused)."""
   a = require(config, "distill_ar")
   init = str(a.init)
   if init not in STARTS:
@@ -130,12 +133,11 @@ def run(config: ConfigDict, workdir: str) -> None:
         f"which has not run in {workdir}"
     )
   start = art.read(workdir, init)
-  mesh = factories.make_mesh(config)
   teacher = factories.load_teacher(config, workdir)
   segment = trained_models.restore_segmenter(config, workdir)[0]
   facts = factories.data_facts(config, workdir)  # read once: alignment and the artefact
   pairs, ar_facts = ar_pairs(config, facts["mean_landmarks"], segment)
-  c = stages.resolved(config, section(config, start), pairs)
+  c = resolved(config, section(config, start), pairs)
   frozen = {"teacher": teacher.params, "generator": factories.generator_params(config, workdir)}
   if str(c.instance) == "soft":  # Eq. 18 over the AR subjects' unoccluded faces
     params = _host(teacher.params)  # an argument of the program, not a constant in it
@@ -168,23 +170,12 @@ def run(config: ConfigDict, workdir: str) -> None:
 
   pcfg = pipe.PipelineConfig(  # in-memory faces: no workers, no reader threads
       batch_size=int(c.batch_size),
-      seed=int(config.seed) * 1000 + registry.get(STAGE).seed_offset,
+      seed=int(config.seed) * 1000 + SEED_OFFSET,
   )
   batches = iter(pipe.make_loader(pairs, pcfg, transform=ar_lib.UnmaskedPartner(pairs.clean)))
   spec = trained_models.student_spec(c, config, teacher, pairs.num_classes, facts)
   spec = dataclasses.replace(spec, facts={**spec.facts, "init": init, "ar": ar_facts})
-  loop.run(
-      STAGE,
-      workdir,
-      init_from_student,
-      step_fn,
-      batches,
-      registry.stage_key(config, STAGE),
-      mesh,
-      stages.loop_config(c, KEYS, config),
-      frozen=frozen,
-      artefact=spec,
-  )
+  return Plan(c, init_from_student, step_fn, spec, frozen=frozen, batches=batches)
 
 
 def _subtree(start: Any, like: Any, name: str) -> Any:
@@ -205,3 +196,6 @@ def _subtree(start: Any, like: Any, name: str) -> Any:
       )
     out[k] = jax.numpy.asarray(have[k], v.dtype)
   return traverse_util.unflatten_dict(out)
+
+
+DISTILL_AR = StageSpec(STAGE, SEED_OFFSET, KEYS, plan, source=None)

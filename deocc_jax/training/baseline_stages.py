@@ -1,4 +1,4 @@
-"""The baselines of Table 2: runners of the fine-tuned recognisers.
+"""The baselines of Table 2: specs of the fine-tuned recognisers (``training/stage_spec.py``).
 
     pretrain_arcface   the paper's baseline, part 1: a recogniser of the student's
                        size (ResNet-18 ArcFace) pretrained on clean faces
@@ -13,6 +13,8 @@ fields (width, embedding size, ArcFace s and m) come from the network fine-tuned
 
 from __future__ import annotations
 
+from typing import Any
+
 from ml_collections import ConfigDict
 
 from deocc_jax.configs import require
@@ -20,13 +22,8 @@ from deocc_jax.errors import ConfigError
 from deocc_jax.runs import artefacts as art
 from deocc_jax.runs import builders, factories, trained_models
 from deocc_jax.teachers import api
-from deocc_jax.training import (
-    finetune_stage,
-    loop,
-    registry,
-    stages,
-    teacher_stage,
-)
+from deocc_jax.training import finetune_stage, teacher_stage
+from deocc_jax.training.stage_spec import Plan, StageSpec, resolved, train_stage
 
 FINETUNE_KINDS = ("arcface", "converted")
 FINETUNE_STAGES = ("finetune_arcface", "finetune_teacher")
@@ -34,28 +31,20 @@ FINETUNE_INITS = ("pretrain_arcface", "converted")
 FINETUNE_OWN = ("init", "path", "input_protocol")  # fields choosing the network, not the recipe
 
 
-def run_pretrain_arcface(config: ConfigDict, workdir: str) -> None:
+def pretrain_plan(config: ConfigDict, workdir: str, source: Any, mesh: Any) -> Plan:
   """The paper's baseline, part 1: a student-sized ArcFace recogniser trained
   on clean faces of the training identities (``config.pretrain_arcface``; its
   own stage key: not the teacher)."""
-  p = require(config, "pretrain_arcface")
-  batches, source = stages.make_batches(config, p, "pretrain_arcface")
-  p = stages.resolved(config, p, source)
+  p = resolved(config, require(config, "pretrain_arcface"), source)
   res = int(config.data.resolution)
   init_fn, step_fn = teacher_stage.make_fns(p, source.num_classes, res)
-  loop.run(
-      "pretrain_arcface",
-      workdir,
-      init_fn,
-      step_fn,
-      batches,
-      registry.stage_key(config, "pretrain_arcface"),
-      factories.make_mesh(config),
-      stages.loop_config(p, ("clean", "identity"), config),
-      artefact=trained_models.arcface_spec(
-          p, source.num_classes, res, factories.data_facts(config, workdir)
-      ),
+  spec = trained_models.arcface_spec(
+      p, source.num_classes, res, factories.data_facts(config, workdir)
   )
+  return Plan(p, init_fn, step_fn, spec)
+
+
+PRETRAIN_ARCFACE = StageSpec("pretrain_arcface", 10, ("clean", "identity"), pretrain_plan)
 
 
 def finetune_start(config: ConfigDict, workdir: str, stage: str, teacher=None):
@@ -101,22 +90,27 @@ def finetune_start(config: ConfigDict, workdir: str, stage: str, teacher=None):
 
 
 def finetune_fns(
-    config: ConfigDict, workdir: str, stage: str = "finetune_arcface", teacher=None, generator=None
+    config: ConfigDict,
+    workdir: str,
+    stage: str = "finetune_arcface",
+    teacher=None,
+    generator=None,
+    source=None,
 ):
   """(merged config, init_fn, step_fn, frozen, artefact spec) of a fine-tuned
   recogniser (Table 2): the network ``finetune_start`` names, fine-tuned with
   ArcFace on completed (or masked) faces by ``config.finetune_arcface``'s
-  recipe. ``teacher`` / ``generator`` (G's parameters, already at hand) are
-  loaded when not given."""
+  recipe. ``teacher`` / ``generator`` (G's parameters, already at hand) and
+  ``source`` (the training split) are loaded when not given."""
   f = require(config, "finetune_arcface")
   kind, network, base, ident = finetune_start(config, workdir, stage, teacher)
   cfg = base.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.update({k: v for k, v in f.copy_and_resolve_references().items() if k not in FINETUNE_OWN})
   res = int(config.data.resolution)
-  source = factories.make_source(config, "train")
+  source = factories.make_source(config, "train") if source is None else source
   num_classes = source.num_classes
-  cfg = stages.resolved(config, cfg, source)
+  cfg = resolved(config, cfg, source)
   inp = str(f.input)
   if inp == "completed":
     frozen = {
@@ -153,25 +147,30 @@ def finetune_fns(
   return cfg, init_fn, step_fn, frozen, spec
 
 
-def run_finetune(config: ConfigDict, workdir: str, stage: str = "finetune_arcface") -> None:
-  """Trains a fine-tuned baseline (``finetune_fns``) under ``<workdir>/<stage>/``."""
-  if stage == "finetune_teacher" and str(require(config, "teacher.kind")) not in FINETUNE_KINDS:
+def finetune_plan(stage: str):
+  def plan(config: ConfigDict, workdir: str, source: Any, mesh: Any) -> Plan:
+    """A fine-tuned baseline (``finetune_fns``)."""
+    cfg, init_fn, step_fn, frozen, spec = finetune_fns(config, workdir, stage, source=source)
+    return Plan(cfg, init_fn, step_fn, spec, frozen=frozen)
+
+  return plan
+
+
+FINETUNE_KEYS = ("masked", "mask", "clean", "identity")
+FINETUNE_ARCFACE = StageSpec(
+    "finetune_arcface", 11, FINETUNE_KEYS, finetune_plan("finetune_arcface")
+)
+FINETUNE_TEACHER = StageSpec(
+    "finetune_teacher", 9, FINETUNE_KEYS, finetune_plan("finetune_teacher")
+)
+
+
+def run_finetune_teacher(config: ConfigDict, workdir: str) -> None:
+  """Trains the fine-tuned teacher; skipped (said) for a teacher that cannot be fine-tuned."""
+  if str(require(config, "teacher.kind")) not in FINETUNE_KINDS:
     print(
         f"teacher.kind={config.teacher.kind!r}: fine-tuning the teacher needs the ArcFace "
         "teacher trained here or a converted teacher; skipped"
     )
     return
-  cfg, init_fn, step_fn, frozen, spec = finetune_fns(config, workdir, stage)
-  batches, _ = stages.make_batches(config, cfg, stage)
-  loop.run(
-      stage,
-      workdir,
-      init_fn,
-      step_fn,
-      batches,
-      registry.stage_key(config, stage),
-      factories.make_mesh(config),
-      stages.loop_config(cfg, ("masked", "mask", "clean", "identity"), config),
-      frozen=frozen,
-      artefact=spec,
-  )
+  train_stage(config, workdir, FINETUNE_TEACHER)

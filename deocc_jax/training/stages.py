@@ -1,23 +1,24 @@
-"""The training stages' runners and restorers (the table: ``training/registry.py``).
+"""The training stages' specs (``training/stage_spec.py``; the table:
+``training/registry.py``).
 
-Each stage reads its config section, builds its data stream and its pure
-``init_fn`` / ``step_fn``, and runs the shared loop (``training/loop.py``)
-under ``<workdir>/<stage>/``; later stages restore what earlier ones wrote.
+Each spec's ``plan`` reads its config section and builds its pure ``init_fn``
+/ ``step_fn``, the frozen inputs and the artefact it writes; the generic
+runner ``stage_spec.train_stage`` builds the data stream once and runs the
+shared loop (``training/loop.py``) under ``<workdir>/<stage>/``; later stages
+restore what earlier ones wrote (``runs/``).
 
-    render_data        contact sheets + statistics of the synthetic set
     teacher            ArcFace pre-training of the teacher (synthetic default)
     teacher_embeddings offline teacher job: train-split embeddings + centroids (Eq. 18)
     deocclusion        stage 1: generator + global / local critics
     deocclusion_noca   the same G without contextual attention (Table 2's "GA w/o attention")
+    segmentation       occlusion-mask predictor for blind de-occlusion
     distill_hard       stage 2: student with the hard instance loss (Eq. 12)
     distill_soft       stage 2: student with the soft instance loss (Eq. 17)
     joint              end-to-end (Eq. 6): generator and student together (optional)
-    segmentation       occlusion-mask predictor for blind de-occlusion
 
 The fine-tuned baselines (``pretrain_arcface``, ``finetune_arcface``,
-``finetune_teacher``) run from ``training/baseline_stages.py``. The evaluation stages (``evaluate``: the paper's tables; ``ablation``: Fig. 5)
-live in ``deocc_jax/evaluation/``, above this module, and are run from the
-registry.
+``finetune_teacher``) are in ``training/baseline_stages.py``, the student
+distilled on AR in ``training/ar_distillation_stage.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from absl import flags
 from ml_collections import ConfigDict
 
 from deocc_jax.configs import require
@@ -39,7 +39,6 @@ from deocc_jax.runs.factories import (
     load_teacher,
     make_mesh,
     make_source,
-    mask_config,
     teacher_source,
 )
 from deocc_jax.teachers import api, extract
@@ -48,111 +47,46 @@ from deocc_jax.training import (
     distillation_stage,
     joint_stage,
     loop,
-    occluder_stream,
-    optim,
-    registry,
     segmentation_stage,
     teacher_stage,
 )
+from deocc_jax.training.stage_spec import Plan, StageSpec, resolved, train_stage
 
 TEACHER_KINDS = ("arcface", "dlib", "converted")
-
-
-# ---------------------------------------------------------------- data
-
-
-def make_batches(
-    config: ConfigDict,
-    section: ConfigDict,
-    stage: str,
-    split: str = "train",
-    source=None,
-    shard_options=None,
-):
-  """A checkpointable grain iterator of host batches, plus its source
-  (``source`` replaces ``make_source(config, split)``; ``shard_options``, a
-  ``grain.ShardOptions``, replaces this process's shard). With
-  ``config.data.occluders='device'`` the iterator carries its device half
-  (``training/occluder_stream.py``): the loop draws the occluders there."""
-  if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
-    flags.FLAGS.mark_as_parsed()
-  source = make_source(config, split) if source is None else source
-  p = require(config, "pipeline")
-  pcfg = pipe.PipelineConfig(
-      batch_size=int(section.batch_size),
-      seed=int(config.seed) * 1000 + registry.get(stage).seed_offset,
-      worker_count=int(p.worker_count),
-      read_threads=int(p.read_threads),
-      flip=bool(p.flip),
-      max_shift_px=int(p.max_shift_px),
-  )
-  if occluder_stream.mode(config) == "device":
-    return occluder_stream.device_batches(config, source, pcfg, stage, shard_options), source
-  return iter(pipe.make_loader(source, pcfg, mask_config(config), shard_options)), source
-
-
-def resolved(config: ConfigDict, section: ConfigDict | str, source=None) -> ConfigDict:
-  """A stage section with its schedule in steps (``optim.resolve_schedule``):
-  ``epochs`` / ``decay_every_epochs`` over the training source's size and the
-  section's global batch, lr scaled from ``base_batch_size``."""
-  sec = require(config, section) if isinstance(section, str) else section
-  needs_size = float(sec.epochs) > 0 or any(
-      float(o.decay_every_epochs) > 0 or float(o.warmup_epochs) > 0
-      for o in optim.optimizer_sections(sec)
-  )
-  size = len(source if source is not None else make_source(config, "train")) if needs_size else 0
-  return optim.resolve_schedule(sec, size)
-
-
-def loop_config(section: ConfigDict, keys: tuple[str, ...], config: ConfigDict) -> loop.LoopConfig:
-  return loop.LoopConfig(
-      num_steps=int(section.num_steps),
-      log_every=int(section.log_every),
-      checkpoint_every=int(section.checkpoint_every),
-      keep_checkpoints=int(config.checkpoint.keep),
-      async_checkpoints=bool(config.checkpoint.async_save),
-      **loop.best_args(section),
-      fsdp=bool(config.mesh.fsdp),
-      sample_every=int(section.sample_every),
-      batch_keys=keys,
-      progress=bool(config.progress),
-  )
+DISTILL_KEYS = ("masked", "mask", "clean", "identity")
 
 
 # -------------------------------------------------------------- teachers
 
 
+def teacher_plan(config: ConfigDict, workdir: str, source: Any, mesh: Any) -> Plan:
+  """The ArcFace teacher trained here, on ``teacher_source`` (Sec. 4.1's VGGFace2 analogue)."""
+  t = resolved(config, require(config, "teacher"), source)
+  res = int(config.data.resolution)
+  init_fn, step_fn = teacher_stage.make_fns(t, source.num_classes, res)
+  spec = trained_models.arcface_spec(t, source.num_classes, res, data_facts(config, workdir))
+  return Plan(t, init_fn, step_fn, spec)
+
+
+TEACHER = StageSpec("teacher", 1, ("clean", "identity"), teacher_plan, teacher_source)
+
+
 def run_teacher(config: ConfigDict, workdir: str) -> None:
+  """Trains the ArcFace teacher; a pretrained one (``teacher.kind`` 'dlib' /
+  'converted') has nothing to train: its artefact records it."""
   t = require(config, "teacher")
   if str(t.kind) not in TEACHER_KINDS:
     raise ConfigError(
         f"config.teacher.kind must be 'arcface', 'dlib' or 'converted', " f"got {t.kind!r}"
     )
-  if str(t.kind) != "arcface":
-    teacher = api.load_teacher(str(t.kind), str(t.path) or None)
-    teacher = trained_models.pretrained_in_frame(
-        config, teacher, lambda: data_facts(config, workdir)
-    )
-    art.write(workdir, "teacher", 0, trained_models.pretrained_teacher_spec(config, teacher), {})
-    how = teacher.metadata.get("input_protocol", {}).get("template", "the whole crop resized")
-    print(f"teacher.kind={t.kind!r}: nothing to train (a pretrained teacher, input: {how})")
+  if str(t.kind) == "arcface":
+    train_stage(config, workdir, TEACHER)
     return
-  batches, source = make_batches(config, t, "teacher", source=teacher_source(config))
-  t = resolved(config, t, source)
-  res = int(config.data.resolution)
-  init_fn, step_fn = teacher_stage.make_fns(t, source.num_classes, res)
-  spec = trained_models.arcface_spec(t, source.num_classes, res, data_facts(config, workdir))
-  loop.run(
-      "teacher",
-      workdir,
-      init_fn,
-      step_fn,
-      batches,
-      registry.stage_key(config, "teacher"),
-      make_mesh(config),
-      loop_config(t, ("clean", "identity"), config),
-      artefact=spec,
-  )
+  teacher = api.load_teacher(str(t.kind), str(t.path) or None)
+  teacher = trained_models.pretrained_in_frame(config, teacher, lambda: data_facts(config, workdir))
+  art.write(workdir, "teacher", 0, trained_models.pretrained_teacher_spec(config, teacher), {})
+  how = teacher.metadata.get("input_protocol", {}).get("template", "the whole crop resized")
+  print(f"teacher.kind={t.kind!r}: nothing to train (a pretrained teacher, input: {how})")
 
 
 def run_teacher_embeddings(config: ConfigDict, workdir: str) -> None:
@@ -206,47 +140,40 @@ def deocclusion_section(config: ConfigDict, stage: str = "deocclusion") -> Confi
   return c
 
 
-def run_deocclusion(config: ConfigDict, workdir: str, stage: str = "deocclusion") -> None:
-  """Trains G (+ critics) under ``<workdir>/<stage>/``."""
-  c = deocclusion_section(config, stage)
-  batches, source = make_batches(config, c, stage)
-  c = resolved(config, c, source)
-  res = int(config.data.resolution)
-  init_fn, step_fn = deocclusion_stage.make_fns(c, res)
-  loop.run(
-      stage,
-      workdir,
-      init_fn,
-      step_fn,
-      batches,
-      registry.stage_key(config, stage),
-      make_mesh(config),
-      loop_config(c, ("masked", "mask", "clean"), config),
-      sample_fn=deocclusion_stage.sample_grid(c),
-      artefact=trained_models.generator_spec(c, res, data_facts(config, workdir)),
-  )
+def deocclusion_plan(stage: str):
+  def plan(config: ConfigDict, workdir: str, source: Any, mesh: Any) -> Plan:
+    """G (+ critics) of ``stage``."""
+    c = resolved(config, deocclusion_section(config, stage), source)
+    res = int(config.data.resolution)
+    init_fn, step_fn = deocclusion_stage.make_fns(c, res)
+    spec = trained_models.generator_spec(c, res, data_facts(config, workdir))
+    return Plan(c, init_fn, step_fn, spec, sample_fn=deocclusion_stage.sample_grid(c))
+
+  return plan
+
+
+DEOCCLUSION = StageSpec(
+    "deocclusion", 2, ("masked", "mask", "clean"), deocclusion_plan("deocclusion")
+)
+# Table 2's "GA w/o attention": the same batches and key as 'deocclusion' (paired).
+DEOCCLUSION_NOCA = StageSpec(
+    "deocclusion_noca", 2, ("masked", "mask", "clean"), deocclusion_plan("deocclusion_noca")
+)
 
 
 # ----------------------------------------------------------- segmentation
 
 
-def run_segmentation(config: ConfigDict, workdir: str) -> None:
-  c = require(config, "segmentation")
-  batches, source = make_batches(config, c, "segmentation")
-  c = resolved(config, c, source)
+def segmentation_plan(config: ConfigDict, workdir: str, source: Any, mesh: Any) -> Plan:
+  c = resolved(config, require(config, "segmentation"), source)
   res = int(config.data.resolution)
   init_fn, step_fn = segmentation_stage.make_fns(c, res)
-  loop.run(
-      "segmentation",
-      workdir,
-      init_fn,
-      step_fn,
-      batches,
-      registry.stage_key(config, "segmentation"),
-      make_mesh(config),
-      loop_config(c, ("masked", "mask"), config),
-      artefact=trained_models.segmenter_spec(c, res, data_facts(config, workdir)),
+  return Plan(
+      c, init_fn, step_fn, trained_models.segmenter_spec(c, res, data_facts(config, workdir))
   )
+
+
+SEGMENTATION = StageSpec("segmentation", 8, ("masked", "mask"), segmentation_plan)
 
 
 # ----------------------------------------------------------- distillation
@@ -260,19 +187,20 @@ def distill_fns(
     overrides: dict[str, Any] | None = None,
     teacher=None,
     generator=None,
+    source=None,
 ):
   """(config, teacher, source, init_fn, step_fn, frozen) of a distillation
   stage; ``overrides`` replace ``config.distillation`` fields (the loss
-  ablation); ``teacher`` / ``generator`` (G's parameters, already at hand)
-  are loaded when not given. ``frozen`` = {'teacher', 'generator',
-  'centroids'?}: the step's third argument."""
+  ablation); ``teacher`` / ``generator`` (G's parameters, already at hand) and
+  ``source`` (the training split) are loaded when not given. ``frozen`` =
+  {'teacher', 'generator', 'centroids'?}: the step's third argument."""
   c = require(config, "distillation").copy_and_resolve_references()
   with c.unlocked():
     if stage in ("distill_hard", "distill_soft"):
       c.instance = stage[len("distill_") :]
     c.update(overrides or {})
   teacher = teacher or load_teacher(config, workdir)
-  source = make_source(config, "train")
+  source = make_source(config, "train") if source is None else source
   if "num_steps" in (overrides or {}):  # e.g. the ablation's own length
     with c.unlocked():
       c.epochs = 0
@@ -298,36 +226,31 @@ def distill_fns(
   return c, teacher, source, init_fn, step_fn, frozen
 
 
-def run_distill(config: ConfigDict, workdir: str, stage: str) -> None:
-  """Trains the student of ``stage`` ('distill_hard' / 'distill_soft')."""
-  mesh = make_mesh(config)
-  c, teacher, source, init_fn, step_fn, frozen = distill_fns(config, workdir, stage, mesh)
-  batches, _ = make_batches(config, c, stage)
-  spec = trained_models.student_spec(
-      c, config, teacher, source.num_classes, data_facts(config, workdir)
-  )
-  loop.run(
-      stage,
-      workdir,
-      init_fn,
-      step_fn,
-      batches,
-      registry.stage_key(config, stage),
-      mesh,
-      loop_config(c, ("masked", "mask", "clean", "identity"), config),
-      frozen=frozen,
-      artefact=spec,
-  )
+def distill_plan(stage: str):
+  def plan(config: ConfigDict, workdir: str, source: Any, mesh: Any) -> Plan:
+    """The student of ``stage`` ('distill_hard' / 'distill_soft')."""
+    c, teacher, source, init_fn, step_fn, frozen = distill_fns(
+        config, workdir, stage, mesh, source=source
+    )
+    spec = trained_models.student_spec(
+        c, config, teacher, source.num_classes, data_facts(config, workdir)
+    )
+    return Plan(c, init_fn, step_fn, spec, frozen=frozen)
+
+  return plan
+
+
+DISTILL_HARD = StageSpec("distill_hard", 3, DISTILL_KEYS, distill_plan("distill_hard"))
+DISTILL_SOFT = StageSpec("distill_soft", 4, DISTILL_KEYS, distill_plan("distill_soft"))
 
 
 # ------------------------------------------------------------------ joint
 
 
-def run_joint(config: ConfigDict, workdir: str) -> None:
+def joint_plan(config: ConfigDict, workdir: str, source: Any, mesh: Any) -> Plan:
+  """G and the student together (Eq. 6), optionally from the two stages' states."""
   j = require(config, "joint")
-  mesh = make_mesh(config)
   teacher = load_teacher(config, workdir)
-  source = make_source(config, "train")
   frozen = {"teacher": teacher.params}
   if str(j.instance) == "soft":
     frozen["centroids"] = extract.load_teacher_outputs(os.path.join(workdir, "teacher_embeddings"))[
@@ -336,9 +259,7 @@ def run_joint(config: ConfigDict, workdir: str) -> None:
   init_from = None
   if bool(j.init_from_stages):
     d_init, _ = deocclusion_stage.make_fns(config.deocclusion, int(config.data.resolution))
-    _, gan = loop.restore_state(
-        workdir, "deocclusion", d_init, registry.stage_key(config, "deocclusion"), mesh
-    )
+    _, gan = loop.restore_state(workdir, "deocclusion", d_init, DEOCCLUSION.key(config), mesh)
     student = art.read(workdir, f"distill_{j.instance}").variables
     init_from = {"g": gan["g"], "d": gan["d"], "student": student}
   init_fn, step_fn = joint_stage.make_fns(
@@ -352,15 +273,7 @@ def run_joint(config: ConfigDict, workdir: str) -> None:
       init_from,
       teacher_num_classes=teacher.num_classes,
   )
-  batches, _ = make_batches(config, j, "joint")
-  loop.run(
-      "joint",
-      workdir,
-      init_fn,
-      step_fn,
-      batches,
-      registry.stage_key(config, "joint"),
-      mesh,
-      loop_config(j, ("masked", "mask", "clean", "identity"), config),
-      frozen=frozen,
-  )
+  return Plan(j, init_fn, step_fn, None, frozen=frozen)
+
+
+JOINT = StageSpec("joint", 5, DISTILL_KEYS, joint_plan)

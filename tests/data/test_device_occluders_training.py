@@ -10,7 +10,13 @@ from deocc_jax.data import device_occluders_stream as stream  # noqa: E402
 from deocc_jax.data import pipeline as pipe  # noqa: E402
 from deocc_jax.errors import ConfigError  # noqa: E402
 from deocc_jax.runs import factories
-from deocc_jax.training import loop, occluder_stream, segmentation_stage, stages  # noqa: E402
+from deocc_jax.training import (  # noqa: E402
+    loop,
+    occluder_stream,
+    registry,
+    segmentation_stage,
+    stage_spec,
+)
 from tests.helpers.configs import tiny_config  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
@@ -71,7 +77,7 @@ def test_batch_examples_68_points_and_regions():
 
 def test_prepared_batch_keeps_the_face_outside_the_mask_and_follows_the_key():
   c = _config(face_mask_prob=0.0, coverage_range=(0.15, 0.25))
-  batches, _ = stages.make_batches(c, c.segmentation, "segmentation")
+  batches, _ = stage_spec.make_batches(c, c.segmentation, registry.get("segmentation"))
   host = next(batches)
   mesh = factories.make_mesh(c)
   to_dev = loop.batch_on_device("t", mesh, loop.LoopConfig(num_steps=1), batches.prepare)
@@ -105,7 +111,7 @@ def test_prepared_batch_keeps_the_face_outside_the_mask_and_follows_the_key():
   # the key is fold_in(fold_in(key(pipeline seed), stage salt), step): the
   # sharded loop path equals the function jitted on one device
   bank, seed, salt = batches.prepare.args
-  assert int(seed) == int(c.seed) * 1000 + stages.registry.get("segmentation").seed_offset
+  assert int(seed) == int(c.seed) * 1000 + registry.get("segmentation").seed_offset
   assert int(salt) == occluder_stream.stage_salt("segmentation")
   key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(seed)), int(salt)), 0)
   single = jax.device_get(jax.jit(stream.prepare_batch)(bank, host, key))
@@ -116,7 +122,7 @@ def test_prepared_batch_keeps_the_face_outside_the_mask_and_follows_the_key():
 def _train_segmentation(workdir, steps):
   c = _config()
   c.segmentation.num_steps = steps
-  stages.run_segmentation(c, str(workdir))
+  stage_spec.train_stage(c, str(workdir, registry.get("segmentation")))
   init_fn, _ = segmentation_stage.make_fns(c.segmentation, 32)
   return loop.restore_state(
       str(workdir), "segmentation", init_fn, jax.random.key(0), factories.make_mesh(c)

@@ -12,11 +12,11 @@ import sys
 import numpy as np
 import pytest
 
+from deocc_jax.configs import require
 from deocc_jax.errors import CheckpointNotFoundError, ConfigError
 from deocc_jax.evaluation import ablation, evaluator, job, protocols
 from deocc_jax.runs import factories
 from deocc_jax.runs.models import parse_checkpoint_spec, restore_models
-from deocc_jax.training import stages
 from tests.helpers import paths
 
 ROOT = str(paths.ROOT)
@@ -296,7 +296,7 @@ def test_evaluate_cli_on_one_device(tiny_run, tmp_path):
 
 
 def test_ablation_settings_table():
-  d = stages.require(tiny_run_lib.tiny_config(), "distillation")
+  d = require(tiny_run_lib.tiny_config(), "distillation")
   assert ablation.setting_overrides("ce", d) == {
       "use_ce": True,
       "instance": "none",

@@ -137,7 +137,7 @@ def main() -> None:
 
   from deocc_jax import main as main_lib
   from deocc_jax.runs import factories
-  from deocc_jax.training import loop, stages
+  from deocc_jax.training import loop, registry, stage_spec
 
   flags.FLAGS.mark_as_parsed()
   c = probe_config(num_steps)
@@ -145,7 +145,7 @@ def main() -> None:
 
   def probe_stage(config, wd):
     t = config.teacher
-    batches, source = stages.make_batches(config, t, "teacher")
+    batches, source = stage_spec.make_batches(config, t, registry.get("teacher"))
     init_fn, step_fn = probe_fns(source.num_classes)
     result["state"] = loop.run(
         "probe",
@@ -155,7 +155,7 @@ def main() -> None:
         _Stall(batches, stall_after),
         jax.random.key(0),
         factories.make_mesh(config),
-        stages.loop_config(t, ("masked", "identity"), config),
+        stage_spec.loop_config(t, ("masked", "identity"), config),
         log=lambda s: print(s, flush=True),
     )
 

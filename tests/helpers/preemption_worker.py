@@ -48,11 +48,11 @@ def probe_stage(config, workdir: str) -> None:
   from jax.experimental import multihost_utils
 
   from deocc_jax.runs import factories
-  from deocc_jax.training import loop, preemption, stages
+  from deocc_jax.training import loop, preemption, registry, stage_spec
   from tests.helpers import multihost_worker as worker
 
   t = config.teacher
-  batches, source = stages.make_batches(config, t, "teacher")
+  batches, source = stage_spec.make_batches(config, t, registry.get("teacher"))
   init_fn, step_fn = worker.probe_fns(source.num_classes)
   try:
     state = loop.run(
@@ -63,7 +63,7 @@ def probe_stage(config, workdir: str) -> None:
         _Paced(batches, float(os.environ.get("PREEMPT_PACE_S", "0"))),
         jax.random.key(0),
         factories.make_mesh(config),
-        stages.loop_config(t, ("masked", "identity"), config),
+        stage_spec.loop_config(t, ("masked", "identity"), config),
         log=lambda s: print(s, flush=True),
     )
   except preemption.Preempted:

@@ -39,13 +39,13 @@ def main() -> None:
   from jax.experimental import multihost_utils
 
   from deocc_jax.runs import artefacts, factories
-  from deocc_jax.training import deocclusion_stage, loop, stages
+  from deocc_jax.training import deocclusion_stage, loop, registry, stage_spec
   from deocc_jax.utils import files
 
   flags.FLAGS.mark_as_parsed()
   c = job_config()
   section = c.deocclusion
-  batches, _ = stages.make_batches(c, section, "deocclusion")
+  batches, _ = stage_spec.make_batches(c, section, registry.get("deocclusion"))
   init_fn, step_fn = deocclusion_stage.make_fns(section, 32)
   cfg = loop.LoopConfig(
       num_steps=STEPS,

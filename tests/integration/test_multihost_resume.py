@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from absl import flags
 
+from tests.helpers import multihost_worker as worker  # noqa: E402
 from tests.helpers import paths
 from tests.helpers import subprocess_util as sp  # noqa: E402
-from tests.helpers import multihost_worker as worker  # noqa: E402
 
 STEPS, KILL_AT = 6, 4
 
@@ -163,12 +163,12 @@ def test_sigkilled_two_process_job_resumes_exactly_and_onto_one_process(tmp_path
   # here: restore step 4, skip 4 batches of a fresh 1-process iterator, train on.
   assert "DEVICES 4 PROCESSES 1 STEP 6" in one_out, one_out[-3000:]
   assert "re-derived the position of step 4 for process 0 of 1" in one_out
-  from deocc_jax.training import loop, stages
+  from deocc_jax.training import loop, registry, stage_spec
   from deocc_jax.utils import sharding
 
   flags.FLAGS.mark_as_parsed()
   c = worker.probe_config(STEPS)
-  batches, source = stages.make_batches(c, c.teacher, "teacher")
+  batches, source = stage_spec.make_batches(c, c.teacher, registry.get("teacher"))
   init_fn, step_fn = worker.probe_fns(source.num_classes)
   mesh = sharding.make_mesh(1)
   step, state = loop.restore_state(

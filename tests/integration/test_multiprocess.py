@@ -74,13 +74,16 @@ def _one_process_generator() -> dict:
   import jax.numpy as jnp
   from absl import flags
 
-  from deocc_jax.training import deocclusion_stage, stages
+  from deocc_jax.training import deocclusion_stage, registry, stage_spec
 
   flags.FLAGS.mark_as_parsed()
   c = worker.job_config()
   shards = [
-      stages.make_batches(
-          c, c.deocclusion, "deocclusion", shard_options=grain.ShardOptions(p, 2, True)
+      stage_spec.make_batches(
+          c,
+          c.deocclusion,
+          registry.get("deocclusion"),
+          shard_options=grain.ShardOptions(p, 2, True),
       )[0]
       for p in range(2)
   ]

@@ -12,7 +12,9 @@ from deocc_jax.configs import base as base_config
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.data.pipeline import PipelineConfig, synthetic_loader
 from deocc_jax.models.occlusion_segmenter import OcclusionSegmenter
-from deocc_jax.training import loop, segmentation_stage as seg
+from deocc_jax.runs import builders
+from deocc_jax.training import loop
+from deocc_jax.training import segmentation_stage as seg
 from deocc_jax.utils import sharding
 
 
@@ -151,7 +153,7 @@ def test_short_training_beats_trivial_baseline(tmp_path):
   assert int(state["step"]) == steps
 
   batch = _eval_batch()
-  pred = np.asarray(seg.predict_mask_fn(cfg, state["params"])(batch["masked"]))
+  pred = np.asarray(builders.predict_mask_fn(cfg, state["params"])(batch["masked"]))
   assert pred.shape == batch["mask"].shape and set(np.unique(pred)) <= {0.0, 1.0}
   ious = seg.iou_per_category(pred, batch["mask"], batch["category"])
   trivial = seg.iou_per_category(np.ones_like(batch["mask"]), batch["mask"], batch["category"])[

@@ -13,7 +13,7 @@ import pytest
 from deocc_jax import errors
 from deocc_jax.runs import artefacts as art
 from deocc_jax.runs import factories, trained_models
-from deocc_jax.training import loop, stages
+from deocc_jax.training import loop, registry, stage_spec
 from deocc_jax.utils import sharding
 from tests.helpers import tiny_run as tiny_run_lib  # noqa: E402
 
@@ -196,7 +196,7 @@ def test_a_finished_stage_without_artefacts_writes_them_when_rerun(tiny_run, tmp
   shutil.rmtree(art.directory(work, "segmentation"))
   with pytest.raises(errors.CheckpointNotFoundError, match="rerunning the stage's command"):
     art.read(work, "segmentation")
-  stages.run_segmentation(config, str(work))
+  stage_spec.train_stage(config, str(work, registry.get("segmentation")))
   after = art.read(work, "segmentation")
   assert after.step == before.step == 4
   for x, y in zip(jax.tree.leaves(after.variables), jax.tree.leaves(before.variables)):

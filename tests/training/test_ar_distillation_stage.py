@@ -16,6 +16,7 @@ from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import streaming
 from deocc_jax.runs import artefacts as art
 from deocc_jax.training import ar_distillation_stage as stage
+from deocc_jax.training.stage_spec import train_stage
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def ar_run(tiny_run, tmp_path_factory):
   c.evaluate.ar_root = str(root / "AR")
   c.evaluate.ar_landmarks = lm
   c.distill_ar.update(num_steps=2, batch_size=8, log_every=1, checkpoint_every=2)
-  stage.run(c, work)
+  train_stage(c, work, stage.DISTILL_AR)
   return c, work
 
 
@@ -92,16 +93,16 @@ def test_missing_ar_folder_or_start_is_named(ar_run, tmp_path):
   bad = c.copy_and_resolve_references()
   bad.evaluate.ar_root = ""
   with pytest.raises(ConfigError, match="set config.evaluate.ar_root"):
-    stage.run(bad, work)
+    train_stage(bad, work, stage.DISTILL_AR)
   bad = c.copy_and_resolve_references()
   bad.distill_ar.init = "distill_hard"
   empty = str(tmp_path / "empty")
   os.makedirs(empty)
   with pytest.raises(ConfigError, match="starts from stage 'distill_hard'"):
-    stage.run(bad, empty)
+    train_stage(bad, empty, stage.DISTILL_AR)
   bad.distill_ar.init = "teacher"
   with pytest.raises(ConfigError, match="distill_ar.init must be one of"):
-    stage.run(bad, work)
+    train_stage(bad, work, stage.DISTILL_AR)
 
 
 def test_the_ar_table_names_the_split_and_the_zero_shot_rows(ar_run):

@@ -8,7 +8,7 @@ from absl import flags
 from deocc_jax import main as main_lib  # noqa: E402
 from deocc_jax.errors import ConfigError  # noqa: E402
 from deocc_jax.runs import factories
-from deocc_jax.training import deocclusion_stage, loop, stages  # noqa: E402
+from deocc_jax.training import deocclusion_stage, loop, registry, stage_spec  # noqa: E402
 from tests.helpers.configs import tiny_config  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
@@ -21,7 +21,7 @@ def _train(workdir, steps):
   c.deocclusion.checkpoint_every = 2
   c.deocclusion.log_every = 1
   c.deocclusion.sample_every = 0
-  stages.run_deocclusion(c, str(workdir))
+  stage_spec.train_stage(c, str(workdir, registry.get("deocclusion")))
   init_fn, _ = deocclusion_stage.make_fns(c.deocclusion, 32)
   return loop.restore_state(
       str(workdir), "deocclusion", init_fn, jax.random.key(0), factories.make_mesh(c)

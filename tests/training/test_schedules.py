@@ -6,8 +6,7 @@ import pytest
 from ml_collections import ConfigDict
 
 from deocc_jax.configs import base as base_config
-from deocc_jax.training import optim, stages
-
+from deocc_jax.training import optim, stage_spec, stages
 from tests.helpers import config_files  # noqa: E402
 
 N = 155_555  # training images (any size; CelebA's 6:1 split is about this)
@@ -31,7 +30,7 @@ def _epochs_of(section: ConfigDict, n: int) -> tuple[float, float, float]:
 )
 def test_paper_configs_train_72_epochs_decaying_every_24(spec, batch, lr):
   c = config_files.load(spec)
-  r = stages.resolved(c, "distillation", source=range(N))
+  r = stage_spec.resolved(c, "distillation", source=range(N))
   epochs, decay_epochs, got_lr = _epochs_of(r, N)
   assert r.batch_size == batch
   # Whole steps per epoch (last partial batch dropped): within one batch of 72 / 24.

@@ -13,7 +13,7 @@ from deocc_jax.data.synthetic_faces import SyntheticFaces
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import evaluator, job, verification
 from deocc_jax.runs import factories
-from deocc_jax.training import stages, teacher_stage
+from deocc_jax.training import teacher_stage
 from tests.helpers.tiny_run import tiny_config
 
 
