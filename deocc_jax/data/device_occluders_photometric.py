@@ -25,8 +25,11 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-_LUMA = jnp.array([0.299, 0.587, 0.114], jnp.float32)
+# numpy, not jnp: importing the module must not start a JAX backend (a
+# multi-host job calls jax.distributed.initialize after its imports)
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 BLUR_SIGMAS = (0.0, 0.6, 1.2)
 _LOW = 32  # low-pass grid side
 _LOW_RADIUS = 10  # low-pass kernel radius on that grid

@@ -122,7 +122,7 @@ def test_prepared_batch_keeps_the_face_outside_the_mask_and_follows_the_key():
 def _train_segmentation(workdir, steps):
   c = _config()
   c.segmentation.num_steps = steps
-  stage_spec.train_stage(c, str(workdir, registry.get("segmentation")))
+  stage_spec.train_stage(c, str(workdir), registry.get("segmentation"))
   init_fn, _ = segmentation_stage.make_fns(c.segmentation, 32)
   return loop.restore_state(
       str(workdir), "segmentation", init_fn, jax.random.key(0), factories.make_mesh(c)

@@ -238,3 +238,18 @@ def test_declared_dependencies_match_the_code():
   assert _requirement("torch", core) is None
   if "onnx" in imports:
     assert _requirement("onnx", extras["convert"])
+
+
+@pytest.mark.parametrize("module", ["main", "evaluate", "infer", "export", "convert", "prepare"])
+def test_importing_a_command_starts_no_jax_backend(module):
+  """A multi-host job calls jax.distributed.initialize after its imports, which
+  must not have started a backend (e.g. a module-level jnp array)."""
+  code = (
+      f"import deocc_jax.{module}\n"
+      "from jax._src import xla_bridge\n"
+      "assert not xla_bridge._backends, 'a backend started at import'\n"
+  )
+  r = subprocess.run(
+      [sys.executable, "-c", code], cwd=str(paths.ROOT), capture_output=True, text=True
+  )
+  assert r.returncode == 0, r.stderr[-2000:]

@@ -196,7 +196,7 @@ def test_a_finished_stage_without_artefacts_writes_them_when_rerun(tiny_run, tmp
   shutil.rmtree(art.directory(work, "segmentation"))
   with pytest.raises(errors.CheckpointNotFoundError, match="rerunning the stage's command"):
     art.read(work, "segmentation")
-  stage_spec.train_stage(config, str(work, registry.get("segmentation")))
+  stage_spec.train_stage(config, str(work), registry.get("segmentation"))
   after = art.read(work, "segmentation")
   assert after.step == before.step == 4
   for x, y in zip(jax.tree.leaves(after.variables), jax.tree.leaves(before.variables)):

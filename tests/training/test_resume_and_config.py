@@ -21,7 +21,7 @@ def _train(workdir, steps):
   c.deocclusion.checkpoint_every = 2
   c.deocclusion.log_every = 1
   c.deocclusion.sample_every = 0
-  stage_spec.train_stage(c, str(workdir, registry.get("deocclusion")))
+  stage_spec.train_stage(c, str(workdir), registry.get("deocclusion"))
   init_fn, _ = deocclusion_stage.make_fns(c.deocclusion, 32)
   return loop.restore_state(
       str(workdir), "deocclusion", init_fn, jax.random.key(0), factories.make_mesh(c)
