@@ -41,7 +41,8 @@ def stage_table() -> dict[str, Callable[[ConfigDict, str], None]]:
   """Stage name -> runner(config, workdir): the data stages, training's
   (``training/registry.py``) and the evaluation stages, in run order."""
   from deocc_jax.data import rehearsal, render
-  from deocc_jax.evaluation import ablation, job, lambda_sweep, teacher_study
+  from deocc_jax.evaluation import job
+  from deocc_jax.studies import ablation, lambda_sweep, teacher_study
 
   return {
       "render_data": render.run_stage,

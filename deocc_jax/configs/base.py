@@ -443,7 +443,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.ablation.max_eval_records = 0  # 0 = every held-out face
 
   # --- lambda_i and T chosen on identities set apart for it (stage 'lambda_sweep',
-  # evaluation/lambda_sweep.py): one student per (lambda_i, T), scored on
+  # studies/lambda_sweep.py): one student per (lambda_i, T), scored on
   # config.evaluate.split, which must not be the tables' ('heldout' / 'test')
   c.lambda_sweep = ml_collections.ConfigDict()
   c.lambda_sweep.lambda_i = (0.0003, 0.001, 0.003)

@@ -125,9 +125,10 @@ def loop_config(section: ConfigDict, keys: tuple[str, ...], config: ConfigDict) 
   )
 
 
-def train_stage(config: ConfigDict, workdir: str, spec: StageSpec) -> Any:
-  """Trains ``spec``'s stage under ``<workdir>/<name>/`` (resuming from its
-  last checkpoint); returns the final state."""
+def train_stage(config: ConfigDict, workdir: str, spec: StageSpec, name: str | None = None) -> Any:
+  """Trains ``spec``'s stage under ``<workdir>/<name>/`` (``name``: the spec's
+  unless given, e.g. a study's variant of a stage; its key and batches stay
+  the spec's), resuming from its last checkpoint; returns the final state."""
   mesh = factories.make_mesh(config)
   source = spec.source(config) if spec.source is not None else None
   plan = spec.plan(config, workdir, source, mesh)
@@ -135,7 +136,7 @@ def train_stage(config: ConfigDict, workdir: str, spec: StageSpec) -> Any:
   if batches is None:
     batches, _ = make_batches(config, plan.section, spec, source=source)
   return loop.run(
-      spec.name,
+      name or spec.name,
       workdir,
       plan.init_fn,
       plan.step_fn,

@@ -10,12 +10,13 @@ Layers, bottom to top (a module may import its own layer and those below):
   2  teachers
   3  runs                             a trained run: its workdir, artefacts, models
                                       rebuilt from them, the config's factories
-  4  training, inference              the stages and their loop; using trained models
-  5  evaluation                       the paper's tables (and, for now, the studies)
+  4  training, evaluation, inference  the stages and their loop; the paper's tables;
+                                      using trained models
+  5  studies                          studies that train and evaluate (ablation, ...)
   6  export, serving, http_server, cli, the commands (main, evaluate, infer, convert)
 
-Inference and export use a trained run through ``runs`` only: they import
-neither training nor evaluation.
+Evaluation, inference and export use a trained run through ``runs`` only:
+they never import training (nor, for inference and export, evaluation).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ LAYERS = {
     "runs": 3,
     "training": 4,
     "inference": 4,
-    "evaluation": 5,
+    "evaluation": 4,
+    "studies": 5,
     "export": 6,
     "serving": 6,
     "http_server": 6,
@@ -133,15 +135,19 @@ def test_lower_layers_import_no_upper_one():
   assert not bad, "\n".join(sorted(bad))
 
 
-@pytest.mark.parametrize("user", ["inference", "export", "infer", "serving", "http_server"])
-def test_inference_and_export_use_trained_runs_not_training_or_evaluation(user):
-  """A trained model reaches inference and export through ``runs`` alone."""
+@pytest.mark.parametrize(
+    "user", ["evaluation", "inference", "export", "infer", "serving", "http_server"]
+)
+def test_evaluation_inference_and_export_use_trained_runs_not_training(user):
+  """A trained model reaches evaluation, inference and export through ``runs``
+  alone (inference and export import no evaluation either)."""
+  banned = ("training",) if user == "evaluation" else ("training", "evaluation")
   bad = [
       f"{MODULES[name]}:{line}: {name} imports {target}"
       for name, imports in IMPORTS.items()
       if _part(name) == user
       for target, line, _ in imports
-      if _part(target) in ("training", "evaluation")
+      if _part(target) in banned
   ]
   assert not bad, "\n".join(bad)
 

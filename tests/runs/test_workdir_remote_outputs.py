@@ -96,7 +96,8 @@ def test_teacher_embeddings_round_trip_on_gs(fake_gcs, tmp_path, monkeypatch):
 
 def test_reports_and_calibration_on_gs(fake_gcs, tmp_path, monkeypatch, capsys):
   from deocc_jax import inference
-  from deocc_jax.evaluation import ablation, job, report, tables
+  from deocc_jax.evaluation import job, report, tables
+  from deocc_jax.studies import ablation
 
   monkeypatch.chdir(tmp_path)
   res = f"{RUN}/results"

@@ -1,4 +1,4 @@
-"""The teacher-strength study (evaluation/teacher_study.py): settings parse with
+"""The teacher-strength study (studies/teacher_study.py): settings parse with
 clear errors; on the tiny run each setting trains its own teacher, fine-tuned
 baseline and student on the run's G and writes the paired table."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from deocc_jax.errors import ConfigError
-from deocc_jax.evaluation import teacher_study
 from deocc_jax.runs import artefacts as art
+from deocc_jax.studies import teacher_study
 from deocc_jax.teachers import extract
 from tests.helpers import tiny_run as tiny_run_lib  # noqa: E402
 

@@ -33,7 +33,8 @@ from ml_collections import ConfigDict
 
 from deocc_jax.configs import require
 from deocc_jax.errors import ConfigError
-from deocc_jax.evaluation import ablation, report, verification
+from deocc_jax.evaluation import report, verification
+from deocc_jax.studies import ablation
 
 TABLE_SPLITS = ("heldout", "test")  # the tables' identities: never tuned on
 

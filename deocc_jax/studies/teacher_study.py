@@ -37,7 +37,7 @@ from deocc_jax.evaluation.evaluator import Evaluator
 from deocc_jax.runs import artefacts as art
 from deocc_jax.runs import factories, kinds, trained_models
 from deocc_jax.runs.models import restore_models
-from deocc_jax.training import baseline_stages, registry, stage_spec, stages
+from deocc_jax.training import registry
 from deocc_jax.utils import files
 
 KEYS = {"identities": int, "images": int, "width": float, "steps": int}
@@ -134,12 +134,13 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       c.finetune_arcface.input = "completed"
     _share_generator(workdir, sub)
     print(f"-- teacher study setting {i}: {t.settings[i]}", flush=True)
-    stages.run_teacher(c, sub)
-    baseline_stages.run_finetune_teacher(c, sub)
+    run = registry.RUNNERS
+    run["teacher"](c, sub)
+    run["finetune_teacher"](c, sub)
     if "distill_soft" in students:  # Eq. 17's identity centres of this teacher
-      stages.run_teacher_embeddings(c, sub)
+      run["teacher_embeddings"](c, sub)
     for stage in students:
-      stage_spec.train_stage(c, sub, registry.get(stage))
+      run[stage](c, sub)
     models = restore_models(c, sub, recognizers=("teacher", "teacher_finetuned", *student_names))
     ev = Evaluator(models, mesh, int(e.batch_size), int(e.diffusion_iters))
 

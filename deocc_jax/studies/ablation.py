@@ -45,7 +45,7 @@ from deocc_jax.losses import distillation
 from deocc_jax.runs import artefacts as art
 from deocc_jax.runs import factories, trained_models
 from deocc_jax.runs.models import Models, restore_models
-from deocc_jax.training import loop, registry, stage_spec, stages
+from deocc_jax.training import registry, stage_spec, stages
 
 SETTINGS: dict[str, str] = {
     "ce": "CE",
@@ -219,25 +219,25 @@ def train_and_score(
   run_cfg = copy.deepcopy(config)
   with run_cfg.unlocked():
     run_cfg.checkpoint.keep = max(1, num_steps // eval_every + 1)
-  c, teacher, source, init_fn, step_fn, frozen = stages.distill_fns(
-      run_cfg, workdir, name, y.mesh, over, teacher=y.base.teacher, generator=y.base.generator
-  )
-  spec = trained_models.student_spec(
-      c, config, teacher, source.num_classes, factories.data_facts(config, workdir)
-  )
-  batches, _ = stage_spec.make_batches(run_cfg, c, registry.get("distill_hard"))
-  loop.run(
-      name,
-      out_dir,
-      init_fn,
-      step_fn,
-      batches,
-      registry.stage_key(config, "distill_hard"),
-      y.mesh,
-      stage_spec.loop_config(c, ("masked", "mask", "clean", "identity"), run_cfg),
-      frozen=frozen,
-      artefact=spec,
-  )
+
+  def plan(_, __, source, mesh) -> stage_spec.Plan:
+    c, teacher, source, init_fn, step_fn, frozen = stages.distill_fns(
+        run_cfg,
+        workdir,
+        name,
+        mesh,
+        over,
+        teacher=y.base.teacher,
+        generator=y.base.generator,
+        source=source,
+    )
+    facts = factories.data_facts(config, workdir)
+    spec = trained_models.student_spec(c, config, teacher, source.num_classes, facts)
+    return stage_spec.Plan(c, init_fn, step_fn, spec, frozen=frozen)
+
+  # the distill_hard stage's key and batches, this setting's losses
+  hard = dataclasses.replace(registry.get("distill_hard"), plan=plan)
+  stage_spec.train_stage(run_cfg, out_dir, hard, name=name)
   a_idx, b_idx, same, fold = y.vs.pairs
   curve = []
   for step in art.steps(out_dir, name):

@@ -1,5 +1,5 @@
 """lambda_i and T chosen on a pool of identities set apart for it
-(``evaluation/lambda_sweep.py``; CelebA's ``tuning_identities``)."""
+(``studies/lambda_sweep.py``; CelebA's ``tuning_identities``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from deocc_jax.data import real_datasets as rd
 from deocc_jax.data import rehearsal
 from deocc_jax.data.synthetic_faces import SyntheticFaces
 from deocc_jax.errors import ConfigError
-from deocc_jax.evaluation import lambda_sweep
+from deocc_jax.studies import lambda_sweep
 
 
 def _result(li: float, t: float, acc: float) -> dict:

@@ -1,0 +1,1 @@
+"""Tests of deocc_jax.studies."""
