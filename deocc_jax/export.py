@@ -182,6 +182,7 @@ def export_run(
   workdir = os.fspath(workdir)
   if config is None:
     config = workdir_lib.read_config(workdir)
+  workdir_lib.validate_config(config)
   fr = inference.FaceRecognizer.from_run(
       config=config,
       workdir=workdir,

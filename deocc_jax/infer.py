@@ -350,6 +350,7 @@ def _run_recognizer(cmd: str, args: list[str], pairs: Any) -> tuple[Any, dict[st
     config = workdir_lib.read_config(_WORKDIR.value)
   else:
     workdir_lib.warn_if_different(_WORKDIR.value, config)
+  workdir_lib.validate_config(config)
   located = preflight(cmd, args, pairs, int(config.data.resolution))
   source = str(config.data.source)
   photos = (

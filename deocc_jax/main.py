@@ -69,6 +69,10 @@ def run(
     raise ConfigError(
         f"config.stages has unknown stage(s) {unknown}; " f"available: {sorted(table)}"
     )
+  if "rehearsal_data" in stages:  # the miniature's paths, before the config is written
+    from deocc_jax.data import rehearsal
+
+    config = rehearsal.with_paths(config, workdir)
   workdir_lib.validate_config(config)
   path = workdir_lib.as_path(workdir)
   lock = workdir_lib.WorkdirLock(path)

@@ -103,13 +103,12 @@ def get_config() -> ml_collections.ConfigDict:
   # landmark-fitted face masks (~1/2 coverage each)
   # shade / blur / noise occluders like the photo (data/photometric.py); off in
   # this CPU-sized default: it makes occluder synthesis several times slower
-  # (~30 ms per 64 px example), which dominated the teacher stage's time.
+  # (benchmarks/results/occluder_paths_step.md).
   c.data.photometric = False
   # where occluders are drawn: 'device' (jax, beside the training step on the
   # accelerators, from a bank rendered once per stage; training/occluder_stream.py)
-  # | 'host' (numpy, in the grain stream). On a 2-core CPU at 32 px 'device' takes
-  # ~0.8x the host path's time per pair batch (3.4-4x more at 128 px with
-  # photometric: benchmarks/results/occluder_paths_step.md).
+  # | 'host' (numpy, in the grain stream). Their cost side by side:
+  # benchmarks/results/occluder_paths_step.md.
   c.data.occluders = "device"
   # A teacher pool (the VGGFace2 analogue): > 0 trains the ArcFace teacher on
   # this many further synthetic identities, disjoint from every split above
@@ -237,11 +236,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Instance term (Eq. 12 / 17): the L1 distance ||t - s||_1, summed over the D
   # embedding dimensions. Its per-sample gradient has norm lambda_i sqrt(D), so
   # lambda_i ~ 1/sqrt(D) would give it unit size (the paper config's 0.02).
-  # 0.001 was chosen on the synthetic *validation* identities (README, issue
-  # 15): against CE + pair + angle, 0.01 cost 0.72 +- 0.95 points (2 / 10 folds
-  # positive), 0.001 was level (+0.15 +- 0.87, 5 / 10) and beat 0.01 by 0.87 +-
-  # 1.28 (8 / 10); at 0.1 the term dominated the short CPU-sized students. The
-  # paper leaves lambda_i unstated.
+  # 0.001 was chosen on the synthetic *validation* identities, never the test
+  # ones (docs/experiments/2026-12-01-lambda-i-validation.md). The paper
+  # leaves lambda_i unstated.
   c.distillation.lambda_i = 0.001
   c.distillation.lambda_p = 1.0  # pair-wise distance term (paper: 1)
   c.distillation.lambda_t = 2.0  # triplet-wise angle term (paper: 2)
@@ -458,15 +455,14 @@ def get_config() -> ml_collections.ConfigDict:
   # configs/synthetic.py:teacher_study): per setting an ArcFace teacher on a pool
   # of that many synthetic identities disjoint from every split (0 = the
   # students' training split), then the fine-tuned baseline and the students
-  # from it; key=value items, every key required. Fixed before the run (never
-  # chosen on the test identities): the default teacher, then 2x and 4x the
-  # identities on disjoint pools, trained 4x / 8x as long
+  # from it. Setting i is the i-th entry of each tuple. Fixed before the run
+  # (never chosen on the test identities): the default teacher, then 2x and 4x
+  # the identities on disjoint pools, trained 4x / 8x as long.
   c.teacher_study = ml_collections.ConfigDict()
-  c.teacher_study.settings = (
-      "identities=0,images=20,width=0.25,steps=400",  # the default teacher
-      "identities=1600,images=20,width=0.25,steps=1600",  # 2x identities, disjoint
-      "identities=3200,images=20,width=0.25,steps=3200",  # 4x identities, disjoint
-  )
+  c.teacher_study.identities = (0, 1600, 3200)  # teacher pool size (0 = training split)
+  c.teacher_study.images = (20, 20, 20)  # images per pool identity
+  c.teacher_study.width = (0.25, 0.25, 0.25)  # the teacher's ResNet-18 width
+  c.teacher_study.steps = (400, 1600, 3200)  # the teacher's training steps
   # the students distilled from each setting's teacher: 'distill_hard' (Eq. 12)
   # and / or 'distill_soft' (Eq. 17, with that teacher's identity centres)
   c.teacher_study.students = ("distill_soft",)

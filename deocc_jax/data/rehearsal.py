@@ -327,30 +327,56 @@ def write_all(root: str, r: ConfigDict) -> None:
   _write_text(done, [json.dumps(spec)])
 
 
-def run(config: ConfigDict, workdir: str) -> None:
-  """Stage ``rehearsal_data``: writes the miniature (process 0; the others wait)
-  and points the config's data / teacher / LFW / AR paths at it."""
-  import jax
-  from jax.experimental import multihost_utils
-
-  r = config.rehearsal
-  root = str(r.root) or os.path.join(os.fspath(workdir), "rehearsal_data")
+def root_of(config: ConfigDict, workdir: str) -> str:
+  """The local folder the miniature lives in: ``config.rehearsal.root``, or
+  ``<workdir>/rehearsal_data``."""
+  root = str(config.rehearsal.root) or os.path.join(os.fspath(workdir), "rehearsal_data")
   if "://" in root:  # data-set roots are read as local folders (os / PIL)
     raise ConfigError(
         f"stage 'rehearsal_data' writes data sets, which are read from local "
         f"folders: {root} is not local; set config.rehearsal.root to a local "
         f"(or shared, mounted) folder"
     )
-  root = os.path.abspath(root)
+  return os.path.abspath(root)
+
+
+def with_paths(config: ConfigDict, workdir: str) -> ConfigDict:
+  """A copy of ``config`` whose data / teacher / LFW / AR paths point at the
+  miniature (:func:`root_of`): resolved once, before a run starts and its
+  config is written, so no stage changes the config."""
+  out = config.copy_and_resolve_references()
+  for key, value in paths(root_of(config, workdir)).items():
+    section, field = key.split(".")
+    out[section][field] = value
+  return out
+
+
+def run(config: ConfigDict, workdir: str) -> None:
+  """Stage ``rehearsal_data``: writes the miniature (process 0; the others
+  wait) where :func:`with_paths` pointed the run's config."""
+  import jax
+  from jax.experimental import multihost_utils
+
+  r = config.rehearsal
+  root = root_of(config, workdir)
+  missing = {k: v for k, v in paths(root).items() if _field(config, k) != v}
+  if missing:
+    raise ConfigError(
+        f"stage 'rehearsal_data' writes its miniature to {root}, but config fields "
+        f"{sorted(missing)} point elsewhere: run it through deocc_jax.main (which sets them "
+        "with data.rehearsal.with_paths)"
+    )
   if jax.process_index() == 0:
     write_all(root, r)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("rehearsal_data written")
-  for key, value in paths(root).items():
-    section, field = key.split(".")
-    config[section][field] = value
   print(
       f"rehearsal data in {root}: CelebA {r.celeba_identities} identities x "
       f"{r.images_per_identity}, LFW {r.lfw_folds} folds, AR {r.ar_people} people, "
       "VGGFace2 ResNet-50 teacher (random weights, 8,631 classes)"
   )
+
+
+def _field(config: ConfigDict, key: str) -> str:
+  section, field = key.split(".")
+  return str(config[section][field])

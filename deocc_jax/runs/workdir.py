@@ -344,7 +344,8 @@ def occluder_mode(config: ConfigDict) -> str:
 
 
 def validate_config(config: ConfigDict) -> None:
-  """Value checks every run needs, naming the key (a ``ConfigError``)."""
+  """Value checks every run needs, naming the key (a ``ConfigError``); every
+  command calls it before it starts (train, evaluate, prepare, infer, export)."""
   positive = ("batch_size", "log_every", "checkpoint_every")
   non_negative = ("num_steps", "sample_every", "worker_count", "read_threads", "max_shift_px")
   for key, leaf, v in _walk(config):
@@ -365,7 +366,8 @@ def _validate_ar_pass(config: ConfigDict) -> None:
   stages = tuple(require(config, "stages"))
   if "distill_ar" not in stages:
     return
-  # (stage 'rehearsal_data' writes a miniature AR and points ar_root at it)
+  # (a run with stage 'rehearsal_data' points ar_root at its miniature AR:
+  # data.rehearsal.with_paths, before the run starts)
   if not str(require(config, "evaluate.ar_root")) and "rehearsal_data" not in stages:
     raise ConfigError(
         "stage 'distill_ar' (AR's distillation pass, Table 1's OUR row) needs the AR "

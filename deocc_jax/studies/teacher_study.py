@@ -3,10 +3,10 @@ more as the teacher's data and capacity grow?
 
 The paper's premise (Table 2, Sec. 4.4): a student distilled from a strong,
 general teacher beats fine-tuning that teacher on completed faces. Each
-setting of ``config.teacher_study.settings`` trains its own ArcFace teacher
-(``"identities=2400,images=20,width=0.5,steps=800"``: a pool of that many
-synthetic identities disjoint from every split -- 0 = the students' training
-split -- at that width, for that many steps), then, with the run's generator
+setting of ``config.teacher_study`` (the i-th entry of its ``identities``,
+``images``, ``width`` and ``steps``) trains its own ArcFace teacher (a pool
+of that many synthetic identities disjoint from every split -- 0 = the
+students' training split -- at that width, for that many steps), then, with the run's generator
 and the same batches for every setting (the stages' own seeds), the
 teacher fine-tuned (stage 'finetune_teacher') and the students of ``config.teacher_study.students``
 ('distill_hard' Eq. 12, 'distill_soft' Eq. 17) from that teacher, each under
@@ -44,27 +44,33 @@ KEYS = {"identities": int, "images": int, "width": float, "steps": int}
 STUDENTS = ("distill_hard", "distill_soft")
 
 
-def parse_setting(text: str) -> dict[str, Any]:
-  """``"identities=2400,images=20,width=0.5,steps=800"`` -> typed fields
-  (every key required, none unknown)."""
-  out: dict[str, Any] = {}
-  for item in str(text).split(","):
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    if not sep or key not in KEYS:
-      raise ConfigError(
-          f"config.teacher_study.settings: {text!r}: items are key=value with keys {list(KEYS)}"
-      )
-    try:
-      out[key] = KEYS[key](value)
-    except ValueError:
-      raise ConfigError(
-          f"config.teacher_study.settings: {text!r}: {key}={value!r} is not a {KEYS[key].__name__}"
-      ) from None
-  missing = [k for k in KEYS if k not in out]
-  if missing:
-    raise ConfigError(f"config.teacher_study.settings: {text!r} lacks {missing}")
+def settings(config: ConfigDict) -> list[dict[str, Any]]:
+  """The study's settings from ``config.teacher_study``'s typed tuples
+  ``identities`` / ``images`` / ``width`` / ``steps`` (setting i: the i-th of
+  each; all the same length, none empty)."""
+  t = require(config, "teacher_study")
+  cols = {k: tuple(t[k]) for k in KEYS}
+  sizes = {k: len(v) for k, v in cols.items()}
+  if len(set(sizes.values())) != 1 or not next(iter(sizes.values())):
+    raise ConfigError(
+        f"config.teacher_study.{{{', '.join(KEYS)}}}: one entry per setting, the same number "
+        f"in each (got {sizes})"
+    )
+  out = []
+  for i in range(next(iter(sizes.values()))):
+    s = {}
+    for k, kind in KEYS.items():
+      v = cols[k][i]
+      if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)):
+        raise ConfigError(f"config.teacher_study.{k}[{i}] = {v!r} is not a {kind.__name__}")
+      s[k] = kind(v)
+    out.append(s)
   return out
+
+
+def setting_name(s: dict[str, Any]) -> str:
+  """``identities=2400,images=20,width=0.5,steps=800``: a setting's row name."""
+  return ",".join(f"{k}={s[k]}" for k in KEYS)
 
 
 def setting_config(config: ConfigDict, s: dict[str, Any]) -> ConfigDict:
@@ -106,9 +112,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
         "the teacher-strength study trains ArcFace teachers here; config.teacher.kind is "
         f"{config.teacher.kind!r}"
     )
-  settings = [parse_setting(s) for s in t.settings]  # validate before any training
-  if not settings:
-    raise ConfigError("config.teacher_study.settings is empty")
+  study = settings(config)  # validated before any training
   students = tuple(str(s) for s in t.students)
   if not students or len(set(students)) != len(students) or set(students) - set(STUDENTS):
     raise ConfigError(
@@ -120,20 +124,20 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   mesh = factories.make_mesh(config)
   # The largest teacher pool holds every smaller one (pool ids follow the
   # student pool's): checking it refuses any identity a study model saw.
-  largest = max(settings, key=lambda s: s["identities"])
+  largest = max(study, key=lambda s: s["identities"])
   vs = job.held_out_mixture_pairs(
       config, int(t.num_pairs), int(t.max_eval_records), setting_config(config, largest)
   )
   view = vs.views[protocols.MIXTURE]
   a_idx, b_idx, same, fold = vs.pairs
   rows: list[dict[str, Any]] = []
-  for i, s in enumerate(settings):
+  for i, s in enumerate(study):
     sub = os.path.join(workdir, "teacher_study", str(i))
     c = setting_config(config, s)
     with c.unlocked():
       c.finetune_arcface.input = "completed"
     _share_generator(workdir, sub)
-    print(f"-- teacher study setting {i}: {t.settings[i]}", flush=True)
+    print(f"-- teacher study setting {i}: {setting_name(s)}", flush=True)
     run = registry.RUNNERS
     run["teacher"](c, sub)
     run["finetune_teacher"](c, sub)
@@ -160,7 +164,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     teacher_art = art.read(sub, "teacher")
     rows.append(
         {
-            "setting": t.settings[i],
+            "setting": setting_name(s),
             **s,
             "teacher_train_accuracy": teacher_art.facts["metrics"].get("train/accuracy"),
             "results": {k: r.summary() for k, r in res.items()},

@@ -86,6 +86,7 @@ def start_job(
     config.distributed.mode = "none"  # process 0's launch settings: run in one process
   elif config_optional:
     workdir_lib.warn_if_different(workdir, config)
+  workdir_lib.validate_config(config)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   initialize(config.distributed)

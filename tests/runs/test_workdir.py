@@ -234,3 +234,15 @@ def test_a_run_with_the_ar_pass_needs_the_ar_folder_before_any_stage():
     wd.validate_config(c)
   c.stages = ("teacher",)
   wd.validate_config(c)  # the pass is not run: nothing to check
+
+
+def test_the_commands_start_up_validates_the_config(tmp_path):
+  """main and evaluate start through distributed.start_job: a bad value is named
+  before anything starts (infer / export validate the run's config likewise)."""
+  from deocc_jax.errors import ConfigError
+  from deocc_jax.training import distributed
+
+  c = tiny_config()
+  c.distillation.batch_size = 0
+  with pytest.raises(ConfigError, match=r"config.distillation.batch_size must be >= 1, got 0"):
+    distributed.start_job(["prog"], c, str(tmp_path))

@@ -16,18 +16,29 @@ from deocc_jax.teachers import extract
 from tests.helpers import tiny_run as tiny_run_lib  # noqa: E402
 
 
-def test_settings_parse_and_name_what_is_wrong():
-  s = teacher_study.parse_setting("identities=2400,images=20,width=0.5,steps=800")
-  assert s == {"identities": 2400, "images": 20, "width": 0.5, "steps": 800}
-  with pytest.raises(ConfigError, match=r"lacks \['steps'\]"):
-    teacher_study.parse_setting("identities=1,images=2,width=0.5")
-  with pytest.raises(ConfigError, match="keys"):
-    teacher_study.parse_setting("identities=1,imgs=2,width=0.5,steps=3")
-  with pytest.raises(ConfigError, match="width='wide' is not a float"):
-    teacher_study.parse_setting("identities=1,images=2,width=wide,steps=3")
-  c = teacher_study.setting_config(tiny_run_lib.tiny_config(), s)
-  assert (c.data.teacher_identities, c.data.teacher_images_per_identity) == (2400, 20)
-  assert (c.teacher.width, c.teacher.num_steps, c.teacher.epochs) == (0.5, 800, 0)
+def test_settings_are_typed_tuples_and_errors_name_the_key():
+  c = tiny_run_lib.tiny_config()
+  c.teacher_study.identities, c.teacher_study.images = (0, 2400), (4, 20)
+  c.teacher_study.width, c.teacher_study.steps = (0.25, 0.5), (2, 800)
+  got = teacher_study.settings(c)
+  assert got[1] == {"identities": 2400, "images": 20, "width": 0.5, "steps": 800}
+  assert teacher_study.setting_name(got[1]) == "identities=2400,images=20,width=0.5,steps=800"
+  bad = copy.deepcopy(c)
+  bad.teacher_study.steps = (2,)
+  with pytest.raises(ConfigError, match=r"the same number in each .*'steps': 1"):
+    teacher_study.settings(bad)
+  bad = copy.deepcopy(c)
+  bad.teacher_study.images = (4, 2.5)
+  with pytest.raises(ConfigError, match=r"config.teacher_study.images\[1\] = 2.5 is not a int"):
+    teacher_study.settings(bad)
+  empty = copy.deepcopy(c)
+  for k in ("identities", "images", "width", "steps"):
+    empty.teacher_study[k] = ()
+  with pytest.raises(ConfigError, match="one entry per setting"):
+    teacher_study.settings(empty)
+  s = teacher_study.setting_config(c, got[1])
+  assert (s.data.teacher_identities, s.data.teacher_images_per_identity) == (2400, 20)
+  assert (s.teacher.width, s.teacher.num_steps, s.teacher.epochs) == (0.5, 800, 0)
 
 
 @pytest.mark.slow
@@ -36,10 +47,8 @@ def test_study_trains_each_setting_and_writes_the_paired_table(tiny_run, tmp_pat
   work = tmp_path / "run"
   shutil.copytree(workdir, work, ignore=shutil.ignore_patterns("results"))
   c = copy.deepcopy(config)
-  c.teacher_study.settings = (
-      "identities=0,images=4,width=0.25,steps=2",
-      "identities=30,images=4,width=0.375,steps=2",
-  )
+  c.teacher_study.identities, c.teacher_study.images = (0, 30), (4, 4)
+  c.teacher_study.width, c.teacher_study.steps = (0.25, 0.375), (2, 2)
   c.teacher_study.num_pairs = 200
   c.teacher_study.students = ("distill_hard", "distill_soft")
   out = teacher_study.run(c, str(work))["settings"]
@@ -78,9 +87,10 @@ def test_study_trains_each_setting_and_writes_the_paired_table(tiny_run, tmp_pat
   assert out[0]["folds"]["student_soft"] != out[1]["folds"]["student_soft"]
   with open(work / "results" / "teacher_study.csv") as f:
     rows = list(csv.DictReader(f))
-  assert [r["teacher (pool identities, images, width, steps)"] for r in rows] == list(
-      c.teacher_study.settings
-  )
+  assert [r["teacher (pool identities, images, width, steps)"] for r in rows] == [
+      "identities=0,images=4,width=0.25,steps=2",
+      "identities=30,images=4,width=0.375,steps=2",
+  ]
   assert "student (soft) - teacher fine-tuned (points; folds +)" in rows[0]
 
 
