@@ -387,12 +387,33 @@ def get_config() -> ml_collections.ConfigDict:
   # Table 1's classical rows (deocc_jax/runs/classical_rows.py): linear
   # maps fitted on clean faces of the training split, keys classical_<name>.
   c.evaluate.classical = ml_collections.ConfigDict()
-  c.evaluate.classical.recognizers = ()  # any of 'pca', 'lpp', 'gpca'
+  c.evaluate.classical.recognizers = ()  # any of 'pca', 'lpp', 'gpca', 'sr'
   c.evaluate.classical.fit_faces = 1000  # the first faces of the training split
   c.evaluate.classical.dims = 100  # embedding size of each
   c.evaluate.classical.lpp_pca_dims = 150  # LPP's PCA step (>= dims)
   c.evaluate.classical.neighbours = 5  # LPP's k-nearest-neighbour graph
   c.evaluate.classical.gabor_stride = 4  # GW+PCA: Gabor magnitudes every 4 px
+  # 'sr' (sparse-representation classification, Wright et al. 2009) is an
+  # identification-only row: its dictionary is each identification protocol's
+  # gallery, probes ranked by class residual; no embedding, so no verification row.
+  c.evaluate.classical.sr_lambda = 1e-3  # l1 weight of the Lasso form (FISTA)
+  c.evaluate.classical.sr_iters = 500  # FISTA iterations (fixed, batched over probes)
+  c.evaluate.classical.sr_feature_size = (12, 10)  # (h, w) area-downsampled luminance
+  c.evaluate.classical.sr_occlusion = False  # True: the [A, I] occlusion dictionary
+  # Table 1's RPCA / GL completions, input keys 'rpca_fill' / 'gl_fill' of
+  # evaluate.inputs (deocc_jax/runs/library_fill.py): each completes a face
+  # from a library of the first clean faces of the training split. Per probe,
+  # RPCA decomposes a (1 + library_faces) x pixels matrix, one thin SVD per sweep
+  # (~5 GFLOP per sweep at 65 x 256^2 x 3): the library's size sets the cost.
+  c.evaluate.classical_fill = ml_collections.ConfigDict()
+  c.evaluate.classical_fill.library_faces = 64  # the first faces of the training split
+  c.evaluate.classical_fill.rpca_max_iters = 100  # inexact-ALM sweeps at most ...
+  c.evaluate.classical_fill.rpca_tol = 1e-5  # ... until |D - A - E|_F / |D|_F < tol
+  c.evaluate.classical_fill.rpca_lambda = 0.0  # sparse weight; 0 = 1 / sqrt(pixels)
+  c.evaluate.classical_fill.gl_neighbours = 10  # library faces combined into the exemplar
+  c.evaluate.classical_fill.gl_ridge = 1e-3  # ridge of that least-squares combination
+  c.evaluate.classical_fill.gl_edge_sigma = 0.25  # edge weights exp(-|dg|^2 / s^2); 0 = unit
+  c.evaluate.classical_fill.gl_num_iters = 400  # conjugate-gradient sweeps of the solve
   c.evaluate.inputs = (
       "clean",
       "masked",
@@ -401,7 +422,7 @@ def get_config() -> ml_collections.ConfigDict:
       "completed_predicted",
       "completed",
       "completed_noca",
-  )  # G without CA: when stage 'deocclusion_noca' ran
+  )  # G without CA: when stage 'deocclusion_noca' ran; opt-in: 'rpca_fill', 'gl_fill'
   c.evaluate.categories = ("simple", "complex", "body", "hybrid")  # per-category tables
   # How those tables are made: 'mixture' = the mixture's pairs grouped by the
   # category of their second face's occluder (no further images / embeddings);

@@ -154,6 +154,9 @@ def get_config() -> ml_collections.ConfigDict:
   # face-masked real photos 0.94 vs 0.19: benchmarks/results/masked_real_photos.md);
   # 'dlib' gives CelebA's five points from its 68-point predictor.
   c.evaluate.landmark_detector = "mtcnn"
+  # Table 1's completion columns: RPCA [53] and GL [8] from a library of the
+  # first training faces (evaluate.classical_fill: 64 faces, <= 100 RPCA sweeps).
+  c.evaluate.inputs = tuple(c.evaluate.inputs) + ("rpca_fill", "gl_fill")
 
   # Fig. 5: one student per loss setting, evaluated on the held-out identities.
   c.ablation.epochs = 24  # steps = 24 x (train images // distillation batch)

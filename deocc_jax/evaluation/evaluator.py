@@ -2,7 +2,7 @@
 
 :class:`Evaluator` makes, in one pass over a set's faces sharded over all
 devices and hosts, every input of a batch (masked; completed by G with the
-true or the segmenter's predicted mask; mean-face and diffusion fills) and
+true or the segmenter's predicted mask; mean-face, diffusion, RPCA and GL fills) and
 every recogniser's embeddings of them, and keeps only the embeddings (so the
 host memory does not grow with the number of faces or of inputs); the
 ``*_results`` functions turn them into the verification (10 folds, per-fold
@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.evaluation import classical_fill, identification, protocols, streaming, verification
+from deocc_jax.runs import library_fill
 from deocc_jax.runs.models import Models
 from deocc_jax.utils import batch_map
 
@@ -32,6 +33,7 @@ INPUTS = {
     "masked": "masked",
     "mean_fill": "mean-face fill",
     "diffusion_fill": "diffusion fill",
+    **library_fill.KEYS,  # Table 1's RPCA / GL fills: when config.evaluate.inputs names them
     "completed_predicted": "G, predicted mask",
     "completed": "G, true mask",
     # Table 2's "GA w/o attention": G trained without contextual attention
@@ -44,7 +46,14 @@ CATEGORY_INPUTS = ("masked", "completed_predicted", "completed")
 
 
 # the completion grid's columns after clean / masked / mask / predicted mask
-GRID_KINDS = ("mean_fill", "diffusion_fill", "completed_predicted", "completed", "completed_noca")
+GRID_KINDS = (
+    "mean_fill",
+    "diffusion_fill",
+    *library_fill.KEYS,
+    "completed_predicted",
+    "completed",
+    "completed_noca",
+)
 
 
 def iou_from_counts(inter: np.ndarray, union: np.ndarray, category: np.ndarray) -> dict[str, float]:
@@ -100,6 +109,8 @@ class Evaluator:
         "mean_fill": lambda z: classical_fill.mean_face_fill(z[..., :3], z[..., 3:], mean),
         "diffusion_fill": lambda z: classical_fill.diffusion_fill(z[..., :3], z[..., 3:], iters),
     }
+    for kind, fill in models.fills.items():  # RPCA / GL, from a library of training faces
+      self._fills[kind] = library_fill.per_device(lambda z, f=fill: f(z[..., :3], z[..., 3:]), mesh)
     if models.complete is not None:
       complete = models.complete
       self._fills["completed"] = lambda z: complete(z[..., :3], z[..., 3:])
@@ -273,7 +284,9 @@ class Evaluator:
       kinds = tuple(k for k in kinds if k in inputs and k != "clean" and self.available(view, k))
       jobs.append((view, kinds))
     grid_of = vs.views.get(protocols.MIXTURE) if grid_rows else None
-    self._stream(streaming.as_faces(vs.clean), (id(vs), "clean"), jobs, True, grid_of, grid_rows)
+    recs = verification_recognizers(self.models)
+    faces = streaming.as_faces(vs.clean)
+    self._stream(faces, (id(vs), "clean"), jobs, True, grid_of, grid_rows, recognizers=recs)
 
   def stream_identification(self, ids: Any, inputs: tuple[str, ...]) -> None:
     """Everything :func:`identification_results` reads of ``ids``: one pass over
@@ -305,6 +318,8 @@ class Evaluator:
       return False
     if kind == "completed_noca" and self.models.complete_noca is None:
       return False
+    if kind in library_fill.KEYS and kind not in self.models.fills:
+      return False  # not in config.evaluate.inputs when the models were restored
     return not (kind in ("completed", "completed_noca") and not known)
 
   def _check_segmenter(self) -> None:
@@ -373,6 +388,13 @@ class Evaluator:
 # ------------------------------------------------------------ verification
 
 
+def verification_recognizers(models: Models) -> tuple[str, ...]:
+  """The recognisers of the verification tables: all but the identification-only
+  rows (SR classifies a probe over a gallery; it has no embedding to compare
+  two faces by)."""
+  return tuple(r for r in models.recognizers if r not in models.identifiers)
+
+
 def verification_results(
     ev: Evaluator,
     vs: protocols.VerificationSet,
@@ -420,7 +442,7 @@ def verification_results(
         inputs if cond == protocols.MIXTURE else tuple(k for k in CATEGORY_INPUTS if k in inputs)
     )
     out[cond] = {}
-    for r in ev.models.recognizers:
+    for r in verification_recognizers(ev.models):
       clean = ev.embed(r, vs.clean, (id(vs), "clean"))
       out[cond][r] = {}
       for kind in kinds:
@@ -495,18 +517,26 @@ def paired_comparisons(mix: dict[str, dict[str, Any]], side: str = "one") -> lis
 def identification_results(
     ev: Evaluator, ids: protocols.IdentificationSet, inputs: tuple[str, ...]
 ) -> dict[str, Any]:
+  """{recognizer: {probe subset: {input: {'rank1', 'cmc'}}}}: cosine similarity to
+  the gallery's embeddings, or an identification-only row's own scores (SR: the
+  class residuals of each probe coded over the gallery's features)."""
   ev.stream_identification(ids, inputs)  # every embedding below
   out: dict[str, Any] = {}
   for r in ev.models.recognizers:
     gallery = ev.embed(r, ids.gallery, (id(ids), "gallery"))
+    identify = ev.models.identifiers.get(r)
     out[r] = {}
     for subset, view in ids.probes.items():
       out[r][subset] = {}
       for kind in inputs:
         if kind == "clean" or not ev.available(view, kind):
           continue
-        probe = ev.embed_view(r, view, kind)
-        cmc = identification.cmc_curve(gallery, ids.gallery_labels, probe, ids.probe_labels[subset])
+        probe, labels = ev.embed_view(r, view, kind), ids.probe_labels[subset]
+        if identify is None:
+          cmc = identification.cmc_curve(gallery, ids.gallery_labels, probe, labels)
+        else:
+          classes, scores = identify(gallery, ids.gallery_labels, probe)
+          cmc = identification.cmc_from_scores(classes, scores, labels)
         out[r][subset][kind] = {"rank1": float(cmc[0]), "cmc": cmc.tolist()}
   return out
 

@@ -14,6 +14,10 @@ depend on the order of the gallery rows.
 
 Every probe identity must appear in the gallery (closed set); otherwise a
 ``ValueError`` names the missing labels.
+
+A classifier over the gallery (SRC: smaller class residual = better) ranks by
+its own per-identity scores through :func:`cmc_from_scores`, with the same
+ranks and ties.
 """
 
 from __future__ import annotations
@@ -57,6 +61,25 @@ def probe_ranks(gallery_emb, gallery_labels, probe_emb, probe_labels) -> np.ndar
   """1-based rank of each probe's true identity (ties broken by smaller label)."""
   g, gl, p, pl = _check(gallery_emb, gallery_labels, probe_emb, probe_labels)
   ids, scores = identity_scores(g, gl, p)
+  return ranks_from_scores(ids, scores, pl)
+
+
+def ranks_from_scores(ids, scores, probe_labels) -> np.ndarray:
+  """1-based rank of each probe's true identity from per-identity ``scores``
+  (P, C) of identities ``ids`` (C,) sorted ascending; higher = better, ties
+  broken by the smaller label."""
+  ids, scores = np.asarray(ids).reshape(-1), np.asarray(scores, np.float64)
+  pl = np.asarray(probe_labels).reshape(-1)
+  if scores.shape != (len(pl), len(ids)):
+    raise ValueError(f"scores {scores.shape} must be (probes, identities) = {(len(pl), len(ids))}")
+  if np.any(ids[1:] <= ids[:-1]):
+    raise ValueError("the scores' identities must be sorted ascending, each once")
+  missing = np.setdiff1d(np.unique(pl), ids)
+  if len(missing):
+    raise ValueError(
+        f"{len(missing)} probe identities have no score (closed-set identification "
+        f"needs all of them): {missing[:10].tolist()}"
+    )
   col = np.searchsorted(ids, pl)
   true = scores[np.arange(len(pl)), col][:, None]
   higher = np.sum(scores > true, axis=1)
@@ -73,7 +96,17 @@ def cmc_curve(
   """
   ranks = probe_ranks(gallery_emb, gallery_labels, probe_emb, probe_labels)
   n_ids = len(np.unique(np.asarray(gallery_labels)))
-  max_rank = n_ids if max_rank is None else int(max_rank)
+  return _cmc(ranks, n_ids if max_rank is None else int(max_rank))
+
+
+def cmc_from_scores(ids, scores, probe_labels, max_rank: int | None = None) -> np.ndarray:
+  """:func:`cmc_curve` of a classifier's per-identity ``scores`` (P, C), higher =
+  better (SRC: minus the class residuals), identities ``ids`` sorted ascending."""
+  ranks = ranks_from_scores(ids, scores, probe_labels)
+  return _cmc(ranks, len(np.asarray(ids).reshape(-1)) if max_rank is None else int(max_rank))
+
+
+def _cmc(ranks: np.ndarray, max_rank: int) -> np.ndarray:
   if max_rank < 1:
     raise ValueError(f"max_rank must be >= 1, got {max_rank}")
   ks = np.arange(1, max_rank + 1)

@@ -53,6 +53,7 @@ from deocc_jax.evaluation.evaluator import (
     Evaluator,
     identification_results,
     segmentation_results,
+    verification_recognizers,
     verification_results,
 )
 from deocc_jax.runs import factories
@@ -355,7 +356,7 @@ def run(
               "resolution": models.resolution,
               "mean_landmarks": models.mean_landmarks.tolist(),
               "checkpoint_steps": models.steps,
-              "recognizers": {r: models.display(r) for r in models.recognizers},
+              "recognizers": {r: models.display(r) for r in verification_recognizers(models)},
           },
           os.path.join(out_dir, "calibration.json"),
       )

@@ -26,10 +26,22 @@ def _by_input(mix: dict[str, Any], kinds: list[str], value: Any) -> dict[str, di
   }
 
 
+def _id_only_note(models: Models) -> str:
+  """The verification titles' note on the identification-only rows (SR), if any."""
+  if not models.identifiers:
+    return ""
+  names = ", ".join(models.display(r) for r in models.identifiers)
+  return (
+      f" Not here: {names}, a classifier over an identification gallery with no "
+      "embedding to compare two faces by (identification tables only)."
+  )
+
+
 def write_verification(
     res: dict[str, Any], vs: protocols.VerificationSet, models: Models, out_dir: str, plots: bool
 ) -> None:
   name = vs.name
+  note = _id_only_note(models)
   mix = res["results"][protocols.MIXTURE]
   rows = []
   for r, per in mix.items():
@@ -51,7 +63,7 @@ def write_verification(
       f"Verification on {name}: {len(vs.clean)} faces, {vs.num_pairs} pairs in 10 folds; "
       "occluders from every category (mixture), on the second face of each pair (one) or "
       "on both; accuracy = mean ± std over folds at the threshold chosen on the other 9. "
-      f"AUC / EER / TAR@FAR with one face masked. Identities: {vs.identities or 'unstated'}."
+      f"AUC / EER / TAR@FAR with one face masked. Identities: {vs.identities or 'unstated'}." + note
   )
   report.write_table(
       rows,
@@ -85,7 +97,7 @@ def write_verification(
       os.path.join(out_dir, f"table2_{name}"),
       title=f"Accuracy (%) on {name} by input (one face masked; mixture): 10-fold "
       "cross-validated (each fold at the threshold chosen on the other 9), mean ± std. "
-      f"Identities: {vs.identities or 'unstated'}.",
+      f"Identities: {vs.identities or 'unstated'}." + note,
   )
   # The paper's LFW accuracy: the single best threshold over all pairs (Sec. 4.2).
   report.write_table(
@@ -95,7 +107,7 @@ def write_verification(
       title=f"Accuracy (%) on {name} by input (one face masked; mixture) at the one "
       f"threshold with the highest accuracy over all {vs.num_pairs} pairs, scored on "
       "those pairs (the paper's protocol; optimistic: not cross-validated). "
-      f"Identities: {vs.identities or 'unstated'}.",
+      f"Identities: {vs.identities or 'unstated'}." + note,
   )
   # Every comparison as a per-fold paired difference (same pairs, same folds).
   for side in ("one", "both"):
@@ -210,6 +222,7 @@ def write_identification(
       row[key] = 100 * s["rank1"] if s else None
     rows.append(row)
   n_probes = {s: len(v) for s, v in ids.probe_labels.items()}
+  sr = [models.display(r) for r in res if r in models.identifiers]
   report.write_table(
       rows,
       cols,
@@ -218,6 +231,12 @@ def write_identification(
           f"Rank-1 identification (%) on {name}: gallery {len(ids.gallery)} "
           f"clean faces of {len(np.unique(ids.gallery_labels))} identities; "
           f"probes {n_probes}. Identities: {ids.identities or 'unstated'}."
+          + (
+              f" {', '.join(sr)}: each probe coded over the gallery's features, identities "
+              "ranked by class residual (smallest first); the others by cosine similarity."
+              if sr
+              else ""
+          )
       ),
   )
   curves = {

@@ -27,7 +27,7 @@ from ml_collections import ConfigDict
 from deocc_jax.configs import require
 from deocc_jax.errors import ConfigError
 from deocc_jax.runs import artefacts as art
-from deocc_jax.runs import classical_rows, factories, kinds, trained_models
+from deocc_jax.runs import classical_rows, factories, kinds, library_fill, trained_models
 from deocc_jax.runs.workdir import as_path
 from deocc_jax.teachers import api
 
@@ -93,6 +93,16 @@ class Models:
   complete_noca: Callable[[jax.Array, jax.Array], jax.Array] | None = None
   # rows of pretrained and classical recognisers: key -> display name
   pretrained: dict[str, str] = dataclasses.field(default_factory=dict)
+  # identification-only rows (SR): key -> (gallery features, gallery labels,
+  # probe features) -> (identities (C,), scores (P, C), higher = better); their
+  # recognizers[key] makes the features. No verification row.
+  identifiers: dict[str, classical_rows.IdentifyFn] = dataclasses.field(default_factory=dict)
+  # the RPCA / GL fills of config.evaluate.inputs (library_fill.py): input key ->
+  # (masked, mask) -> completed, and their library of clean training faces
+  fills: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = dataclasses.field(
+      default_factory=dict
+  )
+  fill_library: np.ndarray | None = None
 
   def display(self, key: str) -> str:
     if key in self.pretrained:
@@ -228,6 +238,9 @@ def restore_models(
     elif key in classical:
       shown[key], rec[key] = classical[key]
   rec = {k: rec[k] for k in wanted if k in rec}  # the tables' row order
+  fills, library = library_fill.make_fills(
+      config, lambda: factories.make_source(config, "train"), res
+  )
   return Models(
       res,
       rec,
@@ -240,4 +253,9 @@ def restore_models(
       g,
       complete_noca=completions.get("deocclusion_noca"),
       pretrained=shown,
+      identifiers={
+          k: classical_rows.identifier(config) for k in rec if k in classical_rows.ONLY_ID
+      },
+      fills=fills,
+      fill_library=library,
   )

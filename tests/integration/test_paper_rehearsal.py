@@ -140,17 +140,20 @@ def check_rehearsal_outputs(work, outs):
     assert "completed_predicted" in ar["student_soft"][subset]
   assert results["undetected"] == {"lfw": 0, "ar": 0}  # aligned from the landmark files
   # The written tables: 5 recognisers x every input (Table 2 / Fig. 4 shape on
-  # CelebA's held-out identities and LFW), 5 x (AR1, AR2) x every input AR
-  # allows (Table 1 shape: no true masks, so no 'G, true mask'), 1 ablation row.
+  # CelebA's held-out identities and LFW; SR is no verification row), 5 + SR x
+  # (AR1, AR2) x every input AR allows (Table 1 shape: no true masks, so no
+  # 'G, true mask'; RPCA / GL fills with the predicted mask), 1 ablation row.
   inputs = list(evaluator.INPUTS.values())
   for name in ("table2_celeba.md", "table2_lfw.md"):
     head, rows = _md_table(res / name)
     assert head == ["recognizer"] + inputs and len(rows) == 5, (name, head, rows)
+    assert "Not here: SR (sparse representation)" in (res / name).read_text()
     assert all(re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d", c) for r in rows for c in r[1:]), rows
   head, rows = _md_table(res / "identification_ar.md")
   ar_inputs = [k for k in inputs if k not in ("clean", "G, true mask", "G without CA, true mask")]
   assert head == ["recognizer"] + [f"{s} {k}" for s in ("AR1", "AR2") for k in ar_inputs], head
-  assert len(rows) == 5 and all(0 <= float(c) <= 100 for r in rows for c in r[1:]), rows
+  assert len(rows) == 6 and all(0 <= float(c) <= 100 for r in rows for c in r[1:]), rows
+  assert rows[-1][0].startswith("SR (sparse representation)"), rows
   # Table 1's OUR row distilled on AR (session 1), beside the zero-shot students,
   # all probed on the images it never trained on (session 2)
   names = [r[0] for r in rows]

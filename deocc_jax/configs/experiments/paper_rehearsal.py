@@ -87,6 +87,11 @@ def get_config() -> ml_collections.ConfigDict:
   # The paper identifies on AR only; rank-1 on the held-out identities (the
   # same code on any source) is exercised by the synthetic runs' tests.
   c.evaluate.identification = False
+  # Table 1's RPCA / GL columns and SR row at miniature size (a few seconds).
+  c.evaluate.classical.recognizers = ("sr",)
+  c.evaluate.classical.sr_iters = 100
+  f = c.evaluate.classical_fill
+  f.library_faces, f.rpca_max_iters, f.gl_neighbours, f.gl_num_iters = 4, 3, 2, 10
 
   # One setting, the one with every loss term (each setting runs the same code
   # with other weights; the tests of the synthetic runs train two).
