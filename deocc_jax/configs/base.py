@@ -221,9 +221,71 @@ def get_config() -> ml_collections.ConfigDict:
       optimizer_fields(optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant")
   )
 
+  # --- Table 2's other completion methods (training/completion_stages.py,
+  # docs/completion_baselines.md): stages 'deocclusion_gfc' and
+  # 'deocclusion_idgan', trained on the same batches as 'deocclusion' (paired);
+  # not in c.stages by default. Each step: one critic update, one generator update.
+  c.deocclusion_gfc = ml_collections.ConfigDict()
+  c.deocclusion_gfc.base = 8  # GFC generator base width (release: 32)
+  c.deocclusion_gfc.fc_dim = 0  # fc width (0 = a quarter of the flattened pool3, as the release)
+  c.deocclusion_gfc.noise_fill = True  # fill the hole with uniform noise (GFC), else zeros
+  c.deocclusion_gfc.critic_cnum = 16  # critic base width (= deocclusion.critic_cnum)
+  c.deocclusion_gfc.local_size = 16  # local critic input side (= deocclusion.local_size)
+  c.deocclusion_gfc.parser_width = 8  # face parser width, trained jointly on landmark labels
+  c.deocclusion_gfc.lambda_reconstruction = 1.0  # L_r (mean squared error)
+  c.deocclusion_gfc.lambda_adv_local = 300.0 / (3 * 128 * 128)  # L_a1 (release's, per element)
+  c.deocclusion_gfc.lambda_adv_global = 300.0 / (3 * 128 * 128)  # L_a2 (release's, per element)
+  c.deocclusion_gfc.lambda_parsing = 0.05 / 3  # L_p (release's, per element)
+  c.deocclusion_gfc.batch_size = 32  # = deocclusion.batch_size: the same batches
+  c.deocclusion_gfc.num_steps = 100  # = deocclusion.num_steps
+  c.deocclusion_gfc.epochs = 0  # 0 = use num_steps
+  c.deocclusion_gfc.base_batch_size = 0  # > 0: scale the optimizers' lr linearly
+  c.deocclusion_gfc.log_every = 50
+  c.deocclusion_gfc.checkpoint_every = 200
+  c.deocclusion_gfc.sample_every = 0  # no sample grids
+  c.deocclusion_gfc.best_metric = ""  # e.g. "metric/hole_l1" (mode "min")
+  c.deocclusion_gfc.best_mode = "min"
+  c.deocclusion_gfc.g_optimizer = ml_collections.ConfigDict(
+      optimizer_fields(optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant")
+  )  # as deocclusion.g_optimizer
+  c.deocclusion_gfc.d_optimizer = ml_collections.ConfigDict(
+      optimizer_fields(optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant")
+  )  # as deocclusion.d_optimizer
+  c.deocclusion_gfc.parser_optimizer = ml_collections.ConfigDict(
+      optimizer_fields(optimizer="adam", lr=1e-3, schedule="constant")
+  )  # the parser's pixel cross-entropy
+  c.deocclusion_idgan = ml_collections.ConfigDict()
+  c.deocclusion_idgan.base = 16  # GLCIC-style generator base width (GLCIC: 64)
+  c.deocclusion_idgan.critic_cnum = 16  # critic base width (= deocclusion.critic_cnum)
+  c.deocclusion_idgan.local_size = 16  # local critic input side (= deocclusion.local_size)
+  c.deocclusion_idgan.lambda_reconstruction = 1.0  # mean L1 (Eq. 7)
+  c.deocclusion_idgan.lambda_adv_local = 1e-3  # local adversarial term
+  c.deocclusion_idgan.lambda_adv_global = 1e-3  # global adversarial term
+  c.deocclusion_idgan.lambda_identity = 0.1  # identity preservation (the teacher, clean target)
+  c.deocclusion_idgan.lambda_diversity = 0.1  # identity diversity between identities
+  c.deocclusion_idgan.diversity_margin = 0.2  # cosine margin of the diversity term
+  c.deocclusion_idgan.batch_size = 32  # = deocclusion.batch_size: the same batches
+  c.deocclusion_idgan.num_steps = 100  # = deocclusion.num_steps
+  c.deocclusion_idgan.epochs = 0  # 0 = use num_steps
+  c.deocclusion_idgan.base_batch_size = 0  # > 0: scale the optimizers' lr linearly
+  c.deocclusion_idgan.log_every = 50
+  c.deocclusion_idgan.checkpoint_every = 200
+  c.deocclusion_idgan.sample_every = 0  # no sample grids
+  c.deocclusion_idgan.best_metric = ""  # e.g. "metric/hole_l1" (mode "min")
+  c.deocclusion_idgan.best_mode = "min"
+  c.deocclusion_idgan.g_optimizer = ml_collections.ConfigDict(
+      optimizer_fields(optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant")
+  )  # as deocclusion.g_optimizer
+  c.deocclusion_idgan.d_optimizer = ml_collections.ConfigDict(
+      optimizer_fields(optimizer="adam", lr=1e-3, b1=0.5, b2=0.9, schedule="constant")
+  )  # as deocclusion.d_optimizer
+
   # --- stage 2: distillation (ResNet-18 student, Eq. 16)
   c.distillation = ml_collections.ConfigDict()
   c.distillation.instance = "hard"  # set per stage: distill_hard / distill_soft
+  # the de-occlusion stage whose G completes the students' faces (Table 2:
+  # stages distill_<hard|soft>_<noca|gfc|idgan> set it to theirs)
+  c.distillation.generator = "deocclusion"
   c.distillation.width = 0.25  # student ResNet-18 width multiplier
   c.distillation.small_input_stem = True
   c.distillation.use_ce = True  # L_CE term (classifier over train identities)
@@ -331,6 +393,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.finetune_arcface.path = ""  # init='converted': the converted recogniser's directory
   c.finetune_arcface.input_protocol = "auto"  # init='converted': as teacher.input_protocol
   c.finetune_arcface.input = "completed"  # 'completed' (by G) | 'masked'
+  c.finetune_arcface.generator = "deocclusion"  # input 'completed': the G completing
+  # (Table 2: stages finetune_arcface_<noca|gfc|idgan> set it to theirs)
   c.finetune_arcface.batch_size = 64
   c.finetune_arcface.num_steps = 50  # half the students' steps (:full 200)
   c.finetune_arcface.epochs = 0  # 0 = use num_steps

@@ -14,9 +14,14 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 from ml_collections import ConfigDict
 
 from deocc_jax.losses.arcface import l2_normalize
+from deocc_jax.losses.gfc import GFCWeights
+from deocc_jax.losses.idgan import IDGANWeights
+from deocc_jax.models import completion_baselines as cb
+from deocc_jax.models.face_parser import FaceParser
 from deocc_jax.models.generator import InpaintGenerator, complete
 from deocc_jax.models.occlusion_segmenter import OcclusionSegmenter
 from deocc_jax.models.student import ResNet18Student
@@ -103,15 +108,103 @@ def generator_from_config(cfg: ConfigDict) -> InpaintGenerator:
   )
 
 
-def complete_fn(cfg: ConfigDict, g_params: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """Frozen generator: (masked, mask) -> completed faces ``X*(1-M) + G*M`` (Eq. 1)."""
-  gen = generator_from_config(cfg)
+# Completion networks a de-occlusion stage trains (its artefact's 'architecture'):
+# DeepFill v1's G (stages 'deocclusion', 'deocclusion_noca'), GFC, IDGAN (Table 2).
+ARCHITECTURES = ("deepfill", "gfc", "idgan")
+CompleteFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-  def f(x: jax.Array, m: jax.Array) -> jax.Array:
-    out = gen.apply({"params": g_params}, x, m)
-    return complete(x, m, out.refined)
 
-  return f
+def gfc_parser(cfg: ConfigDict) -> FaceParser:
+  """GFC's parsing network (``config.deocclusion_gfc.parser_width``)."""
+  return FaceParser(width=int(cfg.parser_width))
+
+
+def gfc_fns(
+    cfg: ConfigDict, resolution: int, g_tx=optax.identity(), d_tx=optax.identity()
+) -> cb.CompletionFns:
+  """GFC's pure steps (``models/completion_baselines.make_gfc_fns``) from
+  ``config.deocclusion_gfc``; parsing targets: the batch's ``'parsing'`` labels."""
+  weights = GFCWeights(
+      reconstruction=float(cfg.lambda_reconstruction),
+      adv_local=float(cfg.lambda_adv_local),
+      adv_global=float(cfg.lambda_adv_global),
+      parsing=float(cfg.lambda_parsing),
+  )
+  return cb.make_gfc_fns(
+      int(resolution),
+      g_tx,
+      d_tx,
+      base=int(cfg.base),
+      fc_dim=int(cfg.fc_dim) or None,
+      critic_cnum=int(cfg.critic_cnum),
+      local_size=int(cfg.local_size),
+      weights=weights,
+      parser=gfc_parser(cfg),
+      parsing_target="labels",
+      use_noise_fill=bool(cfg.noise_fill),
+  )
+
+
+def idgan_fns(
+    cfg: ConfigDict,
+    resolution: int,
+    embed: Callable[[Any, jax.Array], jax.Array] | None = None,
+    g_tx=optax.identity(),
+    d_tx=optax.identity(),
+) -> cb.CompletionFns:
+  """IDGAN's pure steps (``make_idgan_fns``) from ``config.deocclusion_idgan``;
+  ``embed(params, images)``: the frozen recogniser (None: completion only)."""
+  weights = IDGANWeights(
+      reconstruction=float(cfg.lambda_reconstruction),
+      adv_local=float(cfg.lambda_adv_local),
+      adv_global=float(cfg.lambda_adv_global),
+      identity=float(cfg.lambda_identity),
+      diversity=float(cfg.lambda_diversity),
+      margin=float(cfg.diversity_margin),
+  )
+  return cb.make_idgan_fns(
+      int(resolution),
+      g_tx,
+      d_tx,
+      embed if embed is not None else _no_recognizer,
+      base=int(cfg.base),
+      critic_cnum=int(cfg.critic_cnum),
+      local_size=int(cfg.local_size),
+      weights=weights,
+      identity_target="clean",
+  )
+
+
+def _no_recognizer(params: Any, images: jax.Array) -> jax.Array:
+  raise ValueError("IDGAN's completion needs no recogniser; its training step does")
+
+
+def completion(
+    architecture: str, cfg: ConfigDict, resolution: int
+) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
+  """``(g_params, masked, mask) -> completed`` (``X*(1-M) + G*M``) of a trained
+  completion network: its architecture and config section (its artefact's)."""
+  if architecture == "deepfill":
+    gen = generator_from_config(cfg)
+
+    def f(g_params: Any, x: jax.Array, m: jax.Array) -> jax.Array:
+      return complete(x, m, gen.apply({"params": g_params}, x, m).refined)
+
+    return f
+  if architecture == "gfc":
+    return gfc_fns(cfg, resolution).complete
+  if architecture == "idgan":
+    return idgan_fns(cfg, resolution).complete
+  raise ValueError(f"completion architecture {architecture!r} is not one of {ARCHITECTURES}")
+
+
+def complete_fn(
+    cfg: ConfigDict, g_params: Any, architecture: str = "deepfill", resolution: int = 0
+) -> CompleteFn:
+  """Frozen generator: (masked, mask) -> completed faces ``X*(1-M) + G*M`` (Eq. 1)
+  (``resolution``: GFC's and IDGAN's, their critics' size; DeepFill needs none)."""
+  f = completion(architecture, cfg, resolution)
+  return lambda x, m: f(g_params, x, m)
 
 
 def segmenter_from_config(cfg: ConfigDict) -> OcclusionSegmenter:

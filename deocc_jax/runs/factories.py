@@ -19,7 +19,8 @@ from deocc_jax.data import masks as masks_lib
 from deocc_jax.data import pipeline as pipe
 from deocc_jax.data import real_datasets as rd
 from deocc_jax.errors import ConfigError
-from deocc_jax.runs import trained_models
+from deocc_jax.runs import artefacts as art
+from deocc_jax.runs import kinds, trained_models
 from deocc_jax.utils import sharding
 
 
@@ -120,6 +121,27 @@ def data_facts(config: ConfigDict, workdir: str) -> dict[str, Any]:
 def generator_params(config: ConfigDict, workdir: str) -> Any:
   """G's trained parameters (stage 'deocclusion''s artefact): a frozen input."""
   return trained_models.restore_generator(config, workdir)[0].variables["params"]
+
+
+def generator_completion(
+    config: ConfigDict, workdir: str, stage: str, field: str
+) -> tuple[Any, Any, dict]:
+  """The completion network a stage trains on: de-occlusion stage ``stage``
+  (of ``runs/kinds.py``, e.g. 'deocclusion' or 'deocclusion_gfc'), named by
+  ``config.<field>``: (its trained parameters, ``(params, masked, mask) ->
+  completed``, which one it is: stage, step, architecture). A ConfigError
+  names the field and the stage when that stage is unknown or not trained."""
+  known = [t.stage for t in kinds.of_role("generator")]
+  if stage not in known:
+    raise ConfigError(f"config.{field}={stage!r} is not a de-occlusion stage; choose from {known}")
+  if not art.has(workdir, stage):
+    raise ConfigError(
+        f"config.{field}={stage!r}: stage {stage!r} has no trained generator in "
+        f"{art.directory(workdir, stage)}; train it first (list it in config.stages)"
+    )
+  a = trained_models.restore_generator(config, workdir, stage=stage)[0]
+  ident = trained_models.generator_identity(stage, a)
+  return a.variables["params"], trained_models.completion_from(a), ident
 
 
 def load_teacher(config: ConfigDict, workdir: str, which: int | str = "latest"):

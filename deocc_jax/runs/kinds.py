@@ -43,6 +43,9 @@ TRAINED: dict[str, Trained] = {
         Trained("deocclusion", "generator", tm.restore_generator),
         # Table 2's "GA w/o attention": G without contextual attention.
         Trained("deocclusion_noca", "generator", tm.restore_generator),
+        # Table 2's other completion methods: GFC and IDGAN (training/completion_stages.py).
+        Trained("deocclusion_gfc", "generator", tm.restore_generator),
+        Trained("deocclusion_idgan", "generator", tm.restore_generator),
         Trained("segmentation", "segmenter", tm.restore_segmenter),
         # The paper's baseline (Table 2): a student-sized ArcFace pretrained on
         # clean faces, then fine-tuned on completed faces; and the teacher
@@ -84,6 +87,49 @@ TRAINED: dict[str, Trained] = {
         ),
     )
 }
+
+# Table 2 (Fig. 4): each completion method feeds its own students and its own
+# fine-tuned baseline. Generator stage -> (stage / key suffix, display name); the
+# run's default completion, stage 'deocclusion', is the one the rows above use.
+COMPLETIONS: dict[str, tuple[str, str]] = {
+    "deocclusion": ("", "GA with attention"),
+    "deocclusion_noca": ("noca", "GA w/o attention"),
+    "deocclusion_gfc": ("gfc", "GFC"),
+    "deocclusion_idgan": ("idgan", "IDGAN"),
+}
+# the recognisers retrained on each other completion, and the config section
+# whose ``generator`` field names the stage whose G completes their faces
+RETRAINED: dict[str, str] = {
+    "distill_hard": "distillation",
+    "distill_soft": "distillation",
+    "finetune_arcface": "finetune_arcface",
+}
+
+
+def on_completion(stage: str, generator: str) -> str:
+  """The stage retraining ``stage`` (a key of ``RETRAINED``) on ``generator``'s completions."""
+  suffix = COMPLETIONS[generator][0]
+  return f"{stage}_{suffix}" if suffix else stage
+
+
+def _retrained_rows() -> list[Trained]:
+  rows = []
+  for generator, (suffix, name) in COMPLETIONS.items():
+    for stage in RETRAINED if suffix else ():
+      base = TRAINED[stage]
+      rows.append(
+          Trained(
+              on_completion(stage, generator),
+              base.role,
+              base.restore,
+              f"{base.recognizer}_{suffix}",
+              f"{base.display}, {name} completions",
+          )
+      )
+  return rows
+
+
+TRAINED.update({t.stage: t for t in _retrained_rows()})
 
 
 def get(stage: str) -> Trained:

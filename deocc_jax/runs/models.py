@@ -91,6 +91,12 @@ class Models:
   # G without contextual attention (stage 'deocclusion_noca', Table 2's "GA w/o
   # attention"): (masked, mask) -> completed, or None when that stage did not run
   complete_noca: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+  # every trained completion network (Table 2's methods): de-occlusion stage
+  # ('deocclusion', 'deocclusion_noca', 'deocclusion_gfc', 'deocclusion_idgan')
+  # -> (masked, mask) -> completed; only the stages that ran
+  completions: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = dataclasses.field(
+      default_factory=dict
+  )
   # rows of pretrained and classical recognisers: key -> display name
   pretrained: dict[str, str] = dataclasses.field(default_factory=dict)
   # identification-only rows (SR): key -> (gallery features, gallery labels,
@@ -252,6 +258,7 @@ def restore_models(
       teacher,
       g,
       complete_noca=completions.get("deocclusion_noca"),
+      completions=completions,
       pretrained=shown,
       identifiers={
           k: classical_rows.identifier(config) for k in rec if k in classical_rows.ONLY_ID

@@ -118,11 +118,20 @@ def pretrained_teacher_spec(config: ConfigDict, teacher: api.Teacher) -> art.Spe
   )
 
 
-def generator_spec(cfg: ConfigDict, resolution: int, arrays: dict[str, np.ndarray]) -> art.Spec:
+def generator_spec(
+    cfg: ConfigDict,
+    resolution: int,
+    arrays: dict[str, np.ndarray],
+    architecture: str = "deepfill",
+) -> art.Spec:
+  """A completion network (``state['g']``) and its architecture
+  (``builders.ARCHITECTURES``: DeepFill's G, GFC, IDGAN)."""
+  if architecture not in builders.ARCHITECTURES:
+    raise ValueError(f"architecture {architecture!r} is not one of {builders.ARCHITECTURES}")
   return art.Spec(
       "generator",
       lambda s: {"params": s["g"]},
-      {"config": _section(cfg), "resolution": int(resolution)},
+      {"config": _section(cfg), "resolution": int(resolution), "architecture": architecture},
       arrays,
   )
 
@@ -142,6 +151,7 @@ def finetuned_spec(
     teacher: api.Teacher,
     num_classes: int,
     arrays: dict[str, np.ndarray],
+    **facts: Any,
 ) -> art.Spec:
   """A fine-tuned pretrained (converted) network: its variables, trained;
   ``identity`` names the network it started from (rebuilt when restored)."""
@@ -153,6 +163,7 @@ def finetuned_spec(
           "num_classes": int(num_classes),
           "resolution": int(config.data.resolution),
           "embed_dim": int(teacher.embed_dim),
+          **facts,
       },
       arrays,
   )
@@ -164,6 +175,7 @@ def student_spec(
     teacher: api.Teacher,
     num_classes: int,
     arrays: dict[str, np.ndarray],
+    **facts: Any,
 ) -> art.Spec:
   return art.Spec(
       "student",
@@ -174,6 +186,7 @@ def student_spec(
           "resolution": int(config.data.resolution),
           "embed_dim": int(teacher.embed_dim),
           "teacher": teacher_identity(config, teacher),
+          **facts,
       },
       arrays,
   )
@@ -252,10 +265,28 @@ def teacher_from(a: art.Artefact) -> api.Teacher:
   return api.Teacher("arcface", params, apply, int(cfg.embed_dim), res, meta, num_classes=n)
 
 
+def generator_architecture(a: art.Artefact) -> str:
+  """The completion network of a 'generator' artefact (written before GFC and
+  IDGAN existed: DeepFill's G)."""
+  _expect(a, "generator")
+  return str(a.facts.get("architecture", "deepfill"))
+
+
+def completion_from(a: art.Artefact) -> Callable[[Any, Any, Any], Any]:
+  """(g_params, masked, mask) -> completed faces, of a 'generator' artefact's
+  network (its parameters: ``a.variables['params']``)."""
+  return builders.completion(generator_architecture(a), _cfg(a), int(a.facts["resolution"]))
+
+
 def generator_from(a: art.Artefact) -> Callable[[Any, Any], Any]:
   """(masked, mask) -> completed faces."""
-  _expect(a, "generator")
-  return builders.complete_fn(_cfg(a), a.variables["params"])
+  f, params = completion_from(a), a.variables["params"]
+  return lambda x, m: f(params, x, m)
+
+
+def generator_identity(stage: str, a: art.Artefact) -> dict[str, Any]:
+  """Which completion network a model trained on (recorded in its artefact)."""
+  return {"stage": stage, "step": int(a.step), "architecture": generator_architecture(a)}
 
 
 def segmenter_from(a: art.Artefact) -> Callable[[Any], Any]:

@@ -221,7 +221,7 @@ def train_and_score(
     run_cfg.checkpoint.keep = max(1, num_steps // eval_every + 1)
 
   def plan(_, __, source, mesh) -> stage_spec.Plan:
-    c, teacher, source, init_fn, step_fn, frozen = stages.distill_fns(
+    c, teacher, source, init_fn, step_fn, frozen, used = stages.distill_fns(
         run_cfg,
         workdir,
         name,
@@ -232,7 +232,9 @@ def train_and_score(
         source=source,
     )
     facts = factories.data_facts(config, workdir)
-    spec = trained_models.student_spec(c, config, teacher, source.num_classes, facts)
+    spec = trained_models.student_spec(
+        c, config, teacher, source.num_classes, facts, generator=used
+    )
     return stage_spec.Plan(c, init_fn, step_fn, spec, frozen=frozen)
 
   # the distill_hard stage's key and batches, this setting's losses

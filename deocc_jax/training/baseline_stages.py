@@ -20,7 +20,7 @@ from ml_collections import ConfigDict
 from deocc_jax.configs import require
 from deocc_jax.errors import ConfigError
 from deocc_jax.runs import artefacts as art
-from deocc_jax.runs import builders, factories, trained_models
+from deocc_jax.runs import factories, trained_models
 from deocc_jax.teachers import api
 from deocc_jax.training import finetune_stage, teacher_stage
 from deocc_jax.training.stage_spec import Plan, StageSpec, resolved, train_stage
@@ -100,8 +100,11 @@ def finetune_fns(
   """(merged config, init_fn, step_fn, frozen, artefact spec) of a fine-tuned
   recogniser (Table 2): the network ``finetune_start`` names, fine-tuned with
   ArcFace on completed (or masked) faces by ``config.finetune_arcface``'s
-  recipe. ``teacher`` / ``generator`` (G's parameters, already at hand) and
-  ``source`` (the training split) are loaded when not given."""
+  recipe. Completed faces come from the de-occlusion stage
+  ``config.finetune_arcface.generator`` names (default 'deocclusion'; recorded
+  in the artefact's facts). ``teacher`` / ``generator`` (G's parameters,
+  already at hand) and ``source`` (the training split) are loaded when not
+  given."""
   f = require(config, "finetune_arcface")
   kind, network, base, ident = finetune_start(config, workdir, stage, teacher)
   cfg = base.copy_and_resolve_references()
@@ -112,14 +115,15 @@ def finetune_fns(
   num_classes = source.num_classes
   cfg = resolved(config, cfg, source)
   inp = str(f.input)
+  facts = {}
   if inp == "completed":
-    frozen = {
-        "generator": factories.generator_params(config, workdir) if generator is None else generator
-    }
+    g_params, complete, facts["generator"] = factories.generator_completion(
+        config, workdir, str(f.generator), "finetune_arcface.generator"
+    )
+    frozen = {"generator": g_params if generator is None else generator}
 
     def input_fn(fz, batch):
-      complete = builders.complete_fn(config.deocclusion, fz["generator"])
-      return complete(batch["masked"], batch["mask"])
+      return complete(fz["generator"], batch["masked"], batch["mask"])
 
   elif inp == "masked":
     frozen = None
@@ -134,7 +138,7 @@ def finetune_fns(
   arrays = factories.data_facts(config, workdir)
   if kind == "converted":
     init_fn, step_fn = finetune_stage.make_fns(cfg, network, num_classes, input_fn)
-    spec = trained_models.finetuned_spec(config, ident, network, num_classes, arrays)
+    spec = trained_models.finetuned_spec(config, ident, network, num_classes, arrays, **facts)
     return cfg, init_fn, step_fn, frozen, spec
   p = network.params
   init_from = {"params": {"backbone": p["backbone"]}, "batch_stats": p["batch_stats"]}
@@ -143,7 +147,7 @@ def finetune_fns(
   init_fn, step_fn = teacher_stage.make_fns(
       cfg, num_classes, res, init_from=init_from, input_fn=input_fn
   )
-  spec = trained_models.arcface_spec(cfg, num_classes, res, arrays, teacher=ident)
+  spec = trained_models.arcface_spec(cfg, num_classes, res, arrays, teacher=ident, **facts)
   return cfg, init_fn, step_fn, frozen, spec
 
 

@@ -87,9 +87,15 @@ def make_fns(
     mesh: Mesh | None = None,
     teacher_num_classes: int | None = None,
     teacher_name: str = "the teacher",
+    complete: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None,
 ) -> tuple[Callable[[jax.Array], State], Callable[[State, dict], tuple[State, dict]]]:
   """(init_fn, step_fn(state, batch, frozen)); ``frozen`` = {'teacher',
   'generator', 'centroids'?} is a jit argument, never part of the state.
+
+  ``complete(g_params, masked, mask) -> completed``: the frozen completion
+  network ``frozen['generator']`` parametrises (``runs.trained_models.
+  completion_from`` of a de-occlusion stage's artefact: DeepFill's G, GFC,
+  IDGAN); default: DeepFill's G built from ``deocc_cfg``.
 
   ``num_classes``: identities of the training labels; ``teacher_num_classes``:
   outputs of the teacher's classifier (``Teacher.num_classes``), the student's
@@ -103,7 +109,13 @@ def make_fns(
   use_ce = bool(cfg.use_ce)
   n_head = head_classes(cfg, num_classes, teacher_num_classes, teacher_name)
   student = student_from_config(cfg, embed_dim, n_head)
-  gen = generator_from_config(deocc_cfg)
+  if complete is None:
+    gen = generator_from_config(deocc_cfg)
+
+    def complete(g_params: Any, x: jax.Array, m: jax.Array) -> jax.Array:
+      out = gen.apply({"params": g_params}, x, m)
+      return x * (1 - m) + out.refined * m
+
   tx = make_optimizer(cfg, int(cfg.num_steps))
   sharded_rel = bool(cfg.sharded_relational)
   block = int(cfg.angle_block_size) or None
@@ -124,8 +136,7 @@ def make_fns(
     if mode == "soft" and fz.get("centroids") is None:
       raise ValueError("soft instance loss (Eq. 17) needs teacher identity centroids (Eq. 18)")
     x, m, y, labels = batch["masked"], batch["mask"], batch["clean"], batch["identity"]
-    out = gen.apply({"params": fz["generator"]}, x, m)
-    completed = jax.lax.stop_gradient(x * (1 - m) + out.refined * m)
+    completed = jax.lax.stop_gradient(complete(fz["generator"], x, m))
     t_out = teacher_apply(fz["teacher"], y)
     t_emb = jax.lax.stop_gradient(t_out["embedding"])
     t_logits = t_out.get("logits")

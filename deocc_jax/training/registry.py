@@ -17,7 +17,7 @@ from typing import Callable
 import jax
 from ml_collections import ConfigDict
 
-from deocc_jax.training import ar_distillation_stage, baseline_stages, stages
+from deocc_jax.training import ar_distillation_stage, baseline_stages, completion_stages, stages
 from deocc_jax.training.stage_spec import StageSpec, train_stage
 
 SPECS: dict[str, StageSpec] = {
@@ -26,6 +26,8 @@ SPECS: dict[str, StageSpec] = {
         stages.TEACHER,
         stages.DEOCCLUSION,
         stages.DEOCCLUSION_NOCA,
+        completion_stages.DEOCCLUSION_GFC,
+        completion_stages.DEOCCLUSION_IDGAN,
         stages.SEGMENTATION,
         baseline_stages.PRETRAIN_ARCFACE,
         baseline_stages.FINETUNE_ARCFACE,
@@ -34,6 +36,7 @@ SPECS: dict[str, StageSpec] = {
         stages.DISTILL_SOFT,
         ar_distillation_stage.DISTILL_AR,
         stages.JOINT,
+        *completion_stages.RETRAINED,  # Table 2: per completion method
     )
 }
 

@@ -57,6 +57,10 @@ class StageSpec:
   # config -> the training faces, built once per run of the stage (None: the
   # plan reads its own data and gives its batches)
   source: Callable[[ConfigDict], Any] | None = train_source
+  # the stage whose batch stream it shares ('' = its own): a paired stage (same
+  # seed offset) names its base so the device occluders match too (their key
+  # folds in the stream's name; the pipeline seed is the offset's)
+  stream: str = ""
 
   def seed(self, config: ConfigDict) -> int:
     return int(config.seed) * 1000 + self.seed_offset
@@ -91,7 +95,8 @@ def make_batches(
       max_shift_px=int(p.max_shift_px),
   )
   if occluder_stream.mode(config) == "device":
-    return occluder_stream.device_batches(config, source, pcfg, spec.name, shard_options), source
+    stream = spec.stream or spec.name
+    return occluder_stream.device_batches(config, source, pcfg, stream, shard_options), source
   mask_cfg = factories.mask_config(config)
   return iter(pipe.make_loader(source, pcfg, mask_cfg, shard_options)), source
 

@@ -18,7 +18,9 @@ restore what earlier ones wrote (``runs/``).
 
 The fine-tuned baselines (``pretrain_arcface``, ``finetune_arcface``,
 ``finetune_teacher``) are in ``training/baseline_stages.py``, the student
-distilled on AR in ``training/ar_distillation_stage.py``.
+distilled on AR in ``training/ar_distillation_stage.py``, Table 2's other
+completion methods (GFC, IDGAN) and the recognisers retrained on each method's
+completions in ``training/completion_stages.py``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from deocc_jax.runs import artefacts as art
 from deocc_jax.runs import trained_models
 from deocc_jax.runs.factories import (
     data_facts,
-    generator_params,
+    generator_completion,
     load_teacher,
     make_mesh,
     make_source,
@@ -157,7 +159,11 @@ DEOCCLUSION = StageSpec(
 )
 # Table 2's "GA w/o attention": the same batches and key as 'deocclusion' (paired).
 DEOCCLUSION_NOCA = StageSpec(
-    "deocclusion_noca", 2, ("masked", "mask", "clean"), deocclusion_plan("deocclusion_noca")
+    "deocclusion_noca",
+    2,
+    ("masked", "mask", "clean"),
+    deocclusion_plan("deocclusion_noca"),
+    stream="deocclusion",
 )
 
 
@@ -189,16 +195,22 @@ def distill_fns(
     generator=None,
     source=None,
 ):
-  """(config, teacher, source, init_fn, step_fn, frozen) of a distillation
-  stage; ``overrides`` replace ``config.distillation`` fields (the loss
-  ablation); ``teacher`` / ``generator`` (G's parameters, already at hand) and
-  ``source`` (the training split) are loaded when not given. ``frozen`` =
-  {'teacher', 'generator', 'centroids'?}: the step's third argument."""
+  """(config, teacher, source, init_fn, step_fn, frozen, generator facts) of a
+  distillation stage; ``overrides`` replace ``config.distillation`` fields
+  (the loss ablation); ``teacher`` / ``generator`` (G's parameters, already at
+  hand) and ``source`` (the training split) are loaded when not given. The
+  faces are completed by the de-occlusion stage ``config.distillation.generator``
+  names (default 'deocclusion'; its artefact gives the network, and the facts:
+  stage, step, architecture). ``frozen`` = {'teacher', 'generator',
+  'centroids'?}: the step's third argument."""
   c = require(config, "distillation").copy_and_resolve_references()
   with c.unlocked():
     if stage in ("distill_hard", "distill_soft"):
       c.instance = stage[len("distill_") :]
     c.update(overrides or {})
+  g_params, complete, used = generator_completion(
+      config, workdir, str(c.generator), "distillation.generator"
+  )
   teacher = teacher or load_teacher(config, workdir)
   source = make_source(config, "train") if source is None else source
   if "num_steps" in (overrides or {}):  # e.g. the ablation's own length
@@ -207,7 +219,7 @@ def distill_fns(
   c = resolved(config, c, source)
   frozen = {
       "teacher": teacher.params,
-      "generator": generator_params(config, workdir) if generator is None else generator,
+      "generator": g_params if generator is None else generator,
   }
   if c.instance == "soft":
     out = extract.load_teacher_outputs(os.path.join(workdir, "teacher_embeddings"))
@@ -222,18 +234,19 @@ def distill_fns(
       mesh,
       teacher_num_classes=teacher.num_classes,
       teacher_name=f"teacher '{teacher.name}' (config.teacher.kind={config.teacher.kind!r})",
+      complete=complete,
   )
-  return c, teacher, source, init_fn, step_fn, frozen
+  return c, teacher, source, init_fn, step_fn, frozen, used
 
 
 def distill_plan(stage: str):
   def plan(config: ConfigDict, workdir: str, source: Any, mesh: Any) -> Plan:
     """The student of ``stage`` ('distill_hard' / 'distill_soft')."""
-    c, teacher, source, init_fn, step_fn, frozen = distill_fns(
+    c, teacher, source, init_fn, step_fn, frozen, used = distill_fns(
         config, workdir, stage, mesh, source=source
     )
     spec = trained_models.student_spec(
-        c, config, teacher, source.num_classes, data_facts(config, workdir)
+        c, config, teacher, source.num_classes, data_facts(config, workdir), generator=used
     )
     return Plan(c, init_fn, step_fn, spec, frozen=frozen)
 

@@ -103,7 +103,7 @@ def test_stage_runners_use_the_resolved_schedule(monkeypatch):
       "make_source",
       lambda config, split: type("S", (), {"__len__": lambda self: N, "num_classes": 10})(),
   )
-  monkeypatch.setattr(stages, "generator_params", lambda *a, **k: {})
+  monkeypatch.setattr(stages, "generator_completion", lambda *a, **k: ({}, None, {}))
   with pytest.raises(RuntimeError, match="stop"):
     stages.distill_fns(c, "/nonexistent", "distill_hard", None, teacher=_Teacher())
   r = seen["cfg"]

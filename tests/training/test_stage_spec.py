@@ -17,10 +17,15 @@ def test_every_trained_kind_has_a_spec_and_a_runner():
   table = main_lib.stage_table()
   assert set(registry.RUNNERS) <= set(table)
   assert all(callable(fn) for fn in table.values())  # real functions, no "module:function"
-  # each stage its own random key, but G without attention shares G's (paired)
+  # each stage its own random key, but a paired stage shares its base's key and
+  # batch stream: Table 2's other G with G, the retrained students with theirs
   offsets = {n: s.seed_offset for n, s in registry.SPECS.items()}
-  assert offsets["deocclusion_noca"] == offsets["deocclusion"]
-  rest = [o for n, o in offsets.items() if n != "deocclusion_noca"]
+  paired = {n: s.stream for n, s in registry.SPECS.items() if s.stream}
+  for g in ("deocclusion_noca", "deocclusion_gfc", "deocclusion_idgan"):
+    assert paired[g] == "deocclusion"
+  assert paired["distill_soft_gfc"] == "distill_soft"
+  assert all(offsets[n] == offsets[base] and base not in paired for n, base in paired.items())
+  rest = [o for n, o in offsets.items() if n not in paired]
   assert len(rest) == len(set(rest))
   c = tiny_config()
   want = jax.random.key_data(jax.random.key(int(c.seed) * 1000 + offsets["distill_soft"]))
