@@ -79,8 +79,9 @@ def test_tables_and_plots_written(tiny_run):
       "student_hard",
       "student_soft",
   }
-  # the tiny run trains no 'deocclusion_noca' stage, so "G without CA" is absent
-  ran_inputs = set(evaluator.INPUTS) - {"completed_noca"}
+  # the tiny run trains no 'deocclusion_noca' stage, so "G without CA" is absent;
+  # the RPCA / GL fills are opt-in (config.evaluate.inputs), not asked for here
+  ran_inputs = set(evaluator.INPUTS) - {"completed_noca", "rpca_fill", "gl_fill"}
   assert set(mix["student_soft"]) == ran_inputs
   # the Table 2 CSV holds exactly the results' numbers
   with open(os.path.join(out, "table2_synthetic.csv")) as f:

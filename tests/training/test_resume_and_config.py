@@ -61,8 +61,11 @@ def test_bad_config_values_name_the_key(tmp_path):
   with pytest.raises(ConfigError, match="missing required field 'pipeline'"):
     main_lib.run(c, str(tmp_path / "c"))
   c = tiny_config()
-  c.stages = ("distill_soft",)
+  c.stages = ("teacher_embeddings",)
   with pytest.raises(
       FileNotFoundError, match="stage 'teacher' has no trained artefacts .* run that " "stage first"
   ):
     main_lib.run(c, str(tmp_path / "empty"))  # earlier stages never ran
+  c.stages = ("distill_soft",)  # its completion network is checked before anything loads
+  with pytest.raises(ConfigError, match=r"config.distillation.generator='deocclusion': stage "):
+    main_lib.run(c, str(tmp_path / "empty"))
