@@ -105,6 +105,9 @@ def child(design: str, faces: int, batch: int, diffusion_iters: int) -> dict:
   from deocc_jax.data import pipeline
   from deocc_jax.evaluation import evaluator as ev_lib
   from deocc_jax.evaluation import protocols, streaming
+  from deocc_jax.evaluation.evaluators import identification as identification_eval
+  from deocc_jax.evaluation.evaluators import segmentation as segmentation_eval
+  from deocc_jax.evaluation.evaluators import verification as verification_eval
   from deocc_jax.runs import factories
 
   config = synthetic.get_config()
@@ -125,10 +128,10 @@ def child(design: str, faces: int, batch: int, diffusion_iters: int) -> dict:
     ev = _cached_evaluator(ev_lib.Evaluator)(models, mesh, batch, diffusion_iters)
     vs = protocols.synthetic_verification_set(source, 600, 1234, mask_cfg, ("mixture",), faces)
     ids = protocols.synthetic_identification_set(source, 1234, 1, faces, 6)
-  res = ev_lib.verification_results(ev, vs, INPUTS, ("simple", "complex"))
-  seg = ev_lib.segmentation_results(ev, vs.views, ("simple",))
-  ident = ev_lib.identification_results(ev, ids, INPUTS)
-  seg.update(ev_lib.segmentation_results(ev, ids.probes))
+  res = verification_eval.results(ev, vs, INPUTS, ("simple", "complex"))
+  seg = segmentation_eval.results(ev, vs.views, ("simple",))
+  ident = identification_eval.results(ev, ids, INPUTS)
+  seg.update(segmentation_eval.results(ev, ids.probes))
   if design == "streaming":
     grid = ev.grid(vs)
   else:  # the grid from the cached arrays

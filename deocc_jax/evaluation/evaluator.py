@@ -5,9 +5,9 @@ devices and hosts, every input of a batch (masked; completed by G with the
 true or the segmenter's predicted mask; mean-face, diffusion, RPCA and GL fills) and
 every recogniser's embeddings of them, and keeps only the embeddings (so the
 host memory does not grow with the number of faces or of inputs); the
-``*_results`` functions turn them into the verification (10 folds, per-fold
-paired differences), identification and segmentation results that
-:mod:`deocc_jax.evaluation.tables` writes.
+evaluators of :mod:`deocc_jax.evaluation.evaluators` (verification,
+identification, segmentation IoU, completion grid) turn them into results and
+write their tables.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from deocc_jax.data import masks as masks_lib
-from deocc_jax.evaluation import classical_fill, identification, protocols, streaming, verification
+from deocc_jax.evaluation import classical_fill, protocols, streaming
 from deocc_jax.runs import library_fill
 from deocc_jax.runs.models import Models
 from deocc_jax.utils import batch_map
@@ -54,25 +53,6 @@ GRID_KINDS = (
     "completed",
     "completed_noca",
 )
-
-
-def iou_from_counts(inter: np.ndarray, union: np.ndarray, category: np.ndarray) -> dict[str, float]:
-  """``segmentation_stage.iou_per_category`` from per-face intersection / union
-  pixel counts: IoU over the union of all pixels of each category's faces
-  (1.0 where both masks are empty), plus 'mixed' over every face."""
-  category = np.asarray(category).reshape(-1)
-
-  def iou(sel: np.ndarray) -> float:
-    i, u = int(inter[sel].sum()), int(union[sel].sum())
-    return float(i / u) if u else 1.0
-
-  out = {
-      name: iou(category == c)
-      for c, name in enumerate(masks_lib.CATEGORIES)
-      if (category == c).any()
-  }
-  out["mixed"] = iou(np.ones(len(category), bool))
-  return out
 
 
 class Evaluator:
@@ -276,8 +256,8 @@ class Evaluator:
     return out.get("images")
 
   def stream_verification(self, vs: Any, inputs: tuple[str, ...], grid_rows: int = 0) -> None:
-    """Everything :func:`verification_results` reads of ``vs``, in one pass over
-    its faces (``grid_rows``: the first faces of the mixture's completion grid)."""
+    """Everything the verification evaluator reads of ``vs``, in one pass over its
+    faces (``grid_rows``: the first faces of the mixture's completion grid)."""
     jobs = []
     for cond, view in vs.views.items():
       kinds = inputs if cond == protocols.MIXTURE else CATEGORY_INPUTS
@@ -289,7 +269,7 @@ class Evaluator:
     self._stream(faces, (id(vs), "clean"), jobs, True, grid_of, grid_rows, recognizers=recs)
 
   def stream_identification(self, ids: Any, inputs: tuple[str, ...]) -> None:
-    """Everything :func:`identification_results` reads of ``ids``: one pass over
+    """Everything the identification evaluator reads of ``ids``: one pass over
     the gallery, one over each set of probe faces."""
     self._stream(streaming.as_faces(ids.gallery), (id(ids), "gallery"), [])
     groups: dict[int, tuple[Any, list[tuple[Any, tuple[str, ...]]]]] = {}
@@ -393,169 +373,3 @@ def verification_recognizers(models: Models) -> tuple[str, ...]:
   rows (SR classifies a probe over a gallery; it has no embedding to compare
   two faces by)."""
   return tuple(r for r in models.recognizers if r not in models.identifiers)
-
-
-def verification_results(
-    ev: Evaluator,
-    vs: protocols.VerificationSet,
-    inputs: tuple[str, ...],
-    categories: tuple[str, ...] = (),
-) -> dict[str, Any]:
-  """{condition: {recognizer: {input: {'one': summary, 'both': summary}}}} plus ROC data
-  and the paired comparisons on the mixture (:func:`paired_comparisons`, per side).
-
-  Conditions: every view of ``vs`` (the mixture, and a category occluding
-  every face when the set has that view), then each of ``categories``
-  without a view of its own, from the mixture's scores: the pairs whose
-  second face's occluder is of that category (both faces masked: the first
-  face's occluder is of any category)."""
-  ev.stream_verification(vs, inputs)  # one pass: every embedding below
-  a, b, same, fold = vs.pairs
-  out: dict[str, Any] = {}
-  roc: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-  thresholds: dict[str, dict[str, float]] = {}
-  grouped = [c for c in categories if c not in vs.views]
-  mix_view = vs.views[protocols.MIXTURE]
-  if grouped and mix_view.category is None:
-    raise ValueError(f"{vs.name}: the mixture has no occluder categories to group pairs by")
-  # pair selections of the grouped categories (a category needs same- and
-  # different-identity pairs to be scored; a small set may lack them)
-  groups = {c: mix_view.category[b] == masks_lib.CATEGORIES.index(c) for c in grouped}
-  groups = {c: sel for c, sel in groups.items() if same[sel].any() and (~same[sel]).any()}
-
-  def evaluate(
-      one: np.ndarray, both: np.ndarray, sel: Any = slice(None)
-  ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
-    """(summaries, ROC of 'one') of the pairs ``sel``."""
-    res_one = verification.evaluate_pairs(one[sel], same[sel], fold[sel])
-    res_both = verification.evaluate_pairs(both[sel], same[sel], fold[sel])
-    summary = {
-        "one": res_one.summary(),
-        "both": res_both.summary(),
-        "fold_accuracies_one": res_one.fold_accuracies,
-        "fold_accuracies_both": res_both.fold_accuracies,
-    }
-    return summary, (res_one.roc_far, res_one.roc_tar)
-
-  for cond, view in vs.views.items():
-    kinds = (
-        inputs if cond == protocols.MIXTURE else tuple(k for k in CATEGORY_INPUTS if k in inputs)
-    )
-    out[cond] = {}
-    for r in verification_recognizers(ev.models):
-      clean = ev.embed(r, vs.clean, (id(vs), "clean"))
-      out[cond][r] = {}
-      for kind in kinds:
-        if kind == "clean":
-          one = both = verification.cosine_scores(clean[a], clean[b])
-        elif not ev.available(view, kind):
-          continue
-        else:
-          probe = ev.embed_view(r, view, kind)
-          one = verification.cosine_scores(clean[a], probe[b])
-          both = verification.cosine_scores(probe[a], probe[b])
-        out[cond][r][kind], roc_curve = evaluate(one, both)
-        if cond != protocols.MIXTURE:
-          continue
-        thresholds.setdefault(r, {})[kind] = verification.best_threshold(one, same)[0]
-        if kind in ("clean", "masked", "completed", "completed_predicted"):
-          roc[f"{ev.models.display(r)}, {INPUTS[kind]}"] = roc_curve
-        if kind in CATEGORY_INPUTS:
-          for c, sel in groups.items():
-            g, _ = evaluate(one, both, sel)
-            out.setdefault(c, {}).setdefault(r, {})[kind] = {**g, "num_pairs": int(sel.sum())}
-  # the grouped categories after the views, in the order asked for
-  out.update({c: out.pop(c) for c in grouped if c in out})
-  mix = out.get(protocols.MIXTURE, {})
-  paired = {side: paired_comparisons(mix, side) for side in ("one", "both")}
-  return {"results": out, "roc": roc, "thresholds": thresholds, "paired": paired}
-
-
-REFERENCES = ("arcface_finetuned", "teacher")  # what the paired table compares against
-
-
-def paired_comparisons(mix: dict[str, dict[str, Any]], side: str = "one") -> list[dict[str, Any]]:
-  """Per-fold paired differences (points) on the mixture: every recogniser
-  minus each reference recogniser (the fine-tuned baseline, the teacher) on
-  the same input, and every completed / filled input minus 'masked' for the
-  same recogniser; ``side`` 'one' or 'both' faces masked."""
-  key = f"fold_accuracies_{side}"
-  rows = []
-
-  def add(ra: str, ka: str, rb: str, kb: str) -> None:
-    a, b = mix.get(ra, {}).get(ka), mix.get(rb, {}).get(kb)
-    if a is None or b is None or key not in a or key not in b:
-      return
-    d = verification.paired_difference(a[key], b[key])
-    rows.append(
-        {
-            "a": (ra, ka),
-            "b": (rb, kb),
-            "mean": 100 * d["mean"],
-            "std": 100 * d["std"],
-            "positive": d["positive"],
-            "folds": d["folds"],
-        }
-    )
-
-  for ref in REFERENCES:
-    for r in mix:
-      if r == ref:
-        continue
-      for kind in INPUTS:
-        add(r, kind, ref, kind)
-  for r in mix:
-    for kind in INPUTS:
-      if kind not in ("clean", "masked"):
-        add(r, kind, r, "masked")
-  return rows
-
-
-# ---------------------------------------------------------- identification
-
-
-def identification_results(
-    ev: Evaluator, ids: protocols.IdentificationSet, inputs: tuple[str, ...]
-) -> dict[str, Any]:
-  """{recognizer: {probe subset: {input: {'rank1', 'cmc'}}}}: cosine similarity to
-  the gallery's embeddings, or an identification-only row's own scores (SR: the
-  class residuals of each probe coded over the gallery's features)."""
-  ev.stream_identification(ids, inputs)  # every embedding below
-  out: dict[str, Any] = {}
-  for r in ev.models.recognizers:
-    gallery = ev.embed(r, ids.gallery, (id(ids), "gallery"))
-    identify = ev.models.identifiers.get(r)
-    out[r] = {}
-    for subset, view in ids.probes.items():
-      out[r][subset] = {}
-      for kind in inputs:
-        if kind == "clean" or not ev.available(view, kind):
-          continue
-        probe, labels = ev.embed_view(r, view, kind), ids.probe_labels[subset]
-        if identify is None:
-          cmc = identification.cmc_curve(gallery, ids.gallery_labels, probe, labels)
-        else:
-          classes, scores = identify(gallery, ids.gallery_labels, probe)
-          cmc = identification.cmc_from_scores(classes, scores, labels)
-        out[r][subset][kind] = {"rank1": float(cmc[0]), "cmc": cmc.tolist()}
-  return out
-
-
-# ------------------------------------------------------------ segmentation
-
-
-def segmentation_results(
-    ev: Evaluator, views: dict[str, protocols.OccludedView], categories: tuple[str, ...] = ()
-) -> dict[str, float]:
-  """IoU of predicted and true masks over all pixels of each occlusion
-  condition; each of ``categories`` without a view of its own: over the
-  mixture's faces whose occluder is of that category."""
-  per = {
-      name: iou_from_counts(*ev.segmentation_counts(v), v.category)
-      for name, v in views.items()
-      if streaming.has_mask(v)
-  }
-  out = {name: p["mixed"] for name, p in per.items()}
-  mix = per.get(protocols.MIXTURE, {})
-  out.update({c: mix[c] for c in categories if c not in views and c in mix})
-  return out

@@ -47,15 +47,14 @@ from ml_collections import ConfigDict
 from deocc_jax.configs import require
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.errors import ConfigError
-from deocc_jax.evaluation import protocols, report, streaming, tables
-from deocc_jax.evaluation.evaluator import (
-    INPUTS,
-    Evaluator,
-    identification_results,
-    segmentation_results,
-    verification_recognizers,
-    verification_results,
-)
+from deocc_jax.evaluation import protocols, report, streaming
+from deocc_jax.evaluation.evaluator import INPUTS, Evaluator, verification_recognizers
+from deocc_jax.evaluation.evaluators import completion_grid
+from deocc_jax.evaluation.evaluators import identification as identification_eval
+from deocc_jax.evaluation.evaluators import segmentation as segmentation_eval
+from deocc_jax.evaluation.evaluators import training_curves
+from deocc_jax.evaluation.evaluators import verification as verification_eval
+from deocc_jax.evaluation.evaluators import verification_tables
 from deocc_jax.runs import factories
 from deocc_jax.runs.models import restore_models
 
@@ -187,42 +186,17 @@ def _external_identities(name: str, teacher_name: str, undetected: int) -> str:
   )
 
 
-# --------------------------------------------------------------------- run
+# --------------------------------------------------------------------- sets
 
 
-def run(
-    config: ConfigDict, workdir: str, checkpoint: str | None = None, results_dir: str | None = None
-) -> dict[str, Any]:
-  """Evaluates the run in ``workdir``; returns the results dict (all hosts)."""
-  e = require(config, "evaluate")
-  t_start = time.perf_counter()
-  checkpoint = str(checkpoint or e.checkpoint)
-  wanted = tuple(e.recognizers) or None
-  held_src = held = None
-  if bool(e.held_out):  # refuse trained-on identities before any restore
-    held_src, held = held_out_source(config)
-  models = restore_models(config, workdir, checkpoint, wanted)
-  if jax.process_index() == 0:  # also recorded in results.json (checkpoint_steps)
-    print(
-        "restored checkpoints: "
-        + ", ".join(f"{k} step {v}" for k, v in sorted(models.steps.items())),
-        flush=True,
-    )
+def _check_inputs(e: ConfigDict) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+  """(inputs, categories, verification conditions) of ``config.evaluate``, checked."""
   inputs = tuple(e.inputs)
   bad = [k for k in inputs if k not in INPUTS]
   if bad:
     raise ConfigError(
         f"config.evaluate.inputs has unknown input(s) {bad}; " f"choose from {list(INPUTS)}"
     )
-  mesh = factories.make_mesh(config)
-  ev = Evaluator(models, mesh, int(e.batch_size), int(e.diffusion_iters))
-  out_dir = results_dir or os.path.join(workdir, "results")
-  plots = bool(e.plots)
-  write = jax.process_index() == 0
-  if write:
-    epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
-  max_records = int(e.max_records) or None
-  mask_cfg = factories.mask_config(config)
   categories = tuple(e.categories)
   unknown = [c for c in categories if c not in masks_lib.CATEGORIES]
   if unknown:
@@ -237,35 +211,48 @@ def run(
         "pairs grouped by occluder category) or 'views' (every face occluded per category)"
     )
   conditions = (protocols.MIXTURE,) + (categories if by_category == "views" else ())
-  results: dict[str, Any] = {
-      "checkpoint_steps": models.steps,
-      "teacher": models.teacher.name,
-      "verification": {},
-      "identification": {},
-  }
+  return inputs, categories, conditions
+
+
+def _real_face_alignment(e: ConfigDict, models: Any) -> dict[str, Any]:
+  """LFW / AR get the training faces' preprocessing (paper Sec. 4.1): aligned by
+  5 landmarks (their files, else the detector) onto the mean training landmarks."""
+  from deocc_jax.data import real_datasets as rd
+
+  align = bool(e.align_real_faces)
+  return dict(
+      align_to=models.mean_landmarks if align else None,
+      detector=rd.make_detector(str(e.landmark_detector)) if align else None,
+  )
+
+
+def verification_sets(
+    config: ConfigDict,
+    models: Any,
+    held_src: Any,
+    held: dict[str, Any] | None,
+    conditions: tuple[str, ...],
+    real_kw: dict[str, Any],
+    results: dict[str, Any],
+) -> list[Any]:
+  """The held-out identities' pairs (read and occluded batch by batch) and LFW's
+  (when ``evaluate.lfw_root`` is set); LFW's undetected faces go to ``results``."""
+  from deocc_jax.data import real_datasets as rd
+
+  e, mask_cfg = config.evaluate, factories.mask_config(config)
   sets = []
-  if held_src is not None:  # the training source's held-out identities
-    results["held_out"] = held
-    vs = streaming.verification_set(  # faces read and occluded batch by batch
+  if held_src is not None:
+    vs = streaming.verification_set(
         held_src,
         int(e.num_pairs),
         int(e.seed),
         mask_cfg,
         conditions,
-        max_records,
+        int(e.max_records) or None,
         name=str(config.data.source),
     )
     vs.identities = held["description"]
     sets.append(vs)
-  # LFW / AR get the training faces' preprocessing (paper Sec. 4.1): aligned by
-  # 5 landmarks (their files, else the detector) onto the mean training landmarks.
-  from deocc_jax.data import real_datasets as rd
-
-  align = bool(e.align_real_faces)
-  real_kw = dict(
-      align_to=models.mean_landmarks if align else None,
-      detector=rd.make_detector(str(e.landmark_detector)) if align else None,
-  )
   if str(e.lfw_root):
     lfw = rd.LFW(
         str(e.lfw_root),
@@ -278,41 +265,32 @@ def run(
     vs.identities = _external_identities("LFW", models.teacher.name, len(lfw.undetected))
     results["undetected"] = {"lfw": len(lfw.undetected)}
     sets.append(vs)
-  grid_rows = 8 if plots and models.complete is not None else 0
-  for vs in sets:
-    ev.stream_verification(vs, inputs, grid_rows)  # one pass over the faces (every host)
-    res = verification_results(ev, vs, inputs, categories)
-    results["verification"][vs.name] = {
-        "num_pairs": vs.num_pairs,
-        "num_faces": len(vs.labels),
-        "results": res["results"],
-        "paired": res["paired"],
-    }
-    if vs.name == sets[0].name:
-      results["calibration"] = {
-          "set": vs.name,
-          "condition": "mixture, one face masked",
-          "thresholds": res["thresholds"],
-      }
-    if models.segment is not None:
-      results.setdefault("segmentation_iou", {})[vs.name] = segmentation_results(
-          ev, vs.views, categories
-      )
-    if write:
-      tables.write_verification(res, vs, models, out_dir, plots)
-      if grid_rows:
-        tables.write_completion_grid(ev, vs, out_dir, grid_rows)
+  return sets
+
+
+def identification_sets(
+    config: ConfigDict,
+    workdir: str,
+    models: Any,
+    held_src: Any,
+    held: dict[str, Any] | None,
+    real_kw: dict[str, Any],
+    results: dict[str, Any],
+) -> list[Any]:
+  """The held-out identities' gallery / probes and AR's (when ``evaluate.ar_root``
+  is set; without the images the AR-distilled student trained on)."""
+  e = config.evaluate
   id_sets = []
-  if bool(e.identification) and bool(e.held_out):
+  if bool(e.identification) and held_src is not None:
     ids = streaming.identification_set(
         held_src,
         int(e.seed),
         int(e.gallery_per_identity),
-        max_records,
+        int(e.max_records) or None,
         int(e.probes_per_identity) or None,
         name=str(config.data.source),
     )
-    ids.identities = results["held_out"]["description"]
+    ids.identities = held["description"]
     id_sets.append(ids)
   if str(e.ar_root):
     ar_pass = _ar_pass(workdir, models)
@@ -334,35 +312,106 @@ def run(
       )
     results.setdefault("undetected", {})["ar"] = ids.undetected
     id_sets.append(ids)
-  for ids in id_sets:
-    res = identification_results(ev, ids, inputs)
+  return id_sets
+
+
+# --------------------------------------------------------------------- run
+
+
+def run(
+    config: ConfigDict, workdir: str, checkpoint: str | None = None, results_dir: str | None = None
+) -> dict[str, Any]:
+  """Evaluates the run in ``workdir``; returns the results dict (all hosts)."""
+  e = require(config, "evaluate")
+  t_start = time.perf_counter()
+  checkpoint = str(checkpoint or e.checkpoint)
+  held_src = held = None
+  if bool(e.held_out):  # refuse trained-on identities before any restore
+    held_src, held = held_out_source(config)
+  models = restore_models(config, workdir, checkpoint, tuple(e.recognizers) or None)
+  if jax.process_index() == 0:  # also recorded in results.json (checkpoint_steps)
+    print(
+        "restored checkpoints: "
+        + ", ".join(f"{k} step {v}" for k, v in sorted(models.steps.items())),
+        flush=True,
+    )
+  inputs, categories, conditions = _check_inputs(e)
+  ev = Evaluator(models, factories.make_mesh(config), int(e.batch_size), int(e.diffusion_iters))
+  out_dir = results_dir or os.path.join(workdir, "results")
+  plots = bool(e.plots)
+  write = jax.process_index() == 0
+  if write:
+    epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
+  results: dict[str, Any] = {
+      "checkpoint_steps": models.steps,
+      "teacher": models.teacher.name,
+      "verification": {},
+      "identification": {},
+  }
+  if held is not None:
+    results["held_out"] = held
+  real_kw = _real_face_alignment(e, models)
+  sets = verification_sets(config, models, held_src, held, conditions, real_kw, results)
+  grid_rows = 8 if plots and models.complete is not None else 0
+  for vs in sets:
+    ev.stream_verification(vs, inputs, grid_rows)  # one pass over the faces (every host)
+    res = verification_eval.results(ev, vs, inputs, categories)
+    results["verification"][vs.name] = {
+        "num_pairs": vs.num_pairs,
+        "num_faces": len(vs.labels),
+        "results": res["results"],
+        "paired": res["paired"],
+    }
+    if vs.name == sets[0].name:
+      results["calibration"] = {
+          "set": vs.name,
+          "condition": "mixture, one face masked",
+          "thresholds": res["thresholds"],
+      }
+    if models.segment is not None:
+      results.setdefault("segmentation_iou", {})[vs.name] = segmentation_eval.results(
+          ev, vs.views, categories
+      )
+    if write:
+      verification_tables.write(res, vs, models, out_dir, plots)
+      if grid_rows:
+        completion_grid.write(ev, vs, out_dir, grid_rows)
+  for ids in identification_sets(config, workdir, models, held_src, held, real_kw, results):
+    res = identification_eval.results(ev, ids, inputs)
     results["identification"][ids.name] = res
     if models.segment is not None and ids.name != "ar":
-      results.setdefault("segmentation_iou", {})[f"{ids.name} AR"] = segmentation_results(
+      results.setdefault("segmentation_iou", {})[f"{ids.name} AR"] = segmentation_eval.results(
           ev, ids.probes
       )
     if write:
-      tables.write_identification(res, ids, models, out_dir, plots)
+      identification_eval.write(res, ids, models, out_dir, plots)
   results["timings_s"] = {**ev.timings, "total": time.perf_counter() - t_start}
   if write:
-    if "segmentation_iou" in results:
-      tables.write_segmentation(results["segmentation_iou"], out_dir)
-    if plots:
-      tables.write_training_curves(workdir, out_dir)
-    if "calibration" in results:
-      report.write_json(
-          {
-              **results["calibration"],
-              "resolution": models.resolution,
-              "mean_landmarks": models.mean_landmarks.tolist(),
-              "checkpoint_steps": models.steps,
-              "recognizers": {r: models.display(r) for r in verification_recognizers(models)},
-          },
-          os.path.join(out_dir, "calibration.json"),
-      )
-    report.write_json(results, os.path.join(out_dir, "results.json"))
-    _print_summary(out_dir)
+    _write_summaries(results, models, workdir, out_dir, plots)
   return results
+
+
+def _write_summaries(
+    results: dict[str, Any], models: Any, workdir: str, out_dir: str, plots: bool
+) -> None:
+  """segmentation_iou, training_losses.png, calibration.json, results.json."""
+  if "segmentation_iou" in results:
+    segmentation_eval.write(results["segmentation_iou"], out_dir)
+  if plots:
+    training_curves.write(workdir, out_dir)
+  if "calibration" in results:
+    report.write_json(
+        {
+            **results["calibration"],
+            "resolution": models.resolution,
+            "mean_landmarks": models.mean_landmarks.tolist(),
+            "checkpoint_steps": models.steps,
+            "recognizers": {r: models.display(r) for r in verification_recognizers(models)},
+        },
+        os.path.join(out_dir, "calibration.json"),
+    )
+  report.write_json(results, os.path.join(out_dir, "results.json"))
+  _print_summary(out_dir)
 
 
 def _print_summary(out_dir: str) -> None:

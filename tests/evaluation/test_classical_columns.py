@@ -16,7 +16,8 @@ from deocc_jax.configs import base, paper
 from deocc_jax.data.pipeline import to_unit_range
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import job, protocols
-from deocc_jax.evaluation.evaluator import Evaluator, identification_results
+from deocc_jax.evaluation.evaluator import Evaluator
+from deocc_jax.evaluation.evaluators import identification as identification_eval
 from deocc_jax.runs import factories
 from deocc_jax.runs import models as models_lib
 
@@ -104,7 +105,7 @@ def test_sr_row_against_a_float64_coordinate_descent_reference(tiny_run):
   held_src, _ = job.held_out_source(c)
   ids = protocols.synthetic_identification_set(held_src, 0, 1, None, 2)
   ev = Evaluator(models, factories.make_mesh(c), 16, 20)
-  res = identification_results(ev, ids, ("masked",))["classical_sr"]
+  res = identification_eval.results(ev, ids, ("masked",))["classical_sr"]
 
   def features(images):
     g = np.asarray(images, np.float64) @ LUMA

@@ -20,6 +20,9 @@ from deocc_jax.configs import base as synthetic  # configs/synthetic.py's body
 from deocc_jax.data import real_datasets as rd
 from deocc_jax.evaluation import evaluator as ev_lib
 from deocc_jax.evaluation import identification, protocols, streaming, verification
+from deocc_jax.evaluation.evaluators import identification as identification_eval
+from deocc_jax.evaluation.evaluators import segmentation as segmentation_eval
+from deocc_jax.evaluation.evaluators import verification as verification_eval
 from deocc_jax.runs import factories
 from deocc_jax.runs.models import Models
 from deocc_jax.training.segmentation_stage import iou_per_category
@@ -92,10 +95,10 @@ def test_evaluator_keeps_only_embeddings_and_per_face_vectors(setup):
   n = len(vs.labels)
   ev = ev_lib.Evaluator(_models(), mesh, 8, 2)
   ev.stream_verification(vs, INPUTS, grid_rows=8)
-  ev_lib.verification_results(ev, vs, INPUTS, ("simple", "complex"))
-  ev_lib.segmentation_results(ev, vs.views, ("simple",))
+  verification_eval.results(ev, vs, INPUTS, ("simple", "complex"))
+  segmentation_eval.results(ev, vs.views, ("simple",))
   ids = streaming.identification_set(source, SEED, 1, None, 2)
-  ev_lib.identification_results(ev, ids, INPUTS)
+  identification_eval.results(ev, ids, INPUTS)
   assert ev.grid(vs)["clean"].shape == (8, RES, RES, 3)
   kept = _faces_arrays(ev) + _faces_arrays(vs) + _faces_arrays(ids)
   embeddings = [a for a in kept if a.ndim == 2 and a.shape[1] == DIM]
@@ -115,8 +118,8 @@ def test_streamed_results_equal_a_direct_whole_array_computation(setup):
   _, vs, arr, mesh = setup
   models = _models()
   ev = ev_lib.Evaluator(models, mesh, 8, 2)
-  res = ev_lib.verification_results(ev, vs, INPUTS, ("simple", "complex"))
-  seg = ev_lib.segmentation_results(ev, vs.views, ("simple",))
+  res = verification_eval.results(ev, vs, INPUTS, ("simple", "complex"))
+  seg = segmentation_eval.results(ev, vs.views, ("simple",))
   # the protocols' arrays, every function applied to the whole array at once
   mix = arr.views["mixture"]
   np.testing.assert_array_equal(vs.views["mixture"].category, mix.category)
@@ -156,7 +159,7 @@ def test_streamed_results_equal_a_direct_whole_array_computation(setup):
   assert list(grid)[:4] == ["clean", "masked", "mask", "predicted mask"]
   # the in-memory set through the same evaluator path: identical to the last bit
   ev_arr = ev_lib.Evaluator(models, mesh, 8, 2)
-  res_arr = ev_lib.verification_results(ev_arr, arr, INPUTS, ("simple", "complex"))
+  res_arr = verification_eval.results(ev_arr, arr, INPUTS, ("simple", "complex"))
   assert res_arr["results"] == res["results"] and res_arr["paired"] == res["paired"]
   for key, e in ev._embeddings.items():
     if key[0] == id(vs.views["mixture"]):
@@ -178,9 +181,9 @@ def test_batch_size_does_not_change_the_tables(setup):
     ids = streaming.identification_set(source, SEED, 1, None, 2)
     out.append(
         (
-            ev_lib.verification_results(ev, vs, INPUTS, ("simple",))["results"],
-            ev_lib.identification_results(ev, ids, INPUTS),
-            ev_lib.segmentation_results(ev, vs.views, ("simple",)),
+            verification_eval.results(ev, vs, INPUTS, ("simple",))["results"],
+            identification_eval.results(ev, ids, INPUTS),
+            segmentation_eval.results(ev, vs.views, ("simple",)),
         )
     )
   (v8, i8, s8), (v24, i24, s24) = out
@@ -270,8 +273,8 @@ def test_lfw_and_ar_are_streamed_like_the_held_out_set(setup, tmp_path):
     masked, mask, _, _ = vs.views[c].batch(ctx)
     np.testing.assert_array_equal(masked, arr.views[c].masked)
     np.testing.assert_array_equal(mask, arr.views[c].mask)
-  res = ev_lib.verification_results(ev_lib.Evaluator(models, mesh, 8, 2), vs, INPUTS, ())
-  want = ev_lib.verification_results(ev_lib.Evaluator(models, mesh, 8, 2), arr, INPUTS, ())
+  res = verification_eval.results(ev_lib.Evaluator(models, mesh, 8, 2), vs, INPUTS, ())
+  want = verification_eval.results(ev_lib.Evaluator(models, mesh, 8, 2), arr, INPUTS, ())
   assert res["results"] == want["results"] and res["paired"] == want["paired"]
   assert len(calls) == n  # reading every face again detected nothing again
 
@@ -283,8 +286,8 @@ def test_lfw_and_ar_are_streamed_like_the_held_out_set(setup, tmp_path):
   ref = protocols.ar_identification_set(str(ar_root), RES, None, template, _detector([]))
   assert ids.undetected == ref.undetected
   np.testing.assert_array_equal(ids.gallery_labels, ref.gallery_labels)
-  got = ev_lib.identification_results(ev_lib.Evaluator(models, mesh, 8, 2), ids, INPUTS)
-  want = ev_lib.identification_results(ev_lib.Evaluator(models, mesh, 8, 2), ref, INPUTS)
+  got = identification_eval.results(ev_lib.Evaluator(models, mesh, 8, 2), ids, INPUTS)
+  want = identification_eval.results(ev_lib.Evaluator(models, mesh, 8, 2), ref, INPUTS)
   assert got == want and set(got["teacher"]["AR2 scarf"]) == set(INPUTS) - {"clean", "completed"}
   for subset, view in ids.probes.items():
     assert not streaming.has_mask(view) and view.category is None

@@ -96,7 +96,8 @@ def test_teacher_embeddings_round_trip_on_gs(fake_gcs, tmp_path, monkeypatch):
 
 def test_reports_and_calibration_on_gs(fake_gcs, tmp_path, monkeypatch, capsys):
   from deocc_jax import inference
-  from deocc_jax.evaluation import job, report, tables
+  from deocc_jax.evaluation import job, report
+  from deocc_jax.evaluation.evaluators import training_curves
   from deocc_jax.studies import ablation
 
   monkeypatch.chdir(tmp_path)
@@ -120,7 +121,7 @@ def test_reports_and_calibration_on_gs(fake_gcs, tmp_path, monkeypatch, capsys):
       f"{RUN}/teacher/logs/metrics.jsonl",
       b'{"step": 1, "loss/arcface": 3.0}\n{"step": 2, "loss/arcface": 2.0}\n',
   )
-  tables.write_training_curves(RUN, res)
+  training_curves.write(RUN, res)
   assert _png(fake_gcs, f"{res}/training_losses.png").size[0] > 0
   job._print_summary(res)
   assert "| a | 93.25 ± 0.50 |" in capsys.readouterr().out

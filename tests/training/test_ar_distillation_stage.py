@@ -110,7 +110,8 @@ def test_the_ar_table_names_the_split_and_the_zero_shot_rows(ar_run):
   the probes left, and the rows' names on AR."""
   import types
 
-  from deocc_jax.evaluation import job, tables
+  from deocc_jax.evaluation import job
+  from deocc_jax.evaluation.evaluators import identification as identification_eval
 
   c, work = ar_run
   step = art.read(work, "distill_ar").step
@@ -121,8 +122,11 @@ def test_the_ar_table_names_the_split_and_the_zero_shot_rows(ar_run):
   assert job._ar_pass(work, types.SimpleNamespace(recognizers={"student_soft": None})) == {}
   shown = types.SimpleNamespace(display=lambda r: {"student_soft": "student (soft)"}.get(r, r))
   ids = types.SimpleNamespace(distilled_on_set="student_ar")
-  assert tables._identification_name(shown, "student_soft", ids) == "student (soft), zero-shot"
-  assert tables._identification_name(shown, "student_ar", ids) == "student_ar"
-  assert tables._identification_name(shown, "teacher", ids) == "teacher"
+  assert (
+      identification_eval._identification_name(shown, "student_soft", ids)
+      == "student (soft), zero-shot"
+  )
+  assert identification_eval._identification_name(shown, "student_ar", ids) == "student_ar"
+  assert identification_eval._identification_name(shown, "teacher", ids) == "teacher"
   ids.distilled_on_set = ""
-  assert tables._identification_name(shown, "student_soft", ids) == "student (soft)"
+  assert identification_eval._identification_name(shown, "student_soft", ids) == "student (soft)"

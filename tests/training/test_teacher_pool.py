@@ -11,7 +11,8 @@ import pytest
 from deocc_jax.data import pipeline as pipe
 from deocc_jax.data.synthetic_faces import SyntheticFaces
 from deocc_jax.errors import ConfigError
-from deocc_jax.evaluation import evaluator, job, verification
+from deocc_jax.evaluation import job, verification
+from deocc_jax.evaluation.evaluators import verification as verification_eval
 from deocc_jax.runs import factories
 from deocc_jax.training import teacher_stage
 from tests.helpers.tiny_run import tiny_config
@@ -118,7 +119,7 @@ def test_paired_comparisons_cover_references_and_completions():
       r: {k: entry() for k in ("clean", "masked", "completed")}
       for r in ("teacher", "arcface_finetuned", "student_soft")
   }
-  rows = evaluator.paired_comparisons(mix, "one")
+  rows = verification_eval.paired_comparisons(mix, "one")
   got = {(r["a"], r["b"]): r for r in rows}
   row = got[(("student_soft", "completed"), ("arcface_finetuned", "completed"))]
   diff = np.subtract(

@@ -1,17 +1,15 @@
-"""The evaluation's tables and plots (Markdown / CSV / PNG under ``results/``),
-from the results of :mod:`deocc_jax.evaluation.evaluator`; the file list is in
-:mod:`deocc_jax.evaluation.job`."""
+"""The verification evaluator's tables and plots: recogniser x input
+(``verification_<set>``, ``table2_<set>``, ``table2_best_threshold_<set>``,
+``tar_<set>``), per-fold paired differences (``paired_<set>_{one,both}``), per
+mask category (``by_category_<set>_{one,both}``), ROC and accuracy plots."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-import numpy as np
-from etils import epath
-
-from deocc_jax.evaluation import identification, protocols, report
-from deocc_jax.evaluation.evaluator import CATEGORY_INPUTS, INPUTS, Evaluator
+from deocc_jax.evaluation import protocols, report
+from deocc_jax.evaluation.evaluator import CATEGORY_INPUTS, INPUTS
 from deocc_jax.runs.models import Models
 
 
@@ -37,7 +35,7 @@ def _id_only_note(models: Models) -> str:
   )
 
 
-def write_verification(
+def write(
     res: dict[str, Any], vs: protocols.VerificationSet, models: Models, out_dir: str, plots: bool
 ) -> None:
   name = vs.name
@@ -192,116 +190,3 @@ def write_verification(
           title=f"Verification accuracy on {name} (one face masked), {how}",
           ylabel="accuracy (%)",
       )
-
-
-def _identification_name(models: Models, r: str, ids: protocols.IdentificationSet) -> str:
-  """The row's name; where a student was distilled on the set's own subjects
-  (AR's distillation pass), the other students are labelled zero-shot."""
-  name = models.display(r)
-  distilled = getattr(ids, "distilled_on_set", "")
-  if distilled and r != distilled and r.startswith("student"):
-    return f"{name}, zero-shot"
-  return name
-
-
-def write_identification(
-    res: dict[str, Any], ids: protocols.IdentificationSet, models: Models, out_dir: str, plots: bool
-) -> None:
-  name = ids.name
-  cols, rows = [("recognizer", "recognizer")], []
-  subsets = list(ids.probes)
-  for subset in subsets:
-    for kind in INPUTS:
-      if any(kind in res[r][subset] for r in res):
-        cols.append((f"{subset}|{kind}", f"{subset.split()[0]} {INPUTS[kind]}"))
-  for r in res:
-    row: dict[str, Any] = {"recognizer": _identification_name(models, r, ids)}
-    for key, _ in cols[1:]:
-      subset, kind = key.split("|")
-      s = res[r][subset].get(kind)
-      row[key] = 100 * s["rank1"] if s else None
-    rows.append(row)
-  n_probes = {s: len(v) for s, v in ids.probe_labels.items()}
-  sr = [models.display(r) for r in res if r in models.identifiers]
-  report.write_table(
-      rows,
-      cols,
-      os.path.join(out_dir, f"identification_{name}"),
-      title=(
-          f"Rank-1 identification (%) on {name}: gallery {len(ids.gallery)} "
-          f"clean faces of {len(np.unique(ids.gallery_labels))} identities; "
-          f"probes {n_probes}. Identities: {ids.identities or 'unstated'}."
-          + (
-              f" {', '.join(sr)}: each probe coded over the gallery's features, identities "
-              "ranked by class residual (smallest first); the others by cosine similarity."
-              if sr
-              else ""
-          )
-      ),
-  )
-  curves = {
-      f"{models.display(r)}, {s.split()[0]}, {INPUTS[k]}": np.asarray(v["cmc"])
-      for r in res
-      for s in subsets
-      for k, v in res[r][s].items()
-      if k in ("masked", "completed_predicted", "completed")
-  }
-  report.write_text(
-      f"CMC on {name} (rank-k identification, %). Identities: "
-      f"{ids.identities or 'unstated'}.\n\n" + identification.format_cmc_table(curves) + "\n",
-      os.path.join(out_dir, f"cmc_{name}.md"),
-  )
-  if plots:
-    report.plot_cmc_curves(curves, os.path.join(out_dir, f"cmc_{name}.png"), title=f"CMC on {name}")
-
-
-def write_segmentation(res: dict[str, dict[str, float]], out_dir: str) -> None:
-  rows = [{"set": s, "condition": c, "iou": v} for s, per in res.items() for c, v in per.items()]
-  report.write_table(
-      rows,
-      [("set", "evaluation set"), ("condition", "occlusion condition"), ("iou", "IoU")],
-      os.path.join(out_dir, "segmentation_iou"),
-      title="Occlusion segmenter (blind de-occlusion): IoU of the predicted "
-      "mask with the true mask, over all pixels of each condition",
-      float_format="{:.3f}",
-  )
-
-
-# ------------------------------------------------------------------- plots
-
-
-def write_completion_grid(
-    ev: Evaluator, vs: protocols.VerificationSet, out_dir: str, n: int = 8
-) -> None:
-  """The first ``n`` faces of the mixture: clean, masked, masks, every fill
-  (kept by the evaluator's pass; no other face is held)."""
-  cols = dict(ev.grid(vs, n))
-  scale = max(1, 96 // cols["clean"].shape[1])  # nearest-neighbour zoom: small faces stay visible
-  cols = {k: np.repeat(np.repeat(v, scale, axis=1), scale, axis=2) for k, v in cols.items()}
-  report.write_completion_grid(
-      cols, os.path.join(out_dir, f"completions_{vs.name}.png"), max_rows=n
-  )
-
-
-def write_training_curves(workdir: str, out_dir: str) -> None:
-  series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-  wanted = {
-      "teacher": ["loss/arcface"],
-      "deocclusion": ["loss/reconstruction", "loss/d_global"],
-      "distill_hard": ["loss/total"],
-      "distill_soft": ["loss/total"],
-      "pretrain_arcface": ["loss/arcface"],
-      "finetune_arcface": ["loss/arcface"],
-      "finetune_teacher": ["loss/arcface"],
-      "segmentation": ["loss/bce"],
-  }
-  for stage, keys in wanted.items():
-    path = os.path.join(workdir, stage, "logs", "metrics.jsonl")
-    if not epath.Path(path).exists():
-      continue
-    for k, v in report.read_metric_series(path, keys).items():
-      series.setdefault(k, {})[stage] = v
-  if series:
-    report.plot_loss_curves(
-        series, os.path.join(out_dir, "training_losses.png"), title="Training losses per stage"
-    )
