@@ -290,11 +290,7 @@ def build_step(config: ConfigDict, stage: str, px: int, batch_size: int) -> Step
     )
 
   if stage == "finetune_arcface":  # training/baseline_stages.finetune_fns, kind 'converted'
-    cfg = config.teacher.copy_and_resolve_references()
-    own = baseline_stages.FINETUNE_OWN  # the fields choosing the network, not the recipe
-    with cfg.unlocked():
-      cfg.update({k: v for k, v in config.finetune_arcface.items() if k not in own})
-    cfg = _resolve(cfg)
+    cfg = _resolve(baseline_stages.finetune_section(config.finetune_arcface, None))
     if str(config.finetune_arcface.input) != "completed":
       raise ValueError("finetune_arcface: the scale model follows input='completed'")
 

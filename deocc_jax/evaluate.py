@@ -1,8 +1,9 @@
 """Evaluation job: ``python -m deocc_jax.evaluate --config=configs/<name>.py --workdir=DIR``.
 
-Loads the run's trained artefacts (``--checkpoint=latest|best|STEP`` or per stage,
-``latest,distill_soft=best``) onto however many devices / hosts this job has,
-extracts embeddings sharded over them, and writes the paper's tables, plots
+Loads the run's trained artefacts (per stage ``config.evaluate.checkpoints``,
+e.g. ``--config.evaluate.checkpoints.distill_soft=best``, or
+``--checkpoint=latest|best|STEP`` for every stage) onto however many devices /
+hosts this job has, extracts embeddings sharded over them, and writes the paper's tables, plots
 and the inference calibration to ``--results_dir`` (default
 ``DIR/results``). See ``deocc_jax/evaluation/job.py`` for the file list.
 ``--config`` is optional: by default the run's ``DIR/config.json`` (written
@@ -32,8 +33,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (its checkp
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint",
     None,
-    "latest | best | a step | per stage 'latest,distill_soft=best' "
-    "(default: config.evaluate.checkpoint).",
+    "latest | best | a step, for every stage (default: per stage, "
+    "config.evaluate.checkpoints, e.g. --config.evaluate.checkpoints.distill_soft=best).",
 )
 _RESULTS = flags.DEFINE_string("results_dir", None, "Output folder (default WORKDIR/results).")
 

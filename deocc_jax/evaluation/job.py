@@ -56,7 +56,7 @@ from deocc_jax.evaluation.evaluators import training_curves
 from deocc_jax.evaluation.evaluators import verification as verification_eval
 from deocc_jax.evaluation.evaluators import verification_tables
 from deocc_jax.runs import factories
-from deocc_jax.runs.models import restore_models
+from deocc_jax.runs.models import config_checkpoints, restore_models
 
 # ------------------------------------------------------- held-out identities
 
@@ -321,14 +321,15 @@ def identification_sets(
 def run(
     config: ConfigDict, workdir: str, checkpoint: str | None = None, results_dir: str | None = None
 ) -> dict[str, Any]:
-  """Evaluates the run in ``workdir``; returns the results dict (all hosts)."""
+  """Evaluates the run in ``workdir``; returns the results dict (all hosts).
+  ``checkpoint``: one choice for every stage, else config.evaluate.checkpoints."""
   e = require(config, "evaluate")
   t_start = time.perf_counter()
-  checkpoint = str(checkpoint or e.checkpoint)
+  checkpoints = checkpoint or config_checkpoints(config)  # --checkpoint: every stage's
   held_src = held = None
   if bool(e.held_out):  # refuse trained-on identities before any restore
     held_src, held = held_out_source(config)
-  models = restore_models(config, workdir, checkpoint, tuple(e.recognizers) or None)
+  models = restore_models(config, workdir, checkpoints, tuple(e.recognizers) or None)
   if jax.process_index() == 0:  # also recorded in results.json (checkpoint_steps)
     print(
         "restored checkpoints: "

@@ -8,17 +8,19 @@ trained artefacts (``runs/artefacts.py``: variables + facts), never from
 their training checkpoints: no optimizer, no training data; of the config
 only ``teacher`` is read, for a pretrained teacher whose stage did not run.
 
-Artefact selection (``--checkpoint`` / ``config.evaluate.checkpoint``):
-``latest``, ``best`` (the stage must rank its checkpoints by a metric), a step
-number, or per stage: ``"latest,distill_soft=best,deocclusion=400"`` (a bare
-first item is the default for the other stages).
+Artefact selection (:func:`checkpoint_choice`): per stage in
+``config.evaluate.checkpoints`` (``default`` for every stage, a stage's own
+field for it: ``--config.evaluate.checkpoints.distill_soft=best``), or one
+choice for every stage (``--checkpoint``): ``latest``, ``best`` (the stage must
+rank its checkpoints by a metric) or a step number.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -49,31 +51,82 @@ STAGES = tuple(kinds.TRAINED)
 EmbedFn = Callable[[jax.Array], jax.Array]
 
 
-def parse_checkpoint_spec(spec: str | int) -> dict[str, int | str]:
-  """'latest' | 'best' | '400' | 'latest,distill_soft=best' -> {stage or '*': which}."""
-  out: dict[str, int | str] = {"*": "latest"}
+CHOICES = ("latest", "best")  # or a step number
 
-  def value(v: str) -> int | str:
-    v = v.strip()
-    if v in ("latest", "best"):
-      return v
-    if v.isdigit():
-      return int(v)
-    raise ValueError(f"checkpoint {v!r}: use 'latest', 'best' or a step number")
 
-  for item in str(spec).split(","):
-    item = item.strip()
-    if not item:
-      continue
-    if "=" in item:
-      stage, v = item.split("=", 1)
-      if stage.strip() not in STAGES:
-        raise ValueError(
-            f"checkpoint spec names unknown stage {stage.strip()!r}; " f"stages: {STAGES}"
-        )
-      out[stage.strip()] = value(v)
-    else:
-      out["*"] = value(item)
+def _checkpoint_value(v: Any, where: str) -> int | str:
+  v = str(v).strip()
+  if v in CHOICES:
+    return v
+  if v.isdigit():
+    return int(v)
+  raise ConfigError(f"{where}={v!r}: use 'latest', 'best' or a step number")
+
+
+def checkpoint_choice(checkpoints: Mapping[str, Any] | str | int) -> dict[str, int | str]:
+  """Which checkpoint of each stage to restore -> {stage or '*': 'latest' | 'best' | step}.
+
+  ``checkpoints``: a per-stage mapping such as ``config.evaluate.checkpoints``
+  (``default``, and a stage's own entry, '' = the default), or one choice for
+  every stage ('latest' | 'best' | a step). The former string form
+  ('latest,distill_soft=best') is refused with its equivalent.
+  """
+  if isinstance(checkpoints, (Mapping, ConfigDict)):
+    unknown = [k for k in checkpoints.keys() if k != "default" and k not in STAGES]
+    if unknown:
+      raise ConfigError(
+          f"config.evaluate.checkpoints names unknown stage(s) {unknown}; stages: {STAGES}"
+      )
+    if "default" not in checkpoints:
+      raise ConfigError(
+          "config.evaluate.checkpoints needs 'default' (the choice of every stage not named)"
+      )
+    out = {"*": _checkpoint_value(checkpoints["default"], "checkpoints.default")}
+    for stage, v in checkpoints.items():
+      if stage != "default" and str(v).strip():
+        out[stage] = _checkpoint_value(v, f"checkpoints.{stage}")
+    return out
+  text = str(checkpoints).strip()
+  if "," in text or "=" in text:
+    raise ConfigError(
+        f"checkpoint {text!r}: the per-stage string form is gone; choose per stage in "
+        f"config.evaluate.checkpoints instead: {_as_overrides(text)}"
+    )
+  return {"*": _checkpoint_value(text, "checkpoint")}
+
+
+def _as_overrides(text: str) -> str:
+  """The former 'latest,distill_soft=best' as config.evaluate.checkpoints overrides."""
+  out = []
+  for item in (i.strip() for i in text.split(",")):
+    if item:
+      stage, _, v = item.rpartition("=")
+      out.append(f"--config.evaluate.checkpoints.{stage.strip() or 'default'}={v.strip()}")
+  return " ".join(out)
+
+
+def config_checkpoints(config: ConfigDict) -> ConfigDict:
+  """``config.evaluate.checkpoints``; a config holding the former string field
+  ``evaluate.checkpoint`` (an older run's config.json) is refused, with the
+  fields to write instead (silently ignoring it would evaluate other checkpoints)."""
+  e = require(config, "evaluate")
+  if "checkpoint" in e:
+    old = str(e.checkpoint)
+    raise ConfigError(
+        f"config.evaluate.checkpoint={old!r} is no longer read: the checkpoint of each "
+        f"stage is config.evaluate.checkpoints ({_as_overrides(old)}); in a run's "
+        f'config.json replace "checkpoint": {json.dumps(old)} in "evaluate" by '
+        f'"checkpoints": {json.dumps(_as_mapping(old))}'
+    )
+  return require(config, "evaluate.checkpoints")
+
+
+def _as_mapping(text: str) -> dict[str, str]:
+  out = {"default": "latest"}
+  for item in (i.strip() for i in text.split(",")):
+    if item:
+      stage, _, v = item.rpartition("=")
+      out[stage.strip() or "default"] = v.strip()
   return out
 
 
@@ -167,13 +220,13 @@ def known_recognizers(
 def restore_models(
     config: ConfigDict,
     workdir: str,
-    checkpoint: str | int = "latest",
+    checkpoint: Mapping[str, Any] | str | int = "latest",
     recognizers: tuple[str, ...] | None = None,
 ) -> Models:
   """Restores what ``workdir`` holds; ``recognizers`` (default: all present)
   must all have checkpoints, else an error names the missing stage. Each
   model comes through its stage's restorer (``runs/kinds.py``)."""
-  which = parse_checkpoint_spec(checkpoint)
+  which = checkpoint_choice(checkpoint)
   pick = lambda stage: which.get(stage, which["*"])  # noqa: E731
   if not as_path(workdir).is_dir():
     raise FileNotFoundError(f"workdir {workdir!r} does not exist")

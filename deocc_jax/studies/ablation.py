@@ -44,7 +44,7 @@ from deocc_jax.evaluation.evaluator import Evaluator
 from deocc_jax.losses import distillation
 from deocc_jax.runs import artefacts as art
 from deocc_jax.runs import factories, trained_models
-from deocc_jax.runs.models import Models, restore_models
+from deocc_jax.runs.models import Models, config_checkpoints, restore_models
 from deocc_jax.training import registry, stage_spec, stages
 
 SETTINGS: dict[str, str] = {
@@ -144,7 +144,9 @@ def yardstick(config: ConfigDict, workdir: str, num_pairs: int, max_records: int
   d = require(config, "distillation")
   e = require(config, "evaluate")
   mesh = factories.make_mesh(config)
-  base: Models = restore_models(config, workdir, str(e.checkpoint), recognizers=("teacher",))
+  base: Models = restore_models(
+      config, workdir, config_checkpoints(config), recognizers=("teacher",)
+  )
   if base.complete is None:
     raise FileNotFoundError(
         f"the study needs the run's generator: stage 'deocclusion' "

@@ -7,8 +7,10 @@
                        config names) fine-tuned with ArcFace on completed faces
     finetune_teacher   an extra row: the teacher itself fine-tuned the same way
 
-Both fine-tunings follow ``config.finetune_arcface``'s recipe; the network's own
-fields (width, embedding size, ArcFace s and m) come from the network fine-tuned.
+Both fine-tunings train by ``config.finetune_arcface`` alone, every field of it
+written out in the config; of the network fine-tuned only the architecture of an
+ArcFace network trained here (:data:`ARCHITECTURE`) is read from it: its weights
+fix it (:func:`finetune_section`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from deocc_jax.training.stage_spec import Plan, StageSpec, resolved, train_stage
 FINETUNE_KINDS = ("arcface", "converted")
 FINETUNE_STAGES = ("finetune_arcface", "finetune_teacher")
 FINETUNE_INITS = ("pretrain_arcface", "converted")
-FINETUNE_OWN = ("init", "path", "input_protocol")  # fields choosing the network, not the recipe
+# an ArcFace network's own fields, fixed by its weights: read from the network
+# fine-tuned (its artefact's section, or config.teacher), not chosen by the recipe
+ARCHITECTURE = ("width", "small_input_stem", "embed_dim")
 
 
 def pretrain_plan(config: ConfigDict, workdir: str, source: Any, mesh: Any) -> Plan:
@@ -48,12 +52,14 @@ PRETRAIN_ARCFACE = StageSpec("pretrain_arcface", 10, ("clean", "identity"), pret
 
 
 def finetune_start(config: ConfigDict, workdir: str, stage: str, teacher=None):
-  """(kind, network, its config section, identity) a fine-tuning stage starts
-  from: 'finetune_teacher' the teacher ('arcface' trained here, or
+  """(kind, network, its architecture's section, identity) a fine-tuning stage
+  starts from: 'finetune_teacher' the teacher ('arcface' trained here, or
   'converted'); 'finetune_arcface' ``config.finetune_arcface.init``: the
   student-sized ArcFace of stage 'pretrain_arcface', or a converted recogniser
-  at ``config.finetune_arcface.path``. ``identity`` is recorded in the
-  fine-tuned artefact (which network it started from)."""
+  at ``config.finetune_arcface.path``. The section (an ArcFace network's:
+  config.teacher, or the one its artefact records; None for a converted one)
+  gives only :data:`ARCHITECTURE`. ``identity`` is recorded in the fine-tuned
+  artefact (which network it started from)."""
   f = require(config, "finetune_arcface")
   if stage == "finetune_teacher":
     kind = str(require(config, "teacher.kind"))
@@ -63,7 +69,8 @@ def finetune_start(config: ConfigDict, workdir: str, stage: str, teacher=None):
           f"converted teacher; config.teacher.kind is {kind!r}"
       )
     teacher = teacher or factories.load_teacher(config, workdir)
-    return kind, teacher, config.teacher, trained_models.teacher_identity(config, teacher)
+    section = config.teacher if kind == "arcface" else None
+    return kind, teacher, section, trained_models.teacher_identity(config, teacher)
   if stage != "finetune_arcface":
     raise ConfigError(f"unknown fine-tuning stage {stage!r}; choose from {FINETUNE_STAGES}")
   init = str(f.init)
@@ -85,8 +92,21 @@ def finetune_start(config: ConfigDict, workdir: str, stage: str, teacher=None):
         field="finetune_arcface.input_protocol",
     )
     ident = trained_models.network_identity("converted", str(f.path), network)
-    return "converted", network, config.teacher, ident
+    return "converted", network, None, ident
   raise ConfigError(f"config.finetune_arcface.init must be one of {FINETUNE_INITS}, got {init!r}")
+
+
+def finetune_section(f: ConfigDict, network_section: ConfigDict | None) -> ConfigDict:
+  """The fine-tuning's section: ``f`` (``config.finetune_arcface``) as written,
+  plus, for an ArcFace network trained here (``network_section`` not None),
+  that network's :data:`ARCHITECTURE` (its weights fix it). A converted
+  network needs none (it runs as converted)."""
+  cfg = f.copy_and_resolve_references()
+  if network_section is not None:
+    with cfg.unlocked():
+      for key in ARCHITECTURE:
+        cfg[key] = require(network_section, key)
+  return cfg
 
 
 def finetune_fns(
@@ -97,19 +117,17 @@ def finetune_fns(
     generator=None,
     source=None,
 ):
-  """(merged config, init_fn, step_fn, frozen, artefact spec) of a fine-tuned
+  """(section, init_fn, step_fn, frozen, artefact spec) of a fine-tuned
   recogniser (Table 2): the network ``finetune_start`` names, fine-tuned with
-  ArcFace on completed (or masked) faces by ``config.finetune_arcface``'s
-  recipe. Completed faces come from the de-occlusion stage
+  ArcFace on completed (or masked) faces by ``config.finetune_arcface``
+  (:func:`finetune_section`). Completed faces come from the de-occlusion stage
   ``config.finetune_arcface.generator`` names (default 'deocclusion'; recorded
   in the artefact's facts). ``teacher`` / ``generator`` (G's parameters,
   already at hand) and ``source`` (the training split) are loaded when not
   given."""
   f = require(config, "finetune_arcface")
-  kind, network, base, ident = finetune_start(config, workdir, stage, teacher)
-  cfg = base.copy_and_resolve_references()
-  with cfg.unlocked():
-    cfg.update({k: v for k, v in f.copy_and_resolve_references().items() if k not in FINETUNE_OWN})
+  kind, network, own, ident = finetune_start(config, workdir, stage, teacher)
+  cfg = finetune_section(f, own)
   res = int(config.data.resolution)
   source = factories.make_source(config, "train") if source is None else source
   num_classes = source.num_classes

@@ -41,7 +41,8 @@ def test_config_errors_name_the_field(tmp_path):
   with pytest.raises(ConfigError, match=r"unknown stage\(s\) \['fly'\]"):
     main_lib.run(c, str(tmp_path))
   c = render_config()
-  del c.render["columns"]
+  with c.unlocked():  # a hand-made config without the field
+    del c.render["columns"]
   with pytest.raises(ConfigError, match="missing required field 'render.columns'"):
     main_lib.run(c, str(tmp_path))
 

@@ -11,11 +11,12 @@ import sys
 
 import numpy as np
 import pytest
+from ml_collections import ConfigDict
 
 from deocc_jax.errors import CheckpointNotFoundError, ConfigError
 from deocc_jax.evaluation import evaluator, job, protocols
 from deocc_jax.runs import factories
-from deocc_jax.runs.models import parse_checkpoint_spec, restore_models
+from deocc_jax.runs.models import checkpoint_choice, config_checkpoints, restore_models
 from tests.helpers import paths
 
 ROOT = str(paths.ROOT)
@@ -192,6 +193,14 @@ def _small(config, **kw):
   return c
 
 
+def _at(config, **checkpoints):
+  """``_small`` with per-stage choices in config.evaluate.checkpoints."""
+  c = _small(config)
+  for stage, which in checkpoints.items():
+    c.evaluate.checkpoints[stage] = which
+  return c
+
+
 def test_checkpoint_selection_and_device_counts(tiny_run, tmp_path):
   config, workdir = tiny_run
   full = job.run(_small(config), workdir, results_dir=str(tmp_path / "a"))
@@ -204,15 +213,17 @@ def test_checkpoint_selection_and_device_counts(tiny_run, tmp_path):
     assert r8[kind]["one"]["accuracy"] == pytest.approx(r1[kind]["one"]["accuracy"], abs=1e-9)
     assert r8[kind]["one"]["auc"] == pytest.approx(r1[kind]["one"]["auc"], abs=1e-5)
   assert full["checkpoint_steps"]["distill_hard"] == 4
-  early = job.run(_small(config), workdir, "latest,distill_hard=2", str(tmp_path / "c"))
+  early = job.run(_at(config, distill_hard="2"), workdir, results_dir=str(tmp_path / "c"))
   assert early["checkpoint_steps"]["distill_hard"] == 2
   assert early["checkpoint_steps"]["deocclusion"] == 4
   re = early["verification"]["synthetic"]["results"]["mixture"]["student_hard"]
   assert re["completed"]["one"]["auc"] != r8["completed"]["one"]["auc"]
   with pytest.raises(CheckpointNotFoundError, match="no checkpoint 'best'"):
-    job.run(_small(config), workdir, "distill_hard=best", str(tmp_path / "d"))
+    job.run(_at(config, distill_hard="best"), workdir, results_dir=str(tmp_path / "d"))
   with pytest.raises(CheckpointNotFoundError, match=r"no checkpoint 3 .*available steps: \[2, 4\]"):
-    job.run(_small(config), workdir, "distill_hard=3", str(tmp_path / "d"))
+    job.run(_at(config, distill_hard="3"), workdir, results_dir=str(tmp_path / "d"))
+  flag = job.run(_at(config, distill_hard="2"), workdir, "latest", str(tmp_path / "e"))
+  assert flag["checkpoint_steps"]["distill_hard"] == 4  # --checkpoint: every stage's
 
 
 def test_category_tables_from_views(tiny_run, tmp_path):
@@ -238,11 +249,30 @@ def test_category_tables_from_views(tiny_run, tmp_path):
 
 def test_bad_requests(tiny_run, tmp_path):
   config, workdir = tiny_run
-  with pytest.raises(ValueError, match="unknown stage 'distil_hard'"):
-    parse_checkpoint_spec("distil_hard=best")
-  with pytest.raises(ValueError, match="'newest'"):
-    parse_checkpoint_spec("newest")
-  assert parse_checkpoint_spec("best,teacher=3") == {"*": "best", "teacher": 3}
+  with pytest.raises(ConfigError, match=r"unknown stage\(s\) \['distil_hard'\]"):
+    checkpoint_choice({"default": "latest", "distil_hard": "best"})
+  with pytest.raises(ConfigError, match="'newest'"):
+    checkpoint_choice("newest")
+  with pytest.raises(ConfigError, match="needs 'default'"):
+    checkpoint_choice({"teacher": "3"})
+  assert checkpoint_choice({"default": "best", "teacher": "3", "distill_hard": ""}) == {
+      "*": "best",
+      "teacher": 3,
+  }
+  assert checkpoint_choice(_small(config).evaluate.checkpoints) == {"*": "latest"}
+  # the former string form: refused, with the overrides that say the same
+  with pytest.raises(
+      ConfigError, match=r"checkpoints.default=best --config.evaluate.checkpoints.teacher=3"
+  ):
+    checkpoint_choice("best,teacher=3")
+  old = _small(config).to_dict()
+  old["evaluate"]["checkpoint"] = "latest,distill_soft=best"  # an older run's config.json
+  with pytest.raises(
+      ConfigError, match=r'"checkpoints": \{"default": "latest", "distill_soft": "best"\}'
+  ):
+    config_checkpoints(ConfigDict(old))
+  with pytest.raises(ConfigError, match="is no longer read"):
+    job.run(ConfigDict(old), workdir, results_dir=str(tmp_path))
   with pytest.raises(ConfigError, match="unknown input.*'inpainted'"):
     job.run(_small(config, inputs=("inpainted",)), workdir, results_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match="does not exist"):

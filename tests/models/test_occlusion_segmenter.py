@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from deocc_jax.configs import base as base_config
+from deocc_jax.configs import fields
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.data.pipeline import PipelineConfig, synthetic_loader
 from deocc_jax.models.occlusion_segmenter import OcclusionSegmenter
@@ -117,7 +117,7 @@ def test_short_training_beats_trivial_baseline(tmp_path):
           dice_weight=0.5,
           pos_weight=1.0,
           optimizer=ConfigDict(
-              base_config.optimizer_fields(optimizer="adam", lr=5e-3, schedule="constant")
+              fields.optimizer_fields(optimizer="adam", lr=5e-3, schedule="constant")
           ),
       )
   )

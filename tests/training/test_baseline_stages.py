@@ -61,6 +61,22 @@ def test_finetune_teacher_starts_from_the_teacher(pretrained_run):
   assert spec.facts["teacher"]["kind"] == "arcface"
 
 
+def test_the_fine_tunings_train_by_their_own_section(pretrained_run):
+  """config.finetune_arcface is the whole recipe of both fine-tunings; of the
+  network fine-tuned only its architecture is read (its weights fix it)."""
+  c, workdir = pretrained_run
+  other = c.copy_and_resolve_references()
+  other.teacher.weight_decay, other.teacher.arcface_scale = 0.7, 9.0  # the network's: unread
+  other.finetune_arcface.weight_decay = 1e-4
+  pretrained = art.read(workdir, "pretrain_arcface").facts["config"]
+  for stage, network in (("finetune_teacher", c.teacher), ("finetune_arcface", pretrained)):
+    cfg, *_ = baseline_stages.finetune_fns(other, workdir, stage)
+    assert cfg.weight_decay == 1e-4, stage
+    assert cfg.arcface_scale == c.finetune_arcface.arcface_scale, stage
+    assert (cfg.width, cfg.embed_dim) == (network["width"], network["embed_dim"]), stage
+    assert "kind" not in cfg  # nothing else of the network's section
+
+
 def test_the_pretrained_baseline_has_the_students_architecture(pretrained_run):
   """Same layers, same shapes as the student the distillation trains."""
   c, workdir = pretrained_run

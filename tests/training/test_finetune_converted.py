@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from deocc_jax.configs import base as base_config
+from deocc_jax.configs import fields
 from deocc_jax.runs import builders
 from deocc_jax.teachers import api
 from deocc_jax.training import finetune_stage
@@ -56,9 +56,7 @@ def test_finetune_converted_teacher_step():
   teacher = _teacher()
   cfg = ConfigDict(
       dict(
-          **base_config.optimizer_fields(
-              optimizer="sgd", lr=0.5, momentum=0.0, schedule="constant"
-          ),
+          **fields.optimizer_fields(optimizer="sgd", lr=0.5, momentum=0.0, schedule="constant"),
           num_steps=3,
           arcface_scale=16.0,
           arcface_margin=0.3,

@@ -57,7 +57,8 @@ def test_bad_config_values_name_the_key(tmp_path):
     main_lib.run(c, str(tmp_path / "b"))
   c = tiny_config()
   c.stages = ("deocclusion",)
-  del c["pipeline"]
+  with c.unlocked():  # a hand-made config without the section
+    del c["pipeline"]
   with pytest.raises(ConfigError, match="missing required field 'pipeline'"):
     main_lib.run(c, str(tmp_path / "c"))
   c = tiny_config()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from deocc_jax.configs import base as base_config
+from deocc_jax.configs import fields
 from deocc_jax.training import optim, stage_spec, stages
 from tests.helpers import config_files  # noqa: E402
 
@@ -53,7 +53,7 @@ def test_paper_configs_train_72_epochs_decaying_every_24(spec, batch, lr):
 
 
 def test_resolve_schedule_fields():
-  opt = base_config.optimizer_fields
+  opt = fields.optimizer_fields
   cfg = ConfigDict(
       dict(
           batch_size=64,

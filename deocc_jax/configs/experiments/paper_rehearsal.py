@@ -25,6 +25,19 @@ from deocc_jax.configs import paper
 BATCH = 8  # global batches: one face per device of an 8-device job
 
 
+def rehearsal() -> ml_collections.ConfigDict:
+  """Stage 'rehearsal_data': the miniature datasets it writes (data/rehearsal.py)."""
+  s = ml_collections.ConfigDict()
+  s.root = ""  # '' = <workdir>/rehearsal_data
+  s.celeba_identities = 36  # 20 held out (2 per verification fold) + 16 trained
+  s.images_per_identity = 2  # a matched pair per held-out identity
+  s.lfw_folds = 10  # pairs.txt: 10 folds x (1 matched + 1 mismatched)
+  s.ar_people = 3
+  s.face_resolution = 178  # CelebA's aligned crop width
+  s.seed = 0
+  return s
+
+
 def get_config() -> ml_collections.ConfigDict:
   c = paper.get_config()
   # 'finetune_teacher' (the VGGFace2 teacher fine-tuned, an extra row) runs the
@@ -33,14 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.stages = ("rehearsal_data",) + tuple(s for s in c.stages if s != "finetune_teacher")
   c.progress = False
 
-  c.rehearsal = ml_collections.ConfigDict()
-  c.rehearsal.root = ""  # '' = <workdir>/rehearsal_data
-  c.rehearsal.celeba_identities = 36  # 20 held out (2 per verification fold) + 16 trained
-  c.rehearsal.images_per_identity = 2  # a matched pair per held-out identity
-  c.rehearsal.lfw_folds = 10  # pairs.txt: 10 folds x (1 matched + 1 mismatched)
-  c.rehearsal.ar_people = 3
-  c.rehearsal.face_resolution = 178  # CelebA's aligned crop width
-  c.rehearsal.seed = 0
+  with c.unlocked():  # the base config is locked: this experiment's own section
+    c.rehearsal = rehearsal()
 
   c.data.resolution = 128  # the paper: 256
   c.data.holdout_identities = 20  # the paper config: 1,000
