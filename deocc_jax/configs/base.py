@@ -486,7 +486,9 @@ def get_config() -> ml_collections.ConfigDict:
       "completed_predicted",
       "completed",
       "completed_noca",
-  )  # G without CA: when stage 'deocclusion_noca' ran; opt-in: 'rpca_fill', 'gl_fill'
+      "completed_gfc",
+      "completed_idgan",
+  )  # G without CA / GFC / IDGAN: when their stage ran; opt-in: 'rpca_fill', 'gl_fill'
   c.evaluate.categories = ("simple", "complex", "body", "hybrid")  # per-category tables
   # How those tables are made: 'mixture' = the mixture's pairs grouped by the
   # category of their second face's occluder (no further images / embeddings);

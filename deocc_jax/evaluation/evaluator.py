@@ -39,7 +39,24 @@ INPUTS = {
     # Table 2's "GA w/o attention": G trained without contextual attention
     # (stage 'deocclusion_noca'); only when that stage ran.
     "completed_noca": "G without CA, true mask",
+    # Table 2's other completion methods (stages 'deocclusion_gfc' / '_idgan'),
+    # and Table 1's GFC column: true mask where known, like the fills.
+    "completed_gfc": "GFC fill",
+    "completed_idgan": "IDGAN fill",
 }
+
+# input key -> the de-occlusion stage whose network completes it (runs/kinds.COMPLETIONS);
+# Models.completions holds the stages that ran.
+COMPLETED_BY = {
+    "completed": "deocclusion",
+    "completed_predicted": "deocclusion",
+    "completed_noca": "deocclusion_noca",
+    "completed_gfc": "deocclusion_gfc",
+    "completed_idgan": "deocclusion_idgan",
+}
+# the completions only made with a true mask (on a set without one, G's is
+# 'completed_predicted'); the others take the segmenter's mask there
+TRUE_MASK_ONLY = ("completed", "completed_noca")
 
 
 CATEGORY_INPUTS = ("masked", "completed_predicted", "completed")
@@ -53,6 +70,8 @@ GRID_KINDS = (
     "completed_predicted",
     "completed",
     "completed_noca",
+    "completed_gfc",
+    "completed_idgan",
 )
 
 
@@ -111,13 +130,12 @@ class Evaluator:
     }
     for kind, fill in models.fills.items():  # RPCA / GL, from a library of training faces
       self._fills[kind] = library_fill.per_device(lambda z, f=fill: f(z[..., :3], z[..., 3:]), mesh)
-    if models.complete is not None:
-      complete = models.complete
-      self._fills["completed"] = lambda z: complete(z[..., :3], z[..., 3:])
-      self._fills["completed_predicted"] = self._fills["completed"]
-    if models.complete_noca is not None:
-      complete_noca = models.complete_noca
-      self._fills["completed_noca"] = lambda z: complete_noca(z[..., :3], z[..., 3:])
+    made: dict[str, Callable[[jax.Array], jax.Array]] = {}  # stage -> fill (one per network)
+    for kind, stage in COMPLETED_BY.items():
+      if stage in models.completions:
+        complete = models.completions[stage]
+        fill = made.setdefault(stage, lambda z, f=complete: f(z[..., :3], z[..., 3:]))
+        self._fills[kind] = fill
 
   # ------------------------------------------------------------ batches
 
@@ -314,13 +332,11 @@ class Evaluator:
     known = streaming.has_mask(view)
     if (kind == "completed_predicted" or not known) and self.models.segment is None:
       return False  # needs the segmenter's mask
-    if kind in ("completed", "completed_predicted") and self.models.complete is None:
-      return False
-    if kind == "completed_noca" and self.models.complete_noca is None:
-      return False
+    if kind in COMPLETED_BY and COMPLETED_BY[kind] not in self.models.completions:
+      return False  # that de-occlusion stage did not run
     if kind in library_fill.KEYS and kind not in self.models.fills:
       return False  # not in config.evaluate.inputs when the models were restored
-    return not (kind in ("completed", "completed_noca") and not known)
+    return not (kind in TRUE_MASK_ONLY and not known)
 
   def _check_segmenter(self) -> None:
     if self.models.segment is None:

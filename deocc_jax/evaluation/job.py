@@ -23,6 +23,10 @@ identities it uses.
                                         10-fold cross-validated)
     table2_best_threshold_<set>.md/.csv the same at the best threshold over all pairs (the
                                         paper's LFW protocol)
+    completion_methods_<set>.md/.csv    Table 2 proper: each recogniser retrained on GFC / GA
+                                        w/o attention / IDGAN / GA w/ attention completions,
+                                        scored on its own completion ("—": stage not run)
+    completion_methods_paired_<set>.md/.csv  the same minus GA w/ attention, per fold
     by_category_<set>_{one,both}.md/.csv  accuracy per mask category
     identification_<set>.md/.csv        rank-1 on AR1 (sunglasses) / AR2 (scarf) per input
                                         (Table 1 shape) and cmc_<set>.md
@@ -47,7 +51,7 @@ from ml_collections import ConfigDict
 from deocc_jax.configs import require
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.errors import ConfigError
-from deocc_jax.evaluation import protocols, report, streaming, tables
+from deocc_jax.evaluation import completion_methods, protocols, report, streaming, tables
 from deocc_jax.evaluation.evaluator import (
     INPUTS,
     Evaluator,
@@ -300,6 +304,8 @@ def run(
       )
     if write:
       tables.write_verification(res, vs, models, out_dir, plots)
+      mix = res["results"][protocols.MIXTURE]
+      completion_methods.write(mix, vs.name, vs.identities, out_dir)
       if grid_rows:
         tables.write_completion_grid(ev, vs, out_dir, grid_rows)
   id_sets = []
