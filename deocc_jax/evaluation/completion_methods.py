@@ -13,7 +13,8 @@ Cells come from the verification results the evaluation already holds
 row ``distill_hard`` and column GFC is recogniser ``student_hard_gfc`` (stage
 ``distill_hard_gfc``) on input ``completed_gfc``; the GA-w/-attention column
 is the base stage's recogniser (``student_hard``) on ``completed``. A cell
-whose stages did not run is "—".
+whose stages did not run is "—". ``config.evaluate.retrained_inputs`` 'own'
+(:func:`sees`): the retrained recognisers are embedded only where their cell needs.
 """
 
 from __future__ import annotations
@@ -24,8 +25,19 @@ from typing import Any
 import numpy as np
 
 from deocc_jax.evaluation import report, verification
-from deocc_jax.evaluation.evaluator import COMPLETED_BY, INPUTS
 from deocc_jax.runs import kinds
+
+# input key -> the de-occlusion stage whose network completes it (runs/kinds.COMPLETIONS)
+COMPLETED_BY = {
+    "completed": "deocclusion",
+    "completed_predicted": "deocclusion",
+    "completed_noca": "deocclusion_noca",
+    "completed_gfc": "deocclusion_gfc",
+    "completed_idgan": "deocclusion_idgan",
+}
+# the completions only made with a true mask (on a set without one, G's is
+# 'completed_predicted'); the others take the segmenter's mask there
+TRUE_MASK_ONLY = ("completed", "completed_noca")
 
 # the paper's columns: de-occlusion stage -> column name; the last is the reference
 COLUMNS = {
@@ -44,6 +56,20 @@ ROWS = {
 # each column's input: its own network's completion with the true mask
 INPUT_OF = {stage: k for k, stage in COMPLETED_BY.items() if k != "completed_predicted"}
 MISSING = "—"
+# recogniser retrained on another completion -> that completion's stage
+RETRAINED_ON = {
+    kinds.get(kinds.on_completion(b, g)).recognizer: g
+    for b in kinds.RETRAINED
+    for g in kinds.COMPLETIONS
+    if g != REFERENCE
+}
+
+
+def sees(recognizer: str, kind: str) -> bool:
+  """Whether ``recognizer`` is embedded on input ``kind`` under retrained_inputs 'own':
+  a recogniser retrained on another completion on the clean faces and that one only."""
+  own = RETRAINED_ON.get(recognizer)
+  return own is None or kind in ("clean", INPUT_OF[own])
 
 
 def cell_keys(row: str, column: str) -> tuple[str, str]:
@@ -87,7 +113,7 @@ def paired(mix: dict[str, Any]) -> dict[str, dict[str, dict[str, float] | None]]
 
 def _describe() -> str:
   cols = "; ".join(
-      f"{name}: " + ", ".join(cell_keys(r, c)[0] for r in ROWS) + f" on '{INPUTS[INPUT_OF[c]]}'"
+      f"{name}: " + ", ".join(cell_keys(r, c)[0] for r in ROWS) + f" on {INPUT_OF[c]}"
       for c, name in COLUMNS.items()
   )
   rows = ", ".join(f"{name} = {r} stages" for r, name in ROWS.items())

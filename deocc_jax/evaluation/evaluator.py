@@ -2,7 +2,8 @@
 
 :class:`Evaluator` makes, in one pass over a set's faces sharded over all
 devices and hosts, every input of a batch (masked; completed by G with the
-true or the segmenter's predicted mask; mean-face, diffusion, RPCA and GL fills) and
+true or the segmenter's predicted mask; by G without contextual attention, GFC
+and IDGAN; mean-face, diffusion, RPCA and GL fills) and
 every recogniser's embeddings of them, and keeps only the embeddings (so the
 host memory does not grow with the number of faces or of inputs); the
 ``*_results`` functions turn them into the verification (10 folds, per-fold
@@ -22,6 +23,7 @@ from jax.experimental import multihost_utils
 
 from deocc_jax.data import masks as masks_lib
 from deocc_jax.evaluation import classical_fill, identification, protocols, streaming, verification
+from deocc_jax.evaluation.completion_methods import COMPLETED_BY, TRUE_MASK_ONLY, sees
 from deocc_jax.runs import library_fill
 from deocc_jax.runs.models import Models
 from deocc_jax.utils import batch_map
@@ -44,19 +46,6 @@ INPUTS = {
     "completed_gfc": "GFC fill",
     "completed_idgan": "IDGAN fill",
 }
-
-# input key -> the de-occlusion stage whose network completes it (runs/kinds.COMPLETIONS);
-# Models.completions holds the stages that ran.
-COMPLETED_BY = {
-    "completed": "deocclusion",
-    "completed_predicted": "deocclusion",
-    "completed_noca": "deocclusion_noca",
-    "completed_gfc": "deocclusion_gfc",
-    "completed_idgan": "deocclusion_idgan",
-}
-# the completions only made with a true mask (on a set without one, G's is
-# 'completed_predicted'); the others take the segmenter's mask there
-TRUE_MASK_ONLY = ("completed", "completed_noca")
 
 
 CATEGORY_INPUTS = ("masked", "completed_predicted", "completed")
@@ -108,8 +97,13 @@ class Evaluator:
   numbers do not depend on how many faces the set has.
   """
 
-  def __init__(self, models: Models, mesh, batch_size: int, diffusion_iters: int):
+  def __init__(
+      self, models: Models, mesh, batch_size: int, diffusion_iters: int, only_own: bool = False
+  ):
     self.models = models
+    # a recogniser retrained on another completion embeds only the clean faces and
+    # that completion (config.evaluate.retrained_inputs 'own'), else every input
+    self.wanted = lambda r, kind: not only_own or sees(r, kind)
     self.mesh = mesh
     n_dev = jax.process_count() * len(mesh.local_devices)
     self.batch_size = max(n_dev, -(-int(batch_size) // n_dev) * n_dev)
@@ -212,7 +206,10 @@ class Evaluator:
     )
     todo = []
     for view, kinds in jobs:
-      emb = {k: [r for r in recs if (id(view), k, r) not in self._embeddings] for k in kinds}
+      emb = {
+          k: [r for r in recs if (id(view), k, r) not in self._embeddings and self.wanted(r, k)]
+          for k in kinds
+      }
       emb = {k: rs for k, rs in emb.items() if rs}
       want_seg = seg and segment and streaming.has_mask(view) and id(view) not in self._seg
       want_grid = view is grid_of and grid_rows > 0 and id(view) not in self._grid
@@ -464,7 +461,7 @@ def verification_results(
       for kind in kinds:
         if kind == "clean":
           one = both = verification.cosine_scores(clean[a], clean[b])
-        elif not ev.available(view, kind):
+        elif not ev.available(view, kind) or not ev.wanted(r, kind):
           continue
         else:
           probe = ev.embed_view(r, view, kind)
@@ -545,7 +542,7 @@ def identification_results(
     for subset, view in ids.probes.items():
       out[r][subset] = {}
       for kind in inputs:
-        if kind == "clean" or not ev.available(view, kind):
+        if kind == "clean" or not ev.available(view, kind) or not ev.wanted(r, kind):
           continue
         probe, labels = ev.embed_view(r, view, kind), ids.probe_labels[subset]
         if identify is None:

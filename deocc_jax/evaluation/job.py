@@ -219,7 +219,13 @@ def run(
         f"config.evaluate.inputs has unknown input(s) {bad}; " f"choose from {list(INPUTS)}"
     )
   mesh = factories.make_mesh(config)
-  ev = Evaluator(models, mesh, int(e.batch_size), int(e.diffusion_iters))
+  retrained = str(require(config, "evaluate.retrained_inputs"))
+  if retrained not in ("all", "own"):
+    raise ConfigError(
+        f"config.evaluate.retrained_inputs is {retrained!r}; choose 'all' (every input) or "
+        "'own' (the clean faces and the recogniser's own completion)"
+    )
+  ev = Evaluator(models, mesh, int(e.batch_size), int(e.diffusion_iters), retrained == "own")
   out_dir = results_dir or os.path.join(workdir, "results")
   plots = bool(e.plots)
   write = jax.process_index() == 0

@@ -91,7 +91,7 @@ class Models:
   # every trained completion network (Table 2's methods): de-occlusion stage
   # ('deocclusion', 'deocclusion_noca', 'deocclusion_gfc', 'deocclusion_idgan')
   # -> (masked, mask) -> completed; only the stages that ran ('deocclusion' is
-  # ``complete``; evaluator.COMPLETED_BY says which input each one makes)
+  # ``complete``; evaluation.completion_methods.COMPLETED_BY: which input each makes)
   completions: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = dataclasses.field(
       default_factory=dict
   )

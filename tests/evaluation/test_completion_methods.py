@@ -5,7 +5,7 @@ IDGAN completions as evaluation inputs of the evaluator."""
 import numpy as np
 
 from configs import synthetic
-from deocc_jax.evaluation import completion_methods, evaluator
+from deocc_jax.evaluation import completion_methods, evaluator, streaming
 from deocc_jax.runs import factories
 from deocc_jax.runs.models import Models
 
@@ -67,7 +67,7 @@ def test_each_cell_is_its_own_recogniser_on_its_own_completion(tmp_path):
   for (row, col), (rec, kind) in CELLS.items():
     assert rows[row][col] == _pm(mix[rec][kind]["fold_accuracies_one"]), (row, col)
   title = (tmp_path / "completion_methods_lfw.md").read_text().splitlines()[0]
-  assert "student_hard_gfc" in title and "'GFC fill'" in title and "LFW identities" in title
+  assert "student_hard_gfc" in title and "on completed_gfc" in title and "LFW identities" in title
   # paired: each cell minus its row's GA-w/-attention cell, fold by fold
   head, prows = _md(tmp_path / "completion_methods_paired_lfw.md")
   assert head == ["recogniser"] + [f"{c} - GA w/ attention" for c in COLS[:3]]
@@ -149,3 +149,51 @@ def test_gfc_and_idgan_inputs_come_from_their_stages():
   assert "deocclusion" not in models({}).completions
   with_g = Models(res, {}, gfc, None, Known.masked[0], np.zeros((5, 2)), {}, None, None)
   assert with_g.completions == {"deocclusion": gfc}
+
+
+def test_retrained_recognisers_see_only_their_own_completion_when_asked():
+  """config.evaluate.retrained_inputs 'own': a recogniser retrained on another
+  completion is embedded on the clean faces and that completion only."""
+  sees = completion_methods.sees
+  assert sees("student_hard_gfc", "clean") and sees("student_hard_gfc", "completed_gfc")
+  for kind in ("masked", "completed", "completed_predicted", "completed_idgan", "mean_fill"):
+    assert not sees("student_hard_gfc", kind), kind
+  assert sees("arcface_finetuned_noca", "completed_noca")
+  assert not sees("arcface_finetuned_noca", "completed_gfc")
+  assert all(sees(r, k) for r in ("student_hard", "teacher") for k in evaluator.INPUTS)
+  res = 16
+  calls = []
+
+  def rec(name):
+    def embed(x):
+      calls.append(name)
+      return x.reshape(x.shape[0], -1)[:, :4] + 2.0
+
+    return embed
+
+  models = Models(
+      res,
+      {"student_hard": rec("student_hard"), "student_hard_gfc": rec("student_hard_gfc")},
+      lambda x, m: x,
+      None,
+      np.zeros((res, res, 3), np.float32),
+      np.zeros((5, 2), np.float32),
+      {},
+      None,
+      None,
+      completions={"deocclusion_gfc": lambda x, m: x * 0.5},
+  )
+
+  class View:
+    mask = np.zeros((8, res, res, 1), np.float32)
+    masked = np.zeros((8, res, res, 3), np.float32)
+
+  mesh = factories.make_mesh(synthetic.get_config())
+  kinds = ("masked", "completed", "completed_gfc")
+  for only_own, want in (
+      (False, {(r, k) for r in ("student_hard", "student_hard_gfc") for k in kinds}),
+      (True, {("student_hard", k) for k in kinds} | {("student_hard_gfc", "completed_gfc")}),
+  ):
+    ev = evaluator.Evaluator(models, mesh, 8, 1, only_own)
+    ev._stream(streaming.ArrayView(View).faces, None, [(View, kinds)])
+    assert {(r, k) for (_, k, r) in ev._embeddings} == want, only_own
