@@ -81,7 +81,8 @@ def test_miniature_sets_parse_with_the_real_readers(tmp_path):
 
 
 # In the default run and CI: 9.6 minutes wall (983 + 120 CPU-s user + sys) on a quiet
-# 2-core machine (benchmarks/rehearsal_timing.md). Past 30 minutes every process is
+# 2-core machine before Table 2's completion stages; with them 16.3 minutes, 1,296 CPU-s,
+# on a loaded one (benchmarks/rehearsal_timing.md). Past 30 minutes every process is
 # killed and the test fails with their output tails.
 @pytest.mark.slow
 @pytest.mark.rehearsal
