@@ -89,7 +89,14 @@ def evaluate() -> ConfigDict:
       "completed_predicted",
       "completed",
       "completed_noca",
-  )  # G without CA: when stage 'deocclusion_noca' ran; opt-in: 'rpca_fill', 'gl_fill'
+      "completed_gfc",
+      "completed_idgan",
+  )  # G without CA / GFC / IDGAN: when their stage ran; opt-in: 'rpca_fill', 'gl_fill'
+  # The recognisers retrained on another completion (stages distill_<hard|soft>_<g>,
+  # finetune_arcface_<g>): 'all' = embedded on every input, as the other rows;
+  # 'own' = on the clean faces and their own completion only (their Table 2 cell,
+  # evaluation/evaluators/completion_methods.py; the other cells of their rows stay empty).
+  s.retrained_inputs = "all"
   s.categories = ("simple", "complex", "body", "hybrid")  # per-category tables
   # How those tables are made: 'mixture' = the mixture's pairs grouped by the
   # category of their second face's occluder (no further images / embeddings);

@@ -52,6 +52,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.stages = tuple(
       s for st in c.stages for s in ((st, "deocclusion_noca") if st == "deocclusion" else (st,))
   )
+  # Table 2's other columns, GFC [26] and IDGAN [9] (training/completion_stages.py),
+  # and each base recogniser retrained on every other completion, after its base stage.
+  gens = ("noca", "gfc", "idgan")
+  after = {
+      "deocclusion_noca": ("deocclusion_gfc", "deocclusion_idgan"),
+      **{b: tuple(f"{b}_{g}" for g in gens) for b in ("distill_hard", "distill_soft")},
+      "finetune_arcface": tuple(f"finetune_arcface_{g}" for g in gens),
+  }
+  c.stages = tuple(s for st in c.stages for s in (st, *after.get(st, ())))
   c.data.source = "celeba"
   c.data.root = ""  # REQUIRED: folder with img_align_celeba/ + annotations
   c.data.partition = "random_6_1"  # the paper's random 6:1 train/validation split
@@ -119,6 +128,21 @@ def get_config() -> ml_collections.ConfigDict:
   c.distillation.lambda_i = 0.02
   c.distillation.angle_block_size = 32
   c.distillation.checkpoint_every = 2000
+  # GFC at the release's widths (base 32, fc a quarter of pool3) and IDGAN at
+  # GLCIC's (64); critics, local patch, batch and length as G's (the same
+  # batches: paired). Not taken from the GFC / IDGAN papers: the critics (ours),
+  # the parser's width, Adam 1e-4 (0.5, 0.9) and 30 epochs (G's).
+  for name, width in (("deocclusion_gfc", 32), ("deocclusion_idgan", 64)):
+    s = c[name]
+    s.base = width
+    s.critic_cnum = 64
+    s.local_size = 128
+    s.batch_size = 128
+    s.epochs = 30
+    s.checkpoint_every = 2000
+    s.g_optimizer.lr = 1e-4
+    s.d_optimizer.lr = 1e-4
+  c.deocclusion_gfc.parser_width = 32
   c.segmentation.width = 32
   c.segmentation.batch_size = 64
   c.segmentation.epochs = 8  # not in the paper (blind de-occlusion)
@@ -157,6 +181,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Table 1's completion columns: RPCA [53] and GL [8] from a library of the
   # first training faces (evaluate.classical_fill: 64 faces, <= 100 RPCA sweeps).
   c.evaluate.inputs = tuple(c.evaluate.inputs) + ("rpca_fill", "gl_fill")
+  # Table 1's rows: the classical PCA, GW+PCA, LPP (fitted on 1,000 training faces)
+  # and SR (identification only); the networks as published (VGGFace, SphereFace,
+  # a pretrained ArcFace) are your converted directories in
+  # evaluate.pretrained_recognizers (python -m deocc_jax.convert; docs/teachers.md);
+  # VGGFace2 is the teacher.
+  c.evaluate.classical.recognizers = ("pca", "gpca", "lpp", "sr")
 
   # Fig. 5: one student per loss setting, evaluated on the held-out identities.
   c.ablation.epochs = 24  # steps = 24 x (train images // distillation batch)

@@ -2,12 +2,13 @@
 
 :class:`Evaluator` makes, in one pass over a set's faces sharded over all
 devices and hosts, every input of a batch (masked; completed by G with the
-true or the segmenter's predicted mask; mean-face, diffusion, RPCA and GL fills) and
+true or the segmenter's predicted mask; by G without contextual attention, GFC
+and IDGAN; mean-face, diffusion, RPCA and GL fills) and
 every recogniser's embeddings of them, and keeps only the embeddings (so the
 host memory does not grow with the number of faces or of inputs); the
 evaluators of :mod:`deocc_jax.evaluation.evaluators` (verification,
-identification, segmentation IoU, completion grid) turn them into results and
-write their tables.
+identification, segmentation IoU, completion grid, Table 2's completion
+methods) turn them into results and write their tables.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from deocc_jax.evaluation import classical_fill, protocols, streaming
+from deocc_jax.runs import kinds as run_kinds
 from deocc_jax.runs import library_fill
 from deocc_jax.runs.models import Models
 from deocc_jax.utils import batch_map
@@ -38,10 +40,44 @@ INPUTS = {
     # Table 2's "GA w/o attention": G trained without contextual attention
     # (stage 'deocclusion_noca'); only when that stage ran.
     "completed_noca": "G without CA, true mask",
+    # Table 2's other completion methods (stages 'deocclusion_gfc' / '_idgan'),
+    # and Table 1's GFC column: true mask where known, like the fills.
+    "completed_gfc": "GFC fill",
+    "completed_idgan": "IDGAN fill",
 }
 
 
 CATEGORY_INPUTS = ("masked", "completed_predicted", "completed")
+
+
+# input key -> the de-occlusion stage whose network completes it (runs/kinds.COMPLETIONS)
+COMPLETED_BY = {
+    "completed": "deocclusion",
+    "completed_predicted": "deocclusion",
+    "completed_noca": "deocclusion_noca",
+    "completed_gfc": "deocclusion_gfc",
+    "completed_idgan": "deocclusion_idgan",
+}
+# the completions only made with a true mask (on a set without one, G's is
+# 'completed_predicted'); the others take the segmenter's mask there
+TRUE_MASK_ONLY = ("completed", "completed_noca")
+# de-occlusion stage -> its completion with the true mask
+INPUT_OF = {stage: k for k, stage in COMPLETED_BY.items() if k != "completed_predicted"}
+# recogniser retrained on another completion than G's -> that completion's stage
+RETRAINED_ON = {
+    run_kinds.get(run_kinds.on_completion(b, g)).recognizer: g
+    for b in run_kinds.RETRAINED
+    for g in run_kinds.COMPLETIONS
+    if g != "deocclusion"
+}
+
+
+def sees(recognizer: str, kind: str) -> bool:
+  """Whether ``recognizer`` is embedded on input ``kind`` under
+  ``config.evaluate.retrained_inputs='own'``: a recogniser retrained on another
+  completion on the clean faces and that completion only, the others on all."""
+  own = RETRAINED_ON.get(recognizer)
+  return own is None or kind in ("clean", INPUT_OF[own])
 
 
 # the completion grid's columns after clean / masked / mask / predicted mask
@@ -52,6 +88,8 @@ GRID_KINDS = (
     "completed_predicted",
     "completed",
     "completed_noca",
+    "completed_gfc",
+    "completed_idgan",
 )
 
 
@@ -69,8 +107,13 @@ class Evaluator:
   numbers do not depend on how many faces the set has.
   """
 
-  def __init__(self, models: Models, mesh, batch_size: int, diffusion_iters: int):
+  def __init__(
+      self, models: Models, mesh, batch_size: int, diffusion_iters: int, only_own: bool = False
+  ):
     self.models = models
+    # a recogniser retrained on another completion embeds only the clean faces and
+    # that completion (config.evaluate.retrained_inputs 'own'), else every input
+    self.wanted = lambda r, kind: not only_own or sees(r, kind)
     self.mesh = mesh
     n_dev = jax.process_count() * len(mesh.local_devices)
     self.batch_size = max(n_dev, -(-int(batch_size) // n_dev) * n_dev)
@@ -91,13 +134,12 @@ class Evaluator:
     }
     for kind, fill in models.fills.items():  # RPCA / GL, from a library of training faces
       self._fills[kind] = library_fill.per_device(lambda z, f=fill: f(z[..., :3], z[..., 3:]), mesh)
-    if models.complete is not None:
-      complete = models.complete
-      self._fills["completed"] = lambda z: complete(z[..., :3], z[..., 3:])
-      self._fills["completed_predicted"] = self._fills["completed"]
-    if models.complete_noca is not None:
-      complete_noca = models.complete_noca
-      self._fills["completed_noca"] = lambda z: complete_noca(z[..., :3], z[..., 3:])
+    made: dict[str, Callable[[jax.Array], jax.Array]] = {}  # stage -> fill (one per network)
+    for kind, stage in COMPLETED_BY.items():
+      if stage in models.completions:
+        complete = models.completions[stage]
+        fill = made.setdefault(stage, lambda z, f=complete: f(z[..., :3], z[..., 3:]))
+        self._fills[kind] = fill
 
   # ------------------------------------------------------------ batches
 
@@ -174,7 +216,10 @@ class Evaluator:
     )
     todo = []
     for view, kinds in jobs:
-      emb = {k: [r for r in recs if (id(view), k, r) not in self._embeddings] for k in kinds}
+      emb = {
+          k: [r for r in recs if (id(view), k, r) not in self._embeddings and self.wanted(r, k)]
+          for k in kinds
+      }
       emb = {k: rs for k, rs in emb.items() if rs}
       want_seg = seg and segment and streaming.has_mask(view) and id(view) not in self._seg
       want_grid = view is grid_of and grid_rows > 0 and id(view) not in self._grid
@@ -294,13 +339,11 @@ class Evaluator:
     known = streaming.has_mask(view)
     if (kind == "completed_predicted" or not known) and self.models.segment is None:
       return False  # needs the segmenter's mask
-    if kind in ("completed", "completed_predicted") and self.models.complete is None:
-      return False
-    if kind == "completed_noca" and self.models.complete_noca is None:
-      return False
+    if kind in COMPLETED_BY and COMPLETED_BY[kind] not in self.models.completions:
+      return False  # that de-occlusion stage did not run
     if kind in library_fill.KEYS and kind not in self.models.fills:
       return False  # not in config.evaluate.inputs when the models were restored
-    return not (kind in ("completed", "completed_noca") and not known)
+    return not (kind in TRUE_MASK_ONLY and not known)
 
   def _check_segmenter(self) -> None:
     if self.models.segment is None:

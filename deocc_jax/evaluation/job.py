@@ -23,6 +23,10 @@ identities it uses.
                                         10-fold cross-validated)
     table2_best_threshold_<set>.md/.csv the same at the best threshold over all pairs (the
                                         paper's LFW protocol)
+    completion_methods_<set>.md/.csv    Table 2 proper: each recogniser retrained on GFC / GA
+                                        w/o attention / IDGAN / GA w/ attention completions,
+                                        scored on its own completion ("—": stage not run)
+    completion_methods_paired_<set>.md/.csv  the same minus GA w/ attention, per fold
     by_category_<set>_{one,both}.md/.csv  accuracy per mask category
     identification_<set>.md/.csv        rank-1 on AR1 (sunglasses) / AR2 (scarf) per input
                                         (Table 1 shape) and cmc_<set>.md
@@ -49,7 +53,7 @@ from deocc_jax.data import masks as masks_lib
 from deocc_jax.errors import ConfigError
 from deocc_jax.evaluation import protocols, report, streaming
 from deocc_jax.evaluation.evaluator import INPUTS, Evaluator, verification_recognizers
-from deocc_jax.evaluation.evaluators import completion_grid
+from deocc_jax.evaluation.evaluators import completion_grid, completion_methods
 from deocc_jax.evaluation.evaluators import identification as identification_eval
 from deocc_jax.evaluation.evaluators import segmentation as segmentation_eval
 from deocc_jax.evaluation.evaluators import training_curves
@@ -189,8 +193,9 @@ def _external_identities(name: str, teacher_name: str, undetected: int) -> str:
 # --------------------------------------------------------------------- sets
 
 
-def _check_inputs(e: ConfigDict) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+def _check_inputs(config: ConfigDict) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
   """(inputs, categories, verification conditions) of ``config.evaluate``, checked."""
+  e = require(config, "evaluate")
   inputs = tuple(e.inputs)
   bad = [k for k in inputs if k not in INPUTS]
   if bad:
@@ -211,6 +216,12 @@ def _check_inputs(e: ConfigDict) -> tuple[tuple[str, ...], tuple[str, ...], tupl
         "pairs grouped by occluder category) or 'views' (every face occluded per category)"
     )
   conditions = (protocols.MIXTURE,) + (categories if by_category == "views" else ())
+  retrained = str(require(config, "evaluate.retrained_inputs"))
+  if retrained not in ("all", "own"):
+    raise ConfigError(
+        f"config.evaluate.retrained_inputs is {retrained!r}; choose 'all' (every input) or "
+        "'own' (the clean faces and the recogniser's own completion)"
+    )
   return inputs, categories, conditions
 
 
@@ -336,8 +347,9 @@ def run(
         + ", ".join(f"{k} step {v}" for k, v in sorted(models.steps.items())),
         flush=True,
     )
-  inputs, categories, conditions = _check_inputs(e)
-  ev = Evaluator(models, factories.make_mesh(config), int(e.batch_size), int(e.diffusion_iters))
+  inputs, categories, conditions = _check_inputs(config)
+  mesh, only_own = factories.make_mesh(config), str(e.retrained_inputs) == "own"
+  ev = Evaluator(models, mesh, int(e.batch_size), int(e.diffusion_iters), only_own)
   out_dir = results_dir or os.path.join(workdir, "results")
   plots = bool(e.plots)
   write = jax.process_index() == 0
@@ -375,6 +387,8 @@ def run(
       )
     if write:
       verification_tables.write(res, vs, models, out_dir, plots)
+      mix = res["results"][protocols.MIXTURE]
+      completion_methods.write(mix, vs.name, vs.identities, out_dir)
       if grid_rows:
         completion_grid.write(ev, vs, out_dir, grid_rows)
   for ids in identification_sets(config, workdir, models, held_src, held, real_kw, results):

@@ -141,12 +141,10 @@ class Models:
   steps: dict[str, int]  # stage -> restored step
   teacher: Any  # the api.Teacher (frozen recogniser of clean faces)
   generator: Any  # G's parameters, or None
-  # G without contextual attention (stage 'deocclusion_noca', Table 2's "GA w/o
-  # attention"): (masked, mask) -> completed, or None when that stage did not run
-  complete_noca: Callable[[jax.Array, jax.Array], jax.Array] | None = None
   # every trained completion network (Table 2's methods): de-occlusion stage
   # ('deocclusion', 'deocclusion_noca', 'deocclusion_gfc', 'deocclusion_idgan')
-  # -> (masked, mask) -> completed; only the stages that ran
+  # -> (masked, mask) -> completed; only the stages that ran ('deocclusion' is
+  # ``complete``; evaluation.evaluator.COMPLETED_BY: which input each makes)
   completions: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = dataclasses.field(
       default_factory=dict
   )
@@ -162,6 +160,10 @@ class Models:
       default_factory=dict
   )
   fill_library: np.ndarray | None = None
+
+  def __post_init__(self) -> None:
+    if self.complete is not None:
+      self.completions.setdefault("deocclusion", self.complete)
 
   def display(self, key: str) -> str:
     if key in self.pretrained:
@@ -310,7 +312,6 @@ def restore_models(
       steps,
       teacher,
       g,
-      complete_noca=completions.get("deocclusion_noca"),
       completions=completions,
       pretrained=shown,
       identifiers={

@@ -80,10 +80,19 @@ def test_tables_and_plots_written(tiny_run):
       "student_hard",
       "student_soft",
   }
-  # the tiny run trains no 'deocclusion_noca' stage, so "G without CA" is absent;
-  # the RPCA / GL fills are opt-in (config.evaluate.inputs), not asked for here
-  ran_inputs = set(evaluator.INPUTS) - {"completed_noca", "rpca_fill", "gl_fill"}
+  # the tiny run trains no 'deocclusion_noca' / '_gfc' / '_idgan' stage, so their
+  # inputs are absent; the RPCA / GL fills are opt-in (config.evaluate.inputs)
+  skipped = {"completed_noca", "completed_gfc", "completed_idgan", "rpca_fill", "gl_fill"}
+  ran_inputs = set(evaluator.INPUTS) - skipped
   assert set(mix["student_soft"]) == ran_inputs
+  # Table 2 proper: only its GA-w/-attention column (the base rows on G's completions)
+  with open(os.path.join(out, "completion_methods_synthetic.csv")) as f:
+    cm = list(csv.DictReader(f))
+  assert [r["recogniser"] for r in cm] == ["ArcFace fine-tuned", "OUR-Hard", "OUR-Soft"]
+  assert all(r[c] == "—" for r in cm for c in ("GFC", "GA w/o attention", "IDGAN")), cm
+  acc = 100 * np.asarray(mix["student_hard"]["completed"]["fold_accuracies_one"])
+  assert float(cm[1]["GA w/ attention"]) == pytest.approx(acc.mean(), abs=1e-9)
+  assert float(cm[1]["GA w/ attention std"]) == pytest.approx(acc.std(), abs=1e-9)
   # the Table 2 CSV holds exactly the results' numbers
   with open(os.path.join(out, "table2_synthetic.csv")) as f:
     rows = list(csv.DictReader(f))

@@ -187,7 +187,7 @@ def test_table2_g_without_contextual_attention_stage_and_input():
         {},
         None,
         None,
-        complete_noca=noca_fn,
+        completions={} if noca_fn is None else {"deocclusion_noca": noca_fn},
     )
 
   class View:

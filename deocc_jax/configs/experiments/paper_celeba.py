@@ -46,6 +46,7 @@ def _tpu_pod(c: ml_collections.ConfigDict) -> None:
   c.distillation.dtype = "bfloat16"
   # Global batches: decay every 24 epochs, lr 0.1 x 256 / 128 = 0.2.
   c.deocclusion.batch_size = 256
+  c.deocclusion_gfc.batch_size = c.deocclusion_idgan.batch_size = 256  # G's batches (paired)
   c.distillation.batch_size = 256
   c.distillation.sharded_relational = True
   c.checkpoint.async_save = True

@@ -30,7 +30,7 @@ def results(
     for subset, view in ids.probes.items():
       out[r][subset] = {}
       for kind in inputs:
-        if kind == "clean" or not ev.available(view, kind):
+        if kind == "clean" or not ev.available(view, kind) or not ev.wanted(r, kind):
           continue
         probe, labels = ev.embed_view(r, view, kind), ids.probe_labels[subset]
         if identify is None:

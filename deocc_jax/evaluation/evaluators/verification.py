@@ -73,7 +73,7 @@ def results(
       for kind in kinds:
         if kind == "clean":
           one = both = pair_metrics.cosine_scores(clean[a], clean[b])
-        elif not ev.available(view, kind):
+        elif not ev.available(view, kind) or not ev.wanted(r, kind):
           continue
         else:
           probe = ev.embed_view(r, view, kind)
