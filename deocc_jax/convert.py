@@ -12,6 +12,9 @@ Usage::
         --weights w600k_r50.onnx --out teachers/arcface_r50   # insightface ArcFace (ONNX)
     python -m deocc_jax.convert --arch iresnet50 \
         --weights backbone.pth --out teachers/arcface_r50     # arcface_torch state dict
+    python -m deocc_jax.convert --arch iresnet --weights backbone.pth \
+        --arch-config '{"layers": [2, 2, 2, 2], "widths": [16, 32, 64, 128], "num_features": 128}' \
+        --out teachers/arcface_small                         # other widths (a state dict)
     python -m deocc_jax.convert --arch vggface_vgg16 \\
         --weights vgg_face_dag.pth --out teachers/vggface      # VGGFace (VGG-16)
     python -m deocc_jax.convert --arch sphereface20 \\
@@ -37,6 +40,7 @@ with :func:`deocc_jax.conversion.checkpoint.load_converted_teacher`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -201,8 +205,29 @@ def build_parser() -> argparse.ArgumentParser:
       default=None,
       help="classifier size (default: the file's; none if it has no classifier)",
   )
+  p.add_argument(
+      "--arch-config",
+      default=None,
+      metavar="JSON",
+      help="hyper-parameters other than the published ones, for a state dict: IResNet "
+      '\'{"layers": [2, 2, 2, 2], "widths": [16, 32, 64, 128], "num_features": 128}\' '
+      "(with --arch iresnet), VGGFace / SphereFace widths (an ONNX graph carries its own)",
+  )
   p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
   return p
+
+
+def _arch_config(text: str | None) -> dict[str, Any] | None:
+  """``--arch-config``: a JSON object, or None when not given."""
+  if text is None:
+    return None
+  try:
+    value = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"--arch-config is not JSON ({e.msg} at character {e.pos}): {text!r}")
+  if not isinstance(value, dict):
+    raise ValueError(f"--arch-config must be a JSON object of hyper-parameters, got {text!r}")
+  return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,7 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error("--weights is required for the teacher architectures")
   try:
     out = convert(
-        args.arch, args.weights, args.out, num_classes=args.num_classes, overwrite=args.overwrite
+        args.arch,
+        args.weights,
+        args.out,
+        num_classes=args.num_classes,
+        overwrite=args.overwrite,
+        arch_config=_arch_config(args.arch_config),
     )
   except (
       WeightsFileError,

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import onnxruntime as ort  # noqa: E402  (in the test extra: a missing one fails)
 import pytest
 import torch
 from torch import nn
@@ -27,10 +28,7 @@ from deocc_jax.conversion.onnx_arcface import OnnxLayoutError, read_arcface_onnx
 from deocc_jax.conversion.torch_weights import torch_layout, torch_to_flax
 from deocc_jax.models import iresnet as ir
 from deocc_jax.teachers import api
-
 from tests.helpers.torch_reference import randomise_  # noqa: E402
-
-import onnxruntime as ort  # noqa: E402  (in the test extra: a missing one fails)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # legacy torch.onnx.export
 
@@ -222,3 +220,47 @@ def test_unknown_layout_names_the_node_and_initializer(tmp_path, capsys):
   junk.write_bytes(b"\x00garbage" * 10)
   rc = convert_cli.main(["--arch", "iresnet", "--weights", str(junk), "--out", str(tmp_path / "j")])
   assert rc == 2 and "junk.onnx" in capsys.readouterr().err
+
+
+def test_state_dict_of_other_widths_converts_through_the_cli(tmp_path, images, capsys):
+  """``--arch iresnet --arch-config`` on an arcface_torch state dict: the
+  rehearsal's student-sized ArcFace (data/rehearsal.py writes it by name) loads
+  strictly into the PyTorch reference, converts, and matches it."""
+  import json
+
+  from deocc_jax.data import rehearsal
+
+  layers, widths, features = (1, 1, 2, 1), (8, 8, 16, 24), 12
+  sd = rehearsal.arcface_iresnet_state_dict(layers, widths, features, seed=4)
+  model = TorchIResNet(layers=layers, widths=widths, features=features)
+  model.load_state_dict(sd, strict=True)  # every name and shape of the layout
+  with torch.no_grad():
+    for m in model.modules():  # non-trivial statistics so a swapped BN shows
+      if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        m.running_mean.uniform_(-0.1, 0.1)
+        m.running_var.uniform_(0.5, 1.5)
+  model.eval()
+  weights = tmp_path / "backbone.pth"
+  torch.save(model.state_dict(), weights)
+  arc = {"layers": list(layers), "widths": list(widths), "num_features": features}
+  out = tmp_path / "arcface"
+  args = ["--arch", "iresnet", "--weights", str(weights), "--out", str(out)]
+  assert convert_cli.main(args + ["--arch-config", json.dumps(arc)]) == 0
+  module, variables, meta = ckpt.load_converted_teacher(out)
+  assert meta["arch_config"] == {**arc, "map_size": 7}
+  x = (images.astype(np.float32) - 127.5) / 127.5
+  with torch.no_grad():
+    ref = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  got = np.asarray(module.apply(variables, x)["embedding"])
+  assert got.shape == (3, features)
+  assert np.max(np.abs(got - ref)) < TOL * max(1.0, float(np.max(np.abs(ref))))
+  assert np.max(np.abs(ref[0] - ref[1])) > 100 * TOL
+  # Not JSON / not an object / widths that do not fit: one line, exit status 2.
+  for bad, says in (
+      ("{layers: 1}", "--arch-config is not JSON"),
+      ("[1, 2]", "must be a JSON object"),
+      (json.dumps({**arc, "widths": [8, 8, 16, 32]}), "layer4"),
+  ):
+    rc = convert_cli.main(args + ["--overwrite", "--arch-config", bad])
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and err.count("\n") == 1, (bad, err)
