@@ -14,14 +14,22 @@ per data set), under ``<workdir>/rehearsal_data`` (or
   ``lfw_landmarks.txt`` (CelebA row format, paths relative to ``lfw/``);
 * ``AR/<m|w>-NNN-II.bmp`` (the AR naming; neutral 1 / 14, sunglasses 8 / 21,
   scarf 11 / 24, the occluders drawn on the face) plus ``ar_landmarks.txt``;
-* ``vggface2_resnet50.pt``: a PyTorch state dict of the VGGFace2 ResNet-50 in
-  the published layout (cydonia999/VGGFace2-pytorch names, 8,631 classes,
-  random weights; needs torch), converted to ``teacher/`` with the converter
-  (``deocc_jax.convert``) exactly as a user converts ``resnet50_ft_weight.pkl``.
+* ``teacher.pt``: a PyTorch state dict of the VGGFace2 ResNet-50 in the
+  published layout (cydonia999/VGGFace2-pytorch names, 8,631 classes, random
+  weights; needs torch), converted to ``teacher/`` with the converter
+  (``deocc_jax.convert``) exactly as a user converts ``resnet50_ft_weight.pkl``;
+* ``arcface.pt``: the baseline's "ArcFace model of a similar size to the
+  student" (paper Sec. 4.2), an insightface arcface_torch IResNet state dict
+  (random weights, ``config.rehearsal.arcface_*`` depth and widths), converted
+  to ``arcface/`` with ``--arch iresnet --arch-config``; it is also Table 1's
+  pretrained ArcFace row;
+* ``vggface.pt`` / ``sphereface.pt``: Table 1's VGGFace (``vgg_face_dag.pth``
+  layout) and SphereFace (``sphere20a`` layout) rows at narrow widths,
+  converted to ``vggface/`` and ``sphereface/`` the same way.
 
-It then points ``config.data.root``, ``config.teacher.path`` and the
-evaluation's LFW / AR paths at these files; every later stage is the paper
-config's own. Process 0 writes (a finished copy is reused), the others wait.
+It then points ``config.data.root``, ``config.teacher.path``,
+``config.finetune_arcface.path``, ``config.evaluate.pretrained_recognizers`` and
+the evaluation's LFW / AR paths at these files; every later stage is the paper config's own. Process 0 writes (a finished copy is reused), the others wait.
 """
 
 from __future__ import annotations
@@ -179,95 +187,171 @@ def write_ar(root: str, faces: SyntheticFaces, first: int, people: int) -> str:
   return lm_file
 
 
-# ----------------------------------------------------------------- teacher
+# ---------------------------------------------------------------- networks
 
 # cydonia999/VGGFace2-pytorch models/resnet.py: ResNet-50 = Bottleneck x (3, 4, 6, 3).
 _RESNET50_LAYERS = ((64, 3), (128, 4), (256, 6), (512, 3))
 
 
+class _StateDict:
+  """Random torch tensors by PyTorch name: He-initialised convs, BatchNorm with
+  unit statistics (``gamma`` scales a block's last BN down so a random deep
+  network keeps its activations in range)."""
+
+  def __init__(self, seed: int, network: str) -> None:
+    try:
+      import torch
+    except ImportError as e:
+      raise ImportError(
+          f"the rehearsal writes a PyTorch state dict of the {network} and "
+          "needs torch: pip install torch "
+          "--index-url https://download.pytorch.org/whl/cpu "
+          "(the CPU build; a plain `pip install torch` pulls a CUDA one)"
+      ) from e
+    self.torch = torch
+    self.g = torch.Generator().manual_seed(int(seed))
+    self.sd: dict[str, Any] = {}
+
+  def conv(self, name: str, cout: int, cin: int, k: int) -> None:
+    std = (2.0 / (cin * k * k)) ** 0.5
+    self.sd[f"{name}.weight"] = self.torch.randn(cout, cin, k, k, generator=self.g) * std
+
+  def bn(self, name: str, c: int, gamma: float = 1.0) -> None:
+    t = self.torch
+    self.sd[f"{name}.weight"] = t.full((c,), float(gamma))
+    self.sd[f"{name}.bias"] = t.zeros(c)
+    self.sd[f"{name}.running_mean"] = t.zeros(c)
+    self.sd[f"{name}.running_var"] = t.ones(c)
+    self.sd[f"{name}.num_batches_tracked"] = t.tensor(0, dtype=t.long)
+
+  def linear(self, name: str, cout: int, cin: int) -> None:
+    self.sd[f"{name}.weight"] = self.torch.randn(cout, cin, generator=self.g) * cin**-0.5
+    self.sd[f"{name}.bias"] = self.torch.zeros(cout)
+
+
 def vggface2_resnet50_state_dict(seed: int = 0, num_classes: int = 8631) -> dict[str, Any]:
   """Random weights for the published VGGFace2 ResNet-50 layout, as torch tensors
-  (names and shapes of cydonia999's ``resnet50``; He-initialised convs, BN with
-  unit statistics and the last BN of each block scaled down so the random
-  network keeps activations in range)."""
-  try:
-    import torch
-  except ImportError as e:
-    raise ImportError(
-        "the rehearsal writes a PyTorch state dict of the VGGFace2 teacher and "
-        "needs torch: pip install torch "
-        "--index-url https://download.pytorch.org/whl/cpu "
-        "(the CPU build; a plain `pip install torch` pulls a CUDA one)"
-    ) from e
-  g = torch.Generator().manual_seed(int(seed))
-  sd: dict[str, Any] = {}
-
-  def conv(name, cout, cin, k):
-    std = (2.0 / (cin * k * k)) ** 0.5
-    sd[f"{name}.weight"] = torch.randn(cout, cin, k, k, generator=g) * std
-
-  def bn(name, c, gamma=1.0):
-    sd[f"{name}.weight"] = torch.full((c,), float(gamma))
-    sd[f"{name}.bias"] = torch.zeros(c)
-    sd[f"{name}.running_mean"] = torch.zeros(c)
-    sd[f"{name}.running_var"] = torch.ones(c)
-    sd[f"{name}.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
-
-  conv("conv1", 64, 3, 7)
-  bn("bn1", 64)
+  (names and shapes of cydonia999's ``resnet50``)."""
+  w = _StateDict(seed, "VGGFace2 teacher")
+  w.conv("conv1", 64, 3, 7)
+  w.bn("bn1", 64)
   cin = 64
   for li, (planes, blocks) in enumerate(_RESNET50_LAYERS, start=1):
     for b in range(blocks):
       pre = f"layer{li}.{b}"
-      conv(f"{pre}.conv1", planes, cin, 1)
-      bn(f"{pre}.bn1", planes)
-      conv(f"{pre}.conv2", planes, planes, 3)
-      bn(f"{pre}.bn2", planes)
-      conv(f"{pre}.conv3", planes * 4, planes, 1)
-      bn(f"{pre}.bn3", planes * 4, gamma=0.2)
+      w.conv(f"{pre}.conv1", planes, cin, 1)
+      w.bn(f"{pre}.bn1", planes)
+      w.conv(f"{pre}.conv2", planes, planes, 3)
+      w.bn(f"{pre}.bn2", planes)
+      w.conv(f"{pre}.conv3", planes * 4, planes, 1)
+      w.bn(f"{pre}.bn3", planes * 4, gamma=0.2)
       if b == 0:
-        conv(f"{pre}.downsample.0", planes * 4, cin, 1)
-        bn(f"{pre}.downsample.1", planes * 4)
+        w.conv(f"{pre}.downsample.0", planes * 4, cin, 1)
+        w.bn(f"{pre}.downsample.1", planes * 4)
       cin = planes * 4
-  sd["fc.weight"] = torch.randn(num_classes, 2048, generator=g) * (1.0 / 2048**0.5)
-  sd["fc.bias"] = torch.zeros(num_classes)
-  return sd
+  w.linear("fc", num_classes, 2048)
+  return w.sd
 
 
-def write_teacher(root: str, seed: int = 0) -> str:
-  """Writes the state dict and converts it with the converter's command line,
-  ``python -m deocc_jax.convert`` in a fresh single-process interpreter on the
-  CPU, as a user does before a cluster run (also keeps the converter's Orbax
-  save out of a multi-process job); returns the converted teacher's directory."""
+def arcface_iresnet_state_dict(
+    layers: tuple[int, ...], widths: tuple[int, ...], num_features: int, seed: int = 0
+) -> dict[str, Any]:
+  """Random weights in insightface's ArcFace IResNet layout (arcface_torch
+  ``backbone.pth`` names: ``conv1``/``bn1``/``prelu`` stem, ``layerK.i`` blocks
+  ``bn1-conv1-bn2-prelu-conv2-bn3`` + ``downsample``, then ``bn2``, ``fc``
+  (flattened 7 x 7 map) and the ``features`` BatchNorm1d), no classifier."""
+  w = _StateDict(seed, "ArcFace baseline")
+  t = w.torch
+
+  def prelu(name: str, c: int) -> None:
+    w.sd[f"{name}.weight"] = t.full((c,), 0.25)
+
+  w.conv("conv1", widths[0], 3, 3)
+  w.bn("bn1", widths[0])
+  prelu("prelu", widths[0])
+  cin = widths[0]
+  for li, (planes, blocks) in enumerate(zip(widths, layers), start=1):
+    for b in range(blocks):
+      pre = f"layer{li}.{b}"
+      w.bn(f"{pre}.bn1", cin)
+      w.conv(f"{pre}.conv1", planes, cin, 3)
+      w.bn(f"{pre}.bn2", planes)
+      prelu(f"{pre}.prelu", planes)
+      w.conv(f"{pre}.conv2", planes, planes, 3)
+      w.bn(f"{pre}.bn3", planes, gamma=0.2)
+      if b == 0:  # every layer's first block has stride 2
+        w.conv(f"{pre}.downsample.0", planes, cin, 1)
+        w.bn(f"{pre}.downsample.1", planes)
+      cin = planes
+  w.bn("bn2", cin)
+  w.linear("fc", num_features, cin * 7 * 7)
+  w.bn("features", num_features)
+  return w.sd
+
+
+def vggface_vgg16_state_dict(
+    widths: tuple[int, ...], fc_features: int, num_classes: int = 2622, seed: int = 0
+) -> dict[str, Any]:
+  """Random weights in the VGG Face layout of ``vgg_face_dag.pth`` (Albanie's
+  port: ``convB_I`` 3x3 convs with bias, ``fc6`` / ``fc7`` / ``fc8``), at
+  ``widths`` per block and ``fc_features`` for fc6 / fc7."""
+  w = _StateDict(seed, "VGGFace row")
+  t = w.torch
+  cin = 3
+  for b, (width, convs) in enumerate(zip(widths, (2, 2, 3, 3, 3)), start=1):
+    for i in range(1, convs + 1):
+      w.conv(f"conv{b}_{i}", width, cin, 3)
+      w.sd[f"conv{b}_{i}.bias"] = t.zeros(width)
+      cin = width
+  w.linear("fc6", fc_features, cin * 7 * 7)
+  w.linear("fc7", fc_features, fc_features)
+  w.linear("fc8", num_classes, fc_features)
+  return w.sd
+
+
+def sphereface20_state_dict(
+    widths: tuple[int, ...], num_features: int, num_classes: int = 10574, seed: int = 0
+) -> dict[str, Any]:
+  """Random weights in the layout of sphereface_pytorch's ``sphere20a``
+  (``convS_J`` 3x3 convs with bias, each followed by PReLU ``reluS_J``; residual
+  units after each stage's stride-2 conv; ``fc5`` on the 7 x 6 map; ``fc6``
+  stored (in, out)), at ``widths`` per stage."""
+  w = _StateDict(seed, "SphereFace row")
+  t = w.torch
+  cin = 3
+  for stage, (width, units) in enumerate(zip(widths, (1, 2, 4, 1)), start=1):
+    for j in range(1, 2 * units + 2):
+      w.conv(f"conv{stage}_{j}", width, cin if j == 1 else width, 3)
+      if j > 1 and j % 2 == 1:  # a unit's second conv: scaled so the sums stay in range
+        w.sd[f"conv{stage}_{j}.weight"] *= 0.2
+      w.sd[f"conv{stage}_{j}.bias"] = t.zeros(width)
+      w.sd[f"relu{stage}_{j}.weight"] = t.full((width,), 0.25)
+    cin = width
+  w.linear("fc5", num_features, cin * 7 * 6)
+  w.sd["fc6.weight"] = t.randn(num_features, num_classes, generator=w.g)
+  return w.sd
+
+
+def _convert(root: str, name: str, state_dict: dict[str, Any], arch: str, *flags: str) -> str:
+  """Saves ``state_dict`` as ``<root>/<name>.pt`` and converts it to ``<root>/<name>/``
+  with the converter's command line, ``python -m deocc_jax.convert``, in a fresh
+  single-process interpreter on the CPU, as a user does before a cluster run
+  (also keeps the converter's Orbax save out of a multi-process job)."""
   import subprocess
   import sys
 
   import torch
 
-  weights = os.path.join(root, "vggface2_resnet50.pt")
+  weights = os.path.join(root, f"{name}.pt")
   tmp = weights + f".tmp{os.getpid()}"
-  torch.save(vggface2_resnet50_state_dict(seed), tmp)
+  torch.save(state_dict, tmp)
   os.replace(tmp, weights)
-  out = os.path.join(root, "teacher")
+  out = os.path.join(root, name)
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["JAX_PLATFORMS"] = "cpu"
-  proc = subprocess.run(
-      [
-          sys.executable,
-          "-m",
-          "deocc_jax.convert",
-          "--arch",
-          "vggface2_resnet50",
-          "--weights",
-          weights,
-          "--out",
-          out,
-          "--overwrite",
-      ],
-      env=env,
-      capture_output=True,
-      text=True,
-  )
+  cmd = [sys.executable, "-m", "deocc_jax.convert", "--arch", arch, "--weights", weights]
+  cmd += [*flags, "--out", out, "--overwrite"]
+  proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
   if proc.returncode != 0:
     raise RuntimeError(
         f"python -m deocc_jax.convert failed on {weights}:\n"
@@ -276,28 +360,78 @@ def write_teacher(root: str, seed: int = 0) -> str:
   return out
 
 
+def write_networks(root: str, r: ConfigDict) -> dict[str, str]:
+  """The converted networks of the paper config, written and converted: the
+  VGGFace2 ResNet-50 teacher (``teacher/``, published layout); the student-sized
+  ArcFace IResNet the baseline fine-tunes, also Table 1's pretrained ArcFace row
+  (``arcface/``); Table 1's VGGFace and SphereFace rows (``vggface/``,
+  ``sphereface/``) in their published layouts at narrow widths. Returns their
+  directories."""
+  seed = int(r.seed)
+  ints = lambda v: [int(x) for x in v]  # noqa: E731
+  arc = {
+      "layers": ints(r.arcface_layers),
+      "widths": ints(r.arcface_widths),
+      "num_features": int(r.arcface_features),
+  }
+  vgg = {"widths": ints(r.vggface_widths), "fc_features": int(r.vggface_fc_features)}
+  sphere = {"widths": ints(r.sphereface_widths), "num_features": int(r.sphereface_features)}
+  return {
+      "teacher": _convert(root, "teacher", vggface2_resnet50_state_dict(seed), "vggface2_resnet50"),
+      "arcface": _convert(
+          root,
+          "arcface",
+          arcface_iresnet_state_dict(arc["layers"], arc["widths"], arc["num_features"], seed + 1),
+          "iresnet",
+          "--arch-config",
+          json.dumps(arc),
+      ),
+      "vggface": _convert(
+          root,
+          "vggface",
+          vggface_vgg16_state_dict(vgg["widths"], vgg["fc_features"], seed=seed + 2),
+          "vggface_vgg16",
+          "--arch-config",
+          json.dumps(vgg),
+      ),
+      "sphereface": _convert(
+          root,
+          "sphereface",
+          sphereface20_state_dict(sphere["widths"], sphere["num_features"], seed=seed + 3),
+          "sphereface20",
+          "--arch-config",
+          json.dumps(sphere),
+      ),
+  }
+
+
 # ------------------------------------------------------------------- stage
 
 
-def paths(root: str) -> dict[str, str]:
+def paths(root: str) -> dict[str, str | tuple[str, ...]]:
+  """Config field -> the miniature's file or folder for it."""
   return {
       "data.root": os.path.join(root, "celeba"),
       "teacher.path": os.path.join(root, "teacher"),
-      # the miniature has one converted network: the baseline starts from it too
-      "finetune_arcface.path": os.path.join(root, "teacher"),
+      # the baseline: a student-sized ArcFace IResNet, converted like the teacher
+      "finetune_arcface.path": os.path.join(root, "arcface"),
       "evaluate.lfw_root": os.path.join(root, "lfw"),
       "evaluate.lfw_pairs": os.path.join(root, "pairs.txt"),
       "evaluate.lfw_landmarks": os.path.join(root, "lfw_landmarks.txt"),
       "evaluate.ar_root": os.path.join(root, "AR"),
       "evaluate.ar_landmarks": os.path.join(root, "ar_landmarks.txt"),
+      # Table 1's rows of networks as published: VGGFace, SphereFace, ArcFace
+      "evaluate.pretrained_recognizers": tuple(
+          os.path.join(root, n) for n in ("vggface", "sphereface", "arcface")
+      ),
   }
 
 
 def write_all(root: str, r: ConfigDict) -> None:
-  """Every miniature set and the teacher under ``root`` (skipped when done)."""
+  """Every miniature set and converted network under ``root`` (skipped when done)."""
   done = os.path.join(root, _DONE)
-  spec = {
-      k: r[k]
+  spec = {  # as JSON reads it back (tuples are lists)
+      k: list(r[k]) if isinstance(r[k], (tuple, list)) else r[k]
       for k in (
           "celeba_identities",
           "images_per_identity",
@@ -305,6 +439,13 @@ def write_all(root: str, r: ConfigDict) -> None:
           "ar_people",
           "seed",
           "face_resolution",
+          "arcface_layers",
+          "arcface_widths",
+          "arcface_features",
+          "vggface_widths",
+          "vggface_fc_features",
+          "sphereface_widths",
+          "sphereface_features",
       )
   }
   if os.path.exists(done):
@@ -323,7 +464,7 @@ def write_all(root: str, r: ConfigDict) -> None:
   # CelebA's aligned crop is 178 px wide: the face is rendered at that size.
   write_lfw(root, faces, n_celeba, int(r.lfw_folds))
   write_ar(root, faces, n_celeba + n_lfw, int(r.ar_people))
-  write_teacher(root, int(r.seed))
+  write_networks(root, r)
   _write_text(done, [json.dumps(spec)])
 
 
@@ -373,10 +514,13 @@ def run(config: ConfigDict, workdir: str) -> None:
   print(
       f"rehearsal data in {root}: CelebA {r.celeba_identities} identities x "
       f"{r.images_per_identity}, LFW {r.lfw_folds} folds, AR {r.ar_people} people, "
-      "VGGFace2 ResNet-50 teacher (random weights, 8,631 classes)"
+      "VGGFace2 ResNet-50 teacher (random weights, 8,631 classes), ArcFace IResNet "
+      f"{tuple(r.arcface_layers)} x {tuple(r.arcface_widths)} for the baseline, VGGFace "
+      f"{tuple(r.vggface_widths)} and SphereFace {tuple(r.sphereface_widths)} rows"
   )
 
 
-def _field(config: ConfigDict, key: str) -> str:
+def _field(config: ConfigDict, key: str) -> str | tuple[str, ...]:
   section, field = key.split(".")
-  return str(config[section][field])
+  value = config[section][field]
+  return tuple(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)

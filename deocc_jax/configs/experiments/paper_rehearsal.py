@@ -6,8 +6,9 @@ Stage ``rehearsal_data`` (``deocc_jax/data/rehearsal.py``) writes a miniature
 CelebA (img_align_celeba/ + identity_CelebA.txt + list_landmarks_align_celeba.txt
 + list_eval_partition.txt), LFW (per-person folders + pairs.txt, 10 folds) and
 AR (``m-001-01.bmp`` naming) in their native formats from synthetic identities,
-and a VGGFace2 ResNet-50 PyTorch state dict (published layout, 8,631 classes,
-random weights; needs torch) converted with ``deocc_jax.convert``. Then every
+a VGGFace2 ResNet-50 PyTorch state dict (published layout, 8,631 classes,
+random weights; needs torch) and the baseline's student-sized ArcFace IResNet
+(arcface_torch layout), both converted with ``deocc_jax.convert``. Then every
 stage of ``configs/paper_celeba.py`` runs on them unchanged -- the same code,
 the published teacher, the 6:1 image split with held-out identities, the
 epoch schedules resolved from the data size, the fine-tuned teacher baseline,
@@ -34,14 +35,26 @@ def rehearsal() -> ml_collections.ConfigDict:
   s.lfw_folds = 10  # pairs.txt: 10 folds x (1 matched + 1 mismatched)
   s.ar_people = 3
   s.face_resolution = 178  # CelebA's aligned crop width
+  # The baseline's converted ArcFace (finetune_arcface.path): an IResNet of the
+  # student's size (the paper: "similar size with our student"), iresnet18's
+  # depth at the rehearsal student's quarter widths.
+  s.arcface_layers = (2, 2, 2, 2)
+  s.arcface_widths = (16, 32, 64, 128)
+  s.arcface_features = 128
+  # Table 1's VGGFace and SphereFace rows (evaluate.pretrained_recognizers, with
+  # the ArcFace): the published layouts at an eighth of their widths.
+  s.vggface_widths = (8, 16, 32, 64, 64)
+  s.vggface_fc_features = 512
+  s.sphereface_widths = (8, 16, 32, 64)
+  s.sphereface_features = 64
   s.seed = 0
   return s
 
 
 def get_config() -> ml_collections.ConfigDict:
   c = paper.get_config()
-  # 'finetune_teacher' (the VGGFace2 teacher fine-tuned, an extra row) runs the
-  # same code as 'finetune_arcface' here, whose network is that teacher too:
+  # 'finetune_teacher' (the VGGFace2 teacher fine-tuned, an extra row, not the
+  # paper's) runs the code of 'finetune_arcface' on another converted network:
   # left out, it saves a ResNet-50 gradient and an evaluation pass.
   c.stages = ("rehearsal_data",) + tuple(s for s in c.stages if s != "finetune_teacher")
   c.progress = False
@@ -49,8 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
   with c.unlocked():  # the base config is locked: this experiment's own section
     c.rehearsal = rehearsal()
 
-  # the paper: 256. At 64 px the ResNet-50 rows' embeddings (teacher, fine-tuned
-  # baseline per completion), which dominate the evaluation, cost a quarter of 128's.
+  # the paper: 256. The networks trained here cost a quarter of 128 px's; the
+  # converted ones see their own crops (224 / 112 px) at any frame size.
   c.data.resolution = 64
   c.data.holdout_identities = 20  # the paper config: 1,000
   c.data.tuning_identities = 0  # the paper config: 500 (16 identities train here)
@@ -92,14 +105,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.distill_ar.batch_size = BATCH
   c.distill_ar.log_every = 1
   c.distill_ar.checkpoint_every = 1
-  c.finetune_arcface.num_steps = 1  # the VGGFace2 ResNet-50's gradient: the costliest step
-  c.finetune_arcface.checkpoint_every = 1
   c.finetune_arcface.warmup_steps = 0
 
   c.evaluate.batch_size = 8
-  # the 9 recognisers retrained per completion (3 of them fine-tuned ResNet-50s,
-  # the evaluation's costliest rows): only their Table 2 cell's clean faces and
-  # completion, not every input (the paper config: 'all')
+  # the 9 recognisers retrained per completion: only their Table 2 cell's clean
+  # faces and completion, not every input (the paper config: 'all')
   c.evaluate.retrained_inputs = "own"
   c.evaluate.num_pairs = 20  # 10 folds x (1 + 1) on the 20 held-out identities
   c.evaluate.categories = ()  # per-category tables: the mixture column only
