@@ -29,7 +29,8 @@ per data set), under ``<workdir>/rehearsal_data`` (or
 
 It then points ``config.data.root``, ``config.teacher.path``,
 ``config.finetune_arcface.path``, ``config.evaluate.pretrained_recognizers`` and
-the evaluation's LFW / AR paths at these files; every later stage is the paper config's own. Process 0 writes (a finished copy is reused), the others wait.
+the evaluation's LFW / AR paths at these files; every later stage is the paper
+config's own. Process 0 writes (a finished copy is reused), the others wait.
 """
 
 from __future__ import annotations
