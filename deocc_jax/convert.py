@@ -8,12 +8,12 @@ Usage::
         --weights resnet50_ft_weight.pkl --out teachers/vggface2_r50
     python -m deocc_jax.convert --arch vggface2_senet50 \\
         --weights senet50_ft_weight.pkl --out teachers/vggface2_se50
-    python -m deocc_jax.convert --arch iresnet \
+    python -m deocc_jax.convert --arch iresnet \\
         --weights w600k_r50.onnx --out teachers/arcface_r50   # insightface ArcFace (ONNX)
-    python -m deocc_jax.convert --arch iresnet50 \
+    python -m deocc_jax.convert --arch iresnet50 \\
         --weights backbone.pth --out teachers/arcface_r50     # arcface_torch state dict
-    python -m deocc_jax.convert --arch iresnet --weights backbone.pth \
-        --arch-config '{"layers": [2, 2, 2, 2], "widths": [16, 32, 64, 128], "num_features": 128}' \
+    python -m deocc_jax.convert --arch iresnet --weights backbone.pth \\
+        --arch-config '{"layers": [2, 2, 2, 2], "widths": [8, 16, 32, 64], "num_features": 128}' \\
         --out teachers/arcface_small                         # other widths (a state dict)
     python -m deocc_jax.convert --arch vggface_vgg16 \\
         --weights vgg_face_dag.pth --out teachers/vggface      # VGGFace (VGG-16)

@@ -333,11 +333,14 @@ def sphereface20_state_dict(
   return w.sd
 
 
-def _convert(root: str, name: str, state_dict: dict[str, Any], arch: str, *flags: str) -> str:
+def _convert(
+    root: str, name: str, state_dict: dict[str, Any], arch: str, arch_config: dict | None
+) -> str:
   """Saves ``state_dict`` as ``<root>/<name>.pt`` and converts it to ``<root>/<name>/``
-  with the converter's command line, ``python -m deocc_jax.convert``, in a fresh
-  single-process interpreter on the CPU, as a user does before a cluster run
-  (also keeps the converter's Orbax save out of a multi-process job)."""
+  with the converter's command line, ``python -m deocc_jax.convert`` (with
+  ``--arch-config`` for non-published widths), in a fresh single-process
+  interpreter on the CPU, as a user does before a cluster run (also keeps the
+  converter's Orbax save out of a multi-process job)."""
   import subprocess
   import sys
 
@@ -351,7 +354,9 @@ def _convert(root: str, name: str, state_dict: dict[str, Any], arch: str, *flags
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["JAX_PLATFORMS"] = "cpu"
   cmd = [sys.executable, "-m", "deocc_jax.convert", "--arch", arch, "--weights", weights]
-  cmd += [*flags, "--out", out, "--overwrite"]
+  if arch_config:
+    cmd += ["--arch-config", json.dumps(arch_config)]
+  cmd += ["--out", out, "--overwrite"]
   proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
   if proc.returncode != 0:
     raise RuntimeError(
@@ -368,41 +373,33 @@ def write_networks(root: str, r: ConfigDict) -> dict[str, str]:
   (``arcface/``); Table 1's VGGFace and SphereFace rows (``vggface/``,
   ``sphereface/``) in their published layouts at narrow widths. Returns their
   directories."""
-  seed = int(r.seed)
   ints = lambda v: [int(x) for x in v]  # noqa: E731
-  arc = {
-      "layers": ints(r.arcface_layers),
-      "widths": ints(r.arcface_widths),
-      "num_features": int(r.arcface_features),
-  }
-  vgg = {"widths": ints(r.vggface_widths), "fc_features": int(r.vggface_fc_features)}
-  sphere = {"widths": ints(r.sphereface_widths), "num_features": int(r.sphereface_features)}
-  return {
-      "teacher": _convert(root, "teacher", vggface2_resnet50_state_dict(seed), "vggface2_resnet50"),
-      "arcface": _convert(
-          root,
-          "arcface",
-          arcface_iresnet_state_dict(arc["layers"], arc["widths"], arc["num_features"], seed + 1),
+  # name -> (state dict writer, --arch, --arch-config: the writer's own arguments)
+  networks = {
+      "teacher": (vggface2_resnet50_state_dict, "vggface2_resnet50", {}),
+      "arcface": (
+          arcface_iresnet_state_dict,
           "iresnet",
-          "--arch-config",
-          json.dumps(arc),
+          {
+              "layers": ints(r.arcface_layers),
+              "widths": ints(r.arcface_widths),
+              "num_features": int(r.arcface_features),
+          },
       ),
-      "vggface": _convert(
-          root,
-          "vggface",
-          vggface_vgg16_state_dict(vgg["widths"], vgg["fc_features"], seed=seed + 2),
+      "vggface": (
+          vggface_vgg16_state_dict,
           "vggface_vgg16",
-          "--arch-config",
-          json.dumps(vgg),
+          {"widths": ints(r.vggface_widths), "fc_features": int(r.vggface_fc_features)},
       ),
-      "sphereface": _convert(
-          root,
-          "sphereface",
-          sphereface20_state_dict(sphere["widths"], sphere["num_features"], seed=seed + 3),
+      "sphereface": (
+          sphereface20_state_dict,
           "sphereface20",
-          "--arch-config",
-          json.dumps(sphere),
+          {"widths": ints(r.sphereface_widths), "num_features": int(r.sphereface_features)},
       ),
+  }
+  return {
+      name: _convert(root, name, write(**cfg, seed=int(r.seed) + i), arch, cfg or None)
+      for i, (name, (write, arch, cfg)) in enumerate(networks.items())
   }
 
 

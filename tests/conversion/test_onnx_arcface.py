@@ -17,7 +17,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import onnxruntime as ort  # noqa: E402  (in the test extra: a missing one fails)
 import pytest
 import torch
 from torch import nn
@@ -28,7 +27,10 @@ from deocc_jax.conversion.onnx_arcface import OnnxLayoutError, read_arcface_onnx
 from deocc_jax.conversion.torch_weights import torch_layout, torch_to_flax
 from deocc_jax.models import iresnet as ir
 from deocc_jax.teachers import api
+
 from tests.helpers.torch_reference import randomise_  # noqa: E402
+
+import onnxruntime as ort  # noqa: E402  (in the test extra: a missing one fails)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # legacy torch.onnx.export
 
